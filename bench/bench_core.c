@@ -1,0 +1,218 @@
+/*
+ * bench_core.c — the core's figures (issue: core benchmark keys).
+ *
+ * Baselines first: a __thread read through a non-inlined function and
+ * pthread_getspecific, the two things a C programmer would otherwise use.
+ * Every figure is the best of several runs of a tight loop, in nanoseconds
+ * per operation; "after switch" figures are differences between a loop with
+ * the operation and the same loop without it.
+ */
+#define _GNU_SOURCE
+#include <malloc.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include <ctxvar.h>
+
+#include "bench.h"
+
+#define REPEATS 5
+#define SINK(x) __asm__ volatile("" : : "r"(x) : "memory")
+
+/* ns per iteration of `body`, the best of REPEATS runs of `iters`. */
+#define TIME_LOOP(result, iters, body)                                         \
+    do {                                                                       \
+        double best_ = 1e30;                                                   \
+        for (int rep_ = 0; rep_ < REPEATS; rep_++) {                           \
+            uint64_t t0_ = ctx_bench_now_ns();                                 \
+            for (long i_ = 0; i_ < (iters); i_++) {                            \
+                body;                                                          \
+            }                                                                  \
+            double ns_ = (double)(ctx_bench_now_ns() - t0_) / (double)(iters); \
+            if (ns_ < best_)                                                   \
+                best_ = ns_;                                                   \
+        }                                                                      \
+        (result) = best_;                                                      \
+    } while (0)
+
+static __thread void *tls_slot;
+
+__attribute__((noinline)) static void *tls_read(void) {
+    __asm__ volatile("" : : : "memory");
+    return tls_slot;
+}
+
+static void *noop(void *arg) { return arg; }
+
+/* A context holding n fresh variables; *vars receives them (caller frees). */
+static ctx_context_t *context_with(int n, ctx_var_t ***vars) {
+    ctx_context_t *ctx;
+    ctx_var_t **v = malloc(sizeof *v * (size_t)n);
+    if (!v || ctx_context_new(&ctx))
+        abort();
+    for (int i = 0; i < n; i++) {
+        if (ctx_var_new("v", NULL, &v[i]) || ctx_context_set(ctx, v[i], (void *)(intptr_t)(i + 1)))
+            abort();
+    }
+    *vars = v;
+    return ctx;
+}
+
+static void drop(ctx_context_t *ctx, ctx_var_t **vars, int n) {
+    ctx_context_release(ctx);
+    for (int i = 0; i < n; i++)
+        ctx_var_release(vars[i]);
+    free(vars);
+}
+
+/* ---- the counting allocator for snapshot_bytes ---- */
+static long live_bytes, live_malloc_bytes;
+static void *count_malloc(size_t size, void *user) {
+    (void)user;
+    void *p = malloc(size);
+    if (p) {
+        live_bytes += (long)size;
+        live_malloc_bytes += (long)malloc_usable_size(p) + (long)sizeof(size_t);
+    }
+    return p;
+}
+static void count_free(void *p, size_t size, void *user) {
+    (void)user;
+    if (!p)
+        return;
+    live_bytes -= (long)size;
+    live_malloc_bytes -= (long)malloc_usable_size(p) + (long)sizeof(size_t);
+    free(p);
+}
+
+static void get_figures(ctx_bench_t *b, long iters) {
+    double tls, spec, hit;
+    pthread_key_t key;
+    pthread_key_create(&key, NULL);
+    pthread_setspecific(key, &key);
+    tls_slot = &key;
+    TIME_LOOP(tls, iters, SINK(tls_read()));
+    TIME_LOOP(spec, iters, SINK(pthread_getspecific(key)));
+
+    ctx_var_t **vars;
+    ctx_context_t *ctx = context_with(16, &vars);
+    ctx_context_enter(ctx);
+    void *out = NULL;
+    TIME_LOOP(hit, iters, ctx_var_get(vars[7], &out); SINK(out));
+    ctx_context_exit(ctx);
+    drop(ctx, vars, 16);
+    pthread_key_delete(key);
+
+    ctx_bench_put(b, "tls_read_ns", tls, "baseline: read a __thread variable (non-inlined call)");
+    ctx_bench_put(b, "getspecific_ns", spec, "baseline: pthread_getspecific");
+    ctx_bench_put(b, "get_hit_ns", hit, "ctx_var_get, repeated (per-thread cache hit)");
+    ctx_bench_put(b, "get_hit_ratio", hit / spec, "get_hit / getspecific (goal <= 1.5)");
+}
+
+static void switch_figures(ctx_bench_t *b, long iters, int n, const char *key) {
+    ctx_var_t **vars;
+    ctx_context_t *ctx = context_with(n, &vars);
+    void *out = NULL;
+    double with, without;
+    int k = 0;
+    TIME_LOOP(without, iters, ctx_context_enter(ctx); ctx_context_exit(ctx));
+    TIME_LOOP(with, iters, ctx_context_enter(ctx); ctx_var_get(vars[k], &out); SINK(out);
+              ctx_context_exit(ctx); k = (k + 7) % n);
+    drop(ctx, vars, n);
+    ctx_bench_put(b, key, with - without, "first ctx_var_get after entering another context");
+}
+
+static void set_reset_figures(ctx_bench_t *b, long iters, int n, const char *key) {
+    ctx_var_t **vars;
+    ctx_context_t *ctx = context_with(n, &vars);
+    ctx_context_enter(ctx);
+    ctx_token_t *tok = NULL;
+    double ns;
+    int k = 0;
+    TIME_LOOP(ns, iters, ctx_var_set(vars[k], &tok, &tok); ctx_var_reset(vars[k], tok);
+              ctx_token_release(tok); k = (k + 7) % n);
+    ctx_context_exit(ctx);
+    drop(ctx, vars, n);
+    ctx_bench_put(b, key, ns, "ctx_var_set with a token, then ctx_var_reset");
+}
+
+static void set_after_copy_figure(ctx_bench_t *b, long iters) {
+    ctx_var_t **vars;
+    ctx_context_t *ctx = context_with(16, &vars);
+    ctx_context_enter(ctx);
+    ctx_token_t *tok = NULL;
+    ctx_context_t *copy;
+    double with, without;
+    TIME_LOOP(without, iters, ctx_context_copy_current(&copy); ctx_context_release(copy));
+    TIME_LOOP(with, iters, ctx_context_copy_current(&copy); ctx_var_set(vars[3], &tok, &tok);
+              ctx_var_reset(vars[3], tok); ctx_token_release(tok); ctx_context_release(copy));
+    ctx_context_exit(ctx);
+    drop(ctx, vars, 16);
+    ctx_bench_put(b, "set_reset_after_copy_ns_16", with - without,
+                  "set+reset when a copy shares the map (path copied)");
+}
+
+static void copy_figures(ctx_bench_t *b, long iters) {
+    double small = 0, large = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        int n = pass ? 100000 : 1;
+        ctx_var_t **vars;
+        ctx_context_t *ctx = context_with(n, &vars);
+        ctx_context_t *copy;
+        ctx_context_enter(ctx);
+        TIME_LOOP(*(pass ? &large : &small), iters,
+                  ctx_context_copy_current(&copy); ctx_context_release(copy));
+        ctx_context_exit(ctx);
+        drop(ctx, vars, n);
+    }
+    ctx_bench_put(b, "copy_ns_1", small, "ctx_context_copy_current + release, 1 variable");
+    ctx_bench_put(b, "copy_ns_100000", large, "the same with 100000 variables");
+    ctx_bench_put(b, "copy_flat_ratio", large / small, "copy_ns_100000 / copy_ns_1 (goal <= 1.2)");
+}
+
+static void run_figure(ctx_bench_t *b, long iters) {
+    ctx_var_t **vars;
+    ctx_context_t *ctx = context_with(16, &vars), *copy;
+    ctx_context_copy(ctx, &copy);
+    double ns;
+    TIME_LOOP(ns, iters, ctx_context_run(copy, noop, NULL, NULL));
+    ctx_context_release(copy);
+    drop(ctx, vars, 16);
+    ctx_bench_put(b, "run_noop_ns", ns, "ctx_context_run of an empty function (goal <= 20)");
+}
+
+static void snapshot_figure(ctx_bench_t *b) {
+    enum { COPIES = 1000 };
+    ctx_var_t **vars;
+    ctx_context_t *ctx = context_with(16, &vars);
+    static ctx_context_t *copies[COPIES];
+    ctx_allocator_t counting = {count_malloc, count_free, NULL};
+    ctx_set_allocator(&counting);
+    long before = live_bytes, before_malloc = live_malloc_bytes;
+    for (int i = 0; i < COPIES; i++)
+        ctx_context_copy(ctx, &copies[i]);
+    long bytes = live_bytes - before, malloc_bytes = live_malloc_bytes - before_malloc;
+    for (int i = 0; i < COPIES; i++)
+        ctx_context_release(copies[i]);
+    ctx_set_allocator(NULL);
+    drop(ctx, vars, 16);
+    ctx_bench_put(b, "snapshot_bytes", (double)bytes / COPIES,
+                  "bytes one more copy of a 16-variable context asks for (goal <= 64)");
+    ctx_bench_put(b, "snapshot_malloc_bytes", (double)malloc_bytes / COPIES,
+                  "the same with glibc's chunk overhead");
+}
+
+void ctx_bench_core(ctx_bench_t *b) {
+    long iters = ctx_bench_quick(b) ? 100000 : 5000000;
+    get_figures(b, iters * 4);
+    switch_figures(b, iters, 16, "get_after_switch_ns_16");
+    switch_figures(b, iters, 1000, "get_after_switch_ns_1000");
+    set_reset_figures(b, iters, 1, "set_reset_ns_1");
+    set_reset_figures(b, iters, 16, "set_reset_ns_16");
+    set_reset_figures(b, iters, 1000, "set_reset_ns_1000");
+    set_after_copy_figure(b, iters);
+    copy_figures(b, iters);
+    run_figure(b, iters);
+    snapshot_figure(b);
+    ctx_thread_release();
+}

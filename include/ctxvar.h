@@ -1,0 +1,388 @@
+/*
+ * ctxvar.h — context variables for C (the core module).
+ *
+ * What Python's `contextvars` (PEP 567) is, in C11: request-scoped state that
+ * follows the work instead of the thread.
+ *
+ *   ctx_var_t      a variable: a name, an optional default, value operations.
+ *   ctx_context_t  a mapping from variables to values.  A context is a small
+ *                  reference-counted box around an immutable, structurally
+ *                  shared map (a HAMT), so copying one is O(1) whatever it
+ *                  holds, and a `set` in one copy is invisible to the others.
+ *   ctx_token_t    what `ctx_var_set` returns, to undo that set later with
+ *                  `ctx_var_reset`.
+ *
+ * Every thread has a *current context*: created empty the first time it is
+ * needed, released when the thread exits (or by ctx_thread_release).
+ * `ctx_var_get` / `ctx_var_set` act on it; `ctx_context_run` (or the
+ * `ctx_context_enter` / `ctx_context_exit` pair) makes another context current
+ * for a while and restores the previous one afterwards.
+ *
+ * Values
+ * ------
+ * A value is a `void *` the library stores but never looks into.  Each
+ * successful `ctx_var_set` hands the library one *share* of the value; the
+ * variable's `release` operation is called exactly once per share, on
+ * whatever thread drops the last context, token or map node that refers to it.
+ * Values are shared between copies of a context, not copied (the same
+ * "shallow copy" as Python): if a value is a mutable structure, a change made
+ * through one context is seen through every copy.  The way out is the
+ * `clone` operation and `ctx_var_get_for_write` (see there).
+ *
+ * Errors
+ * ------
+ * Functions return 0 (or a documented non-negative status) on success and a
+ * negative `CTX_E*` code on failure; `ctx_strerror` describes a code.  A call
+ * that fails changes nothing: no context, token or variable is modified, and
+ * a value or callback argument handed to a failing call stays owned by the
+ * caller.  Bad input (a NULL where an object is required, a token used twice,
+ * a context already entered) is an error code, never an abort.  There is no
+ * global error state.
+ *
+ * Threads
+ * -------
+ * Variables, contexts and tokens may be used from any thread.  A context may
+ * be copied, read, iterated and released from several threads at once.  A
+ * context is *entered* (current) in at most one thread at a time; entering it
+ * while it is entered anywhere fails with CTX_EENTERED.  A token may be used
+ * only in the context that made it, hence only in the thread where that
+ * context is current.
+ */
+#ifndef CTXVAR_H
+#define CTXVAR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ctxvar/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CTX_STATIC)
+#define CTX_EXPORT
+#elif defined(__GNUC__)
+#define CTX_EXPORT __attribute__((visibility("default")))
+#else
+#define CTX_EXPORT
+#endif
+
+/* ---------------------------------------------------------------------- */
+/* Errors                                                                  */
+/* ---------------------------------------------------------------------- */
+
+/* One table for every module's error codes: X(name, value, message). */
+#define CTX_ERRNO_MAP(X)                                                        \
+    X(ENOTFOUND, -1, "no value: the variable or key is not set")               \
+    X(EINVAL, -2, "invalid argument")                                          \
+    X(ENOMEM, -3, "out of memory")                                             \
+    X(ETOKENUSED, -4, "token has already been used once")                      \
+    X(ETOKENVAR, -5, "token was created by a different variable")              \
+    X(ETOKENCTX, -6, "token was created in a different context")               \
+    X(EENTERED, -7, "context is already entered")                              \
+    X(ENOTENTERED, -8, "context has not been entered")                         \
+    X(ENOTCURRENT, -9, "context is not this thread's current context")         \
+    X(EBUSY, -10, "contexts entered with ctx_context_enter are still entered") \
+    X(EKEY, -11, "a key's hash or equality operation failed")                  \
+    X(ENOCLONE, -12, "the variable has no clone operation")                    \
+    X(ETRUNCATED, -13, "output truncated: the buffer is too small")            \
+    X(ECALLBACK, -14, "a user callback reported failure")                      \
+    X(ESHUTDOWN, -15, "already shut down")                                     \
+    X(EFULL, -16, "queue is full")                                             \
+    X(ECANCELLED, -17, "cancelled")                                            \
+    X(ETIMEDOUT, -18, "timed out")                                             \
+    X(ECLOSED, -19, "closed or closing")                                       \
+    X(ENOTDONE, -20, "not finished yet")                                       \
+    X(EPARSE, -21, "malformed input")                                          \
+    X(ELIMIT, -22, "input exceeds a limit")                                    \
+    X(ESYSTEM, -23, "an operating-system call failed")
+
+typedef enum ctx_errno {
+    CTX_OK = 0,
+#define CTX__ERRNO_ENUM(name, value, message) CTX_##name = (value),
+    CTX_ERRNO_MAP(CTX__ERRNO_ENUM)
+#undef CTX__ERRNO_ENUM
+} ctx_errno_t;
+
+/* Lookup statuses (non-negative results of ctx_var_get). */
+#define CTX_VALUE 0   /* the variable has a value in the context */
+#define CTX_DEFAULT 1 /* it has none; the variable's default was returned */
+
+/* A static, human-readable message for `err` ("unknown error" for a code that
+ * is not in CTX_ERRNO_MAP).  Never NULL.  Any thread. */
+CTX_EXPORT const char *ctx_strerror(int err);
+
+/* The code's name without prefix, e.g. "EENTERED"; "UNKNOWN" if unknown. */
+CTX_EXPORT const char *ctx_error_name(int err);
+
+/* ---------------------------------------------------------------------- */
+/* Version and allocator                                                   */
+/* ---------------------------------------------------------------------- */
+
+/* CTX_VERSION_HEX of the library actually linked (compare with the header). */
+CTX_EXPORT unsigned ctx_version(void);
+/* "MAJOR.MINOR.PATCH" of the library actually linked. */
+CTX_EXPORT const char *ctx_version_string(void);
+
+/* The allocator every module uses.  `malloc` returns NULL on failure; `free`
+ * receives the size that was requested for the block (it may ignore it). */
+typedef struct ctx_allocator {
+    void *(*malloc)(size_t size, void *user);
+    void (*free)(void *ptr, size_t size, void *user);
+    void *user;
+} ctx_allocator_t;
+
+/* Replaces the allocator (NULL restores the C library's malloc/free).  The
+ * structure is copied.  Blocks allocated before the switch are later freed
+ * through the *new* hooks, so switch only while no ctxvar object is alive, or
+ * to hooks that can free the old hooks' blocks (a wrapper around malloc, as the
+ * tests' failing allocator is).  Not thread-safe: call it while no other
+ * thread uses the library.  Returns 0, or CTX_EINVAL if a hook is NULL. */
+CTX_EXPORT int ctx_set_allocator(const ctx_allocator_t *allocator);
+
+/* ---------------------------------------------------------------------- */
+/* Variables                                                               */
+/* ---------------------------------------------------------------------- */
+
+typedef struct ctx_var ctx_var_t;
+typedef struct ctx_context ctx_context_t;
+typedef struct ctx_token ctx_token_t;
+
+/* Value operations of a variable.  Every member is optional.  `user` is
+ * passed back to each of them.  Operations may run on any thread and must not
+ * call back into ctxvar for the same context. */
+typedef struct ctx_value_ops {
+    /* Drops one share of `value` (see "Values" above): called exactly once
+     * per successful set, once for the default when the variable dies.  NULL:
+     * values are not owned (plain pointers to static or caller-kept data). */
+    void (*release)(void *value, void *user);
+    /* Writes a text form of `value` for logs, snprintf-style: at most `cap`
+     * bytes including a terminating NUL, returns the length the full text
+     * needs (not counting the NUL), or a negative code on failure.  NULL:
+     * the formatter prints the pointer. */
+    int (*format)(const void *value, char *buf, size_t cap, void *user);
+    /* Makes a private copy of `value` into *out (one share, released later
+     * with `release`); returns 0 or a negative code.  Needed by
+     * ctx_var_get_for_write. */
+    int (*clone)(const void *value, void **out, void *user);
+    /* Encoding for the wire layer (ctxvar/wire.h): `encode` writes text as
+     * `format` does; `decode` parses `len` bytes into a new share in *out,
+     * returning 0 or a negative code (CTX_EPARSE for malformed text). */
+    int (*encode)(const void *value, char *buf, size_t cap, void *user);
+    int (*decode)(const char *text, size_t len, void **out, void *user);
+    void *user;
+} ctx_value_ops_t;
+
+typedef struct ctx_var_options {
+    /* The default returned by ctx_var_get when the context holds no value.
+     * Used only when `has_default` is non-zero (a NULL default is a value).
+     * On success the variable owns one share of it. */
+    void *default_value;
+    int has_default;
+    /* Copied into the variable; NULL means no operations at all. */
+    const ctx_value_ops_t *ops;
+} ctx_var_options_t;
+
+/* Creates a variable named `name` (copied; used by the formatter and for
+ * debugging; need not be unique) with `options` (NULL: no default, no
+ * operations).  On success *out holds the caller's reference; contexts and
+ * tokens holding values of the variable keep it alive, so releasing it while
+ * values remain is safe.  Errors: CTX_EINVAL (name or out NULL), CTX_ENOMEM
+ * (the default stays the caller's). */
+CTX_EXPORT int ctx_var_new(const char *name, const ctx_var_options_t *options,
+                           ctx_var_t **out);
+
+/* Drops the caller's reference.  When no context or token holds a value of
+ * the variable any more, its default is released and its memory freed.
+ * NULL is ignored.  Any thread. */
+CTX_EXPORT void ctx_var_release(ctx_var_t *var);
+
+/* Takes one more reference (for another owner); returns `var`. */
+CTX_EXPORT ctx_var_t *ctx_var_retain(ctx_var_t *var);
+
+/* The name given at creation (valid while the variable lives). */
+CTX_EXPORT const char *ctx_var_name(const ctx_var_t *var);
+
+/* Looks `var` up in the calling thread's current context.
+ *   CTX_VALUE (0)    *out = the value set in the context (may be NULL);
+ *   CTX_DEFAULT (1)  no value in the context; *out = the variable's default;
+ *   CTX_ENOTFOUND    neither; *out is untouched (Python's LookupError).
+ * CTX_EINVAL for NULL arguments.  The value is borrowed: it stays valid while
+ * the current context holds it (until the next set, reset, exit or
+ * get_for_write of this variable in this thread).  Never allocates; a repeated
+ * get of the same variable is served from a per-thread cache. */
+CTX_EXPORT int ctx_var_get(const ctx_var_t *var, void **out);
+
+/* Sets `var` to `value` in the current context (creating the thread's
+ * context if it has none).  The context holds one share of `value` from now
+ * on.  If `token` is not NULL, *token receives a new token (the caller owns it;
+ * release it with ctx_token_release) with which ctx_var_reset restores the
+ * previous state.  Other copies of the context are unaffected.
+ * Errors: CTX_EINVAL, CTX_ENOMEM (nothing changed; `value` stays the
+ * caller's). */
+CTX_EXPORT int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token);
+
+/* Undoes the set that made `token`: restores the value the variable had
+ * before it, or removes it if it had none.  Python's rules and errors:
+ *   CTX_ETOKENUSED  the token was already used by a successful reset;
+ *   CTX_ETOKENVAR   the token was made by another variable;
+ *   CTX_ETOKENCTX   the current context is not the one the token was made in;
+ *   CTX_ENOMEM      nothing changed, the token can be used again;
+ *   CTX_EINVAL      NULL argument.
+ * The token is not released (ctx_token_release does that). */
+CTX_EXPORT int ctx_var_reset(ctx_var_t *var, ctx_token_t *token);
+
+/* The escape from the shallow-copy trap.  Returns in *out a value of `var`
+ * that no other context, copy or token refers to, so it can be modified in
+ * place: if the current context's value is already private it is returned as
+ * is; otherwise it is cloned (the variable's `clone` operation) and the clone
+ * is set in the current context first.  So the first write after a copy
+ * clones once, and later ones reuse the clone.  If the context holds no
+ * value but the variable has a default, the default is cloned and set (a
+ * mutable default is never modified in place).  The pointer is private only
+ * until the context is next copied: ask again after any copy.
+ * Errors: CTX_ENOTFOUND (no value, no default), CTX_ENOCLONE (a clone was
+ * needed and the variable has none), CTX_ENOMEM, the clone's own code,
+ * CTX_EINVAL.  On error nothing changed. */
+CTX_EXPORT int ctx_var_get_for_write(ctx_var_t *var, void **out);
+
+/* Drops a token (NULL ignored).  Any thread.  A token keeps the previous
+ * value alive (for ctx_token_old_value) but not its context or variable: it
+ * recognises them by identity, so a token outliving them is harmless (a
+ * reset with it fails with CTX_ETOKENCTX or CTX_ETOKENVAR). */
+CTX_EXPORT void ctx_token_release(ctx_token_t *token);
+
+/* The variable that made `token` (borrowed: valid while that variable lives,
+ * e.g. while the caller holds a reference to it). */
+CTX_EXPORT ctx_var_t *ctx_token_var(const ctx_token_t *token);
+
+/* The value the variable had before the set that made `token`: 0 and *out,
+ * or CTX_ENOTFOUND (Python's Token.MISSING), or CTX_EINVAL. Borrowed. */
+CTX_EXPORT int ctx_token_old_value(const ctx_token_t *token, void **out);
+
+/* 1 once the token has been used by a successful reset, 0 before. */
+CTX_EXPORT int ctx_token_used(const ctx_token_t *token);
+
+/* ---------------------------------------------------------------------- */
+/* Contexts                                                                */
+/* ---------------------------------------------------------------------- */
+
+/* A new empty context (Python's `Context()`); the caller owns it.
+ * Errors: CTX_EINVAL, CTX_ENOMEM. */
+CTX_EXPORT int ctx_context_new(ctx_context_t **out);
+
+/* A copy of the calling thread's current context (Python's
+ * `copy_context()`), O(1).  Errors: CTX_EINVAL, CTX_ENOMEM. */
+CTX_EXPORT int ctx_context_copy_current(ctx_context_t **out);
+
+/* A copy of `ctx`, O(1) whatever it holds: the two share every map node until
+ * one of them is changed.  `ctx` may be entered in another thread.
+ * Errors: CTX_EINVAL, CTX_ENOMEM. */
+CTX_EXPORT int ctx_context_copy(ctx_context_t *ctx, ctx_context_t **out);
+
+/* A new context holding only those of `vars` (n of them) that have a value in
+ * `ctx` (an allowlist), O(n log size).  Errors: CTX_EINVAL, CTX_ENOMEM. */
+CTX_EXPORT int ctx_context_copy_only(ctx_context_t *ctx, ctx_var_t *const *vars,
+                                     size_t n, ctx_context_t **out);
+
+/* Takes one more reference; returns `ctx`. */
+CTX_EXPORT ctx_context_t *ctx_context_retain(ctx_context_t *ctx);
+
+/* Drops a reference (NULL ignored).  An entered context holds a reference of
+ * its own until it exits.  Any thread. */
+CTX_EXPORT void ctx_context_release(ctx_context_t *ctx);
+
+/* Sets `var` to `value` directly in `ctx`, which must not be entered anywhere:
+ * for building a context before handing it to ctx_context_run or a pool
+ * (decoders, allowlists).  Ownership as ctx_var_set.  Errors: CTX_EENTERED
+ * (also if another thread enters it concurrently), CTX_EINVAL, CTX_ENOMEM. */
+CTX_EXPORT int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value);
+
+/* Makes `ctx` the calling thread's current context; the previous one becomes
+ * current again at ctx_context_exit.  Errors: CTX_EENTERED (entered in this
+ * or any other thread; this includes a thread's own base context),
+ * CTX_ENOMEM (the thread had no context yet and none could be made),
+ * CTX_EINVAL. */
+CTX_EXPORT int ctx_context_enter(ctx_context_t *ctx);
+
+/* Leaves `ctx`, which must be the calling thread's current context, and makes
+ * the context that was current before its enter current again.  Errors:
+ * CTX_ENOTENTERED (not entered at all, or the thread's base context),
+ * CTX_ENOTCURRENT (entered, but not current in this thread), CTX_EINVAL. */
+CTX_EXPORT int ctx_context_exit(ctx_context_t *ctx);
+
+typedef void *(*ctx_run_fn)(void *arg);
+
+/* Python's Context.run: enters `ctx`, calls fn(arg), exits, and stores fn's
+ * return value in *result (if `result` is not NULL).  Sets made by `fn` land
+ * in `ctx`.  Returns 0, or an error of ctx_context_enter (then `fn` is not
+ * called).  `fn` must leave the contexts it entered before returning
+ * (otherwise the exit fails, CTX_ENOTCURRENT is returned and *result is
+ * still stored). */
+CTX_EXPORT int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg,
+                               void **result);
+
+/* 1 if `ctx` is entered in some thread at the moment of the call, else 0. */
+CTX_EXPORT int ctx_context_is_entered(const ctx_context_t *ctx);
+
+/* ---- mapping view (any context, any thread) ---- */
+
+/* The value of `var` in `ctx` (the default is not consulted): 0 and *out
+ * (borrowed: valid while `ctx` keeps it), or CTX_ENOTFOUND, or CTX_EINVAL. */
+CTX_EXPORT int ctx_context_get(ctx_context_t *ctx, const ctx_var_t *var,
+                               void **out);
+
+/* 1 if `ctx` holds a value for `var`, 0 if not, CTX_EINVAL. */
+CTX_EXPORT int ctx_context_contains(ctx_context_t *ctx, const ctx_var_t *var);
+
+/* Number of variables holding a value in `ctx` (0 for NULL). */
+CTX_EXPORT size_t ctx_context_length(ctx_context_t *ctx);
+
+/* Iteration over a snapshot of a context: allocation-free, caller-owned
+ * storage.  The snapshot is taken by ctx_iter_init and kept until
+ * ctx_iter_done, whatever later happens to the context.  Order: by key hash
+ * (for variables, creation order for the first 32, then interleaved); stable
+ * for a given snapshot. */
+typedef struct ctx_iter {
+    void *private_[20];
+} ctx_iter_t;
+
+/* Starts iterating `ctx`.  Returns 0 or CTX_EINVAL.  Call ctx_iter_done. */
+CTX_EXPORT int ctx_iter_init(ctx_iter_t *it, ctx_context_t *ctx);
+/* 1 and the next (variable, value) pair (borrowed, valid until
+ * ctx_iter_done; either out pointer may be NULL), or 0 at the end. */
+CTX_EXPORT int ctx_iter_next(ctx_iter_t *it, ctx_var_t **var, void **value);
+/* Releases the snapshot.  Safe to call twice. */
+CTX_EXPORT void ctx_iter_done(ctx_iter_t *it);
+
+/* Writes the context as "name=value name=value ..." into `buf` (NUL
+ * terminated, at most `cap` bytes), values formatted by their variables'
+ * `format` operation (or as a pointer), in iteration order.  *len (if not
+ * NULL) receives the length of the full text.  Returns 0, or CTX_ETRUNCATED
+ * (buf holds the truncated text; *len says how much is needed), CTX_EINVAL,
+ * or the code a format operation returned.  Never allocates. */
+CTX_EXPORT int ctx_context_format(ctx_context_t *ctx, char *buf, size_t cap,
+                                  size_t *len);
+
+/* ctx_context_format of the calling thread's current context (empty text if
+ * the thread has none yet). */
+CTX_EXPORT int ctx_format_current(char *buf, size_t cap, size_t *len);
+
+/* ---------------------------------------------------------------------- */
+/* Threads                                                                 */
+/* ---------------------------------------------------------------------- */
+
+/* Releases the calling thread's current context and per-thread state now
+ * instead of at thread exit (the main thread, whose exit runs no thread
+ * destructors, and tests that check for leaks).  The thread starts over with
+ * an empty context on next use.  Errors: CTX_EBUSY (a context entered with
+ * ctx_context_enter has not exited; nothing is released).  Returns 0 if the
+ * thread had no state. */
+CTX_EXPORT int ctx_thread_release(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CTXVAR_H */

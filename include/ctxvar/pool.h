@@ -1,0 +1,430 @@
+/*
+ * ctxvar/pool.h — propagation across threads (the pool module).
+ *
+ * Python's ThreadPoolExecutor.submit does not carry the caller's context into
+ * the worker; projects patch it by hand (copy_context() at submit, ctx.run()
+ * in the worker).  This module does it right by default:
+ *
+ *   ctx_pool_t     a fixed-size thread pool with a FIFO queue (optionally
+ *                  bounded).  `submit` captures the submitter's current
+ *                  context in O(1) and the task runs in a private copy of it.
+ *   ctx_future_t   the outcome of one submitted task: wait (with a timeout),
+ *                  result or error, cancel, done-callbacks.
+ *   ctx_bound_t    a bound callable: capture the current context now, call
+ *                  later from any thread, any number of times.  What you hand
+ *                  to a C callback API.
+ *   ctx_thread_t   a thread that starts in an empty context, or in a copy of
+ *                  its creator's.
+ *
+ * Propagation
+ * -----------
+ * Every task runs in a context of its own, made at submit time and dropped
+ * when the task returns, so a task's `ctx_var_set`s never reach the
+ * submitter, a sibling task, or the next task on the same worker; and no task
+ * ever runs in a context left over from an earlier task or from the thread
+ * that created the pool.  What that context holds is chosen per pool and per
+ * submit (ctx_propagation_t): a copy of the submitter's current context (the
+ * default), nothing (opt-out), a copy of a given context, or only an
+ * allowlist of variables from the submitter's context.
+ *
+ * Ownership (libuv's rule)
+ * ------------------------
+ * A call that fails never runs the callback it was given, and everything it
+ * was handed (a task's `arg`, a callback's `user`) stays with the caller.  A
+ * successful submit hands `arg` to the task; if the submit options name an
+ * `arg_release`, the pool calls it exactly once when it is done with `arg`
+ * (after the task returned, or when the task was cancelled before it ran).
+ *
+ * Errors are the negative CTX_E* codes of ctxvar.h; see each function.
+ */
+#ifndef CTXVAR_POOL_H
+#define CTXVAR_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../ctxvar.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ctx_pool ctx_pool_t;
+typedef struct ctx_future ctx_future_t;
+typedef struct ctx_bound ctx_bound_t;
+typedef struct ctx_thread ctx_thread_t;
+
+/* A task.  Returns 0 and stores its result in *result (completed), or a
+ * negative code (failed with that code; CTX_ECANCELLED means the task gave up
+ * because it was asked to: the future ends cancelled).  *result is NULL on
+ * entry.  Runs on a pool worker, in the task's own context. */
+typedef int (*ctx_task_fn)(void *arg, void **result);
+
+/* ---------------------------------------------------------------------- */
+/* Propagation policy                                                      */
+/* ---------------------------------------------------------------------- */
+
+typedef enum ctx_propagation {
+    /* In pool options: CTX_PROPAGATE_COPY.  In submit options: whatever the
+     * pool was configured with. */
+    CTX_PROPAGATE_DEFAULT = 0,
+    /* The task runs in a private copy of the submitter's current context,
+     * captured at submit (O(1)). */
+    CTX_PROPAGATE_COPY = 1,
+    /* The task runs in a new empty context: variables read their defaults.
+     * The opt-out, for isolation (or for a pool that does not care). */
+    CTX_PROPAGATE_NONE = 2,
+    /* The task runs in a private copy of an explicitly given context (taken
+     * at submit; the given context is never entered, so it may be in use
+     * elsewhere). */
+    CTX_PROPAGATE_CONTEXT = 3,
+    /* The task runs in a context holding only the listed variables that have
+     * a value in the submitter's current context. */
+    CTX_PROPAGATE_ALLOWLIST = 4
+} ctx_propagation_t;
+
+/* ---------------------------------------------------------------------- */
+/* Pools                                                                   */
+/* ---------------------------------------------------------------------- */
+
+/* What `submit` does when a bounded queue is full. */
+typedef enum ctx_pool_full {
+    CTX_POOL_FULL_WAIT = 0, /* wait until a slot frees (or the pool shuts down) */
+    CTX_POOL_FULL_FAIL = 1  /* fail at once with CTX_EFULL */
+} ctx_pool_full_t;
+
+typedef struct ctx_pool_options {
+    /* Worker threads, started at creation and kept until shutdown.
+     * 0: the number of online processors (ctx_pool_default_threads). */
+    size_t threads;
+    /* Most tasks waiting in the queue (not counting running ones); 0 means
+     * unbounded. */
+    size_t queue_capacity;
+    ctx_pool_full_t when_full;
+    /* The pool's propagation policy (DEFAULT means COPY).  For CONTEXT,
+     * `context` is retained by the pool until ctx_pool_destroy; for
+     * ALLOWLIST, the `allowlist_len` variables of `allowlist` are copied and
+     * retained.  Submit options may override the policy per task. */
+    ctx_propagation_t propagation;
+    ctx_context_t *context;
+    ctx_var_t *const *allowlist;
+    size_t allowlist_len;
+    /* Non-zero: every submit records the submitting call stack in its
+     * future (ctx_future_stack), for debugging failed or slow tasks.  Costs
+     * a few hundred nanoseconds per submit. */
+    int capture_stack;
+} ctx_pool_options_t;
+
+/* Per-submit options (all members optional: a zeroed struct means "as the
+ * pool is configured", exactly like ctx_pool_submit). */
+typedef struct ctx_submit_options {
+    /* DEFAULT: the pool's policy.  CONTEXT uses `context` (borrowed for the
+     * duration of the call: it is copied).  ALLOWLIST uses `allowlist`
+     * (borrowed for the duration of the call). */
+    ctx_propagation_t propagation;
+    ctx_context_t *context;
+    ctx_var_t *const *allowlist;
+    size_t allowlist_len;
+    /* Called exactly once with `arg` when the pool is done with it: on the
+     * worker after the task returned, or on the thread that cancelled the
+     * task before it ran.  Always before the future becomes done, so once
+     * ctx_future_wait returns the pool no longer touches `arg`.  Runs outside
+     * the task's context.  Never called if the submit fails. */
+    void (*arg_release)(void *arg);
+    /* Called once with the result of a completed task when the future is
+     * destroyed (last reference released): the future then owns the result.
+     * NULL: the result is a plain value the future never frees. */
+    void (*result_release)(void *result);
+    /* Non-zero: capture the submitting call stack even if the pool does not. */
+    int capture_stack;
+} ctx_submit_options_t;
+
+/* How ctx_pool_shutdown treats tasks still waiting in the queue. */
+typedef enum ctx_shutdown {
+    CTX_SHUTDOWN_DRAIN = 0, /* run every queued task, then stop */
+    CTX_SHUTDOWN_CANCEL = 1 /* cancel every queued task (they never run) */
+} ctx_shutdown_t;
+
+/* A snapshot of a pool's counters (each read under the pool lock; the
+ * outcome counters are updated just before a future becomes done). */
+typedef struct ctx_pool_stats {
+    size_t threads;          /* workers the pool was created with */
+    size_t queued;           /* tasks waiting in the queue now */
+    size_t running;          /* tasks taken by a worker and not yet finished */
+    uint64_t submitted;      /* successful submits, ever */
+    uint64_t completed;      /* futures ended COMPLETED */
+    uint64_t failed;         /* futures ended FAILED */
+    uint64_t cancelled;      /* futures ended CANCELLED */
+    uint64_t rejected;       /* submits refused: CTX_EFULL or CTX_ESHUTDOWN */
+    uint64_t max_queue_wait_ns; /* longest time a task waited in the queue */
+} ctx_pool_stats_t;
+
+/* The number of online processors (at least 1): the default pool size.
+ * Any thread. */
+CTX_EXPORT size_t ctx_pool_default_threads(void);
+
+/* Creates a pool and starts its workers.  `options` NULL: defaults (one
+ * worker per processor, unbounded queue, propagation on, no stack capture).
+ * On success *out is the caller's, to be destroyed with ctx_pool_destroy.
+ * The workers start with no context of their own; tasks never run in it.
+ * Any thread.
+ * Errors: CTX_EINVAL (out NULL; a policy value out of range; CONTEXT without
+ * a context; ALLOWLIST with a NULL list or a NULL variable in it; more than
+ * 4096 threads), CTX_ENOMEM, CTX_ESYSTEM (a worker could not be started).
+ * On error nothing is left running and nothing the caller passed is kept. */
+CTX_EXPORT int ctx_pool_new(const ctx_pool_options_t *options,
+                            ctx_pool_t **out);
+
+/* Queues fn(arg) to run on a worker, in a context chosen by the pool's
+ * policy (by default a private copy of the calling thread's current
+ * context, captured now).  If `out` is not NULL, *out receives a future
+ * (the caller owns one reference: ctx_future_release); with NULL the task
+ * runs fire-and-forget.  Allocates one record (plus the context copy).
+ * Any thread, including the pool's own tasks (but a task that waits for a
+ * task queued behind it on a one-worker pool waits forever).
+ * Errors (then fn never runs, `arg` stays the caller's, *out is untouched):
+ *   CTX_EINVAL     pool or fn NULL;
+ *   CTX_ENOMEM     no memory for the record or the context copy;
+ *   CTX_EFULL      the bounded queue is full and the pool fails when full;
+ *   CTX_ESHUTDOWN  ctx_pool_shutdown has begun (also for a submit that was
+ *                  waiting for room when it began). */
+CTX_EXPORT int ctx_pool_submit(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
+                               ctx_future_t **out);
+
+/* ctx_pool_submit with per-task options (NULL: as ctx_pool_submit).
+ * Additional errors: CTX_EINVAL (a policy value out of range; CONTEXT with
+ * a NULL context; ALLOWLIST with a NULL list or a NULL variable), and those
+ * of ctx_context_copy / ctx_context_copy_only.  On error neither fn nor
+ * arg_release is called. */
+CTX_EXPORT int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
+                                  const ctx_submit_options_t *options,
+                                  ctx_future_t **out);
+
+/* Stops the pool from accepting tasks (every later submit, and every submit
+ * waiting for room, fails with CTX_ESHUTDOWN), then either lets the workers
+ * run every queued task (DRAIN) or cancels every queued task (CANCEL: each
+ * ends CANCELLED, its arg_release and done-callbacks run on the calling
+ * thread).  Running tasks are never interrupted (their cancellation flag is
+ * not set either: cancel their futures for that).  No accepted task is
+ * lost: each ends completed, failed or cancelled.
+ * Waits until every worker has finished, except when called from one of
+ * this pool's own tasks: then it only begins the shutdown and returns.
+ * Calling it again (any mode, any thread) is harmless: the first call's mode
+ * wins, and the later call waits as the first one does.
+ * Returns 0, or CTX_EINVAL (pool NULL or mode out of range). */
+CTX_EXPORT int ctx_pool_shutdown(ctx_pool_t *pool, ctx_shutdown_t mode);
+
+/* Shuts the pool down (DRAIN, if no shutdown has begun), joins the workers
+ * and drops the caller's reference.  Futures of the pool stay valid (each
+ * keeps the pool's memory, not its threads, until released).  Call it once,
+ * from a thread that is not one of the pool's workers, when no other thread
+ * will call ctx_pool_submit on it any more.
+ * Returns 0, or CTX_EINVAL (NULL), CTX_EBUSY (called from one of this pool's
+ * own tasks: nothing done). */
+CTX_EXPORT int ctx_pool_destroy(ctx_pool_t *pool);
+
+/* Fills *out with a snapshot of the pool's counters.  Any thread.
+ * Errors: CTX_EINVAL. */
+CTX_EXPORT int ctx_pool_stats(ctx_pool_t *pool, ctx_pool_stats_t *out);
+
+/* ---------------------------------------------------------------------- */
+/* Futures                                                                 */
+/* ---------------------------------------------------------------------- */
+
+typedef enum ctx_future_state {
+    CTX_FUTURE_PENDING = 0,   /* queued, not started (or being cancelled) */
+    CTX_FUTURE_RUNNING = 1,   /* a worker is running the task */
+    CTX_FUTURE_COMPLETED = 2, /* the task returned 0; it has a result */
+    CTX_FUTURE_FAILED = 3,    /* the task returned an error (or could not
+                                 enter its context) */
+    CTX_FUTURE_CANCELLED = 4  /* cancelled before it ran, or the task returned
+                                 CTX_ECANCELLED */
+} ctx_future_state_t;
+
+/* What ctx_future_cancel did (non-negative statuses). */
+#define CTX_CANCEL_DONE 0     /* the future is cancelled: the task never runs */
+#define CTX_CANCEL_RUNNING 1  /* the task is running: its cancellation flag is
+                                 set; the future ends when the task returns */
+#define CTX_CANCEL_TOO_LATE 2 /* the future had already ended: nothing done */
+
+/* Timeout meaning "wait as long as it takes". */
+#define CTX_WAIT_FOREVER (-1)
+
+/* Called when a future ends; `future` is borrowed for the call. */
+typedef void (*ctx_future_done_fn)(ctx_future_t *future, void *user);
+
+/* One more reference (for another owner); returns `future`.  Any thread. */
+CTX_EXPORT ctx_future_t *ctx_future_retain(ctx_future_t *future);
+
+/* Drops a reference (NULL ignored).  Releasing a future does not cancel its
+ * task; the task runs and its outcome is dropped.  On the last reference
+ * the result is released (see result_release).  Any thread. */
+CTX_EXPORT void ctx_future_release(ctx_future_t *future);
+
+/* The state now (CTX_FUTURE_PENDING for NULL).  Any thread. */
+CTX_EXPORT ctx_future_state_t ctx_future_state(const ctx_future_t *future);
+
+/* 1 if the future has ended (completed, failed or cancelled), else 0. */
+CTX_EXPORT int ctx_future_done(const ctx_future_t *future);
+
+/* Waits until the future ends, at most `timeout_ns` nanoseconds
+ * (CTX_WAIT_FOREVER: no limit; 0: just look).  Any thread, but a task must
+ * not wait for a task that can only run after it on the same pool.
+ * Returns 0 (ended; its arg_release has run), CTX_ETIMEDOUT, CTX_EINVAL
+ * (NULL, or a task waiting for its own future). */
+CTX_EXPORT int ctx_future_wait(ctx_future_t *future, int64_t timeout_ns);
+
+/* The outcome, without waiting:
+ *   0              completed; *result (if result not NULL) = the task's
+ *                  result, borrowed from the future;
+ *   the task's code the task failed (or CTX_ENOMEM / CTX_ENOTCURRENT: see
+ *                  the worker notes in src/pool/executor.c);
+ *   CTX_ECANCELLED cancelled;
+ *   CTX_ENOTDONE   not ended yet;
+ *   CTX_EINVAL     future NULL.
+ * Any thread. */
+CTX_EXPORT int ctx_future_result(const ctx_future_t *future, void **result);
+
+/* Asks the task not to run, or to stop:
+ *   CTX_CANCEL_DONE      it was pending: it is removed from the queue and
+ *                        will never run; the future is cancelled, its
+ *                        arg_release and done-callbacks have run on this
+ *                        thread when the call returns (or are running on
+ *                        another thread that cancelled it at the same time);
+ *   CTX_CANCEL_RUNNING   it is running: its cancellation flag is set (see
+ *                        ctx_task_cancelled); it ends as the task decides;
+ *   CTX_CANCEL_TOO_LATE  it had already ended.
+ * CTX_EINVAL for NULL.  Any thread. */
+CTX_EXPORT int ctx_future_cancel(ctx_future_t *future);
+
+/* 1 if ctx_future_cancel was called on the future, else 0.  Any thread. */
+CTX_EXPORT int ctx_future_cancel_requested(const ctx_future_t *future);
+
+/* For a task: 1 if the future of the task running on the calling thread has
+ * been asked to cancel, else 0 (also 0 outside a task).  Cheap enough to
+ * poll in a loop. */
+CTX_EXPORT int ctx_task_cancelled(void);
+
+/* Registers fn(future, user) to run once when the future ends, in a private
+ * copy of the context current now (in the caller).  Callbacks run in the
+ * order they were added, on the thread that ends the future (a worker, or a
+ * thread that cancels it); if the future has already ended, fn runs at once
+ * on the calling thread, before this returns.  A callback's sets stay in
+ * its copy.  A callback must not release the future's last reference nor
+ * wait for another future of a full pool.  Any thread.
+ * Errors (fn is then never called; user stays the caller's): CTX_EINVAL,
+ * CTX_ENOMEM. */
+CTX_EXPORT int ctx_future_add_done_callback(ctx_future_t *future,
+                                            ctx_future_done_fn fn, void *user);
+
+/* The call stack captured when the task was submitted (see capture_stack):
+ * 0 with *frames (borrowed, valid while the future lives) and *count return
+ * addresses, innermost first, starting at the caller of the submit;
+ * CTX_ENOTFOUND if none was captured; CTX_EINVAL.  Any thread. */
+CTX_EXPORT int ctx_future_stack(const ctx_future_t *future,
+                                void *const **frames, size_t *count);
+
+/* Writes the captured stack as text, one frame per line ("#0 symbol+off
+ * [addr]" where the platform can name it), into `buf` (NUL terminated, at
+ * most `cap` bytes); *len (if not NULL) receives the full length.
+ * Returns 0, CTX_ETRUNCATED, CTX_ENOTFOUND (no stack), CTX_EINVAL.
+ * Symbol names need the program linked with -rdynamic.  Any thread. */
+CTX_EXPORT int ctx_future_format_stack(const ctx_future_t *future, char *buf,
+                                       size_t cap, size_t *len);
+
+/* How long the task waited in the queue (submit to start), in nanoseconds:
+ * 0 and *ns, or CTX_ENOTFOUND if it never started (pending or cancelled
+ * before running), CTX_EINVAL. */
+CTX_EXPORT int ctx_future_queue_wait(const ctx_future_t *future, uint64_t *ns);
+
+/* ---------------------------------------------------------------------- */
+/* Bound callables                                                         */
+/* ---------------------------------------------------------------------- */
+
+/* The function a bound callable calls: `arg` given at bind time, `call_arg`
+ * given at each call. */
+typedef void *(*ctx_bound_fn)(void *arg, void *call_arg);
+
+/* Calls share one context (sets persist from call to call; concurrent or
+ * nested calls fail with CTX_EENTERED) instead of each getting a fresh copy
+ * of the captured one. */
+#define CTX_BIND_SHARED 1u
+
+typedef struct ctx_bind_options {
+    unsigned flags; /* CTX_BIND_* */
+    /* Bind to a copy of this context instead of the current one (borrowed
+     * for the call). */
+    ctx_context_t *context;
+    /* Called once with `arg` when the bound callable is destroyed. */
+    void (*arg_release)(void *arg);
+} ctx_bind_options_t;
+
+/* Captures the calling thread's current context (O(1) copy; or a copy of
+ * options->context) and binds fn and arg to it.  *out is the caller's
+ * reference (ctx_bind_release).  Any thread.
+ * Errors (arg stays the caller's): CTX_EINVAL (fn or out NULL, unknown
+ * flags), CTX_ENOMEM. */
+CTX_EXPORT int ctx_bind_new(ctx_bound_fn fn, void *arg,
+                            const ctx_bind_options_t *options,
+                            ctx_bound_t **out);
+
+/* Calls fn(arg, call_arg) in the captured context and stores its return
+ * value in *result (if not NULL).  By default each call runs in its own
+ * fresh copy of the captured context (its sets are dropped afterwards), so
+ * any number of threads may call at once; with CTX_BIND_SHARED every call
+ * runs in the one captured context.  Any thread.
+ * Errors (fn not called): CTX_EINVAL (bound NULL), CTX_ENOMEM (no copy),
+ * CTX_EENTERED (shared, and a call is already running: a concurrent or
+ * nested call).  CTX_ENOTCURRENT: fn ran but left a context entered. */
+CTX_EXPORT int ctx_bind_call(ctx_bound_t *bound, void *call_arg,
+                             void **result);
+
+/* A ctx_run_fn-shaped trampoline for callback APIs that take
+ * `void *(*)(void *)` plus a user pointer: pass it with the bound callable as
+ * the user pointer.  Calls ctx_bind_call(bound, NULL, &r) and returns r
+ * (NULL if the call failed). */
+CTX_EXPORT void *ctx_bind_trampoline(void *bound);
+
+/* The same for APIs whose callback is `void (*)(void *)`. */
+CTX_EXPORT void ctx_bind_trampoline_void(void *bound);
+
+/* One more reference; returns `bound`.  Any thread. */
+CTX_EXPORT ctx_bound_t *ctx_bind_retain(ctx_bound_t *bound);
+
+/* Drops a reference (NULL ignored); the last one releases the captured
+ * context and calls arg_release.  Must not be the reference that a running
+ * call depends on.  Any thread. */
+CTX_EXPORT void ctx_bind_release(ctx_bound_t *bound);
+
+/* ---------------------------------------------------------------------- */
+/* Threads                                                                 */
+/* ---------------------------------------------------------------------- */
+
+/* The new thread runs in a copy of the creator's current context (taken at
+ * creation) instead of an empty one. */
+#define CTX_THREAD_INHERIT 1u
+
+/* Starts a thread that calls fn(arg): by default in an empty context, with
+ * CTX_THREAD_INHERIT in a private copy of the calling thread's current
+ * context.  When fn returns, the thread's ctxvar state is released.
+ * With `out` not NULL, *out is a handle to join (ctx_thread_join, exactly
+ * once); with NULL the thread is detached and cleans up after itself.
+ * Any thread.
+ * Errors (fn never runs; arg stays the caller's): CTX_EINVAL (fn NULL,
+ * unknown flags), CTX_ENOMEM, CTX_ESYSTEM (pthread_create failed). */
+CTX_EXPORT int ctx_thread_create(ctx_run_fn fn, void *arg, unsigned flags,
+                                 ctx_thread_t **out);
+
+/* Waits for the thread to finish, stores fn's return value in *result (if
+ * not NULL) and frees the handle.  Any thread but the one joined.
+ * Returns 0; CTX_ENOMEM if, with CTX_THREAD_INHERIT, the new thread could not
+ * enter its context (fn did not run); CTX_ENOTCURRENT if fn left a context
+ * entered; CTX_EINVAL (NULL); CTX_ESYSTEM (pthread_join failed; the handle is
+ * still freed). */
+CTX_EXPORT int ctx_thread_join(ctx_thread_t *thread, void **result);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CTXVAR_POOL_H */

@@ -1,0 +1,353 @@
+/*
+ * context.c — contexts: copies, enter/exit/run, the mapping view, iteration
+ * and the log formatter.
+ *
+ * A context (core.h) is a reference count, a spinlock, an `entered` flag and
+ * one map value.  Copying takes the lock just long enough to retain the
+ * source's root: O(1) whatever the context holds, and the copy costs one
+ * small allocation (snapshot_bytes in the benchmark).
+ *
+ * enter claims the context with a compare-and-swap on `entered` (so two
+ * threads can never both enter it, and the loser gets CTX_EENTERED instead of
+ * waiting), links it in front of the thread's current context through `prev`,
+ * and starts a new cache epoch.  exit undoes exactly that, and only for the
+ * current context.  run is enter, call, exit, borrowing the caller's
+ * reference instead of taking one.
+ *
+ * Readers of a context that may be current in another thread (the mapping
+ * view, copies, iteration) hold its lock while they look, since its owner may
+ * be changing unshared nodes in place.  Iteration and the formatter retain a
+ * snapshot of the root under the lock and then walk it unlocked.
+ */
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/core.h"
+
+void ctx__context_lock(ctx_context_t *ctx) {
+    while (atomic_exchange_explicit(&ctx->lock, 1, memory_order_acquire)) {
+        while (atomic_load_explicit(&ctx->lock, memory_order_relaxed))
+            sched_yield();
+    }
+}
+
+ctx_context_t *ctx__context_alloc(void) {
+    ctx_context_t *ctx = ctx__malloc(sizeof *ctx);
+    if (!ctx)
+        return NULL;
+    atomic_init(&ctx->refs, 1);
+    ctx->id = ctx__next_id();
+    atomic_init(&ctx->lock, 0);
+    atomic_init(&ctx->entered, 0);
+    ctx->map = CTX__HAMT_EMPTY;
+    ctx->prev = NULL;
+    return ctx;
+}
+
+static ctx__hamt_t snapshot(ctx_context_t *ctx) {
+    ctx__context_lock(ctx);
+    ctx__hamt_t map = ctx__hamt_retain(ctx->map);
+    ctx__context_unlock(ctx);
+    return map;
+}
+
+int ctx_context_new(ctx_context_t **out) {
+    if (!out)
+        return CTX_EINVAL;
+    ctx_context_t *ctx = ctx__context_alloc();
+    if (!ctx)
+        return CTX_ENOMEM;
+    *out = ctx;
+    return 0;
+}
+
+int ctx_context_copy(ctx_context_t *src, ctx_context_t **out) {
+    if (!src || !out)
+        return CTX_EINVAL;
+    ctx_context_t *ctx = ctx__context_alloc();
+    if (!ctx)
+        return CTX_ENOMEM;
+    ctx->map = snapshot(src);
+    *out = ctx;
+    return 0;
+}
+
+int ctx_context_copy_current(ctx_context_t **out) {
+    if (!out)
+        return CTX_EINVAL;
+    ctx__tstate_t *ts = ctx__tls;
+    if (!ts)
+        return ctx_context_new(out);
+    /* The current context changes only in this thread: no lock needed. */
+    ctx_context_t *ctx = ctx__context_alloc();
+    if (!ctx)
+        return CTX_ENOMEM;
+    ctx->map = ctx__hamt_retain(ts->current->map);
+    *out = ctx;
+    return 0;
+}
+
+int ctx_context_copy_only(ctx_context_t *src, ctx_var_t *const *vars, size_t n,
+                          ctx_context_t **out) {
+    if (!src || !out || (n && !vars))
+        return CTX_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!vars[i])
+            return CTX_EINVAL;
+    ctx_context_t *ctx = ctx__context_alloc();
+    if (!ctx)
+        return CTX_ENOMEM;
+    ctx__hamt_t from = snapshot(src);
+    int r = 0;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        ctx__hamt_item_t *item;
+        if (ctx__hamt_find(&from, vars[i]->hash, vars[i], &ctx__box_ops, &item) == 1)
+            r = ctx__hamt_assoc_inplace(&ctx->map, item, &ctx__box_ops);
+    }
+    ctx__hamt_release(from, &ctx__box_ops);
+    if (r) {
+        ctx_context_release(ctx);
+        return r;
+    }
+    *out = ctx;
+    return 0;
+}
+
+ctx_context_t *ctx_context_retain(ctx_context_t *ctx) {
+    if (ctx)
+        atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+    return ctx;
+}
+
+void ctx_context_release(ctx_context_t *ctx) {
+    if (!ctx || atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    ctx__hamt_release(ctx->map, &ctx__box_ops);
+    ctx__free(ctx, sizeof *ctx);
+}
+
+int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value) {
+    if (!ctx || !var)
+        return CTX_EINVAL;
+    int expected = 0;
+    if (!atomic_compare_exchange_strong_explicit(&ctx->entered, &expected, 1,
+                                                 memory_order_acquire, memory_order_relaxed))
+        return CTX_EENTERED;
+    int r = CTX_ENOMEM;
+    ctx__box_t *box = ctx__box_new(var, value);
+    if (box) {
+        ctx__context_lock(ctx);
+        r = ctx__hamt_assoc_inplace(&ctx->map, &box->item, &ctx__box_ops);
+        ctx__context_unlock(ctx);
+        if (r)
+            ctx__box_discard(box);
+    }
+    atomic_store_explicit(&ctx->entered, 0, memory_order_release);
+    return r;
+}
+
+/* ---- enter, exit, run ---- */
+
+static int enter(ctx__tstate_t *ts, ctx_context_t *ctx) {
+    int expected = 0;
+    if (!atomic_compare_exchange_strong_explicit(&ctx->entered, &expected, 1,
+                                                 memory_order_acquire, memory_order_relaxed))
+        return CTX_EENTERED;
+    ctx->prev = ts->current;
+    ts->current = ctx;
+    ts->epoch++;
+    return 0;
+}
+
+static int leave(ctx__tstate_t *ts, ctx_context_t *ctx) {
+    if (!atomic_load_explicit(&ctx->entered, memory_order_relaxed) || (ts && ctx == ts->base))
+        return CTX_ENOTENTERED;
+    if (!ts || ts->current != ctx)
+        return CTX_ENOTCURRENT;
+    ts->current = ctx->prev;
+    ctx->prev = NULL;
+    ts->epoch++;
+    atomic_store_explicit(&ctx->entered, 0, memory_order_release);
+    return 0;
+}
+
+int ctx_context_enter(ctx_context_t *ctx) {
+    if (!ctx)
+        return CTX_EINVAL;
+    int err = 0;
+    ctx__tstate_t *ts = ctx__tstate_get(&err);
+    if (!ts)
+        return err;
+    int r = enter(ts, ctx);
+    if (r == 0)
+        ctx_context_retain(ctx); /* held while entered */
+    return r;
+}
+
+int ctx_context_exit(ctx_context_t *ctx) {
+    if (!ctx)
+        return CTX_EINVAL;
+    int r = leave(ctx__tls, ctx);
+    if (r == 0)
+        ctx_context_release(ctx);
+    return r;
+}
+
+int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result) {
+    if (!ctx || !fn)
+        return CTX_EINVAL;
+    int err = 0;
+    ctx__tstate_t *ts = ctx__tstate_get(&err);
+    if (!ts)
+        return err;
+    int r = enter(ts, ctx);
+    if (r)
+        return r;
+    void *res = fn(arg);
+    if (result)
+        *result = res;
+    return leave(ctx__tls, ctx);
+}
+
+int ctx_context_is_entered(const ctx_context_t *ctx) {
+    return ctx ? atomic_load_explicit(&ctx->entered, memory_order_acquire) : 0;
+}
+
+/* ---- mapping view ---- */
+
+int ctx_context_get(ctx_context_t *ctx, const ctx_var_t *var, void **out) {
+    if (!ctx || !var || !out)
+        return CTX_EINVAL;
+    ctx__hamt_item_t *item;
+    ctx__context_lock(ctx);
+    int found = ctx__hamt_find(&ctx->map, var->hash, var, &ctx__box_ops, &item);
+    if (found == 1)
+        *out = ((ctx__box_t *)item)->value;
+    ctx__context_unlock(ctx);
+    return found == 1 ? 0 : CTX_ENOTFOUND;
+}
+
+int ctx_context_contains(ctx_context_t *ctx, const ctx_var_t *var) {
+    void *unused;
+    if (!ctx || !var)
+        return CTX_EINVAL;
+    return ctx_context_get(ctx, var, &unused) == 0;
+}
+
+size_t ctx_context_length(ctx_context_t *ctx) {
+    if (!ctx)
+        return 0;
+    ctx__context_lock(ctx);
+    size_t n = ctx->map.count;
+    ctx__context_unlock(ctx);
+    return n;
+}
+
+/* ---- iteration ---- */
+
+typedef struct iter_state {
+    ctx__hamt_t snapshot;
+    ctx__hamt_iter_t walk;
+    int live;
+} iter_state_t;
+
+_Static_assert(sizeof(iter_state_t) <= sizeof(ctx_iter_t), "ctx_iter_t too small");
+
+int ctx_iter_init(ctx_iter_t *it, ctx_context_t *ctx) {
+    if (!it || !ctx)
+        return CTX_EINVAL;
+    iter_state_t *st = (iter_state_t *)it;
+    st->snapshot = snapshot(ctx);
+    ctx__hamt_iter_init(&st->walk, &st->snapshot);
+    st->live = 1;
+    return 0;
+}
+
+int ctx_iter_next(ctx_iter_t *it, ctx_var_t **var, void **value) {
+    iter_state_t *st = (iter_state_t *)it;
+    if (!it || !st->live)
+        return 0;
+    ctx__box_t *box = (ctx__box_t *)ctx__hamt_iter_next(&st->walk);
+    if (!box)
+        return 0;
+    if (var)
+        *var = ctx__box_var(box);
+    if (value)
+        *value = box->value;
+    return 1;
+}
+
+void ctx_iter_done(ctx_iter_t *it) {
+    iter_state_t *st = (iter_state_t *)it;
+    if (!it || !st->live)
+        return;
+    ctx__hamt_release(st->snapshot, &ctx__box_ops);
+    st->live = 0;
+}
+
+/* ---- formatter ---- */
+
+/* Appends `len` bytes of text at logical position *pos (bytes beyond the
+ * buffer are counted, not written). */
+static void emit(char *buf, size_t cap, size_t *pos, const char *text, size_t len) {
+    if (*pos < cap) {
+        size_t room = cap - *pos - 1;
+        memcpy(buf + *pos, text, len < room ? len : room);
+    }
+    *pos += len;
+}
+
+/* Formats one value in place at *pos, snprintf-style. */
+static int emit_value(char *buf, size_t cap, size_t *pos, const ctx_var_t *var,
+                      const void *value) {
+    char scratch[1];
+    char *at = *pos < cap ? buf + *pos : scratch;
+    size_t room = *pos < cap ? cap - *pos : 0;
+    int n = var->ops.format ? var->ops.format(value, room ? at : scratch, room, var->ops.user)
+                            : snprintf(room ? at : scratch, room, "%p", value);
+    if (n < 0)
+        return var->ops.format ? n : CTX_ECALLBACK;
+    *pos += (size_t)n;
+    return 0;
+}
+
+int ctx_context_format(ctx_context_t *ctx, char *buf, size_t cap, size_t *len) {
+    if (!ctx || (!buf && cap))
+        return CTX_EINVAL;
+    ctx_iter_t it;
+    ctx_var_t *var;
+    void *value;
+    size_t pos = 0;
+    int r = 0;
+    ctx_iter_init(&it, ctx);
+    for (int first = 1; r == 0 && ctx_iter_next(&it, &var, &value); first = 0) {
+        if (!first)
+            emit(buf, cap, &pos, " ", 1);
+        emit(buf, cap, &pos, var->name, strlen(var->name));
+        emit(buf, cap, &pos, "=", 1);
+        r = emit_value(buf, cap, &pos, var, value);
+    }
+    ctx_iter_done(&it);
+    if (cap)
+        buf[pos < cap ? pos : cap - 1] = '\0';
+    if (r)
+        return r;
+    if (len)
+        *len = pos;
+    return pos < cap ? 0 : CTX_ETRUNCATED;
+}
+
+int ctx_format_current(char *buf, size_t cap, size_t *len) {
+    ctx__tstate_t *ts = ctx__tls;
+    if (ts)
+        return ctx_context_format(ts->current, buf, cap, len);
+    if (!buf && cap)
+        return CTX_EINVAL;
+    if (cap)
+        buf[0] = '\0';
+    if (len)
+        *len = 0;
+    return 0;
+}

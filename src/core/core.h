@@ -1,0 +1,126 @@
+/*
+ * core.h — the structures behind ctxvar.h, shared by var.c, context.c and
+ * tstate.c (internal).
+ *
+ *   thread state (one per thread, ctx__tls)          context (refcounted)
+ *   ┌──────────────────────────┐                      ┌──────────────────┐
+ *   │ current ────────────────────────────────────▶ │ map: ctx__hamt_t │──▶ HAMT nodes,
+ *   │ base (made at first use) │                      │ prev (while      │    shared by
+ *   │ epoch                    │                      │  entered)        │    every copy
+ *   │ cache[64]: var id,epoch, │                      │ entered, lock    │
+ *   │            value, status │                      └──────────────────┘
+ *   └──────────────────────────┘
+ *
+ * The map's items are *boxes*: one per successful set, holding the variable
+ * (key, retained) and the value (one share, released when the box dies).
+ *
+ * Who may touch a context's map: the thread in which it is current (set,
+ * reset, get_for_write change it, in place when its nodes are unshared), under
+ * the context's lock; any other thread only reads it under that lock.  The
+ * owning thread's own reads (ctx_var_get) need no lock since no one else
+ * writes.  A context that is not entered is changed only by
+ * ctx_context_set, which marks it entered for the duration.
+ *
+ * The cache: ctx_var_get remembers (variable id, epoch) → (value, status) per
+ * thread; the epoch changes whenever the current map changes or another
+ * context becomes current, which invalidates every entry at once.  Variable
+ * ids are never reused, so a dead variable's entry can never be mistaken for a
+ * new one's.
+ */
+#ifndef CTX_CORE_CORE_H
+#define CTX_CORE_CORE_H
+
+#include <ctxvar.h>
+#include <stdatomic.h>
+
+#include "core/hamt.h"
+
+struct ctx_var {
+    atomic_size_t refs;
+    uint64_t id; /* unique, never reused; the cache key */
+    uint32_t hash;
+    int has_default;
+    void *default_value;
+    ctx_value_ops_t ops;
+    size_t size; /* bytes allocated, name included */
+    char name[];
+};
+
+typedef struct ctx__box {
+    ctx__hamt_item_t item; /* key = the variable */
+    void *value;
+} ctx__box_t;
+
+struct ctx_context {
+    atomic_size_t refs;
+    uint64_t id; /* unique, never reused: tokens check it */
+    atomic_int lock;
+    atomic_int entered;
+    ctx__hamt_t map;
+    ctx_context_t *prev; /* the context current before this one's enter */
+};
+
+struct ctx_token {
+    ctx_context_t *ctx; /* not retained: compared with ctx_id */
+    uint64_t ctx_id;
+    ctx_var_t *var; /* not retained: compared with var_id */
+    uint64_t var_id;
+    ctx__box_t *old;    /* retained; NULL: the variable had no value */
+    atomic_int used;
+};
+
+#define CTX__CACHE_SIZE 64
+
+typedef struct ctx__cache_entry {
+    uint64_t var_id;
+    uint64_t epoch;
+    void *value;
+    int status;
+} ctx__cache_entry_t;
+
+typedef struct ctx__tstate {
+    ctx_context_t *current;
+    ctx_context_t *base;
+    uint64_t epoch;
+    ctx__cache_entry_t cache[CTX__CACHE_SIZE];
+} ctx__tstate_t;
+
+extern _Thread_local ctx__tstate_t *ctx__tls;
+
+/* The calling thread's state, made (with an empty base context) on first
+ * use.  NULL with *err = CTX_ENOMEM / CTX_ESYSTEM if it cannot be made. */
+ctx__tstate_t *ctx__tstate_get(int *err);
+
+/* The map operations of a context's map (boxes keyed by variable identity). */
+extern const ctx__hamt_ops_t ctx__box_ops;
+
+/* A new box holding `var` (retained) and `value`, refs = 0 (the map's retain
+ * is its first reference); NULL if out of
+ * memory.  ctx__box_discard frees a box that never held a share (a failed
+ * set): the value is not released. */
+ctx__box_t *ctx__box_new(ctx_var_t *var, void *value);
+void ctx__box_discard(ctx__box_t *box);
+
+static inline ctx_var_t *ctx__box_var(const ctx__box_t *box) {
+    return (ctx_var_t *)box->item.key;
+}
+
+/* The context's lock: a spinlock held for a few hundred nanoseconds at most
+ * (one map operation), contended only when another thread reads a context
+ * while its owner changes it. */
+void ctx__context_lock(ctx_context_t *ctx);
+static inline void ctx__context_unlock(ctx_context_t *ctx) {
+    atomic_store_explicit(&ctx->lock, 0, memory_order_release);
+}
+
+/* A new empty context (refs = 1), or NULL. */
+ctx_context_t *ctx__context_alloc(void);
+
+/* A process-wide unique id (never 0, never reused) for contexts and
+ * variables; taken from a per-thread block so most calls touch no atomic. */
+uint64_t ctx__next_id(void);
+
+/* Tests only: gives `var` a chosen hash; call before any value is set. */
+void ctx__var_force_hash(ctx_var_t *var, uint32_t hash);
+
+#endif /* CTX_CORE_CORE_H */

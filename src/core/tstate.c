@@ -1,0 +1,99 @@
+/*
+ * tstate.c — the per-thread current context.
+ *
+ * Each thread that needs one gets a ctx__tstate_t (core.h): its base context
+ * (empty, made on first need, marked entered so no other thread can enter
+ * it), the current context, and the lookup cache.  The pointer lives in a
+ * _Thread_local for speed; a pthread key with a destructor releases it at
+ * thread exit, after leaving any context the thread forgot to exit.
+ * ctx_thread_release does the same on request (the main thread's exit runs no
+ * key destructors).
+ *
+ * Nothing is global but the key and its pthread_once; a released thread
+ * state leaves no trace, so a test can start over.
+ */
+#include <pthread.h>
+
+#include "core/alloc.h"
+#include "core/core.h"
+
+_Thread_local ctx__tstate_t *ctx__tls;
+
+static pthread_key_t tstate_key;
+static pthread_once_t tstate_once = PTHREAD_ONCE_INIT;
+static int tstate_key_error;
+
+static void tstate_free(ctx__tstate_t *ts) {
+    /* Leave whatever is still entered, innermost first. */
+    while (ts->current != ts->base) {
+        ctx_context_t *ctx = ts->current;
+        ts->current = ctx->prev;
+        ctx->prev = NULL;
+        atomic_store_explicit(&ctx->entered, 0, memory_order_release);
+        ctx_context_release(ctx);
+    }
+    ctx__tls = NULL;
+    atomic_store_explicit(&ts->base->entered, 0, memory_order_release);
+    ctx_context_release(ts->base);
+    ctx__free(ts, sizeof *ts);
+}
+
+static void tstate_destructor(void *p) { tstate_free(p); }
+
+static void tstate_key_init(void) {
+    tstate_key_error = pthread_key_create(&tstate_key, tstate_destructor);
+}
+
+ctx__tstate_t *ctx__tstate_get(int *err) {
+    ctx__tstate_t *ts = ctx__tls;
+    if (ts)
+        return ts;
+    pthread_once(&tstate_once, tstate_key_init);
+    if (tstate_key_error) {
+        *err = CTX_ESYSTEM;
+        return NULL;
+    }
+    ts = ctx__calloc(sizeof *ts);
+    ctx_context_t *base = ctx__context_alloc();
+    if (!ts || !base) {
+        ctx__free(ts, sizeof *ts);
+        ctx_context_release(base);
+        *err = CTX_ENOMEM;
+        return NULL;
+    }
+    atomic_store_explicit(&base->entered, 1, memory_order_relaxed);
+    ts->base = ts->current = base;
+    ts->epoch = 1;
+    if (pthread_setspecific(tstate_key, ts) != 0) {
+        ctx_context_release(base);
+        ctx__free(ts, sizeof *ts);
+        *err = CTX_ENOMEM;
+        return NULL;
+    }
+    ctx__tls = ts;
+    return ts;
+}
+
+#define ID_BLOCK 1024
+
+static atomic_uint_fast64_t id_blocks = 1;
+static _Thread_local uint64_t id_next, id_end;
+
+uint64_t ctx__next_id(void) {
+    if (id_next == id_end) {
+        id_next = atomic_fetch_add_explicit(&id_blocks, ID_BLOCK, memory_order_relaxed);
+        id_end = id_next + ID_BLOCK;
+    }
+    return id_next++;
+}
+
+int ctx_thread_release(void) {
+    ctx__tstate_t *ts = ctx__tls;
+    if (!ts)
+        return 0;
+    if (ts->current != ts->base)
+        return CTX_EBUSY;
+    pthread_setspecific(tstate_key, NULL);
+    tstate_free(ts);
+    return 0;
+}

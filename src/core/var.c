@@ -1,0 +1,306 @@
+/*
+ * var.c — variables, value boxes, tokens: get, set, reset, get_for_write.
+ *
+ * A variable is a reference-counted record: id, hash, name, default, value
+ * operations.  Its hash is its id (ids count up from 1), which spreads the
+ * first 32 variables over the 32 positions of the root node, the next 992
+ * over a second level, and so on: the densest tree a HAMT can have, and
+ * iteration in creation order for small contexts.
+ *
+ * A set allocates a box (ctx__box_t: the variable and one share of the value)
+ * and puts it in the current context's map with ctx__hamt_assoc_inplace, so a
+ * context that nobody copied is changed in place; after a copy the first set
+ * copies one path.  A token keeps the previous box alive and remembers the
+ * context and variable by address *and* id (ids are never reused), so it needs
+ * no reference to either and a dead one's address cannot pass for a live one;
+ * reset puts the box back (or removes the variable).  Reference counts are
+ * atomic and each costs several nanoseconds, so the set/reset path takes only
+ * those it needs: a box starts "floating" (count 0) and the map's retain is
+ * its first reference.  Every
+ * operation allocates before it changes anything, so an allocation failure
+ * changes nothing.
+ *
+ * get is the hot path: one thread-local load, a cache line indexed by the
+ * variable's id, two compares (core.h explains the epoch).  A miss walks the
+ * map (no lock: only this thread changes its current context) and fills the
+ * entry.
+ *
+ * get_for_write is the way out of the shallow-copy trap: the value may be
+ * changed in place only when its box and every node above it are referenced
+ * by this context alone (ctx__hamt_is_private); otherwise it is cloned and the
+ * clone set, after which it is private until the next copy.
+ */
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/core.h"
+
+/* ---- boxes ---- */
+
+static void box_free(ctx__hamt_item_t *item, void *user) {
+    (void)user;
+    ctx__box_t *box = (ctx__box_t *)item;
+    ctx_var_t *var = ctx__box_var(box);
+    if (var->ops.release)
+        var->ops.release(box->value, var->ops.user);
+    ctx__free(box, sizeof *box);
+    ctx_var_release(var);
+}
+
+const ctx__hamt_ops_t ctx__box_ops = {NULL, box_free, NULL};
+
+ctx__box_t *ctx__box_new(ctx_var_t *var, void *value) {
+    ctx__box_t *box = ctx__malloc(sizeof *box);
+    if (!box)
+        return NULL;
+    atomic_init(&box->item.refs, 0); /* floating: the map's retain owns it */
+    box->item.hash = var->hash;
+    box->item.key = ctx_var_retain(var);
+    box->value = value;
+    return box;
+}
+
+void ctx__box_discard(ctx__box_t *box) {
+    ctx_var_t *var = ctx__box_var(box);
+    ctx__free(box, sizeof *box);
+    ctx_var_release(var);
+}
+
+/* ---- variables ---- */
+
+int ctx_var_new(const char *name, const ctx_var_options_t *options, ctx_var_t **out) {
+    if (!name || !out)
+        return CTX_EINVAL;
+    size_t len = strlen(name);
+    size_t size = sizeof(ctx_var_t) + len + 1;
+    ctx_var_t *var = ctx__malloc(size);
+    if (!var)
+        return CTX_ENOMEM;
+    atomic_init(&var->refs, 1);
+    var->id = ctx__next_id();
+    var->hash = (uint32_t)var->id;
+    var->has_default = options && options->has_default;
+    var->default_value = var->has_default ? options->default_value : NULL;
+    if (options && options->ops)
+        var->ops = *options->ops;
+    else
+        memset(&var->ops, 0, sizeof var->ops);
+    var->size = size;
+    memcpy(var->name, name, len + 1);
+    *out = var;
+    return 0;
+}
+
+ctx_var_t *ctx_var_retain(ctx_var_t *var) {
+    if (var)
+        atomic_fetch_add_explicit(&var->refs, 1, memory_order_relaxed);
+    return var;
+}
+
+void ctx_var_release(ctx_var_t *var) {
+    if (!var || atomic_fetch_sub_explicit(&var->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (var->has_default && var->ops.release)
+        var->ops.release(var->default_value, var->ops.user);
+    ctx__free(var, var->size);
+}
+
+const char *ctx_var_name(const ctx_var_t *var) { return var ? var->name : NULL; }
+
+void ctx__var_force_hash(ctx_var_t *var, uint32_t hash) { var->hash = hash; }
+
+/* ---- get ---- */
+
+static int get_default(const ctx_var_t *var, void **out) {
+    if (!var->has_default)
+        return CTX_ENOTFOUND;
+    *out = var->default_value;
+    return CTX_DEFAULT;
+}
+
+static int get_slow(ctx__tstate_t *ts, const ctx_var_t *var, void **out,
+                    ctx__cache_entry_t *e) {
+    ctx__hamt_item_t *item;
+    int status;
+    void *value = NULL;
+    if (ctx__hamt_find(&ts->current->map, var->hash, var, &ctx__box_ops, &item) == 1) {
+        value = ((ctx__box_t *)item)->value;
+        status = CTX_VALUE;
+    } else {
+        status = get_default(var, &value);
+    }
+    e->var_id = var->id;
+    e->epoch = ts->epoch;
+    e->value = value;
+    e->status = status;
+    if (status != CTX_ENOTFOUND)
+        *out = value;
+    return status;
+}
+
+int ctx_var_get(const ctx_var_t *var, void **out) {
+    if (!var || !out)
+        return CTX_EINVAL;
+    ctx__tstate_t *ts = ctx__tls;
+    if (!ts)
+        return get_default(var, out);
+    ctx__cache_entry_t *e = &ts->cache[var->id % CTX__CACHE_SIZE];
+    if (e->var_id == var->id && e->epoch == ts->epoch) {
+        if (e->status != CTX_ENOTFOUND)
+            *out = e->value;
+        return e->status;
+    }
+    return get_slow(ts, var, out, e);
+}
+
+/* ---- set, reset ---- */
+
+/* After the current map changed to give `var` `value`: a new epoch, and the
+ * entry for `var` filled, since it is likely read next. */
+static void note_change(ctx__tstate_t *ts, const ctx_var_t *var, void *value, int status) {
+    ctx__cache_entry_t *e = &ts->cache[var->id % CTX__CACHE_SIZE];
+    e->var_id = var->id;
+    e->epoch = ++ts->epoch;
+    e->value = value;
+    e->status = status;
+}
+
+int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
+    if (!var)
+        return CTX_EINVAL;
+    int err = 0;
+    ctx__tstate_t *ts = ctx__tstate_get(&err);
+    if (!ts)
+        return err;
+    ctx_context_t *ctx = ts->current;
+    ctx_token_t *tok = NULL;
+    if (token && !(tok = ctx__malloc(sizeof *tok)))
+        return CTX_ENOMEM;
+    ctx__box_t *box = ctx__box_new(var, value);
+    if (!box) {
+        ctx__free(tok, sizeof *tok);
+        return CTX_ENOMEM;
+    }
+
+    ctx__hamt_item_t *old = NULL;
+    ctx__context_lock(ctx);
+    int r = ctx__hamt_swap_inplace(&ctx->map, &box->item, &ctx__box_ops, &old);
+    ctx__context_unlock(ctx);
+    if (r) {
+        ctx__free(tok, sizeof *tok);
+        ctx__box_discard(box);
+        return r;
+    }
+    if (old && !tok)
+        ctx__hamt_item_release(old, &ctx__box_ops);
+    note_change(ts, var, value, CTX_VALUE);
+    if (tok) {
+        tok->ctx = ctx;
+        tok->ctx_id = ctx->id;
+        tok->var = var;
+        tok->var_id = var->id;
+        tok->old = (ctx__box_t *)old;
+        atomic_init(&tok->used, 0);
+        *token = tok;
+    }
+    return 0;
+}
+
+int ctx_var_reset(ctx_var_t *var, ctx_token_t *tok) {
+    if (!var || !tok)
+        return CTX_EINVAL;
+    if (atomic_load_explicit(&tok->used, memory_order_relaxed))
+        return CTX_ETOKENUSED;
+    if (tok->var != var || tok->var_id != var->id)
+        return CTX_ETOKENVAR;
+    /* The current context is alive, so its id may be read; ids are never
+     * reused, so a dead context's address can't pass for it. */
+    ctx__tstate_t *ts = ctx__tls;
+    if (!ts || ts->current != tok->ctx || ts->current->id != tok->ctx_id)
+        return CTX_ETOKENCTX;
+
+    ctx_context_t *ctx = tok->ctx;
+    ctx__hamt_item_t *gone = NULL;
+    int r;
+    ctx__context_lock(ctx);
+    if (tok->old)
+        r = ctx__hamt_swap_inplace(&ctx->map, &tok->old->item, &ctx__box_ops, &gone);
+    else
+        r = ctx__hamt_without_inplace(&ctx->map, var->hash, var, &ctx__box_ops);
+    ctx__context_unlock(ctx);
+    if (r)
+        return r;
+    if (gone) /* released outside the lock: it may run a release operation */
+        ctx__hamt_item_release(gone, &ctx__box_ops);
+    atomic_store_explicit(&tok->used, 1, memory_order_relaxed);
+    if (tok->old)
+        note_change(ts, var, tok->old->value, CTX_VALUE);
+    else
+        note_change(ts, var, var->default_value,
+                    var->has_default ? CTX_DEFAULT : CTX_ENOTFOUND);
+    return 0;
+}
+
+/* ---- tokens ---- */
+
+void ctx_token_release(ctx_token_t *tok) {
+    if (!tok)
+        return;
+    if (tok->old)
+        ctx__hamt_item_release(&tok->old->item, &ctx__box_ops);
+    ctx__free(tok, sizeof *tok);
+}
+
+ctx_var_t *ctx_token_var(const ctx_token_t *tok) { return tok ? tok->var : NULL; }
+
+int ctx_token_old_value(const ctx_token_t *tok, void **out) {
+    if (!tok || !out)
+        return CTX_EINVAL;
+    if (!tok->old)
+        return CTX_ENOTFOUND;
+    *out = tok->old->value;
+    return 0;
+}
+
+int ctx_token_used(const ctx_token_t *tok) {
+    return tok ? atomic_load_explicit(&tok->used, memory_order_relaxed) : 0;
+}
+
+/* ---- the way out of the shallow-copy trap ---- */
+
+int ctx_var_get_for_write(ctx_var_t *var, void **out) {
+    if (!var || !out)
+        return CTX_EINVAL;
+    int err = 0;
+    ctx__tstate_t *ts = ctx__tstate_get(&err);
+    if (!ts)
+        return err;
+    const ctx__hamt_t *map = &ts->current->map;
+    ctx__hamt_item_t *item = NULL;
+    const void *source;
+    if (ctx__hamt_find(map, var->hash, var, &ctx__box_ops, &item) == 1) {
+        if (ctx__hamt_is_private(map, var->hash, var, &ctx__box_ops) == 1) {
+            *out = ((ctx__box_t *)item)->value;
+            return 0;
+        }
+        source = ((ctx__box_t *)item)->value;
+    } else if (var->has_default) {
+        source = var->default_value;
+    } else {
+        return CTX_ENOTFOUND;
+    }
+    if (!var->ops.clone)
+        return CTX_ENOCLONE;
+    void *copy = NULL;
+    int r = var->ops.clone(source, &copy, var->ops.user);
+    if (r)
+        return r < 0 ? r : CTX_ECALLBACK;
+    r = ctx_var_set(var, copy, NULL);
+    if (r) {
+        if (var->ops.release)
+            var->ops.release(copy, var->ops.user);
+        return r;
+    }
+    *out = copy;
+    return 0;
+}
