@@ -199,7 +199,7 @@ static void release_when_last_holder_dies(void) {
     printf("\n5. a value is released exactly when the last context holding it goes\n");
     ctx_context_t *a, *b;
     ctx_context_new(&a);
-    ctx_context_set(a, user_name, str("alice"));
+    ctx_context_set(a, request_id, str("req-alice"));
     ctx_context_copy(a, &b);
     int before = released;
     ctx_context_release(a);
@@ -220,7 +220,6 @@ int ctx_demo_core(void) {
         printf("could not create variables\n");
         return 1;
     }
-    /* user_name's default is a string literal: give its values no release. */
     basics();
     copy_and_run();
     threads();
