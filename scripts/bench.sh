@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# scripts/bench.sh — builds ctxvar (Release) and runs ctxvar_bench.
+#
+#   bash scripts/bench.sh             table of figures
+#   bash scripts/bench.sh --json      one JSON object on stdout
+#   bash scripts/bench.sh --quick     fewer iterations (smoke run)
+#
+# Arguments are passed to ctxvar_bench unchanged; build messages go to stderr
+# so that --json output stays clean.  Installs what it needs with apt-get
+# (GLib is the pool benchmark's baseline).
+# Environment: CTX_BUILD_ROOT (default ./build), CTX_JOBS (default 2).
+set -euo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+{
+    ctx_ensure_packages "${CTX_BUILD_PACKAGES[@]}" libglib2.0-dev
+    dir="$CTX_BUILD_ROOT/release"
+    mkdir -p "$CTX_BUILD_ROOT"
+    ctx_log "building ctxvar_bench (Release) in $dir"
+    ctx_configure "$dir" -DCMAKE_BUILD_TYPE=Release -DCTX_BUILD_TESTS=OFF >"$dir.configure.log" 2>&1 ||
+        { cat "$dir.configure.log"; exit 1; }
+    cmake --build "$dir" -j "$CTX_JOBS" --target ctxvar_bench >"$dir.build.log" 2>&1 ||
+        { tail -n 80 "$dir.build.log"; exit 1; }
+    ctx_log "running ctxvar_bench $*"
+} 1>&2
+exec "$dir/ctxvar_bench" "$@"

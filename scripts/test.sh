@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# scripts/test.sh — the whole test suite, four ways.
+#
+#   bash scripts/test.sh              plain, asan, tsan, valgrind
+#   bash scripts/test.sh plain tsan   just those configurations
+#
+# Configurations (each its own build directory under $CTX_BUILD_ROOT, default
+# ./build, reused between runs):
+#   plain     gcc -O2 -g: every test, plus the export and install checks
+#   asan      clang -O1 -g, AddressSanitizer + UndefinedBehaviorSanitizer
+#   tsan      clang -O1 -g, ThreadSanitizer
+#   valgrind  gcc -O2 -g (the plain flags), every test under valgrind memcheck
+# The sanitizer builds use clang so that both compilers build everything with
+# -Werror on every run.
+#
+# Installs what it needs with apt-get (only when something is missing).
+# Environment: CTX_JOBS (default 2), CTX_BUILD_ROOT, CTX_TEST_SEED (passed to
+# the tests), CTX_CTEST_ARGS (extra ctest arguments, e.g. "-L core").
+# The last line printed is "N passed, N failed" over every configuration; the
+# exit status is non-zero if anything failed or failed to build.
+set -uo pipefail
+
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+configs=("$@")
+if [ ${#configs[@]} -eq 0 ]; then
+    configs=(plain asan tsan valgrind)
+fi
+for cfg in "${configs[@]}"; do
+    case "$cfg" in
+    plain | asan | tsan | valgrind) ;;
+    *)
+        echo "usage: $0 [plain|asan|tsan|valgrind]..." >&2
+        exit 2
+        ;;
+    esac
+done
+
+packages=("${CTX_BUILD_PACKAGES[@]}" clang libclang-rt-14-dev valgrind libcmocka-dev
+    libglib2.0-dev libuv1-dev)
+if ! ctx_python_has_headers; then
+    packages+=(python3 python3-dev)
+fi
+if ! ctx_ensure_packages "${packages[@]}"; then
+    echo "could not install the packages the tests need" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+
+if [ -n "${CTX_TEST_SEED:-}" ]; then
+    export CTX_TEST_SEED
+    ctx_log "CTX_TEST_SEED=$CTX_TEST_SEED"
+fi
+
+total_passed=0
+total_failed=0
+summary=()
+failed_tests=()
+start_all=$SECONDS
+
+# run_config NAME CC CFLAGS CMAKE_ARGS...
+run_config() {
+    local name="$1" cc="$2" cflags="$3"
+    shift 3
+    local dir="$CTX_BUILD_ROOT/$name" start=$SECONDS
+    local log="$CTX_BUILD_ROOT/$name.build.log"
+    local passed=0 failed=0 note=""
+    mkdir -p "$CTX_BUILD_ROOT"
+
+    ctx_log "[$name] configure + build ($cc $cflags${*:+ $*})"
+    if ! ctx_configure "$dir" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        "-DCMAKE_C_FLAGS_RELWITHDEBINFO=$cflags" -DCTX_BUILD_TESTS=ON "$@" >"$log" 2>&1; then
+        cat "$log"
+        ctx_log "[$name] CONFIGURE FAILED"
+        failed=1
+        note="configure failed"
+    else
+        grep -E '^-- ctxvar' "$log" | sed "s/^/    [$name] /"
+        # Keep going past a target that fails, so every test that can be
+        # built still runs; the build failure itself counts as one failure.
+        local keep_going=(-k)
+        if grep -q '^CMAKE_GENERATOR:INTERNAL=Ninja' "$dir/CMakeCache.txt"; then
+            keep_going=(-k 0)
+        fi
+        if ! cmake --build "$dir" -j "$CTX_JOBS" -- "${keep_going[@]}" >>"$log" 2>&1; then
+            grep -E -B2 -A12 'error|Error [0-9]' "$log" | head -n 120
+            ctx_log "[$name] BUILD FAILED (full log: $log); running the tests that were built"
+            failed=1
+            note="build failed"
+        fi
+        ctx_log "[$name] ctest"
+        local ctest_log="$CTX_BUILD_ROOT/$name.ctest.log"
+        # shellcheck disable=SC2086
+        (cd "$dir" && ctest --output-on-failure -j "$CTX_JOBS" --no-tests=error \
+            ${CTX_CTEST_ARGS:-}) 2>&1 | tee "$ctest_log"
+        local line
+        line="$(grep -E '^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' "$ctest_log" | tail -n 1)"
+        if [ -n "$line" ]; then
+            local total nfailed
+            nfailed="$(sed -E 's/^.* ([0-9]+) tests? failed out of ([0-9]+).*$/\1/' <<<"$line")"
+            total="$(sed -E 's/^.* out of ([0-9]+).*$/\1/' <<<"$line")"
+            passed=$((total - nfailed))
+            failed=$((failed + nfailed))
+        else
+            failed=$((failed + 1))
+            note="${note:+$note; }ctest ran no test or crashed"
+        fi
+        local t
+        while IFS= read -r t; do
+            failed_tests+=("[$name] $t")
+        done < <(sed -n '/The following tests FAILED:/,$p' "$ctest_log" | grep -E '^[[:space:]]+[0-9]+ - ' |
+            sed -E 's/^[[:space:]]+//')
+    fi
+    local secs=$((SECONDS - start))
+    total_passed=$((total_passed + passed))
+    total_failed=$((total_failed + failed))
+    summary+=("$(printf '%-9s %-6s %4d passed %4d failed %5ds  %s' "$name" "$cc" "$passed" "$failed" "$secs" "$note")")
+    if [ -n "$note" ]; then
+        failed_tests+=("[$name] $note")
+    fi
+}
+
+for cfg in "${configs[@]}"; do
+    case "$cfg" in
+    plain) run_config plain gcc "-O2 -g" ;;
+    asan) run_config asan clang "-O1 -g" -DCTX_SANITIZE=address ;;
+    tsan) run_config tsan clang "-O1 -g" -DCTX_SANITIZE=thread ;;
+    valgrind) run_config valgrind gcc "-O2 -g" -DCTX_VALGRIND=ON ;;
+    esac
+done
+
+echo
+echo "================ ctxvar test summary ================"
+for s in "${summary[@]}"; do
+    echo "  $s"
+done
+if [ ${#failed_tests[@]} -gt 0 ]; then
+    echo "  failed:"
+    for t in "${failed_tests[@]}"; do
+        echo "    $t"
+    done
+fi
+echo "  wall time: $((SECONDS - start_all))s"
+echo "====================================================="
+echo "$total_passed passed, $total_failed failed"
+[ "$total_failed" -eq 0 ]
