@@ -316,7 +316,8 @@ typedef void *(*ctx_run_fn)(void *arg);
 
 /* Python's Context.run: enters `ctx`, calls fn(arg), exits, and stores fn's
  * return value in *result (if `result` is not NULL).  Sets made by `fn` land
- * in `ctx`.  Returns 0, or an error of ctx_context_enter (then `fn` is not
+ * in `ctx`.  `ctx` holds a reference to itself while entered, so `fn` may
+ * release the caller's.  Returns 0, or an error of ctx_context_enter (then `fn` is not
  * called).  `fn` must leave the contexts it entered before returning
  * (otherwise the exit fails, CTX_ENOTCURRENT is returned and *result is
  * still stored). */

@@ -11,8 +11,8 @@
  * threads can never both enter it, and the loser gets CTX_EENTERED instead of
  * waiting), links it in front of the thread's current context through `prev`,
  * and starts a new cache epoch.  exit undoes exactly that, and only for the
- * current context.  run is enter, call, exit, borrowing the caller's
- * reference instead of taking one.
+ * current context.  run is enter, call, exit, holding a reference of its
+ * own meanwhile (the function may drop the caller's).
  *
  * Readers of a context that may be current in another thread (the mapping
  * view, copies, iteration) hold its lock while they look, since its owner may
@@ -140,6 +140,8 @@ int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value) {
     if (box) {
         ctx__context_lock(ctx);
         r = ctx__hamt_assoc_inplace(&ctx->map, &box->item, &ctx__box_ops);
+        if (r == 0)
+            ctx__box_adopted(box);
         ctx__context_unlock(ctx);
         if (r)
             ctx__box_discard(box);
@@ -205,10 +207,14 @@ int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result)
     int r = enter(ts, ctx);
     if (r)
         return r;
+    ctx_context_retain(ctx); /* held while entered: fn may drop the caller's */
     void *res = fn(arg);
     if (result)
         *result = res;
-    return leave(ctx__tls, ctx);
+    r = leave(ctx__tls, ctx);
+    if (r == 0)
+        ctx_context_release(ctx); /* else still entered: exit releases it */
+    return r;
 }
 
 int ctx_context_is_entered(const ctx_context_t *ctx) {

@@ -94,11 +94,14 @@ ctx__tstate_t *ctx__tstate_get(int *err);
 /* The map operations of a context's map (boxes keyed by variable identity). */
 extern const ctx__hamt_ops_t ctx__box_ops;
 
-/* A new box holding `var` (retained) and `value`, refs = 0 (the map's retain
- * is its first reference); NULL if out of
- * memory.  ctx__box_discard frees a box that never held a share (a failed
- * set): the value is not released. */
+/* A new box holding `var` (retained) and `value`, refs = 1 (the creator's);
+ * NULL if out of memory.  Once a map holds it, the creator calls
+ * ctx__box_adopted *while holding the lock of the context whose map it is*,
+ * which drops the creator's reference without an atomic read-modify-write.
+ * ctx__box_discard frees a box no map took (a failed set): the value is not
+ * released. */
 ctx__box_t *ctx__box_new(ctx_var_t *var, void *value);
+void ctx__box_adopted(ctx__box_t *box);
 void ctx__box_discard(ctx__box_t *box);
 
 static inline ctx_var_t *ctx__box_var(const ctx__box_t *box) {

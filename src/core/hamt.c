@@ -38,7 +38,7 @@
  *     parent), but may hold a single child node (a chain on a shared prefix);
  *   - a collision node holds >= 2 items, all of hash == its `bits` field;
  *   - an item in a node at shift s agrees with the path on the low s bits;
- *   - only the root may be empty (after an in-place removal of its last item).
+ *   - the empty map has no root (root == NULL, count == 0).
  *
  * Ownership
  * ---------
@@ -713,7 +713,10 @@ int ctx__hamt_without_inplace(ctx__hamt_t *map, uint32_t hash, const void *key,
     int collapse = d > 0 &&
                    (kind_of(n) == KIND_COLLISION ? n->count == 2
                                                  : n->count == 2 && !is_node(n->slot[1 - pos]));
-    if (!collapse) {
+    if (d == 0 && n->count == 1) {
+        node_free_shallow(n); /* the empty map has no root */
+        map->root = NULL;
+    } else if (!collapse) {
         memmove(&n->slot[pos], &n->slot[pos + 1], (n->count - pos - 1) * sizeof(uintptr_t));
         n->count--;
         if (kind_of(n) == KIND_BITMAP)
@@ -795,12 +798,12 @@ void ctx__hamt_iter_init(ctx__hamt_iter_t *it, const ctx__hamt_t *map) {
 item_t *ctx__hamt_iter_next(ctx__hamt_iter_t *it) {
     while (it->depth >= 0) {
         const node_t *n = it->node[it->depth];
-        uint8_t p = it->pos[it->depth];
+        uint32_t p = it->pos[it->depth];
         if (p >= n->count) {
             it->depth--;
             continue;
         }
-        it->pos[it->depth] = (uint8_t)(p + 1);
+        it->pos[it->depth] = p + 1;
         uintptr_t s = n->slot[p];
         if (is_node(s)) {
             it->depth++;
@@ -831,7 +834,7 @@ static int check_node(const node_t *n, unsigned shift, uint32_t prefix, int is_r
     }
     if (shift > MAX_SHIFT || popcount(n->bits) != n->count)
         return CTX_EINVAL;
-    if (!is_root && (n->count == 0 || (n->count == 1 && !is_node(n->slot[0]))))
+    if (n->count == 0 || (!is_root && n->count == 1 && !is_node(n->slot[0])))
         return CTX_EINVAL;
     uint32_t bits = n->bits;
     for (uint32_t i = 0; i < n->count; i++) {
@@ -877,4 +880,6 @@ static int depth_of(const node_t *n) {
     return best + 1;
 }
 
-int ctx__hamt_depth(const ctx__hamt_t *map) { return map->root ? depth_of(map->root) : 0; }
+int ctx__hamt_depth(const ctx__hamt_t *map) {
+    return map->root ? depth_of(map->root) : 0;
+}

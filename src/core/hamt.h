@@ -107,7 +107,7 @@ int ctx__hamt_is_private(const ctx__hamt_t *map, uint32_t hash,
 /* Allocation-free iteration over a map value the caller keeps alive. */
 typedef struct ctx__hamt_iter {
     const ctx__hamt_node_t *node[CTX__HAMT_MAX_DEPTH];
-    uint8_t pos[CTX__HAMT_MAX_DEPTH];
+    uint32_t pos[CTX__HAMT_MAX_DEPTH];
     int depth;
 } ctx__hamt_iter_t;
 

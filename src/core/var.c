@@ -15,8 +15,8 @@
  * no reference to either and a dead one's address cannot pass for a live one;
  * reset puts the box back (or removes the variable).  Reference counts are
  * atomic and each costs several nanoseconds, so the set/reset path takes only
- * those it needs: a box starts "floating" (count 0) and the map's retain is
- * its first reference.  Every
+ * those it needs: see ctx__box_adopted for how a new box's creator hands its
+ * reference to the map without a second atomic operation.  Every
  * operation allocates before it changes anything, so an allocation failure
  * changes nothing.
  *
@@ -53,11 +53,17 @@ ctx__box_t *ctx__box_new(ctx_var_t *var, void *value) {
     ctx__box_t *box = ctx__malloc(sizeof *box);
     if (!box)
         return NULL;
-    atomic_init(&box->item.refs, 0); /* floating: the map's retain owns it */
+    atomic_init(&box->item.refs, 1); /* the creator's, until ctx__box_adopted */
     box->item.hash = var->hash;
     box->item.key = ctx_var_retain(var);
     box->value = value;
     return box;
+}
+
+void ctx__box_adopted(ctx__box_t *box) {
+    /* refs is 2: ours and the map's.  Under the context's lock nobody else can
+     * have reached the box, so ours is dropped with a plain store. */
+    atomic_store_explicit(&box->item.refs, 1, memory_order_relaxed);
 }
 
 void ctx__box_discard(ctx__box_t *box) {
@@ -185,6 +191,8 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
     ctx__hamt_item_t *old = NULL;
     ctx__context_lock(ctx);
     int r = ctx__hamt_swap_inplace(&ctx->map, &box->item, &ctx__box_ops, &old);
+    if (r == 0)
+        ctx__box_adopted(box);
     ctx__context_unlock(ctx);
     if (r) {
         ctx__free(tok, sizeof *tok);
