@@ -247,14 +247,13 @@ CTX_EXPORT int ctx_var_reset(ctx_var_t *var, ctx_token_t *token);
  * CTX_EINVAL.  On error nothing changed. */
 CTX_EXPORT int ctx_var_get_for_write(ctx_var_t *var, void **out);
 
-/* Drops a token (NULL ignored).  Any thread.  A token keeps the previous
- * value alive (for ctx_token_old_value) but not its context or variable: it
- * recognises them by identity, so a token outliving them is harmless (a
- * reset with it fails with CTX_ETOKENCTX or CTX_ETOKENVAR). */
+/* Drops a token (NULL ignored).  Any thread.  A token keeps its variable and
+ * the previous value alive (as Python's Token does) but not its context: it
+ * recognises the context by identity, so a token outliving it is harmless (a
+ * reset with it fails with CTX_ETOKENCTX). */
 CTX_EXPORT void ctx_token_release(ctx_token_t *token);
 
-/* The variable that made `token` (borrowed: valid while that variable lives,
- * e.g. while the caller holds a reference to it). */
+/* The variable that made `token` (borrowed: valid while the token lives). */
 CTX_EXPORT ctx_var_t *ctx_token_var(const ctx_token_t *token);
 
 /* The value the variable had before the set that made `token`: 0 and *out,

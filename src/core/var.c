@@ -10,10 +10,11 @@
  * A set allocates a box (ctx__box_t: the variable and one share of the value)
  * and puts it in the current context's map with ctx__hamt_assoc_inplace, so a
  * context that nobody copied is changed in place; after a copy the first set
- * copies one path.  A token keeps the previous box alive and remembers the
- * context and variable by address *and* id (ids are never reused), so it needs
- * no reference to either and a dead one's address cannot pass for a live one;
- * reset puts the box back (or removes the variable).  Reference counts are
+ * copies one path.  A token keeps the previous box and its variable alive (as
+ * Python's Token does) and remembers its context by address *and* id (ids are
+ * never reused), so it needs no reference to the context and a dead one's
+ * address cannot pass for a live one; reset puts the box back (or removes the
+ * variable).  Reference counts are
  * atomic and each costs several nanoseconds, so the set/reset path takes only
  * those it needs: see ctx__box_adopted for how a new box's creator hands its
  * reference to the map without a second atomic operation.  Every
@@ -205,8 +206,7 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
     if (tok) {
         tok->ctx = ctx;
         tok->ctx_id = ctx->id;
-        tok->var = var;
-        tok->var_id = var->id;
+        tok->var = ctx_var_retain(var);
         tok->old = (ctx__box_t *)old;
         atomic_init(&tok->used, 0);
         *token = tok;
@@ -219,7 +219,7 @@ int ctx_var_reset(ctx_var_t *var, ctx_token_t *tok) {
         return CTX_EINVAL;
     if (atomic_load_explicit(&tok->used, memory_order_relaxed))
         return CTX_ETOKENUSED;
-    if (tok->var != var || tok->var_id != var->id)
+    if (tok->var != var)
         return CTX_ETOKENVAR;
     /* The current context is alive, so its id may be read; ids are never
      * reused, so a dead context's address can't pass for it. */
@@ -256,6 +256,7 @@ void ctx_token_release(ctx_token_t *tok) {
         return;
     if (tok->old)
         ctx__hamt_item_release(&tok->old->item, &ctx__box_ops);
+    ctx_var_release(tok->var);
     ctx__free(tok, sizeof *tok);
 }
 
