@@ -63,7 +63,7 @@ struct ctx_context {
 struct ctx_token {
     ctx_context_t *ctx; /* not retained: compared with ctx_id */
     uint64_t ctx_id;
-    ctx_var_t *var; /* retained */
+    ctx_var_t *var; /* retained, by `old` when there is one */
     ctx__box_t *old;    /* retained; NULL: the variable had no value */
     atomic_int used;
 };

@@ -206,7 +206,9 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
     if (tok) {
         tok->ctx = ctx;
         tok->ctx_id = ctx->id;
-        tok->var = ctx_var_retain(var);
+        /* The old box holds the variable already; only a token without one
+         * needs a reference of its own. */
+        tok->var = old ? var : ctx_var_retain(var);
         tok->old = (ctx__box_t *)old;
         atomic_init(&tok->used, 0);
         *token = tok;
@@ -256,7 +258,8 @@ void ctx_token_release(ctx_token_t *tok) {
         return;
     if (tok->old)
         ctx__hamt_item_release(&tok->old->item, &ctx__box_ops);
-    ctx_var_release(tok->var);
+    else
+        ctx_var_release(tok->var);
     ctx__free(tok, sizeof *tok);
 }
 
