@@ -79,7 +79,8 @@
  * fails with CTX_ECLOSED and the callback is never called.
  *
  * Times are libuv's loop time: milliseconds, ctx_loop_time(), cached at the
- * start of each loop iteration (uv_now).
+ * start of each loop iteration (uv_now); as with uv_timer_start, a delay
+ * counts from that cached time (uv_update_time refreshes it).
  *
  * uv.h needs POSIX declarations: compile users of this header with
  * _POSIX_C_SOURCE >= 200112L (or _GNU_SOURCE, or a gnu C dialect).
@@ -127,12 +128,19 @@ typedef struct ctx_task ctx_task_t;
 /* ---------------------------------------------------------------------- */
 
 /* Called on the loop thread when the loop cannot do what it was asked and
- * has no caller to tell: a callback whose explicit context was entered
- * elsewhere when it became due (the callback is skipped: CTX_EENTERED), a
- * callback or task step that returned with a context of its own still
- * entered (CTX_ENOTCURRENT), a task step that returned CTX_TASK_WAIT
- * without arming a wait (CTX_EINVAL; the task fails).  `what` is a short
- * static description.  The default handler writes one line on stderr. */
+ * has no caller to tell:
+ *   CTX_EENTERED     a callback's explicit context, or a task's, was
+ *                    entered elsewhere when it became due (the callback is
+ *                    skipped, its arg_release still called; the task fails);
+ *   CTX_ENOMEM       the loop thread's ctxvar state could not be made on
+ *                    first use (likewise);
+ *   CTX_ENOTCURRENT  a callback or task step returned with a context of its
+ *                    own still entered (a bug in it: the thread's current
+ *                    context stays that one; the task fails);
+ *   CTX_EINVAL       a task step returned CTX_TASK_WAIT without arming a
+ *                    wait, or an unknown status (the task fails).
+ * `what` is a short static description.  The default handler writes one
+ * line on stderr. */
 typedef void (*ctx_loop_error_fn)(ctx_loop_t *loop, int code, const char *what,
                                   void *user);
 
@@ -163,8 +171,11 @@ CTX_LOOP_EXPORT int ctx_loop_run(ctx_loop_t *loop, uv_run_mode mode);
 /* Runs the loop until `future` (or a task's future) is done: asyncio's
  * run_until_complete.  While it runs, the loop keeps waiting even when
  * nothing it knows of is pending (the future may be completed by another
- * thread).  Returns 0 when the future is done (its outcome is read with
- * ctx_loop_future_result), CTX_ENOTDONE (ctx_loop_stop was called first),
+ * thread).  It returns after the loop iteration in which the future became
+ * done; callbacks that the completion scheduled and that did not run in
+ * that iteration run on the next run.  Returns 0 when the future is done
+ * (its outcome is read with ctx_loop_future_result), CTX_ENOTDONE
+ * (ctx_loop_stop was called first),
  * CTX_EINVAL (NULL, or a future of another loop), CTX_ECLOSED, CTX_EBUSY
  * (the loop is already running). */
 CTX_LOOP_EXPORT int ctx_loop_run_until_done(ctx_loop_t *loop,
@@ -175,8 +186,8 @@ CTX_LOOP_EXPORT int ctx_loop_run_until_done(ctx_loop_t *loop,
  * iteration still run.  Returns 0 or CTX_EINVAL. */
 CTX_LOOP_EXPORT int ctx_loop_stop(ctx_loop_t *loop);
 
-/* The loop time in milliseconds (uv_now): the clock of call_at.  Any
- * thread (a racy read from other threads).  0 for NULL. */
+/* The loop time in milliseconds (uv_now): the clock of call_at.  Loop
+ * thread.  0 for NULL or a closed loop that owned its uv loop. */
 CTX_LOOP_EXPORT uint64_t ctx_loop_time(const ctx_loop_t *loop);
 
 /* Closes the loop (see "Closing" above): cancels every scheduled callback
@@ -301,8 +312,9 @@ CTX_LOOP_EXPORT int ctx_loop_handle_cancel(ctx_loop_handle_t *handle);
 CTX_LOOP_EXPORT int ctx_loop_handle_cancelled(const ctx_loop_handle_t *handle);
 
 /* The loop time at which a call_later/call_at callback is due; for
- * call_soon callbacks, the loop time when they were scheduled.  0 for
- * NULL.  Any thread. */
+ * call_soon callbacks, the loop time when they were scheduled (0 for
+ * call_soon_threadsafe from another thread, which cannot read the loop's
+ * clock).  0 for NULL.  Any thread. */
 CTX_LOOP_EXPORT uint64_t ctx_loop_handle_when(const ctx_loop_handle_t *handle);
 
 /* One more reference; returns `handle`.  Any thread. */
@@ -427,7 +439,9 @@ typedef int (*ctx_task_step_fn)(ctx_task_t *task, void *arg, void **result);
 typedef struct ctx_task_options {
     /* The task's context: NULL means a copy of the creator's current
      * context taken at creation; otherwise this context itself (retained),
-     * which the task's sets then change (asyncio's create_task(context=)). */
+     * which the task's sets then change (asyncio's create_task(context=)).
+     * If it is entered elsewhere when a step is due, the task fails with
+     * CTX_EENTERED. */
     ctx_context_t *context;
     /* Called once with `arg` on the loop thread when the task has ended
      * (after its last step, or when it ended without running one), before

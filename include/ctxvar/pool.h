@@ -87,7 +87,10 @@ typedef enum ctx_propagation {
 /* Pools                                                                   */
 /* ---------------------------------------------------------------------- */
 
-/* What `submit` does when a bounded queue is full. */
+/* What `submit` does when a bounded queue is full.  (A task that submits to
+ * its own pool waits like any other submitter: if every worker does that at
+ * once on a full queue, WAIT never returns; use FAIL for pools whose tasks
+ * submit to them.) */
 typedef enum ctx_pool_full {
     CTX_POOL_FULL_WAIT = 0, /* wait until a slot frees (or the pool shuts down) */
     CTX_POOL_FULL_FAIL = 1  /* fail at once with CTX_EFULL */
@@ -145,12 +148,15 @@ typedef enum ctx_shutdown {
     CTX_SHUTDOWN_CANCEL = 1 /* cancel every queued task (they never run) */
 } ctx_shutdown_t;
 
-/* A snapshot of a pool's counters (each read under the pool lock; the
- * outcome counters are updated just before a future becomes done). */
+/* A snapshot of a pool's counters (queued, running and submitted are read
+ * together under the pool lock; the others are per-worker counters added up,
+ * each updated just before the future it counts becomes done, so after
+ * ctx_future_wait returns the task is counted). */
 typedef struct ctx_pool_stats {
     size_t threads;          /* workers the pool was created with */
     size_t queued;           /* tasks waiting in the queue now */
-    size_t running;          /* tasks taken by a worker and not yet finished */
+    size_t running;          /* tasks taken by a worker and not yet finished
+                                (including their done-callbacks) */
     uint64_t submitted;      /* successful submits, ever */
     uint64_t completed;      /* futures ended COMPLETED */
     uint64_t failed;         /* futures ended FAILED */
@@ -179,7 +185,10 @@ CTX_EXPORT int ctx_pool_new(const ctx_pool_options_t *options,
  * policy (by default a private copy of the calling thread's current
  * context, captured now).  If `out` is not NULL, *out receives a future
  * (the caller owns one reference: ctx_future_release); with NULL the task
- * runs fire-and-forget.  Allocates one record (plus the context copy).
+ * runs fire-and-forget.  Costs the context copy and at most one record (a
+ * thread submitting a stream of fire-and-forget tasks reuses the records of
+ * finished ones; a thread's spare record is freed when it exits or calls
+ * ctx_pool_destroy).
  * Any thread, including the pool's own tasks (but a task that waits for a
  * task queued behind it on a one-worker pool waits forever).
  * Errors (then fn never runs, `arg` stays the caller's, *out is untouched):
@@ -264,7 +273,8 @@ CTX_EXPORT void ctx_future_release(ctx_future_t *future);
 /* The state now (CTX_FUTURE_PENDING for NULL).  Any thread. */
 CTX_EXPORT ctx_future_state_t ctx_future_state(const ctx_future_t *future);
 
-/* 1 if the future has ended (completed, failed or cancelled), else 0. */
+/* 1 if the future has ended (completed, failed or cancelled), else 0 (also
+ * for NULL).  Any thread. */
 CTX_EXPORT int ctx_future_done(const ctx_future_t *future);
 
 /* Waits until the future ends, at most `timeout_ns` nanoseconds
@@ -301,8 +311,9 @@ CTX_EXPORT int ctx_future_cancel(ctx_future_t *future);
 CTX_EXPORT int ctx_future_cancel_requested(const ctx_future_t *future);
 
 /* For a task: 1 if the future of the task running on the calling thread has
- * been asked to cancel, else 0 (also 0 outside a task).  Cheap enough to
- * poll in a loop. */
+ * been asked to cancel, else 0 (also 0 outside a task, and in a
+ * fire-and-forget task, which nobody can cancel).  Cheap enough to poll in
+ * a loop.  Any thread. */
 CTX_EXPORT int ctx_task_cancelled(void);
 
 /* Registers fn(future, user) to run once when the future ends, in a private
@@ -382,10 +393,12 @@ CTX_EXPORT int ctx_bind_call(ctx_bound_t *bound, void *call_arg,
 /* A ctx_run_fn-shaped trampoline for callback APIs that take
  * `void *(*)(void *)` plus a user pointer: pass it with the bound callable as
  * the user pointer.  Calls ctx_bind_call(bound, NULL, &r) and returns r
- * (NULL if the call failed). */
+ * (NULL if the call failed: the error itself is lost, use ctx_bind_call to
+ * see it).  Any thread; the caller of the API keeps its reference to the
+ * bound callable for as long as the API may call it. */
 CTX_EXPORT void *ctx_bind_trampoline(void *bound);
 
-/* The same for APIs whose callback is `void (*)(void *)`. */
+/* The same for APIs whose callback is `void (*)(void *)`.  Any thread. */
 CTX_EXPORT void ctx_bind_trampoline_void(void *bound);
 
 /* One more reference; returns `bound`.  Any thread. */
