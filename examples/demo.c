@@ -12,6 +12,7 @@ int main(void) {
     printf("ctxvar %s — context variables for C\n", ctx_version_string());
     int failures = 0;
     failures += ctx_demo_core() != 0;
+    failures += ctx_demo_pool() != 0;
     ctx_thread_release();
     printf("\n%s\n", failures ? "DEMO FAILED" : "demo: every check held");
     return failures ? 1 : 0;

@@ -1,0 +1,413 @@
+/*
+ * future.c — the outcome of a submitted task: wait, result, cancel,
+ * done-callbacks, reference counting.
+ *
+ * What it is for
+ * --------------
+ * A future is the record executor.c queued (pool_internal.h): the same
+ * allocation carries the task and, later, its outcome.  This file is the
+ * state machine's second half: how a record ends (ctx__future_finish), how
+ * threads wait for that, and what runs when it happens.
+ *
+ * Waiting without a lock per future
+ * ---------------------------------
+ * Most futures are never waited on (fire-and-forget, or already done when
+ * looked at), so a record carries no mutex or condition variable.  Waiters
+ * park on one of a fixed set of striped (mutex, condvar) pairs chosen by the
+ * record's address, the way a parking lot works:
+ *
+ *     stripes[0..63]:  { mutex, cond(CLOCK_MONOTONIC) }
+ *                            ▲
+ *     waiter:  lock stripe(f); f->waiters++; while (!done(f)) cond_wait;
+ *     ender:   f->state = final; if (f->waiters) { lock stripe(f); broadcast }
+ *
+ * The ender's store of the state and load of `waiters`, and the waiter's
+ * increment and load of the state, are sequentially consistent: either the
+ * ender sees the waiter (and broadcasts under the stripe lock, which the
+ * waiter holds until it sleeps) or the waiter sees the final state and does
+ * not sleep.  An ender with no waiters touches no lock at all.  A waiter
+ * polls the state briefly before it parks (short tasks end within that).
+ *
+ * Done-callbacks
+ * --------------
+ * A lock-free LIFO stack of nodes, each with the private copy of the context
+ * that was current when it was added.  Ending the future swaps the stack for
+ * the sentinel CTX__CB_DONE and runs the nodes oldest first; an add that
+ * finds the sentinel, or finds the state already final, runs its callback at
+ * once.  Nodes are only pushed, and taken all at once, so there is no ABA.
+ *
+ *     f->callbacks ─► [cb3] ─► [cb2] ─► [cb1] ─► NULL   (then CTX__CB_DONE)
+ *
+ * Invariants
+ * ----------
+ * - The outcome (result, error) and arg_release happen before the final
+ *   state is published (release/seq_cst), and readers load the state with
+ *   acquire before reading the outcome.
+ * - ctx__future_finish runs once per record while the pool still holds its
+ *   reference, so the record outlives every waiter and callback it wakes.
+ * - Every added callback runs exactly once: by the ender if it was on the
+ *   stack when the ender swapped it, otherwise by the adder.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
+#include "pool_internal.h"
+
+#include "core/alloc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+/* ---------------------------------------------------------------------- */
+/* Records                                                                 */
+/* ---------------------------------------------------------------------- */
+
+static ctx__done_cb_t cb_done_sentinel;
+#define CTX__CB_DONE (&cb_done_sentinel)
+
+static size_t record_size(size_t depth) {
+    return sizeof(struct ctx_future) + depth * sizeof(void *);
+}
+
+void ctx__future_init(ctx_future_t *f) {
+    memset(f, 0, sizeof *f);
+    atomic_init(&f->state, CTX__F_PENDING);
+    atomic_init(&f->waiters, 0);
+    atomic_init(&f->cancel_requested, 0);
+    atomic_init(&f->refs, 1);
+    atomic_init(&f->callbacks, NULL);
+    atomic_init(&f->start_ticks, 0);
+}
+
+ctx_future_t *ctx__future_alloc(unsigned stack_depth) {
+    ctx_future_t *f = ctx__malloc(record_size(stack_depth));
+    if (!f)
+        return NULL;
+    ctx__future_init(f);
+    f->stack_depth = stack_depth;
+    return f;
+}
+
+void ctx__future_discard(ctx_future_t *f) {
+    ctx_context_release(f->context);
+    ctx__free(f, record_size(f->stack_depth));
+}
+
+/* Releases what a dead record owns (its result, its pool reference) and
+ * returns the pool it referenced, if any. */
+static ctx_pool_t *future_clear(ctx_future_t *f) {
+    if (atomic_load_explicit(&f->state, memory_order_acquire) ==
+            CTX__F_COMPLETED &&
+        f->result_release && f->result)
+        f->result_release(f->result);
+    return f->pinned ? f->pool : NULL;
+}
+
+static void future_free(ctx_future_t *f) {
+    ctx_pool_t *pool = future_clear(f);
+    ctx__free(f, record_size(f->stack_depth));
+    if (pool)
+        ctx__pool_release(pool);
+}
+
+ctx_future_t *ctx__future_release_keep(ctx_future_t *f) {
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+        return NULL;
+    if (f->stack_depth != 0) {
+        future_free(f);
+        return NULL;
+    }
+    ctx_pool_t *pool = future_clear(f);
+    if (pool)
+        ctx__pool_release(pool);
+    return f;
+}
+
+void ctx__future_free_memory(ctx_future_t *f) {
+    ctx__free(f, record_size(0));
+}
+
+ctx_future_t *ctx_future_retain(ctx_future_t *future) {
+    if (future)
+        atomic_fetch_add_explicit(&future->refs, 1, memory_order_relaxed);
+    return future;
+}
+
+void ctx_future_release(ctx_future_t *future) {
+    if (future &&
+        atomic_fetch_sub_explicit(&future->refs, 1, memory_order_acq_rel) == 1)
+        future_free(future);
+}
+
+/* ---------------------------------------------------------------------- */
+/* States                                                                  */
+/* ---------------------------------------------------------------------- */
+
+static int is_final(int s) {
+    return s == CTX__F_COMPLETED || s == CTX__F_FAILED || s == CTX__F_CANCELLED;
+}
+
+ctx_future_state_t ctx_future_state(const ctx_future_t *future) {
+    if (!future)
+        return CTX_FUTURE_PENDING;
+    int s = atomic_load_explicit(&future->state, memory_order_acquire);
+    return s == CTX__F_CANCELLING ? CTX_FUTURE_PENDING : (ctx_future_state_t)s;
+}
+
+int ctx_future_done(const ctx_future_t *future) {
+    return future &&
+           is_final(atomic_load_explicit(&future->state, memory_order_acquire));
+}
+
+int ctx_future_result(const ctx_future_t *future, void **result) {
+    if (!future)
+        return CTX_EINVAL;
+    int s = atomic_load_explicit(&future->state, memory_order_acquire);
+    switch (s) {
+    case CTX__F_COMPLETED:
+        if (result)
+            *result = future->result;
+        return 0;
+    case CTX__F_FAILED:
+        return future->error;
+    case CTX__F_CANCELLED:
+        return CTX_ECANCELLED;
+    default:
+        return CTX_ENOTDONE;
+    }
+}
+
+int ctx_future_cancel_requested(const ctx_future_t *future) {
+    return future ? atomic_load_explicit(&future->cancel_requested,
+                                         memory_order_relaxed)
+                  : 0;
+}
+
+int ctx_future_queue_wait(const ctx_future_t *future, uint64_t *ns) {
+    if (!future || !ns)
+        return CTX_EINVAL;
+    uint64_t start = atomic_load_explicit(&future->start_ticks, memory_order_relaxed);
+    if (start == 0)
+        return CTX_ENOTFOUND; /* pending, or cancelled before it started */
+    *ns = ctx__pool_ticks_between(future->submit_ticks, start);
+    return 0;
+}
+
+int ctx_future_cancel(ctx_future_t *future) {
+    if (!future)
+        return CTX_EINVAL;
+    atomic_store_explicit(&future->cancel_requested, 1, memory_order_relaxed);
+    for (;;) {
+        int s = atomic_load_explicit(&future->state, memory_order_acquire);
+        if (is_final(s))
+            return CTX_CANCEL_TOO_LATE;
+        if (s == CTX__F_CANCELLING)
+            return CTX_CANCEL_DONE;
+        if (s == CTX__F_RUNNING)
+            return CTX_CANCEL_RUNNING;
+        if (ctx__pool_cancel_pending(future))
+            return CTX_CANCEL_DONE;
+        /* It left the queue meanwhile: look again. */
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Waiting                                                                 */
+/* ---------------------------------------------------------------------- */
+
+#define CTX__STRIPES 64
+
+static struct stripe {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+} stripes[CTX__STRIPES];
+static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
+static int stripes_monotonic; /* cond uses CLOCK_MONOTONIC */
+
+static void stripes_init(void) {
+    pthread_condattr_t attr;
+    int have_attr = pthread_condattr_init(&attr) == 0;
+    stripes_monotonic =
+        have_attr && pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
+    for (int i = 0; i < CTX__STRIPES; i++) {
+        pthread_mutex_init(&stripes[i].lock, NULL);
+        pthread_cond_init(&stripes[i].cond, have_attr ? &attr : NULL);
+    }
+    if (have_attr)
+        pthread_condattr_destroy(&attr);
+}
+
+static struct stripe *stripe_of(const ctx_future_t *f) {
+    uintptr_t a = (uintptr_t)f;
+    a ^= a >> 7;
+    a ^= a >> 13;
+    return &stripes[a % CTX__STRIPES];
+}
+
+static void deadline_after(int64_t timeout_ns, struct timespec *ts) {
+    clock_gettime(stripes_monotonic ? CLOCK_MONOTONIC : CLOCK_REALTIME, ts);
+    int64_t sec = timeout_ns / 1000000000;
+    int64_t nsec = ts->tv_nsec + timeout_ns % 1000000000;
+    if (nsec >= 1000000000) {
+        nsec -= 1000000000;
+        sec++;
+    }
+    ts->tv_sec += (time_t)sec;
+    ts->tv_nsec = (long)nsec;
+}
+
+/* Polls before parking: a short task on a pool whose worker is polling
+ * for work ends within a microsecond or two, and catching that here saves
+ * a futex sleep and the ender's wake-up call. */
+#ifndef CTX__WAIT_SPINS
+#define CTX__WAIT_SPINS 256
+#endif
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield" ::: "memory");
+#else
+    __asm__ volatile("" ::: "memory");
+#endif
+}
+
+int ctx_future_wait(ctx_future_t *future, int64_t timeout_ns) {
+    if (!future)
+        return CTX_EINVAL;
+    if (is_final(atomic_load_explicit(&future->state, memory_order_acquire)))
+        return 0;
+    if (future == ctx__pool_current_task())
+        return CTX_EINVAL;
+    if (timeout_ns == 0)
+        return CTX_ETIMEDOUT;
+    for (int i = 0; i < CTX__WAIT_SPINS; i++) {
+        cpu_relax();
+        if (is_final(atomic_load_explicit(&future->state, memory_order_acquire)))
+            return 0;
+    }
+
+    pthread_once(&stripes_once, stripes_init);
+    struct timespec deadline;
+    if (timeout_ns > 0)
+        deadline_after(timeout_ns, &deadline);
+    struct stripe *st = stripe_of(future);
+    int rc = 0;
+    pthread_mutex_lock(&st->lock);
+    atomic_fetch_add(&future->waiters, 1);
+    while (!is_final(atomic_load(&future->state))) {
+        if (timeout_ns < 0) {
+            pthread_cond_wait(&st->cond, &st->lock);
+        } else if (pthread_cond_timedwait(&st->cond, &st->lock, &deadline) ==
+                   ETIMEDOUT) {
+            if (!is_final(atomic_load(&future->state)))
+                rc = CTX_ETIMEDOUT;
+            break;
+        }
+    }
+    atomic_fetch_sub(&future->waiters, 1);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Ending a future, done-callbacks                                         */
+/* ---------------------------------------------------------------------- */
+
+typedef struct cb_call {
+    ctx__done_cb_t *cb;
+    ctx_future_t *future;
+} cb_call_t;
+
+static void *cb_trampoline(void *p) {
+    cb_call_t *c = p;
+    c->cb->fn(c->future, c->cb->user);
+    return NULL;
+}
+
+/* Runs one callback in its context and frees the node. */
+static void run_callback(ctx_future_t *f, ctx__done_cb_t *cb) {
+    cb_call_t call = {cb, f};
+    int rc = ctx_context_run(cb->context, cb_trampoline, &call, NULL);
+    if (rc < 0 && rc != CTX_ENOTCURRENT) {
+        /* The context could not be entered (this thread had no ctxvar state
+         * and no memory for it).  A callback is never lost: it runs outside
+         * any entered context, where variables read their defaults. */
+        cb->fn(f, cb->user);
+    }
+    ctx_context_release(cb->context);
+    ctx__free(cb, sizeof *cb);
+}
+
+void ctx__future_finish(ctx_future_t *f, int state, int error, void *result) {
+    f->result = state == CTX__F_COMPLETED ? result : NULL;
+    f->error = error;
+    if (f->arg_release) {
+        f->arg_release(f->arg);
+        f->arg_release = NULL;
+    }
+    if (!f->pinned) {
+        /* Fire-and-forget: no handle exists, so no one can wait or have
+         * added a callback; the state is for the record's own bookkeeping. */
+        atomic_store_explicit(&f->state, state, memory_order_relaxed);
+        return;
+    }
+    atomic_store(&f->state, state);
+    if (atomic_load(&f->waiters) > 0) {
+        struct stripe *st = stripe_of(f);
+        pthread_mutex_lock(&st->lock);
+        pthread_cond_broadcast(&st->cond);
+        pthread_mutex_unlock(&st->lock);
+    }
+
+    ctx__done_cb_t *list = atomic_exchange_explicit(&f->callbacks, CTX__CB_DONE,
+                                                    memory_order_acq_rel);
+    /* The stack is newest first: reverse it to run in the order added. */
+    ctx__done_cb_t *ordered = NULL;
+    while (list) {
+        ctx__done_cb_t *next = list->next;
+        list->next = ordered;
+        ordered = list;
+        list = next;
+    }
+    while (ordered) {
+        ctx__done_cb_t *next = ordered->next;
+        run_callback(f, ordered);
+        ordered = next;
+    }
+}
+
+int ctx_future_add_done_callback(ctx_future_t *future, ctx_future_done_fn fn,
+                                 void *user) {
+    if (!future || !fn)
+        return CTX_EINVAL;
+    ctx__done_cb_t *cb = ctx__malloc(sizeof *cb);
+    if (!cb)
+        return CTX_ENOMEM;
+    int rc = ctx_context_copy_current(&cb->context);
+    if (rc != 0) {
+        ctx__free(cb, sizeof *cb);
+        return rc;
+    }
+    cb->fn = fn;
+    cb->user = user;
+
+    ctx__done_cb_t *head =
+        atomic_load_explicit(&future->callbacks, memory_order_acquire);
+    for (;;) {
+        if (head == CTX__CB_DONE ||
+            is_final(atomic_load_explicit(&future->state, memory_order_acquire)))
+            break;
+        cb->next = head;
+        if (atomic_compare_exchange_weak_explicit(&future->callbacks, &head, cb,
+                                                  memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return 0;
+    }
+    run_callback(future, cb); /* already ended: at once, in the caller */
+    return 0;
+}
