@@ -225,7 +225,6 @@ int ctx_demo_core(void) {
     threads();
     shallow_copy_trap();
     release_when_last_holder_dies();
-    ctx_thread_release();
     ctx_var_release(request_id);
     ctx_var_release(user_name);
     ctx_var_release(tags);

@@ -1,0 +1,239 @@
+/*
+ * bench_loop.c — the loop module's figures (issue: loop benchmark keys).
+ *
+ *   loop_call_soon_ns         schedule one callback with ctx_loop_call_soon
+ *                             (context captured: O(1) copy of a context
+ *                             holding 4 variables) and run it inside that
+ *                             context: a chain in which each callback
+ *                             schedules the next, so every callback costs
+ *                             one loop iteration, as in a real program
+ *   loop_call_soon_raw_ns     baseline: the same chain with a raw libuv
+ *                             callback scheduled the same way — a malloc'd
+ *                             record in a FIFO drained by a uv_idle_t, which
+ *                             is the mechanism ctx_loop_call_soon uses —
+ *                             on the same uv loop, with no context at all
+ *   loop_capture_ratio        loop_call_soon / loop_call_soon_raw (goal <= 1.2)
+ *   loop_call_soon_batch_ns   the same, 1000 callbacks scheduled, then one
+ *   loop_call_soon_batch_raw_ns  iteration runs them all: the loop's fixed
+ *   loop_capture_batch_ratio  cost is shared, so this ratio shows the
+ *                             capture's own cost (not a goal)
+ *   loop_task_step_ns         one step of a task that yields: enter the
+ *                             task's context, step, re-arm, exit
+ *
+ * Each figure is the best of REPEATS runs, the runs of the figures and of
+ * their baselines interleaved, so a noisy machine disturbs both alike.
+ * Built only when the loop module is (CTX_HAVE_LOOP, set by
+ * src/loop/CMakeLists.txt); otherwise the section is empty.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "bench.h"
+
+#if defined(CTX_HAVE_LOOP)
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <ctxvar.h>
+#include <ctxvar/loop.h>
+
+#define REPEATS 9
+#define BATCH 1000
+
+/* ---- the raw libuv baseline: a FIFO drained by an idle handle ---- */
+
+typedef struct raw_rec {
+    struct raw_rec *next;
+    void (*fn)(void *arg);
+    void *arg;
+} raw_rec_t;
+
+typedef struct raw_queue {
+    uv_idle_t idle;
+    raw_rec_t *head;
+    raw_rec_t *tail;
+} raw_queue_t;
+
+static void raw_run(uv_idle_t *idle) {
+    raw_queue_t *q = (raw_queue_t *)idle;
+    raw_rec_t *r = q->head;
+    q->head = q->tail = NULL;
+    while (r) {
+        raw_rec_t *next = r->next;
+        r->fn(r->arg);
+        free(r);
+        r = next;
+    }
+    if (!q->head)
+        uv_idle_stop(idle);
+}
+
+static void raw_call_soon(raw_queue_t *q, void (*fn)(void *), void *arg) {
+    raw_rec_t *r = malloc(sizeof *r);
+    if (!r)
+        abort();
+    r->fn = fn;
+    r->arg = arg;
+    r->next = NULL;
+    if (q->tail)
+        q->tail->next = r;
+    else
+        q->head = r;
+    q->tail = r;
+    uv_idle_start(&q->idle, raw_run);
+}
+
+/* ---- chains ---- */
+
+typedef struct chain {
+    ctx_loop_t *loop;
+    raw_queue_t *raw;
+    long left;
+    long sink;
+} chain_t;
+
+static void raw_link(void *arg) {
+    chain_t *c = arg;
+    c->sink++;
+    if (--c->left > 0)
+        raw_call_soon(c->raw, raw_link, c);
+}
+
+static void ctx_link(void *arg) {
+    chain_t *c = arg;
+    c->sink++;
+    if (--c->left > 0 && ctx_loop_call_soon(c->loop, ctx_link, c, NULL, NULL) != 0)
+        abort();
+}
+
+static void noop(void *arg) { ((chain_t *)arg)->sink++; }
+
+static double per_op(uint64_t t0, long n) { return (double)(ctx_bench_now_ns() - t0) / (double)n; }
+
+static double chain_raw(chain_t *c, long n) {
+    c->left = n;
+    uint64_t t0 = ctx_bench_now_ns();
+    raw_call_soon(c->raw, raw_link, c);
+    uv_run(ctx_loop_uv(c->loop), UV_RUN_DEFAULT);
+    return per_op(t0, n);
+}
+
+static double chain_ctx(chain_t *c, long n) {
+    c->left = n;
+    uint64_t t0 = ctx_bench_now_ns();
+    if (ctx_loop_call_soon(c->loop, ctx_link, c, NULL, NULL) != 0)
+        abort();
+    ctx_loop_run(c->loop, UV_RUN_DEFAULT);
+    return per_op(t0, n);
+}
+
+static double batch_raw(chain_t *c, long rounds) {
+    uint64_t t0 = ctx_bench_now_ns();
+    for (long r = 0; r < rounds; r++) {
+        for (int i = 0; i < BATCH; i++)
+            raw_call_soon(c->raw, noop, c);
+        uv_run(ctx_loop_uv(c->loop), UV_RUN_DEFAULT);
+    }
+    return per_op(t0, rounds * BATCH);
+}
+
+static double batch_ctx(chain_t *c, long rounds) {
+    uint64_t t0 = ctx_bench_now_ns();
+    for (long r = 0; r < rounds; r++) {
+        for (int i = 0; i < BATCH; i++)
+            if (ctx_loop_call_soon(c->loop, noop, c, NULL, NULL) != 0)
+                abort();
+        ctx_loop_run(c->loop, UV_RUN_DEFAULT);
+    }
+    return per_op(t0, rounds * BATCH);
+}
+
+/* ---- a task that yields ---- */
+
+typedef struct yielder {
+    long left;
+} yielder_t;
+
+static int yield_step(ctx_task_t *task, void *arg, void **result) {
+    (void)result;
+    yielder_t *y = arg;
+    if (--y->left <= 0)
+        return 0;
+    return ctx_task_yield(task);
+}
+
+static double task_steps(ctx_loop_t *loop, long n) {
+    yielder_t y = {n};
+    uint64_t t0 = ctx_bench_now_ns();
+    if (ctx_task_new(loop, yield_step, &y, NULL, NULL) != 0)
+        abort();
+    ctx_loop_run(loop, UV_RUN_DEFAULT);
+    return per_op(t0, n);
+}
+
+static double min2(double a, double b) { return a < b ? a : b; }
+
+void ctx_bench_loop(ctx_bench_t *b) {
+    int quick = ctx_bench_quick(b);
+    long chain_n = quick ? 20000 : 100000;
+    long rounds = quick ? 20 : 100;
+
+    /* A request-sized context: 4 variables, current while scheduling. */
+    ctx_var_t *vars[4];
+    ctx_context_t *ctx;
+    if (ctx_context_new(&ctx))
+        abort();
+    for (int i = 0; i < 4; i++)
+        if (ctx_var_new("v", NULL, &vars[i]) ||
+            ctx_context_set(ctx, vars[i], (void *)(intptr_t)(i + 1)))
+            abort();
+    if (ctx_context_enter(ctx))
+        abort();
+
+    ctx_loop_t *loop;
+    if (ctx_loop_new(NULL, &loop))
+        abort();
+    raw_queue_t raw = {0};
+    uv_idle_init(ctx_loop_uv(loop), &raw.idle);
+    chain_t c = {loop, &raw, 0, 0};
+
+    double raw_chain = 1e30, ctx_chain = 1e30, raw_batch = 1e30, ctx_batch = 1e30, step = 1e30;
+    chain_raw(&c, chain_n / 10); /* warm up */
+    chain_ctx(&c, chain_n / 10);
+    for (int rep = 0; rep < REPEATS; rep++) {
+        raw_chain = min2(raw_chain, chain_raw(&c, chain_n));
+        ctx_chain = min2(ctx_chain, chain_ctx(&c, chain_n));
+        raw_batch = min2(raw_batch, batch_raw(&c, rounds));
+        ctx_batch = min2(ctx_batch, batch_ctx(&c, rounds));
+        step = min2(step, task_steps(loop, chain_n));
+    }
+
+    uv_close((uv_handle_t *)&raw.idle, NULL);
+    uv_run(ctx_loop_uv(loop), UV_RUN_NOWAIT);
+    if (ctx_loop_close(loop))
+        abort();
+    ctx_loop_release(loop);
+    ctx_context_exit(ctx);
+    ctx_context_release(ctx);
+    for (int i = 0; i < 4; i++)
+        ctx_var_release(vars[i]);
+
+    ctx_bench_put(b, "loop_call_soon_ns", ctx_chain,
+                  "ctx_loop_call_soon + run in the captured context, one per loop iteration");
+    ctx_bench_put(b, "loop_call_soon_raw_ns", raw_chain,
+                  "baseline: raw libuv callback scheduled the same way (idle-drained FIFO)");
+    ctx_bench_put(b, "loop_capture_ratio", ctx_chain / raw_chain,
+                  "loop_call_soon / raw (goal <= 1.2)");
+    ctx_bench_put(b, "loop_call_soon_batch_ns", ctx_batch,
+                  "the same, 1000 scheduled then run in one iteration");
+    ctx_bench_put(b, "loop_call_soon_batch_raw_ns", raw_batch, "baseline of the batch");
+    ctx_bench_put(b, "loop_capture_batch_ratio", ctx_batch / raw_batch,
+                  "batch / raw batch: the capture's own cost (not a goal)");
+    ctx_bench_put(b, "loop_task_step_ns", step,
+                  "one step of a yielding task (enter, step, re-arm)");
+}
+
+#else /* no loop module in this build */
+
+void ctx_bench_loop(ctx_bench_t *b) { (void)b; }
+
+#endif

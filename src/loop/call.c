@@ -1,0 +1,274 @@
+/*
+ * call.c — call_soon, call_later, call_at, call_soon_threadsafe, and the
+ * handles they return (asyncio's Handle and TimerHandle).
+ *
+ * A handle is one allocation holding the record the loop queues, the
+ * callback, its arg and arg_release, and the context captured at
+ * scheduling: ctx_context_copy_current (O(1): a new box around the same map
+ * root) or the caller's explicit context, retained.  The callback runs
+ * inside that context with ctx_context_run; no second copy is made,
+ * because the captured copy is already
+ * private to this one callback — exactly what asyncio does (Handle keeps
+ * copy_context() and calls self._context.run).  An explicit context is run
+ * as is, so sets made by the callback land in it, again as in asyncio.
+ * Done-callbacks of futures (future.c) are handles too, with a different
+ * function type.
+ *
+ * State (atomic, one transition out of SCHEDULED):
+ *
+ *     SCHEDULED ──run──► RUNNING ──► DONE
+ *         └──cancel / drop──► CANCELLED
+ *
+ * Cancelling releases the context and calls arg_release at once.  A
+ * cancelled handle still in the ready queue or the inbox stays there until
+ * the loop reaches it and only drops its reference; one in the timer heap
+ * is taken out (O(log n)) so it frees its memory now.
+ *
+ * References: the place the record is in (ready queue, heap, inbox, a
+ * future's list) holds one; a caller that asked for the handle holds
+ * another, and then the handle also keeps the loop's memory alive, so
+ * ctx_loop_handle_cancel on a released loop is still safe.  Fire-and-forget
+ * handles (the common case, and the hot path) have no holder but the place
+ * they are in: nobody can cancel them, so their state and count change on
+ * one thread at a time and need no atomic read-modify-write; nor do they
+ * touch the loop's reference count: they never outlive the loop's open
+ * state (close drops them all).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "loop/loop_internal.h"
+
+static void handle_unref(ctx_loop_handle_t *h) {
+    /* A handle nobody was given has one reference, the place's: no atomic. */
+    if (h->holds_loop && atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (h->holds_loop)
+        ctx_loop_release(h->loop);
+    ctx__loop_free(h, sizeof *h);
+}
+
+/* What a handle gives back once it ran or will never run. */
+static void handle_finish(ctx_loop_handle_t *h) {
+    ctx_context_release(h->context);
+    h->context = NULL;
+    if (h->arg_release)
+        h->arg_release(h->arg);
+    if (h->future) {
+        ctx_loop_future_release(h->future);
+        h->future = NULL;
+    }
+}
+
+static void *call_trampoline(void *p) {
+    ctx_loop_handle_t *h = p;
+    if (h->fn)
+        h->fn(h->arg);
+    else
+        h->done_fn(h->future, h->arg);
+    return NULL;
+}
+
+static void handle_run(ctx__loop_rec_t *rec) {
+    ctx_loop_handle_t *h = CTX__CONTAINER(rec, ctx_loop_handle_t, rec);
+    /* Only a handle that was given out can have been cancelled; one nobody
+     * holds changes state on this thread alone. */
+    int expected = CTX__H_SCHEDULED;
+    if (!h->holds_loop)
+        atomic_store_explicit(&h->state, CTX__H_RUNNING, memory_order_relaxed);
+    else if (!atomic_compare_exchange_strong_explicit(&h->state, &expected, CTX__H_RUNNING,
+                                                      memory_order_acq_rel, memory_order_acquire)) {
+        handle_unref(h); /* cancelled: finished already */
+        return;
+    }
+    int r = ctx_context_run(h->context, call_trampoline, h, NULL);
+    if (r == CTX_ENOTCURRENT) /* ours stays entered under it; the core holds it */
+        ctx__loop_report(h->loop, r, "a callback returned with a context of its own still entered");
+    else if (r)
+        ctx__loop_report(h->loop, r, "a callback could not enter its context and was skipped");
+    atomic_store_explicit(&h->state, CTX__H_DONE,
+                          h->holds_loop ? memory_order_release : memory_order_relaxed);
+    handle_finish(h);
+    handle_unref(h);
+}
+
+static void handle_drop(ctx__loop_rec_t *rec) {
+    ctx_loop_handle_t *h = CTX__CONTAINER(rec, ctx_loop_handle_t, rec);
+    int expected = CTX__H_SCHEDULED;
+    if (atomic_compare_exchange_strong_explicit(&h->state, &expected, CTX__H_CANCELLED,
+                                                memory_order_acq_rel, memory_order_acquire))
+        handle_finish(h);
+    else if (h->future) { /* a cancelled done-callback scheduled later */
+        ctx_loop_future_release(h->future);
+        h->future = NULL;
+    }
+    handle_unref(h);
+}
+
+static void done_scheduled(ctx__loop_rec_t *rec, ctx_loop_future_t *future) {
+    ctx_loop_handle_t *h = CTX__CONTAINER(rec, ctx_loop_handle_t, rec);
+    h->future = ctx_loop_future_retain(future);
+}
+
+static const ctx__loop_rec_ops_t call_ops = {handle_run, handle_drop, NULL};
+static const ctx__loop_rec_ops_t done_ops = {handle_run, handle_drop, done_scheduled};
+
+ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, ctx_loop_callback_fn fn,
+                                        ctx_loop_future_done_fn done_fn, void *arg,
+                                        const ctx_loop_call_options_t *options, int *err) {
+    ctx_loop_handle_t *h = ctx__loop_malloc(sizeof *h);
+    if (!h) {
+        *err = CTX_ENOMEM;
+        return NULL;
+    }
+    ctx_context_t *context;
+    if (options && options->context) {
+        context = ctx_context_retain(options->context);
+    } else {
+        int r = ctx_context_copy_current(&context);
+        if (r) {
+            ctx__loop_free(h, sizeof *h);
+            *err = r;
+            return NULL;
+        }
+    }
+    h->rec.next = NULL;
+    h->rec.ops = fn ? &call_ops : &done_ops;
+    h->rec.when = h->rec.seq = 0;
+    h->rec.heap_index = SIZE_MAX;
+    h->loop = loop;
+    h->holds_loop = 0;
+    h->fn = fn;
+    h->done_fn = done_fn;
+    h->arg = arg;
+    h->arg_release = options ? options->arg_release : NULL;
+    h->context = context;
+    h->future = NULL;
+    h->when = 0;
+    atomic_init(&h->refs, 1);
+    atomic_init(&h->state, CTX__H_SCHEDULED);
+    return h;
+}
+
+void ctx__loop_handle_discard(ctx_loop_handle_t *h) {
+    ctx_context_release(h->context);
+    if (h->future)
+        ctx_loop_future_release(h->future);
+    if (h->holds_loop)
+        ctx_loop_release(h->loop);
+    ctx__loop_free(h, sizeof *h);
+}
+
+/* Hands a reference to the caller (before the record is scheduled). */
+static void give_out(ctx_loop_handle_t *h, ctx_loop_handle_t **out) {
+    if (!out)
+        return;
+    atomic_store_explicit(&h->refs, 2, memory_order_relaxed);
+    h->holds_loop = 1;
+    ctx_loop_retain(h->loop);
+}
+
+int ctx_loop_call_soon(ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg,
+                       const ctx_loop_call_options_t *options, ctx_loop_handle_t **handle) {
+    if (!loop || !fn)
+        return CTX_EINVAL;
+    if (ctx__loop_closing(loop))
+        return CTX_ECLOSED;
+    int err;
+    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, fn, NULL, arg, options, &err);
+    if (!h)
+        return err;
+    h->when = uv_now(loop->uv);
+    give_out(h, handle);
+    ctx__loop_ready_push(loop, &h->rec);
+    if (handle)
+        *handle = h;
+    return 0;
+}
+
+int ctx_loop_call_at(ctx_loop_t *loop, uint64_t when_ms, ctx_loop_callback_fn fn, void *arg,
+                     const ctx_loop_call_options_t *options, ctx_loop_handle_t **handle) {
+    if (!loop || !fn)
+        return CTX_EINVAL;
+    if (ctx__loop_closing(loop))
+        return CTX_ECLOSED;
+    int err;
+    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, fn, NULL, arg, options, &err);
+    if (!h)
+        return err;
+    h->when = when_ms;
+    err = ctx__loop_timer_add(loop, &h->rec, when_ms);
+    if (err) {
+        ctx__loop_handle_discard(h);
+        return err;
+    }
+    give_out(h, handle);
+    if (handle)
+        *handle = h;
+    return 0;
+}
+
+int ctx_loop_call_later(ctx_loop_t *loop, uint64_t delay_ms, ctx_loop_callback_fn fn, void *arg,
+                        const ctx_loop_call_options_t *options, ctx_loop_handle_t **handle) {
+    if (!loop || !fn)
+        return CTX_EINVAL;
+    if (ctx__loop_closing(loop))
+        return CTX_ECLOSED;
+    uint64_t now = uv_now(loop->uv);
+    uint64_t when = delay_ms > UINT64_MAX - now ? UINT64_MAX : now + delay_ms;
+    return ctx_loop_call_at(loop, when, fn, arg, options, handle);
+}
+
+int ctx_loop_call_soon_threadsafe(ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg,
+                                  const ctx_loop_call_options_t *options,
+                                  ctx_loop_handle_t **handle) {
+    if (!loop || !fn)
+        return CTX_EINVAL;
+    if (atomic_load_explicit(&loop->closing, memory_order_acquire))
+        return CTX_ECLOSED;
+    if (ctx__loop_on_thread(loop))
+        return ctx_loop_call_soon(loop, fn, arg, options, handle);
+    int err;
+    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, fn, NULL, arg, options, &err);
+    if (!h)
+        return err;
+    give_out(h, handle);
+    err = ctx__loop_post(loop, &h->rec);
+    if (err) {
+        ctx__loop_handle_discard(h);
+        return err;
+    }
+    if (handle)
+        *handle = h;
+    return 0;
+}
+
+int ctx_loop_handle_cancel(ctx_loop_handle_t *h) {
+    if (!h)
+        return CTX_EINVAL;
+    int expected = CTX__H_SCHEDULED;
+    if (!atomic_compare_exchange_strong_explicit(&h->state, &expected, CTX__H_CANCELLED,
+                                                 memory_order_acq_rel, memory_order_acquire))
+        return 0;
+    handle_finish(h);
+    if (h->rec.heap_index != SIZE_MAX) { /* still in the timer heap: free it now */
+        ctx__loop_timer_remove(h->loop, &h->rec);
+        handle_unref(h);
+    }
+    return 1;
+}
+
+int ctx_loop_handle_cancelled(const ctx_loop_handle_t *h) {
+    return h && atomic_load_explicit(&h->state, memory_order_acquire) == CTX__H_CANCELLED;
+}
+
+uint64_t ctx_loop_handle_when(const ctx_loop_handle_t *h) { return h ? h->when : 0; }
+
+ctx_loop_handle_t *ctx_loop_handle_retain(ctx_loop_handle_t *h) {
+    if (h)
+        atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
+    return h;
+}
+
+void ctx_loop_handle_release(ctx_loop_handle_t *h) {
+    if (h)
+        handle_unref(h);
+}

@@ -1,0 +1,305 @@
+/*
+ * loop_internal.h — what the loop module's files share (internal, `ctx__`).
+ *
+ * Everything the loop runs is a *record* (ctx__loop_rec_t): a link, an ops
+ * table saying how to run it and how to drop it unrun, and the timer fields.
+ * Four kinds of records exist, each embedded in the object it serves, so
+ * scheduling never allocates anything but the object itself:
+ *
+ *     record               embedded in            run (loop thread)
+ *     ───────────────────  ─────────────────────  ─────────────────────────
+ *     call record          ctx_loop_handle_t      fn(arg) in its context
+ *     done-callback        ctx_loop_handle_t      fn(future, user) likewise
+ *     task waiter          ctx_task_t             the task's next step
+ *     keep-alive notice    a wrapped future       keepalive-- on the loop
+ *
+ * A record is in at most one of these places at a time:
+ *
+ *     future's callback list ──(future done)──┐
+ *                                              ▼
+ *     any thread ──(locked inbox, uv_async)──► ready queue ──► run
+ *                                              ▲   (idle handle, once per
+ *     timer heap ──(due; one uv_timer_t)───────┘    loop iteration)
+ *
+ * and leaves it through exactly one of `run` (on the loop thread) or `drop`
+ * (a closing loop, or a future destroyed while the record waited in its
+ * list; any thread).  Whoever takes a record out of a place owns the place's
+ * reference and must run or drop it.
+ *
+ * Files: loop.c (the loop object, its uv handles, ready queue, inbox, close),
+ * heap.c (the timer heap), call.c (call_soon/later/at and handles),
+ * future.c (loop futures), task.c (tasks), offload.c (pool futures and
+ * offloading), uvcb.c (libuv callback helpers).
+ */
+#ifndef CTX_LOOP_INTERNAL_H
+#define CTX_LOOP_INTERNAL_H
+
+#include <ctxvar/loop.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- allocation ----
+ * The static library reaches the core's allocator (ctx_set_allocator, and the
+ * tests' failing allocator) directly.  The shared library cannot: the core's
+ * ctx__malloc is hidden in libctxvar.so, and the core exports no allocator
+ * call yet, so it uses the C library (see src/loop/CMakeLists.txt). */
+#if defined(CTX_LOOP_CORE_ALLOCATOR)
+#include "core/alloc.h"
+static inline void *ctx__loop_malloc(size_t size) { return ctx__malloc(size); }
+static inline void *ctx__loop_calloc(size_t size) { return ctx__calloc(size); }
+static inline void ctx__loop_free(void *p, size_t size) { ctx__free(p, size); }
+#else
+#include <stdlib.h>
+static inline void *ctx__loop_malloc(size_t size) { return malloc(size); }
+static inline void *ctx__loop_calloc(size_t size) { return calloc(1, size); }
+static inline void ctx__loop_free(void *p, size_t size) {
+    (void)size;
+    free(p);
+}
+#endif
+
+#define CTX__CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* ---------------------------------------------------------------------- */
+/* Records                                                                 */
+/* ---------------------------------------------------------------------- */
+
+typedef struct ctx__loop_rec ctx__loop_rec_t;
+
+typedef struct ctx__loop_rec_ops {
+    /* Loop thread: the record left the ready queue; do its work and release
+     * what the place held. */
+    void (*run)(ctx__loop_rec_t *rec);
+    /* Any thread: the record will never run (closing loop, dying future). */
+    void (*drop)(ctx__loop_rec_t *rec);
+    /* Optional: called by a completing future for each record of its
+     * callback list, before the record is scheduled (to take a reference
+     * to the future, which may die before the record runs). */
+    void (*scheduled)(ctx__loop_rec_t *rec, ctx_loop_future_t *future);
+} ctx__loop_rec_ops_t;
+
+struct ctx__loop_rec {
+    ctx__loop_rec_t *next;
+    const ctx__loop_rec_ops_t *ops;
+    /* Timer heap only (loop thread): due time, tie-break, position. */
+    uint64_t when;
+    uint64_t seq;
+    size_t heap_index;
+};
+
+/* A FIFO of records. */
+typedef struct ctx__loop_list {
+    ctx__loop_rec_t *head;
+    ctx__loop_rec_t *tail;
+} ctx__loop_list_t;
+
+static inline void ctx__loop_list_push(ctx__loop_list_t *l, ctx__loop_rec_t *rec) {
+    rec->next = NULL;
+    if (l->tail)
+        l->tail->next = rec;
+    else
+        l->head = rec;
+    l->tail = rec;
+}
+
+/* Appends `more` to `l` and empties `more`. */
+static inline void ctx__loop_list_splice(ctx__loop_list_t *l, ctx__loop_list_t *more) {
+    if (!more->head)
+        return;
+    if (l->tail)
+        l->tail->next = more->head;
+    else
+        l->head = more->head;
+    l->tail = more->tail;
+    more->head = more->tail = NULL;
+}
+
+/* Drops every record of `l` (which is emptied). */
+void ctx__loop_list_drop(ctx__loop_list_t *l);
+
+/* ---------------------------------------------------------------------- */
+/* Timer heap (heap.c): a binary min-heap on (when, seq)                   */
+/* ---------------------------------------------------------------------- */
+
+typedef struct ctx__loop_heap {
+    ctx__loop_rec_t **items;
+    size_t len;
+    size_t cap;
+} ctx__loop_heap_t;
+
+/* Inserts `rec` (when and seq set).  0 or CTX_ENOMEM (heap unchanged). */
+int ctx__loop_heap_push(ctx__loop_heap_t *h, ctx__loop_rec_t *rec);
+/* The earliest record, or NULL. */
+static inline ctx__loop_rec_t *ctx__loop_heap_top(const ctx__loop_heap_t *h) {
+    return h->len ? h->items[0] : NULL;
+}
+/* Removes `rec`, which must be in the heap. */
+void ctx__loop_heap_remove(ctx__loop_heap_t *h, ctx__loop_rec_t *rec);
+/* Frees the array (the heap must be empty). */
+void ctx__loop_heap_free(ctx__loop_heap_t *h);
+
+/* ---------------------------------------------------------------------- */
+/* The loop (loop.c)                                                       */
+/* ---------------------------------------------------------------------- */
+
+struct ctx_loop {
+    atomic_uint refs;
+    uv_loop_t *uv;
+    int owns_uv;
+    int uv_closed;     /* the owned uv loop was uv_loop_close'd */
+    uv_idle_t idle;    /* active while the ready queue is not empty */
+    uv_timer_t timer;  /* armed for the earliest record of the heap */
+    uv_async_t async;  /* wakes the loop for the inbox; ref'd iff keepalive */
+    int handles_open;  /* of the three, not yet through their close callback */
+
+    /* Loop thread only. */
+    ctx__loop_list_t ready;
+    ctx__loop_heap_t heap;
+    uint64_t seq;          /* tie-break of equal due times */
+    ctx_task_t *tasks;     /* pending tasks (task.c) */
+    size_t keepalive;      /* pending tasks + wrapped futures in flight */
+    int async_refd;
+    int running;           /* inside ctx_loop_run / run_until_done */
+    int dispatching;       /* inside one of the module's uv callbacks */
+    int stop_requested;
+    int handles_closed;    /* uv_close was called on the three handles */
+    ctx_loop_error_fn error_fn;
+    void *error_user;
+
+    /* Written on the loop thread; read anywhere to ask "am I the loop
+     * thread?" (a per-thread id, never reused; 0 until the loop runs). */
+    atomic_uint_fast64_t owner;
+
+    /* The inbox: records handed over by other threads. */
+    pthread_mutex_t inbox_lock;
+    ctx__loop_list_t inbox;
+    /* Set once, under inbox_lock, by ctx_loop_close (on the loop thread). */
+    atomic_int closing;
+};
+
+/* 1 if the calling thread is known to be the loop thread. */
+int ctx__loop_on_thread(const ctx_loop_t *loop);
+
+/* Loop thread: 1 if the loop is closing or closed. */
+static inline int ctx__loop_closing(const ctx_loop_t *loop) {
+    return atomic_load_explicit(&loop->closing, memory_order_relaxed);
+}
+
+/* Loop thread: appends `rec` to the ready queue (the loop must not be
+ * closing) and makes sure the idle handle will run it. */
+void ctx__loop_ready_push(ctx_loop_t *loop, ctx__loop_rec_t *rec);
+
+/* Loop thread: puts `rec` in the timer heap at `when` (rec->seq is set
+ * here).  0 or CTX_ENOMEM. */
+int ctx__loop_timer_add(ctx_loop_t *loop, ctx__loop_rec_t *rec, uint64_t when);
+/* Loop thread: takes `rec` out of the timer heap. */
+void ctx__loop_timer_remove(ctx_loop_t *loop, ctx__loop_rec_t *rec);
+
+/* Any thread: schedules the records of `list` (emptied) to run soon, in
+ * order: straight into the ready queue on the loop thread, through the
+ * inbox elsewhere.  If the loop is closing, each record is dropped instead,
+ * on the calling thread. */
+void ctx__loop_schedule_list(ctx_loop_t *loop, ctx__loop_list_t *list);
+
+/* Any thread: hands `rec` to the loop through the inbox.  0, or
+ * CTX_ECLOSED (the record was not taken; the caller still owns it). */
+int ctx__loop_post(ctx_loop_t *loop, ctx__loop_rec_t *rec);
+
+/* Loop thread: counts something that must keep uv_run going (a pending
+ * task, a wrapped future in flight): +1 or -1. */
+void ctx__loop_keepalive(ctx_loop_t *loop, int delta);
+
+/* Loop thread: tells the error handler. */
+void ctx__loop_report(ctx_loop_t *loop, int code, const char *what);
+
+/* Maps a libuv error to a CTX_ code. */
+int ctx__loop_uv_error(int uv_err);
+
+/* ---------------------------------------------------------------------- */
+/* Handles (call.c)                                                        */
+/* ---------------------------------------------------------------------- */
+
+enum { CTX__H_SCHEDULED = 0, CTX__H_RUNNING = 1, CTX__H_DONE = 2, CTX__H_CANCELLED = 3 };
+
+struct ctx_loop_handle {
+    ctx__loop_rec_t rec;
+    ctx_loop_t *loop;      /* retained only if `holds_loop` */
+    int holds_loop;        /* a reference was handed out: keep the loop alive */
+    ctx_loop_callback_fn fn;
+    ctx_loop_future_done_fn done_fn;
+    void *arg;
+    void (*arg_release)(void *arg);
+    ctx_context_t *context; /* released when run or dropped */
+    ctx_loop_future_t *future; /* done-callbacks: retained once scheduled */
+    uint64_t when;
+    atomic_uint refs;
+    atomic_int state;
+};
+
+/* A new handle with one reference (the place's), state SCHEDULED, context
+ * captured as `options` say; for a call record (fn) or a done-callback
+ * (done_fn).  NULL with *err = CTX_ENOMEM. */
+ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, ctx_loop_callback_fn fn,
+                                        ctx_loop_future_done_fn done_fn, void *arg,
+                                        const ctx_loop_call_options_t *options, int *err);
+/* Frees a handle that was never scheduled (a failed call): no arg_release. */
+void ctx__loop_handle_discard(ctx_loop_handle_t *h);
+
+/* ---------------------------------------------------------------------- */
+/* Futures (future.c)                                                      */
+/* ---------------------------------------------------------------------- */
+
+enum { CTX__LF_PLAIN = 0, CTX__LF_TASK = 1, CTX__LF_WRAP = 2 };
+
+struct ctx_loop_future {
+    atomic_uint refs;
+    int kind;
+    ctx_loop_t *loop; /* retained */
+    atomic_int state; /* ctx_loop_future_state_t; final once not PENDING */
+    int error;
+    void *result;
+    void (*result_release)(void *result);
+    atomic_int lock;  /* guards the callback list and the change of state */
+    ctx__loop_list_t callbacks;
+};
+
+/* Initialises an embedded future (one reference). */
+void ctx__loop_future_init(ctx_loop_future_t *f, ctx_loop_t *loop, int kind,
+                           void (*result_release)(void *));
+
+/* Completes `f` (any kind) with a final state: 0, or CTX_ECANCELLED (it was
+ * cancelled) / CTX_EINVAL (it was otherwise done), nothing changed. */
+int ctx__loop_future_complete(ctx_loop_future_t *f, int state, int error, void *result);
+
+/* Adds `rec` to the callbacks of `f`, or, if `f` is done, schedules it (its
+ * `scheduled` hook is called either way at scheduling time). */
+void ctx__loop_future_add_rec(ctx_loop_future_t *f, ctx__loop_rec_t *rec);
+
+/* Frees a future of kind PLAIN or the parts common to every kind (called
+ * when the last reference goes). */
+void ctx__loop_future_finalize(ctx_loop_future_t *f);
+
+/* ---------------------------------------------------------------------- */
+/* Tasks (task.c) and offloading (offload.c)                               */
+/* ---------------------------------------------------------------------- */
+
+/* Loop thread, closing: ends every pending task CANCELLED without a step. */
+void ctx__task_close_all(ctx_loop_t *loop);
+/* Frees a task (its future's last reference went). */
+void ctx__task_destroy(ctx_loop_future_t *f);
+/* 1 if the running step of `t` may arm a wait now (it is this thread's
+ * running task and has armed none), else 0. */
+int ctx__task_can_arm(const ctx_task_t *t);
+/* ctx_task_cancel through the task's future. */
+int ctx__task_cancel_future(ctx_loop_future_t *f);
+
+/* Cancels the pool future a wrapped future follows (after the wrapped
+ * future itself was cancelled). */
+void ctx__wrap_cancelled(ctx_loop_future_t *f);
+/* Frees a wrapped future. */
+void ctx__wrap_destroy(ctx_loop_future_t *f);
+
+#endif /* CTX_LOOP_INTERNAL_H */

@@ -1,0 +1,372 @@
+/*
+ * task.c — tasks (asyncio.Task): a step function driven on the loop inside
+ * the task's own context, waiting between steps.
+ *
+ * asyncio's Task keeps `_context` (copy_context() at creation) and runs each
+ * `__step` with `call_soon(self.__step, context=self._context)`, so every
+ * step of the task runs in the same context object and two tasks on one
+ * thread never see each other's sets.  Here a step is a C function the user
+ * writes as a hand-made coroutine; the task enters its context around each
+ * call (ctx_context_run on the task's own context: no copy per step) and
+ * the step's return value says what happens next.
+ *
+ * Layout: one allocation per task.
+ *
+ *   ctx_task_t ┌───────────────────────┐
+ *              │ future (first member) │ the task *is* its future: refs,
+ *              │                       │ outcome, done-callbacks
+ *              │ waiter (a record)     │ the one record that wakes the task:
+ *              │                       │ in the ready queue, the timer heap
+ *              │                       │ or an awaited future's list
+ *              │ context, step, arg    │
+ *              │ awaiting (retained)   │ the future of the current wait
+ *              └───────────────────────┘
+ *
+ * A task waits on one thing at a time, so one embedded record is enough and
+ * arming a wait never allocates (a sleep may grow the timer heap).  `wait`
+ * says where the waiter is (loop thread only; the record's own fields may be
+ * touched by a thread completing a future, `wait` never is):
+ *
+ *   READY   in the ready queue (first step, yield, or woken)
+ *   SLEEP   in the timer heap
+ *   FUTURE  in `awaiting`'s callback list (or on its way to the ready queue)
+ *   NONE    the step is running, or the task has ended
+ *
+ * References: the loop holds one while the task is pending (the list
+ * `loop->tasks`, which also counts in the loop's keepalive), the waiter
+ * holds one while it is anywhere, and the creator may hold one.
+ *
+ * Cancellation follows asyncio: ctx_task_cancel cancels the awaited future
+ * (so cancelling a task that awaits another task cancels that one too, and
+ * the first goes on waiting until it ends), ends a sleep early, and
+ * otherwise sets `must_cancel`, which makes the next step see
+ * CTX_ECANCELLED from ctx_task_awaited — or, for a task that never ran,
+ * ends it without running its step at all.  The step decides whether to end
+ * cancelled.
+ *
+ * Closing: ctx_loop_close drops the ready queue and the heap first (the
+ * waiters' drops release their references only: a drop may run on another
+ * thread and never touches the task's loop-thread fields), then ends every
+ * pending task here with `closing` set, which tells end_task that the
+ * waiter is no longer in the heap.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "loop/loop_internal.h"
+
+enum { WAIT_NONE = 0, WAIT_READY = 1, WAIT_SLEEP = 2, WAIT_FUTURE = 3 };
+
+struct ctx_task {
+    ctx_loop_future_t future; /* first: a task is its future */
+    ctx__loop_rec_t waiter;
+    ctx_task_step_fn step;
+    void *arg;
+    void (*arg_release)(void *arg);
+    ctx_context_t *context;
+    ctx_task_t *prev; /* loop->tasks while pending */
+    ctx_task_t *next;
+    ctx_loop_future_t *awaiting;
+    int wait;
+    int armed;   /* the running step armed a wait */
+    int in_step;
+    int started;
+    int must_cancel;
+    atomic_int cancel_requests;
+    /* The outcome of the wait, for ctx_task_awaited in the running step. */
+    int awaited_code;
+    void *awaited_result;
+};
+
+static _Thread_local ctx_task_t *tls_task;
+
+static ctx_task_t *task_of(ctx_loop_future_t *f) { return (ctx_task_t *)(void *)f; }
+
+ctx_task_t *ctx_task_retain(ctx_task_t *t) {
+    if (t)
+        ctx_loop_future_retain(&t->future);
+    return t;
+}
+
+void ctx_task_release(ctx_task_t *t) {
+    if (t)
+        ctx_loop_future_release(&t->future);
+}
+
+void ctx__task_destroy(ctx_loop_future_t *f) {
+    ctx_task_t *t = task_of(f);
+    ctx__loop_future_finalize(f);
+    ctx_loop_future_release(t->awaiting);
+    ctx_context_release(t->context);
+    ctx__loop_free(t, sizeof *t);
+}
+
+static void unlink_task(ctx_loop_t *loop, ctx_task_t *t) {
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        loop->tasks = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+    t->prev = t->next = NULL;
+}
+
+static void drop_awaiting(ctx_task_t *t) {
+    ctx_loop_future_release(t->awaiting);
+    t->awaiting = NULL;
+}
+
+/* Ends a pending task: the wait is abandoned, arg_release runs, then the
+ * future completes (its callbacks are scheduled) and the loop lets go. */
+static void end_task(ctx_task_t *t, int state, int error, void *result, int cancel_awaited) {
+    ctx_loop_t *loop = t->future.loop;
+    int closing = ctx__loop_closing(loop);
+    int release_waiter = 0;
+    if (t->wait == WAIT_SLEEP && !closing) {
+        ctx__loop_timer_remove(loop, &t->waiter);
+        release_waiter = 1;
+    }
+    if (cancel_awaited && t->awaiting && t->wait == WAIT_FUTURE)
+        ctx_loop_future_cancel(t->awaiting);
+    t->wait = WAIT_NONE;
+    unlink_task(loop, t);
+    ctx__loop_keepalive(loop, -1);
+    if (t->arg_release) {
+        t->arg_release(t->arg);
+        t->arg_release = NULL;
+    }
+    ctx__loop_future_complete(&t->future, state, error, result);
+    drop_awaiting(t);
+    if (release_waiter)
+        ctx_task_release(t);
+    ctx_task_release(t); /* the loop's */
+}
+
+static void end_with_code(ctx_task_t *t, int rc, void *result) {
+    if (rc == 0)
+        end_task(t, CTX_LOOP_FUTURE_COMPLETED, 0, result, 0);
+    else if (rc == CTX_ECANCELLED)
+        end_task(t, CTX_LOOP_FUTURE_CANCELLED, CTX_ECANCELLED, NULL, 0);
+    else
+        end_task(t, CTX_LOOP_FUTURE_FAILED, rc, NULL, 0);
+}
+
+typedef struct step_call {
+    ctx_task_t *task;
+    void *result;
+    int rc;
+} step_call_t;
+
+static void *step_trampoline(void *p) {
+    step_call_t *call = p;
+    call->rc = call->task->step(call->task, call->task->arg, &call->result);
+    return NULL;
+}
+
+/* Runs the next step (the waiter just left the ready queue). */
+static void run_step(ctx_task_t *t) {
+    ctx_loop_t *loop = t->future.loop;
+    int code = 0;
+    void *res = NULL;
+    if (t->awaiting)
+        code = ctx_loop_future_result(t->awaiting, &res);
+    if (t->must_cancel) {
+        t->must_cancel = 0;
+        code = CTX_ECANCELLED;
+        res = NULL;
+        if (!t->started) {
+            end_task(t, CTX_LOOP_FUTURE_CANCELLED, CTX_ECANCELLED, NULL, 0);
+            return;
+        }
+    }
+    t->started = 1;
+    t->awaited_code = code;
+    t->awaited_result = res;
+    t->armed = 0;
+    t->in_step = 1;
+    ctx_task_t *outer = tls_task;
+    tls_task = t;
+    step_call_t call = {t, NULL, 0};
+    int r = ctx_context_run(t->context, step_trampoline, &call, NULL);
+    tls_task = outer;
+    t->in_step = 0;
+    t->awaited_result = NULL;
+    if (r == CTX_ENOTCURRENT) {
+        ctx__loop_report(loop, r, "a task step returned with a context of its own still entered");
+        if (call.rc >= 0)
+            call.rc = r;
+    } else if (r) {
+        ctx__loop_report(loop, r, "a task could not enter its context and failed");
+        call.rc = r;
+    }
+    if (call.rc == CTX_TASK_WAIT && t->armed)
+        return;
+    if (call.rc > 0) {
+        ctx__loop_report(loop, CTX_EINVAL,
+                         call.rc == CTX_TASK_WAIT
+                             ? "a task step returned CTX_TASK_WAIT without arming a wait"
+                             : "a task step returned an unknown status");
+        call.rc = CTX_EINVAL;
+    }
+    end_with_code(t, call.rc, call.result);
+}
+
+static void waiter_run(ctx__loop_rec_t *rec) {
+    ctx_task_t *t = CTX__CONTAINER(rec, ctx_task_t, waiter);
+    if (!ctx_loop_future_done(&t->future)) {
+        t->wait = WAIT_NONE;
+        run_step(t);
+    }
+    ctx_task_release(t); /* the waiter's */
+}
+
+static void waiter_drop(ctx__loop_rec_t *rec) {
+    ctx_task_release(CTX__CONTAINER(rec, ctx_task_t, waiter));
+}
+
+static const ctx__loop_rec_ops_t waiter_ops = {waiter_run, waiter_drop, NULL};
+
+int ctx_task_new(ctx_loop_t *loop, ctx_task_step_fn step, void *arg,
+                 const ctx_task_options_t *options, ctx_task_t **out) {
+    if (!loop || !step)
+        return CTX_EINVAL;
+    if (ctx__loop_closing(loop))
+        return CTX_ECLOSED;
+    ctx_task_t *t = ctx__loop_calloc(sizeof *t);
+    if (!t)
+        return CTX_ENOMEM;
+    if (options && options->context) {
+        t->context = ctx_context_retain(options->context);
+    } else {
+        int r = ctx_context_copy_current(&t->context);
+        if (r) {
+            ctx__loop_free(t, sizeof *t);
+            return r;
+        }
+    }
+    ctx__loop_future_init(&t->future, loop, CTX__LF_TASK, options ? options->result_release : NULL);
+    /* The loop's reference, the waiter's, and the caller's if wanted. */
+    atomic_store_explicit(&t->future.refs, out ? 3u : 2u, memory_order_relaxed);
+    t->waiter.ops = &waiter_ops;
+    t->waiter.heap_index = SIZE_MAX;
+    t->step = step;
+    t->arg = arg;
+    t->arg_release = options ? options->arg_release : NULL;
+    atomic_init(&t->cancel_requests, 0);
+    t->next = loop->tasks;
+    if (t->next)
+        t->next->prev = t;
+    loop->tasks = t;
+    ctx__loop_keepalive(loop, +1);
+    t->wait = WAIT_READY;
+    ctx__loop_ready_push(loop, &t->waiter);
+    if (out)
+        *out = t;
+    return 0;
+}
+
+ctx_loop_future_t *ctx_task_future(ctx_task_t *t) { return t ? &t->future : NULL; }
+ctx_context_t *ctx_task_context(const ctx_task_t *t) { return t ? t->context : NULL; }
+ctx_task_t *ctx_task_current(void) { return tls_task; }
+
+int ctx__task_can_arm(const ctx_task_t *t) {
+    return t && tls_task == t && t->in_step && !t->armed;
+}
+
+int ctx_task_await(ctx_task_t *t, ctx_loop_future_t *f) {
+    if (!ctx__task_can_arm(t) || !f || f->loop != t->future.loop || f == &t->future)
+        return CTX_EINVAL;
+    ctx_loop_future_retain(f);
+    drop_awaiting(t);
+    t->awaiting = f;
+    t->armed = 1;
+    t->wait = WAIT_FUTURE;
+    ctx_task_retain(t); /* the waiter's */
+    ctx__loop_future_add_rec(f, &t->waiter);
+    return CTX_TASK_WAIT;
+}
+
+int ctx_task_sleep(ctx_task_t *t, uint64_t delay_ms) {
+    if (!ctx__task_can_arm(t))
+        return CTX_EINVAL;
+    ctx_loop_t *loop = t->future.loop;
+    uint64_t now = uv_now(loop->uv);
+    uint64_t when = delay_ms > UINT64_MAX - now ? UINT64_MAX : now + delay_ms;
+    int r = ctx__loop_timer_add(loop, &t->waiter, when);
+    if (r)
+        return r;
+    drop_awaiting(t);
+    t->armed = 1;
+    t->wait = WAIT_SLEEP;
+    ctx_task_retain(t);
+    return CTX_TASK_WAIT;
+}
+
+int ctx_task_yield(ctx_task_t *t) {
+    if (!ctx__task_can_arm(t))
+        return CTX_EINVAL;
+    drop_awaiting(t);
+    t->armed = 1;
+    t->wait = WAIT_READY;
+    ctx_task_retain(t);
+    ctx__loop_ready_push(t->future.loop, &t->waiter);
+    return CTX_TASK_WAIT;
+}
+
+int ctx_task_awaited(const ctx_task_t *t, void **result) {
+    if (!t || tls_task != t)
+        return CTX_EINVAL;
+    if (result)
+        *result = t->awaited_result;
+    return t->awaited_code;
+}
+
+int ctx_task_cancel(ctx_task_t *t) {
+    if (!t)
+        return CTX_EINVAL;
+    if (ctx_loop_future_done(&t->future))
+        return 0;
+    atomic_fetch_add_explicit(&t->cancel_requests, 1, memory_order_relaxed);
+    ctx_loop_t *loop = t->future.loop;
+    if (t->in_step || ctx__loop_closing(loop)) {
+        t->must_cancel = 1;
+        return 1;
+    }
+    switch (t->wait) {
+    case WAIT_SLEEP:
+        ctx__loop_timer_remove(loop, &t->waiter);
+        t->must_cancel = 1;
+        t->wait = WAIT_READY;
+        ctx__loop_ready_push(loop, &t->waiter);
+        break;
+    case WAIT_FUTURE:
+        /* Cancelling the awaited future wakes the task with CTX_ECANCELLED
+         * through its outcome; if it is already done, say so explicitly. */
+        if (ctx_loop_future_cancel(t->awaiting) != 1)
+            t->must_cancel = 1;
+        break;
+    default:
+        t->must_cancel = 1;
+        break;
+    }
+    return 1;
+}
+
+int ctx__task_cancel_future(ctx_loop_future_t *f) { return ctx_task_cancel(task_of(f)); }
+
+int ctx_task_cancelling(const ctx_task_t *t) {
+    return t ? atomic_load_explicit(&t->cancel_requests, memory_order_relaxed) : 0;
+}
+
+int ctx_task_result(const ctx_task_t *t, void **result) {
+    return t ? ctx_loop_future_result(&t->future, result) : CTX_EINVAL;
+}
+
+int ctx_task_done(const ctx_task_t *t) { return t ? ctx_loop_future_done(&t->future) : 0; }
+
+void ctx__task_close_all(ctx_loop_t *loop) {
+    ctx_task_t *t;
+    while ((t = loop->tasks) != NULL) {
+        ctx_task_retain(t);
+        end_task(t, CTX_LOOP_FUTURE_CANCELLED, CTX_ECANCELLED, NULL, 1);
+        ctx_task_release(t);
+    }
+}
