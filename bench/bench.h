@@ -26,5 +26,6 @@ uint64_t ctx_bench_now_ns(void);
 void ctx_bench_core(ctx_bench_t *b);
 void ctx_bench_pool(ctx_bench_t *b);
 void ctx_bench_loop(ctx_bench_t *b);
+void ctx_bench_bus(ctx_bench_t *b);
 
 #endif

@@ -1,0 +1,231 @@
+/*
+ * bus.c — the bus itself: creation, shutdown, destruction, counters, waiting
+ * for idle, and the error report of a failed listener.
+ *
+ *   ctx_bus_t
+ *   ┌──────────────────────────────┐
+ *   │ refs                         │◀── creator, every listener record,
+ *   │ snap_lock (spin) ─┐          │    every asynchronous delivery
+ *   │ write_lock (mutex)┴▶ global ─┼──▶ ctx__bus_list_t (immutable)
+ *   │ shut                         │
+ *   │ scoped_var ──────────────────┼──▶ ctx_var_t: each context's value is
+ *   │ next_seq                     │    its ctx__bus_list_t of scoped ones
+ *   │ on_error, counters           │
+ *   │ idle_lock/idle_cond, pending │    asynchronous deliveries in flight
+ *   └──────────────────────────────┘
+ *
+ * Two locks, for two kinds of caller.  Writers (a global subscribe or
+ * unsubscribe, shutdown) take write_lock, a mutex, and may allocate under
+ * it; they are rare.  Publishers only need to read `global` and retain it
+ * before a writer can replace and release it; they take snap_lock, a
+ * spinlock held for a load and an increment, and writers take it only for
+ * the pointer store.  So a publish never waits for an allocation, and no lock
+ * is held while a listener runs (a listener may subscribe, unsubscribe or
+ * publish).
+ *
+ * Lifetime.  The bus is reference counted: the creator's reference goes
+ * with ctx_bus_destroy; every listener record holds one (so a handle can
+ * unsubscribe after destroy, and a scoped listener alive in some context
+ * keeps the variable's owner alive); every asynchronous delivery holds one
+ * until it finished.  Shutdown drops the global list, which is the only
+ * reference from the bus to its records, so after shutdown nothing forms a
+ * cycle and the last release frees the bus.  `shut` only goes from 0 to 1,
+ * under write_lock and snap_lock, so a publisher that saw it 0 while holding
+ * snap_lock also saw the global list intact.
+ *
+ * Pending deliveries are counted under idle_lock (an asynchronous publish
+ * already costs a pool or loop record, a context copy and a delivery record,
+ * so a mutex there is noise) and ctx_bus_wait_idle waits for zero.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "bus/bus_internal.h"
+
+void ctx__bus_snap_lock(ctx_bus_t *bus) {
+    while (atomic_exchange_explicit(&bus->snap_lock, 1, memory_order_acquire)) {
+        while (atomic_load_explicit(&bus->snap_lock, memory_order_relaxed))
+            sched_yield();
+    }
+}
+
+int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
+    if (!out)
+        return CTX_EINVAL;
+    ctx_bus_t *bus = ctx__bus_malloc(sizeof *bus);
+    if (!bus)
+        return CTX_ENOMEM;
+    memset(bus, 0, sizeof *bus);
+    ctx_var_options_t vo = {NULL, 0, &ctx__bus_list_ops};
+    int err = ctx_var_new("ctx_bus.listeners", &vo, &bus->scoped_var);
+    if (err) {
+        ctx__bus_free(bus, sizeof *bus);
+        return err;
+    }
+    pthread_condattr_t attr;
+    int have_attr = pthread_condattr_init(&attr) == 0;
+    bus->idle_monotonic =
+        have_attr && pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
+    int cond_ok = pthread_cond_init(&bus->idle_cond, bus->idle_monotonic ? &attr : NULL) == 0;
+    if (have_attr)
+        pthread_condattr_destroy(&attr);
+    int idle_ok = pthread_mutex_init(&bus->idle_lock, NULL) == 0;
+    int write_ok = pthread_mutex_init(&bus->write_lock, NULL) == 0;
+    if (!cond_ok || !idle_ok || !write_ok) {
+        if (cond_ok)
+            pthread_cond_destroy(&bus->idle_cond);
+        if (idle_ok)
+            pthread_mutex_destroy(&bus->idle_lock);
+        if (write_ok)
+            pthread_mutex_destroy(&bus->write_lock);
+        ctx_var_release(bus->scoped_var);
+        ctx__bus_free(bus, sizeof *bus);
+        return CTX_ESYSTEM;
+    }
+    atomic_init(&bus->refs, 1);
+    atomic_init(&bus->snap_lock, 0);
+    atomic_init(&bus->shut, 0);
+    atomic_init(&bus->global, NULL);
+    atomic_init(&bus->next_seq, 1);
+    bus->on_error = options ? options->on_error : NULL;
+    bus->error_user = options ? options->error_user : NULL;
+    atomic_init(&bus->failures, 0);
+    atomic_init(&bus->rejected, 0);
+    atomic_init(&bus->async_accepted, 0);
+    atomic_init(&bus->async_dropped, 0);
+    bus->pending = 0;
+    *out = bus;
+    return 0;
+}
+
+void ctx__bus_release(ctx_bus_t *bus) {
+    if (!bus || atomic_fetch_sub_explicit(&bus->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    /* No record refers to the bus any more, so no list does: `global` is
+     * NULL (shutdown dropped it, and nothing could subscribe since). */
+    pthread_cond_destroy(&bus->idle_cond);
+    pthread_mutex_destroy(&bus->idle_lock);
+    pthread_mutex_destroy(&bus->write_lock);
+    ctx_var_release(bus->scoped_var);
+    ctx__bus_free(bus, sizeof *bus);
+}
+
+int ctx_bus_shutdown(ctx_bus_t *bus) {
+    if (!bus)
+        return CTX_EINVAL;
+    pthread_mutex_lock(&bus->write_lock);
+    ctx__bus_list_t *old = NULL;
+    if (!atomic_load_explicit(&bus->shut, memory_order_relaxed)) {
+        ctx__bus_snap_lock(bus);
+        atomic_store_explicit(&bus->shut, 1, memory_order_release);
+        old = atomic_load_explicit(&bus->global, memory_order_relaxed);
+        atomic_store_explicit(&bus->global, NULL, memory_order_relaxed);
+        ctx__bus_snap_unlock(bus);
+    }
+    pthread_mutex_unlock(&bus->write_lock);
+    /* May run user_release callbacks, and may drop the records' references
+     * to the bus: the caller's pointer must keep it alive (the creator's
+     * reference, or a handle's record). */
+    ctx__bus_list_release(old);
+    return 0;
+}
+
+void ctx_bus_destroy(ctx_bus_t *bus) {
+    if (!bus)
+        return;
+    ctx_bus_shutdown(bus);
+    ctx__bus_release(bus);
+}
+
+static size_t live_count(const ctx__bus_list_t *list) {
+    size_t n = 0;
+    for (size_t i = 0; list && i < list->count; i++)
+        n += !ctx__bus_listener_removed(list->items[i]);
+    return n;
+}
+
+int ctx_bus_stats(ctx_bus_t *bus, ctx_bus_stats_t *out) {
+    if (!bus || !out)
+        return CTX_EINVAL;
+    memset(out, 0, sizeof *out);
+    ctx__bus_snap_lock(bus);
+    ctx__bus_list_t *global =
+        ctx__bus_list_retain(atomic_load_explicit(&bus->global, memory_order_relaxed));
+    ctx__bus_snap_unlock(bus);
+    out->global_listeners = live_count(global);
+    ctx__bus_list_release(global);
+    out->listener_failures = atomic_load_explicit(&bus->failures, memory_order_relaxed);
+    out->rejected = atomic_load_explicit(&bus->rejected, memory_order_relaxed);
+    out->async_dropped = atomic_load_explicit(&bus->async_dropped, memory_order_relaxed);
+    pthread_mutex_lock(&bus->idle_lock);
+    out->async_accepted = atomic_load_explicit(&bus->async_accepted, memory_order_relaxed);
+    out->async_pending = bus->pending;
+    pthread_mutex_unlock(&bus->idle_lock);
+    return 0;
+}
+
+void ctx__bus_report(ctx_bus_t *bus, ctx_bus_listener_t *listener, ctx_bus_event_t *event,
+                     int code) {
+    atomic_fetch_add_explicit(&bus->failures, 1, memory_order_relaxed);
+    if (bus->on_error)
+        bus->on_error(bus, listener, event, code, bus->error_user);
+    else
+        fprintf(stderr, "ctxvar bus: listener for \"%s\" failed on \"%s\": %s (%s)\n",
+                listener->pattern, event->topic, ctx_error_name(code), ctx_strerror(code));
+}
+
+/* ---- pending asynchronous deliveries ---- */
+
+void ctx__bus_pending_add(ctx_bus_t *bus) {
+    pthread_mutex_lock(&bus->idle_lock);
+    bus->pending++;
+    pthread_mutex_unlock(&bus->idle_lock);
+}
+
+void ctx__bus_pending_done(ctx_bus_t *bus) {
+    pthread_mutex_lock(&bus->idle_lock);
+    if (--bus->pending == 0)
+        pthread_cond_broadcast(&bus->idle_cond);
+    pthread_mutex_unlock(&bus->idle_lock);
+}
+
+static void deadline_after(const ctx_bus_t *bus, int64_t ns, struct timespec *ts) {
+    clock_gettime(bus->idle_monotonic ? CLOCK_MONOTONIC : CLOCK_REALTIME, ts);
+    ts->tv_sec += (time_t)(ns / 1000000000);
+    ts->tv_nsec += (long)(ns % 1000000000);
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+int ctx_bus_wait_idle(ctx_bus_t *bus, int64_t timeout_ns) {
+    if (!bus)
+        return CTX_EINVAL;
+    if (ctx__bus_delivering() == bus)
+        return CTX_EBUSY;
+    struct timespec deadline;
+    if (timeout_ns > 0)
+        deadline_after(bus, timeout_ns, &deadline);
+    int rc = 0;
+    pthread_mutex_lock(&bus->idle_lock);
+    while (bus->pending > 0) {
+        if (timeout_ns == 0) {
+            rc = CTX_ETIMEDOUT;
+            break;
+        }
+        if (timeout_ns < 0) {
+            pthread_cond_wait(&bus->idle_cond, &bus->idle_lock);
+        } else if (pthread_cond_timedwait(&bus->idle_cond, &bus->idle_lock, &deadline) != 0 &&
+                   bus->pending > 0) {
+            rc = CTX_ETIMEDOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&bus->idle_lock);
+    return rc;
+}

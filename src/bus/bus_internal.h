@@ -1,0 +1,276 @@
+/*
+ * bus_internal.h — what the bus module's files share (internal, `ctx__`).
+ *
+ *   event.c     events: topic (copied, hashed), data, reference count
+ *   listener.c  listener records, patterns and matching, the immutable
+ *               listener lists, subscribe / unsubscribe
+ *   bus.c       the bus: creation, shutdown, destruction, stats, waiting
+ *               for idle, error reports
+ *   publish.c   taking a snapshot and delivering it (every publish goes
+ *               through it), ctx_bus_publish
+ *   async.c     the asynchronous delivery record and the pool publish
+ *   publish_loop.c  the loop publish (built only with the loop module)
+ *
+ * The objects and who refers to whom:
+ *
+ *   ctx_bus_t ──▶ global: ctx__bus_list_t ──▶ listener ──▶ bus (retained)
+ *       │                                        ▲
+ *       └──▶ scoped_var (ctx_var_t)              │
+ *                 value in each context: ctx__bus_list_t (scoped ones)
+ *
+ *   asynchronous delivery ──▶ bus, event, global snapshot, scoped snapshot
+ *
+ * Lists are immutable once published and reference counted; a change makes
+ * a new list.  Every list holds a reference to each listener it names; each
+ * listener holds a reference to its bus; the bus holds its global list
+ * until shutdown (that cycle is broken by ctx_bus_shutdown, which
+ * ctx_bus_destroy calls).
+ */
+#ifndef CTX_BUS_INTERNAL_H
+#define CTX_BUS_INTERNAL_H
+
+#include <ctxvar/bus.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- allocation ----
+ * The static library reaches the core's allocator (ctx_set_allocator, and
+ * the tests' failing allocator) directly.  The shared library cannot:
+ * libctxvar.so keeps ctx__malloc hidden and exports no allocator call yet,
+ * so it uses the C library (as libctxvar_loop.so does). */
+#if defined(CTX_BUS_CORE_ALLOCATOR)
+#include "core/alloc.h"
+static inline void *ctx__bus_malloc(size_t size) { return ctx__malloc(size); }
+static inline void ctx__bus_free(void *p, size_t size) { ctx__free(p, size); }
+#else
+#include <stdlib.h>
+static inline void *ctx__bus_malloc(size_t size) { return malloc(size); }
+static inline void ctx__bus_free(void *p, size_t size) {
+    (void)size;
+    free(p);
+}
+#endif
+
+/* ---- events (event.c) ---- */
+
+struct ctx_bus_event {
+    atomic_size_t refs;
+    void *data;
+    void (*data_release)(void *data);
+    uint32_t hash; /* ctx__bus_hash of the topic */
+    size_t len;    /* strlen(topic) */
+    char topic[];
+};
+
+/* FNV-1a over `len` bytes: the exact-topic fast check. */
+uint32_t ctx__bus_hash(const char *s, size_t len);
+
+/* ---- listeners and lists (listener.c) ---- */
+
+enum {
+    CTX__BUS_MATCH_ALL = 0,    /* "*" or NULL */
+    CTX__BUS_MATCH_EXACT = 1,  /* "a.b" */
+    CTX__BUS_MATCH_PREFIX = 2  /* "a.*": prefix "a." */
+};
+
+struct ctx_bus_listener {
+    atomic_size_t refs;    /* the handle's, each list's, the subscriber's */
+    atomic_int removed;    /* set once, by ctx_bus_unsubscribe */
+    int kind;              /* CTX__BUS_MATCH_* */
+    unsigned flags;        /* CTX_BUS_SCOPED */
+    uint64_t seq;          /* subscription order, per bus */
+    ctx_bus_t *bus;        /* retained */
+    ctx_bus_listener_fn fn;
+    void *user;
+    void (*user_release)(void *user); /* set only once the subscribe succeeded */
+    uint32_t hash;         /* EXACT: hash of the topic */
+    size_t len;            /* EXACT: the topic's length; PREFIX: the prefix's
+                              (through the dot) */
+    size_t size;           /* bytes allocated */
+    char pattern[];        /* as given ("*" for all) */
+};
+
+/* An immutable list of listeners, sorted by seq; each one retained. */
+typedef struct ctx__bus_list {
+    atomic_size_t refs;
+    size_t count;
+    size_t capacity; /* entries allocated (the size to free) */
+    ctx_bus_listener_t *items[];
+} ctx__bus_list_t;
+
+static inline ctx__bus_list_t *ctx__bus_list_retain(ctx__bus_list_t *list) {
+    if (list)
+        atomic_fetch_add_explicit(&list->refs, 1, memory_order_relaxed);
+    return list;
+}
+void ctx__bus_list_release(ctx__bus_list_t *list);
+
+/* 1 if the first n bytes of a and b are equal.  Topics are short, and a
+ * call to memcmp costs more than comparing them here a word at a time: 8
+ * bytes per step, then at most one step each of 4, 2 and 1 bytes (memcpy
+ * into an integer is a plain unaligned load; nothing is read past n). */
+static inline int ctx__bus_bytes_equal(const char *a, const char *b, size_t n) {
+    for (; n >= 8; n -= 8, a += 8, b += 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y)
+            return 0;
+    }
+    if (n & 4) {
+        uint32_t x, y;
+        memcpy(&x, a, 4);
+        memcpy(&y, b, 4);
+        if (x != y)
+            return 0;
+        a += 4;
+        b += 4;
+    }
+    if (n & 2) {
+        uint16_t x, y;
+        memcpy(&x, a, 2);
+        memcpy(&y, b, 2);
+        if (x != y)
+            return 0;
+        a += 2;
+        b += 2;
+    }
+    return !(n & 1) || *a == *b;
+}
+
+/* 1 if the listener's pattern matches the event's topic. */
+static inline int ctx__bus_match(const ctx_bus_listener_t *l, const ctx_bus_event_t *ev) {
+    switch (l->kind) {
+    case CTX__BUS_MATCH_EXACT:
+        return l->hash == ev->hash && l->len == ev->len &&
+               ctx__bus_bytes_equal(l->pattern, ev->topic, ev->len);
+    case CTX__BUS_MATCH_PREFIX:
+        return ev->len > l->len && ctx__bus_bytes_equal(l->pattern, ev->topic, l->len);
+    default:
+        return 1;
+    }
+}
+
+static inline int ctx__bus_listener_removed(const ctx_bus_listener_t *l) {
+    return atomic_load_explicit(&l->removed, memory_order_acquire);
+}
+
+/* The value operations of the bus's scoped variable (the value is a
+ * ctx__bus_list_t, one reference per share). */
+extern const ctx_value_ops_t ctx__bus_list_ops;
+
+/* ---- the bus (bus.c) ---- */
+
+struct ctx_bus {
+    atomic_size_t refs; /* creator's, each listener's, each async delivery's */
+    /* Guards the pointer `global` against the swap that replaces it while a
+     * publisher retains it: a spinlock held for a load and an increment. */
+    atomic_int snap_lock;
+    atomic_int shut;
+    /* Written under write_lock *and* snap_lock; read under either (and
+     * peeked at without: see ctx__bus_snapshot_take). */
+    _Atomic(ctx__bus_list_t *) global;
+    /* Serialises subscribe/unsubscribe of global listeners and shutdown. */
+    pthread_mutex_t write_lock;
+    ctx_var_t *scoped_var;
+    atomic_uint_fast64_t next_seq;
+    ctx_bus_error_fn on_error;
+    void *error_user;
+    atomic_uint_fast64_t failures;
+    atomic_uint_fast64_t rejected;
+    atomic_uint_fast64_t async_accepted;
+    atomic_uint_fast64_t async_dropped;
+    /* Asynchronous deliveries not yet finished, and the wait for zero. */
+    pthread_mutex_t idle_lock;
+    pthread_cond_t idle_cond;
+    int idle_monotonic; /* idle_cond uses CLOCK_MONOTONIC */
+    uint64_t pending;
+};
+
+static inline ctx_bus_t *ctx__bus_retain(ctx_bus_t *bus) {
+    atomic_fetch_add_explicit(&bus->refs, 1, memory_order_relaxed);
+    return bus;
+}
+void ctx__bus_release(ctx_bus_t *bus);
+
+static inline int ctx__bus_is_shut(const ctx_bus_t *bus) {
+    return atomic_load_explicit(&bus->shut, memory_order_acquire);
+}
+
+void ctx__bus_snap_lock(ctx_bus_t *bus);
+static inline void ctx__bus_snap_unlock(ctx_bus_t *bus) {
+    atomic_store_explicit(&bus->snap_lock, 0, memory_order_release);
+}
+
+/* Counts a failed listener call and tells the error handler. */
+void ctx__bus_report(ctx_bus_t *bus, ctx_bus_listener_t *listener,
+                     ctx_bus_event_t *event, int code);
+
+/* The pending count of asynchronous deliveries: +1 when one is accepted,
+ * -1 when it finished (wakes ctx_bus_wait_idle at zero). */
+void ctx__bus_pending_add(ctx_bus_t *bus);
+void ctx__bus_pending_done(ctx_bus_t *bus);
+
+/* ---- snapshots and delivery (publish.c) ---- */
+
+typedef struct ctx__bus_snapshot {
+    ctx__bus_list_t *global; /* retained, or NULL */
+    ctx__bus_list_t *scoped; /* retained, or NULL */
+} ctx__bus_snapshot_t;
+
+/* Takes the listeners a publish made now from the current context reaches.
+ * Returns 0, or CTX_ESHUTDOWN (counted as rejected; *snap empty). */
+int ctx__bus_snapshot_take(ctx_bus_t *bus, ctx__bus_snapshot_t *snap);
+void ctx__bus_snapshot_drop(ctx__bus_snapshot_t *snap);
+
+/* Synchronous deliveries borrow the current context's scoped list instead
+ * of retaining it: only this thread can replace that list, and only with a
+ * scoped subscribe.  A scoped subscribe made while a synchronous delivery
+ * runs on this thread (ctx__bus_sync_depth() > 0) therefore keeps the list
+ * it replaces alive until the outermost delivery on this thread returns:
+ * it reserves a slot (CTX_ENOMEM possible, before anything changed), then
+ * hands over a reference it took (never fails). */
+unsigned ctx__bus_sync_depth(void);
+int ctx__bus_defer_reserve(void);
+void ctx__bus_defer_push(ctx__bus_list_t *list);
+
+/* The number of listeners of the snapshot that match the event and are not
+ * unsubscribed, now. */
+size_t ctx__bus_snapshot_count(const ctx__bus_snapshot_t *snap, const ctx_bus_event_t *event);
+
+/* Calls the snapshot's matching listeners in order on this thread, in the
+ * current context; returns how many were called. */
+size_t ctx__bus_deliver(ctx_bus_t *bus, const ctx__bus_snapshot_t *snap,
+                        ctx_bus_event_t *event);
+
+/* ---- asynchronous deliveries (async.c) ---- */
+
+typedef struct ctx__bus_delivery {
+    ctx_bus_t *bus;         /* retained */
+    ctx_bus_event_t *event; /* retained */
+    ctx__bus_snapshot_t snap;
+    int ran;
+} ctx__bus_delivery_t;
+
+/* Validates, takes the snapshot and, if some listener matches, makes the
+ * delivery record (pending +1).  Returns the number of matching listeners
+ * with *out set (NULL when 0: nothing to queue), or CTX_EINVAL,
+ * CTX_ESHUTDOWN, CTX_ENOMEM (*out NULL, nothing kept). */
+int ctx__bus_delivery_prepare(ctx_bus_t *bus, ctx_bus_event_t *event,
+                              ctx__bus_delivery_t **out);
+/* The executor refused it: undo prepare (no callback of the user runs but
+ * the releases of what the snapshot holds). */
+void ctx__bus_delivery_abort(ctx__bus_delivery_t *d);
+/* Runs the listeners (on the executor's thread, in the captured copy). */
+void ctx__bus_delivery_run(ctx__bus_delivery_t *d);
+/* The executor is done with it (ran or dropped): releases everything. */
+void ctx__bus_delivery_finish(ctx__bus_delivery_t *d);
+
+/* The bus whose asynchronous delivery runs on this thread, or NULL. */
+ctx_bus_t *ctx__bus_delivering(void);
+
+#endif /* CTX_BUS_INTERNAL_H */
