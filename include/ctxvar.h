@@ -141,6 +141,16 @@ typedef struct ctx_allocator {
  * thread uses the library.  Returns 0, or CTX_EINVAL if a hook is NULL. */
 CTX_EXPORT int ctx_set_allocator(const ctx_allocator_t *allocator);
 
+/* Allocates `size` bytes through the installed allocator: what every ctxvar
+ * module (pool, loop, bus, ...) allocates with, exported so that modules built
+ * as separate shared libraries, and users who want their value objects
+ * counted by the same hooks, reach it too.  NULL on failure.  Any thread. */
+CTX_EXPORT void *ctx_malloc(size_t size);
+
+/* Frees a block from ctx_malloc; `size` must be the size that was asked for.
+ * NULL is ignored.  Any thread. */
+CTX_EXPORT void ctx_free(void *ptr, size_t size);
+
 /* ---------------------------------------------------------------------- */
 /* Variables                                                               */
 /* ---------------------------------------------------------------------- */

@@ -37,23 +37,13 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <ctxvar.h>
+
 /* ---- allocation ----
- * The static library reaches the core's allocator (ctx_set_allocator, and
- * the tests' failing allocator) directly.  The shared library cannot:
- * libctxvar.so keeps ctx__malloc hidden and exports no allocator call yet,
- * so it uses the C library (as libctxvar_loop.so does). */
-#if defined(CTX_BUS_CORE_ALLOCATOR)
-#include "core/alloc.h"
-static inline void *ctx__bus_malloc(size_t size) { return ctx__malloc(size); }
-static inline void ctx__bus_free(void *p, size_t size) { ctx__free(p, size); }
-#else
-#include <stdlib.h>
-static inline void *ctx__bus_malloc(size_t size) { return malloc(size); }
-static inline void ctx__bus_free(void *p, size_t size) {
-    (void)size;
-    free(p);
-}
-#endif
+ * Through the core's allocator (ctx_set_allocator, and the tests' failing
+ * allocator): ctx_malloc is exported, so the shared library reaches it too. */
+static inline void *ctx__bus_malloc(size_t size) { return ctx_malloc(size); }
+static inline void ctx__bus_free(void *p, size_t size) { ctx_free(p, size); }
 
 /* ---- events (event.c) ---- */
 

@@ -49,6 +49,9 @@ void ctx__free(void *ptr, size_t size) {
         allocator.free(ptr, size, allocator.user);
 }
 
+void *ctx_malloc(size_t size) { return ctx__malloc(size); }
+void ctx_free(void *ptr, size_t size) { ctx__free(ptr, size); }
+
 unsigned ctx_version(void) { return CTX_VERSION_HEX; }
 const char *ctx_version_string(void) { return CTX_VERSION_STRING; }
 

@@ -41,25 +41,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <string.h>
+
+#include <ctxvar.h>
+
 /* ---- allocation ----
- * The static library reaches the core's allocator (ctx_set_allocator, and the
- * tests' failing allocator) directly.  The shared library cannot: the core's
- * ctx__malloc is hidden in libctxvar.so, and the core exports no allocator
- * call yet, so it uses the C library (see src/loop/CMakeLists.txt). */
-#if defined(CTX_LOOP_CORE_ALLOCATOR)
-#include "core/alloc.h"
-static inline void *ctx__loop_malloc(size_t size) { return ctx__malloc(size); }
-static inline void *ctx__loop_calloc(size_t size) { return ctx__calloc(size); }
-static inline void ctx__loop_free(void *p, size_t size) { ctx__free(p, size); }
-#else
-#include <stdlib.h>
-static inline void *ctx__loop_malloc(size_t size) { return malloc(size); }
-static inline void *ctx__loop_calloc(size_t size) { return calloc(1, size); }
-static inline void ctx__loop_free(void *p, size_t size) {
-    (void)size;
-    free(p);
+ * Through the core's allocator (ctx_set_allocator, and the tests' failing
+ * allocator): ctx_malloc is exported, so the shared library reaches it too. */
+static inline void *ctx__loop_malloc(size_t size) { return ctx_malloc(size); }
+static inline void *ctx__loop_calloc(size_t size) {
+    void *p = ctx_malloc(size);
+    if (p)
+        memset(p, 0, size);
+    return p;
 }
-#endif
+static inline void ctx__loop_free(void *p, size_t size) { ctx_free(p, size); }
 
 #define CTX__CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
