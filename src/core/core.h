@@ -125,4 +125,29 @@ uint64_t ctx__next_id(void);
 /* Tests only: gives `var` a chosen hash; call before any value is set. */
 void ctx__var_force_hash(ctx_var_t *var, uint32_t hash);
 
+/* ---- embed.c: contexts in caller-owned storage (the pool's task records) ----
+ * `storage` is memory the caller owns (e.g. a member of its own record);
+ * the core never frees it.  Between an init and ctx__context_clear it is a
+ * context with refs = 1 that must not be handed to ctx_context_release,
+ * ctx_context_retain or ctx_context_run. */
+
+/* An empty context in `storage`. */
+void ctx__context_init_empty(ctx_context_t *storage);
+/* A copy of the calling thread's current context (empty if the thread has
+ * none yet) in `storage`: O(1), never fails. */
+void ctx__context_init_copy_current(ctx_context_t *storage);
+/* A copy of `src` (any context, any thread; not NULL) in `storage`. */
+void ctx__context_init_copy(ctx_context_t *storage, ctx_context_t *src);
+/* Releases the map of a context in storage that is not entered; the storage
+ * may then be initialised again or dropped. */
+void ctx__context_clear(ctx_context_t *ctx);
+/* ctx_context_run for a context in storage, without touching its refs:
+ * enters it, calls fn(arg), stores the return value in *result (if not
+ * NULL) and leaves it.  Always returns with the context not entered and out
+ * of the thread's chain: if fn left contexts it entered still entered, they
+ * are relinked on top of the context current before the run and
+ * CTX_ENOTCURRENT is returned (fn ran; *result is stored).  Other errors
+ * (fn not called): CTX_EENTERED, CTX_ENOMEM / CTX_ESYSTEM (no thread state). */
+int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result);
+
 #endif /* CTX_CORE_CORE_H */

@@ -8,15 +8,20 @@
  * inherited its creator's context keeps those stale values pinned for its
  * whole life.  Here `submit` captures the submitter's context in O(1) (the
  * core's copy shares every map node) and the worker runs the task inside
- * that private copy with ctx_context_run, then drops it.  The worker's own
+ * that private copy, then drops it.  The copy lives inside the task's record
+ * (core/embed.c: no context allocation, no cross-thread free), and is run
+ * with ctx__context_run_embedded.  The worker's own
  * context is never the current one while a task runs, so nothing can be
  * left over from an earlier task or from the thread that created the pool.
  *
  * Data structure
  * --------------
  *
+ *   submitters ──CAS──► incoming: rec ─► rec ─► rec   (LIFO, lock-free)
+ *   (unbounded pool)          │ drain_locked: take all, reverse
+ *                             ▼
  *   submitters ──► [ lock | head ─► rec ⇄ rec ⇄ rec ◄─ tail ] ──► workers
- *                     │                                         (fixed
+ *   (bounded pool)    │                                         (fixed
  *                     ├─ cond `work`   : workers sleeping on an empty queue
  *                     ├─ cond `room`   : submitters waiting on a full queue
  *                     └─ cond `exited` : shutdown waiting for the workers
@@ -26,7 +31,17 @@
  * the records, so queuing allocates nothing and a cancelled record is
  * unlinked in O(1) (it frees its slot in a bounded queue at once).
  *
- * One mutex protects the queue, the counters of queued and running tasks and
+ * A submit to an unbounded pool takes no lock: it pushes its record on
+ * `incoming` with one compare-and-swap.  Whoever next holds the lock and
+ * needs the queue (a worker that found the FIFO empty, a cancel, stats,
+ * shutdown) moves the whole stack to the FIFO in submission order, counting
+ * it as queued and submitted then; so everything read under the lock is
+ * exact once drained.  Shutdown swaps `incoming` for the CTX__CLOSED mark
+ * under the lock: a push either came before (and is queued by shutdown) or
+ * sees the mark and is refused.  A bounded pool queues under the lock, as
+ * admission against the capacity needs it.
+ *
+ * One mutex protects the FIFO, the counters of queued and running tasks and
  * the sleep bookkeeping.  The outcome counters (completed, failed, ...) and
  * the longest queue wait live in one slot per worker, written only by that
  * worker (no shared cache line per task); cancels and refusals made by other
@@ -37,16 +52,23 @@
  * A futex sleep and wake costs microseconds, tens of times an empty task, so
  * the pool avoids them while work flows:
  *   - a worker that finds the queue empty first *polls* for a few
- *     microseconds (CTX__POOL_SPINS pauses) on `poke`, a counter every
- *     enqueue bumps, and sleeps on `work` only if nothing came;
+ *     microseconds (CTX__POOL_SPINS pauses) on `incoming` and on `poke` (a
+ *     counter bumped by bounded enqueues and shutdown), and sleeps on
+ *     `work` only if nothing came;
  *   - a submit signals `work` only for tasks the pollers will not take
  *     (`queued` > `pollers`) and only when more workers sleep than have
  *     already been signalled (`sleepers` > `wakeups`), so a burst of
- *     submits to a busy pool makes no system calls;
+ *     submits to a busy pool makes no system calls; an unbounded submit
+ *     even skips the lock unless `idle` (sleepers - wakeups, published
+ *     under the lock) is non-zero;
  *   - the mutex is glibc's adaptive one where available (spins briefly on
  *     contention instead of sleeping at once).
- * No wake-up can be lost: a poller takes the lock and looks at the queue
- * again before it sleeps, and a submit decides under the same lock.
+ * No wake-up can be lost: a worker about to sleep publishes `idle` and then
+ * looks at `incoming` once more, while a submit pushes and then reads
+ * `idle` (all four sequentially consistent), so at least one of them sees
+ * the other; a submit that sees a sleeper decides under the lock, which the
+ * sleeper holds from its last look until it waits.  When `idle` reads 0
+ * every sleeper has a signal on its way and will drain on waking.
  * Records are recycled rather than freed across threads (see "Record
  * recycling" below), and ctx_future_wait polls before it parks too
  * (future.c).
@@ -62,12 +84,15 @@
  *
  * Invariants
  * ----------
- * - A record is in the queue iff its state is PENDING; both change together
- *   under the lock (pop → RUNNING, cancel → CANCELLING).
+ * - A record is in the queue (on `incoming` or in the FIFO) iff its state is
+ *   PENDING; leaving it happens only from the FIFO, under the lock, together
+ *   with the change of state (pop → RUNNING, cancel → CANCELLING): a cancel
+ *   drains `incoming` first.
  * - Each accepted record is ended by ctx__future_finish exactly once: by the
  *   worker that popped it, or by the thread that took it out of the queue to
  *   cancel it (ctx_future_cancel, or a CANCEL shutdown).
- * - Once `stopping` is set no record enters the queue; workers exit when it
+ * - Once `stopping` is set no record enters the queue (`incoming` holds
+ *   CTX__CLOSED, and bounded submits check `stopping`); workers exit when it
  *   is set and the queue is empty, so DRAIN runs everything and CANCEL has
  *   already emptied the queue.
  * - A failed submit has touched nothing the caller gave it: the record and
@@ -77,7 +102,9 @@
  * Which function does what
  * ------------------------
  * ctx_pool_new       validates, copies the policy, starts and warms workers.
- * ctx_pool_submit_ex builds the record and its context, then queues it.
+ * ctx_pool_submit_ex builds the record and its context, then queues it
+ *                    (enqueue: lock-free; enqueue_bounded: under the lock).
+ * drain_locked       moves `incoming` to the FIFO.
  * worker_main        pop → run_task → pop ..., polls then sleeps when the
  *                    queue is empty, exits on stop + empty queue.
  * run_task           runs the task in its context and ends its future.
@@ -88,9 +115,11 @@
  * worker thread had no ctxvar state yet and none could be made) never runs
  * and its future fails with that code.  A task that returns with a context
  * it entered still entered breaks ctx_context_run's contract: its future
- * fails with CTX_ENOTCURRENT (any result it stored is released).  Later
- * tasks on that worker still run in their own contexts (entered on top); the
- * abandoned contexts are released when the worker exits.
+ * fails with CTX_ENOTCURRENT (any result it stored is released).  The task's
+ * own context is unlinked from under the abandoned ones (so its record can
+ * be reused); later tasks on that worker still run in their own contexts
+ * (entered on top); the abandoned contexts are released when the worker
+ * exits.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
@@ -154,6 +183,16 @@ struct ctx_pool {
     int capture_stack;
     atomic_size_t refs;
 
+    /* Submissions to an unbounded pool: a lock-free LIFO stack of records
+     * (linked through `next`), pushed by submitters with one compare-and-
+     * swap and moved to the FIFO below, in order, by whoever holds `lock`
+     * (drain_locked).  CTX__CLOSED once shutdown has begun. */
+    _Atomic(ctx_future_t *) incoming;
+    /* Workers asleep on `work` that no signal is on its way to
+     * (sleepers - wakeups): published under `lock` by publish_idle_locked,
+     * read without it by submitters deciding whether to wake one. */
+    atomic_size_t idle;
+
     /* Under `lock`. */
     pthread_mutex_t lock;
     pthread_cond_t work;
@@ -171,13 +210,17 @@ struct ctx_pool {
     size_t warm_workers; /* finished their start-up */
     bool stopping;
     uint64_t submitted;
-    /* Bumped (under the lock) at every enqueue and at shutdown, read without
-     * it by workers polling before they sleep. */
+    /* Bumped (under the lock) at every enqueue of a bounded pool and at
+     * shutdown, read without it by workers polling before they sleep (which
+     * also watch `incoming`). */
     atomic_uint poke;
-    /* Records of finished fire-and-forget tasks, for submitters to reuse
-     * (linked through `next`). */
-    ctx_future_t *free_records;
-    size_t free_count;
+    /* Records of finished fire-and-forget tasks, for submitters to reuse: a
+     * stack (linked through `next`) pushed by workers under `lock` and
+     * taken whole, without the lock, by submitters.  free_count is its
+     * length as the workers last counted it (reset when they find it
+     * taken): a bound and a hint, not an exact figure. */
+    _Atomic(ctx_future_t *) free_records;
+    atomic_size_t free_count;
 
     /* Bumped without the lock by threads that are not workers: cancels
      * (ctx_future_cancel, a CANCEL shutdown) and refused submits. */
@@ -196,31 +239,41 @@ static _Thread_local ctx_future_t *tls_task;  /* the task running right now */
  * worker: with malloc, every task would be a cross-thread free, which
  * empties the submitter's allocator cache and makes the two sides meet at
  * the allocator's lock.  Instead a worker hands a dead record (no captured
- * stack) to its pool's free list under the pool lock it takes anyway, and
- * a submitter keeps one spare record per thread, refilled from the free
- * list while it holds the pool lock to enqueue:
+ * stack) to its pool's free list under the pool lock it takes anyway (to
+ * pick its next task), and a submitting thread keeps a private list of
+ * spare records, refilled by taking the pool's whole free list with one
+ * atomic exchange (no lock) when it runs dry and the free list holds at
+ * least CTX__POOL_SPARE_BATCH records (so the submitter touches the list
+ * once per batch, not once per task, when the workers keep up and the list
+ * stays short; until then it allocates):
  *
- *   worker ── dead record ──► pool->free_records ──(enqueue lock)──► tls_spare
- *                                                                  │
- *   submit ◄──────────────────── next submit uses it ◄─────────────┘
+ *   worker ── dead record ──► pool->free_records ──(exchange, take all)──► tls_spares
+ *                                                                        │
+ *   submit ◄──────────────────────── one per submit ◄────────────────────┘
  *
- * So a steady stream of tasks allocates no records at all.  Records are
- * pool-agnostic memory; a thread's spare is freed when the thread exits (a
- * pthread key destructor) or when it destroys a pool; a pool's free list
- * when the pool is freed. */
+ * So a steady stream of tasks allocates no records at all, and the submit
+ * path takes no lock.  Records are pool-agnostic memory; a thread's spares
+ * are freed when the thread exits (a pthread key destructor) or when it
+ * destroys a pool; a pool's free list when the pool is freed. */
 #define CTX__POOL_FREE_MAX 256
+#define CTX__POOL_SPARE_BATCH 32
 
-static _Thread_local ctx_future_t *tls_spare;
+static _Thread_local ctx_future_t *tls_spares; /* linked through `next` */
 static pthread_key_t spare_key;
 static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
 static int spare_key_ok;
 
+static void free_spares_of_this_thread(void) {
+    while (tls_spares) {
+        ctx_future_t *f = tls_spares;
+        tls_spares = f->next;
+        ctx__future_free_memory(f);
+    }
+}
+
 static void spare_destructor(void *unused) {
     (void)unused;
-    if (tls_spare) {
-        ctx__future_free_memory(tls_spare);
-        tls_spare = NULL;
-    }
+    free_spares_of_this_thread();
 }
 
 static void spare_key_init(void) {
@@ -229,23 +282,30 @@ static void spare_key_init(void) {
 
 static _Thread_local bool tls_spare_armed; /* the key's destructor will run */
 
-/* Keeps `f` as this thread's spare if the thread can free it at exit. */
-static bool keep_spare(ctx_future_t *f) {
+/* 1 if this thread may keep spares: its exit will free them. */
+static bool spares_allowed(void) {
     if (!tls_spare_armed) {
         pthread_once(&spare_once, spare_key_init);
-        if (!spare_key_ok || pthread_setspecific(spare_key, &tls_spare) != 0)
+        if (!spare_key_ok || pthread_setspecific(spare_key, &tls_spares) != 0)
             return false;
         tls_spare_armed = true;
     }
-    tls_spare = f;
     return true;
 }
 
-static void free_spare_of_this_thread(void) {
-    if (tls_spare) {
-        ctx__future_free_memory(tls_spare);
-        tls_spare = NULL;
-    }
+/* A spare record of this thread (refilled from the pool's free list when
+ * it has none), or NULL. */
+static ctx_future_t *take_spare(ctx_pool_t *pool) {
+    if (!tls_spares &&
+        atomic_load_explicit(&pool->free_count, memory_order_relaxed) >=
+            CTX__POOL_SPARE_BATCH &&
+        spares_allowed())
+        tls_spares = atomic_exchange_explicit(&pool->free_records, NULL,
+                                              memory_order_acquire);
+    ctx_future_t *f = tls_spares;
+    if (f)
+        tls_spares = f->next;
+    return f;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -278,6 +338,58 @@ static bool valid_allowlist(ctx_var_t *const *vars, size_t n) {
     return true;
 }
 
+/* The value of `incoming` once shutdown has begun: submits refuse. */
+static ctx_future_t closed_sentinel;
+#define CTX__CLOSED (&closed_sentinel)
+
+/* Publishes how many sleeping workers have no signal on its way (the lock
+ * held; sequentially consistent: see worker_main and enqueue). */
+static void publish_idle_locked(ctx_pool_t *pool) {
+    atomic_store(&pool->idle,
+                 pool->sleepers > pool->wakeups ? pool->sleepers - pool->wakeups : 0);
+}
+
+/* Appends `f` to the FIFO (the lock held). */
+static void append_locked(ctx_pool_t *pool, ctx_future_t *f) {
+    f->prev = pool->tail;
+    f->next = NULL;
+    if (pool->tail)
+        pool->tail->next = f;
+    else
+        pool->head = f;
+    pool->tail = f;
+    pool->queued++;
+    pool->submitted++;
+}
+
+/* Appends a stack taken from `incoming` (newest first) to the FIFO, oldest
+ * first (the lock held). */
+static void append_stack_locked(ctx_pool_t *pool, ctx_future_t *list) {
+    ctx_future_t *ordered = NULL;
+    while (list) {
+        ctx_future_t *next = list->next;
+        list->next = ordered;
+        ordered = list;
+        list = next;
+    }
+    while (ordered) {
+        ctx_future_t *next = ordered->next;
+        append_locked(pool, ordered);
+        ordered = next;
+    }
+}
+
+/* Moves every record pushed on `incoming` to the FIFO (the lock held).
+ * After shutdown began `incoming` is closed and was drained by
+ * ctx_pool_shutdown: nothing to do. */
+static void drain_locked(ctx_pool_t *pool) {
+    if (pool->stopping ||
+        !atomic_load_explicit(&pool->incoming, memory_order_relaxed))
+        return;
+    append_stack_locked(pool, atomic_exchange_explicit(&pool->incoming, NULL,
+                                                       memory_order_acquire));
+}
+
 static void unlink_locked(ctx_pool_t *pool, ctx_future_t *f) {
     if (f->prev)
         f->prev->next = f->next;
@@ -304,11 +416,14 @@ static void record_max_wait(ctx__worker_t *self, uint64_t wait) {
 }
 
 static void pool_free(ctx_pool_t *pool) {
-    while (pool->free_records) {
-        ctx_future_t *f = pool->free_records;
-        pool->free_records = f->next;
+    ctx_future_t *f = atomic_exchange_explicit(&pool->free_records, NULL,
+                                               memory_order_acquire);
+    while (f) {
+        ctx_future_t *next = f->next;
         ctx__future_free_memory(f);
+        f = next;
     }
+    atomic_store_explicit(&pool->free_count, 0, memory_order_relaxed);
     pthread_mutex_destroy(&pool->lock);
     pthread_cond_destroy(&pool->work);
     pthread_cond_destroy(&pool->room);
@@ -338,8 +453,7 @@ static void release_policy(ctx_pool_t *pool) {
 
 /* Ends a record that was taken out of the queue without running. */
 static void finish_cancelled(ctx_pool_t *pool, ctx_future_t *f) {
-    ctx_context_release(f->context);
-    f->context = NULL;
+    ctx__future_drop_context(f);
     atomic_fetch_add_explicit(&pool->cancelled, 1, memory_order_relaxed);
     ctx__future_finish(f, CTX__F_CANCELLED, CTX_ECANCELLED, NULL);
     ctx_future_release(f); /* the queue's reference */
@@ -365,12 +479,11 @@ static ctx_future_t *run_task(ctx__worker_t *self, ctx_future_t *f) {
     f->error = 0;
     f->result = NULL;
     tls_task = f;
-    int rc = ctx_context_run(f->context, task_trampoline, f, NULL);
+    int rc = ctx__context_run_embedded(f->context, task_trampoline, f, NULL);
     tls_task = NULL;
-    /* ctx_context_run holds a reference of its own while the context is
-     * entered, so ours goes now even if the task left it entered. */
-    ctx_context_release(f->context);
-    f->context = NULL;
+    /* The embedded run leaves the context out of the thread's chain even if
+     * the task left contexts of its own entered: it can go now. */
+    ctx__future_drop_context(f);
 
     int state;
     int error;
@@ -415,6 +528,25 @@ static void warm_up(void) {
     ctx_context_release(c);
 }
 
+/* Hands a record that died on this worker to the pool's free list (the
+ * lock held: one pusher at a time, racing only with submitters that take
+ * the whole list); returns it if the list is full (the caller frees it
+ * after unlocking), else NULL. */
+static ctx_future_t *recycle_locked(ctx_pool_t *pool, ctx_future_t *dead) {
+    ctx_future_t *top = atomic_load_explicit(&pool->free_records, memory_order_relaxed);
+    size_t n;
+    do {
+        n = top ? atomic_load_explicit(&pool->free_count, memory_order_relaxed) : 0;
+        if (n >= CTX__POOL_FREE_MAX)
+            return dead;
+        dead->next = top;
+    } while (!atomic_compare_exchange_weak_explicit(&pool->free_records, &top, dead,
+                                                    memory_order_release,
+                                                    memory_order_relaxed));
+    atomic_store_explicit(&pool->free_count, n + 1, memory_order_relaxed);
+    return NULL;
+}
+
 static void *worker_main(void *p) {
     ctx__worker_t *self = p;
     ctx_pool_t *pool = self->w.pool;
@@ -427,6 +559,10 @@ static void *worker_main(void *p) {
     for (;;) {
         ctx_future_t *f = pool->head;
         if (!f) {
+            drain_locked(pool);
+            f = pool->head;
+        }
+        if (!f) {
             if (pool->stopping)
                 break;
             /* Poll a little before sleeping: a submitter in full flow has the
@@ -436,18 +572,31 @@ static void *worker_main(void *p) {
             pool->pollers++;
             pthread_mutex_unlock(&pool->lock);
             for (int i = 0; i < CTX__POOL_SPINS &&
+                            !atomic_load_explicit(&pool->incoming, memory_order_relaxed) &&
                             atomic_load_explicit(&pool->poke, memory_order_relaxed) == seen;
                  i++)
                 cpu_relax();
             pthread_mutex_lock(&pool->lock);
             pool->pollers--;
+            drain_locked(pool);
             if (pool->head || pool->stopping)
                 continue;
+            /* Announce the sleep, then look at `incoming` once more: a
+             * submitter pushes and then reads `idle` (both sequentially
+             * consistent), so either it sees this worker and wakes it under
+             * the lock, or this load sees its record. */
             pool->sleepers++;
+            publish_idle_locked(pool);
+            if (atomic_load(&pool->incoming)) {
+                pool->sleepers--;
+                publish_idle_locked(pool);
+                continue;
+            }
             pthread_cond_wait(&pool->work, &pool->lock);
             pool->sleepers--;
             if (pool->wakeups)
                 pool->wakeups--;
+            publish_idle_locked(pool);
             continue;
         }
         unlink_locked(pool, f);
@@ -462,16 +611,10 @@ static void *worker_main(void *p) {
 
         pthread_mutex_lock(&pool->lock);
         pool->running--;
-        if (dead) {
-            if (pool->free_count < CTX__POOL_FREE_MAX) {
-                dead->next = pool->free_records;
-                pool->free_records = dead;
-                pool->free_count++;
-            } else {
-                pthread_mutex_unlock(&pool->lock);
-                ctx__future_free_memory(dead);
-                pthread_mutex_lock(&pool->lock);
-            }
+        if (dead && (dead = recycle_locked(pool, dead)) != NULL) {
+            pthread_mutex_unlock(&pool->lock);
+            ctx__future_free_memory(dead);
+            pthread_mutex_lock(&pool->lock);
         }
     }
     if (--pool->live_workers == 0)
@@ -562,6 +705,10 @@ int ctx_pool_new(const ctx_pool_options_t *options, ctx_pool_t **out) {
     atomic_init(&pool->cancelled, 0);
     atomic_init(&pool->rejected, 0);
     atomic_init(&pool->poke, 0);
+    atomic_init(&pool->incoming, NULL);
+    atomic_init(&pool->idle, 0);
+    atomic_init(&pool->free_count, 0);
+    atomic_init(&pool->free_records, NULL);
 
     pool->workers = ctx__malloc(o.threads * sizeof *pool->workers);
     if (!pool->workers)
@@ -632,35 +779,112 @@ no_memory:
 /* Submit                                                                  */
 /* ---------------------------------------------------------------------- */
 
-/* The task's private context for policy `p`. */
+/* Makes the task's private context for policy `p` in the record's
+ * embedded storage (core/embed.c); f->context points to it on success. */
 static int make_context(ctx_propagation_t p, ctx_context_t *given,
                         ctx_var_t *const *allow, size_t nallow,
-                        ctx_context_t **out) {
+                        ctx_future_t *f) {
+    ctx_context_t *storage = &f->context_storage;
     switch (p) {
     case CTX_PROPAGATE_NONE:
-        return ctx_context_new(out);
+        ctx__context_init_empty(storage);
+        break;
     case CTX_PROPAGATE_CONTEXT:
-        return ctx_context_copy(given, out);
+        ctx__context_init_copy(storage, given);
+        break;
     case CTX_PROPAGATE_ALLOWLIST: {
-        ctx_context_t *current = NULL;
+        ctx_context_t *current = NULL, *only = NULL;
         int rc = ctx_context_copy_current(&current);
         if (rc != 0)
             return rc;
-        rc = ctx_context_copy_only(current, allow, nallow, out);
+        rc = ctx_context_copy_only(current, allow, nallow, &only);
         ctx_context_release(current);
-        return rc;
+        if (rc != 0)
+            return rc;
+        ctx__context_init_copy(storage, only);
+        ctx_context_release(only);
+        break;
     }
     case CTX_PROPAGATE_COPY:
     default:
-        return ctx_context_copy_current(out);
+        ctx__context_init_copy_current(storage);
+        break;
     }
+    f->context = storage;
+    return 0;
 }
 
-static int reject(ctx_pool_t *pool, ctx_future_t *f, int rc) {
+/* Wakes a sleeping worker if the queue holds more tasks than the polling
+ * workers will take (a poller re-checks the queue under the lock before it
+ * sleeps, so it takes one of them, and waking a thread for that task would
+ * only add a system call and a third thread racing for two processors), and
+ * no signal is already on its way to each sleeper.  The lock held; returns
+ * whether to signal `work` after unlocking. */
+static bool wake_decision_locked(ctx_pool_t *pool) {
+    bool wake = pool->queued > pool->pollers && pool->sleepers > pool->wakeups;
+    if (wake) {
+        pool->wakeups++;
+        publish_idle_locked(pool);
+    }
+    return wake;
+}
+
+/* Queues `f` on an unbounded pool: one compare-and-swap on `incoming`, and
+ * the lock only if a worker sleeps.  Returns 0 or CTX_ESHUTDOWN. */
+static int enqueue(ctx_pool_t *pool, ctx_future_t *f) {
+    ctx_future_t *top = atomic_load_explicit(&pool->incoming, memory_order_relaxed);
+    do {
+        if (top == CTX__CLOSED)
+            return CTX_ESHUTDOWN;
+        f->next = top;
+    } while (!atomic_compare_exchange_weak_explicit(&pool->incoming, &top, f,
+                                                    memory_order_seq_cst,
+                                                    memory_order_relaxed));
+    /* Pairs with the sleeper's increment and re-check (worker_main). */
+    if (atomic_load(&pool->idle) == 0)
+        return 0;
+    pthread_mutex_lock(&pool->lock);
+    drain_locked(pool);
+    bool wake = wake_decision_locked(pool);
     pthread_mutex_unlock(&pool->lock);
-    atomic_fetch_add_explicit(&pool->rejected, 1, memory_order_relaxed);
-    ctx__future_discard(f);
-    return rc;
+    if (wake)
+        pthread_cond_signal(&pool->work);
+    return 0;
+}
+
+/* Queues `f` on a bounded pool, under the lock, waiting for room or failing
+ * as the pool is configured.  Returns 0, CTX_EFULL or CTX_ESHUTDOWN. */
+static int enqueue_bounded(ctx_pool_t *pool, ctx_future_t *f) {
+    pthread_mutex_lock(&pool->lock);
+    int rc = 0;
+    while (!pool->stopping && pool->queued >= pool->queue_capacity) {
+        if (pool->when_full == CTX_POOL_FULL_FAIL) {
+            rc = CTX_EFULL;
+            break;
+        }
+        pool->room_waiters++;
+        pthread_cond_wait(&pool->room, &pool->lock);
+        pool->room_waiters--;
+    }
+    if (pool->stopping)
+        rc = CTX_ESHUTDOWN;
+    if (rc != 0) {
+        pthread_mutex_unlock(&pool->lock);
+        return rc;
+    }
+    append_locked(pool, f);
+    atomic_store_explicit(&pool->poke,
+                          atomic_load_explicit(&pool->poke, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    bool wake = wake_decision_locked(pool);
+    /* A submitter that found room may leave room for the next one too. */
+    bool more_room = pool->room_waiters > 0 && pool->queued < pool->queue_capacity;
+    pthread_mutex_unlock(&pool->lock);
+    if (wake)
+        pthread_cond_signal(&pool->work);
+    if (more_room)
+        pthread_cond_signal(&pool->room);
+    return 0;
 }
 
 int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
@@ -693,18 +917,15 @@ int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
     void *frames[CTX__STACK_MAX];
     size_t depth = capture ? ctx__stack_capture(frames, CTX__STACK_MAX, 1) : 0;
     ctx_future_t *f;
-    if (depth == 0 && tls_spare) {
-        f = tls_spare;
-        tls_spare = NULL;
+    if (depth == 0 && (f = take_spare(pool)) != NULL) {
         ctx__future_init(f);
     } else {
         f = ctx__future_alloc((unsigned)depth);
         if (!f)
             return CTX_ENOMEM;
     }
-    int rc = make_context(policy, given, allow, nallow, &f->context);
+    int rc = make_context(policy, given, allow, nallow, f);
     if (rc != 0) {
-        f->context = NULL;
         ctx__future_discard(f);
         return rc;
     }
@@ -722,55 +943,16 @@ int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
         atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
     f->submit_ticks = ctx__pool_ticks();
 
-    pthread_mutex_lock(&pool->lock);
-    if (pool->stopping)
-        return reject(pool, f, CTX_ESHUTDOWN);
-    while (pool->queue_capacity && pool->queued >= pool->queue_capacity) {
-        if (pool->when_full == CTX_POOL_FULL_FAIL)
-            return reject(pool, f, CTX_EFULL);
-        pool->room_waiters++;
-        pthread_cond_wait(&pool->room, &pool->lock);
-        pool->room_waiters--;
-        if (pool->stopping)
-            return reject(pool, f, CTX_ESHUTDOWN);
-    }
-    f->prev = pool->tail;
-    f->next = NULL;
-    if (pool->tail)
-        pool->tail->next = f;
-    else
-        pool->head = f;
-    pool->tail = f;
-    pool->queued++;
-    pool->submitted++;
-    atomic_store_explicit(&pool->poke,
-                          atomic_load_explicit(&pool->poke, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
     if (out) /* only a record someone can cancel pins the pool (see above) */
         atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
-    if (!tls_spare && pool->free_records) {
-        ctx_future_t *spare = pool->free_records;
-        if (keep_spare(spare)) {
-            pool->free_records = spare->next;
-            pool->free_count--;
-        }
+    int qrc = pool->queue_capacity ? enqueue_bounded(pool, f) : enqueue(pool, f);
+    if (qrc != 0) {
+        if (out)
+            atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&pool->rejected, 1, memory_order_relaxed);
+        ctx__future_discard(f);
+        return qrc;
     }
-    /* Wake a sleeper only for tasks the polling workers will not take: a
-     * poller re-checks the queue under the lock before it sleeps, so it
-     * takes one of them, and waking a thread for that task would only add a
-     * system call and a third thread racing for two processors. */
-    bool wake = pool->queued > pool->pollers && pool->sleepers > pool->wakeups;
-    if (wake)
-        pool->wakeups++;
-    /* A submitter that found room may leave room for the next one too. */
-    bool more_room = pool->room_waiters > 0 &&
-                     (!pool->queue_capacity || pool->queued < pool->queue_capacity);
-    pthread_mutex_unlock(&pool->lock);
-    if (wake)
-        pthread_cond_signal(&pool->work);
-    if (more_room)
-        pthread_cond_signal(&pool->room);
-
     if (out)
         *out = f;
     return 0;
@@ -788,6 +970,7 @@ int ctx_pool_submit(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
 int ctx__pool_cancel_pending(ctx_future_t *f) {
     ctx_pool_t *pool = f->pool;
     pthread_mutex_lock(&pool->lock);
+    drain_locked(pool); /* `f` may still be on `incoming` */
     int s = atomic_load_explicit(&f->state, memory_order_relaxed);
     if (s != CTX__F_PENDING) {
         pthread_mutex_unlock(&pool->lock);
@@ -809,6 +992,10 @@ int ctx_pool_shutdown(ctx_pool_t *pool, ctx_shutdown_t mode) {
     ctx_future_t *cancelled = NULL;
     pthread_mutex_lock(&pool->lock);
     if (!pool->stopping) {
+        /* Close intake: a submit's push either came before this exchange
+         * (and is queued here) or sees CTX__CLOSED and is refused. */
+        append_stack_locked(pool, atomic_exchange_explicit(&pool->incoming, CTX__CLOSED,
+                                                           memory_order_acquire));
         pool->stopping = true;
         if (mode == CTX_SHUTDOWN_CANCEL) {
             cancelled = pool->head;
@@ -849,7 +1036,7 @@ int ctx_pool_destroy(ctx_pool_t *pool) {
     for (size_t i = 0; i < pool->nthreads; i++)
         pthread_join(pool->workers[i].w.thread, NULL);
     release_policy(pool);
-    free_spare_of_this_thread();
+    free_spares_of_this_thread();
     ctx__pool_release(pool);
     return 0;
 }
@@ -860,6 +1047,7 @@ int ctx_pool_stats(ctx_pool_t *pool, ctx_pool_stats_t *out) {
     memset(out, 0, sizeof *out);
     out->threads = pool->nthreads;
     pthread_mutex_lock(&pool->lock);
+    drain_locked(pool);
     out->queued = pool->queued;
     out->running = pool->running;
     out->submitted = pool->submitted;

@@ -91,8 +91,15 @@ ctx_future_t *ctx__future_alloc(unsigned stack_depth) {
     return f;
 }
 
+void ctx__future_drop_context(ctx_future_t *f) {
+    if (f->context) {
+        ctx__context_clear(f->context);
+        f->context = NULL;
+    }
+}
+
 void ctx__future_discard(ctx_future_t *f) {
-    ctx_context_release(f->context);
+    ctx__future_drop_context(f);
     ctx__free(f, record_size(f->stack_depth));
 }
 

@@ -2,8 +2,9 @@
  * pool_internal.h — what the pool module's files share (internal, `ctx__`).
  *
  * The record below is at once the queued task and its future: submit makes
- * exactly one of them (plus the core's O(1) context copy), the queue links
- * through it, the worker runs it, and the user waits on it.  executor.c owns
+ * (or reuses) exactly one of them, the core's O(1) context copy lives in it
+ * (core/embed.c), the queue links through it, the worker runs it, and the
+ * user waits on it.  executor.c owns
  * the queue and the links; future.c owns the state machine, waiting and
  * done-callbacks; stack.c the optional captured call stack.
  *
@@ -16,7 +17,8 @@
  *        └──(cancel or shutdown-cancel, pool lock)──► CANCELLING ──► CANCELLED
  *
  * Every change out of PENDING happens under the pool lock, so "PENDING" and
- * "linked in the queue" are the same fact.  The change to a final state is
+ * "in the queue" (on the pool's lock-free `incoming` stack or linked in its
+ * FIFO: executor.c) are the same fact.  The change to a final state is
  * made by exactly one thread (the worker, or whoever won CANCELLING) in
  * ctx__future_finish, and nothing but reads happens afterwards.
  */
@@ -24,6 +26,8 @@
 #define CTX_POOL_INTERNAL_H
 
 #include <ctxvar/pool.h>
+
+#include "core/core.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -49,7 +53,9 @@ typedef struct ctx__done_cb {
 } ctx__done_cb_t;
 
 struct ctx_future {
-    /* Queue links: read and written only under the pool lock. */
+    /* Queue links: written by the submitter before it publishes the record
+     * on the pool's `incoming` stack (`next` only), afterwards read and
+     * written only under the pool lock. */
     struct ctx_future *next;
     struct ctx_future *prev;
     /* A record with a future (`pinned`) holds a pool reference until it is
@@ -61,7 +67,10 @@ struct ctx_future {
     void *arg;
     void (*arg_release)(void *arg);
     void (*result_release)(void *result);
-    ctx_context_t *context; /* the task's private context until it ran */
+    /* The task's private context until it ran: NULL, or &context_storage
+     * (a context embedded in the record, core/embed.c, so that a task
+     * costs no context allocation and no cross-thread free). */
+    ctx_context_t *context;
     uint64_t submit_ticks; /* stamps: see clock.c */
     /* 0 until the task starts; written by the worker while others may read
      * it (ctx_future_queue_wait on a running task), hence atomic. */
@@ -77,6 +86,7 @@ struct ctx_future {
     /* 1 if a future was handed out: the record then holds a pool reference
      * and may have waiters and callbacks; 0 for fire-and-forget. */
     int pinned;
+    struct ctx_context context_storage;
     unsigned stack_depth;
     void *stack[]; /* stack_depth captured return addresses */
 };
@@ -99,6 +109,10 @@ ctx_future_t *ctx__future_release_keep(ctx_future_t *f);
 
 /* Frees the memory of a record returned by ctx__future_release_keep. */
 void ctx__future_free_memory(ctx_future_t *f);
+
+/* Releases the record's embedded context if it holds one (f->context
+ * becomes NULL).  The context must not be entered. */
+void ctx__future_drop_context(ctx_future_t *f);
 
 /* Frees a record that was never handed to a queue (a failed submit),
  * releasing its context if it has one; never calls user code. */

@@ -1,0 +1,107 @@
+/*
+ * embed.c — contexts in storage a caller owns (internal, for the pool).
+ *
+ * What it is for
+ * --------------
+ * A pool task runs in a context of its own that lives exactly as long as
+ * the task: made at submit, entered once on a worker, dropped when the task
+ * returns.  As a heap object that is one allocation on the submitting
+ * thread and one free on a worker per task: a cross-thread free, which
+ * starves the submitter's allocator cache and, for an empty task, was a
+ * quarter of the time.  So the pool keeps the task's context *inside* its
+ * task record (which it recycles) and uses these functions instead of
+ * ctx_context_copy / ctx_context_run / ctx_context_release:
+ *
+ *     record { ... | struct ctx_context storage | ... }
+ *                         │
+ *     submit:  ctx__context_init_copy_current(&storage)   map retained, O(1)
+ *     worker:  ctx__context_run_embedded(&storage, fn, arg, &r)
+ *     worker:  ctx__context_clear(&storage)               map released
+ *
+ * Invariants
+ * ----------
+ * - Embedded storage is never freed by the core: its `refs` stays 1 (the
+ *   storage owner's, nominal) from init to clear, and no function here
+ *   changes it.  That is sound because no public function hands out a
+ *   pointer to a context it did not get from its caller: the only way to
+ *   reach the storage is through the thread's chain of entered contexts,
+ *   which ctx_context_retain is never applied to (a copy of the current
+ *   context copies its map, not the context).
+ * - ctx__context_run_embedded always leaves the storage not entered and out
+ *   of the thread's chain when it returns, even when the function left
+ *   contexts of its own entered on top of it (it then unlinks the storage
+ *   from under them and returns CTX_ENOTCURRENT; those contexts stay
+ *   entered, now on top of what was current before the run, and the
+ *   thread's exit releases them as usual).  So the storage can always be
+ *   cleared and reused afterwards.
+ * - Each init takes a fresh id, so a token made in an earlier use of the
+ *   same storage is refused (CTX_ETOKENCTX) by a later one.
+ */
+#include "core/core.h"
+
+static void init(ctx_context_t *ctx, ctx__hamt_t map) {
+    atomic_init(&ctx->refs, 1);
+    ctx->id = ctx__next_id();
+    atomic_init(&ctx->lock, 0);
+    atomic_init(&ctx->entered, 0);
+    ctx->map = map;
+    ctx->prev = NULL;
+}
+
+void ctx__context_init_empty(ctx_context_t *storage) { init(storage, CTX__HAMT_EMPTY); }
+
+void ctx__context_init_copy_current(ctx_context_t *storage) {
+    ctx__tstate_t *ts = ctx__tls;
+    /* The current context changes only in this thread: no lock needed. */
+    init(storage, ts ? ctx__hamt_retain(ts->current->map) : CTX__HAMT_EMPTY);
+}
+
+void ctx__context_init_copy(ctx_context_t *storage, ctx_context_t *src) {
+    ctx__context_lock(src);
+    ctx__hamt_t map = ctx__hamt_retain(src->map);
+    ctx__context_unlock(src);
+    init(storage, map);
+}
+
+void ctx__context_clear(ctx_context_t *ctx) {
+    ctx__hamt_release(ctx->map, &ctx__box_ops);
+    ctx->map = CTX__HAMT_EMPTY;
+}
+
+int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result) {
+    int err = 0;
+    ctx__tstate_t *ts = ctx__tstate_get(&err);
+    if (!ts)
+        return err;
+    int expected = 0;
+    if (!atomic_compare_exchange_strong_explicit(&ctx->entered, &expected, 1,
+                                                 memory_order_acquire, memory_order_relaxed))
+        return CTX_EENTERED;
+    ctx->prev = ts->current;
+    ts->current = ctx;
+    ts->epoch++;
+
+    void *res = fn(arg);
+    if (result)
+        *result = res;
+
+    /* The thread state cannot have gone: ctx_thread_release refuses while a
+     * context is entered. */
+    ts = ctx__tls;
+    int r = 0;
+    if (ts->current == ctx) {
+        ts->current = ctx->prev;
+    } else {
+        /* fn left contexts entered on top of this one: link the lowest of
+         * them to what was current before the run. */
+        ctx_context_t *above = ts->current;
+        while (above->prev != ctx)
+            above = above->prev;
+        above->prev = ctx->prev;
+        r = CTX_ENOTCURRENT;
+    }
+    ctx->prev = NULL;
+    ts->epoch++;
+    atomic_store_explicit(&ctx->entered, 0, memory_order_release);
+    return r;
+}
