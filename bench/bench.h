@@ -27,5 +27,6 @@ void ctx_bench_core(ctx_bench_t *b);
 void ctx_bench_pool(ctx_bench_t *b);
 void ctx_bench_loop(ctx_bench_t *b);
 void ctx_bench_bus(ctx_bench_t *b);
+void ctx_bench_wire(ctx_bench_t *b);
 
 #endif

@@ -64,6 +64,7 @@ int main(int argc, char **argv) {
     ctx_bench_pool(&bench);
     ctx_bench_loop(&bench);
     ctx_bench_bus(&bench);
+    ctx_bench_wire(&bench);
 
     if (json) {
         printf("{");

@@ -7,5 +7,6 @@ int ctx_demo_core(void);
 int ctx_demo_pool(void);
 int ctx_demo_loop(void);
 int ctx_demo_bus(void);
+int ctx_demo_wire(void);
 
 #endif

@@ -15,7 +15,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 {
-    ctx_ensure_packages "${CTX_BUILD_PACKAGES[@]}" libglib2.0-dev libuv1-dev
+    ctx_ensure_packages "${CTX_BUILD_PACKAGES[@]}" libglib2.0-dev libuv1-dev libnats-dev nats-server
     dir="$CTX_BUILD_ROOT/release"
     mkdir -p "$CTX_BUILD_ROOT"
     ctx_log "building ctxvar_bench (Release) in $dir"

@@ -8,7 +8,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # libuv: the loop layer's part of the demo uses it once that layer exists.
-ctx_ensure_packages "${CTX_BUILD_PACKAGES[@]}" libuv1-dev
+ctx_ensure_packages "${CTX_BUILD_PACKAGES[@]}" libuv1-dev libnats-dev nats-server
 
 dir="$CTX_BUILD_ROOT/release"
 mkdir -p "$CTX_BUILD_ROOT"

@@ -38,7 +38,8 @@ for cfg in "${configs[@]}"; do
 done
 
 packages=("${CTX_BUILD_PACKAGES[@]}" clang libclang-rt-14-dev valgrind libcmocka-dev
-    libglib2.0-dev libuv1-dev)
+    libglib2.0-dev libuv1-dev libnats-dev nats-server libmicrohttpd-dev libcurl4-openssl-dev
+    curl)
 if ! ctx_python_has_headers; then
     packages+=(python3 python3-dev)
 fi

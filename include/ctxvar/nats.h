@@ -1,0 +1,241 @@
+/*
+ * ctxvar/nats.h — context across processes over NATS (the nats module).
+ *
+ * A bridge between a libnats connection (the C client of the NATS messaging
+ * system, <nats/nats.h>) and a wire registry (ctxvar/wire.h):
+ *
+ *   publish / request   carry the calling thread's current context in the
+ *                       message headers (traceparent, tracestate,
+ *                       grpc-timeout, baggage: whatever the registry lets
+ *                       cross);
+ *   subscribe           runs each message's callback — on the thread libnats
+ *                       delivers it on — inside a new context decoded from
+ *                       that message's headers, never in the delivery
+ *                       thread's own context and never in the previous
+ *                       message's;
+ *   respond             replies from inside such a callback carry the
+ *                       responder's context back; ctx_nats_request can
+ *                       decode it for the requester;
+ *   bus forwarding      events published on a local bus (ctxvar/bus.h) under
+ *                       chosen topics are sent over NATS, and a receiving
+ *                       process publishes them on its own bus inside the
+ *                       publisher's context.
+ *
+ * Deadlines: a request made in a context with a deadline waits at most until
+ * that deadline (the smaller of the two timeouts), and a request whose
+ * deadline has already passed is not sent (CTX_ETIMEDOUT).  The receiver
+ * sees the time left as its own deadline (grpc-timeout, re-encoded at every
+ * hop, so it shrinks along a chain of requests).
+ *
+ * The connection stays the caller's: create it (ctx_nats_connect is a
+ * convenience with reconnection turned on), keep it alive while the bridge
+ * and its subscriptions are used, destroy it after them.  libnats
+ * reconnects on its own; subscriptions survive a reconnection, and every
+ * message delivered after it still runs in its own sender's context.
+ *
+ * NATS headers need nats-server 2.2 or later (Debian's nats-server is).
+ * Header names are written in lowercase and read ignoring case.
+ *
+ * Errors are the negative CTX_E* codes of ctxvar.h.  libnats statuses map
+ * to them as follows: NATS_TIMEOUT → CTX_ETIMEDOUT, NATS_NO_RESPONDERS →
+ * CTX_ENOTFOUND (nobody subscribes to the subject), NATS_CONNECTION_CLOSED
+ * and NATS_CONNECTION_DISCONNECTED → CTX_ECLOSED, NATS_NO_MEMORY →
+ * CTX_ENOMEM, NATS_INVALID_ARG / NATS_INVALID_SUBJECT →
+ * CTX_EINVAL, anything else → CTX_ESYSTEM (libnats keeps the details for
+ * the calling thread: nats_GetLastError).
+ *
+ * Threads: every call may be made from any thread, including from inside a
+ * subscription callback (except ctx_nats_unsubscribe of that same
+ * subscription, see there).
+ */
+#ifndef CTXVAR_NATS_H
+#define CTXVAR_NATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nats/nats.h>
+
+#include "../ctxvar.h"
+#include "wire.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ctxvar_nats is a library of its own (over ctxvar_wire, ctxvar_bus and
+ * libnats). */
+#if defined(CTX_STATIC)
+#define CTX_NATS_EXPORT
+#elif defined(__GNUC__)
+#define CTX_NATS_EXPORT __attribute__((visibility("default")))
+#else
+#define CTX_NATS_EXPORT
+#endif
+
+typedef struct ctx_nats ctx_nats_t;
+typedef struct ctx_nats_sub ctx_nats_sub_t;
+/* The bus of ctxvar/bus.h (the same declarations; this header does not
+ * include bus.h). */
+typedef struct ctx_bus ctx_bus_t;
+typedef struct ctx_bus_listener ctx_bus_listener_t;
+
+/* ---------------------------------------------------------------------- */
+/* Connection and bridge                                                   */
+/* ---------------------------------------------------------------------- */
+
+/* Connects to `url` (e.g. "nats://127.0.0.1:4222") with reconnection on
+ * (up to a million attempts, every 50 ms, buffering up to 8 MiB of
+ * messages published while disconnected) and publishes sent at once
+ * (natsOptions_SetSendAsap: a reply or an event does not wait for libnats'
+ * flusher, about a millisecond; for high-rate streams make a connection of
+ * your own).  *out is the caller's (natsConnection_Destroy).  Any
+ * thread.  Errors: CTX_EINVAL, CTX_ENOMEM, CTX_ESYSTEM (could not connect:
+ * nothing listens there, or the server refused). */
+CTX_NATS_EXPORT int ctx_nats_connect(const char *url, natsConnection **out);
+
+/* A bridge over `nc` (borrowed: it must outlive the bridge and every
+ * subscription made through it) and `wire` (retained).  *out holds the
+ * caller's reference (ctx_nats_release).  Any thread.
+ * Errors: CTX_EINVAL (NULL; a server without header support), CTX_ENOMEM. */
+CTX_NATS_EXPORT int ctx_nats_new(natsConnection *nc, ctx_wire_t *wire, ctx_nats_t **out);
+
+/* Drops the caller's reference (NULL ignored).  Subscriptions keep the
+ * bridge alive until they are unsubscribed.  Any thread. */
+CTX_NATS_EXPORT void ctx_nats_release(ctx_nats_t *bridge);
+
+/* The connection and the registry (borrowed). */
+CTX_NATS_EXPORT natsConnection *ctx_nats_connection(const ctx_nats_t *bridge);
+CTX_NATS_EXPORT ctx_wire_t *ctx_nats_wire(const ctx_nats_t *bridge);
+
+/* ---------------------------------------------------------------------- */
+/* Headers                                                                 */
+/* ---------------------------------------------------------------------- */
+
+/* A wire carrier over the headers of `msg` (valid while msg lives; used by
+ * one thread at a time, as libnats requires of message headers). */
+CTX_NATS_EXPORT ctx_wire_carrier_t ctx_nats_carrier(natsMsg *msg);
+
+/* Writes `ctx` (NULL: the current context) into the headers of `msg`
+ * (ctx_wire_inject: a child traceparent, the deadline's time left, the
+ * registered baggage).  Returns what ctx_wire_inject returns. */
+CTX_NATS_EXPORT int ctx_nats_inject(ctx_nats_t *bridge, ctx_context_t *ctx, natsMsg *msg);
+
+/* Decodes the headers of `msg` into a new context (ctx_wire_extract, not
+ * strict).  Returns 0 and *out (the caller's), or its errors. */
+CTX_NATS_EXPORT int ctx_nats_extract(ctx_nats_t *bridge, natsMsg *msg, ctx_context_t **out,
+                                     ctx_wire_report_t *report);
+
+/* ---------------------------------------------------------------------- */
+/* Publish, request, respond                                               */
+/* ---------------------------------------------------------------------- */
+
+/* Publishes `len` bytes of `data` on `subject`, with the current context in
+ * the headers.  Returns 0, or an inject error, or a libnats status mapped
+ * as above (CTX_EINVAL also for len < 0 or data NULL with len > 0). */
+CTX_NATS_EXPORT int ctx_nats_publish(ctx_nats_t *bridge, const char *subject, const void *data,
+                                     int len);
+
+/* Adds the current context to the headers of `msg` and publishes it; `msg`
+ * stays the caller's.  Errors as ctx_nats_publish. */
+CTX_NATS_EXPORT int ctx_nats_publish_msg(ctx_nats_t *bridge, natsMsg *msg);
+
+/* Sends a request with the current context and waits for the reply, at
+ * most `timeout_ms` milliseconds and never past the current context's
+ * deadline.  On success *reply is the caller's (natsMsg_Destroy) and, if
+ * `reply_ctx` is not NULL, *reply_ctx is a new context decoded from the
+ * reply's headers (the responder's context; the caller's to release).
+ * Errors: CTX_ETIMEDOUT (no reply in time, or the deadline had already
+ * passed: then nothing is sent), CTX_ENOTFOUND (no responders), CTX_EINVAL,
+ * CTX_ENOMEM, CTX_ECLOSED, CTX_ESYSTEM.  On error nothing is returned. */
+CTX_NATS_EXPORT int ctx_nats_request(ctx_nats_t *bridge, const char *subject, const void *data,
+                                     int len, int64_t timeout_ms, natsMsg **reply,
+                                     ctx_context_t **reply_ctx);
+
+/* Replies to `request` (its reply subject) with `len` bytes of `data` and
+ * the current context in the headers — inside a subscription callback, the
+ * context decoded from the request plus whatever the callback set.
+ * Errors: CTX_EINVAL (no reply subject), and those of ctx_nats_publish. */
+CTX_NATS_EXPORT int ctx_nats_respond(ctx_nats_t *bridge, natsMsg *request, const void *data,
+                                     int len);
+
+/* ---------------------------------------------------------------------- */
+/* Subscriptions                                                           */
+/* ---------------------------------------------------------------------- */
+
+/* A message callback: runs on a libnats delivery thread, inside a new
+ * context decoded from msg's headers (entered for the call, released after
+ * it; sets made by the callback die with it, except what it sends on).
+ * `msg` is borrowed for the call (the bridge destroys it afterwards). */
+typedef void (*ctx_nats_msg_fn)(ctx_nats_t *bridge, natsMsg *msg, void *user);
+
+/* Subscribes fn to `subject` (NATS wildcards allowed), in queue group
+ * `queue` if it is not NULL.  Messages whose context cannot be decoded for
+ * lack of memory are dropped and counted (ctx_nats_sub_dropped); malformed
+ * headers are dropped as ctx_wire_extract documents and the message is
+ * delivered.  *out is the caller's (ctx_nats_unsubscribe).  Any thread.
+ * Errors (fn never runs): CTX_EINVAL, CTX_ENOMEM, and the mapped libnats
+ * status. */
+CTX_NATS_EXPORT int ctx_nats_subscribe(ctx_nats_t *bridge, const char *subject,
+                                       const char *queue, ctx_nats_msg_fn fn, void *user,
+                                       ctx_nats_sub_t **out);
+
+/* Removes interest, waits until no callback of the subscription runs any
+ * more (libnats' completion callback), and frees it; fn is never called
+ * after this returns.  Works on a closed connection too.  Must not be
+ * called from the subscription's own callback (CTX_EBUSY: nothing done).
+ * Returns 0, CTX_EBUSY, CTX_EINVAL. */
+CTX_NATS_EXPORT int ctx_nats_unsubscribe(ctx_nats_sub_t *sub);
+
+/* Messages delivered to the callback, and messages dropped (no memory to
+ * decode their context), so far. */
+CTX_NATS_EXPORT uint64_t ctx_nats_sub_delivered(const ctx_nats_sub_t *sub);
+CTX_NATS_EXPORT uint64_t ctx_nats_sub_dropped(const ctx_nats_sub_t *sub);
+
+/* ---------------------------------------------------------------------- */
+/* Bus forwarding                                                          */
+/* ---------------------------------------------------------------------- */
+
+/* How bus events cross: their data as bytes and back.  `user` is passed to
+ * both.  Any thread. */
+typedef struct ctx_nats_bus_codec {
+    /* Writes the event data as bytes, snprintf-style: at most `cap` bytes,
+     * returns the length the full form needs, or a negative code. */
+    int (*encode)(const char *topic, const void *data, char *buf, size_t cap, void *user);
+    /* Makes event data from `len` bytes: 0 and *data (one share, released
+     * with `release`), or a negative code (the message is dropped). */
+    int (*decode)(const char *topic, const char *bytes, size_t len, void **data, void *user);
+    /* Releases data made by decode (NULL: nothing to release). */
+    void (*release)(void *data);
+    void *user;
+} ctx_nats_bus_codec_t;
+
+/* Sends the events published on `bus` whose topic matches `pattern` (bus
+ * syntax: "a.b", "a.*", "*") over NATS, on subject "<prefix>.<topic>", each
+ * in its publisher's context (the listener runs in it: see ctxvar/bus.h).
+ * Events that arrived from NATS (ctx_nats_bus_receive) are not sent again,
+ * so two processes may forward to each other without a loop.  `codec` and
+ * `prefix` are copied.  *out (if not NULL) receives the listener's handle
+ * (ctx_bus_listener_release; ctx_bus_unsubscribe stops the forwarding).
+ * A topic that is not a valid NATS subject token sequence, an encode
+ * failure or a failed publish is a listener failure (the bus's error
+ * handler sees the code).  Errors: CTX_EINVAL (NULL, prefix not a NATS
+ * subject without wildcards), CTX_ENOMEM, CTX_ESHUTDOWN (bus shut down). */
+CTX_NATS_EXPORT int ctx_nats_bus_forward(ctx_nats_t *bridge, ctx_bus_t *bus, const char *pattern,
+                                         const char *prefix, const ctx_nats_bus_codec_t *codec,
+                                         ctx_bus_listener_t **out);
+
+/* Receives the events forwarded under `prefix` (NATS subject
+ * "<prefix>.>") and publishes each on `bus` synchronously, on the libnats
+ * delivery thread, inside the context decoded from the message — the
+ * publisher's context — so the bus's listeners run in it.  *out is the
+ * caller's (ctx_nats_unsubscribe).  Errors: as ctx_nats_subscribe. */
+CTX_NATS_EXPORT int ctx_nats_bus_receive(ctx_nats_t *bridge, ctx_bus_t *bus, const char *prefix,
+                                         const ctx_nats_bus_codec_t *codec,
+                                         ctx_nats_sub_t **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CTXVAR_NATS_H */

@@ -1,0 +1,556 @@
+/*
+ * ctxvar/wire.h — context across processes (the wire module).
+ *
+ * When work crosses a process boundary its context must cross too, in the
+ * formats the rest of the world already speaks.  This module has four parts:
+ *
+ *   codecs     W3C Trace Context (`traceparent`, `tracestate`), W3C Baggage
+ *              (`baggage`) and gRPC's relative timeout (`grpc-timeout`):
+ *              parse, validate, generate.  Strict to the specifications,
+ *              allocation-free, usable without any context at all.
+ *   carriers   a three-call interface over "a bag of header pairs" (get, set,
+ *              iterate; names compared case-insensitively), so any transport
+ *              (HTTP, NATS, a file, a test) can use the codecs.
+ *   registry   ctx_wire_t: which variables cross.  Only variables registered
+ *              here, each with the `encode` / `decode` value operations of
+ *              the core (ctxvar.h) and a baggage key, cross the wire;
+ *              everything else stays in the process.  The registry also owns
+ *              two built-in variables: the trace (traceparent + tracestate)
+ *              and the deadline (an absolute monotonic time, sent as a
+ *              relative `grpc-timeout` with the time remaining at each hop).
+ *   inject /   ctx_wire_inject writes a context into a carrier;
+ *   extract    ctx_wire_extract builds a new (not entered) context from a
+ *              carrier, in O(number of entries), never trusting its input.
+ *
+ * Untrusted input
+ * ---------------
+ * Every decoder reads at most a fixed number of bytes (the limits below),
+ * allocates nothing of a size chosen by the input, and turns malformed,
+ * oversize or hostile input into an error code or into a documented drop.
+ * What is dropped, header by header, when ctx_wire_extract meets bad input:
+ *
+ *   traceparent   malformed, all-zero ids, version ff, uppercase hex, more
+ *                 than one header: the traceparent is dropped, and with it
+ *                 the tracestate (W3C Trace Context §3.3: "if the vendor
+ *                 failed to parse traceparent, it MUST NOT attempt to parse
+ *                 tracestate").
+ *   tracestate    any malformed list-member, a duplicated key, more than 32
+ *                 list-members, or more than CTX_TRACE_STATE_MAX_INPUT bytes
+ *                 in the combined header: the whole tracestate is dropped
+ *                 (the traceparent is kept).
+ *   baggage       a malformed list-member (bad key, bad value octet, bad
+ *                 percent-escape, bad property, empty member) is dropped
+ *                 alone; the others are kept.  Members beyond the 64th, and
+ *                 members that end beyond byte 8192 of the combined header,
+ *                 are dropped (the specification lets a platform drop members
+ *                 past these limits; this library keeps the longest prefix
+ *                 that fits).  Bytes beyond 8192 are never looked at.
+ *                 Members whose key is not registered are dropped; a
+ *                 repeated key keeps its first member.
+ *   grpc-timeout  malformed or repeated: dropped (the context has no
+ *                 deadline).
+ *
+ * With CTX_WIRE_STRICT, ctx_wire_extract fails instead of dropping (unknown
+ * baggage keys are still just ignored).
+ *
+ * Threads
+ * -------
+ * The codecs are pure functions: any thread, no shared state (id generation
+ * uses a per-thread generator).  A registry is configured (ctx_wire_register)
+ * by one thread before its first use; from its first inject, extract or
+ * trace/deadline call on, registration is closed and every other call may
+ * run concurrently from any thread.
+ *
+ * Errors are the negative CTX_E* codes of ctxvar.h; each function lists its.
+ */
+#ifndef CTXVAR_WIRE_H
+#define CTXVAR_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../ctxvar.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ctxvar_wire is a library of its own (over ctxvar). */
+#if defined(CTX_STATIC)
+#define CTX_WIRE_EXPORT
+#elif defined(__GNUC__)
+#define CTX_WIRE_EXPORT __attribute__((visibility("default")))
+#else
+#define CTX_WIRE_EXPORT
+#endif
+
+/* Header names, lowercase (field names are case-insensitive: RFC 9110 §5.1). */
+#define CTX_WIRE_TRACEPARENT "traceparent"
+#define CTX_WIRE_TRACESTATE "tracestate"
+#define CTX_WIRE_BAGGAGE "baggage"
+#define CTX_WIRE_GRPC_TIMEOUT "grpc-timeout"
+
+/* ====================================================================== */
+/* W3C Trace Context: traceparent                                         */
+/* ====================================================================== */
+
+/* Length of a version-00 traceparent: "00-" 32 hex "-" 16 hex "-" 2 hex. */
+#define CTX_TRACE_PARENT_LEN 55
+/* The one flag version 00 defines. */
+#define CTX_TRACE_FLAG_SAMPLED 0x01u
+
+typedef struct ctx_trace_parent {
+    uint8_t version;      /* as received (0 for ids made here) */
+    uint8_t trace_id[16]; /* never all zero in a valid traceparent */
+    uint8_t parent_id[8]; /* never all zero in a valid traceparent */
+    uint8_t flags;        /* trace-flags; bit 0 = sampled */
+} ctx_trace_parent_t;
+
+/* Parses a traceparent header value (`len` bytes, no NUL needed; optional
+ * whitespace around the value — SP/HTAB, HTTP's OWS — is ignored).
+ *   version 00: exactly "00-<32 hex>-<16 hex>-<2 hex>", lowercase hex only.
+ *   a higher version (01..fe): at least 55 bytes; the first four fields are
+ *     parsed as for 00, and byte 55, if present, must be '-' (§3.2.4: later
+ *     versions may append fields after a dash).
+ *   invalid: version ff, non-hex or uppercase hex, an all-zero trace-id or
+ *     parent-id, any other length or separator.
+ * Returns 0 and fills *out, or CTX_EPARSE (out untouched), CTX_EINVAL
+ * (NULL argument).  Looks at the surrounding whitespace and at most 56
+ * other bytes, whatever `len` is; never allocates. */
+CTX_WIRE_EXPORT int ctx_trace_parent_parse(const char *text, size_t len,
+                                           ctx_trace_parent_t *out);
+
+/* Writes `tp` as a version-00 traceparent (whatever tp->version says: a
+ * vendor sends the version it knows, §3.2.4) plus a NUL: needs cap >= 56.
+ * Returns CTX_TRACE_PARENT_LEN, or CTX_ETRUNCATED (cap too small; buf
+ * untouched), CTX_EINVAL (NULL, or an all-zero id). */
+CTX_WIRE_EXPORT int ctx_trace_parent_format(const ctx_trace_parent_t *tp,
+                                            char *buf, size_t cap);
+
+/* Starts a trace: random trace-id and parent-id (never all zero), version
+ * 00, the given flags.  Ids come from a per-thread generator seeded from the
+ * operating system (getrandom / /dev/urandom).  Returns 0 or CTX_EINVAL. */
+CTX_WIRE_EXPORT int ctx_trace_parent_new(uint8_t flags, ctx_trace_parent_t *out);
+
+/* The traceparent for an outgoing call made on behalf of `parent`: same
+ * trace-id and flags, a new random parent-id, version 00 (§3.2.2.3 / §4:
+ * a participant that calls another service sends its own span id as
+ * parent-id).  `out` may equal `parent`.  Returns 0 or CTX_EINVAL. */
+CTX_WIRE_EXPORT int ctx_trace_parent_child(const ctx_trace_parent_t *parent,
+                                           ctx_trace_parent_t *out);
+
+/* Writes the 32-hex-digit trace-id and a NUL (cap >= 33).  Returns 32, or
+ * CTX_ETRUNCATED, CTX_EINVAL.  For log lines. */
+CTX_WIRE_EXPORT int ctx_trace_parent_trace_id(const ctx_trace_parent_t *tp,
+                                              char *buf, size_t cap);
+
+/* ====================================================================== */
+/* W3C Trace Context: tracestate                                          */
+/* ====================================================================== */
+
+#define CTX_TRACE_STATE_MAX_MEMBERS 32
+#define CTX_TRACE_STATE_MAX_KEY 256
+#define CTX_TRACE_STATE_MAX_VALUE 256
+/* The longest normalised list: 32 × (256 + "=" + 256) + 31 commas. */
+#define CTX_TRACE_STATE_MAX_LEN (32 * (256 + 1 + 256) + 31)
+/* The longest combined header value accepted (whitespace and empty members
+ * included); longer input is refused with CTX_ELIMIT. */
+#define CTX_TRACE_STATE_MAX_INPUT 32768
+
+/* Called once per list-member, in order.  Key and value point into the
+ * parsed text (not NUL terminated).  Return 0 to go on; anything else stops
+ * the walk and is returned by the caller. */
+typedef int (*ctx_trace_state_fn)(const char *key, size_t key_len,
+                                  const char *value, size_t value_len, void *user);
+
+/* Validates a tracestate value.  Several tracestate headers are one list:
+ * join them with ',' first (RFC 9110 §5.3; ctx_wire_extract does).
+ * The grammar (§3.3.1):
+ *   list        = list-member 0*31( OWS "," OWS list-member )
+ *   list-member = key "=" value / OWS          ; empty members are allowed
+ *   key         = simple-key / multi-tenant-key
+ *   simple-key  = lcalpha 0*255( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
+ *   multi-tenant-key = tenant-id "@" system-id
+ *   tenant-id   = ( lcalpha / DIGIT ) 0*240( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
+ *   system-id   = lcalpha 0*13( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
+ *   value       = 0*255(chr) nblk-chr          ; 1..256 bytes
+ *   nblk-chr    = %x21-2B / %x2D-3C / %x3E-7E  ; printable, not ',' or '='
+ *   chr         = %x20 / nblk-chr              ; so no trailing space
+ * Empty (whitespace-only) members are skipped and not counted; more than 32
+ * non-empty members is CTX_ELIMIT; a key that appears twice is CTX_EPARSE.
+ * If the whole list is valid and `fn` is not NULL, calls fn for each member.
+ * Returns the number of members (>= 0), or CTX_EPARSE, CTX_ELIMIT (also for
+ * len > CTX_TRACE_STATE_MAX_INPUT), CTX_EINVAL, or fn's non-zero result.
+ * Never allocates. */
+CTX_WIRE_EXPORT int ctx_trace_state_parse(const char *text, size_t len,
+                                          ctx_trace_state_fn fn, void *user);
+
+/* Validates like ctx_trace_state_parse and writes the list in normal form:
+ * members joined by ',' with no whitespace and no empty members, plus a NUL
+ * (the form ctx_trace_state_get/put expect and ctx_wire_inject sends).  At
+ * most CTX_TRACE_STATE_MAX_LEN + 1 bytes are needed.  *out_len (if not NULL)
+ * receives the length.  Returns 0, or CTX_ETRUNCATED (cap too small; buf
+ * holds a NUL), or the codes of ctx_trace_state_parse. */
+CTX_WIRE_EXPORT int ctx_trace_state_normalize(const char *text, size_t len, char *buf,
+                                              size_t cap, size_t *out_len);
+
+/* Looks `key` (NUL terminated) up in a tracestate list (any valid form):
+ * 0 and the value (pointing into `state`, not NUL terminated), or
+ * CTX_ENOTFOUND, CTX_EPARSE (state invalid), CTX_EINVAL. */
+CTX_WIRE_EXPORT int ctx_trace_state_get(const char *state, size_t len, const char *key,
+                                        const char **value, size_t *value_len);
+
+/* The update rule of §3.5: writes to `buf` (normal form, NUL terminated) the
+ * list `state` with key=value as its first (leftmost) member and any older
+ * member of `key` removed; if that makes 33 members, the rightmost is
+ * dropped.  `value` NULL deletes `key` instead.  `state` may be empty.
+ * Returns 0 (*out_len = length if out_len not NULL), or CTX_EINVAL (a key or
+ * value outside the grammar, NULL), CTX_EPARSE (state invalid),
+ * CTX_ETRUNCATED (buf too small: CTX_TRACE_STATE_MAX_LEN + 1 always fits).
+ * `buf` must not overlap `state`. */
+CTX_WIRE_EXPORT int ctx_trace_state_put(const char *state, size_t len, const char *key,
+                                        const char *value, char *buf, size_t cap,
+                                        size_t *out_len);
+
+/* 1 if `key` (`len` bytes) is a valid tracestate key, else 0. */
+CTX_WIRE_EXPORT int ctx_trace_state_key_valid(const char *key, size_t len);
+/* 1 if `value` (`len` bytes) is a valid tracestate value, else 0. */
+CTX_WIRE_EXPORT int ctx_trace_state_value_valid(const char *value, size_t len);
+
+/* ====================================================================== */
+/* W3C Baggage                                                            */
+/* ====================================================================== */
+
+/* The limits of W3C Baggage §3.3.3 ("Limits"): a platform must propagate
+ * at least 64 list-members and 8192 bytes, and may drop members beyond. */
+#define CTX_BAGGAGE_MAX_MEMBERS 64
+#define CTX_BAGGAGE_MAX_BYTES 8192
+
+/* One list-member, as ctx_baggage_parse delivers it.  Pointers are borrowed
+ * for the duration of the callback; only the value is NUL terminated. */
+typedef struct ctx_baggage_member {
+    const char *key;        /* a token (RFC 9110 §5.6.2), as sent */
+    size_t key_len;
+    const char *value;      /* percent-decoded bytes (UTF-8, see below),
+                               followed by a NUL (value[value_len] == 0;
+                               "%00" can put a NUL inside too) */
+    size_t value_len;
+    const char *properties; /* the validated text after the first ';'
+                               (raw, not decoded), or NULL */
+    size_t properties_len;
+} ctx_baggage_member_t;
+
+/* Return 0 to go on; anything else stops the walk and is returned. */
+typedef int (*ctx_baggage_fn)(const ctx_baggage_member_t *member, void *user);
+
+/* What ctx_baggage_parse kept and dropped. */
+typedef struct ctx_baggage_stats {
+    size_t members;    /* delivered to fn */
+    size_t malformed;  /* dropped: outside the grammar (empty ones included) */
+    size_t over_limit; /* dropped: past the 64th member, or ending past byte
+                          8192 (only members that start within the first
+                          8192 bytes are counted) */
+    int truncated;     /* 1 if bytes beyond 8192 were not examined */
+} ctx_baggage_stats_t;
+
+/* Parses a baggage header value (several headers: join them with ',').
+ * The grammar (W3C Baggage §3.3):
+ *   baggage-string = list-member *( OWS "," OWS list-member )
+ *   list-member    = key OWS "=" OWS value *( OWS ";" OWS property )
+ *   property       = key OWS "=" OWS value / key OWS
+ *   key            = token                      ; RFC 9110 tchar+
+ *   value          = *baggage-octet
+ *   baggage-octet  = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E
+ * Values are percent-decoded (§3.3.1.3): "%" must start a two-hex-digit
+ * escape (a lone '%' makes the member malformed); decoded byte sequences
+ * that are not valid UTF-8 are replaced with U+FFFD, as the specification
+ * requires.  Property values are validated but not decoded.  Drops are
+ * documented at the top of this header; `stats` (if not NULL) counts them.
+ * Calls fn (if not NULL) for each member kept.  Returns the number of
+ * members kept (>= 0), CTX_EINVAL, or fn's non-zero result.  Never
+ * allocates; uses CTX_BAGGAGE_MAX_BYTES of stack for decoded values. */
+CTX_WIRE_EXPORT int ctx_baggage_parse(const char *text, size_t len, ctx_baggage_fn fn,
+                                      void *user, ctx_baggage_stats_t *stats);
+
+/* Builds a baggage header value into caller storage, member by member.
+ * Fields are private; initialise with ctx_baggage_writer_init. */
+typedef struct ctx_baggage_writer {
+    char *buf;
+    size_t cap;
+    size_t len;
+    size_t members;
+} ctx_baggage_writer_t;
+
+/* Starts an empty list in `buf` (buf[0] = NUL when cap > 0). */
+CTX_WIRE_EXPORT void ctx_baggage_writer_init(ctx_baggage_writer_t *w, char *buf, size_t cap);
+
+/* Appends key=value[;properties].  The value (any bytes) is percent-encoded:
+ * every byte outside baggage-octet, and '%', becomes %XX (uppercase hex).
+ * `properties` (may be NULL) must itself match
+ * `property *( OWS ";" OWS property )` and is copied as is.
+ * Returns 0 (the text stays NUL terminated), or:
+ *   CTX_EINVAL      NULL, key not a token, properties outside the grammar;
+ *   CTX_ELIMIT      the list would exceed 64 members or 8192 bytes;
+ *   CTX_ETRUNCATED  the buffer is too small.
+ * On error nothing is appended. */
+CTX_WIRE_EXPORT int ctx_baggage_append(ctx_baggage_writer_t *w, const char *key,
+                                       size_t key_len, const char *value, size_t value_len,
+                                       const char *properties, size_t properties_len);
+
+/* Percent-encodes `len` bytes as ctx_baggage_append does, plus a NUL.
+ * Returns 0 and *out_len, or CTX_ETRUNCATED (buf holds nothing useful),
+ * CTX_EINVAL. */
+CTX_WIRE_EXPORT int ctx_baggage_percent_encode(const char *in, size_t len, char *buf,
+                                               size_t cap, size_t *out_len);
+
+/* Decodes a baggage value as ctx_baggage_parse does (escapes, U+FFFD for
+ * invalid UTF-8), plus a NUL.  The output is never longer than the input.
+ * Returns 0 and *out_len, or CTX_EPARSE (an octet outside baggage-octet, a
+ * bad escape), CTX_ETRUNCATED, CTX_EINVAL. */
+CTX_WIRE_EXPORT int ctx_baggage_percent_decode(const char *in, size_t len, char *buf,
+                                               size_t cap, size_t *out_len);
+
+/* 1 if `key` (`len` bytes) is a valid baggage key (a non-empty token). */
+CTX_WIRE_EXPORT int ctx_baggage_key_valid(const char *key, size_t len);
+
+/* ====================================================================== */
+/* Deadlines: grpc-timeout                                                */
+/* ====================================================================== */
+
+/* Longest grpc-timeout text: 8 digits and a unit. */
+#define CTX_WIRE_TIMEOUT_MAX_LEN 9
+
+/* Parses gRPC's relative timeout (PROTOCOL-HTTP2.md):
+ *   Timeout      = TimeoutValue TimeoutUnit
+ *   TimeoutValue = 1*8DIGIT
+ *   TimeoutUnit  = "H" / "M" / "S" / "m" / "u" / "n"
+ *                  (hour, minute, second, milli-, micro-, nanosecond)
+ * The value is "a positive integer"; this library also accepts 0, which
+ * grpc-go itself sends for an expired deadline.  No whitespace inside (OWS
+ * around the value is ignored).  The result saturates at INT64_MAX (8
+ * digits of hours exceed an int64 of nanoseconds).
+ * Returns 0 and *timeout_ns, or CTX_EPARSE, CTX_EINVAL. */
+CTX_WIRE_EXPORT int ctx_wire_timeout_parse(const char *text, size_t len,
+                                           int64_t *timeout_ns);
+
+/* Writes `timeout_ns` in the finest unit whose value fits in 8 digits,
+ * rounded *down* (so a deadline never grows across a hop; grpc-go rounds
+ * up), plus a NUL (cap >= 10 always fits).  timeout_ns <= 0 writes "0n".
+ * Returns the length, or CTX_ETRUNCATED, CTX_EINVAL. */
+CTX_WIRE_EXPORT int ctx_wire_timeout_format(int64_t timeout_ns, char *buf, size_t cap);
+
+/* The clock deadlines are measured on: CLOCK_MONOTONIC, in nanoseconds. */
+CTX_WIRE_EXPORT int64_t ctx_wire_now_ns(void);
+
+/* ====================================================================== */
+/* Carriers                                                               */
+/* ====================================================================== */
+
+/* Receives one header pair; pointers are borrowed for the call, not NUL
+ * terminated.  Return 0 to go on, anything else to stop (the value is
+ * passed back by whoever iterates). */
+typedef int (*ctx_wire_header_fn)(const char *name, size_t name_len, const char *value,
+                                  size_t value_len, void *user);
+
+/* A transport's headers, seen through three calls.  `self` is passed back.
+ * A carrier is used by one thread at a time (ctx_wire_inject/extract call
+ * it only from the calling thread).  Names are compared case-insensitively
+ * (ASCII), as HTTP and NATS users expect. */
+typedef struct ctx_wire_carrier {
+    /* Calls fn for every header pair, in order, repeated names included;
+     * stops at and returns fn's first non-zero result.  Needed by
+     * ctx_wire_extract. */
+    int (*iterate)(void *self, ctx_wire_header_fn fn, void *user);
+    /* The first value of header `name` (NUL terminated, lowercase): 0 and
+     * *value / *value_len (borrowed until the carrier changes), or
+     * CTX_ENOTFOUND.  Optional: NULL means "search with iterate". */
+    int (*get)(void *self, const char *name, const char **value, size_t *value_len);
+    /* Sets header `name` (lowercase) to `value` (`value_len` bytes, printable
+     * ASCII), replacing every value it had under any spelling of the name.
+     * Returns 0 or a negative code.  Needed by ctx_wire_inject. */
+    int (*set)(void *self, const char *name, const char *value, size_t value_len);
+    void *self;
+} ctx_wire_carrier_t;
+
+/* 1 if the two names are equal ignoring ASCII case, else 0. */
+CTX_WIRE_EXPORT int ctx_wire_name_equal(const char *a, size_t a_len, const char *b,
+                                        size_t b_len);
+
+/* The first value of `name` through the carrier's get (or iterate).
+ * Returns 0, CTX_ENOTFOUND, CTX_EINVAL, or the carrier's code. */
+CTX_WIRE_EXPORT int ctx_wire_carrier_get(const ctx_wire_carrier_t *carrier, const char *name,
+                                         const char **value, size_t *value_len);
+
+/* ---- a ready-made carrier: an ordered list of header pairs ---- */
+
+/* At most this many pairs and bytes (names + values) in one list. */
+#define CTX_WIRE_HEADERS_MAX_PAIRS 256
+#define CTX_WIRE_HEADERS_MAX_BYTES 65536
+
+typedef struct ctx_wire_headers ctx_wire_headers_t;
+
+/* A new empty list; the caller owns it (ctx_wire_headers_free).
+ * Errors: CTX_EINVAL, CTX_ENOMEM. */
+CTX_WIRE_EXPORT int ctx_wire_headers_new(ctx_wire_headers_t **out);
+/* Frees the list and every string in it (NULL ignored). */
+CTX_WIRE_EXPORT void ctx_wire_headers_free(ctx_wire_headers_t *h);
+/* Appends a pair (both copied).  The name must be a token, the value must
+ * not contain CR, LF or NUL.  Errors: CTX_EINVAL, CTX_ELIMIT (the list
+ * limits), CTX_ENOMEM; on error the list is unchanged. */
+CTX_WIRE_EXPORT int ctx_wire_headers_add(ctx_wire_headers_t *h, const char *name,
+                                         size_t name_len, const char *value,
+                                         size_t value_len);
+/* Removes every pair named `name` (any case), then appends name=value.
+ * Errors as ctx_wire_headers_add; on error the list is unchanged. */
+CTX_WIRE_EXPORT int ctx_wire_headers_set(ctx_wire_headers_t *h, const char *name,
+                                         const char *value, size_t value_len);
+/* The first value of `name` (any case): 0 and the value (NUL terminated,
+ * borrowed until the list changes), or CTX_ENOTFOUND, CTX_EINVAL. */
+CTX_WIRE_EXPORT int ctx_wire_headers_get(const ctx_wire_headers_t *h, const char *name,
+                                         const char **value, size_t *value_len);
+/* Number of pairs (0 for NULL). */
+CTX_WIRE_EXPORT size_t ctx_wire_headers_count(const ctx_wire_headers_t *h);
+/* Pair number `i` (borrowed, NUL terminated): 0, or CTX_ENOTFOUND. */
+CTX_WIRE_EXPORT int ctx_wire_headers_at(const ctx_wire_headers_t *h, size_t i,
+                                        const char **name, const char **value);
+/* Removes every pair. */
+CTX_WIRE_EXPORT void ctx_wire_headers_clear(ctx_wire_headers_t *h);
+/* A carrier over the list (valid while the list lives). */
+CTX_WIRE_EXPORT ctx_wire_carrier_t ctx_wire_headers_carrier(ctx_wire_headers_t *h);
+
+/* ====================================================================== */
+/* The registry: which variables cross                                    */
+/* ====================================================================== */
+
+typedef struct ctx_wire ctx_wire_t;
+
+/* At most this many registered variables (the baggage member limit). */
+#define CTX_WIRE_MAX_VARS 64
+
+/* A new registry with its two built-in variables (trace and deadline) and
+ * no registered variable; the caller owns one reference.  Any thread.
+ * Errors: CTX_EINVAL, CTX_ENOMEM. */
+CTX_WIRE_EXPORT int ctx_wire_new(ctx_wire_t **out);
+/* One more reference; returns `w`. */
+CTX_WIRE_EXPORT ctx_wire_t *ctx_wire_retain(ctx_wire_t *w);
+/* Drops a reference (NULL ignored); the last one releases the registered
+ * variables and the built-in ones.  Any thread. */
+CTX_WIRE_EXPORT void ctx_wire_release(ctx_wire_t *w);
+
+/* Lets `var` cross the wire as baggage member `baggage_key` (NUL
+ * terminated, copied).  The variable must have both `encode` and `decode`
+ * value operations; `encode` writes the text sent (any bytes: it is
+ * percent-encoded), `decode` receives the decoded bytes and makes a new
+ * value share (CTX_EPARSE to refuse: the member is dropped).  The registry
+ * retains `var`.  Call before the registry is first used, from one thread.
+ * Errors: CTX_EINVAL (NULL, key not a token or longer than 256 bytes, no
+ * encode/decode operation, key or variable already registered), CTX_EBUSY
+ * (the registry has been used: registration is closed), CTX_ELIMIT (more
+ * than CTX_WIRE_MAX_VARS), CTX_ENOMEM.  On error nothing changed. */
+CTX_WIRE_EXPORT int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *baggage_key);
+
+/* The built-in variables (borrowed: valid while the registry lives).  Their
+ * values are private: use the calls below.  They format for logs
+ * ("00-…-01" and "12.5ms left"), so ctx_context_format shows them. */
+CTX_WIRE_EXPORT ctx_var_t *ctx_wire_trace_var(ctx_wire_t *w);
+CTX_WIRE_EXPORT ctx_var_t *ctx_wire_deadline_var(ctx_wire_t *w);
+
+/* The trace of `ctx` (NULL: the calling thread's current context): 0 and
+ * *parent (if not NULL) and the normalised tracestate (if state is not NULL:
+ * borrowed, NUL terminated, valid while the context holds this value), or
+ * CTX_ENOTFOUND, CTX_EINVAL. */
+CTX_WIRE_EXPORT int ctx_wire_trace_get(ctx_wire_t *w, ctx_context_t *ctx,
+                                       ctx_trace_parent_t *parent, const char **state,
+                                       size_t *state_len);
+
+/* Sets the trace in the current context (like ctx_var_set): `parent` (must
+ * be valid) and a tracestate (`state` NULL or empty: none), which is
+ * validated and normalised.  Errors: CTX_EINVAL (NULL, invalid parent),
+ * CTX_EPARSE / CTX_ELIMIT (state), CTX_ENOMEM. */
+CTX_WIRE_EXPORT int ctx_wire_trace_set(ctx_wire_t *w, const ctx_trace_parent_t *parent,
+                                       const char *state, size_t state_len);
+
+/* Starts a new trace in the current context (ctx_trace_parent_new, no
+ * tracestate) and copies it to *out if `out` is not NULL.
+ * Errors: CTX_EINVAL, CTX_ENOMEM. */
+CTX_WIRE_EXPORT int ctx_wire_trace_start(ctx_wire_t *w, uint8_t flags,
+                                         ctx_trace_parent_t *out);
+
+/* Gives the current context a deadline `timeout_ns` from now (replacing
+ * any deadline it had; saturating).  Errors: CTX_EINVAL, CTX_ENOMEM. */
+CTX_WIRE_EXPORT int ctx_wire_deadline_set(ctx_wire_t *w, int64_t timeout_ns);
+
+/* The deadline of `ctx` (NULL: current): 0 and *deadline_ns (absolute, on
+ * ctx_wire_now_ns's clock), or CTX_ENOTFOUND, CTX_EINVAL. */
+CTX_WIRE_EXPORT int ctx_wire_deadline_get(ctx_wire_t *w, ctx_context_t *ctx,
+                                          int64_t *deadline_ns);
+
+/* The time left until the deadline of `ctx` (NULL: current): 0 and
+ * *remaining_ns (<= 0 once it has passed), or CTX_ENOTFOUND, CTX_EINVAL. */
+CTX_WIRE_EXPORT int ctx_wire_deadline_remaining(ctx_wire_t *w, ctx_context_t *ctx,
+                                                int64_t *remaining_ns);
+
+/* ====================================================================== */
+/* Inject and extract                                                     */
+/* ====================================================================== */
+
+/* ctx_wire_inject flag: send the context's traceparent as it is instead of
+ * a child (for a hop that is not a new call, e.g. re-publishing). */
+#define CTX_WIRE_SAME_PARENT 0x1u
+/* ctx_wire_extract flag: fail (CTX_EPARSE / CTX_ELIMIT) instead of
+ * dropping anything malformed or over a limit. */
+#define CTX_WIRE_STRICT 0x2u
+
+/* Writes `ctx` (NULL: the calling thread's current context) into `carrier`:
+ *   traceparent + tracestate  if the context has a trace: a child
+ *                             traceparent (new parent-id) unless
+ *                             CTX_WIRE_SAME_PARENT; the tracestate as is;
+ *   grpc-timeout              if it has a deadline: the time left now;
+ *   baggage                   one member per registered variable with a
+ *                             value in the context (defaults are not sent),
+ *                             in registration order, text from `encode`.
+ * Headers the context has nothing for are not touched.  A value whose text
+ * would take the list past 64 members or 8192 bytes is left out (the
+ * specification allows dropping); the count left out is returned.
+ * Returns that count (>= 0), or CTX_EINVAL (NULL, no set/iterate), an
+ * `encode` error (nothing was written), or the carrier's `set` error (some
+ * headers may have been written).  Uses about 16 KiB of stack. */
+CTX_WIRE_EXPORT int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx,
+                                    const ctx_wire_carrier_t *carrier, unsigned flags);
+
+/* What ctx_wire_extract found, header by header.  For the four int fields:
+ * 0 the header was absent, 1 it was used, a negative code: it was dropped
+ * for that reason (CTX_EPARSE, CTX_ELIMIT; for tracestate also
+ * CTX_ENOTFOUND: not examined because there was no valid traceparent). */
+typedef struct ctx_wire_report {
+    int traceparent;
+    int tracestate;
+    int deadline;
+    int baggage; /* 1 if at least one baggage header was seen */
+    size_t baggage_used;       /* members decoded into the context */
+    size_t baggage_unknown;    /* key not registered: ignored */
+    size_t baggage_malformed;  /* outside the grammar: dropped */
+    size_t baggage_over_limit; /* past 64 members / 8192 bytes: dropped */
+    size_t baggage_duplicate;  /* a registered key seen again: dropped */
+    size_t baggage_rejected;   /* the variable's decode refused it */
+    int baggage_truncated;     /* bytes beyond 8192 were not examined */
+} ctx_wire_report_t;
+
+/* Builds a new context (not entered; the caller owns it) from `carrier`'s
+ * headers: the trace, the deadline (now + grpc-timeout) and every
+ * registered baggage member.  O(number of entries); reads at most the
+ * limits above of each header; never trusts the input: drops as documented
+ * at the top of this header, or with CTX_WIRE_STRICT fails instead.
+ * `report` (may be NULL) says what was used and dropped.
+ * Returns 0, or CTX_EINVAL (NULL, carrier without iterate), CTX_ENOMEM,
+ * CTX_EPARSE / CTX_ELIMIT (strict only), the carrier's code.  On error *out
+ * is untouched and no value is leaked.  Uses about 32 KiB of stack. */
+CTX_WIRE_EXPORT int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier,
+                                     unsigned flags, ctx_context_t **out,
+                                     ctx_wire_report_t *report);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CTXVAR_WIRE_H */

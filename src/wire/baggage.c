@@ -1,0 +1,399 @@
+/*
+ * baggage.c — W3C Baggage: parse (with percent-decoding and the limits),
+ * and build (with percent-encoding).
+ *
+ * The header (W3C Baggage, §3.3) is a comma-separated list of members, each
+ * a key, a value and optional properties:
+ *
+ *     userId=alice , serverNode=DF%2028;region=eu;internal , isProduction=false
+ *     └key┘ └value┘  └─ key ──┘ └value─┘└─ properties ────┘
+ *
+ * The grammar is in include/ctxvar/wire.h.  Keys are RFC 9110 tokens and are
+ * not decoded; values are runs of baggage-octets (printable ASCII except
+ * SP, DQUOTE, ',', ';' and '\') in which "%XX" escapes stand for arbitrary
+ * bytes (§3.3.1.3.1: "any code points outside of the baggage-octet range
+ * MUST be percent-encoded", and "the percent code point (U+0025) MUST be
+ * percent-encoded", so a '%' not followed by two hex digits is malformed).
+ * Decoded bytes that are not UTF-8 are replaced by U+FFFD ("percent-encoded
+ * octet sequences that do not match the UTF-8 encoding scheme MUST be
+ * replaced with the replacement code point"); the replacement follows the
+ * Unicode "maximal subpart" practice, one U+FFFD per broken sequence.
+ * Since every decoded byte comes from one raw octet or a three-byte escape,
+ * and every U+FFFD (3 bytes) replaces at least one escape, a decoded value
+ * is never longer than its encoded form: one CTX_BAGGAGE_MAX_BYTES scratch
+ * buffer on the stack always suffices.
+ *
+ * How a list is read (ctx__baggage_scan).  A comma never occurs inside a
+ * valid member, so the list is cut at commas and every piece judged alone:
+ * a malformed piece is dropped by itself and the rest are kept.  The limits
+ * of §3.3.3 — a platform must propagate 64 members and 8192 bytes and may
+ * drop members past them — are applied as "keep the longest prefix that
+ * fits": the 65th and later members are dropped, and so is every member that
+ * ends past byte 8192 of the combined header.  The scan never looks at a
+ * byte past 8192, so hostile input of any size costs at most 8 KiB of work.
+ * Several baggage headers form one list (RFC 9110 §5.3, joined with ','):
+ * the scan state carries the byte offset and the member count from one
+ * header value to the next.
+ */
+#include <string.h>
+
+#include "wire/wire_internal.h"
+
+/* baggage-octet = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E */
+static int is_octet(unsigned char c) {
+    return c == 0x21 || (c >= 0x23 && c <= 0x2b) || (c >= 0x2d && c <= 0x3a) ||
+           (c >= 0x3c && c <= 0x5b) || (c >= 0x5d && c <= 0x7e);
+}
+
+int ctx_baggage_key_valid(const char *key, size_t len) {
+    if (!key || len == 0)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!ctx__is_tchar((unsigned char)key[i]))
+            return 0;
+    return 1;
+}
+
+/* Every byte an octet and every '%' the start of a two-hex-digit escape. */
+static int octets_valid(const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (!is_octet(c))
+            return 0;
+        if (c == '%') {
+            if (i + 2 >= n)
+                return 0;
+            if (ctx__hex_value((unsigned char)p[i + 1]) < 0 ||
+                ctx__hex_value((unsigned char)p[i + 2]) < 0)
+                return 0;
+            i += 2;
+        }
+    }
+    return 1;
+}
+
+static size_t skip_ows(const char *p, size_t i, size_t n) {
+    while (i < n && ctx__is_ows((unsigned char)p[i]))
+        i++;
+    return i;
+}
+
+static size_t skip_token(const char *p, size_t i, size_t n) {
+    while (i < n && ctx__is_tchar((unsigned char)p[i]))
+        i++;
+    return i;
+}
+
+static size_t skip_octets(const char *p, size_t i, size_t n) {
+    while (i < n && is_octet((unsigned char)p[i]))
+        i++;
+    return i;
+}
+
+/* property *( OWS ";" OWS property ), with OWS allowed at both ends:
+ *   property = key OWS "=" OWS value / key OWS */
+static int properties_valid(const char *p, size_t n) {
+    size_t i = skip_ows(p, 0, n);
+    for (;;) {
+        size_t k = skip_token(p, i, n);
+        if (k == i)
+            return 0; /* a property starts with a key */
+        i = skip_ows(p, k, n);
+        if (i < n && p[i] == '=') {
+            size_t v = skip_ows(p, i + 1, n);
+            i = skip_octets(p, v, n);
+            if (!octets_valid(p + v, i - v))
+                return 0;
+            i = skip_ows(p, i, n);
+        }
+        if (i == n)
+            return 1;
+        if (p[i] != ';')
+            return 0;
+        i = skip_ows(p, i + 1, n);
+    }
+}
+
+/* ---- decoding ---- */
+
+typedef struct reader {
+    const char *p;
+    size_t n, i;
+} reader_t;
+
+/* The next decoded byte, or -1 at the end.  The text was validated. */
+static int read_byte(reader_t *r) {
+    if (r->i >= r->n)
+        return -1;
+    unsigned char c = (unsigned char)r->p[r->i];
+    if (c != '%') {
+        r->i++;
+        return c;
+    }
+    int v = ctx__hex_value((unsigned char)r->p[r->i + 1]) << 4 |
+            ctx__hex_value((unsigned char)r->p[r->i + 2]);
+    r->i += 3;
+    return v;
+}
+
+/* Decodes validated value text into out (cap >= n), replacing ill-formed
+ * UTF-8 with U+FFFD.  Returns the decoded length. */
+static size_t decode_value(const char *p, size_t n, char *out, size_t cap) {
+    static const unsigned char fffd[3] = {0xef, 0xbf, 0xbd};
+    reader_t r = {p, n, 0};
+    size_t w = 0;
+    int c;
+    while ((c = read_byte(&r)) >= 0) {
+        unsigned char seq[4];
+        size_t need, got = 1;
+        int lo = 0x80, hi = 0xbf;
+        seq[0] = (unsigned char)c;
+        if (c < 0x80)
+            need = 1;
+        else if (c >= 0xc2 && c <= 0xdf)
+            need = 2;
+        else if (c >= 0xe0 && c <= 0xef) {
+            need = 3;
+            if (c == 0xe0)
+                lo = 0xa0; /* no overlong forms */
+            else if (c == 0xed)
+                hi = 0x9f; /* no surrogates */
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            need = 4;
+            if (c == 0xf0)
+                lo = 0x90;
+            else if (c == 0xf4)
+                hi = 0x8f; /* nothing past U+10FFFF */
+        } else
+            need = 0; /* 80..C1, F5..FF never start a sequence */
+        while (got < need) {
+            size_t at = r.i;
+            int b = read_byte(&r);
+            if (b < lo || b > hi) { /* also b == -1 */
+                r.i = at;           /* not part of this sequence: read again */
+                break;
+            }
+            seq[got++] = (unsigned char)b;
+            lo = 0x80;
+            hi = 0xbf;
+        }
+        const unsigned char *src = seq;
+        size_t len = got;
+        if (need == 0 || got < need) {
+            src = fffd;
+            len = 3;
+        }
+        if (w + len > cap)
+            break; /* cannot happen (see the essay); a guard, not a path */
+        memcpy(out + w, src, len);
+        w += len;
+    }
+    return w;
+}
+
+int ctx_baggage_percent_decode(const char *in, size_t len, char *buf, size_t cap,
+                               size_t *out_len) {
+    if ((!in && len) || !buf || !out_len)
+        return CTX_EINVAL;
+    if (len > 0 && !octets_valid(in, len))
+        return CTX_EPARSE;
+    if (cap < len + 1)
+        return CTX_ETRUNCATED;
+    size_t n = len ? decode_value(in, len, buf, cap - 1) : 0;
+    buf[n] = '\0';
+    *out_len = n;
+    return 0;
+}
+
+/* ---- parsing ---- */
+
+/* Parses one trimmed, non-empty member; 0 and *m (value decoded into
+ * scratch, CTX_BAGGAGE_MAX_BYTES + 1 bytes, and NUL terminated), or -1 if
+ * malformed. */
+static int parse_member(const char *p, size_t n, char *scratch, ctx_baggage_member_t *m) {
+    size_t k = skip_token(p, 0, n);
+    if (k == 0)
+        return -1;
+    size_t i = skip_ows(p, k, n);
+    if (i >= n || p[i] != '=')
+        return -1;
+    size_t v = skip_ows(p, i + 1, n);
+    size_t ve = skip_octets(p, v, n);
+    if (!octets_valid(p + v, ve - v))
+        return -1;
+    i = skip_ows(p, ve, n);
+    const char *props = NULL;
+    size_t props_len = 0;
+    if (i < n) {
+        if (p[i] != ';')
+            return -1;
+        props = p + i + 1;
+        props_len = n - i - 1;
+        ctx__trim_ows(&props, &props_len);
+        if (props_len == 0 || !properties_valid(props, props_len))
+            return -1;
+    }
+    m->key = p;
+    m->key_len = k;
+    m->value = scratch;
+    m->value_len = ve > v ? decode_value(p + v, ve - v, scratch, CTX_BAGGAGE_MAX_BYTES) : 0;
+    scratch[m->value_len] = '\0';
+    m->properties = props;
+    m->properties_len = props_len;
+    return 0;
+}
+
+int ctx__baggage_scan(ctx__baggage_scan_t *scan, const char *text, size_t len,
+                      ctx_baggage_fn fn, void *user) {
+    char scratch[CTX_BAGGAGE_MAX_BYTES + 1];
+    if (scan->stopped)
+        return 0;
+    if (scan->values++ > 0)
+        scan->offset++; /* the ',' that joins this value to the previous ones */
+    size_t pos = 0;
+    for (;;) {
+        /* Only bytes up to the limit are examined, and the one after it (a
+         * ',' there means the member before it fits exactly). */
+        size_t room = scan->offset + pos <= CTX_BAGGAGE_MAX_BYTES
+                          ? CTX_BAGGAGE_MAX_BYTES - (scan->offset + pos)
+                          : 0;
+        size_t window = len - pos < room ? len - pos : room;
+        size_t look = window < len - pos ? window + 1 : window;
+        const char *comma = look ? memchr(text + pos, ',', look) : NULL;
+        size_t end;
+        if (comma) {
+            end = (size_t)(comma - text);
+        } else if (len - pos <= room) {
+            end = len;
+        } else { /* this member ends past byte 8192 */
+            const char *m = text + pos;
+            size_t mlen = window;
+            ctx__trim_ows(&m, &mlen);
+            scan->stats.over_limit += mlen > 0;
+            scan->stats.truncated = 1;
+            scan->stopped = 1;
+            scan->offset += len;
+            return 0;
+        }
+        const char *m = text + pos;
+        size_t mlen = end - pos;
+        ctx__trim_ows(&m, &mlen);
+        ctx_baggage_member_t member;
+        if (mlen == 0) {
+            scan->stats.malformed++;
+        } else if (scan->kept >= CTX_BAGGAGE_MAX_MEMBERS) {
+            scan->stats.over_limit++;
+        } else if (parse_member(m, mlen, scratch, &member) != 0) {
+            scan->stats.malformed++;
+        } else {
+            scan->kept++;
+            scan->stats.members++;
+            if (fn) {
+                int rc = fn(&member, user);
+                if (rc != 0)
+                    return rc;
+            }
+        }
+        if (!comma)
+            break;
+        pos = end + 1;
+    }
+    scan->offset += len;
+    return 0;
+}
+
+int ctx_baggage_parse(const char *text, size_t len, ctx_baggage_fn fn, void *user,
+                      ctx_baggage_stats_t *stats) {
+    if (!text && len)
+        return CTX_EINVAL;
+    ctx__baggage_scan_t scan;
+    memset(&scan, 0, sizeof scan);
+    int rc = 0;
+    if (len > 0)
+        rc = ctx__baggage_scan(&scan, text, len, fn, user);
+    if (stats)
+        *stats = scan.stats;
+    return rc != 0 ? rc : (int)scan.stats.members;
+}
+
+/* ---- building ---- */
+
+static const char HEX[] = "0123456789ABCDEF";
+
+static size_t encoded_length(const char *in, size_t len) {
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        n += (is_octet(c) && c != '%') ? 1 : 3;
+    }
+    return n;
+}
+
+static char *encode_into(char *p, const char *in, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)in[i];
+        if (is_octet(c) && c != '%') {
+            *p++ = (char)c;
+        } else {
+            *p++ = '%';
+            *p++ = HEX[c >> 4];
+            *p++ = HEX[c & 15];
+        }
+    }
+    return p;
+}
+
+int ctx_baggage_percent_encode(const char *in, size_t len, char *buf, size_t cap,
+                               size_t *out_len) {
+    if ((!in && len) || !buf || !out_len)
+        return CTX_EINVAL;
+    size_t n = encoded_length(in, len);
+    if (n + 1 > cap)
+        return CTX_ETRUNCATED;
+    *encode_into(buf, in, len) = '\0';
+    *out_len = n;
+    return 0;
+}
+
+void ctx_baggage_writer_init(ctx_baggage_writer_t *w, char *buf, size_t cap) {
+    if (!w)
+        return;
+    w->buf = buf;
+    w->cap = buf ? cap : 0;
+    w->len = 0;
+    w->members = 0;
+    if (w->cap > 0)
+        buf[0] = '\0';
+}
+
+int ctx_baggage_append(ctx_baggage_writer_t *w, const char *key, size_t key_len,
+                       const char *value, size_t value_len, const char *properties,
+                       size_t properties_len) {
+    if (!w || !ctx_baggage_key_valid(key, key_len) || (!value && value_len) ||
+        (!properties && properties_len))
+        return CTX_EINVAL;
+    if (properties_len > 0 && !properties_valid(properties, properties_len))
+        return CTX_EINVAL;
+    size_t enc = encoded_length(value, value_len);
+    size_t need = (w->members ? 1 : 0) + key_len + 1 + enc + (properties_len ? 1 + properties_len : 0);
+    if (w->members + 1 > CTX_BAGGAGE_MAX_MEMBERS || w->len + need > CTX_BAGGAGE_MAX_BYTES)
+        return CTX_ELIMIT;
+    if (w->len + need + 1 > w->cap)
+        return CTX_ETRUNCATED;
+    char *p = w->buf + w->len;
+    if (w->members)
+        *p++ = ',';
+    memcpy(p, key, key_len);
+    p += key_len;
+    *p++ = '=';
+    p = encode_into(p, value, value_len);
+    if (properties_len) {
+        *p++ = ';';
+        memcpy(p, properties, properties_len);
+        p += properties_len;
+    }
+    *p = '\0';
+    w->len += need;
+    w->members++;
+    return 0;
+}

@@ -1,0 +1,270 @@
+/*
+ * tracestate.c — W3C Trace Context `tracestate`: validate, normalise, look
+ * up, update.
+ *
+ * The header is a list of vendor entries, most recently updated first
+ * (W3C Trace Context Level 1, §3.3):
+ *
+ *     congo=t61rcWkgMzE , rojo=00f067aa0ba902b7,,fw529a3039@dt=x
+ *     └── member ──┘ OWS,OWS └─── member ─────┘ empty └─ multi-tenant ─┘
+ *
+ * The grammar is in include/ctxvar/wire.h; in short (§3.3.1.3): keys are
+ * lowercase ([a-z][a-z0-9_*\/-]{0,255}, or tenant@system with a tenant of
+ * 1..241 and a system of 1..14 characters), values are 1..256 printable
+ * ASCII characters other than ',' and '=' that do not end in a space.
+ *
+ * How a list is read.  The text is cut at every ',' (no valid member contains
+ * one), each piece is trimmed of OWS (SP / HTAB), empty pieces are skipped
+ * (§3.3.1.1: "empty and whitespace-only list members are allowed"), and each
+ * remaining piece is split at its first '=' into key and value and both are
+ * checked.  Positions of at most 32 members are kept on the stack, so one
+ * pass validates, counts (a 33rd member is CTX_ELIMIT: "there can be a
+ * maximum of 32 list-members in a list", §3.3.1.1) and allows the duplicate
+ * check (a key may appear only once, §3.3.1.3; the W3C test suite drops such
+ * a header) in O(32²) compares.  Any error rejects the whole list: a
+ * tracestate is one vendor-ordered unit, and a partial one would misstate
+ * the order of updates.
+ *
+ * The normal form is what this library stores and sends: members joined by
+ * ',' with no whitespace and no empty members (§3.3.1.1 asks vendors to
+ * avoid sending empty members).  Its length is at most
+ * CTX_TRACE_STATE_MAX_LEN.
+ *
+ * Update (§3.5): a vendor that changes its entry moves it to the front; if
+ * the list would then exceed 32 members, the rightmost is removed.
+ */
+#include <string.h>
+
+#include "wire/wire_internal.h"
+
+typedef struct span {
+    const char *key;
+    size_t key_len;
+    const char *value;
+    size_t value_len;
+} span_t;
+
+static int is_keychar(unsigned char c) {
+    return ctx__is_lcalpha(c) || ctx__is_digit(c) || c == '_' || c == '-' || c == '*' || c == '/';
+}
+
+static int keychars_valid(const char *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!is_keychar((unsigned char)p[i]))
+            return 0;
+    return 1;
+}
+
+int ctx_trace_state_key_valid(const char *key, size_t len) {
+    if (!key || len == 0)
+        return 0;
+    const char *at = memchr(key, '@', len);
+    if (!at) { /* simple-key = lcalpha 0*255( keychar ) */
+        return len <= CTX_TRACE_STATE_MAX_KEY && ctx__is_lcalpha((unsigned char)key[0]) &&
+               keychars_valid(key + 1, len - 1);
+    }
+    /* multi-tenant-key = tenant-id "@" system-id */
+    size_t tenant = (size_t)(at - key), system = len - tenant - 1;
+    if (tenant < 1 || tenant > 241 || system < 1 || system > 14)
+        return 0;
+    unsigned char t0 = (unsigned char)key[0], s0 = (unsigned char)at[1];
+    return (ctx__is_lcalpha(t0) || ctx__is_digit(t0)) && keychars_valid(key + 1, tenant - 1) &&
+           ctx__is_lcalpha(s0) && keychars_valid(at + 2, system - 1);
+}
+
+int ctx_trace_state_value_valid(const char *value, size_t len) {
+    if (!value || len == 0 || len > CTX_TRACE_STATE_MAX_VALUE)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)value[i];
+        if (c < 0x20 || c > 0x7e || c == ',' || c == '=')
+            return 0;
+    }
+    return value[len - 1] != ' '; /* the last character is an nblk-chr */
+}
+
+/* Reads the list into spans[] (at most 32).  Returns the count, CTX_EPARSE
+ * or CTX_ELIMIT.  No duplicate check. */
+static int split_list(const char *text, size_t len, span_t *spans) {
+    if (len > CTX_TRACE_STATE_MAX_INPUT)
+        return CTX_ELIMIT;
+    if (len == 0)
+        return 0;
+    int n = 0;
+    size_t pos = 0;
+    while (pos <= len) {
+        const char *comma = len > pos ? memchr(text + pos, ',', len - pos) : NULL;
+        size_t end = comma ? (size_t)(comma - text) : len;
+        const char *m = text + pos;
+        size_t mlen = end - pos;
+        ctx__trim_ows(&m, &mlen);
+        if (mlen > 0) {
+            if (n == CTX_TRACE_STATE_MAX_MEMBERS)
+                return CTX_ELIMIT;
+            const char *eq = memchr(m, '=', mlen);
+            if (!eq)
+                return CTX_EPARSE;
+            span_t s = {m, (size_t)(eq - m), eq + 1, mlen - (size_t)(eq - m) - 1};
+            if (!ctx_trace_state_key_valid(s.key, s.key_len) ||
+                !ctx_trace_state_value_valid(s.value, s.value_len))
+                return CTX_EPARSE;
+            spans[n++] = s;
+        }
+        if (!comma)
+            break;
+        pos = end + 1;
+    }
+    return n;
+}
+
+static int spans_unique(const span_t *spans, int n) {
+    for (int i = 1; i < n; i++)
+        for (int j = 0; j < i; j++)
+            if (spans[i].key_len == spans[j].key_len &&
+                memcmp(spans[i].key, spans[j].key, spans[i].key_len) == 0)
+                return 0;
+    return 1;
+}
+
+static int parse_spans(const char *text, size_t len, span_t *spans) {
+    if (!text && len)
+        return CTX_EINVAL;
+    int n = split_list(text, len, spans);
+    if (n < 0)
+        return n;
+    if (!spans_unique(spans, n))
+        return CTX_EPARSE;
+    return n;
+}
+
+int ctx_trace_state_parse(const char *text, size_t len, ctx_trace_state_fn fn, void *user) {
+    span_t spans[CTX_TRACE_STATE_MAX_MEMBERS];
+    int n = parse_spans(text, len, spans);
+    if (n < 0 || !fn)
+        return n;
+    for (int i = 0; i < n; i++) {
+        int rc = fn(spans[i].key, spans[i].key_len, spans[i].value, spans[i].value_len, user);
+        if (rc != 0)
+            return rc;
+    }
+    return n;
+}
+
+/* Appends ",key=value" (no comma when *len is 0); CTX_ETRUNCATED if it does
+ * not fit with a NUL. */
+static int put_member(char *buf, size_t cap, size_t *len, const char *key, size_t key_len,
+                      const char *value, size_t value_len) {
+    size_t need = (*len ? 1 : 0) + key_len + 1 + value_len;
+    if (*len + need + 1 > cap)
+        return CTX_ETRUNCATED;
+    char *p = buf + *len;
+    if (*len)
+        *p++ = ',';
+    memcpy(p, key, key_len);
+    p += key_len;
+    *p++ = '=';
+    memcpy(p, value, value_len);
+    p += value_len;
+    *p = '\0';
+    *len += need;
+    return 0;
+}
+
+int ctx__trace_state_append(const char *text, size_t len, char *buf, size_t cap,
+                            size_t *out_len, size_t *members) {
+    span_t spans[CTX_TRACE_STATE_MAX_MEMBERS];
+    int n = split_list(text, len, spans);
+    if (n < 0)
+        return n;
+    if (*members + (size_t)n > CTX_TRACE_STATE_MAX_MEMBERS)
+        return CTX_ELIMIT;
+    for (int i = 0; i < n; i++) {
+        int rc = put_member(buf, cap, out_len, spans[i].key, spans[i].key_len, spans[i].value,
+                            spans[i].value_len);
+        if (rc != 0)
+            return rc;
+    }
+    *members += (size_t)n;
+    return 0;
+}
+
+int ctx__trace_state_check_unique(const char *list, size_t len) {
+    span_t spans[CTX_TRACE_STATE_MAX_MEMBERS];
+    return parse_spans(list, len, spans) < 0 ? CTX_EPARSE : 0;
+}
+
+int ctx_trace_state_normalize(const char *text, size_t len, char *buf, size_t cap,
+                              size_t *out_len) {
+    if (!buf || cap == 0)
+        return CTX_EINVAL;
+    span_t spans[CTX_TRACE_STATE_MAX_MEMBERS];
+    int n = parse_spans(text, len, spans);
+    buf[0] = '\0';
+    if (n < 0)
+        return n;
+    size_t w = 0;
+    for (int i = 0; i < n; i++) {
+        int rc = put_member(buf, cap, &w, spans[i].key, spans[i].key_len, spans[i].value,
+                            spans[i].value_len);
+        if (rc != 0) {
+            buf[0] = '\0';
+            return rc;
+        }
+    }
+    if (out_len)
+        *out_len = w;
+    return 0;
+}
+
+int ctx_trace_state_get(const char *state, size_t len, const char *key, const char **value,
+                        size_t *value_len) {
+    if (!key || !value || !value_len)
+        return CTX_EINVAL;
+    span_t spans[CTX_TRACE_STATE_MAX_MEMBERS];
+    int n = parse_spans(state, len, spans);
+    if (n < 0)
+        return n;
+    size_t klen = strlen(key);
+    for (int i = 0; i < n; i++) {
+        if (spans[i].key_len == klen && memcmp(spans[i].key, key, klen) == 0) {
+            *value = spans[i].value;
+            *value_len = spans[i].value_len;
+            return 0;
+        }
+    }
+    return CTX_ENOTFOUND;
+}
+
+int ctx_trace_state_put(const char *state, size_t len, const char *key, const char *value,
+                        char *buf, size_t cap, size_t *out_len) {
+    if (!key || !buf || cap == 0)
+        return CTX_EINVAL;
+    size_t klen = strlen(key), vlen = value ? strlen(value) : 0;
+    if (!ctx_trace_state_key_valid(key, klen) || (value && !ctx_trace_state_value_valid(value, vlen)))
+        return CTX_EINVAL;
+    span_t spans[CTX_TRACE_STATE_MAX_MEMBERS];
+    int n = parse_spans(state, len, spans);
+    if (n < 0)
+        return n;
+    size_t w = 0;
+    int count = 0, rc = 0;
+    buf[0] = '\0';
+    if (value) {
+        rc = put_member(buf, cap, &w, key, klen, value, vlen);
+        count++;
+    }
+    for (int i = 0; i < n && rc == 0 && count < CTX_TRACE_STATE_MAX_MEMBERS; i++) {
+        if (spans[i].key_len == klen && memcmp(spans[i].key, key, klen) == 0)
+            continue; /* the old entry of the updated key */
+        rc = put_member(buf, cap, &w, spans[i].key, spans[i].key_len, spans[i].value,
+                        spans[i].value_len);
+        count++;
+    }
+    if (rc != 0) {
+        buf[0] = '\0';
+        return rc;
+    }
+    if (out_len)
+        *out_len = w;
+    return 0;
+}
