@@ -2,14 +2,14 @@
  * context.c — contexts: copies, enter/exit/run, the mapping view, iteration
  * and the log formatter.
  *
- * A context (core.h) is a reference count, a spinlock, an `entered` flag and
- * one map value.  Copying takes the lock just long enough to retain the
+ * A context (core.h) is a state word (reference count and entered flag), a
+ * spinlock and one map value.  Copying takes the lock just long enough to retain the
  * source's root: O(1) whatever the context holds, and the copy costs one
  * small allocation (snapshot_bytes in the benchmark).
  *
- * enter claims the context with a compare-and-swap on `entered` (so two
- * threads can never both enter it, and the loser gets CTX_EENTERED instead of
- * waiting), links it in front of the thread's current context through `prev`,
+ * enter claims the context with a compare-and-swap on the state word that
+ * sets the entered flag and takes a reference in one step (so two threads can
+ * never both enter it, and the loser gets CTX_EENTERED instead of waiting), links it in front of the thread's current context through `prev`,
  * and starts a new cache epoch.  exit undoes exactly that, and only for the
  * current context.  run is enter, call, exit, holding a reference of its
  * own meanwhile (the function may drop the caller's).
@@ -37,10 +37,9 @@ ctx_context_t *ctx__context_alloc(void) {
     ctx_context_t *ctx = ctx__malloc(sizeof *ctx);
     if (!ctx)
         return NULL;
-    atomic_init(&ctx->refs, 1);
+    atomic_init(&ctx->state, CTX__REF);
     ctx->id = ctx__next_id();
     atomic_init(&ctx->lock, 0);
-    atomic_init(&ctx->entered, 0);
     ctx->map = CTX__HAMT_EMPTY;
     ctx->prev = NULL;
     return ctx;
@@ -117,23 +116,26 @@ int ctx_context_copy_only(ctx_context_t *src, ctx_var_t *const *vars, size_t n,
 
 ctx_context_t *ctx_context_retain(ctx_context_t *ctx) {
     if (ctx)
-        atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ctx->state, CTX__REF, memory_order_relaxed);
     return ctx;
 }
 
-void ctx_context_release(ctx_context_t *ctx) {
-    if (!ctx || atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
+void ctx__context_unref(ctx_context_t *ctx, size_t amount) {
+    if (atomic_fetch_sub_explicit(&ctx->state, amount, memory_order_acq_rel) != amount)
         return;
     ctx__hamt_release(ctx->map, &ctx__box_ops);
     ctx__free(ctx, sizeof *ctx);
 }
 
+void ctx_context_release(ctx_context_t *ctx) {
+    if (ctx)
+        ctx__context_unref(ctx, CTX__REF);
+}
+
 int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value) {
     if (!ctx || !var)
         return CTX_EINVAL;
-    int expected = 0;
-    if (!atomic_compare_exchange_strong_explicit(&ctx->entered, &expected, 1,
-                                                 memory_order_acquire, memory_order_relaxed))
+    if (ctx__context_claim(ctx, 0))
         return CTX_EENTERED;
     int r = CTX_ENOMEM;
     ctx__box_t *box = ctx__box_new(var, value);
@@ -146,16 +148,15 @@ int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value) {
         if (r)
             ctx__box_discard(box);
     }
-    atomic_store_explicit(&ctx->entered, 0, memory_order_release);
+    atomic_fetch_sub_explicit(&ctx->state, CTX__ENTERED, memory_order_release);
     return r;
 }
 
 /* ---- enter, exit, run ---- */
 
+/* Makes `ctx` current, with the reference it holds while entered. */
 static int enter(ctx__tstate_t *ts, ctx_context_t *ctx) {
-    int expected = 0;
-    if (!atomic_compare_exchange_strong_explicit(&ctx->entered, &expected, 1,
-                                                 memory_order_acquire, memory_order_relaxed))
+    if (ctx__context_claim(ctx, 1))
         return CTX_EENTERED;
     ctx->prev = ts->current;
     ts->current = ctx;
@@ -163,15 +164,18 @@ static int enter(ctx__tstate_t *ts, ctx_context_t *ctx) {
     return 0;
 }
 
+/* Makes the previous context current again and drops the entered flag and
+ * the reference that came with it (which may free `ctx`). */
 static int leave(ctx__tstate_t *ts, ctx_context_t *ctx) {
-    if (!atomic_load_explicit(&ctx->entered, memory_order_relaxed) || (ts && ctx == ts->base))
+    if (!(atomic_load_explicit(&ctx->state, memory_order_relaxed) & CTX__ENTERED) ||
+        (ts && ctx == ts->base))
         return CTX_ENOTENTERED;
     if (!ts || ts->current != ctx)
         return CTX_ENOTCURRENT;
     ts->current = ctx->prev;
     ctx->prev = NULL;
     ts->epoch++;
-    atomic_store_explicit(&ctx->entered, 0, memory_order_release);
+    ctx__context_unref(ctx, CTX__ENTERED + CTX__REF);
     return 0;
 }
 
@@ -182,19 +186,13 @@ int ctx_context_enter(ctx_context_t *ctx) {
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
         return err;
-    int r = enter(ts, ctx);
-    if (r == 0)
-        ctx_context_retain(ctx); /* held while entered */
-    return r;
+    return enter(ts, ctx);
 }
 
 int ctx_context_exit(ctx_context_t *ctx) {
     if (!ctx)
         return CTX_EINVAL;
-    int r = leave(ctx__tls, ctx);
-    if (r == 0)
-        ctx_context_release(ctx);
-    return r;
+    return leave(ctx__tls, ctx);
 }
 
 int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result) {
@@ -204,21 +202,18 @@ int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result)
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
         return err;
-    int r = enter(ts, ctx);
+    int r = enter(ts, ctx); /* with a reference: fn may drop the caller's */
     if (r)
         return r;
-    ctx_context_retain(ctx); /* held while entered: fn may drop the caller's */
     void *res = fn(arg);
     if (result)
         *result = res;
-    r = leave(ctx__tls, ctx);
-    if (r == 0)
-        ctx_context_release(ctx); /* else still entered: exit releases it */
-    return r;
+    return leave(ctx__tls, ctx); /* if it fails, ctx stays entered: exit drops it */
 }
 
 int ctx_context_is_entered(const ctx_context_t *ctx) {
-    return ctx ? atomic_load_explicit(&ctx->entered, memory_order_acquire) : 0;
+    return ctx ? (int)(atomic_load_explicit(&ctx->state, memory_order_acquire) & CTX__ENTERED)
+               : 0;
 }
 
 /* ---- mapping view ---- */

@@ -20,7 +20,7 @@
  *
  * Invariants
  * ----------
- * - Embedded storage is never freed by the core: its `refs` stays 1 (the
+ * - Embedded storage is never freed by the core: its one reference stays (the
  *   storage owner's, nominal) from init to clear, and no function here
  *   changes it.  That is sound because no public function hands out a
  *   pointer to a context it did not get from its caller: the only way to
@@ -40,10 +40,9 @@
 #include "core/core.h"
 
 static void init(ctx_context_t *ctx, ctx__hamt_t map) {
-    atomic_init(&ctx->refs, 1);
+    atomic_init(&ctx->state, CTX__REF);
     ctx->id = ctx__next_id();
     atomic_init(&ctx->lock, 0);
-    atomic_init(&ctx->entered, 0);
     ctx->map = map;
     ctx->prev = NULL;
 }
@@ -73,9 +72,7 @@ int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
         return err;
-    int expected = 0;
-    if (!atomic_compare_exchange_strong_explicit(&ctx->entered, &expected, 1,
-                                                 memory_order_acquire, memory_order_relaxed))
+    if (ctx__context_claim(ctx, 0))
         return CTX_EENTERED;
     ctx->prev = ts->current;
     ts->current = ctx;
@@ -102,6 +99,6 @@ int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void
     }
     ctx->prev = NULL;
     ts->epoch++;
-    atomic_store_explicit(&ctx->entered, 0, memory_order_release);
+    atomic_fetch_sub_explicit(&ctx->state, CTX__ENTERED, memory_order_release);
     return r;
 }

@@ -29,12 +29,10 @@ static void tstate_free(ctx__tstate_t *ts) {
         ctx_context_t *ctx = ts->current;
         ts->current = ctx->prev;
         ctx->prev = NULL;
-        atomic_store_explicit(&ctx->entered, 0, memory_order_release);
-        ctx_context_release(ctx);
+        ctx__context_unref(ctx, CTX__ENTERED + CTX__REF);
     }
     ctx__tls = NULL;
-    atomic_store_explicit(&ts->base->entered, 0, memory_order_release);
-    ctx_context_release(ts->base);
+    ctx__context_unref(ts->base, CTX__ENTERED + CTX__REF);
     ctx__free(ts, sizeof *ts);
 }
 
@@ -61,7 +59,7 @@ ctx__tstate_t *ctx__tstate_get(int *err) {
         *err = CTX_ENOMEM;
         return NULL;
     }
-    atomic_store_explicit(&base->entered, 1, memory_order_relaxed);
+    ctx__context_claim(base, 0); /* entered: its one reference is the thread's */
     ts->base = ts->current = base;
     ts->epoch = 1;
     if (pthread_setspecific(tstate_key, ts) != 0) {
