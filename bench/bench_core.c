@@ -136,6 +136,25 @@ static void set_reset_figures(ctx_bench_t *b, long iters, int n, const char *key
     ctx_bench_put(b, key, ns, "ctx_var_set with a token, then ctx_var_reset");
 }
 
+/* The same in the thread's own context, which no other thread can reach:
+ * the context's lock is skipped. */
+static void set_reset_own_figure(ctx_bench_t *b, long iters) {
+    ctx_var_t *vars[16];
+    for (int i = 0; i < 16; i++)
+        if (ctx_var_new("v", NULL, &vars[i]) || ctx_var_set(vars[i], (void *)(intptr_t)(i + 1), NULL))
+            abort();
+    ctx_token_t *tok = NULL;
+    double ns;
+    int k = 0;
+    TIME_LOOP(ns, iters, ctx_var_set(vars[k], &tok, &tok); ctx_var_reset(vars[k], tok);
+              ctx_token_release(tok); k = (k + 7) % 16);
+    ctx_thread_release();
+    for (int i = 0; i < 16; i++)
+        ctx_var_release(vars[i]);
+    ctx_bench_put(b, "set_reset_own_ns_16", ns,
+                  "set+reset in the thread's own context (no other thread can reach it)");
+}
+
 static void set_after_copy_figure(ctx_bench_t *b, long iters) {
     ctx_var_t **vars;
     ctx_context_t *ctx = context_with(16, &vars);
@@ -210,6 +229,7 @@ void ctx_bench_core(ctx_bench_t *b) {
     set_reset_figures(b, iters, 1, "set_reset_ns_1");
     set_reset_figures(b, iters, 16, "set_reset_ns_16");
     set_reset_figures(b, iters, 1000, "set_reset_ns_1000");
+    set_reset_own_figure(b, iters);
     set_after_copy_figure(b, iters);
     copy_figures(b, iters);
     run_figure(b, iters);

@@ -17,6 +17,8 @@
  * Who may touch a context's map: the thread in which it is current (set,
  * reset, get_for_write change it, in place when its nodes are unshared), under
  * the context's lock; any other thread only reads it under that lock.  The
+ * owner skips the lock when no other thread can reach the context at all
+ * (ctx__context_lock_owned).  The
  * owning thread's own reads (ctx_var_get) need no lock since no one else
  * writes.  A context that is not entered is changed only by
  * ctx_context_set, which marks it entered for the duration.
@@ -137,6 +139,24 @@ static inline ctx_var_t *ctx__box_var(const ctx__box_t *box) {
 void ctx__context_lock(ctx_context_t *ctx);
 static inline void ctx__context_unlock(ctx_context_t *ctx) {
     atomic_store_explicit(&ctx->lock, 0, memory_order_release);
+}
+
+/* The lock as the thread in which `ctx` is current takes it before changing
+ * the map: skipped when the context's only reference is the one it holds
+ * while entered (a thread's own base context, a pool task's context), since
+ * then no other thread has a pointer to it and none can obtain one (only the
+ * holder of a reference could hand one out).  Returns whether it locked; give
+ * that to ctx__context_unlock_owned. */
+static inline int ctx__context_lock_owned(ctx_context_t *ctx) {
+    if (atomic_load_explicit(&ctx->state, memory_order_relaxed) == CTX__REF + CTX__ENTERED)
+        return 0;
+    ctx__context_lock(ctx);
+    return 1;
+}
+
+static inline void ctx__context_unlock_owned(ctx_context_t *ctx, int locked) {
+    if (locked)
+        ctx__context_unlock(ctx);
 }
 
 /* A new empty context (one reference, not entered), or NULL. */

@@ -62,8 +62,10 @@ ctx__box_t *ctx__box_new(ctx_var_t *var, void *value) {
 }
 
 void ctx__box_adopted(ctx__box_t *box) {
-    /* refs is 2: ours and the map's.  Under the context's lock nobody else can
-     * have reached the box, so ours is dropped with a plain store. */
+    /* refs is 2: ours and the map's.  Under the context's lock (or with the
+     * context out of every other thread's reach, ctx__context_lock_owned)
+     * nobody else can have reached the box, so ours is dropped with a plain
+     * store. */
     atomic_store_explicit(&box->item.refs, 1, memory_order_relaxed);
 }
 
@@ -190,11 +192,11 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
     }
 
     ctx__hamt_item_t *old = NULL;
-    ctx__context_lock(ctx);
+    int locked = ctx__context_lock_owned(ctx);
     int r = ctx__hamt_swap_inplace(&ctx->map, &box->item, &ctx__box_ops, &old);
     if (r == 0)
         ctx__box_adopted(box);
-    ctx__context_unlock(ctx);
+    ctx__context_unlock_owned(ctx, locked);
     if (r) {
         ctx__free(tok, sizeof *tok);
         ctx__box_discard(box);
@@ -232,12 +234,12 @@ int ctx_var_reset(ctx_var_t *var, ctx_token_t *tok) {
     ctx_context_t *ctx = tok->ctx;
     ctx__hamt_item_t *gone = NULL;
     int r;
-    ctx__context_lock(ctx);
+    int locked = ctx__context_lock_owned(ctx);
     if (tok->old)
         r = ctx__hamt_swap_inplace(&ctx->map, &tok->old->item, &ctx__box_ops, &gone);
     else
         r = ctx__hamt_without_inplace(&ctx->map, var->hash, var, &ctx__box_ops);
-    ctx__context_unlock(ctx);
+    ctx__context_unlock_owned(ctx, locked);
     if (r)
         return r;
     if (gone) /* released outside the lock: it may run a release operation */
