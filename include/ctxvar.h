@@ -336,6 +336,45 @@ CTX_EXPORT int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg,
 /* 1 if `ctx` is entered in some thread at the moment of the call, else 0. */
 CTX_EXPORT int ctx_context_is_entered(const ctx_context_t *ctx);
 
+/* ---- captures: copy_context() + run, in storage the caller owns ----
+ *
+ * What a scheduler needs for each piece of work it will run later in the
+ * submitter's context (the pool and the loop use them): a copy of a context
+ * kept inside the caller's own record instead of a heap object, so capturing
+ * allocates nothing and cannot fail, and running touches no reference count.
+ * A capture is private to its owner: it is never handed to the ctx_context_*
+ * functions, and it must be cleared (ctx_capture_clear) exactly once before
+ * its storage is reused or dropped.  Sets made while it runs stay in it, as
+ * with a context given to ctx_context_run. */
+typedef struct ctx_capture {
+    void *private_[6];
+} ctx_capture_t;
+
+/* Stores a copy of the calling thread's current context in `capture`: O(1)
+ * (the map is shared), no allocation, no lock; an empty context if the
+ * thread has none yet.  Any thread; the capture may then be run on any
+ * thread.  NULL is ignored. */
+CTX_EXPORT void ctx_capture_current(ctx_capture_t *capture);
+
+/* Stores a copy of `ctx` (any context, entered anywhere or not) in
+ * `capture`.  Returns 0, or CTX_EINVAL (nothing stored). */
+CTX_EXPORT int ctx_capture_copy(ctx_capture_t *capture, ctx_context_t *ctx);
+
+/* ctx_context_run for a capture: enters it, calls fn(arg), stores fn's return
+ * value in *result (if not NULL) and leaves it.  Errors: CTX_EENTERED (the
+ * same capture is being run in another thread or further up this one; fn is
+ * not called), CTX_ENOMEM / CTX_ESYSTEM (the thread had no state and none
+ * could be made; fn is not called), CTX_ENOTCURRENT (fn ran but left
+ * contexts it entered still entered: they stay entered, above the context
+ * that was current before the run, and the capture is left all the same),
+ * CTX_EINVAL. */
+CTX_EXPORT int ctx_capture_run(ctx_capture_t *capture, ctx_run_fn fn, void *arg,
+                               void **result);
+
+/* Drops what `capture` holds (values no other context holds are released).
+ * Not while it runs.  NULL is ignored. */
+CTX_EXPORT void ctx_capture_clear(ctx_capture_t *capture);
+
 /* ---- mapping view (any context, any thread) ---- */
 
 /* The value of `var` in `ctx` (the default is not consulted): 0 and *out

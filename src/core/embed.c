@@ -1,5 +1,6 @@
 /*
- * embed.c — contexts in storage a caller owns (internal, for the pool).
+ * embed.c — contexts in storage a caller owns (the pool's task records,
+ * and the public ctx_capture_t that the loop and users build on).
  *
  * What it is for
  * --------------
@@ -101,4 +102,32 @@ int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void
     ts->epoch++;
     atomic_fetch_sub_explicit(&ctx->state, CTX__ENTERED, memory_order_release);
     return r;
+}
+
+/* ---- the public face: ctx_capture_t is storage for one context ---- */
+
+_Static_assert(sizeof(ctx_capture_t) >= sizeof(ctx_context_t), "ctx_capture_t too small");
+_Static_assert(_Alignof(ctx_capture_t) >= _Alignof(ctx_context_t), "ctx_capture_t misaligned");
+
+void ctx_capture_current(ctx_capture_t *capture) {
+    if (capture)
+        ctx__context_init_copy_current((ctx_context_t *)capture);
+}
+
+int ctx_capture_copy(ctx_capture_t *capture, ctx_context_t *ctx) {
+    if (!capture || !ctx)
+        return CTX_EINVAL;
+    ctx__context_init_copy((ctx_context_t *)capture, ctx);
+    return 0;
+}
+
+int ctx_capture_run(ctx_capture_t *capture, ctx_run_fn fn, void *arg, void **result) {
+    if (!capture || !fn)
+        return CTX_EINVAL;
+    return ctx__context_run_embedded((ctx_context_t *)capture, fn, arg, result);
+}
+
+void ctx_capture_clear(ctx_capture_t *capture) {
+    if (capture)
+        ctx__context_clear((ctx_context_t *)capture);
 }

@@ -4,11 +4,11 @@
  *
  * A handle is one allocation holding the record the loop queues, the
  * callback, its arg and arg_release, and the context captured at
- * scheduling: ctx_context_copy_current (O(1): a new box around the same map
- * root) or the caller's explicit context, retained.  The callback runs
- * inside that context with ctx_context_run; no second copy is made,
- * because the captured copy is already
- * private to this one callback — exactly what asyncio does (Handle keeps
+ * scheduling: a ctx_capture_t inside the handle (ctx_capture_current: O(1),
+ * no allocation of its own, the same map root shared) or the caller's
+ * explicit context, retained.  The callback runs inside it with
+ * ctx_capture_run / ctx_context_run; no second copy is made, because the
+ * captured copy is already private to this one callback — exactly what asyncio does (Handle keeps
  * copy_context() and calls self._context.run).  An explicit context is run
  * as is, so sets made by the callback land in it, again as in asyncio.
  * Done-callbacks of futures (future.c) are handles too, with a different
@@ -48,7 +48,10 @@ static void handle_unref(ctx_loop_handle_t *h) {
 
 /* What a handle gives back once it ran or will never run. */
 static void handle_finish(ctx_loop_handle_t *h) {
-    ctx_context_release(h->context);
+    if (h->context)
+        ctx_context_release(h->context);
+    else
+        ctx_capture_clear(&h->capture);
     h->context = NULL;
     if (h->arg_release)
         h->arg_release(h->arg);
@@ -79,8 +82,9 @@ static void handle_run(ctx__loop_rec_t *rec) {
         handle_unref(h); /* cancelled: finished already */
         return;
     }
-    int r = ctx_context_run(h->context, call_trampoline, h, NULL);
-    if (r == CTX_ENOTCURRENT) /* ours stays entered under it; the core holds it */
+    int r = h->context ? ctx_context_run(h->context, call_trampoline, h, NULL)
+                       : ctx_capture_run(&h->capture, call_trampoline, h, NULL);
+    if (r == CTX_ENOTCURRENT) /* the core keeps the callback's own contexts entered */
         ctx__loop_report(h->loop, r, "a callback returned with a context of its own still entered");
     else if (r)
         ctx__loop_report(h->loop, r, "a callback could not enter its context and was skipped");
@@ -119,17 +123,11 @@ ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, ctx_loop_callback_fn f
         *err = CTX_ENOMEM;
         return NULL;
     }
-    ctx_context_t *context;
-    if (options && options->context) {
+    ctx_context_t *context = NULL;
+    if (options && options->context)
         context = ctx_context_retain(options->context);
-    } else {
-        int r = ctx_context_copy_current(&context);
-        if (r) {
-            ctx__loop_free(h, sizeof *h);
-            *err = r;
-            return NULL;
-        }
-    }
+    else
+        ctx_capture_current(&h->capture);
     h->rec.next = NULL;
     h->rec.ops = fn ? &call_ops : &done_ops;
     h->rec.when = h->rec.seq = 0;
@@ -149,7 +147,10 @@ ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, ctx_loop_callback_fn f
 }
 
 void ctx__loop_handle_discard(ctx_loop_handle_t *h) {
-    ctx_context_release(h->context);
+    if (h->context)
+        ctx_context_release(h->context);
+    else
+        ctx_capture_clear(&h->capture);
     if (h->future)
         ctx_loop_future_release(h->future);
     if (h->holds_loop)

@@ -228,7 +228,11 @@ struct ctx_loop_handle {
     ctx_loop_future_done_fn done_fn;
     void *arg;
     void (*arg_release)(void *arg);
-    ctx_context_t *context; /* released when run or dropped */
+    /* The context the callback runs in: the caller's explicit one (retained),
+     * or, when `context` is NULL, a copy of the scheduler's current context
+     * captured in `capture` (no allocation).  Released when run or dropped. */
+    ctx_context_t *context;
+    ctx_capture_t capture;
     ctx_loop_future_t *future; /* done-callbacks: retained once scheduled */
     uint64_t when;
     atomic_uint refs;

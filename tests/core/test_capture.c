@@ -1,0 +1,216 @@
+/*
+ * test_capture.c — ctx_capture_t: copy_context() + run in caller-owned
+ * storage.  Each test checks one promise of the header: the capture is a
+ * snapshot, runs see it and keep their own sets, a capture cannot be run
+ * twice at once, capturing allocates nothing, clearing releases exactly what
+ * only the capture held, and a run that leaves contexts entered still leaves
+ * the capture.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <ctxvar.h>
+
+#include "support.h"
+
+static int releases;
+static void count_release(void *value, void *user) {
+    (void)value;
+    (void)user;
+    releases++;
+}
+static const ctx_value_ops_t counted = {.release = count_release};
+
+static ctx_var_t *new_var(const char *name) {
+    ctx_var_t *v;
+    ctx_var_options_t o = {.ops = &counted};
+    assert_int_equal(ctx_var_new(name, &o, &v), 0);
+    return v;
+}
+
+static void *value_of(ctx_var_t *v) {
+    void *out = NULL;
+    return ctx_var_get(v, &out) == CTX_VALUE ? out : NULL;
+}
+
+static ctx_var_t *g_var;
+
+static void *read_var(void *arg) {
+    (void)arg;
+    return value_of(g_var);
+}
+
+static void *set_var(void *arg) {
+    ctx_var_set(g_var, arg, NULL);
+    return value_of(g_var);
+}
+
+static void test_capture_is_a_snapshot(void **state) {
+    (void)state;
+    g_var = new_var("v");
+    ctx_var_set(g_var, (void *)1, NULL);
+    ctx_capture_t cap;
+    ctx_capture_current(&cap);
+    ctx_var_set(g_var, (void *)2, NULL); /* after the capture: not in it */
+    void *seen = NULL;
+    assert_int_equal(ctx_capture_run(&cap, read_var, NULL, &seen), 0);
+    assert_ptr_equal(seen, (void *)1);
+    assert_ptr_equal(value_of(g_var), (void *)2); /* the caller is untouched */
+    ctx_capture_clear(&cap);
+    assert_int_equal(ctx_thread_release(), 0);
+    ctx_var_release(g_var);
+}
+
+static void test_sets_stay_in_the_capture(void **state) {
+    (void)state;
+    g_var = new_var("v");
+    ctx_capture_t cap;
+    ctx_capture_current(&cap); /* no thread state yet: an empty context */
+    void *seen = NULL;
+    assert_int_equal(ctx_capture_run(&cap, set_var, (void *)7, &seen), 0);
+    assert_ptr_equal(seen, (void *)7);
+    assert_null(value_of(g_var)); /* not in the caller's context */
+    assert_int_equal(ctx_capture_run(&cap, read_var, NULL, &seen), 0);
+    assert_ptr_equal(seen, (void *)7); /* a later run sees it */
+    int before = releases;
+    ctx_capture_clear(&cap);
+    assert_int_equal(releases, before + 1); /* only the capture held it */
+    ctx_capture_clear(&cap);                /* cleared storage: a no-op */
+    assert_int_equal(releases, before + 1);
+    assert_int_equal(ctx_thread_release(), 0);
+    ctx_var_release(g_var);
+}
+
+static ctx_capture_t *g_cap;
+
+static void *run_again(void *arg) {
+    (void)arg;
+    return (void *)(intptr_t)ctx_capture_run(g_cap, read_var, NULL, NULL);
+}
+
+static void test_nested_run_is_eentered(void **state) {
+    (void)state;
+    g_var = new_var("v");
+    ctx_capture_t cap;
+    ctx_capture_current(&cap);
+    g_cap = &cap;
+    void *inner = NULL;
+    assert_int_equal(ctx_capture_run(&cap, run_again, NULL, &inner), 0);
+    assert_int_equal((int)(intptr_t)inner, CTX_EENTERED);
+    ctx_capture_clear(&cap);
+    assert_int_equal(ctx_thread_release(), 0);
+    ctx_var_release(g_var);
+}
+
+static void test_copy_of_a_context(void **state) {
+    (void)state;
+    g_var = new_var("v");
+    ctx_context_t *ctx;
+    assert_int_equal(ctx_context_new(&ctx), 0);
+    assert_int_equal(ctx_context_set(ctx, g_var, (void *)5), 0);
+    ctx_capture_t cap;
+    assert_int_equal(ctx_capture_copy(&cap, ctx), 0);
+    void *seen = NULL;
+    assert_int_equal(ctx_capture_run(&cap, set_var, (void *)6, &seen), 0);
+    void *in_ctx = NULL;
+    assert_int_equal(ctx_context_get(ctx, g_var, &in_ctx), 0);
+    assert_ptr_equal(in_ctx, (void *)5); /* the source is untouched */
+    assert_int_equal(ctx_capture_copy(NULL, ctx), CTX_EINVAL);
+    assert_int_equal(ctx_capture_copy(&cap, NULL), CTX_EINVAL);
+    assert_int_equal(ctx_capture_run(NULL, read_var, NULL, NULL), CTX_EINVAL);
+    assert_int_equal(ctx_capture_run(&cap, NULL, NULL, NULL), CTX_EINVAL);
+    ctx_capture_current(NULL); /* ignored */
+    ctx_capture_clear(NULL);   /* ignored */
+    ctx_capture_clear(&cap);
+    ctx_context_release(ctx);
+    assert_int_equal(ctx_thread_release(), 0);
+    ctx_var_release(g_var);
+}
+
+static void test_capturing_allocates_nothing(void **state) {
+    (void)state;
+    g_var = new_var("v");
+    ctx_var_set(g_var, (void *)1, NULL);
+    ctx_test_alloc_install();
+    ctx_test_alloc_fail_all(1);
+    ctx_capture_t cap;
+    ctx_capture_current(&cap);
+    void *seen = NULL;
+    assert_int_equal(ctx_capture_run(&cap, read_var, NULL, &seen), 0);
+    assert_ptr_equal(seen, (void *)1);
+    ctx_capture_clear(&cap);
+    ctx_test_alloc_fail_all(0);
+    assert_int_equal(ctx_test_alloc_fired(), 0);
+    ctx_test_alloc_uninstall();
+    assert_int_equal(ctx_thread_release(), 0);
+    ctx_var_release(g_var);
+}
+
+static ctx_context_t *g_left;
+
+static void *enter_and_stay(void *arg) {
+    (void)arg;
+    ctx_context_enter(g_left);
+    return NULL;
+}
+
+static void test_run_that_leaves_a_context_entered(void **state) {
+    (void)state;
+    g_var = new_var("v");
+    ctx_var_set(g_var, (void *)1, NULL);
+    assert_int_equal(ctx_context_new(&g_left), 0);
+    ctx_capture_t cap;
+    ctx_capture_current(&cap);
+    assert_int_equal(ctx_capture_run(&cap, enter_and_stay, NULL, NULL), CTX_ENOTCURRENT);
+    /* The capture was left; the context fn entered is still current. */
+    assert_int_equal(ctx_context_is_entered(g_left), 1);
+    assert_null(value_of(g_var));
+    assert_int_equal(ctx_context_exit(g_left), 0);
+    assert_ptr_equal(value_of(g_var), (void *)1); /* back where we started */
+    assert_int_equal(ctx_capture_run(&cap, read_var, NULL, NULL), 0); /* reusable */
+    ctx_capture_clear(&cap);
+    ctx_context_release(g_left);
+    assert_int_equal(ctx_thread_release(), 0);
+    ctx_var_release(g_var);
+}
+
+static void *thread_runs_capture(void *arg) {
+    void *seen = NULL;
+    int r = ctx_capture_run(arg, read_var, NULL, &seen);
+    ctx_thread_release();
+    return r ? NULL : seen;
+}
+
+static void test_run_on_another_thread(void **state) {
+    (void)state;
+    g_var = new_var("v");
+    ctx_var_set(g_var, (void *)9, NULL);
+    ctx_capture_t cap;
+    ctx_capture_current(&cap);
+    pthread_t th;
+    void *seen = NULL;
+    assert_int_equal(pthread_create(&th, NULL, thread_runs_capture, &cap), 0);
+    assert_int_equal(pthread_join(th, &seen), 0);
+    assert_ptr_equal(seen, (void *)9);
+    ctx_capture_clear(&cap);
+    assert_int_equal(ctx_thread_release(), 0);
+    ctx_var_release(g_var);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_capture_is_a_snapshot),
+        cmocka_unit_test(test_sets_stay_in_the_capture),
+        cmocka_unit_test(test_nested_run_is_eentered),
+        cmocka_unit_test(test_copy_of_a_context),
+        cmocka_unit_test(test_capturing_allocates_nothing),
+        cmocka_unit_test(test_run_that_leaves_a_context_entered),
+        cmocka_unit_test(test_run_on_another_thread),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
