@@ -51,3 +51,22 @@ function(ctx_add_test)
     TIMEOUT ${T_TIMEOUT}
     ENVIRONMENT "${CTX_TEST_ENVIRONMENT}")
 endfunction()
+
+# ctx_add_exports_check(MODULE <m> TARGET <shared lib target> HEADER <path>
+#                       MACRO <export macro> [OPTIONAL <function>...])
+# Plain builds only: the test build_<m>_exports checks that the module's
+# shared library exports exactly what its header declares with MACRO
+# (cmake/CtxCheckModuleExports.cmake).  OPTIONAL names declared functions
+# that exist only with an optional dependency.
+function(ctx_add_exports_check)
+  cmake_parse_arguments(A "" "MODULE;TARGET;HEADER;MACRO" "OPTIONAL" ${ARGN})
+  if(NOT CTX_SANITIZE STREQUAL "none" OR CTX_VALGRIND OR NOT TARGET ${A_TARGET})
+    return()
+  endif()
+  string(REPLACE ";" "," _optional "${A_OPTIONAL}")
+  add_test(NAME build_${A_MODULE}_exports
+    COMMAND ${CMAKE_COMMAND} -DLIBRARY=$<TARGET_FILE:${A_TARGET}> -DNM=${CMAKE_NM}
+            -DHEADER=${A_HEADER} -DMACRO=${A_MACRO} "-DOPTIONAL=${_optional}"
+            -P "${PROJECT_SOURCE_DIR}/cmake/CtxCheckModuleExports.cmake")
+  set_tests_properties(build_${A_MODULE}_exports PROPERTIES LABELS "build;${A_MODULE}" TIMEOUT 120)
+endfunction()

@@ -1,9 +1,12 @@
-# CtxCheckModuleExports.cmake — ctest `build_wire_exports` / `build_nats_exports`
-# (cmake -P): the module's shared library exports exactly the functions its
-# header declares with the module's export macro, all of them, and nothing
-# else (the loop module's check, parameterised).
+# CtxCheckModuleExports.cmake — the ctest `build_<module>_exports` of each
+# module built as its own shared library (cmake -P; added by
+# ctx_add_exports_check in CtxTesting.cmake): the library exports exactly the
+# functions its header declares with the module's export macro, all of them,
+# and nothing else.
 #
 # Inputs: -DLIBRARY=<lib.so> -DHEADER=<header> -DMACRO=<CTX_WIRE_EXPORT> -DNM=<nm>
+#         -DOPTIONAL=<a,b> declared functions the library may lack (built only
+#         with an optional dependency)
 cmake_policy(VERSION 3.21)
 if(NOT NM)
   set(NM nm)
@@ -27,13 +30,14 @@ foreach(line IN LISTS lines)
     endif()
   endif()
 endforeach()
+string(REPLACE "," ";" optional "${OPTIONAL}")
 file(STRINGS "${HEADER}" decls REGEX "^${MACRO} ")
 set(missing "")
 set(declared "")
 foreach(decl IN LISTS decls)
   if(decl MATCHES "([A-Za-z_][A-Za-z0-9_]*) *\\(")
     list(APPEND declared "${CMAKE_MATCH_1}")
-    if(NOT CMAKE_MATCH_1 IN_LIST exported)
+    if(NOT CMAKE_MATCH_1 IN_LIST exported AND NOT CMAKE_MATCH_1 IN_LIST optional)
       list(APPEND missing "${CMAKE_MATCH_1}")
     endif()
   endif()
