@@ -224,13 +224,13 @@ CTX_EXPORT const char *ctx_var_name(const ctx_var_t *var);
  * get of the same variable is served from a per-thread cache. */
 CTX_EXPORT int ctx_var_get(const ctx_var_t *var, void **out);
 
-/* Sets `var` to `value` in the current context (creating the thread's
- * context if it has none).  The context holds one share of `value` from now
+/* Sets `var` to `value` in the calling thread's current context (creating
+ * the thread's context if it has none).  The context holds one share of `value` from now
  * on.  If `token` is not NULL, *token receives a new token (the caller owns it;
  * release it with ctx_token_release) with which ctx_var_reset restores the
  * previous state.  Other copies of the context are unaffected.
  * Errors: CTX_EINVAL, CTX_ENOMEM (nothing changed; `value` stays the
- * caller's). */
+ * caller's), CTX_ESYSTEM (the thread's state could not be registered). */
 CTX_EXPORT int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token);
 
 /* Undoes the set that made `token`: restores the value the variable had
@@ -252,9 +252,11 @@ CTX_EXPORT int ctx_var_reset(ctx_var_t *var, ctx_token_t *token);
  * value but the variable has a default, the default is cloned and set (a
  * mutable default is never modified in place).  The pointer is private only
  * until the context is next copied: ask again after any copy.
+ * Calling thread's current context only.
  * Errors: CTX_ENOTFOUND (no value, no default), CTX_ENOCLONE (a clone was
- * needed and the variable has none), CTX_ENOMEM, the clone's own code,
- * CTX_EINVAL.  On error nothing changed. */
+ * needed and the variable has none), CTX_ENOMEM, CTX_ESYSTEM, the clone's
+ * own negative code (a positive one becomes CTX_ECALLBACK), CTX_EINVAL.  On
+ * error nothing changed. */
 CTX_EXPORT int ctx_var_get_for_write(ctx_var_t *var, void **out);
 
 /* Drops a token (NULL ignored).  Any thread.  A token keeps its variable and
@@ -311,8 +313,8 @@ CTX_EXPORT int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value);
 /* Makes `ctx` the calling thread's current context; the previous one becomes
  * current again at ctx_context_exit.  Errors: CTX_EENTERED (entered in this
  * or any other thread; this includes a thread's own base context),
- * CTX_ENOMEM (the thread had no context yet and none could be made),
- * CTX_EINVAL. */
+ * CTX_ENOMEM / CTX_ESYSTEM (the thread had no context yet and none could be
+ * made), CTX_EINVAL. */
 CTX_EXPORT int ctx_context_enter(ctx_context_t *ctx);
 
 /* Leaves `ctx`, which must be the calling thread's current context, and makes
@@ -326,10 +328,12 @@ typedef void *(*ctx_run_fn)(void *arg);
 /* Python's Context.run: enters `ctx`, calls fn(arg), exits, and stores fn's
  * return value in *result (if `result` is not NULL).  Sets made by `fn` land
  * in `ctx`.  `ctx` holds a reference to itself while entered, so `fn` may
- * release the caller's.  Returns 0, or an error of ctx_context_enter (then `fn` is not
- * called).  `fn` must leave the contexts it entered before returning
- * (otherwise the exit fails, CTX_ENOTCURRENT is returned and *result is
- * still stored). */
+ * release the caller's.  Calling thread; `ctx` may be any context not
+ * entered anywhere.  Returns 0, or an error of ctx_context_enter (then `fn`
+ * is not called), or CTX_ENOTCURRENT: fn returned with another context
+ * current (it entered contexts it did not exit: `ctx` then stays entered
+ * under them, as in Python, until they and it are exited; or it exited
+ * `ctx` itself); *result is stored all the same. */
 CTX_EXPORT int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg,
                                void **result);
 
@@ -344,8 +348,11 @@ CTX_EXPORT int ctx_context_is_entered(const ctx_context_t *ctx);
  * allocates nothing and cannot fail, and running touches no reference count.
  * A capture is private to its owner: it is never handed to the ctx_context_*
  * functions, and it must be cleared (ctx_capture_clear) exactly once before
- * its storage is reused or dropped.  Sets made while it runs stay in it, as
- * with a context given to ctx_context_run. */
+ * its storage is reused or dropped; it must not be copied by value (a struct
+ * assignment would make two owners of one reference).  Sets made while it
+ * runs stay in it, as with a context given to ctx_context_run.  Unlike
+ * ctx_context_run, a capture is always left when its run returns, so its
+ * storage can always be cleared. */
 typedef struct ctx_capture {
     void *private_[6];
 } ctx_capture_t;

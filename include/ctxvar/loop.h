@@ -263,7 +263,8 @@ typedef struct ctx_loop_call_options {
  * callbacks run wait for the next iteration, as in asyncio), inside a copy
  * of the calling thread's current context taken now (or options->context).
  * If `handle` is not NULL, *handle receives a reference to cancel it with.
- * Costs two small allocations (the record and the O(1) context copy).
+ * Costs one small allocation (the record, which captures the context: a
+ * ctx_capture_t, O(1)).
  * Loop thread.
  * Errors (fn never runs; arg stays the caller's; *handle untouched):
  * CTX_EINVAL (loop or fn NULL), CTX_ENOMEM, CTX_ECLOSED. */

@@ -40,6 +40,7 @@ ctx_context_t *ctx__context_alloc(void) {
     atomic_init(&ctx->state, CTX__REF);
     ctx->id = ctx__next_id();
     atomic_init(&ctx->lock, 0);
+    ctx->embedded = 0;
     ctx->map = CTX__HAMT_EMPTY;
     ctx->prev = NULL;
     return ctx;
@@ -208,7 +209,11 @@ int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result)
     void *res = fn(arg);
     if (result)
         *result = res;
-    return leave(ctx__tls, ctx); /* if it fails, ctx stays entered: exit drops it */
+    /* Compare before touching *ctx: if fn exited ctx itself, it may be gone. */
+    ts = ctx__tls;
+    if (!ts || ts->current != ctx)
+        return CTX_ENOTCURRENT; /* ctx stays entered (or fn exited it): exit drops it */
+    return leave(ts, ctx);
 }
 
 int ctx_context_is_entered(const ctx_context_t *ctx) {

@@ -65,6 +65,7 @@ struct ctx_context {
     atomic_size_t state;
     uint64_t id; /* unique, never reused: tokens check it */
     atomic_int lock;
+    int embedded; /* in caller-owned storage (embed.c): never freed here */
     ctx__hamt_t map;
     ctx_context_t *prev; /* the context current before this one's enter */
 };
@@ -148,7 +149,7 @@ static inline void ctx__context_unlock(ctx_context_t *ctx) {
  * holder of a reference could hand one out).  Returns whether it locked; give
  * that to ctx__context_unlock_owned. */
 static inline int ctx__context_lock_owned(ctx_context_t *ctx) {
-    if (atomic_load_explicit(&ctx->state, memory_order_relaxed) == CTX__REF + CTX__ENTERED)
+    if (atomic_load_explicit(&ctx->state, memory_order_acquire) == CTX__REF + CTX__ENTERED)
         return 0;
     ctx__context_lock(ctx);
     return 1;
@@ -162,8 +163,9 @@ static inline void ctx__context_unlock_owned(ctx_context_t *ctx, int locked) {
 /* A new empty context (one reference, not entered), or NULL. */
 ctx_context_t *ctx__context_alloc(void);
 
-/* A process-wide unique id (never 0, never reused) for contexts and
- * variables; taken from a per-thread block so most calls touch no atomic. */
+/* A process-wide unique id (never 0, never reused) for contexts; taken from
+ * a per-thread block so most calls touch no atomic.  (Variables have their
+ * own dense counter, var.c.) */
 uint64_t ctx__next_id(void);
 
 /* Tests only: gives `var` a chosen hash; call before any value is set. */

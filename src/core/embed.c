@@ -44,6 +44,7 @@ static void init(ctx_context_t *ctx, ctx__hamt_t map) {
     atomic_init(&ctx->state, CTX__REF);
     ctx->id = ctx__next_id();
     atomic_init(&ctx->lock, 0);
+    ctx->embedded = 1;
     ctx->map = map;
     ctx->prev = NULL;
 }

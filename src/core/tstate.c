@@ -29,7 +29,9 @@ static void tstate_free(ctx__tstate_t *ts) {
         ctx_context_t *ctx = ts->current;
         ts->current = ctx->prev;
         ctx->prev = NULL;
-        ctx__context_unref(ctx, CTX__ENTERED + CTX__REF);
+        /* A context in caller-owned storage (a capture, a pool task's) was
+         * entered without a reference and is never freed by the core. */
+        ctx__context_unref(ctx, ctx->embedded ? CTX__ENTERED : CTX__ENTERED + CTX__REF);
     }
     ctx__tls = NULL;
     ctx__context_unref(ts->base, CTX__ENTERED + CTX__REF);
@@ -63,7 +65,7 @@ ctx__tstate_t *ctx__tstate_get(int *err) {
     ts->base = ts->current = base;
     ts->epoch = 1;
     if (pthread_setspecific(tstate_key, ts) != 0) {
-        ctx_context_release(base);
+        ctx__context_unref(base, CTX__ENTERED + CTX__REF);
         ctx__free(ts, sizeof *ts);
         *err = CTX_ENOMEM;
         return NULL;

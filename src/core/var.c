@@ -36,6 +36,10 @@
 #include "core/alloc.h"
 #include "core/core.h"
 
+/* Variables count up from 1 on their own counter (creating one is rare), so
+ * their ids, hence hashes, are dense: see the essay above. */
+static atomic_uint_fast64_t next_var_id = 1;
+
 /* ---- boxes ---- */
 
 static void box_free(ctx__hamt_item_t *item, void *user) {
@@ -86,7 +90,7 @@ int ctx_var_new(const char *name, const ctx_var_options_t *options, ctx_var_t **
     if (!var)
         return CTX_ENOMEM;
     atomic_init(&var->refs, 1);
-    var->id = ctx__next_id();
+    var->id = atomic_fetch_add_explicit(&next_var_id, 1, memory_order_relaxed);
     var->hash = (uint32_t)var->id;
     var->has_default = options && options->has_default;
     var->default_value = var->has_default ? options->default_value : NULL;

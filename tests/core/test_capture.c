@@ -202,6 +202,73 @@ static void test_run_on_another_thread(void **state) {
     ctx_var_release(g_var);
 }
 
+static void *exit_and_stay(void *arg) {
+    pthread_exit(arg);
+    return NULL;
+}
+
+static void *thread_exits_inside_run(void *arg) {
+    ctx_capture_run(arg, exit_and_stay, NULL, NULL);
+    return NULL; /* not reached */
+}
+
+/* A thread that ends inside a capture's run: its exit leaves the capture but
+ * never frees it (it is the caller's storage; ASan and valgrind would report
+ * a free of memory that was never allocated). */
+static void test_thread_exit_inside_a_run(void **state) {
+    (void)state;
+    g_var = new_var("v");
+    ctx_var_set(g_var, (void *)3, NULL);
+    ctx_capture_t cap;
+    ctx_capture_current(&cap);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, thread_exits_inside_run, &cap), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    void *seen = NULL;
+    assert_int_equal(ctx_capture_run(&cap, read_var, NULL, &seen), 0); /* left */
+    assert_ptr_equal(seen, (void *)3);
+    ctx_capture_clear(&cap);
+    assert_int_equal(ctx_thread_release(), 0);
+    ctx_var_release(g_var);
+}
+
+static ctx_context_t *g_ctx;
+
+static void *exit_own_context(void *arg) {
+    (void)arg;
+    ctx_context_release(g_ctx); /* the caller's reference */
+    return (void *)(intptr_t)ctx_context_exit(g_ctx); /* and its own */
+}
+
+/* fn may drop the caller's reference and even exit the context it runs in:
+ * run must not touch the (now freed) context afterwards. */
+static void test_run_whose_fn_exits_its_context(void **state) {
+    (void)state;
+    assert_int_equal(ctx_context_new(&g_ctx), 0);
+    void *exit_result = (void *)1;
+    assert_int_equal(ctx_context_run(g_ctx, exit_own_context, NULL, &exit_result),
+                     CTX_ENOTCURRENT);
+    assert_int_equal((int)(intptr_t)exit_result, 0);
+    assert_int_equal(ctx_thread_release(), 0); /* nothing left entered */
+}
+
+/* ctx_malloc/ctx_free go through the installed allocator. */
+static void test_exported_allocator(void **state) {
+    (void)state;
+    ctx_test_alloc_install();
+    void *p = ctx_malloc(40);
+    assert_non_null(p);
+    assert_int_equal(ctx_test_alloc_live_blocks(), 1);
+    assert_int_equal(ctx_test_alloc_live_bytes(), 40);
+    ctx_free(p, 40);
+    ctx_free(NULL, 0);
+    assert_int_equal(ctx_test_alloc_live_blocks(), 0);
+    ctx_test_alloc_fail_nth(1);
+    assert_null(ctx_malloc(8));
+    assert_int_equal(ctx_test_alloc_fired(), 1);
+    ctx_test_alloc_uninstall();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_capture_is_a_snapshot),
@@ -211,6 +278,9 @@ int main(void) {
         cmocka_unit_test(test_capturing_allocates_nothing),
         cmocka_unit_test(test_run_that_leaves_a_context_entered),
         cmocka_unit_test(test_run_on_another_thread),
+        cmocka_unit_test(test_thread_exit_inside_a_run),
+        cmocka_unit_test(test_run_whose_fn_exits_its_context),
+        cmocka_unit_test(test_exported_allocator),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
