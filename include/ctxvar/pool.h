@@ -319,8 +319,10 @@ CTX_EXPORT int ctx_task_cancelled(void);
 /* Registers fn(future, user) to run once when the future ends, in a private
  * copy of the context current now (in the caller).  Callbacks run in the
  * order they were added, on the thread that ends the future (a worker, or a
- * thread that cancels it); if the future has already ended, fn runs at once
- * on the calling thread, before this returns.  A callback's sets stay in
+ * thread that cancels it); if the future has already ended and its
+ * callbacks have run, fn runs at once on the calling thread, before this
+ * returns (racing with the end itself, it runs on the ending thread, after
+ * the callbacks added before it).  A callback's sets stay in
  * its copy.  A callback must not release the future's last reference nor
  * wait for another future of a full pool.  Any thread.
  * Errors (fn is then never called; user stays the caller's): CTX_EINVAL,

@@ -405,9 +405,11 @@ int ctx_future_add_done_callback(ctx_future_t *future, ctx_future_done_fn fn,
 
     ctx__done_cb_t *head =
         atomic_load_explicit(&future->callbacks, memory_order_acquire);
+    /* Only the completer's exchange decides: a callback pushed before it is
+     * run by the completer after every earlier one (order kept even when the
+     * state is already final); one that finds CTX__CB_DONE runs here. */
     for (;;) {
-        if (head == CTX__CB_DONE ||
-            is_final(atomic_load_explicit(&future->state, memory_order_acquire)))
+        if (head == CTX__CB_DONE)
             break;
         cb->next = head;
         if (atomic_compare_exchange_weak_explicit(&future->callbacks, &head, cb,
