@@ -224,6 +224,13 @@ CTX_EXPORT const char *ctx_var_name(const ctx_var_t *var);
  * get of the same variable is served from a per-thread cache. */
 CTX_EXPORT int ctx_var_get(const ctx_var_t *var, void **out);
 
+/* Python's var.get(default): the value `var` has in the calling thread's
+ * current context (CTX_VALUE), or else `fallback` (CTX_DEFAULT): the call's
+ * fallback wins over the variable's own default, as in Python.  Never
+ * CTX_ENOTFOUND.  CTX_EINVAL for NULL `var` or `out`.  Borrowed, cached and
+ * allocation-free like ctx_var_get. */
+CTX_EXPORT int ctx_var_get_or(const ctx_var_t *var, void *fallback, void **out);
+
 /* Sets `var` to `value` in the calling thread's current context (creating
  * the thread's context if it has none).  The context holds one share of `value` from now
  * on.  If `token` is not NULL, *token receives a new token (the caller owns it;

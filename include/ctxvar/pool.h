@@ -278,7 +278,7 @@ CTX_EXPORT ctx_future_state_t ctx_future_state(const ctx_future_t *future);
 CTX_EXPORT int ctx_future_done(const ctx_future_t *future);
 
 /* Waits until the future ends, at most `timeout_ns` nanoseconds
- * (CTX_WAIT_FOREVER: no limit; 0: just look).  Any thread, but a task must
+ * (CTX_WAIT_FOREVER, or any negative value: no limit; 0: just look).  Any thread, but a task must
  * not wait for a task that can only run after it on the same pool.
  * Returns 0 (ended; its arg_release has run), CTX_ETIMEDOUT, CTX_EINVAL
  * (NULL, or a task waiting for its own future). */

@@ -166,6 +166,14 @@ int ctx_var_get(const ctx_var_t *var, void **out) {
     return get_slow(ts, var, out, e);
 }
 
+int ctx_var_get_or(const ctx_var_t *var, void *fallback, void **out) {
+    int r = ctx_var_get(var, out);
+    if (r == CTX_VALUE || r == CTX_EINVAL)
+        return r;
+    *out = fallback;
+    return CTX_DEFAULT;
+}
+
 /* ---- set, reset ---- */
 
 /* After the current map changed to give `var` `value`: a new epoch, and the

@@ -693,6 +693,30 @@ static void test_thread_release_idempotent(void **state) {
     ASSERT_RC(ctx_thread_release(), 0);
 }
 
+/* Python's var.get(default): the call's fallback beats the variable's own
+ * default, a set value beats both, and lookup failure never surfaces. */
+static void test_get_or(void **state) {
+    (void)state;
+    ctx_var_t *plain, *with_default;
+    ctx_var_options_t o = {.default_value = (void *)100, .has_default = 1};
+    assert_int_equal(ctx_var_new("plain", NULL, &plain), 0);
+    assert_int_equal(ctx_var_new("with_default", &o, &with_default), 0);
+    void *out = NULL;
+    assert_int_equal(ctx_var_get_or(plain, (void *)7, &out), CTX_DEFAULT);
+    assert_ptr_equal(out, (void *)7);
+    assert_int_equal(ctx_var_get_or(with_default, (void *)7, &out), CTX_DEFAULT);
+    assert_ptr_equal(out, (void *)7); /* the call's fallback, not 100 */
+    assert_int_equal(ctx_var_set(with_default, NULL, NULL), 0);
+    out = (void *)1;
+    assert_int_equal(ctx_var_get_or(with_default, (void *)7, &out), CTX_VALUE);
+    assert_null(out); /* a stored NULL is a value */
+    assert_int_equal(ctx_var_get_or(NULL, (void *)7, &out), CTX_EINVAL);
+    assert_int_equal(ctx_var_get_or(plain, (void *)7, NULL), CTX_EINVAL);
+    assert_int_equal(ctx_thread_release(), 0);
+    ctx_var_release(plain);
+    ctx_var_release(with_default);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TEST(test_error_strings),
@@ -711,6 +735,7 @@ int main(void) {
         TEST(test_get_never_allocates),
         TEST(test_many_vars),
         TEST(test_thread_release_idempotent),
+        TEST(test_get_or),
     };
     return RUN_TESTS(tests);
 }
