@@ -86,8 +86,10 @@
  * _POSIX_C_SOURCE >= 200112L (or _GNU_SOURCE, or a gnu C dialect).
  *
  * Errors are the negative CTX_E* codes of ctxvar.h; see each function.
- * Failures of libuv itself map to CTX_EINVAL, CTX_ENOMEM, CTX_EBUSY or
- * CTX_ESYSTEM (any other libuv error).
+ * Failures of libuv itself ("libuv's (mapped)" below) map as follows:
+ * UV_EINVAL → CTX_EINVAL, UV_ENOMEM → CTX_ENOMEM, UV_EBUSY → CTX_EBUSY,
+ * UV_ECANCELED → CTX_ECANCELLED, UV_ETIMEDOUT → CTX_ETIMEDOUT, any other
+ * libuv error → CTX_ESYSTEM.
  */
 #ifndef CTXVAR_LOOP_H
 #define CTXVAR_LOOP_H
@@ -183,7 +185,7 @@ CTX_LOOP_EXPORT int ctx_loop_run_until_done(ctx_loop_t *loop,
 
 /* Makes the current ctx_loop_run / ctx_loop_run_until_done return after the
  * current loop iteration (uv_stop).  Callbacks already taken for this
- * iteration still run.  Returns 0 or CTX_EINVAL. */
+ * iteration still run.  Returns 0 or CTX_EINVAL.  Loop thread. */
 CTX_LOOP_EXPORT int ctx_loop_stop(ctx_loop_t *loop);
 
 /* The loop time in milliseconds (uv_now): the clock of call_at.  Loop
@@ -230,7 +232,7 @@ CTX_LOOP_EXPORT void ctx_loop_release(ctx_loop_t *loop);
 CTX_LOOP_EXPORT ctx_loop_t *ctx_loop_current(void);
 
 /* Replaces the loop's error handler (see ctx_loop_error_fn); NULL restores
- * the default.  Returns 0 or CTX_EINVAL. */
+ * the default.  Returns 0 or CTX_EINVAL.  Loop thread. */
 CTX_LOOP_EXPORT int ctx_loop_set_error_handler(ctx_loop_t *loop,
                                                ctx_loop_error_fn fn, void *user);
 
@@ -392,7 +394,8 @@ CTX_LOOP_EXPORT int ctx_loop_future_cancel(ctx_loop_future_t *future);
 /* The state now (PENDING for NULL).  Any thread. */
 CTX_LOOP_EXPORT ctx_loop_future_state_t ctx_loop_future_state(const ctx_loop_future_t *future);
 
-/* 1 if the future is done (completed, failed or cancelled), else 0. */
+/* 1 if the future is done (completed, failed or cancelled), else 0 (0 for
+ * NULL).  Any thread. */
 CTX_LOOP_EXPORT int ctx_loop_future_done(const ctx_loop_future_t *future);
 
 /* The outcome, without waiting: 0 and *result (if not NULL; borrowed from
@@ -490,16 +493,19 @@ CTX_LOOP_EXPORT ctx_task_t *ctx_task_current(void);
  * outcome is read in the next step with ctx_task_awaited.
  * Returns CTX_TASK_WAIT, or CTX_EINVAL (NULL; not called from this task's
  * running step; a wait is already armed; a future of another loop; the
- * task's own future).  Never allocates. */
+ * task's own future).  Never allocates.  Loop thread: from the task's own
+ * running step. */
 CTX_LOOP_EXPORT int ctx_task_await(ctx_task_t *task, ctx_loop_future_t *future);
 
 /* Arms a timer: the next step runs `delay_ms` milliseconds of loop time
  * from now (asyncio.sleep).  Rules and returns as ctx_task_await, plus
- * CTX_ENOMEM (the timer heap could not grow). */
+ * CTX_ENOMEM (the timer heap could not grow).  Loop thread: from the task's
+ * own running step. */
 CTX_LOOP_EXPORT int ctx_task_sleep(ctx_task_t *task, uint64_t delay_ms);
 
 /* The next step runs on the next loop iteration, after the callbacks ready
- * now (asyncio.sleep(0)).  Rules and returns as ctx_task_await. */
+ * now (asyncio.sleep(0)).  Rules and returns as ctx_task_await.  Loop
+ * thread: from the task's own running step. */
 CTX_LOOP_EXPORT int ctx_task_yield(ctx_task_t *task);
 
 /* Runs fn(arg, &result) on `pool`, in a private copy of the task's context
@@ -607,11 +613,13 @@ CTX_LOOP_EXPORT int ctx_uv_scope_capture(ctx_uv_scope_t *scope);
 /* Enters the captured context: first thing in the callback.  Returns the
  * context entered, to hand to ctx_uv_scope_exit (it stays valid even if the
  * callback releases or re-captures the scope), or NULL when nothing was
- * captured or it could not be entered (then exit is a no-op). */
+ * captured or it could not be entered (then exit is a no-op).  Thread: the
+ * one running the callback (the loop thread, or a libuv pool thread for
+ * a work callback). */
 CTX_LOOP_EXPORT ctx_context_t *ctx_uv_scope_enter(ctx_uv_scope_t *scope);
 
 /* Leaves what ctx_uv_scope_enter entered (NULL ignored): last thing in the
- * callback. */
+ * callback.  Thread: the one that entered it. */
 CTX_LOOP_EXPORT void ctx_uv_scope_exit(ctx_context_t *entered);
 
 /* Drops the captured context (when the handle is closed or the request is
@@ -652,22 +660,24 @@ typedef struct ctx_uv_timer {
     uv_timer_cb cb_;       /* private */
 } ctx_uv_timer_t;
 
-/* uv_timer_init.  Loop thread.  Errors: CTX_EINVAL, libuv's (mapped). */
+/* uv_timer_init.  Loop thread.  Errors: CTX_EINVAL, libuv's (mapped, see "Errors" above). */
 CTX_LOOP_EXPORT int ctx_uv_timer_init(uv_loop_t *loop, ctx_uv_timer_t *timer);
 
 /* Captures the current context and uv_timer_start's the timer with `cb`.
  * A timer started again re-captures.  A one-shot timer drops its context
  * after its callback unless the callback started it again; a repeating one
  * keeps it until ctx_uv_timer_stop or ctx_uv_timer_close.  Loop thread.
- * Errors (cb never runs): CTX_EINVAL, CTX_ENOMEM, libuv's (mapped). */
+ * Errors (cb never runs): CTX_EINVAL, CTX_ENOMEM, libuv's (mapped, see "Errors" above). */
 CTX_LOOP_EXPORT int ctx_uv_timer_start(ctx_uv_timer_t *timer, uv_timer_cb cb,
                                        uint64_t timeout, uint64_t repeat);
 
-/* uv_timer_stop, and drops the captured context.  Returns 0, CTX_EINVAL. */
+/* uv_timer_stop, and drops the captured context.  Returns 0, CTX_EINVAL.
+ * Loop thread. */
 CTX_LOOP_EXPORT int ctx_uv_timer_stop(ctx_uv_timer_t *timer);
 
 /* Drops the captured context and uv_close's the timer (close_cb may be
- * NULL; the memory must stay valid until it ran, as with libuv). */
+ * NULL; the memory must stay valid until it ran, as with libuv).  Loop
+ * thread. */
 CTX_LOOP_EXPORT void ctx_uv_timer_close(ctx_uv_timer_t *timer, uv_close_cb close_cb);
 
 /* A uv_async_t whose callback runs in the context captured by
@@ -682,11 +692,12 @@ typedef struct ctx_uv_async {
 
 /* Captures the current context and uv_async_init's the handle with `cb`.
  * Loop thread.  Errors (nothing initialised): CTX_EINVAL, CTX_ENOMEM,
- * libuv's (mapped). */
+ * libuv's (mapped, see "Errors" above). */
 CTX_LOOP_EXPORT int ctx_uv_async_init(uv_loop_t *loop, ctx_uv_async_t *async,
                                       uv_async_cb cb);
 
-/* Drops the captured context and uv_close's the handle. */
+/* Drops the captured context and uv_close's the handle (close_cb may be
+ * NULL).  Loop thread. */
 CTX_LOOP_EXPORT void ctx_uv_async_close(ctx_uv_async_t *async, uv_close_cb close_cb);
 
 /* A uv_work_t whose work callback (on libuv's thread pool) and after-work
@@ -704,7 +715,7 @@ typedef struct ctx_uv_work {
  * context is dropped after after_cb returns (after_cb may free the request,
  * as usual; it also runs, with UV_ECANCELED, for a request cancelled with
  * uv_cancel).  after_cb may be NULL.  Loop thread.
- * Errors (no callback runs): CTX_EINVAL, CTX_ENOMEM, libuv's (mapped). */
+ * Errors (no callback runs): CTX_EINVAL, CTX_ENOMEM, libuv's (mapped, see "Errors" above). */
 CTX_LOOP_EXPORT int ctx_uv_queue_work(uv_loop_t *loop, ctx_uv_work_t *work,
                                       uv_work_cb work_cb, uv_after_work_cb after_cb);
 

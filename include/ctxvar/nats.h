@@ -104,7 +104,8 @@ CTX_NATS_EXPORT int ctx_nats_new(natsConnection *nc, ctx_wire_t *wire, ctx_nats_
  * bridge alive until they are unsubscribed.  Any thread. */
 CTX_NATS_EXPORT void ctx_nats_release(ctx_nats_t *bridge);
 
-/* The connection and the registry (borrowed). */
+/* The connection and the registry (borrowed: valid while the bridge
+ * lives; NULL for a NULL bridge).  Any thread. */
 CTX_NATS_EXPORT natsConnection *ctx_nats_connection(const ctx_nats_t *bridge);
 CTX_NATS_EXPORT ctx_wire_t *ctx_nats_wire(const ctx_nats_t *bridge);
 
@@ -113,16 +114,22 @@ CTX_NATS_EXPORT ctx_wire_t *ctx_nats_wire(const ctx_nats_t *bridge);
 /* ---------------------------------------------------------------------- */
 
 /* A wire carrier over the headers of `msg` (valid while msg lives; used by
- * one thread at a time, as libnats requires of message headers). */
+ * one thread at a time, as libnats requires of message headers).  It has
+ * iterate and set, no get (ctx_wire_carrier_get searches with iterate).
+ * Thread: any, one at a time per message. */
 CTX_NATS_EXPORT ctx_wire_carrier_t ctx_nats_carrier(natsMsg *msg);
 
 /* Writes `ctx` (NULL: the current context) into the headers of `msg`
  * (ctx_wire_inject: a child traceparent, the deadline's time left, the
- * registered baggage).  Returns what ctx_wire_inject returns. */
+ * registered baggage), replacing any header of those names, whatever its
+ * case.  Returns what ctx_wire_inject returns (CTX_EINVAL also for a NULL
+ * bridge or message).  Thread: any, one at a time per message. */
 CTX_NATS_EXPORT int ctx_nats_inject(ctx_nats_t *bridge, ctx_context_t *ctx, natsMsg *msg);
 
 /* Decodes the headers of `msg` into a new context (ctx_wire_extract, not
- * strict).  Returns 0 and *out (the caller's), or its errors. */
+ * strict).  Returns 0 and *out (the caller's), or its errors (CTX_EINVAL
+ * also for a NULL bridge, message or out).  Thread: any, one at a time per
+ * message. */
 CTX_NATS_EXPORT int ctx_nats_extract(ctx_nats_t *bridge, natsMsg *msg, ctx_context_t **out,
                                      ctx_wire_report_t *report);
 
@@ -132,12 +139,14 @@ CTX_NATS_EXPORT int ctx_nats_extract(ctx_nats_t *bridge, natsMsg *msg, ctx_conte
 
 /* Publishes `len` bytes of `data` on `subject`, with the current context in
  * the headers.  Returns 0, or an inject error, or a libnats status mapped
- * as above (CTX_EINVAL also for len < 0 or data NULL with len > 0). */
+ * as above (CTX_EINVAL also for len < 0 or data NULL with len > 0).  Any
+ * thread. */
 CTX_NATS_EXPORT int ctx_nats_publish(ctx_nats_t *bridge, const char *subject, const void *data,
                                      int len);
 
-/* Adds the current context to the headers of `msg` and publishes it; `msg`
- * stays the caller's.  Errors as ctx_nats_publish. */
+/* Adds the current context to the headers of `msg` (ctx_nats_inject with
+ * ctx NULL) and publishes it; `msg` stays the caller's.  Errors as
+ * ctx_nats_publish.  Thread: any, one at a time per message. */
 CTX_NATS_EXPORT int ctx_nats_publish_msg(ctx_nats_t *bridge, natsMsg *msg);
 
 /* Sends a request with the current context and waits for the reply, at
@@ -147,7 +156,8 @@ CTX_NATS_EXPORT int ctx_nats_publish_msg(ctx_nats_t *bridge, natsMsg *msg);
  * reply's headers (the responder's context; the caller's to release).
  * Errors: CTX_ETIMEDOUT (no reply in time, or the deadline had already
  * passed: then nothing is sent), CTX_ENOTFOUND (no responders), CTX_EINVAL,
- * CTX_ENOMEM, CTX_ECLOSED, CTX_ESYSTEM.  On error nothing is returned. */
+ * CTX_ENOMEM, CTX_ECLOSED, CTX_ESYSTEM.  On error nothing is returned.
+ * Any thread, a subscription callback included. */
 CTX_NATS_EXPORT int ctx_nats_request(ctx_nats_t *bridge, const char *subject, const void *data,
                                      int len, int64_t timeout_ms, natsMsg **reply,
                                      ctx_context_t **reply_ctx);
@@ -155,7 +165,8 @@ CTX_NATS_EXPORT int ctx_nats_request(ctx_nats_t *bridge, const char *subject, co
 /* Replies to `request` (its reply subject) with `len` bytes of `data` and
  * the current context in the headers — inside a subscription callback, the
  * context decoded from the request plus whatever the callback set.
- * Errors: CTX_EINVAL (no reply subject), and those of ctx_nats_publish. */
+ * Errors: CTX_EINVAL (no reply subject), and those of ctx_nats_publish.
+ * Any thread. */
 CTX_NATS_EXPORT int ctx_nats_respond(ctx_nats_t *bridge, natsMsg *request, const void *data,
                                      int len);
 
@@ -184,11 +195,13 @@ CTX_NATS_EXPORT int ctx_nats_subscribe(ctx_nats_t *bridge, const char *subject,
  * more (libnats' completion callback), and frees it; fn is never called
  * after this returns.  Works on a closed connection too.  Must not be
  * called from the subscription's own callback (CTX_EBUSY: nothing done).
- * Returns 0, CTX_EBUSY, CTX_EINVAL. */
+ * Returns 0, CTX_EBUSY, CTX_EINVAL.  Thread: any but the one running this
+ * subscription's callback; once per subscription. */
 CTX_NATS_EXPORT int ctx_nats_unsubscribe(ctx_nats_sub_t *sub);
 
 /* Messages delivered to the callback, and messages dropped (no memory to
- * decode their context), so far. */
+ * decode their context, or to enter it), so far; 0 for NULL.  Any thread
+ * (until ctx_nats_unsubscribe). */
 CTX_NATS_EXPORT uint64_t ctx_nats_sub_delivered(const ctx_nats_sub_t *sub);
 CTX_NATS_EXPORT uint64_t ctx_nats_sub_dropped(const ctx_nats_sub_t *sub);
 
@@ -220,7 +233,8 @@ typedef struct ctx_nats_bus_codec {
  * A topic that is not a valid NATS subject token sequence, an encode
  * failure or a failed publish is a listener failure (the bus's error
  * handler sees the code).  Errors: CTX_EINVAL (NULL, prefix not a NATS
- * subject without wildcards), CTX_ENOMEM, CTX_ESHUTDOWN (bus shut down). */
+ * subject without wildcards), CTX_ENOMEM, CTX_ESHUTDOWN (bus shut down).
+ * Any thread. */
 CTX_NATS_EXPORT int ctx_nats_bus_forward(ctx_nats_t *bridge, ctx_bus_t *bus, const char *pattern,
                                          const char *prefix, const ctx_nats_bus_codec_t *codec,
                                          ctx_bus_listener_t **out);
@@ -229,7 +243,8 @@ CTX_NATS_EXPORT int ctx_nats_bus_forward(ctx_nats_t *bridge, ctx_bus_t *bus, con
  * "<prefix>.>") and publishes each on `bus` synchronously, on the libnats
  * delivery thread, inside the context decoded from the message — the
  * publisher's context — so the bus's listeners run in it.  *out is the
- * caller's (ctx_nats_unsubscribe).  Errors: as ctx_nats_subscribe. */
+ * caller's (ctx_nats_unsubscribe).  Errors: as ctx_nats_subscribe.  Any
+ * thread. */
 CTX_NATS_EXPORT int ctx_nats_bus_receive(ctx_nats_t *bridge, ctx_bus_t *bus, const char *prefix,
                                          const ctx_nats_bus_codec_t *codec,
                                          ctx_nats_sub_t **out);

@@ -61,6 +61,18 @@
  * trace/deadline call on, registration is closed and every other call may
  * run concurrently from any thread.
  *
+ * Every function below says which threads may call it ("Any thread.", or
+ * "Thread: ..." when there is a restriction).
+ *
+ * Callbacks
+ * ---------
+ * Every callback this module calls (ctx_trace_state_fn, ctx_baggage_fn,
+ * ctx_wire_header_fn, and a carrier's iterate / get / set) returns 0 to go
+ * on (get: 0 = found) and a negative code to stop or fail; the function
+ * that called it returns that code as is.  A positive return is not a
+ * count and never passes for success: it stops the walk too and the caller
+ * returns CTX_ECALLBACK instead.
+ *
  * Errors are the negative CTX_E* codes of ctxvar.h; each function lists its.
  */
 #ifndef CTXVAR_WIRE_H
@@ -116,31 +128,33 @@ typedef struct ctx_trace_parent {
  *     parent-id, any other length or separator.
  * Returns 0 and fills *out, or CTX_EPARSE (out untouched), CTX_EINVAL
  * (NULL argument).  Looks at the surrounding whitespace and at most 56
- * other bytes, whatever `len` is; never allocates. */
+ * other bytes, whatever `len` is; never allocates.  Any thread. */
 CTX_WIRE_EXPORT int ctx_trace_parent_parse(const char *text, size_t len,
                                            ctx_trace_parent_t *out);
 
 /* Writes `tp` as a version-00 traceparent (whatever tp->version says: a
  * vendor sends the version it knows, §3.2.4) plus a NUL: needs cap >= 56.
  * Returns CTX_TRACE_PARENT_LEN, or CTX_ETRUNCATED (cap too small; buf
- * untouched), CTX_EINVAL (NULL, or an all-zero id). */
+ * untouched), CTX_EINVAL (NULL, or an all-zero id).  Any thread. */
 CTX_WIRE_EXPORT int ctx_trace_parent_format(const ctx_trace_parent_t *tp,
                                             char *buf, size_t cap);
 
 /* Starts a trace: random trace-id and parent-id (never all zero), version
  * 00, the given flags.  Ids come from a per-thread generator seeded from the
- * operating system (getrandom / /dev/urandom).  Returns 0 or CTX_EINVAL. */
+ * operating system (getrandom / /dev/urandom).  Returns 0 or CTX_EINVAL.
+ * Any thread. */
 CTX_WIRE_EXPORT int ctx_trace_parent_new(uint8_t flags, ctx_trace_parent_t *out);
 
 /* The traceparent for an outgoing call made on behalf of `parent`: same
  * trace-id and flags, a new random parent-id, version 00 (§3.2.2.3 / §4:
  * a participant that calls another service sends its own span id as
- * parent-id).  `out` may equal `parent`.  Returns 0 or CTX_EINVAL. */
+ * parent-id).  `out` may equal `parent`.  Returns 0 or CTX_EINVAL.  Any
+ * thread. */
 CTX_WIRE_EXPORT int ctx_trace_parent_child(const ctx_trace_parent_t *parent,
                                            ctx_trace_parent_t *out);
 
 /* Writes the 32-hex-digit trace-id and a NUL (cap >= 33).  Returns 32, or
- * CTX_ETRUNCATED, CTX_EINVAL.  For log lines. */
+ * CTX_ETRUNCATED, CTX_EINVAL.  For log lines.  Any thread. */
 CTX_WIRE_EXPORT int ctx_trace_parent_trace_id(const ctx_trace_parent_t *tp,
                                               char *buf, size_t cap);
 
@@ -158,8 +172,9 @@ CTX_WIRE_EXPORT int ctx_trace_parent_trace_id(const ctx_trace_parent_t *tp,
 #define CTX_TRACE_STATE_MAX_INPUT 32768
 
 /* Called once per list-member, in order.  Key and value point into the
- * parsed text (not NUL terminated).  Return 0 to go on; anything else stops
- * the walk and is returned by the caller. */
+ * parsed text (not NUL terminated).  Return 0 to go on, or a negative code
+ * to stop the walk: ctx_trace_state_parse returns that code as is.  A
+ * positive return also stops it, and is returned as CTX_ECALLBACK. */
 typedef int (*ctx_trace_state_fn)(const char *key, size_t key_len,
                                   const char *value, size_t value_len, void *user);
 
@@ -180,8 +195,9 @@ typedef int (*ctx_trace_state_fn)(const char *key, size_t key_len,
  * non-empty members is CTX_ELIMIT; a key that appears twice is CTX_EPARSE.
  * If the whole list is valid and `fn` is not NULL, calls fn for each member.
  * Returns the number of members (>= 0), or CTX_EPARSE, CTX_ELIMIT (also for
- * len > CTX_TRACE_STATE_MAX_INPUT), CTX_EINVAL, or fn's non-zero result.
- * Never allocates. */
+ * len > CTX_TRACE_STATE_MAX_INPUT), CTX_EINVAL, or fn's negative code
+ * (CTX_ECALLBACK if fn returned a positive value).  Never allocates.  Any
+ * thread (fn runs on the calling thread). */
 CTX_WIRE_EXPORT int ctx_trace_state_parse(const char *text, size_t len,
                                           ctx_trace_state_fn fn, void *user);
 
@@ -190,13 +206,13 @@ CTX_WIRE_EXPORT int ctx_trace_state_parse(const char *text, size_t len,
  * (the form ctx_trace_state_get/put expect and ctx_wire_inject sends).  At
  * most CTX_TRACE_STATE_MAX_LEN + 1 bytes are needed.  *out_len (if not NULL)
  * receives the length.  Returns 0, or CTX_ETRUNCATED (cap too small; buf
- * holds a NUL), or the codes of ctx_trace_state_parse. */
+ * holds a NUL), or the codes of ctx_trace_state_parse.  Any thread. */
 CTX_WIRE_EXPORT int ctx_trace_state_normalize(const char *text, size_t len, char *buf,
                                               size_t cap, size_t *out_len);
 
 /* Looks `key` (NUL terminated) up in a tracestate list (any valid form):
  * 0 and the value (pointing into `state`, not NUL terminated), or
- * CTX_ENOTFOUND, CTX_EPARSE (state invalid), CTX_EINVAL. */
+ * CTX_ENOTFOUND, CTX_EPARSE (state invalid), CTX_EINVAL.  Any thread. */
 CTX_WIRE_EXPORT int ctx_trace_state_get(const char *state, size_t len, const char *key,
                                         const char **value, size_t *value_len);
 
@@ -207,14 +223,15 @@ CTX_WIRE_EXPORT int ctx_trace_state_get(const char *state, size_t len, const cha
  * Returns 0 (*out_len = length if out_len not NULL), or CTX_EINVAL (a key or
  * value outside the grammar, NULL), CTX_EPARSE (state invalid),
  * CTX_ETRUNCATED (buf too small: CTX_TRACE_STATE_MAX_LEN + 1 always fits).
- * `buf` must not overlap `state`. */
+ * `buf` must not overlap `state`.  Any thread. */
 CTX_WIRE_EXPORT int ctx_trace_state_put(const char *state, size_t len, const char *key,
                                         const char *value, char *buf, size_t cap,
                                         size_t *out_len);
 
-/* 1 if `key` (`len` bytes) is a valid tracestate key, else 0. */
+/* 1 if `key` (`len` bytes) is a valid tracestate key, else 0.  Any thread. */
 CTX_WIRE_EXPORT int ctx_trace_state_key_valid(const char *key, size_t len);
-/* 1 if `value` (`len` bytes) is a valid tracestate value, else 0. */
+/* 1 if `value` (`len` bytes) is a valid tracestate value, else 0.  Any
+ * thread. */
 CTX_WIRE_EXPORT int ctx_trace_state_value_valid(const char *value, size_t len);
 
 /* ====================================================================== */
@@ -240,7 +257,9 @@ typedef struct ctx_baggage_member {
     size_t properties_len;
 } ctx_baggage_member_t;
 
-/* Return 0 to go on; anything else stops the walk and is returned. */
+/* Return 0 to go on, or a negative code to stop the walk: ctx_baggage_parse
+ * returns that code as is.  A positive return also stops it, and is
+ * returned as CTX_ECALLBACK. */
 typedef int (*ctx_baggage_fn)(const ctx_baggage_member_t *member, void *user);
 
 /* What ctx_baggage_parse kept and dropped. */
@@ -267,8 +286,10 @@ typedef struct ctx_baggage_stats {
  * requires.  Property values are validated but not decoded.  Drops are
  * documented at the top of this header; `stats` (if not NULL) counts them.
  * Calls fn (if not NULL) for each member kept.  Returns the number of
- * members kept (>= 0), CTX_EINVAL, or fn's non-zero result.  Never
- * allocates; uses CTX_BAGGAGE_MAX_BYTES of stack for decoded values. */
+ * members kept (>= 0), CTX_EINVAL, or fn's negative code (CTX_ECALLBACK if
+ * fn returned a positive value).  Never allocates; uses
+ * CTX_BAGGAGE_MAX_BYTES of stack for decoded values.  Any thread (fn runs
+ * on the calling thread). */
 CTX_WIRE_EXPORT int ctx_baggage_parse(const char *text, size_t len, ctx_baggage_fn fn,
                                       void *user, ctx_baggage_stats_t *stats);
 
@@ -281,7 +302,8 @@ typedef struct ctx_baggage_writer {
     size_t members;
 } ctx_baggage_writer_t;
 
-/* Starts an empty list in `buf` (buf[0] = NUL when cap > 0). */
+/* Starts an empty list in `buf` (buf[0] = NUL when cap > 0).  Any thread;
+ * a writer is used by one thread at a time. */
 CTX_WIRE_EXPORT void ctx_baggage_writer_init(ctx_baggage_writer_t *w, char *buf, size_t cap);
 
 /* Appends key=value[;properties].  The value (any bytes) is percent-encoded:
@@ -292,25 +314,26 @@ CTX_WIRE_EXPORT void ctx_baggage_writer_init(ctx_baggage_writer_t *w, char *buf,
  *   CTX_EINVAL      NULL, key not a token, properties outside the grammar;
  *   CTX_ELIMIT      the list would exceed 64 members or 8192 bytes;
  *   CTX_ETRUNCATED  the buffer is too small.
- * On error nothing is appended. */
+ * On error nothing is appended.  Thread: one at a time per writer. */
 CTX_WIRE_EXPORT int ctx_baggage_append(ctx_baggage_writer_t *w, const char *key,
                                        size_t key_len, const char *value, size_t value_len,
                                        const char *properties, size_t properties_len);
 
 /* Percent-encodes `len` bytes as ctx_baggage_append does, plus a NUL.
  * Returns 0 and *out_len, or CTX_ETRUNCATED (buf holds nothing useful),
- * CTX_EINVAL. */
+ * CTX_EINVAL.  Any thread. */
 CTX_WIRE_EXPORT int ctx_baggage_percent_encode(const char *in, size_t len, char *buf,
                                                size_t cap, size_t *out_len);
 
 /* Decodes a baggage value as ctx_baggage_parse does (escapes, U+FFFD for
  * invalid UTF-8), plus a NUL.  The output is never longer than the input.
  * Returns 0 and *out_len, or CTX_EPARSE (an octet outside baggage-octet, a
- * bad escape), CTX_ETRUNCATED, CTX_EINVAL. */
+ * bad escape), CTX_ETRUNCATED, CTX_EINVAL.  Any thread. */
 CTX_WIRE_EXPORT int ctx_baggage_percent_decode(const char *in, size_t len, char *buf,
                                                size_t cap, size_t *out_len);
 
-/* 1 if `key` (`len` bytes) is a valid baggage key (a non-empty token). */
+/* 1 if `key` (`len` bytes) is a valid baggage key (a non-empty token).  Any
+ * thread. */
 CTX_WIRE_EXPORT int ctx_baggage_key_valid(const char *key, size_t len);
 
 /* ====================================================================== */
@@ -329,17 +352,18 @@ CTX_WIRE_EXPORT int ctx_baggage_key_valid(const char *key, size_t len);
  * grpc-go itself sends for an expired deadline.  No whitespace inside (OWS
  * around the value is ignored).  The result saturates at INT64_MAX (8
  * digits of hours exceed an int64 of nanoseconds).
- * Returns 0 and *timeout_ns, or CTX_EPARSE, CTX_EINVAL. */
+ * Returns 0 and *timeout_ns, or CTX_EPARSE, CTX_EINVAL.  Any thread. */
 CTX_WIRE_EXPORT int ctx_wire_timeout_parse(const char *text, size_t len,
                                            int64_t *timeout_ns);
 
 /* Writes `timeout_ns` in the finest unit whose value fits in 8 digits,
  * rounded *down* (so a deadline never grows across a hop; grpc-go rounds
  * up), plus a NUL (cap >= 10 always fits).  timeout_ns <= 0 writes "0n".
- * Returns the length, or CTX_ETRUNCATED, CTX_EINVAL. */
+ * Returns the length, or CTX_ETRUNCATED, CTX_EINVAL.  Any thread. */
 CTX_WIRE_EXPORT int ctx_wire_timeout_format(int64_t timeout_ns, char *buf, size_t cap);
 
-/* The clock deadlines are measured on: CLOCK_MONOTONIC, in nanoseconds. */
+/* The clock deadlines are measured on: CLOCK_MONOTONIC, in nanoseconds.
+ * Any thread. */
 CTX_WIRE_EXPORT int64_t ctx_wire_now_ns(void);
 
 /* ====================================================================== */
@@ -347,8 +371,11 @@ CTX_WIRE_EXPORT int64_t ctx_wire_now_ns(void);
 /* ====================================================================== */
 
 /* Receives one header pair; pointers are borrowed for the call, not NUL
- * terminated.  Return 0 to go on, anything else to stop (the value is
- * passed back by whoever iterates). */
+ * terminated.  Return 0 to go on, or a negative code to stop (the carrier's
+ * iterate passes it back, and so do ctx_wire_extract and
+ * ctx_wire_carrier_get).  Callbacks of this library never return a
+ * positive value; the library treats one that comes back from iterate as
+ * CTX_ECALLBACK. */
 typedef int (*ctx_wire_header_fn)(const char *name, size_t name_len, const char *value,
                                   size_t value_len, void *user);
 
@@ -358,26 +385,32 @@ typedef int (*ctx_wire_header_fn)(const char *name, size_t name_len, const char 
  * (ASCII), as HTTP and NATS users expect. */
 typedef struct ctx_wire_carrier {
     /* Calls fn for every header pair, in order, repeated names included;
-     * stops at and returns fn's first non-zero result.  Needed by
-     * ctx_wire_extract. */
+     * stops at and returns fn's first non-zero result, else 0 (or its own
+     * negative code).  A positive result reaches the library's callers as
+     * CTX_ECALLBACK.  Needed by ctx_wire_extract. */
     int (*iterate)(void *self, ctx_wire_header_fn fn, void *user);
     /* The first value of header `name` (NUL terminated, lowercase): 0 and
      * *value / *value_len (borrowed until the carrier changes), or
-     * CTX_ENOTFOUND.  Optional: NULL means "search with iterate". */
+     * CTX_ENOTFOUND, or another negative code (returned as is; a positive
+     * result becomes CTX_ECALLBACK).  Optional: NULL means "search with
+     * iterate". */
     int (*get)(void *self, const char *name, const char **value, size_t *value_len);
     /* Sets header `name` (lowercase) to `value` (`value_len` bytes, printable
      * ASCII), replacing every value it had under any spelling of the name.
-     * Returns 0 or a negative code.  Needed by ctx_wire_inject. */
+     * Returns 0 or a negative code (a positive result becomes
+     * CTX_ECALLBACK).  Needed by ctx_wire_inject. */
     int (*set)(void *self, const char *name, const char *value, size_t value_len);
     void *self;
 } ctx_wire_carrier_t;
 
-/* 1 if the two names are equal ignoring ASCII case, else 0. */
+/* 1 if the two names are equal ignoring ASCII case, else 0.  Any thread. */
 CTX_WIRE_EXPORT int ctx_wire_name_equal(const char *a, size_t a_len, const char *b,
                                         size_t b_len);
 
 /* The first value of `name` through the carrier's get (or iterate).
- * Returns 0, CTX_ENOTFOUND, CTX_EINVAL, or the carrier's code. */
+ * Returns 0, CTX_ENOTFOUND, CTX_EINVAL, or the carrier's negative code
+ * (CTX_ECALLBACK for a positive one).  Thread: any, one at a time per
+ * carrier. */
 CTX_WIRE_EXPORT int ctx_wire_carrier_get(const ctx_wire_carrier_t *carrier, const char *name,
                                          const char **value, size_t *value_len);
 
@@ -390,32 +423,40 @@ CTX_WIRE_EXPORT int ctx_wire_carrier_get(const ctx_wire_carrier_t *carrier, cons
 typedef struct ctx_wire_headers ctx_wire_headers_t;
 
 /* A new empty list; the caller owns it (ctx_wire_headers_free).
- * Errors: CTX_EINVAL, CTX_ENOMEM. */
+ * Errors: CTX_EINVAL, CTX_ENOMEM.  Any thread.  A list is not locked: the
+ * calls below on one list must not run concurrently (concurrent reads —
+ * get, count, at — are fine while nothing changes it). */
 CTX_WIRE_EXPORT int ctx_wire_headers_new(ctx_wire_headers_t **out);
-/* Frees the list and every string in it (NULL ignored). */
+/* Frees the list and every string in it (NULL ignored).  Thread: no other
+ * call on the list may be running. */
 CTX_WIRE_EXPORT void ctx_wire_headers_free(ctx_wire_headers_t *h);
 /* Appends a pair (both copied).  The name must be a token, the value must
  * not contain CR, LF or NUL.  Errors: CTX_EINVAL, CTX_ELIMIT (the list
- * limits), CTX_ENOMEM; on error the list is unchanged. */
+ * limits), CTX_ENOMEM; on error the list is unchanged.  Thread: one at a
+ * time per list. */
 CTX_WIRE_EXPORT int ctx_wire_headers_add(ctx_wire_headers_t *h, const char *name,
                                          size_t name_len, const char *value,
                                          size_t value_len);
 /* Removes every pair named `name` (any case), then appends name=value.
- * Errors as ctx_wire_headers_add; on error the list is unchanged. */
+ * Errors as ctx_wire_headers_add; on error the list is unchanged.  Thread:
+ * one at a time per list. */
 CTX_WIRE_EXPORT int ctx_wire_headers_set(ctx_wire_headers_t *h, const char *name,
                                          const char *value, size_t value_len);
 /* The first value of `name` (any case): 0 and the value (NUL terminated,
- * borrowed until the list changes), or CTX_ENOTFOUND, CTX_EINVAL. */
+ * borrowed until the list changes), or CTX_ENOTFOUND, CTX_EINVAL.  Thread:
+ * not while the list changes. */
 CTX_WIRE_EXPORT int ctx_wire_headers_get(const ctx_wire_headers_t *h, const char *name,
                                          const char **value, size_t *value_len);
-/* Number of pairs (0 for NULL). */
+/* Number of pairs (0 for NULL).  Thread: not while the list changes. */
 CTX_WIRE_EXPORT size_t ctx_wire_headers_count(const ctx_wire_headers_t *h);
-/* Pair number `i` (borrowed, NUL terminated): 0, or CTX_ENOTFOUND. */
+/* Pair number `i` (borrowed, NUL terminated): 0, or CTX_ENOTFOUND.
+ * Thread: not while the list changes. */
 CTX_WIRE_EXPORT int ctx_wire_headers_at(const ctx_wire_headers_t *h, size_t i,
                                         const char **name, const char **value);
-/* Removes every pair. */
+/* Removes every pair.  Thread: one at a time per list. */
 CTX_WIRE_EXPORT void ctx_wire_headers_clear(ctx_wire_headers_t *h);
-/* A carrier over the list (valid while the list lives). */
+/* A carrier over the list (valid while the list lives; used as the list
+ * is: one thread at a time).  Any thread. */
 CTX_WIRE_EXPORT ctx_wire_carrier_t ctx_wire_headers_carrier(ctx_wire_headers_t *h);
 
 /* ====================================================================== */
@@ -431,7 +472,7 @@ typedef struct ctx_wire ctx_wire_t;
  * no registered variable; the caller owns one reference.  Any thread.
  * Errors: CTX_EINVAL, CTX_ENOMEM. */
 CTX_WIRE_EXPORT int ctx_wire_new(ctx_wire_t **out);
-/* One more reference; returns `w`. */
+/* One more reference; returns `w`.  Any thread. */
 CTX_WIRE_EXPORT ctx_wire_t *ctx_wire_retain(ctx_wire_t *w);
 /* Drops a reference (NULL ignored); the last one releases the registered
  * variables and the built-in ones.  Any thread. */
@@ -446,19 +487,22 @@ CTX_WIRE_EXPORT void ctx_wire_release(ctx_wire_t *w);
  * Errors: CTX_EINVAL (NULL, key not a token or longer than 256 bytes, no
  * encode/decode operation, key or variable already registered), CTX_EBUSY
  * (the registry has been used: registration is closed), CTX_ELIMIT (more
- * than CTX_WIRE_MAX_VARS), CTX_ENOMEM.  On error nothing changed. */
+ * than CTX_WIRE_MAX_VARS), CTX_ENOMEM.  On error nothing changed.
+ * Thread: one thread, before any other thread uses the registry. */
 CTX_WIRE_EXPORT int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *baggage_key);
 
 /* The built-in variables (borrowed: valid while the registry lives).  Their
  * values are private: use the calls below.  They format for logs
- * ("00-…-01" and "12.5ms left"), so ctx_context_format shows them. */
+ * ("00-…-01" and "12.5ms left"), so ctx_context_format shows them.  Any
+ * thread. */
 CTX_WIRE_EXPORT ctx_var_t *ctx_wire_trace_var(ctx_wire_t *w);
 CTX_WIRE_EXPORT ctx_var_t *ctx_wire_deadline_var(ctx_wire_t *w);
 
 /* The trace of `ctx` (NULL: the calling thread's current context): 0 and
  * *parent (if not NULL) and the normalised tracestate (if state is not NULL:
  * borrowed, NUL terminated, valid while the context holds this value), or
- * CTX_ENOTFOUND, CTX_EINVAL. */
+ * CTX_ENOTFOUND, CTX_EINVAL.  Any thread (NULL reads the calling thread's
+ * context). */
 CTX_WIRE_EXPORT int ctx_wire_trace_get(ctx_wire_t *w, ctx_context_t *ctx,
                                        ctx_trace_parent_t *parent, const char **state,
                                        size_t *state_len);
@@ -466,27 +510,31 @@ CTX_WIRE_EXPORT int ctx_wire_trace_get(ctx_wire_t *w, ctx_context_t *ctx,
 /* Sets the trace in the current context (like ctx_var_set): `parent` (must
  * be valid) and a tracestate (`state` NULL or empty: none), which is
  * validated and normalised.  Errors: CTX_EINVAL (NULL, invalid parent),
- * CTX_EPARSE / CTX_ELIMIT (state), CTX_ENOMEM. */
+ * CTX_EPARSE / CTX_ELIMIT (state), CTX_ENOMEM.  Any thread (sets in the
+ * calling thread's current context). */
 CTX_WIRE_EXPORT int ctx_wire_trace_set(ctx_wire_t *w, const ctx_trace_parent_t *parent,
                                        const char *state, size_t state_len);
 
 /* Starts a new trace in the current context (ctx_trace_parent_new, no
  * tracestate) and copies it to *out if `out` is not NULL.
- * Errors: CTX_EINVAL, CTX_ENOMEM. */
+ * Errors: CTX_EINVAL, CTX_ENOMEM.  Any thread (the calling thread's current
+ * context). */
 CTX_WIRE_EXPORT int ctx_wire_trace_start(ctx_wire_t *w, uint8_t flags,
                                          ctx_trace_parent_t *out);
 
 /* Gives the current context a deadline `timeout_ns` from now (replacing
- * any deadline it had; saturating).  Errors: CTX_EINVAL, CTX_ENOMEM. */
+ * any deadline it had; saturating).  Errors: CTX_EINVAL, CTX_ENOMEM.  Any
+ * thread (the calling thread's current context). */
 CTX_WIRE_EXPORT int ctx_wire_deadline_set(ctx_wire_t *w, int64_t timeout_ns);
 
 /* The deadline of `ctx` (NULL: current): 0 and *deadline_ns (absolute, on
- * ctx_wire_now_ns's clock), or CTX_ENOTFOUND, CTX_EINVAL. */
+ * ctx_wire_now_ns's clock), or CTX_ENOTFOUND, CTX_EINVAL.  Any thread. */
 CTX_WIRE_EXPORT int ctx_wire_deadline_get(ctx_wire_t *w, ctx_context_t *ctx,
                                           int64_t *deadline_ns);
 
 /* The time left until the deadline of `ctx` (NULL: current): 0 and
- * *remaining_ns (<= 0 once it has passed), or CTX_ENOTFOUND, CTX_EINVAL. */
+ * *remaining_ns (<= 0 once it has passed), or CTX_ENOTFOUND, CTX_EINVAL.
+ * Any thread. */
 CTX_WIRE_EXPORT int ctx_wire_deadline_remaining(ctx_wire_t *w, ctx_context_t *ctx,
                                                 int64_t *remaining_ns);
 
@@ -514,7 +562,9 @@ CTX_WIRE_EXPORT int ctx_wire_deadline_remaining(ctx_wire_t *w, ctx_context_t *ct
  * specification allows dropping); the count left out is returned.
  * Returns that count (>= 0), or CTX_EINVAL (NULL, no set/iterate), an
  * `encode` error (nothing was written), or the carrier's `set` error (some
- * headers may have been written).  Uses about 16 KiB of stack. */
+ * headers may have been written; a positive one is CTX_ECALLBACK, never a
+ * count).  Uses about 16 KiB of stack.  Any thread (the carrier is called
+ * on the calling thread only). */
 CTX_WIRE_EXPORT int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx,
                                     const ctx_wire_carrier_t *carrier, unsigned flags);
 
@@ -543,8 +593,10 @@ typedef struct ctx_wire_report {
  * at the top of this header, or with CTX_WIRE_STRICT fails instead.
  * `report` (may be NULL) says what was used and dropped.
  * Returns 0, or CTX_EINVAL (NULL, carrier without iterate), CTX_ENOMEM,
- * CTX_EPARSE / CTX_ELIMIT (strict only), the carrier's code.  On error *out
- * is untouched and no value is leaked.  Uses about 32 KiB of stack. */
+ * CTX_EPARSE / CTX_ELIMIT (strict only), the carrier's negative code (a
+ * positive result of iterate is CTX_ECALLBACK, never success).  On error
+ * *out is untouched and no value is leaked.  Uses about 32 KiB of stack.
+ * Any thread (the carrier is called on the calling thread only). */
 CTX_WIRE_EXPORT int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier,
                                      unsigned flags, ctx_context_t **out,
                                      ctx_wire_report_t *report);

@@ -290,8 +290,8 @@ int ctx__baggage_scan(ctx__baggage_scan_t *scan, const char *text, size_t len,
             scan->stats.members++;
             if (fn) {
                 int rc = fn(&member, user);
-                if (rc != 0)
-                    return rc;
+                if (rc != 0) /* 0 goes on; a negative code stops as is */
+                    return rc < 0 ? rc : CTX_ECALLBACK;
             }
         }
         if (!comma)

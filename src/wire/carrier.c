@@ -36,7 +36,12 @@ typedef struct find_first {
     size_t name_len;
     const char *value;
     size_t value_len;
+    int found;
 } find_first_t;
+
+/* Stops the walk at the first match, with a negative code as header
+ * callbacks must (wire.h); `found` tells it from the carrier's own error. */
+#define FIND_FIRST_STOP CTX_ENOTFOUND
 
 static int find_first(const char *name, size_t name_len, const char *value, size_t value_len,
                       void *user) {
@@ -45,24 +50,29 @@ static int find_first(const char *name, size_t name_len, const char *value, size
         return 0;
     f->value = value;
     f->value_len = value_len;
-    return 1;
+    f->found = 1;
+    return FIND_FIRST_STOP;
 }
 
 int ctx_wire_carrier_get(const ctx_wire_carrier_t *carrier, const char *name,
                          const char **value, size_t *value_len) {
     if (!carrier || !name || !value || !value_len)
         return CTX_EINVAL;
-    if (carrier->get)
-        return carrier->get(carrier->self, name, value, value_len);
+    if (carrier->get) {
+        int rc = carrier->get(carrier->self, name, value, value_len);
+        return rc > 0 ? CTX_ECALLBACK : rc;
+    }
     if (!carrier->iterate)
         return CTX_EINVAL;
-    find_first_t f = {name, strlen(name), NULL, 0};
+    find_first_t f = {name, strlen(name), NULL, 0, 0};
     int rc = carrier->iterate(carrier->self, find_first, &f);
-    if (rc == 1) {
+    if (f.found && rc == FIND_FIRST_STOP) {
         *value = f.value;
         *value_len = f.value_len;
         return 0;
     }
+    if (rc > 0) /* find_first never returns one: the carrier's own */
+        return CTX_ECALLBACK;
     return rc < 0 ? rc : CTX_ENOTFOUND;
 }
 

@@ -381,6 +381,8 @@ int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx, const ctx_wire_carrier_t 
         rc = carrier->set(carrier->self, CTX_WIRE_GRPC_TIMEOUT, timeout, (size_t)timeout_len);
     if (rc == 0 && bw.members > 0)
         rc = carrier->set(carrier->self, CTX_WIRE_BAGGAGE, baggage, bw.len);
+    if (rc > 0) /* not a count of members left out */
+        rc = CTX_ECALLBACK;
     return rc != 0 ? rc : left_out;
 }
 
@@ -430,7 +432,7 @@ static int on_member(const ctx_baggage_member_t *m, void *user) {
     int rc = r->var->ops.decode(m->value, m->value_len, &value, r->var->ops.user);
     if (rc == CTX_ENOMEM) {
         x->error = rc;
-        return 1;
+        return rc;
     }
     if (rc != 0) {
         x->rep->baggage_rejected++;
@@ -441,7 +443,7 @@ static int on_member(const ctx_baggage_member_t *m, void *user) {
         if (r->var->ops.release)
             r->var->ops.release(value, r->var->ops.user);
         x->error = rc;
-        return 1;
+        return rc;
     }
     x->rep->baggage_used++;
     return 0;
@@ -523,8 +525,8 @@ int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier, unsigned 
     rc = carrier->iterate(carrier->self, on_header, &x);
     if (x.error != 0)
         rc = x.error;
-    else if (rc > 0)
-        rc = 0;
+    else if (rc > 0) /* on_header never returns one: the carrier's own */
+        rc = CTX_ECALLBACK;
 
     ctx_wire_report_t *r = x.rep;
     r->baggage_malformed = x.scan.stats.malformed;

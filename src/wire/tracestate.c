@@ -144,8 +144,8 @@ int ctx_trace_state_parse(const char *text, size_t len, ctx_trace_state_fn fn, v
         return n;
     for (int i = 0; i < n; i++) {
         int rc = fn(spans[i].key, spans[i].key_len, spans[i].value, spans[i].value_len, user);
-        if (rc != 0)
-            return rc;
+        if (rc != 0) /* 0 goes on; a negative code stops as is */
+            return rc < 0 ? rc : CTX_ECALLBACK;
     }
     return n;
 }

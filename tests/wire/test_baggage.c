@@ -229,10 +229,22 @@ static int stop_at_two(const ctx_baggage_member_t *m, void *user) {
     return ++*(int *)user == 2 ? 7 : 0;
 }
 
+static int fail_at_two(const ctx_baggage_member_t *m, void *user) {
+    (void)m;
+    return ++*(int *)user == 2 ? CTX_ENOMEM : 0;
+}
+
 static void test_callback_stops(void **state) {
     (void)state;
+    /* a positive result stops the walk and is CTX_ECALLBACK, not a count */
     int calls = 0;
-    assert_int_equal(ctx_baggage_parse(S("a=1,b=2,c=3"), stop_at_two, &calls, NULL), 7);
+    ctx_baggage_stats_t stats;
+    ASSERT_RC(ctx_baggage_parse(S("a=1,b=2,c=3"), stop_at_two, &calls, &stats), CTX_ECALLBACK);
+    assert_int_equal(calls, 2);
+    assert_int_equal(stats.members, 2);
+    /* a negative one stops it and is returned as is */
+    calls = 0;
+    ASSERT_RC(ctx_baggage_parse(S("a=1,b=2,c=3"), fail_at_two, &calls, NULL), CTX_ENOMEM);
     assert_int_equal(calls, 2);
     assert_int_equal(ctx_baggage_parse(NULL, 0, NULL, NULL, NULL), 0);
     ASSERT_RC(ctx_baggage_parse(NULL, 1, NULL, NULL, NULL), CTX_EINVAL);

@@ -111,6 +111,53 @@ static void test_carrier_get(void **state) {
     ctx_wire_headers_free(h);
 }
 
+/* Carriers that misbehave: get / iterate returning a positive value, or a
+ * negative code of their own. */
+static int positive_get(void *self, const char *name, const char **value, size_t *value_len) {
+    (void)self, (void)name, (void)value, (void)value_len;
+    return 1;
+}
+
+static int failing_get(void *self, const char *name, const char **value, size_t *value_len) {
+    (void)self, (void)name, (void)value, (void)value_len;
+    return CTX_ESYSTEM;
+}
+
+static int positive_iterate(void *self, ctx_wire_header_fn fn, void *user) {
+    (void)self, (void)fn, (void)user;
+    return 3; /* without calling fn: nothing was found */
+}
+
+static int failing_iterate(void *self, ctx_wire_header_fn fn, void *user) {
+    (void)self, (void)fn, (void)user;
+    return CTX_ESYSTEM;
+}
+
+static void test_carrier_get_callback_results(void **state) {
+    (void)state;
+    const char *v = "untouched";
+    size_t n = 99;
+    ctx_wire_carrier_t pg = {NULL, positive_get, NULL, NULL};
+    ASSERT_RC(ctx_wire_carrier_get(&pg, "a", &v, &n), CTX_ECALLBACK);
+    ctx_wire_carrier_t fg = {NULL, failing_get, NULL, NULL};
+    ASSERT_RC(ctx_wire_carrier_get(&fg, "a", &v, &n), CTX_ESYSTEM);
+    ctx_wire_carrier_t pi = {positive_iterate, NULL, NULL, NULL};
+    ASSERT_RC(ctx_wire_carrier_get(&pi, "a", &v, &n), CTX_ECALLBACK);
+    ctx_wire_carrier_t fi = {failing_iterate, NULL, NULL, NULL};
+    ASSERT_RC(ctx_wire_carrier_get(&fi, "a", &v, &n), CTX_ESYSTEM);
+    assert_string_equal(v, "untouched");
+    assert_int_equal(n, 99);
+    /* the search through iterate still finds the first of several */
+    ctx_wire_headers_t *h = headers();
+    add_header(h, "X", "1");
+    add_header(h, "x", "2");
+    ctx_wire_carrier_t it = {only_iterate, NULL, NULL, h};
+    ASSERT_RC(ctx_wire_carrier_get(&it, "x", &v, &n), 0);
+    assert_int_equal(n, 1);
+    assert_memory_equal(v, "1", 1);
+    ctx_wire_headers_free(h);
+}
+
 static void test_alloc_failures(void **state) {
     (void)state;
     ctx_test_alloc_install();
@@ -147,7 +194,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_name_equal),   cmocka_unit_test(test_list_basics),
         cmocka_unit_test(test_list_rejects), cmocka_unit_test(test_list_limits),
-        cmocka_unit_test(test_carrier_get),  cmocka_unit_test(test_alloc_failures),
+        cmocka_unit_test(test_carrier_get),  cmocka_unit_test(test_carrier_get_callback_results),
+        cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests_name("wire_carrier", tests, NULL, NULL);
 }

@@ -476,6 +476,67 @@ static void test_encode_error_writes_nothing(void **state) {
     ctx_wire_release(w);
 }
 
+/* A carrier whose set returns a fixed result; iterate as the list's. */
+static int set_result;
+static int set_calls;
+
+static int fixed_set(void *self, const char *name, const char *value, size_t value_len) {
+    (void)self, (void)name, (void)value, (void)value_len;
+    set_calls++;
+    return set_result;
+}
+
+static int iterate_result;
+
+static int fixed_iterate(void *self, ctx_wire_header_fn fn, void *user) {
+    /* delivers the list's headers, then returns a result of its own */
+    ctx_wire_carrier_t inner = ctx_wire_headers_carrier(self);
+    int rc = inner.iterate(inner.self, fn, user);
+    return rc != 0 ? rc : iterate_result;
+}
+
+static void test_carrier_results_are_not_counts(void **state) {
+    (void)state;
+    set_str(fx.user, "u1");
+    ASSERT_RC(ctx_wire_trace_start(fx.w, 0, NULL), 0);
+    /* inject: a positive result of set is CTX_ECALLBACK, not a count of
+     * members left out; a negative one is returned as is */
+    ctx_wire_carrier_t c = {NULL, NULL, fixed_set, NULL};
+    set_result = 2;
+    set_calls = 0;
+    ASSERT_RC(ctx_wire_inject(fx.w, NULL, &c, 0), CTX_ECALLBACK);
+    assert_int_equal(set_calls, 1); /* stopped at the first header */
+    set_result = CTX_ELIMIT;
+    set_calls = 0;
+    ASSERT_RC(ctx_wire_inject(fx.w, NULL, &c, 0), CTX_ELIMIT);
+    assert_int_equal(set_calls, 1);
+    set_result = 0;
+    set_calls = 0;
+    ASSERT_RC(ctx_wire_inject(fx.w, NULL, &c, 0), 0);
+    assert_int_equal(set_calls, 2); /* traceparent, baggage */
+
+    /* extract: a positive result of iterate is CTX_ECALLBACK, never
+     * success; a negative one is returned as is; no context either way */
+    ctx_wire_headers_t *h = headers();
+    ASSERT_RC(inject(h, NULL, 0), 0);
+    ctx_wire_carrier_t e = {fixed_iterate, NULL, NULL, h};
+    ctx_context_t *out = NULL;
+    iterate_result = 1;
+    ASSERT_RC(ctx_wire_extract(fx.w, &e, 0, &out, NULL), CTX_ECALLBACK);
+    assert_null(out);
+    iterate_result = CTX_ESYSTEM;
+    ASSERT_RC(ctx_wire_extract(fx.w, &e, 0, &out, NULL), CTX_ESYSTEM);
+    assert_null(out);
+    iterate_result = 0;
+    ASSERT_RC(ctx_wire_extract(fx.w, &e, 0, &out, NULL), 0);
+    assert_non_null(out);
+    void *v = NULL;
+    ASSERT_RC(ctx_context_get(out, fx.user, &v), 0);
+    assert_string_equal(((str_value_t *)v)->text, "u1");
+    ctx_context_release(out);
+    ctx_wire_headers_free(h);
+}
+
 static void test_trace_set_rules(void **state) {
     (void)state;
     ctx_trace_parent_t zero;
@@ -669,6 +730,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_strict_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inject_limits_and_errors, setup, teardown),
         cmocka_unit_test(test_encode_error_writes_nothing),
+        cmocka_unit_test_setup_teardown(test_carrier_results_are_not_counts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trace_set_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alloc_failures, setup, teardown),

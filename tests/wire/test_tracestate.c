@@ -233,15 +233,27 @@ static int record(const char *key, size_t key_len, const char *value, size_t val
     return s->calls == 3 ? 42 : 0;
 }
 
+/* As record, failing with CTX_ELIMIT at the second member. */
+static int record_fail(const char *key, size_t key_len, const char *value, size_t value_len, void *user) {
+    seen_t *s = user;
+    int rc = record(key, key_len, value, value_len, user);
+    return s->calls == 2 ? CTX_ELIMIT : rc;
+}
+
 static void test_callback(void **state) {
     (void)state;
     seen_t s = {0, ""};
     assert_int_equal(ctx_trace_state_parse(S("a=1, b=2"), record, &s), 2);
     assert_string_equal(s.keys, "a:1;b:2;");
-    /* a non-zero result stops the walk */
+    /* a positive result stops the walk and is CTX_ECALLBACK, not a count */
     seen_t t = {0, ""};
-    assert_int_equal(ctx_trace_state_parse(S("a=1,b=2,c=3,d=4"), record, &t), 42);
+    ASSERT_RC(ctx_trace_state_parse(S("a=1,b=2,c=3,d=4"), record, &t), CTX_ECALLBACK);
     assert_int_equal(t.calls, 3);
+    /* a negative one stops it and is returned as is */
+    seen_t n = {0, ""};
+    ASSERT_RC(ctx_trace_state_parse(S("a=1,b=2,c=3,d=4"), record_fail, &n), CTX_ELIMIT);
+    assert_int_equal(n.calls, 2);
+    assert_string_equal(n.keys, "a:1;b:2;");
     /* an invalid list calls nothing */
     seen_t u = {0, ""};
     ASSERT_RC(ctx_trace_state_parse(S("a=1,b=2,a=3"), record, &u), CTX_EPARSE);
