@@ -56,7 +56,7 @@ endfunction()
 #                       MACRO <export macro> [OPTIONAL <function>...])
 # Plain builds only: the test build_<m>_exports checks that the module's
 # shared library exports exactly what its header declares with MACRO
-# (cmake/CtxCheckModuleExports.cmake).  OPTIONAL names declared functions
+# (cmake/CtxCheckExports.cmake).  OPTIONAL names declared functions
 # that exist only with an optional dependency.
 function(ctx_add_exports_check)
   cmake_parse_arguments(A "" "MODULE;TARGET;HEADER;MACRO" "OPTIONAL" ${ARGN})
@@ -67,6 +67,6 @@ function(ctx_add_exports_check)
   add_test(NAME build_${A_MODULE}_exports
     COMMAND ${CMAKE_COMMAND} -DLIBRARY=$<TARGET_FILE:${A_TARGET}> -DNM=${CMAKE_NM}
             -DHEADER=${A_HEADER} -DMACRO=${A_MACRO} "-DOPTIONAL=${_optional}"
-            -P "${PROJECT_SOURCE_DIR}/cmake/CtxCheckModuleExports.cmake")
+            -P "${PROJECT_SOURCE_DIR}/cmake/CtxCheckExports.cmake")
   set_tests_properties(build_${A_MODULE}_exports PROPERTIES LABELS "build;${A_MODULE}" TIMEOUT 120)
 endfunction()
