@@ -35,16 +35,7 @@
 
 /* ---- assertions ---- */
 
-/* `expr` must evaluate to the status `want`; the message names both codes. */
-#define ASSERT_RC(expr, want)                                                  \
-    do {                                                                       \
-        int got_rc_ = (expr);                                                  \
-        int want_rc_ = (want);                                                 \
-        if (got_rc_ != want_rc_)                                               \
-            fail_msg("%s:%d: %s returned %d (%s), expected %d (%s)", __FILE__, \
-                     __LINE__, #expr, got_rc_, ctx_error_name(got_rc_),        \
-                     want_rc_, ctx_error_name(want_rc_));                      \
-    } while (0)
+#include "ctx_test.h"
 
 /* ctx_var_get(var) must return `want_rc`; for CTX_VALUE/CTX_DEFAULT the value
  * must be `want_ptr`; for CTX_ENOTFOUND *out must be untouched. */

@@ -197,15 +197,7 @@ static void del_inplace(ctx__hamt_t *m, int id, uint32_t hash) {
         fail_msg("without_inplace of key %d failed: %d (%s)", id, rc, ctx_error_name(rc));
 }
 
-#define ASSERT_RC(expr, want)                                                  \
-    do {                                                                       \
-        int got_rc_ = (expr);                                                  \
-        int want_rc_ = (want);                                                 \
-        if (got_rc_ != want_rc_)                                               \
-            fail_msg("%s:%d: %s returned %d (%s), expected %d (%s)", __FILE__, \
-                     __LINE__, #expr, got_rc_, ctx_error_name(got_rc_),        \
-                     want_rc_, ctx_error_name(want_rc_));                      \
-    } while (0)
+#include "ctx_test.h"
 
 /* ======================================================================== */
 /* Expected contents and the full comparison                                */

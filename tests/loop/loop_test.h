@@ -35,25 +35,9 @@
 
 #include "../support/support.h"
 
-/* `expr` must evaluate to `want`; the message names both codes. */
-#define ASSERT_RC(expr, want)                                                  \
-    do {                                                                       \
-        int got_rc_ = (expr);                                                  \
-        int want_rc_ = (want);                                                 \
-        if (got_rc_ != want_rc_)                                               \
-            fail_msg("%s:%d: %s returned %d (%s), expected %d (%s)", __FILE__, \
-                     __LINE__, #expr, got_rc_, ctx_error_name(got_rc_),        \
-                     want_rc_, ctx_error_name(want_rc_));                      \
-    } while (0)
+#include "ctx_test.h"
 
-/* Iteration counts: `n` normally, smaller under valgrind and TSan. */
-#if defined(CTX_TEST_UNDER_VALGRIND)
-#define SCALED(n, valgrind, tsan) (valgrind)
-#elif defined(CTX_TEST_UNDER_TSAN)
-#define SCALED(n, valgrind, tsan) (tsan)
-#else
-#define SCALED(n, valgrind, tsan) (n)
-#endif
+#define SCALED(n, valgrind, tsan) CTX_SCALED(n, valgrind, tsan)
 
 #define IV(n) ((void *)(intptr_t)(n))
 

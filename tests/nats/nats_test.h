@@ -49,15 +49,7 @@
 
 extern char **environ;
 
-#define ASSERT_RC(expr, want)                                                  \
-    do {                                                                       \
-        int got_rc_ = (expr);                                                  \
-        int want_rc_ = (want);                                                 \
-        if (got_rc_ != want_rc_)                                               \
-            fail_msg("%s:%d: %s returned %d (%s), expected %d (%s)", __FILE__, \
-                     __LINE__, #expr, got_rc_, ctx_error_name(got_rc_),        \
-                     want_rc_, ctx_error_name(want_rc_));                      \
-    } while (0)
+#include "ctx_test.h"
 
 #if defined(CTX_TEST_UNDER_VALGRIND)
 #define SCALED(n, valgrind, tsan) (valgrind)
@@ -69,6 +61,15 @@ extern char **environ;
 #define SCALED(n, valgrind, tsan) (n)
 #define SLOW 1
 #endif
+
+/* Skips the calling test when no nats-server could be started (`ready` 0). */
+#define NATS_NEED_SERVER(ready)                                                              \
+    do {                                                                                     \
+        if (!(ready)) {                                                                      \
+            print_message("nats-server not found (install Debian's nats-server): skipped\n"); \
+            skip();                                                                          \
+        }                                                                                    \
+    } while (0)
 
 /* Request timeout: generous, since only a broken test ever waits it out. */
 #define REQUEST_MS (5000 * SLOW)

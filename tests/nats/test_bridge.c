@@ -210,13 +210,7 @@ static struct {
     pid_t peer;
 } G;
 
-#define NEED_SERVER()                                                                        \
-    do {                                                                                     \
-        if (!G.ready) {                                                                      \
-            print_message("nats-server not found (install Debian's nats-server): skipped\n"); \
-            skip();                                                                          \
-        }                                                                                    \
-    } while (0)
+#define NEED_SERVER() NATS_NEED_SERVER(G.ready)
 
 /* Request with a string payload; the reply's payload into buf. */
 static int ask(const char *subject, const char *text, char *buf, size_t cap, ctx_context_t **reply_ctx) {

@@ -22,13 +22,7 @@ static struct {
     ctx_nats_t *b;
 } G;
 
-#define NEED_SERVER()                                                                        \
-    do {                                                                                     \
-        if (!G.ready) {                                                                      \
-            print_message("nats-server not found (install Debian's nats-server): skipped\n"); \
-            skip();                                                                          \
-        }                                                                                    \
-    } while (0)
+#define NEED_SERVER() NATS_NEED_SERVER(G.ready)
 
 static int group_setup(void **state) {
     (void)state;

@@ -47,15 +47,7 @@
 #endif
 #define SCALED(n) ((n) / POOL_TEST_SCALE > 0 ? (n) / POOL_TEST_SCALE : 1)
 
-#define ASSERT_RC(expr, want)                                                  \
-    do {                                                                       \
-        int got_rc_ = (expr);                                                  \
-        int want_rc_ = (want);                                                 \
-        if (got_rc_ != want_rc_)                                               \
-            fail_msg("%s:%d: %s returned %d (%s), expected %d (%s)", __FILE__, \
-                     __LINE__, #expr, got_rc_, ctx_error_name(got_rc_),        \
-                     want_rc_, ctx_error_name(want_rc_));                      \
-    } while (0)
+#include "ctx_test.h"
 
 /* ---- failures seen off the main thread ---- */
 
