@@ -43,6 +43,7 @@
 #include <ctxvar.h>
 #include <ctxvar/wire.h>
 #if defined(CTX_HAVE_NATS)
+#include "nats_server.h"
 #include <ctxvar/nats.h>
 #endif
 
@@ -188,71 +189,6 @@ static void bench_codecs(ctx_bench_t *b) {
 
 #if defined(CTX_HAVE_NATS)
 
-/* ---- a private nats-server ---- */
-
-extern char **environ;
-
-static const char *server_path(void) {
-    static char found[1024];
-    const char *env = getenv("CTX_NATS_SERVER");
-    if (env && access(env, X_OK) == 0)
-        return env;
-#ifdef CTX_NATS_SERVER_PATH
-    if (access(CTX_NATS_SERVER_PATH, X_OK) == 0)
-        return CTX_NATS_SERVER_PATH;
-#endif
-    static const char *dirs[] = {"/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"};
-    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
-        snprintf(found, sizeof found, "%s/nats-server", dirs[i]);
-        if (access(found, X_OK) == 0)
-            return found;
-    }
-    return NULL;
-}
-
-static void nap_ms(long ms) {
-    struct timespec ts = {0, ms * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static int start_server(pid_t *pid, char *url, size_t cap) {
-    const char *bin = server_path();
-    if (!bin)
-        return -1;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t n = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &n))
-        return -1;
-    close(fd);
-    char port[16];
-    snprintf(port, sizeof port, "%d", ntohs(a.sin_port));
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    char *argv[] = {(char *)"nats-server", (char *)"-a", (char *)"127.0.0.1", (char *)"-p", port, NULL};
-    int rc = posix_spawn(pid, bin, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        return -1;
-    snprintf(url, cap, "nats://127.0.0.1:%s", port);
-    for (int i = 0; i < 200; i++) {
-        natsConnection *probe = NULL;
-        if (natsConnection_ConnectTo(&probe, url) == NATS_OK) {
-            natsConnection_Destroy(probe);
-            return 0;
-        }
-        nap_ms(25);
-    }
-    kill(*pid, SIGKILL);
-    waitpid(*pid, NULL, 0);
-    return -1;
-}
-
 /* ---- the two responders ---- */
 
 static void ctx_responder(ctx_nats_t *bridge, natsMsg *msg, void *user) {
@@ -272,9 +208,10 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 static void bench_nats(ctx_bench_t *b) {
-    pid_t server = 0;
     char url[64];
-    if (start_server(&server, url, sizeof url) != 0) {
+    const char *bin = ctx_example_nats_server_path();
+    pid_t server = bin ? ctx_example_nats_server_start(bin, url, sizeof url) : -1;
+    if (server <= 0) {
         fprintf(stderr, "bench_wire: nats-server not found or not starting (Debian: nats-server): "
                         "nats_roundtrip_ratio skipped\n");
         return;
@@ -359,8 +296,7 @@ static void bench_nats(ctx_bench_t *b) {
     for (int i = 0; i < 3; i++)
         ctx_var_release(vars[i]);
     ctx_wire_release(w);
-    kill(server, SIGTERM);
-    waitpid(server, NULL, 0);
+    ctx_example_nats_server_stop(server);
 }
 #endif
 

@@ -27,6 +27,9 @@
 #endif
 
 #include "demo.h"
+#if defined(CTX_HAVE_NATS)
+#include "nats_server.h"
+#endif
 
 static int checks_failed;
 
@@ -148,63 +151,6 @@ static void *headers_round_trip(void *arg) {
 /* ---- 3. one hop over NATS ---- */
 
 #if defined(CTX_HAVE_NATS)
-extern char **environ;
-
-static const char *server_path(void) {
-    static char found[1024];
-    const char *env = getenv("CTX_NATS_SERVER");
-    if (env && access(env, X_OK) == 0)
-        return env;
-#ifdef CTX_NATS_SERVER_PATH
-    if (access(CTX_NATS_SERVER_PATH, X_OK) == 0)
-        return CTX_NATS_SERVER_PATH;
-#endif
-    static const char *dirs[] = {"/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"};
-    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
-        snprintf(found, sizeof found, "%s/nats-server", dirs[i]);
-        if (access(found, X_OK) == 0)
-            return found;
-    }
-    return NULL;
-}
-
-static pid_t start_server(const char *bin, char *url, size_t cap) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t n = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (struct sockaddr *)&a, &n))
-        return -1;
-    close(fd);
-    char port[16];
-    snprintf(port, sizeof port, "%d", ntohs(a.sin_port));
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    char *argv[] = {(char *)"nats-server", (char *)"-a", (char *)"127.0.0.1", (char *)"-p", port, NULL};
-    pid_t pid;
-    int rc = posix_spawn(&pid, bin, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        return -1;
-    snprintf(url, cap, "nats://127.0.0.1:%s", port);
-    for (int i = 0; i < 200; i++) { /* up to 5 s */
-        natsConnection *probe = NULL;
-        if (natsConnection_ConnectTo(&probe, url) == NATS_OK) {
-            natsConnection_Destroy(probe);
-            return pid;
-        }
-        struct timespec ts = {0, 25000000};
-        nanosleep(&ts, NULL);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
-}
-
 static char far_user[64], far_trace[33];
 
 static void far_side(ctx_nats_t *bridge, natsMsg *msg, void *arg) {
@@ -248,13 +194,13 @@ static void *request_over_nats(void *arg) {
 
 static void nats_hop(void) {
     printf("\n  One hop over NATS:\n");
-    const char *bin = server_path();
+    const char *bin = ctx_example_nats_server_path();
     if (!bin) {
         printf("    skipped: nats-server is not installed (Debian: apt-get install nats-server)\n");
         return;
     }
     char url[64];
-    pid_t server = start_server(bin, url, sizeof url);
+    pid_t server = ctx_example_nats_server_start(bin, url, sizeof url);
     if (server <= 0) {
         printf("    skipped: %s did not start on 127.0.0.1\n", bin);
         return;
@@ -288,8 +234,7 @@ static void nats_hop(void) {
         natsConnection_Destroy(client_nc);
     if (service_nc)
         natsConnection_Destroy(service_nc);
-    kill(server, SIGTERM);
-    waitpid(server, NULL, 0);
+    ctx_example_nats_server_stop(server);
     nats_CloseAndWait(2000);
 }
 #endif
