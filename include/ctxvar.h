@@ -371,7 +371,8 @@ typedef struct ctx_capture {
 CTX_EXPORT void ctx_capture_current(ctx_capture_t *capture);
 
 /* Stores a copy of `ctx` (any context, entered anywhere or not) in
- * `capture`.  Returns 0, or CTX_EINVAL (nothing stored). */
+ * `capture`: O(1), no allocation.  Any thread.  Returns 0, or CTX_EINVAL
+ * (nothing stored). */
 CTX_EXPORT int ctx_capture_copy(ctx_capture_t *capture, ctx_context_t *ctx);
 
 /* ctx_context_run for a capture: enters it, calls fn(arg), stores fn's return
@@ -386,7 +387,7 @@ CTX_EXPORT int ctx_capture_run(ctx_capture_t *capture, ctx_run_fn fn, void *arg,
                                void **result);
 
 /* Drops what `capture` holds (values no other context holds are released).
- * Not while it runs.  NULL is ignored. */
+ * Any thread, but not while the capture runs.  NULL is ignored. */
 CTX_EXPORT void ctx_capture_clear(ctx_capture_t *capture);
 
 /* ---- mapping view (any context, any thread) ---- */

@@ -269,6 +269,41 @@ static void test_exported_allocator(void **state) {
     ctx_test_alloc_uninstall();
 }
 
+static int g_called;
+
+static void *note_call(void *arg) {
+    (void)arg;
+    g_called = 1;
+    return NULL;
+}
+
+static void *thread_runs_without_memory(void *arg) {
+    ctx_test_alloc_fail_all(1);
+    int r = ctx_capture_run(arg, note_call, NULL, NULL); /* no thread state yet */
+    ctx_test_alloc_fail_all(0);
+    ctx_thread_release();
+    return (void *)(intptr_t)r;
+}
+
+/* A thread that has no state yet and cannot make one: CTX_ENOMEM, and fn is
+ * never called. */
+static void test_run_without_thread_state_memory(void **state) {
+    (void)state;
+    ctx_capture_t cap;
+    ctx_capture_current(&cap);
+    ctx_test_alloc_install();
+    g_called = 0;
+    pthread_t th;
+    void *r = NULL;
+    assert_int_equal(pthread_create(&th, NULL, thread_runs_without_memory, &cap), 0);
+    assert_int_equal(pthread_join(th, &r), 0);
+    ctx_test_alloc_uninstall();
+    assert_int_equal((int)(intptr_t)r, CTX_ENOMEM);
+    assert_int_equal(g_called, 0);
+    ctx_capture_clear(&cap);
+    assert_int_equal(ctx_thread_release(), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_capture_is_a_snapshot),
@@ -281,6 +316,7 @@ int main(void) {
         cmocka_unit_test(test_thread_exit_inside_a_run),
         cmocka_unit_test(test_run_whose_fn_exits_its_context),
         cmocka_unit_test(test_exported_allocator),
+        cmocka_unit_test(test_run_without_thread_state_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
