@@ -152,16 +152,16 @@ static double time_two_threads(ctx_bus_t *bus, ctx_bus_event_t *ev, long n) {
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, 2);
     contender_t c[2];
-    ctx_thread_t *t[2];
+    ctx_pool_thread_t *t[2];
     for (int i = 0; i < 2; i++) {
         c[i] = (contender_t){bus, ev, n, 0, &start};
         /* Each thread starts in a copy of this context: the scoped list is
          * shared by both. */
-        check(ctx_thread_create(contend, &c[i], CTX_THREAD_INHERIT, &t[i]),
+        check(ctx_pool_thread_create(contend, &c[i], CTX_POOL_THREAD_INHERIT, &t[i]),
               "thread");
     }
     for (int i = 0; i < 2; i++)
-        check(ctx_thread_join(t[i], NULL), "join");
+        check(ctx_pool_thread_join(t[i], NULL), "join");
     pthread_barrier_destroy(&start);
     return (c[0].ns + c[1].ns) / 2;
 }
@@ -182,7 +182,7 @@ static double time_pool(ctx_bus_t *bus, ctx_bus_event_t *ev, long n) {
     double ns = (double)(ctx_bench_now_ns() - t0) / (double)n;
     if (atomic_load(&async_calls) != (unsigned long)n * LISTENERS)
         abort();
-    ctx_pool_destroy(pool);
+    ctx_pool_release(pool);
     return ns;
 }
 
@@ -265,9 +265,9 @@ void ctx_bench_bus(ctx_bench_t *b) {
 #endif
 
     ctx_bus_event_release(ev);
-    ctx_bus_destroy(async_bus);
-    ctx_bus_destroy(bus);
-    ctx_bus_destroy(empty);
+    ctx_bus_release(async_bus);
+    ctx_bus_release(bus);
+    ctx_bus_release(empty);
     ctx_var_release(request);
     ctx_thread_release();
     if (calls == 0)

@@ -153,18 +153,18 @@ typedef struct yielder {
     long left;
 } yielder_t;
 
-static int yield_step(ctx_task_t *task, void *arg, void **result) {
+static int yield_step(ctx_loop_task_t *task, void *arg, void **result) {
     (void)result;
     yielder_t *y = arg;
     if (--y->left <= 0)
         return 0;
-    return ctx_task_yield(task);
+    return ctx_loop_task_yield(task);
 }
 
 static double task_steps(ctx_loop_t *loop, long n) {
     yielder_t y = {n};
     uint64_t t0 = ctx_bench_now_ns();
-    if (ctx_task_new(loop, yield_step, &y, NULL, NULL) != 0)
+    if (ctx_loop_task_new(loop, yield_step, &y, NULL, NULL) != 0)
         abort();
     ctx_loop_run(loop, UV_RUN_DEFAULT);
     return per_op(t0, n);

@@ -16,14 +16,14 @@
  * the processors, with the same number of chances for each.  The medians
  * are reported too (*_median_ns), to show the spread.
  *
- *   pool_task_ns            ours, propagation on (CTX_PROPAGATE_COPY)
- *   pool_task_off_ns        ours, propagation off (CTX_PROPAGATE_NONE)
+ *   pool_task_ns            ours, propagation on (CTX_POOL_PROPAGATE_COPY)
+ *   pool_task_off_ns        ours, propagation off (CTX_POOL_PROPAGATE_NONE)
  *   pool_propagation_ratio  on / off                       (goal <= 1.05)
  *   pool_glib_task_ns       GLib's GThreadPool, exclusive, 2 threads
  *   pool_vs_glib_ratio      pool_task_ns / pool_glib_task_ns (goal <= 1.0)
  *   pool_roundtrip_ns       submit one task, wait for its future, repeat
- *   bind_call_ns            ctx_bind_call of an empty function (own copy)
- *   bind_call_shared_ns     the same with CTX_BIND_SHARED (no copy)
+ *   bind_call_ns            ctx_pool_bound_call of an empty function (own copy)
+ *   bind_call_shared_ns     the same with CTX_POOL_BOUND_SHARED (no copy)
  *
  * GLib (Debian's libglib2.0-dev) is used only here, when the build defines
  * CTX_BENCH_HAVE_GLIB (CMake does when pkg-config finds glib-2.0); without
@@ -72,7 +72,7 @@ static void start_run(long n) {
 }
 
 /* ns per task for n tasks through a ctxvar pool with `policy`. */
-static double run_ours(ctx_propagation_t policy, long n) {
+static double run_ours(ctx_pool_propagation_t policy, long n) {
     ctx_pool_options_t o = {.threads = WORKERS, .propagation = policy};
     ctx_pool_t *pool = NULL;
     if (ctx_pool_new(&o, &pool) != 0)
@@ -84,7 +84,7 @@ static double run_ours(ctx_propagation_t policy, long n) {
             abort();
     sem_wait(&all_done);
     uint64_t t1 = ctx_bench_now_ns();
-    ctx_pool_destroy(pool);
+    ctx_pool_release(pool);
     return (double)(t1 - t0) / (double)n;
 }
 
@@ -142,14 +142,14 @@ static double roundtrip(long n) {
         abort();
     uint64_t t0 = ctx_bench_now_ns();
     for (long i = 0; i < n; i++) {
-        ctx_future_t *f = NULL;
+        ctx_pool_future_t *f = NULL;
         if (ctx_pool_submit(pool, nothing, NULL, &f) != 0 ||
-            ctx_future_wait(f, CTX_WAIT_FOREVER) != 0)
+            ctx_pool_future_wait(f, CTX_WAIT_FOREVER) != 0)
             abort();
-        ctx_future_release(f);
+        ctx_pool_future_release(f);
     }
     uint64_t t1 = ctx_bench_now_ns();
-    ctx_pool_destroy(pool);
+    ctx_pool_release(pool);
     return (double)(t1 - t0) / (double)n;
 }
 
@@ -159,21 +159,21 @@ static void *bound_nothing(void *arg, void *call_arg) {
 }
 
 static double bind_calls(unsigned flags, long n) {
-    ctx_bound_t *b = NULL;
-    ctx_bind_options_t o = {.flags = flags};
-    if (ctx_bind_new(bound_nothing, NULL, &o, &b) != 0)
+    ctx_pool_bound_t *b = NULL;
+    ctx_pool_bound_options_t o = {.flags = flags};
+    if (ctx_pool_bound_new(bound_nothing, NULL, &o, &b) != 0)
         abort();
     double best = 1e30;
     for (int rep = 0; rep < 5; rep++) {
         uint64_t t0 = ctx_bench_now_ns();
         for (long i = 0; i < n; i++)
-            if (ctx_bind_call(b, NULL, NULL) != 0)
+            if (ctx_pool_bound_call(b, NULL, NULL) != 0)
                 abort();
         double ns = (double)(ctx_bench_now_ns() - t0) / (double)n;
         if (ns < best)
             best = ns;
     }
-    ctx_bind_release(b);
+    ctx_pool_bound_release(b);
     return best;
 }
 
@@ -196,10 +196,10 @@ void ctx_bench_pool(ctx_bench_t *b) {
     double glib[MAX_RUNS];
     run_glib(n / 4); /* warm up GLib's allocator and threads */
 #endif
-    run_ours(CTX_PROPAGATE_COPY, n / 4);
+    run_ours(CTX_POOL_PROPAGATE_COPY, n / 4);
     for (int r = 0; r < runs; r++) {
-        on[r] = run_ours(CTX_PROPAGATE_COPY, n);
-        off[r] = run_ours(CTX_PROPAGATE_NONE, n);
+        on[r] = run_ours(CTX_POOL_PROPAGATE_COPY, n);
+        off[r] = run_ours(CTX_POOL_PROPAGATE_NONE, n);
 #if HAVE_GLIB
         glib[r] = run_glib(n);
 #endif
@@ -230,9 +230,9 @@ void ctx_bench_pool(ctx_bench_t *b) {
                   "pool: submit one task, wait for its future, one at a time");
     long calls = quick ? 200000 : 2000000;
     ctx_bench_put(b, "bind_call_ns", bind_calls(0, calls),
-                  "ctx_bind_call of an empty function (fresh copy per call)");
-    ctx_bench_put(b, "bind_call_shared_ns", bind_calls(CTX_BIND_SHARED, calls),
-                  "the same with CTX_BIND_SHARED (one shared context)");
+                  "ctx_pool_bound_call of an empty function (fresh copy per call)");
+    ctx_bench_put(b, "bind_call_shared_ns", bind_calls(CTX_POOL_BOUND_SHARED, calls),
+                  "the same with CTX_POOL_BOUND_SHARED (one shared context)");
 
     ctx_var_release(request);
     ctx_thread_release();

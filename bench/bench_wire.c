@@ -1,7 +1,7 @@
 /*
  * bench_wire.c — the wire module's figures (issue: wire benchmark keys).
  *
- *   traceparent_parse_ns   ctx_trace_parent_parse of a valid header
+ *   traceparent_parse_ns   ctx_wire_traceparent_parse of a valid header
  *   baggage_decode_ns_8    ctx_wire_extract of a baggage header of 8
  *                          members into a new context of 8 registered
  *                          variables (decode hooks, allocations and the
@@ -10,7 +10,7 @@
  *   baggage_encode_ns_8    ctx_wire_inject of a context holding those 8
  *                          values (encode hooks, percent-encoding) into a
  *                          carrier that copies into a fixed buffer
- *   baggage_parse_ns_8     the codec alone: ctx_baggage_parse of that header
+ *   baggage_parse_ns_8     the codec alone: ctx_wire_baggage_parse of that header
  *   nats_roundtrip_ratio   request/reply through a local nats-server with
  *                          the context propagated both ways (ctx_nats_request
  *                          → subscription callback in the decoded context →
@@ -118,7 +118,7 @@ static int one_iterate(void *self, ctx_wire_header_fn fn, void *user) {
 }
 
 typedef struct sink {
-    char buf[8][CTX_BAGGAGE_MAX_BYTES + 1];
+    char buf[8][CTX_WIRE_BAGGAGE_MAX_BYTES + 1];
     int n;
 } sink_t;
 
@@ -136,9 +136,9 @@ static void bench_codecs(ctx_bench_t *b) {
     double ns;
 
     static const char tp_text[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    ctx_trace_parent_t tp;
+    ctx_wire_traceparent_t tp;
     TIME_LOOP(ns, iters, {
-        SINK(ctx_trace_parent_parse(tp_text, sizeof tp_text - 1, &tp));
+        SINK(ctx_wire_traceparent_parse(tp_text, sizeof tp_text - 1, &tp));
         SINK(tp.flags);
     });
     ctx_bench_put(b, "traceparent_parse_ns", ns, "parse one traceparent header");
@@ -166,7 +166,7 @@ static void bench_codecs(ctx_bench_t *b) {
     TIME_LOOP(ns, enc_iters, { SINK(ctx_wire_inject(w, src, &out, 0)); });
     ctx_bench_put(b, "baggage_encode_ns_8", ns, "inject a context of 8 baggage members");
 
-    char header[CTX_BAGGAGE_MAX_BYTES + 1];
+    char header[CTX_WIRE_BAGGAGE_MAX_BYTES + 1];
     strcpy(header, sink.buf[(sink.n - 1) & 7]);
     one_header_t h = {"baggage", header};
     ctx_wire_carrier_t in = {one_iterate, NULL, NULL, &h};
@@ -178,7 +178,7 @@ static void bench_codecs(ctx_bench_t *b) {
     });
     ctx_bench_put(b, "baggage_decode_ns_8", ns, "extract 8 baggage members into a new context");
 
-    TIME_LOOP(ns, enc_iters, { SINK(ctx_baggage_parse(header, strlen(header), NULL, NULL, NULL)); });
+    TIME_LOOP(ns, enc_iters, { SINK(ctx_wire_baggage_parse(header, strlen(header), NULL, NULL, NULL)); });
     ctx_bench_put(b, "baggage_parse_ns_8", ns, "the baggage codec alone, 8 members");
 
     ctx_context_release(src);
@@ -244,7 +244,7 @@ static void bench_nats(ctx_bench_t *b) {
         if (str_decode(values[i], strlen(values[i]), &v, NULL) || ctx_var_set(vars[i], v, NULL))
             abort();
     }
-    ctx_wire_trace_start(w, CTX_TRACE_FLAG_SAMPLED, NULL);
+    ctx_wire_trace_start(w, CTX_WIRE_TRACE_FLAG_SAMPLED, NULL);
     ctx_wire_deadline_set(w, 3600ll * 1000000000);
 
     static const char body[] = "ping";

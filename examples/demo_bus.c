@@ -7,7 +7,7 @@
  * contextvar), and reports progress from everywhere its work goes: the
  * handler itself, a task on a shared thread pool, an asynchronous publish
  * through that pool, a callback a "framework" runs on a thread of its own
- * (bound with ctx_bind_new), and — when built with the loop module — an
+ * (bound with ctx_pool_bound_new), and — when built with the loop module — an
  * asynchronous publish delivered on a libuv loop.  Each listener prints what
  * it receives, with the context it runs in.
  *
@@ -178,7 +178,7 @@ static void *request_main(void *arg) {
     ctx_bus_subscribe(bus, "progress.*", request_listener, log, &scoped, NULL);
 
     publish_progress("progress.start", "the handler", 0, 0);
-    ctx_future_t *steps[POOL_STEPS];
+    ctx_pool_future_t *steps[POOL_STEPS];
     for (int i = 0; i < POOL_STEPS; i++)
         if (ctx_pool_submit(pool, pool_step, (void *)(intptr_t)(i + 1), &steps[i]) != 0)
             steps[i] = NULL;
@@ -186,14 +186,14 @@ static void *request_main(void *arg) {
 #if HAVE_LOOP
     publish_progress("progress.ui", "the handler, via the loop", 1, 2);
 #endif
-    ctx_bound_t *bound = NULL;
-    if (ctx_bind_new(bound_callback, NULL, NULL, &bound) == 0) {
-        run_on_framework_thread(ctx_bind_trampoline, bound);
-        ctx_bind_release(bound);
+    ctx_pool_bound_t *bound = NULL;
+    if (ctx_pool_bound_new(bound_callback, NULL, NULL, &bound) == 0) {
+        run_on_framework_thread(ctx_pool_bound_trampoline, bound);
+        ctx_pool_bound_release(bound);
     }
     for (int i = 0; i < POOL_STEPS; i++) {
-        ctx_future_wait(steps[i], CTX_WAIT_FOREVER);
-        ctx_future_release(steps[i]);
+        ctx_pool_future_wait(steps[i], CTX_WAIT_FOREVER);
+        ctx_pool_future_release(steps[i]);
     }
     publish_progress("progress.done", "the handler", 9, 0);
     ctx_thread_release(); /* the request ends; its listener goes with it */
@@ -261,8 +261,8 @@ int ctx_demo_bus(void) {
            ok_orphan ? "ok  " : "FAIL", audit_events, audit_orphans);
 
     ctx_bus_listener_release(audit);
-    ctx_bus_destroy(bus);
-    ctx_pool_destroy(pool);
+    ctx_bus_release(bus);
+    ctx_pool_release(pool);
 #if HAVE_LOOP
     ctx_loop_close(loop);
     ctx_loop_release(loop);

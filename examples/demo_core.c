@@ -89,7 +89,7 @@ static const char *current_request(void) {
 
 static void log_line(const char *what) {
     char fields[128];
-    ctx_format_current(fields, sizeof fields, NULL);
+    ctx_context_format_current(fields, sizeof fields, NULL);
     printf("    log: %-28s [%s]\n", what, fields);
 }
 

@@ -51,7 +51,7 @@ static const char *const users[REQUESTS] = {"ada", "grace", "edsger", "barbara",
 static void log_line(const char *expected, const char *what) {
     char ctx_text[128];
     void *request = NULL;
-    ctx_format_current(ctx_text, sizeof ctx_text, NULL);
+    ctx_context_format_current(ctx_text, sizeof ctx_text, NULL);
     int right = ctx_var_get(request_var, &request) == CTX_VALUE && request == expected;
     const char *where = pthread_equal(pthread_self(), loop_thread) ? "loop" : "pool";
     pthread_mutex_lock(&log_lock);
@@ -66,7 +66,7 @@ static void log_line(const char *expected, const char *what) {
 typedef struct request {
     int index;
     int state;
-    ctx_uv_timer_t timer;
+    ctx_loop_uv_timer_t timer;
     char rows[48];
 } request_t;
 
@@ -78,8 +78,8 @@ static void metrics_callback(void *arg) {
 
 static void uv_timer_fired(uv_timer_t *handle) {
     request_t *r = handle->data;
-    log_line(id_of(r), "libuv timer callback (ctx_uv_timer_start)");
-    ctx_uv_timer_close(&r->timer, NULL);
+    log_line(id_of(r), "libuv timer callback (ctx_loop_uv_timer_start)");
+    ctx_loop_uv_timer_close(&r->timer, NULL);
 }
 
 /* The "database query", on a pool worker, in a copy of the task's context. */
@@ -93,7 +93,7 @@ static int query(void *arg, void **result) {
     return 0;
 }
 
-static int handle_request(ctx_task_t *task, void *arg, void **result) {
+static int handle_request(ctx_loop_task_t *task, void *arg, void **result) {
     request_t *r = arg;
     char what[96];
     void *rows = NULL;
@@ -102,20 +102,20 @@ static int handle_request(ctx_task_t *task, void *arg, void **result) {
         ctx_var_set(request_var, (void *)id_of(r), NULL);
         ctx_var_set(user_var, (void *)users[r->index], NULL);
         log_line(id_of(r), "accepted; reading the request (a 2 ms timer)");
-        return ctx_task_sleep(task, 2);
+        return ctx_loop_task_sleep(task, 2);
     case 1:
         log_line(id_of(r), "headers parsed; offloading the query");
         ctx_loop_call_later(loop, 1, metrics_callback, r, NULL, NULL);
-        ctx_uv_timer_init(ctx_loop_uv(loop), &r->timer);
+        ctx_loop_uv_timer_init(ctx_loop_uv(loop), &r->timer);
         r->timer.timer.data = r;
-        ctx_uv_timer_start(&r->timer, uv_timer_fired, 2, 0);
-        return ctx_task_offload(task, pool, query, r, NULL);
+        ctx_loop_uv_timer_start(&r->timer, uv_timer_fired, 2, 0);
+        return ctx_loop_task_offload(task, pool, query, r, NULL);
     case 2:
-        if (ctx_task_awaited(task, &rows) != 0)
+        if (ctx_loop_task_awaited(task, &rows) != 0)
             return CTX_ECALLBACK;
         snprintf(what, sizeof what, "back on the loop with \"%s\"", (const char *)rows);
         log_line(id_of(r), what);
-        return ctx_task_yield(task);
+        return ctx_loop_task_yield(task);
     default:
         log_line(id_of(r), "reply sent");
         *result = r;
@@ -140,12 +140,12 @@ int ctx_demo_loop(void) {
            REQUESTS);
 
     request_t requests[REQUESTS];
-    ctx_task_t *tasks[REQUESTS];
+    ctx_loop_task_t *tasks[REQUESTS];
     for (int i = 0; i < REQUESTS; i++) {
         memset(&requests[i], 0, sizeof requests[i]);
         requests[i].index = i;
-        if (ctx_task_new(loop, handle_request, &requests[i], NULL, &tasks[i]) != 0) {
-            printf("  FAIL: ctx_task_new\n");
+        if (ctx_loop_task_new(loop, handle_request, &requests[i], NULL, &tasks[i]) != 0) {
+            printf("  FAIL: ctx_loop_task_new\n");
             return 1;
         }
     }
@@ -153,8 +153,8 @@ int ctx_demo_loop(void) {
 
     int completed = 0;
     for (int i = 0; i < REQUESTS; i++) {
-        completed += ctx_task_result(tasks[i], NULL) == 0;
-        ctx_task_release(tasks[i]);
+        completed += ctx_loop_task_result(tasks[i], NULL) == 0;
+        ctx_loop_task_release(tasks[i]);
     }
     void *leak = NULL;
     int base_clean = ctx_var_get(request_var, &leak) == CTX_ENOTFOUND;
@@ -170,7 +170,7 @@ int ctx_demo_loop(void) {
 
     ctx_loop_close(loop);
     ctx_loop_release(loop);
-    ctx_pool_destroy(pool);
+    ctx_pool_release(pool);
     ctx_var_release(request_var);
     ctx_var_release(user_var);
     return failed;

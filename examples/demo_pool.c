@@ -3,7 +3,7 @@
  * with its own request id and user in context variables, fan their work out
  * to one shared thread pool and hand a callback to a library that calls it
  * from its own thread.  Every log line is printed with the context it ran
- * in (ctx_format_current), and checked against the request that owns it;
+ * in (ctx_context_format_current), and checked against the request that owns it;
  * the closing line says how many lines carried the wrong request.
  */
 #include <pthread.h>
@@ -44,7 +44,7 @@ static const char *const users[REQUESTS] = {"ada", "grace", "edsger", "barbara"}
 static void log_line(const char *expected, const char *what) {
     char ctx_text[128];
     void *request = NULL;
-    ctx_format_current(ctx_text, sizeof ctx_text, NULL);
+    ctx_context_format_current(ctx_text, sizeof ctx_text, NULL);
     int right = ctx_var_get(request_var, &request) == CTX_VALUE && request == expected;
     pthread_mutex_lock(&log_lock);
     lines++;
@@ -100,7 +100,7 @@ static void *handle_request(void *arg) {
     log_line(id, "request received");
 
     step_t steps[STEPS];
-    ctx_future_t *futures[STEPS];
+    ctx_pool_future_t *futures[STEPS];
     for (int s = 0; s < STEPS; s++) {
         steps[s] = (step_t){id, s + 1};
         if (ctx_pool_submit(pool, run_step, &steps[s], &futures[s]) != 0)
@@ -108,18 +108,18 @@ static void *handle_request(void *arg) {
     }
 
     /* Hand a callback to the library: bound now, called on its thread. */
-    ctx_bound_t *bound = NULL;
-    if (ctx_bind_new(on_library_event, (void *)id, NULL, &bound) != 0)
+    ctx_pool_bound_t *bound = NULL;
+    if (ctx_pool_bound_new(on_library_event, (void *)id, NULL, &bound) != 0)
         return (void *)1;
-    library_call_t call = {ctx_bind_trampoline_void, bound};
+    library_call_t call = {ctx_pool_bound_trampoline_void, bound};
     pthread_t library;
     pthread_create(&library, NULL, library_thread, &call);
     pthread_join(library, NULL);
-    ctx_bind_release(bound);
+    ctx_pool_bound_release(bound);
 
     for (int s = 0; s < STEPS; s++) {
-        ctx_future_wait(futures[s], CTX_WAIT_FOREVER);
-        ctx_future_release(futures[s]);
+        ctx_pool_future_wait(futures[s], CTX_WAIT_FOREVER);
+        ctx_pool_future_release(futures[s]);
     }
     log_line(id, "request done");
     return NULL;
@@ -146,35 +146,35 @@ int ctx_demo_pool(void) {
     printf("  %d requests at once, each fanning %d steps out to one pool of 2 workers:\n",
            REQUESTS, STEPS);
 
-    ctx_thread_t *threads[REQUESTS];
+    ctx_pool_thread_t *threads[REQUESTS];
     int failures = 0;
     for (int i = 0; i < REQUESTS; i++)
-        if (ctx_thread_create(handle_request, (void *)(intptr_t)i, 0, &threads[i]) != 0)
+        if (ctx_pool_thread_create(handle_request, (void *)(intptr_t)i, 0, &threads[i]) != 0)
             return 1;
     for (int i = 0; i < REQUESTS; i++) {
         void *r = NULL;
-        if (ctx_thread_join(threads[i], &r) != 0 || r != NULL)
+        if (ctx_pool_thread_join(threads[i], &r) != 0 || r != NULL)
             failures++;
     }
 
     /* The opt-out, for contrast: the same pool, one submit without
      * propagation.  (Not a log line of any request, so not counted.) */
     ctx_var_set(request_var, (void *)request_ids[0], NULL);
-    ctx_submit_options_t off = {.propagation = CTX_PROPAGATE_NONE};
-    ctx_future_t *f = NULL;
+    ctx_pool_submit_options_t off = {.propagation = CTX_POOL_PROPAGATE_NONE};
+    ctx_pool_future_t *f = NULL;
     void *seen = (void *)"?";
     if (ctx_pool_submit_ex(pool, peek_request, NULL, &off, &f) == 0) {
-        ctx_future_wait(f, CTX_WAIT_FOREVER);
-        ctx_future_result(f, &seen);
-        ctx_future_release(f);
+        ctx_pool_future_wait(f, CTX_WAIT_FOREVER);
+        ctx_pool_future_result(f, &seen);
+        ctx_pool_future_release(f);
     }
-    printf("  (with CTX_PROPAGATE_NONE a task sees request = %s: the opt-out)\n",
+    printf("  (with CTX_POOL_PROPAGATE_NONE a task sees request = %s: the opt-out)\n",
            seen ? (const char *)seen : "<unset>");
     failures += seen != NULL;
 
     ctx_pool_stats_t st;
     ctx_pool_stats(pool, &st);
-    ctx_pool_destroy(pool);
+    ctx_pool_release(pool);
     ctx_var_release(request_var);
     ctx_var_release(user_var);
 

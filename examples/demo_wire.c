@@ -87,7 +87,7 @@ static int print_header(const char *name, size_t nl, const char *value, size_t v
 
 /* ---- 1. the codecs ---- */
 
-static int print_member(const ctx_baggage_member_t *m, void *arg) {
+static int print_member(const ctx_wire_baggage_member_t *m, void *arg) {
     (void)arg;
     printf("      %.*s = \"%s\"", (int)m->key_len, m->key, m->value);
     if (m->properties)
@@ -99,20 +99,20 @@ static int print_member(const ctx_baggage_member_t *m, void *arg) {
 static void codecs(void) {
     printf("\n  The W3C formats, on the specifications' examples:\n");
     static const char tp_text[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    ctx_trace_parent_t tp, child;
-    int rc = ctx_trace_parent_parse(tp_text, sizeof tp_text - 1, &tp);
-    char buf[CTX_TRACE_PARENT_LEN + 1];
-    ctx_trace_parent_child(&tp, &child);
-    ctx_trace_parent_format(&child, buf, sizeof buf);
+    ctx_wire_traceparent_t tp, child;
+    int rc = ctx_wire_traceparent_parse(tp_text, sizeof tp_text - 1, &tp);
+    char buf[CTX_WIRE_TRACEPARENT_LEN + 1];
+    ctx_wire_traceparent_child(&tp, &child);
+    ctx_wire_traceparent_format(&child, buf, sizeof buf);
     printf("    traceparent %s\n    child for an outgoing call: %s\n", tp_text, buf);
     CHECK(rc == 0 && memcmp(child.trace_id, tp.trace_id, 16) == 0 && memcmp(child.parent_id, tp.parent_id, 8) != 0,
           "the child keeps the trace-id and gets a new parent-id");
     static const char *bad = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01";
-    CHECK(ctx_trace_parent_parse(bad, strlen(bad), &tp) == CTX_EPARSE, "uppercase hex is refused, as the spec says");
+    CHECK(ctx_wire_traceparent_parse(bad, strlen(bad), &tp) == CTX_EPARSE, "uppercase hex is refused, as the spec says");
     static const char bag[] = "userId=Am%C3%A9lie,serverNode=DF%2028;region=eu, isProduction=false";
     printf("    baggage %s\n", bag);
-    ctx_baggage_stats_t st;
-    int n = ctx_baggage_parse(bag, sizeof bag - 1, print_member, NULL, &st);
+    ctx_wire_baggage_stats_t st;
+    int n = ctx_wire_baggage_parse(bag, sizeof bag - 1, print_member, NULL, &st);
     CHECK(n == 3 && st.malformed == 0, "three members, percent-decoded");
     int64_t ns = 0;
     ctx_wire_timeout_parse("1500m", 5, &ns);
@@ -126,7 +126,7 @@ static void *headers_round_trip(void *arg) {
     set(request_id, "req-42");
     set(user, "amélie");
     set(secret, "never leaves the process");
-    ctx_wire_trace_start(wire, CTX_TRACE_FLAG_SAMPLED, NULL);
+    ctx_wire_trace_start(wire, CTX_WIRE_TRACE_FLAG_SAMPLED, NULL);
     ctx_wire_deadline_set(wire, 2000000000);
     ctx_wire_headers_t *h = NULL;
     ctx_wire_headers_new(&h);
@@ -144,7 +144,7 @@ static void *headers_round_trip(void *arg) {
           "request and user arrive");
     CHECK(strcmp(get(far, secret), "-") == 0, "an unregistered variable stays home");
     ctx_context_release(far);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
     return NULL;
 }
 
@@ -156,12 +156,12 @@ static char far_user[64], far_trace[33];
 static void far_side(ctx_nats_t *bridge, natsMsg *msg, void *arg) {
     (void)arg;
     char line[1024];
-    ctx_format_current(line, sizeof line, NULL);
+    ctx_context_format_current(line, sizeof line, NULL);
     printf("    far side (a libnats thread, another connection): %s\n", line);
     snprintf(far_user, sizeof far_user, "%s", get(NULL, user));
-    ctx_trace_parent_t tp;
+    ctx_wire_traceparent_t tp;
     if (ctx_wire_trace_get(wire, NULL, &tp, NULL, NULL) == 0)
-        ctx_trace_parent_trace_id(&tp, far_trace, sizeof far_trace);
+        ctx_wire_traceparent_trace_id(&tp, far_trace, sizeof far_trace);
     set(served_by, "orders-service");
     ctx_nats_respond(bridge, msg, "accepted", 8);
 }
@@ -177,9 +177,9 @@ static void *request_over_nats(void *arg) {
     hop_t *hop = arg;
     set(request_id, "req-43");
     set(user, "amélie");
-    ctx_trace_parent_t tp;
-    ctx_wire_trace_start(wire, CTX_TRACE_FLAG_SAMPLED, &tp);
-    ctx_trace_parent_trace_id(&tp, hop->trace, sizeof hop->trace);
+    ctx_wire_traceparent_t tp;
+    ctx_wire_trace_start(wire, CTX_WIRE_TRACE_FLAG_SAMPLED, &tp);
+    ctx_wire_traceparent_trace_id(&tp, hop->trace, sizeof hop->trace);
     ctx_wire_deadline_set(wire, 5000000000ll);
     natsMsg *reply = NULL;
     ctx_context_t *back = NULL;

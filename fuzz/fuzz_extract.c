@@ -87,8 +87,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(ctx_context_length(again) == ctx_context_length(ctx));
     ctx_context_release(again);
     ctx_context_release(ctx);
-    ctx_wire_headers_free(out);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(out);
+    ctx_wire_headers_release(h);
     ctx_thread_release();
     return 0;
 }

@@ -405,20 +405,20 @@ CTX_EXPORT size_t ctx_context_length(ctx_context_t *ctx);
 
 /* Iteration over a snapshot of a context: allocation-free, caller-owned
  * storage.  The snapshot is taken by ctx_iter_init and kept until
- * ctx_iter_done, whatever later happens to the context.  Order: by key hash
+ * ctx_iter_clear, whatever later happens to the context.  Order: by key hash
  * (for variables, creation order for the first 32, then interleaved); stable
  * for a given snapshot. */
 typedef struct ctx_iter {
     void *private_[20];
 } ctx_iter_t;
 
-/* Starts iterating `ctx`.  Returns 0 or CTX_EINVAL.  Call ctx_iter_done. */
+/* Starts iterating `ctx`.  Returns 0 or CTX_EINVAL.  Call ctx_iter_clear. */
 CTX_EXPORT int ctx_iter_init(ctx_iter_t *it, ctx_context_t *ctx);
 /* 1 and the next (variable, value) pair (borrowed, valid until
- * ctx_iter_done; either out pointer may be NULL), or 0 at the end. */
+ * ctx_iter_clear; either out pointer may be NULL), or 0 at the end. */
 CTX_EXPORT int ctx_iter_next(ctx_iter_t *it, ctx_var_t **var, void **value);
 /* Releases the snapshot.  Safe to call twice. */
-CTX_EXPORT void ctx_iter_done(ctx_iter_t *it);
+CTX_EXPORT void ctx_iter_clear(ctx_iter_t *it);
 
 /* Writes the context as "name=value name=value ..." into `buf` (NUL
  * terminated, at most `cap` bytes), values formatted by their variables'
@@ -431,7 +431,7 @@ CTX_EXPORT int ctx_context_format(ctx_context_t *ctx, char *buf, size_t cap,
 
 /* ctx_context_format of the calling thread's current context (empty text if
  * the thread has none yet). */
-CTX_EXPORT int ctx_format_current(char *buf, size_t cap, size_t *len);
+CTX_EXPORT int ctx_context_format_current(char *buf, size_t cap, size_t *len);
 
 /* ---------------------------------------------------------------------- */
 /* Threads                                                                 */

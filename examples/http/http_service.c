@@ -77,10 +77,10 @@ static const char *current(ctx_var_t *var) {
 
 /* "trace=<id> parent=<parent-id> user=… tenant=… left_ms=…" of the current context */
 static void describe(char *buf, size_t cap) {
-    ctx_trace_parent_t tp;
+    ctx_wire_traceparent_t tp;
     char trace[33] = "-", parent[17] = "-";
     if (ctx_wire_trace_get(wire, NULL, &tp, NULL, NULL) == 0) {
-        ctx_trace_parent_trace_id(&tp, trace, sizeof trace);
+        ctx_wire_traceparent_trace_id(&tp, trace, sizeof trace);
         for (int i = 0; i < 8; i++)
             snprintf(parent + 2 * i, 3, "%02x", tp.parent_id[i]);
     }
@@ -117,11 +117,11 @@ static int call_downstream(char *out, size_t cap) {
     for (size_t i = 0; rc >= 0 && i < ctx_wire_headers_count(h); i++) {
         const char *name, *value;
         ctx_wire_headers_at(h, i, &name, &value);
-        char line[CTX_TRACE_STATE_MAX_LEN + 64];
+        char line[CTX_WIRE_TRACESTATE_MAX_LEN + 64];
         snprintf(line, sizeof line, "%s: %s", name, value);
         list = curl_slist_append(list, line);
     }
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/downstream", port);
     body_t body = {{0}, 0};
@@ -177,7 +177,7 @@ static void *handle(void *arg) {
     }
     /* /hello: a trace of our own if the caller sent none */
     if (ctx_wire_trace_get(wire, NULL, NULL, NULL, NULL) != 0)
-        ctx_wire_trace_start(wire, CTX_TRACE_FLAG_SAMPLED, NULL);
+        ctx_wire_trace_start(wire, CTX_WIRE_TRACE_FLAG_SAMPLED, NULL);
     describe(me, sizeof me);
     char down[4096];
     call_downstream(down, sizeof down);
@@ -218,7 +218,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     enum MHD_Result ret = MHD_queue_response(connection, ok ? MHD_HTTP_OK : MHD_HTTP_INTERNAL_SERVER_ERROR, resp);
     MHD_destroy_response(resp);
     ctx_context_release(ctx);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
     free(r);
     return ret;
 }

@@ -64,7 +64,7 @@
  *   ctx_bus_publish_pool  asynchronous on a ctx_pool_t: one pool task per
  *                         publish runs the snapshot's listeners in a private
  *                         copy of the publisher's context taken at publish
- *                         (the bus asks for CTX_PROPAGATE_COPY whatever the
+ *                         (the bus asks for CTX_POOL_PROPAGATE_COPY whatever the
  *                         pool's policy).  Events of different publishes may
  *                         run concurrently and out of order on a pool with
  *                         several workers; a one-worker pool keeps them in
@@ -198,7 +198,7 @@ typedef struct ctx_bus_options {
 
 /* Creates a bus (`options` NULL: defaults).  The bus creates one context
  * variable of its own (named "ctx_bus.listeners") for its scoped listeners.
- * *out is the caller's (ctx_bus_destroy).  Any thread.
+ * *out is the caller's (ctx_bus_release).  Any thread.
  * Errors: CTX_EINVAL (out NULL), CTX_ENOMEM, CTX_ESYSTEM (a mutex or
  * condition variable could not be made). */
 CTX_BUS_EXPORT int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out);
@@ -228,10 +228,10 @@ CTX_BUS_EXPORT int ctx_bus_wait_idle(ctx_bus_t *bus, int64_t timeout_ns);
  * handle, a scoped listener still held by some context, an asynchronous
  * delivery in flight (which still runs).  The bus's variable and its
  * listener lists are released with the last context holding them.  For an
- * orderly end: ctx_bus_shutdown, ctx_bus_wait_idle, ctx_bus_destroy.  NULL is
+ * orderly end: ctx_bus_shutdown, ctx_bus_wait_idle, ctx_bus_release.  NULL is
  * ignored.  Call it once, when no other thread uses the creator's pointer;
  * listener handles stay usable. */
-CTX_BUS_EXPORT void ctx_bus_destroy(ctx_bus_t *bus);
+CTX_BUS_EXPORT void ctx_bus_release(ctx_bus_t *bus);
 
 /* A snapshot of a bus's counters. */
 typedef struct ctx_bus_stats {
@@ -341,11 +341,11 @@ CTX_BUS_EXPORT void ctx_bus_listener_release(ctx_bus_listener_t *listener);
 CTX_BUS_EXPORT int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event);
 
 /* Delivers `event` asynchronously on `pool`: takes the snapshot now and
- * submits one pool task (CTX_PROPAGATE_COPY: a private copy of the calling
+ * submits one pool task (CTX_POOL_PROPAGATE_COPY: a private copy of the calling
  * thread's current context, captured now) that calls the matching
  * listeners.  The bus keeps a reference to the event until that task's last
  * listener returned (or until the pool drops the task unrun: pool shutdown
- * with CTX_SHUTDOWN_CANCEL; then no listener runs and async_dropped
+ * with CTX_POOL_SHUTDOWN_CANCEL; then no listener runs and async_dropped
  * counts it).  If no listener matches, nothing is submitted.  Any thread.
  * Returns the number of listeners that matched at publish (a listener
  * unsubscribed before its turn is then skipped), or (nothing delivered,

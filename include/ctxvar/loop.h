@@ -16,7 +16,7 @@
  *   ctx_loop_handle_t  one scheduled callback (call_soon/later/at), to cancel.
  *   ctx_loop_future_t  a result that will exist later (asyncio.Future): done-
  *                      callbacks run on the loop, completion from any thread.
- *   ctx_task_t         a task (asyncio.Task): a step function driven on the
+ *   ctx_loop_task_t         a task (asyncio.Task): a step function driven on the
  *                      loop inside the task's own context; between steps it
  *                      waits on a future, a timer, another task or work
  *                      offloaded to a ctx_pool_t.
@@ -24,8 +24,8 @@
  *                      callback in the context captured when it was armed.
  *
  * (Not to be confused with the pool's names: a pool "task" is a function
- * submitted to ctx_pool_submit (ctx_task_fn, ctx_task_cancelled); the
- * ctx_task_t of this header is an asyncio-style task on a loop.)
+ * submitted to ctx_pool_submit (ctx_pool_task_fn, ctx_pool_task_cancelled); the
+ * ctx_loop_task_t of this header is an asyncio-style task on a loop.)
  *
  * Contexts
  * --------
@@ -43,7 +43,7 @@
  *     inside it (enter before, exit after), so a step sees what earlier
  *     steps of the same task set; nothing leaks into the loop's own context
  *     or other tasks.
- *   Work offloaded from a task (ctx_task_offload) runs on the pool in a
+ *   Work offloaded from a task (ctx_loop_task_offload) runs on the pool in a
  *     private copy of the task's context (asyncio's to_thread).
  *
  * Threads
@@ -123,7 +123,7 @@ extern "C" {
 typedef struct ctx_loop ctx_loop_t;
 typedef struct ctx_loop_handle ctx_loop_handle_t;
 typedef struct ctx_loop_future ctx_loop_future_t;
-typedef struct ctx_task ctx_task_t;
+typedef struct ctx_loop_task ctx_loop_task_t;
 
 /* ---------------------------------------------------------------------- */
 /* Loops                                                                   */
@@ -139,7 +139,7 @@ typedef struct ctx_task ctx_task_t;
  *   CTX_ENOTCURRENT  a callback or task step returned with a context of its
  *                    own still entered (a bug in it: the thread's current
  *                    context stays that one; the task fails);
- *   CTX_EINVAL       a task step returned CTX_TASK_WAIT without arming a
+ *   CTX_EINVAL       a task step returned CTX_LOOP_TASK_WAIT without arming a
  *                    wait, or an unknown status (the task fails).
  * `what` is a short static description.  The default handler writes one
  * line on stderr. */
@@ -384,7 +384,7 @@ CTX_LOOP_EXPORT int ctx_loop_future_set_error(ctx_loop_future_t *future,
                                               int code);
 
 /* Cancels the future if it is pending and schedules its done-callbacks.
- * For a task's future this is ctx_task_cancel (loop thread only).  A future
+ * For a task's future this is ctx_loop_task_cancel (loop thread only).  A future
  * made by ctx_loop_wrap_future / ctx_loop_run_in_pool also cancels the pool
  * future it follows.  Returns 1 if this call cancelled it (for a task: if
  * cancellation was requested), 0 if it was already done, CTX_EINVAL for
@@ -423,26 +423,26 @@ CTX_LOOP_EXPORT int ctx_loop_future_add_done_callback(
 /* Tasks                                                                   */
 /* ---------------------------------------------------------------------- */
 
-/* Returned by a step (and by the ctx_task_await family) when the task has
+/* Returned by a step (and by the ctx_loop_task_await family) when the task has
  * armed a wait: the next step runs when the wait is over. */
-#define CTX_TASK_WAIT 1
+#define CTX_LOOP_TASK_WAIT 1
 
 /* One step of a task, called on the loop thread inside the task's context.
  * A coroutine written by hand: keep the position in `arg` (a state number)
  * and switch on it.  Returns
- *   CTX_TASK_WAIT  after arming exactly one wait with ctx_task_await,
- *                  ctx_task_sleep, ctx_task_yield or ctx_task_offload (the
- *                  usual form is `return ctx_task_sleep(task, 10);`);
+ *   CTX_LOOP_TASK_WAIT  after arming exactly one wait with ctx_loop_task_await,
+ *                  ctx_loop_task_sleep, ctx_loop_task_yield or ctx_loop_task_offload (the
+ *                  usual form is `return ctx_loop_task_sleep(task, 10);`);
  *   0              the task completed; *result (NULL on entry) is its
  *                  result;
  *   CTX_ECANCELLED the task ends cancelled;
  *   another negative code: the task failed with that code.
- * A step that returns CTX_TASK_WAIT without arming a wait fails the task
+ * A step that returns CTX_LOOP_TASK_WAIT without arming a wait fails the task
  * with CTX_EINVAL (and tells the error handler); a step that arms a wait and
  * then ends the task abandons the wait harmlessly. */
-typedef int (*ctx_task_step_fn)(ctx_task_t *task, void *arg, void **result);
+typedef int (*ctx_loop_task_step_fn)(ctx_loop_task_t *task, void *arg, void **result);
 
-typedef struct ctx_task_options {
+typedef struct ctx_loop_task_options {
     /* The task's context: NULL means a copy of the creator's current
      * context taken at creation; otherwise this context itself (retained),
      * which the task's sets then change (asyncio's create_task(context=)).
@@ -451,12 +451,12 @@ typedef struct ctx_task_options {
     ctx_context_t *context;
     /* Called once with `arg` on the loop thread when the task has ended
      * (after its last step, or when it ended without running one), before
-     * its future is done.  Not called if ctx_task_new fails. */
+     * its future is done.  Not called if ctx_loop_task_new fails. */
     void (*arg_release)(void *arg);
     /* The future owns the task's result: called with it when the future is
      * destroyed (see ctx_loop_future_options_t). */
     void (*result_release)(void *result);
-} ctx_task_options_t;
+} ctx_loop_task_options_t;
 
 /* Creates a task running step(task, arg, &result) repeatedly, and schedules
  * its first step (asyncio's create_task).  The task keeps the loop running
@@ -464,67 +464,67 @@ typedef struct ctx_task_options {
  * reference.  Loop thread.
  * Errors (step never runs; arg stays the caller's): CTX_EINVAL (loop or
  * step NULL), CTX_ENOMEM, CTX_ECLOSED. */
-CTX_LOOP_EXPORT int ctx_task_new(ctx_loop_t *loop, ctx_task_step_fn step, void *arg,
-                                 const ctx_task_options_t *options,
-                                 ctx_task_t **out);
+CTX_LOOP_EXPORT int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
+                                 const ctx_loop_task_options_t *options,
+                                 ctx_loop_task_t **out);
 
 /* One more reference; returns `task`.  Any thread. */
-CTX_LOOP_EXPORT ctx_task_t *ctx_task_retain(ctx_task_t *task);
+CTX_LOOP_EXPORT ctx_loop_task_t *ctx_loop_task_retain(ctx_loop_task_t *task);
 
 /* Drops a reference (NULL ignored).  A pending task keeps running: the loop
  * holds a reference of its own until the task ends.  Any thread. */
-CTX_LOOP_EXPORT void ctx_task_release(ctx_task_t *task);
+CTX_LOOP_EXPORT void ctx_loop_task_release(ctx_loop_task_t *task);
 
 /* The task as a future (borrowed; valid while the task is): wait for it
- * with ctx_task_await or ctx_loop_run_until_done, add done-callbacks, read
+ * with ctx_loop_task_await or ctx_loop_run_until_done, add done-callbacks, read
  * its outcome.  Any thread. */
-CTX_LOOP_EXPORT ctx_loop_future_t *ctx_task_future(ctx_task_t *task);
+CTX_LOOP_EXPORT ctx_loop_future_t *ctx_loop_task_future(ctx_loop_task_t *task);
 
 /* The task's context (borrowed; valid while the task is).  Any thread. */
-CTX_LOOP_EXPORT ctx_context_t *ctx_task_context(const ctx_task_t *task);
+CTX_LOOP_EXPORT ctx_context_t *ctx_loop_task_context(const ctx_loop_task_t *task);
 
 /* The task whose step is running on the calling thread (asyncio's
  * current_task), or NULL.  Borrowed. */
-CTX_LOOP_EXPORT ctx_task_t *ctx_task_current(void);
+CTX_LOOP_EXPORT ctx_loop_task_t *ctx_loop_task_current(void);
 
 /* Arms the wait of the running step: the next step runs once `future` (a
  * future of the same loop, or another task's future) is done.  Call from the
  * task's own step, at most once per step; return what it returns.  The
- * outcome is read in the next step with ctx_task_awaited.
- * Returns CTX_TASK_WAIT, or CTX_EINVAL (NULL; not called from this task's
+ * outcome is read in the next step with ctx_loop_task_awaited.
+ * Returns CTX_LOOP_TASK_WAIT, or CTX_EINVAL (NULL; not called from this task's
  * running step; a wait is already armed; a future of another loop; the
  * task's own future).  Never allocates.  Loop thread: from the task's own
  * running step. */
-CTX_LOOP_EXPORT int ctx_task_await(ctx_task_t *task, ctx_loop_future_t *future);
+CTX_LOOP_EXPORT int ctx_loop_task_await(ctx_loop_task_t *task, ctx_loop_future_t *future);
 
 /* Arms a timer: the next step runs `delay_ms` milliseconds of loop time
- * from now (asyncio.sleep).  Rules and returns as ctx_task_await, plus
+ * from now (asyncio.sleep).  Rules and returns as ctx_loop_task_await, plus
  * CTX_ENOMEM (the timer heap could not grow).  Loop thread: from the task's
  * own running step. */
-CTX_LOOP_EXPORT int ctx_task_sleep(ctx_task_t *task, uint64_t delay_ms);
+CTX_LOOP_EXPORT int ctx_loop_task_sleep(ctx_loop_task_t *task, uint64_t delay_ms);
 
 /* The next step runs on the next loop iteration, after the callbacks ready
- * now (asyncio.sleep(0)).  Rules and returns as ctx_task_await.  Loop
+ * now (asyncio.sleep(0)).  Rules and returns as ctx_loop_task_await.  Loop
  * thread: from the task's own running step. */
-CTX_LOOP_EXPORT int ctx_task_yield(ctx_task_t *task);
+CTX_LOOP_EXPORT int ctx_loop_task_yield(ctx_loop_task_t *task);
 
 /* Runs fn(arg, &result) on `pool`, in a private copy of the task's context
  * (asyncio.to_thread), and arms the wait for it: the next step runs on the
  * loop thread once fn returned, and reads fn's result or error with
- * ctx_task_awaited.  `options` are the pool's submit options (NULL:
+ * ctx_loop_task_awaited.  `options` are the pool's submit options (NULL:
  * defaults); their DEFAULT propagation means "a copy of the task's
  * context" here, any other policy is honoured as ctx_pool_submit_ex does.
  * Its arg_release and result_release work as in ctx_pool_submit_ex: with a
  * result_release the result is freed when the pool's future is; without
  * one the step that reads it owns it.  Cancelling the task cancels the
  * pool future (a queued fn never runs; a running one sees
- * ctx_task_cancelled()) and wakes the task at once with CTX_ECANCELLED.
- * Rules and returns as ctx_task_await, plus the errors of
+ * ctx_pool_task_cancelled()) and wakes the task at once with CTX_ECANCELLED.
+ * Rules and returns as ctx_loop_task_await, plus the errors of
  * ctx_pool_submit_ex (CTX_ENOMEM, CTX_EFULL, CTX_ESHUTDOWN: fn never runs,
  * arg stays the caller's). */
-CTX_LOOP_EXPORT int ctx_task_offload(ctx_task_t *task, ctx_pool_t *pool,
-                                     ctx_task_fn fn, void *arg,
-                                     const ctx_submit_options_t *options);
+CTX_LOOP_EXPORT int ctx_loop_task_offload(ctx_loop_task_t *task, ctx_pool_t *pool,
+                                     ctx_pool_task_fn fn, void *arg,
+                                     const ctx_pool_submit_options_t *options);
 
 /* In a step, the outcome of the wait that ended before it:
  *   0 and *result (if not NULL): the awaited future/task completed with
@@ -532,33 +532,33 @@ CTX_LOOP_EXPORT int ctx_task_offload(ctx_task_t *task, ctx_pool_t *pool,
  *     wait), or the sleep/yield ended (*result NULL), or this is the first
  *     step;
  *   CTX_ECANCELLED: the awaited future was cancelled, or the task was asked
- *     to cancel (ctx_task_cancel) since its last step: the step decides
+ *     to cancel (ctx_loop_task_cancel) since its last step: the step decides
  *     whether to end (return CTX_ECANCELLED) or to go on;
  *   the awaited future's error code;
  *   CTX_EINVAL: NULL, or not called from the task's running step.
  * Loop thread. */
-CTX_LOOP_EXPORT int ctx_task_awaited(const ctx_task_t *task, void **result);
+CTX_LOOP_EXPORT int ctx_loop_task_awaited(const ctx_loop_task_t *task, void **result);
 
 /* Asks the task to cancel (asyncio's Task.cancel): if it waits on a future
  * or task, that one is cancelled (cancellation propagates, as in asyncio);
  * if it sleeps, the sleep ends now; either way its next step sees
- * CTX_ECANCELLED from ctx_task_awaited.  A task that has not run its first
+ * CTX_ECANCELLED from ctx_loop_task_awaited.  A task that has not run its first
  * step ends CANCELLED without running it.  Returns 1 if the request was
  * made, 0 if the task is already done, CTX_EINVAL for NULL.  Loop thread
  * (from another thread: ctx_loop_call_soon_threadsafe a callback that
  * calls it). */
-CTX_LOOP_EXPORT int ctx_task_cancel(ctx_task_t *task);
+CTX_LOOP_EXPORT int ctx_loop_task_cancel(ctx_loop_task_t *task);
 
 /* How many times cancellation was requested (asyncio's cancelling()).
  * 0 for NULL.  Any thread (racy outside the loop thread). */
-CTX_LOOP_EXPORT int ctx_task_cancelling(const ctx_task_t *task);
+CTX_LOOP_EXPORT int ctx_loop_task_cancelling(const ctx_loop_task_t *task);
 
 /* ctx_loop_future_result of the task's future (0 and the step's result,
  * the failure code, CTX_ECANCELLED, CTX_ENOTDONE, CTX_EINVAL).  Any thread. */
-CTX_LOOP_EXPORT int ctx_task_result(const ctx_task_t *task, void **result);
+CTX_LOOP_EXPORT int ctx_loop_task_result(const ctx_loop_task_t *task, void **result);
 
 /* 1 if the task has ended, else 0.  Any thread. */
-CTX_LOOP_EXPORT int ctx_task_done(const ctx_task_t *task);
+CTX_LOOP_EXPORT int ctx_loop_task_done(const ctx_loop_task_t *task);
 
 /* ---------------------------------------------------------------------- */
 /* Offloading to a pool without a task                                     */
@@ -569,7 +569,7 @@ CTX_LOOP_EXPORT int ctx_task_done(const ctx_task_t *task);
  * from the pool future, which it keeps alive), and cancelling it cancels
  * the pool future.  Keeps the loop running until it is done.  Loop thread.
  * Errors: CTX_EINVAL, CTX_ENOMEM, CTX_ECLOSED. */
-CTX_LOOP_EXPORT int ctx_loop_wrap_future(ctx_loop_t *loop, ctx_future_t *pool_future,
+CTX_LOOP_EXPORT int ctx_loop_wrap_future(ctx_loop_t *loop, ctx_pool_future_t *pool_future,
                                          ctx_loop_future_t **out);
 
 /* ctx_pool_submit_ex(pool, fn, arg, options) followed by
@@ -579,8 +579,8 @@ CTX_LOOP_EXPORT int ctx_loop_wrap_future(ctx_loop_t *loop, ctx_future_t *pool_fu
  * Errors (fn never runs; arg stays the caller's): those of
  * ctx_pool_submit_ex, CTX_ECLOSED. */
 CTX_LOOP_EXPORT int ctx_loop_run_in_pool(ctx_loop_t *loop, ctx_pool_t *pool,
-                                         ctx_task_fn fn, void *arg,
-                                         const ctx_submit_options_t *options,
+                                         ctx_pool_task_fn fn, void *arg,
+                                         const ctx_pool_submit_options_t *options,
                                          ctx_loop_future_t **out);
 
 /* ---------------------------------------------------------------------- */
@@ -597,126 +597,126 @@ CTX_LOOP_EXPORT int ctx_loop_run_in_pool(ctx_loop_t *loop, ctx_pool_t *pool,
  * the callback runs in whatever context is current. */
 
 /* The generic building block: a captured context, embedded in whatever
- * struct goes with a handle or request.  Zero it (or CTX_UV_SCOPE_INIT)
+ * struct goes with a handle or request.  Zero it (or CTX_LOOP_UV_SCOPE_INIT)
  * before first use. */
-typedef struct ctx_uv_scope {
+typedef struct ctx_loop_uv_scope {
     ctx_context_t *context_; /* private */
-} ctx_uv_scope_t;
+} ctx_loop_uv_scope_t;
 
-#define CTX_UV_SCOPE_INIT {NULL}
+#define CTX_LOOP_UV_SCOPE_INIT {NULL}
 
 /* Captures a copy of the calling thread's current context into `scope`,
  * releasing what it held before: call it when arming the handle or
  * request.  Any thread.  Errors (scope unchanged): CTX_EINVAL, CTX_ENOMEM. */
-CTX_LOOP_EXPORT int ctx_uv_scope_capture(ctx_uv_scope_t *scope);
+CTX_LOOP_EXPORT int ctx_loop_uv_scope_capture(ctx_loop_uv_scope_t *scope);
 
 /* Enters the captured context: first thing in the callback.  Returns the
- * context entered, to hand to ctx_uv_scope_exit (it stays valid even if the
+ * context entered, to hand to ctx_loop_uv_scope_exit (it stays valid even if the
  * callback releases or re-captures the scope), or NULL when nothing was
  * captured or it could not be entered (then exit is a no-op).  Thread: the
  * one running the callback (the loop thread, or a libuv pool thread for
  * a work callback). */
-CTX_LOOP_EXPORT ctx_context_t *ctx_uv_scope_enter(ctx_uv_scope_t *scope);
+CTX_LOOP_EXPORT ctx_context_t *ctx_loop_uv_scope_enter(ctx_loop_uv_scope_t *scope);
 
-/* Leaves what ctx_uv_scope_enter entered (NULL ignored): last thing in the
+/* Leaves what ctx_loop_uv_scope_enter entered (NULL ignored): last thing in the
  * callback.  Thread: the one that entered it. */
-CTX_LOOP_EXPORT void ctx_uv_scope_exit(ctx_context_t *entered);
+CTX_LOOP_EXPORT void ctx_loop_uv_scope_exit(ctx_context_t *entered);
 
 /* Drops the captured context (when the handle is closed or the request is
  * done).  NULL or an empty scope is ignored.  Any thread. */
-CTX_LOOP_EXPORT void ctx_uv_scope_release(ctx_uv_scope_t *scope);
+CTX_LOOP_EXPORT void ctx_loop_uv_scope_release(ctx_loop_uv_scope_t *scope);
 
 /* Defines `static void name params` that runs `callback args` inside the
  * context of the scope that `scope` (an expression over the parameters)
  * points to: a trampoline for any libuv callback type.  Example, a read
  * callback that runs in the context captured at uv_read_start:
  *
- *   typedef struct conn { uv_tcp_t tcp; ctx_uv_scope_t scope; ... } conn_t;
+ *   typedef struct conn { uv_tcp_t tcp; ctx_loop_uv_scope_t scope; ... } conn_t;
  *   static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
- *   CTX_UV_CALLBACK(on_read_in_context, on_read,
+ *   CTX_LOOP_UV_CALLBACK(on_read_in_context, on_read,
  *                   &((conn_t *)s)->scope,
  *                   (uv_stream_t *s, ssize_t n, const uv_buf_t *buf),
  *                   (s, n, buf))
  *   ...
- *   ctx_uv_scope_capture(&conn->scope);
+ *   ctx_loop_uv_scope_capture(&conn->scope);
  *   uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read_in_context);
  *   ...
- *   ctx_uv_scope_release(&conn->scope);   // when closing the handle
+ *   ctx_loop_uv_scope_release(&conn->scope);   // when closing the handle
  */
-#define CTX_UV_CALLBACK(name, callback, scope, params, args)                   \
+#define CTX_LOOP_UV_CALLBACK(name, callback, scope, params, args)                   \
     static void name params {                                                  \
-        ctx_context_t *ctx_uv_entered_ = ctx_uv_scope_enter(scope);           \
+        ctx_context_t *ctx_loop_uv_entered_ = ctx_loop_uv_scope_enter(scope);           \
         callback args;                                                         \
-        ctx_uv_scope_exit(ctx_uv_entered_);                                    \
+        ctx_loop_uv_scope_exit(ctx_loop_uv_entered_);                                    \
     }
 
 /* A uv_timer_t whose callback runs in the context captured by
- * ctx_uv_timer_start.  `timer` is first: the callback receives &t->timer,
- * and (ctx_uv_timer_t *)handle gets the wrapper back.  The caller allocates
+ * ctx_loop_uv_timer_start.  `timer` is first: the callback receives &t->timer,
+ * and (ctx_loop_uv_timer_t *)handle gets the wrapper back.  The caller allocates
  * it, as with libuv. */
-typedef struct ctx_uv_timer {
+typedef struct ctx_loop_uv_timer {
     uv_timer_t timer;
-    ctx_uv_scope_t scope_; /* private */
+    ctx_loop_uv_scope_t scope_; /* private */
     uv_timer_cb cb_;       /* private */
-} ctx_uv_timer_t;
+} ctx_loop_uv_timer_t;
 
 /* uv_timer_init.  Loop thread.  Errors: CTX_EINVAL, libuv's (mapped, see "Errors" above). */
-CTX_LOOP_EXPORT int ctx_uv_timer_init(uv_loop_t *loop, ctx_uv_timer_t *timer);
+CTX_LOOP_EXPORT int ctx_loop_uv_timer_init(uv_loop_t *loop, ctx_loop_uv_timer_t *timer);
 
 /* Captures the current context and uv_timer_start's the timer with `cb`.
  * A timer started again re-captures.  A one-shot timer drops its context
  * after its callback unless the callback started it again; a repeating one
- * keeps it until ctx_uv_timer_stop or ctx_uv_timer_close.  Loop thread.
+ * keeps it until ctx_loop_uv_timer_stop or ctx_loop_uv_timer_close.  Loop thread.
  * Errors (cb never runs): CTX_EINVAL, CTX_ENOMEM, libuv's (mapped, see "Errors" above). */
-CTX_LOOP_EXPORT int ctx_uv_timer_start(ctx_uv_timer_t *timer, uv_timer_cb cb,
+CTX_LOOP_EXPORT int ctx_loop_uv_timer_start(ctx_loop_uv_timer_t *timer, uv_timer_cb cb,
                                        uint64_t timeout, uint64_t repeat);
 
 /* uv_timer_stop, and drops the captured context.  Returns 0, CTX_EINVAL.
  * Loop thread. */
-CTX_LOOP_EXPORT int ctx_uv_timer_stop(ctx_uv_timer_t *timer);
+CTX_LOOP_EXPORT int ctx_loop_uv_timer_stop(ctx_loop_uv_timer_t *timer);
 
 /* Drops the captured context and uv_close's the timer (close_cb may be
  * NULL; the memory must stay valid until it ran, as with libuv).  Loop
  * thread. */
-CTX_LOOP_EXPORT void ctx_uv_timer_close(ctx_uv_timer_t *timer, uv_close_cb close_cb);
+CTX_LOOP_EXPORT void ctx_loop_uv_timer_close(ctx_loop_uv_timer_t *timer, uv_close_cb close_cb);
 
 /* A uv_async_t whose callback runs in the context captured by
- * ctx_uv_async_init (arming an async handle is initialising it; the threads
+ * ctx_loop_uv_async_init (arming an async handle is initialising it; the threads
  * that call uv_async_send do not lend their context: their sends
  * coalesce).  uv_async_send(&a->async) as usual, from any thread. */
-typedef struct ctx_uv_async {
+typedef struct ctx_loop_uv_async {
     uv_async_t async;
-    ctx_uv_scope_t scope_; /* private */
+    ctx_loop_uv_scope_t scope_; /* private */
     uv_async_cb cb_;       /* private */
-} ctx_uv_async_t;
+} ctx_loop_uv_async_t;
 
 /* Captures the current context and uv_async_init's the handle with `cb`.
  * Loop thread.  Errors (nothing initialised): CTX_EINVAL, CTX_ENOMEM,
  * libuv's (mapped, see "Errors" above). */
-CTX_LOOP_EXPORT int ctx_uv_async_init(uv_loop_t *loop, ctx_uv_async_t *async,
+CTX_LOOP_EXPORT int ctx_loop_uv_async_init(uv_loop_t *loop, ctx_loop_uv_async_t *async,
                                       uv_async_cb cb);
 
 /* Drops the captured context and uv_close's the handle (close_cb may be
  * NULL).  Loop thread. */
-CTX_LOOP_EXPORT void ctx_uv_async_close(ctx_uv_async_t *async, uv_close_cb close_cb);
+CTX_LOOP_EXPORT void ctx_loop_uv_async_close(ctx_loop_uv_async_t *async, uv_close_cb close_cb);
 
 /* A uv_work_t whose work callback (on libuv's thread pool) and after-work
  * callback (on the loop) both run in the context captured by
- * ctx_uv_queue_work, one after the other: the after-work callback sees what
+ * ctx_loop_uv_queue_work, one after the other: the after-work callback sees what
  * the work callback set. */
-typedef struct ctx_uv_work {
+typedef struct ctx_loop_uv_work {
     uv_work_t req;
-    ctx_uv_scope_t scope_;     /* private */
+    ctx_loop_uv_scope_t scope_;     /* private */
     uv_work_cb work_cb_;       /* private */
     uv_after_work_cb after_cb_; /* private */
-} ctx_uv_work_t;
+} ctx_loop_uv_work_t;
 
 /* Captures the current context and uv_queue_work's the request.  The
  * context is dropped after after_cb returns (after_cb may free the request,
  * as usual; it also runs, with UV_ECANCELED, for a request cancelled with
  * uv_cancel).  after_cb may be NULL.  Loop thread.
  * Errors (no callback runs): CTX_EINVAL, CTX_ENOMEM, libuv's (mapped, see "Errors" above). */
-CTX_LOOP_EXPORT int ctx_uv_queue_work(uv_loop_t *loop, ctx_uv_work_t *work,
+CTX_LOOP_EXPORT int ctx_loop_uv_queue_work(uv_loop_t *loop, ctx_loop_uv_work_t *work,
                                       uv_work_cb work_cb, uv_after_work_cb after_cb);
 
 #ifdef __cplusplus

@@ -8,12 +8,12 @@
  *   ctx_pool_t     a fixed-size thread pool with a FIFO queue (optionally
  *                  bounded).  `submit` captures the submitter's current
  *                  context in O(1) and the task runs in a private copy of it.
- *   ctx_future_t   the outcome of one submitted task: wait (with a timeout),
+ *   ctx_pool_future_t   the outcome of one submitted task: wait (with a timeout),
  *                  result or error, cancel, done-callbacks.
- *   ctx_bound_t    a bound callable: capture the current context now, call
+ *   ctx_pool_bound_t    a bound callable: capture the current context now, call
  *                  later from any thread, any number of times.  What you hand
  *                  to a C callback API.
- *   ctx_thread_t   a thread that starts in an empty context, or in a copy of
+ *   ctx_pool_thread_t   a thread that starts in an empty context, or in a copy of
  *                  its creator's.
  *
  * Propagation
@@ -23,7 +23,7 @@
  * submitter, a sibling task, or the next task on the same worker; and no task
  * ever runs in a context left over from an earlier task or from the thread
  * that created the pool.  What that context holds is chosen per pool and per
- * submit (ctx_propagation_t): a copy of the submitter's current context (the
+ * submit (ctx_pool_propagation_t): a copy of the submitter's current context (the
  * default), nothing (opt-out), a copy of a given context, or only an
  * allowlist of variables from the submitter's context.
  *
@@ -50,38 +50,38 @@ extern "C" {
 #endif
 
 typedef struct ctx_pool ctx_pool_t;
-typedef struct ctx_future ctx_future_t;
-typedef struct ctx_bound ctx_bound_t;
-typedef struct ctx_thread ctx_thread_t;
+typedef struct ctx_pool_future ctx_pool_future_t;
+typedef struct ctx_pool_bound ctx_pool_bound_t;
+typedef struct ctx_pool_thread ctx_pool_thread_t;
 
 /* A task.  Returns 0 and stores its result in *result (completed), or a
  * negative code (failed with that code; CTX_ECANCELLED means the task gave up
  * because it was asked to: the future ends cancelled).  *result is NULL on
  * entry.  Runs on a pool worker, in the task's own context. */
-typedef int (*ctx_task_fn)(void *arg, void **result);
+typedef int (*ctx_pool_task_fn)(void *arg, void **result);
 
 /* ---------------------------------------------------------------------- */
 /* Propagation policy                                                      */
 /* ---------------------------------------------------------------------- */
 
-typedef enum ctx_propagation {
-    /* In pool options: CTX_PROPAGATE_COPY.  In submit options: whatever the
+typedef enum ctx_pool_propagation {
+    /* In pool options: CTX_POOL_PROPAGATE_COPY.  In submit options: whatever the
      * pool was configured with. */
-    CTX_PROPAGATE_DEFAULT = 0,
+    CTX_POOL_PROPAGATE_DEFAULT = 0,
     /* The task runs in a private copy of the submitter's current context,
      * captured at submit (O(1)). */
-    CTX_PROPAGATE_COPY = 1,
+    CTX_POOL_PROPAGATE_COPY = 1,
     /* The task runs in a new empty context: variables read their defaults.
      * The opt-out, for isolation (or for a pool that does not care). */
-    CTX_PROPAGATE_NONE = 2,
+    CTX_POOL_PROPAGATE_NONE = 2,
     /* The task runs in a private copy of an explicitly given context (taken
      * at submit; the given context is never entered, so it may be in use
      * elsewhere). */
-    CTX_PROPAGATE_CONTEXT = 3,
+    CTX_POOL_PROPAGATE_CONTEXT = 3,
     /* The task runs in a context holding only the listed variables that have
      * a value in the submitter's current context. */
-    CTX_PROPAGATE_ALLOWLIST = 4
-} ctx_propagation_t;
+    CTX_POOL_PROPAGATE_ALLOWLIST = 4
+} ctx_pool_propagation_t;
 
 /* ---------------------------------------------------------------------- */
 /* Pools                                                                   */
@@ -105,33 +105,33 @@ typedef struct ctx_pool_options {
     size_t queue_capacity;
     ctx_pool_full_t when_full;
     /* The pool's propagation policy (DEFAULT means COPY).  For CONTEXT,
-     * `context` is retained by the pool until ctx_pool_destroy; for
+     * `context` is retained by the pool until ctx_pool_release; for
      * ALLOWLIST, the `allowlist_len` variables of `allowlist` are copied and
      * retained.  Submit options may override the policy per task. */
-    ctx_propagation_t propagation;
+    ctx_pool_propagation_t propagation;
     ctx_context_t *context;
     ctx_var_t *const *allowlist;
     size_t allowlist_len;
     /* Non-zero: every submit records the submitting call stack in its
-     * future (ctx_future_stack), for debugging failed or slow tasks.  Costs
+     * future (ctx_pool_future_stack), for debugging failed or slow tasks.  Costs
      * a few hundred nanoseconds per submit. */
     int capture_stack;
 } ctx_pool_options_t;
 
 /* Per-submit options (all members optional: a zeroed struct means "as the
  * pool is configured", exactly like ctx_pool_submit). */
-typedef struct ctx_submit_options {
+typedef struct ctx_pool_submit_options {
     /* DEFAULT: the pool's policy.  CONTEXT uses `context` (borrowed for the
      * duration of the call: it is copied).  ALLOWLIST uses `allowlist`
      * (borrowed for the duration of the call). */
-    ctx_propagation_t propagation;
+    ctx_pool_propagation_t propagation;
     ctx_context_t *context;
     ctx_var_t *const *allowlist;
     size_t allowlist_len;
     /* Called exactly once with `arg` when the pool is done with it: on the
      * worker after the task returned, or on the thread that cancelled the
      * task before it ran.  Always before the future becomes done, so once
-     * ctx_future_wait returns the pool no longer touches `arg`.  Runs outside
+     * ctx_pool_future_wait returns the pool no longer touches `arg`.  Runs outside
      * the task's context.  Never called if the submit fails. */
     void (*arg_release)(void *arg);
     /* Called once with the result of a completed task when the future is
@@ -140,18 +140,18 @@ typedef struct ctx_submit_options {
     void (*result_release)(void *result);
     /* Non-zero: capture the submitting call stack even if the pool does not. */
     int capture_stack;
-} ctx_submit_options_t;
+} ctx_pool_submit_options_t;
 
 /* How ctx_pool_shutdown treats tasks still waiting in the queue. */
-typedef enum ctx_shutdown {
-    CTX_SHUTDOWN_DRAIN = 0, /* run every queued task, then stop */
-    CTX_SHUTDOWN_CANCEL = 1 /* cancel every queued task (they never run) */
-} ctx_shutdown_t;
+typedef enum ctx_pool_shutdown_mode {
+    CTX_POOL_SHUTDOWN_DRAIN = 0, /* run every queued task, then stop */
+    CTX_POOL_SHUTDOWN_CANCEL = 1 /* cancel every queued task (they never run) */
+} ctx_pool_shutdown_mode_t;
 
 /* A snapshot of a pool's counters (queued, running and submitted are read
  * together under the pool lock; the others are per-worker counters added up,
  * each updated just before the future it counts becomes done, so after
- * ctx_future_wait returns the task is counted). */
+ * ctx_pool_future_wait returns the task is counted). */
 typedef struct ctx_pool_stats {
     size_t threads;          /* workers the pool was created with */
     size_t queued;           /* tasks waiting in the queue now */
@@ -171,7 +171,7 @@ CTX_EXPORT size_t ctx_pool_default_threads(void);
 
 /* Creates a pool and starts its workers.  `options` NULL: defaults (one
  * worker per processor, unbounded queue, propagation on, no stack capture).
- * On success *out is the caller's, to be destroyed with ctx_pool_destroy.
+ * On success *out is the caller's, to be destroyed with ctx_pool_release.
  * The workers start with no context of their own; tasks never run in it.
  * Any thread.
  * Errors: CTX_EINVAL (out NULL; a policy value out of range; CONTEXT without
@@ -184,11 +184,11 @@ CTX_EXPORT int ctx_pool_new(const ctx_pool_options_t *options,
 /* Queues fn(arg) to run on a worker, in a context chosen by the pool's
  * policy (by default a private copy of the calling thread's current
  * context, captured now).  If `out` is not NULL, *out receives a future
- * (the caller owns one reference: ctx_future_release); with NULL the task
+ * (the caller owns one reference: ctx_pool_future_release); with NULL the task
  * runs fire-and-forget.  Costs at most one record, with the task's context
  * inside it (a thread submitting a stream of tasks reuses the records of
  * finished ones: it keeps up to 256 spare records, about 47 KB, freed when it
- * exits or calls ctx_pool_destroy).
+ * exits or calls ctx_pool_release).
  * Any thread, including the pool's own tasks (but a task that waits for a
  * task queued behind it on a one-worker pool waits forever).
  * Errors (then fn never runs, `arg` stays the caller's, *out is untouched):
@@ -197,17 +197,17 @@ CTX_EXPORT int ctx_pool_new(const ctx_pool_options_t *options,
  *   CTX_EFULL      the bounded queue is full and the pool fails when full;
  *   CTX_ESHUTDOWN  ctx_pool_shutdown has begun (also for a submit that was
  *                  waiting for room when it began). */
-CTX_EXPORT int ctx_pool_submit(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
-                               ctx_future_t **out);
+CTX_EXPORT int ctx_pool_submit(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
+                               ctx_pool_future_t **out);
 
 /* ctx_pool_submit with per-task options (NULL: as ctx_pool_submit).
  * Additional errors: CTX_EINVAL (a policy value out of range; CONTEXT with
  * a NULL context; ALLOWLIST with a NULL list or a NULL variable), and those
  * of ctx_context_copy / ctx_context_copy_only.  On error neither fn nor
  * arg_release is called. */
-CTX_EXPORT int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
-                                  const ctx_submit_options_t *options,
-                                  ctx_future_t **out);
+CTX_EXPORT int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
+                                  const ctx_pool_submit_options_t *options,
+                                  ctx_pool_future_t **out);
 
 /* Stops the pool from accepting tasks (every later submit, and every submit
  * waiting for room, fails with CTX_ESHUTDOWN), then either lets the workers
@@ -221,7 +221,7 @@ CTX_EXPORT int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
  * Calling it again (any mode, any thread) is harmless: the first call's mode
  * wins, and the later call waits as the first one does.
  * Returns 0, or CTX_EINVAL (pool NULL or mode out of range). */
-CTX_EXPORT int ctx_pool_shutdown(ctx_pool_t *pool, ctx_shutdown_t mode);
+CTX_EXPORT int ctx_pool_shutdown(ctx_pool_t *pool, ctx_pool_shutdown_mode_t mode);
 
 /* Shuts the pool down (DRAIN, if no shutdown has begun), joins the workers
  * and drops the caller's reference.  Futures of the pool stay valid (each
@@ -230,7 +230,7 @@ CTX_EXPORT int ctx_pool_shutdown(ctx_pool_t *pool, ctx_shutdown_t mode);
  * will call ctx_pool_submit on it any more.
  * Returns 0, or CTX_EINVAL (NULL), CTX_EBUSY (called from one of this pool's
  * own tasks: nothing done). */
-CTX_EXPORT int ctx_pool_destroy(ctx_pool_t *pool);
+CTX_EXPORT int ctx_pool_release(ctx_pool_t *pool);
 
 /* Fills *out with a snapshot of the pool's counters.  Any thread.
  * Errors: CTX_EINVAL. */
@@ -240,49 +240,49 @@ CTX_EXPORT int ctx_pool_stats(ctx_pool_t *pool, ctx_pool_stats_t *out);
 /* Futures                                                                 */
 /* ---------------------------------------------------------------------- */
 
-typedef enum ctx_future_state {
-    CTX_FUTURE_PENDING = 0,   /* queued, not started (or being cancelled) */
-    CTX_FUTURE_RUNNING = 1,   /* a worker is running the task */
-    CTX_FUTURE_COMPLETED = 2, /* the task returned 0; it has a result */
-    CTX_FUTURE_FAILED = 3,    /* the task returned an error (or could not
+typedef enum ctx_pool_future_state {
+    CTX_POOL_FUTURE_PENDING = 0,   /* queued, not started (or being cancelled) */
+    CTX_POOL_FUTURE_RUNNING = 1,   /* a worker is running the task */
+    CTX_POOL_FUTURE_COMPLETED = 2, /* the task returned 0; it has a result */
+    CTX_POOL_FUTURE_FAILED = 3,    /* the task returned an error (or could not
                                  enter its context) */
-    CTX_FUTURE_CANCELLED = 4  /* cancelled before it ran, or the task returned
+    CTX_POOL_FUTURE_CANCELLED = 4  /* cancelled before it ran, or the task returned
                                  CTX_ECANCELLED */
-} ctx_future_state_t;
+} ctx_pool_future_state_t;
 
-/* What ctx_future_cancel did (non-negative statuses). */
-#define CTX_CANCEL_DONE 0     /* the future is cancelled: the task never runs */
-#define CTX_CANCEL_RUNNING 1  /* the task is running: its cancellation flag is
+/* What ctx_pool_future_cancel did (non-negative statuses). */
+#define CTX_POOL_CANCEL_DONE 0     /* the future is cancelled: the task never runs */
+#define CTX_POOL_CANCEL_RUNNING 1  /* the task is running: its cancellation flag is
                                  set; the future ends when the task returns */
-#define CTX_CANCEL_TOO_LATE 2 /* the future had already ended: nothing done */
+#define CTX_POOL_CANCEL_TOO_LATE 2 /* the future had already ended: nothing done */
 
 /* Timeout meaning "wait as long as it takes". */
 #define CTX_WAIT_FOREVER (-1)
 
 /* Called when a future ends; `future` is borrowed for the call. */
-typedef void (*ctx_future_done_fn)(ctx_future_t *future, void *user);
+typedef void (*ctx_pool_future_done_fn)(ctx_pool_future_t *future, void *user);
 
 /* One more reference (for another owner); returns `future`.  Any thread. */
-CTX_EXPORT ctx_future_t *ctx_future_retain(ctx_future_t *future);
+CTX_EXPORT ctx_pool_future_t *ctx_pool_future_retain(ctx_pool_future_t *future);
 
 /* Drops a reference (NULL ignored).  Releasing a future does not cancel its
  * task; the task runs and its outcome is dropped.  On the last reference
  * the result is released (see result_release).  Any thread. */
-CTX_EXPORT void ctx_future_release(ctx_future_t *future);
+CTX_EXPORT void ctx_pool_future_release(ctx_pool_future_t *future);
 
-/* The state now (CTX_FUTURE_PENDING for NULL).  Any thread. */
-CTX_EXPORT ctx_future_state_t ctx_future_state(const ctx_future_t *future);
+/* The state now (CTX_POOL_FUTURE_PENDING for NULL).  Any thread. */
+CTX_EXPORT ctx_pool_future_state_t ctx_pool_future_state(const ctx_pool_future_t *future);
 
 /* 1 if the future has ended (completed, failed or cancelled), else 0 (also
  * for NULL).  Any thread. */
-CTX_EXPORT int ctx_future_done(const ctx_future_t *future);
+CTX_EXPORT int ctx_pool_future_done(const ctx_pool_future_t *future);
 
 /* Waits until the future ends, at most `timeout_ns` nanoseconds
  * (CTX_WAIT_FOREVER, or any negative value: no limit; 0: just look).  Any thread, but a task must
  * not wait for a task that can only run after it on the same pool.
  * Returns 0 (ended; its arg_release has run), CTX_ETIMEDOUT, CTX_EINVAL
  * (NULL, or a task waiting for its own future). */
-CTX_EXPORT int ctx_future_wait(ctx_future_t *future, int64_t timeout_ns);
+CTX_EXPORT int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_ns);
 
 /* The outcome, without waiting:
  *   0              completed; *result (if result not NULL) = the task's
@@ -293,28 +293,28 @@ CTX_EXPORT int ctx_future_wait(ctx_future_t *future, int64_t timeout_ns);
  *   CTX_ENOTDONE   not ended yet;
  *   CTX_EINVAL     future NULL.
  * Any thread. */
-CTX_EXPORT int ctx_future_result(const ctx_future_t *future, void **result);
+CTX_EXPORT int ctx_pool_future_result(const ctx_pool_future_t *future, void **result);
 
 /* Asks the task not to run, or to stop:
- *   CTX_CANCEL_DONE      it was pending: it is removed from the queue and
+ *   CTX_POOL_CANCEL_DONE      it was pending: it is removed from the queue and
  *                        will never run; the future is cancelled, its
  *                        arg_release and done-callbacks have run on this
  *                        thread when the call returns (or are running on
  *                        another thread that cancelled it at the same time);
- *   CTX_CANCEL_RUNNING   it is running: its cancellation flag is set (see
- *                        ctx_task_cancelled); it ends as the task decides;
- *   CTX_CANCEL_TOO_LATE  it had already ended.
+ *   CTX_POOL_CANCEL_RUNNING   it is running: its cancellation flag is set (see
+ *                        ctx_pool_task_cancelled); it ends as the task decides;
+ *   CTX_POOL_CANCEL_TOO_LATE  it had already ended.
  * CTX_EINVAL for NULL.  Any thread. */
-CTX_EXPORT int ctx_future_cancel(ctx_future_t *future);
+CTX_EXPORT int ctx_pool_future_cancel(ctx_pool_future_t *future);
 
-/* 1 if ctx_future_cancel was called on the future, else 0.  Any thread. */
-CTX_EXPORT int ctx_future_cancel_requested(const ctx_future_t *future);
+/* 1 if ctx_pool_future_cancel was called on the future, else 0.  Any thread. */
+CTX_EXPORT int ctx_pool_future_cancel_requested(const ctx_pool_future_t *future);
 
 /* For a task: 1 if the future of the task running on the calling thread has
  * been asked to cancel, else 0 (also 0 outside a task, and in a
  * fire-and-forget task, which nobody can cancel).  Cheap enough to poll in
  * a loop.  Any thread. */
-CTX_EXPORT int ctx_task_cancelled(void);
+CTX_EXPORT int ctx_pool_task_cancelled(void);
 
 /* Registers fn(future, user) to run once when the future ends, in a private
  * copy of the context current now (in the caller).  Callbacks run in the
@@ -327,14 +327,14 @@ CTX_EXPORT int ctx_task_cancelled(void);
  * wait for another future of a full pool.  Any thread.
  * Errors (fn is then never called; user stays the caller's): CTX_EINVAL,
  * CTX_ENOMEM. */
-CTX_EXPORT int ctx_future_add_done_callback(ctx_future_t *future,
-                                            ctx_future_done_fn fn, void *user);
+CTX_EXPORT int ctx_pool_future_add_done_callback(ctx_pool_future_t *future,
+                                            ctx_pool_future_done_fn fn, void *user);
 
 /* The call stack captured when the task was submitted (see capture_stack):
  * 0 with *frames (borrowed, valid while the future lives) and *count return
  * addresses, innermost first, starting at the caller of the submit;
  * CTX_ENOTFOUND if none was captured; CTX_EINVAL.  Any thread. */
-CTX_EXPORT int ctx_future_stack(const ctx_future_t *future,
+CTX_EXPORT int ctx_pool_future_stack(const ctx_pool_future_t *future,
                                 void *const **frames, size_t *count);
 
 /* Writes the captured stack as text, one frame per line ("#0 symbol+off
@@ -342,13 +342,13 @@ CTX_EXPORT int ctx_future_stack(const ctx_future_t *future,
  * most `cap` bytes); *len (if not NULL) receives the full length.
  * Returns 0, CTX_ETRUNCATED, CTX_ENOTFOUND (no stack), CTX_EINVAL.
  * Symbol names need the program linked with -rdynamic.  Any thread. */
-CTX_EXPORT int ctx_future_format_stack(const ctx_future_t *future, char *buf,
+CTX_EXPORT int ctx_pool_future_format_stack(const ctx_pool_future_t *future, char *buf,
                                        size_t cap, size_t *len);
 
 /* How long the task waited in the queue (submit to start), in nanoseconds:
  * 0 and *ns, or CTX_ENOTFOUND if it never started (pending or cancelled
  * before running), CTX_EINVAL. */
-CTX_EXPORT int ctx_future_queue_wait(const ctx_future_t *future, uint64_t *ns);
+CTX_EXPORT int ctx_pool_future_queue_wait(const ctx_pool_future_t *future, uint64_t *ns);
 
 /* ---------------------------------------------------------------------- */
 /* Bound callables                                                         */
@@ -356,60 +356,60 @@ CTX_EXPORT int ctx_future_queue_wait(const ctx_future_t *future, uint64_t *ns);
 
 /* The function a bound callable calls: `arg` given at bind time, `call_arg`
  * given at each call. */
-typedef void *(*ctx_bound_fn)(void *arg, void *call_arg);
+typedef void *(*ctx_pool_bound_fn)(void *arg, void *call_arg);
 
 /* Calls share one context (sets persist from call to call; concurrent or
  * nested calls fail with CTX_EENTERED) instead of each getting a fresh copy
  * of the captured one. */
-#define CTX_BIND_SHARED 1u
+#define CTX_POOL_BOUND_SHARED 1u
 
-typedef struct ctx_bind_options {
+typedef struct ctx_pool_bound_options {
     unsigned flags; /* CTX_BIND_* */
     /* Bind to a copy of this context instead of the current one (borrowed
      * for the call). */
     ctx_context_t *context;
     /* Called once with `arg` when the bound callable is destroyed. */
     void (*arg_release)(void *arg);
-} ctx_bind_options_t;
+} ctx_pool_bound_options_t;
 
 /* Captures the calling thread's current context (O(1) copy; or a copy of
  * options->context) and binds fn and arg to it.  *out is the caller's
- * reference (ctx_bind_release).  Any thread.
+ * reference (ctx_pool_bound_release).  Any thread.
  * Errors (arg stays the caller's): CTX_EINVAL (fn or out NULL, unknown
  * flags), CTX_ENOMEM. */
-CTX_EXPORT int ctx_bind_new(ctx_bound_fn fn, void *arg,
-                            const ctx_bind_options_t *options,
-                            ctx_bound_t **out);
+CTX_EXPORT int ctx_pool_bound_new(ctx_pool_bound_fn fn, void *arg,
+                            const ctx_pool_bound_options_t *options,
+                            ctx_pool_bound_t **out);
 
 /* Calls fn(arg, call_arg) in the captured context and stores its return
  * value in *result (if not NULL).  By default each call runs in its own
  * fresh copy of the captured context (its sets are dropped afterwards), so
- * any number of threads may call at once; with CTX_BIND_SHARED every call
+ * any number of threads may call at once; with CTX_POOL_BOUND_SHARED every call
  * runs in the one captured context.  Any thread.
  * Errors (fn not called): CTX_EINVAL (bound NULL), CTX_ENOMEM (no copy),
  * CTX_EENTERED (shared, and a call is already running: a concurrent or
  * nested call).  CTX_ENOTCURRENT: fn ran but left a context entered. */
-CTX_EXPORT int ctx_bind_call(ctx_bound_t *bound, void *call_arg,
+CTX_EXPORT int ctx_pool_bound_call(ctx_pool_bound_t *bound, void *call_arg,
                              void **result);
 
 /* A ctx_run_fn-shaped trampoline for callback APIs that take
  * `void *(*)(void *)` plus a user pointer: pass it with the bound callable as
- * the user pointer.  Calls ctx_bind_call(bound, NULL, &r) and returns r
- * (NULL if the call failed: the error itself is lost, use ctx_bind_call to
+ * the user pointer.  Calls ctx_pool_bound_call(bound, NULL, &r) and returns r
+ * (NULL if the call failed: the error itself is lost, use ctx_pool_bound_call to
  * see it).  Any thread; the caller of the API keeps its reference to the
  * bound callable for as long as the API may call it. */
-CTX_EXPORT void *ctx_bind_trampoline(void *bound);
+CTX_EXPORT void *ctx_pool_bound_trampoline(void *bound);
 
 /* The same for APIs whose callback is `void (*)(void *)`.  Any thread. */
-CTX_EXPORT void ctx_bind_trampoline_void(void *bound);
+CTX_EXPORT void ctx_pool_bound_trampoline_void(void *bound);
 
 /* One more reference; returns `bound`.  Any thread. */
-CTX_EXPORT ctx_bound_t *ctx_bind_retain(ctx_bound_t *bound);
+CTX_EXPORT ctx_pool_bound_t *ctx_pool_bound_retain(ctx_pool_bound_t *bound);
 
 /* Drops a reference (NULL ignored); the last one releases the captured
  * context and calls arg_release.  Must not be the reference that a running
  * call depends on.  Any thread. */
-CTX_EXPORT void ctx_bind_release(ctx_bound_t *bound);
+CTX_EXPORT void ctx_pool_bound_release(ctx_pool_bound_t *bound);
 
 /* ---------------------------------------------------------------------- */
 /* Threads                                                                 */
@@ -417,26 +417,26 @@ CTX_EXPORT void ctx_bind_release(ctx_bound_t *bound);
 
 /* The new thread runs in a copy of the creator's current context (taken at
  * creation) instead of an empty one. */
-#define CTX_THREAD_INHERIT 1u
+#define CTX_POOL_THREAD_INHERIT 1u
 
 /* Starts a thread that calls fn(arg): by default in an empty context, with
- * CTX_THREAD_INHERIT in a private copy of the calling thread's current
+ * CTX_POOL_THREAD_INHERIT in a private copy of the calling thread's current
  * context.  When fn returns, the thread's ctxvar state is released.
- * With `out` not NULL, *out is a handle to join (ctx_thread_join, exactly
+ * With `out` not NULL, *out is a handle to join (ctx_pool_thread_join, exactly
  * once); with NULL the thread is detached and cleans up after itself.
  * Any thread.
  * Errors (fn never runs; arg stays the caller's): CTX_EINVAL (fn NULL,
  * unknown flags), CTX_ENOMEM, CTX_ESYSTEM (pthread_create failed). */
-CTX_EXPORT int ctx_thread_create(ctx_run_fn fn, void *arg, unsigned flags,
-                                 ctx_thread_t **out);
+CTX_EXPORT int ctx_pool_thread_create(ctx_run_fn fn, void *arg, unsigned flags,
+                                 ctx_pool_thread_t **out);
 
 /* Waits for the thread to finish, stores fn's return value in *result (if
  * not NULL) and frees the handle.  Any thread but the one joined.
- * Returns 0; CTX_ENOMEM if, with CTX_THREAD_INHERIT, the new thread could not
+ * Returns 0; CTX_ENOMEM if, with CTX_POOL_THREAD_INHERIT, the new thread could not
  * enter its context (fn did not run); CTX_ENOTCURRENT if fn left a context
  * entered; CTX_EINVAL (NULL); CTX_ESYSTEM (pthread_join failed; the handle is
  * still freed). */
-CTX_EXPORT int ctx_thread_join(ctx_thread_t *thread, void **result);
+CTX_EXPORT int ctx_pool_thread_join(ctx_pool_thread_t *thread, void **result);
 
 #ifdef __cplusplus
 }

@@ -35,7 +35,7 @@
  *                 failed to parse traceparent, it MUST NOT attempt to parse
  *                 tracestate").
  *   tracestate    any malformed list-member, a duplicated key, more than 32
- *                 list-members, or more than CTX_TRACE_STATE_MAX_INPUT bytes
+ *                 list-members, or more than CTX_WIRE_TRACESTATE_MAX_INPUT bytes
  *                 in the combined header: the whole tracestate is dropped
  *                 (the traceparent is kept).
  *   baggage       a malformed list-member (bad key, bad value octet, bad
@@ -66,7 +66,7 @@
  *
  * Callbacks
  * ---------
- * Every callback this module calls (ctx_trace_state_fn, ctx_baggage_fn,
+ * Every callback this module calls (ctx_wire_tracestate_fn, ctx_wire_baggage_fn,
  * ctx_wire_header_fn, and a carrier's iterate / get / set) returns 0 to go
  * on (get: 0 = found) and a negative code to stop or fail; the function
  * that called it returns that code as is.  A positive return is not a
@@ -107,16 +107,16 @@ extern "C" {
 /* ====================================================================== */
 
 /* Length of a version-00 traceparent: "00-" 32 hex "-" 16 hex "-" 2 hex. */
-#define CTX_TRACE_PARENT_LEN 55
+#define CTX_WIRE_TRACEPARENT_LEN 55
 /* The one flag version 00 defines. */
-#define CTX_TRACE_FLAG_SAMPLED 0x01u
+#define CTX_WIRE_TRACE_FLAG_SAMPLED 0x01u
 
-typedef struct ctx_trace_parent {
+typedef struct ctx_wire_traceparent {
     uint8_t version;      /* as received (0 for ids made here) */
     uint8_t trace_id[16]; /* never all zero in a valid traceparent */
     uint8_t parent_id[8]; /* never all zero in a valid traceparent */
     uint8_t flags;        /* trace-flags; bit 0 = sampled */
-} ctx_trace_parent_t;
+} ctx_wire_traceparent_t;
 
 /* Parses a traceparent header value (`len` bytes, no NUL needed; optional
  * whitespace around the value — SP/HTAB, HTTP's OWS — is ignored).
@@ -129,53 +129,53 @@ typedef struct ctx_trace_parent {
  * Returns 0 and fills *out, or CTX_EPARSE (out untouched), CTX_EINVAL
  * (NULL argument).  Looks at the surrounding whitespace and at most 56
  * other bytes, whatever `len` is; never allocates.  Any thread. */
-CTX_WIRE_EXPORT int ctx_trace_parent_parse(const char *text, size_t len,
-                                           ctx_trace_parent_t *out);
+CTX_WIRE_EXPORT int ctx_wire_traceparent_parse(const char *text, size_t len,
+                                           ctx_wire_traceparent_t *out);
 
 /* Writes `tp` as a version-00 traceparent (whatever tp->version says: a
  * vendor sends the version it knows, §3.2.4) plus a NUL: needs cap >= 56.
- * Returns CTX_TRACE_PARENT_LEN, or CTX_ETRUNCATED (cap too small; buf
+ * Returns CTX_WIRE_TRACEPARENT_LEN, or CTX_ETRUNCATED (cap too small; buf
  * untouched), CTX_EINVAL (NULL, or an all-zero id).  Any thread. */
-CTX_WIRE_EXPORT int ctx_trace_parent_format(const ctx_trace_parent_t *tp,
+CTX_WIRE_EXPORT int ctx_wire_traceparent_format(const ctx_wire_traceparent_t *tp,
                                             char *buf, size_t cap);
 
 /* Starts a trace: random trace-id and parent-id (never all zero), version
  * 00, the given flags.  Ids come from a per-thread generator seeded from the
  * operating system (getrandom / /dev/urandom).  Returns 0 or CTX_EINVAL.
  * Any thread. */
-CTX_WIRE_EXPORT int ctx_trace_parent_new(uint8_t flags, ctx_trace_parent_t *out);
+CTX_WIRE_EXPORT int ctx_wire_traceparent_new(uint8_t flags, ctx_wire_traceparent_t *out);
 
 /* The traceparent for an outgoing call made on behalf of `parent`: same
  * trace-id and flags, a new random parent-id, version 00 (§3.2.2.3 / §4:
  * a participant that calls another service sends its own span id as
  * parent-id).  `out` may equal `parent`.  Returns 0 or CTX_EINVAL.  Any
  * thread. */
-CTX_WIRE_EXPORT int ctx_trace_parent_child(const ctx_trace_parent_t *parent,
-                                           ctx_trace_parent_t *out);
+CTX_WIRE_EXPORT int ctx_wire_traceparent_child(const ctx_wire_traceparent_t *parent,
+                                           ctx_wire_traceparent_t *out);
 
 /* Writes the 32-hex-digit trace-id and a NUL (cap >= 33).  Returns 32, or
  * CTX_ETRUNCATED, CTX_EINVAL.  For log lines.  Any thread. */
-CTX_WIRE_EXPORT int ctx_trace_parent_trace_id(const ctx_trace_parent_t *tp,
+CTX_WIRE_EXPORT int ctx_wire_traceparent_trace_id(const ctx_wire_traceparent_t *tp,
                                               char *buf, size_t cap);
 
 /* ====================================================================== */
 /* W3C Trace Context: tracestate                                          */
 /* ====================================================================== */
 
-#define CTX_TRACE_STATE_MAX_MEMBERS 32
-#define CTX_TRACE_STATE_MAX_KEY 256
-#define CTX_TRACE_STATE_MAX_VALUE 256
+#define CTX_WIRE_TRACESTATE_MAX_MEMBERS 32
+#define CTX_WIRE_TRACESTATE_MAX_KEY 256
+#define CTX_WIRE_TRACESTATE_MAX_VALUE 256
 /* The longest normalised list: 32 × (256 + "=" + 256) + 31 commas. */
-#define CTX_TRACE_STATE_MAX_LEN (32 * (256 + 1 + 256) + 31)
+#define CTX_WIRE_TRACESTATE_MAX_LEN (32 * (256 + 1 + 256) + 31)
 /* The longest combined header value accepted (whitespace and empty members
  * included); longer input is refused with CTX_ELIMIT. */
-#define CTX_TRACE_STATE_MAX_INPUT 32768
+#define CTX_WIRE_TRACESTATE_MAX_INPUT 32768
 
 /* Called once per list-member, in order.  Key and value point into the
  * parsed text (not NUL terminated).  Return 0 to go on, or a negative code
- * to stop the walk: ctx_trace_state_parse returns that code as is.  A
+ * to stop the walk: ctx_wire_tracestate_parse returns that code as is.  A
  * positive return also stops it, and is returned as CTX_ECALLBACK. */
-typedef int (*ctx_trace_state_fn)(const char *key, size_t key_len,
+typedef int (*ctx_wire_tracestate_fn)(const char *key, size_t key_len,
                                   const char *value, size_t value_len, void *user);
 
 /* Validates a tracestate value.  Several tracestate headers are one list:
@@ -195,25 +195,25 @@ typedef int (*ctx_trace_state_fn)(const char *key, size_t key_len,
  * non-empty members is CTX_ELIMIT; a key that appears twice is CTX_EPARSE.
  * If the whole list is valid and `fn` is not NULL, calls fn for each member.
  * Returns the number of members (>= 0), or CTX_EPARSE, CTX_ELIMIT (also for
- * len > CTX_TRACE_STATE_MAX_INPUT), CTX_EINVAL, or fn's negative code
+ * len > CTX_WIRE_TRACESTATE_MAX_INPUT), CTX_EINVAL, or fn's negative code
  * (CTX_ECALLBACK if fn returned a positive value).  Never allocates.  Any
  * thread (fn runs on the calling thread). */
-CTX_WIRE_EXPORT int ctx_trace_state_parse(const char *text, size_t len,
-                                          ctx_trace_state_fn fn, void *user);
+CTX_WIRE_EXPORT int ctx_wire_tracestate_parse(const char *text, size_t len,
+                                          ctx_wire_tracestate_fn fn, void *user);
 
-/* Validates like ctx_trace_state_parse and writes the list in normal form:
+/* Validates like ctx_wire_tracestate_parse and writes the list in normal form:
  * members joined by ',' with no whitespace and no empty members, plus a NUL
- * (the form ctx_trace_state_get/put expect and ctx_wire_inject sends).  At
- * most CTX_TRACE_STATE_MAX_LEN + 1 bytes are needed.  *out_len (if not NULL)
+ * (the form ctx_wire_tracestate_get/put expect and ctx_wire_inject sends).  At
+ * most CTX_WIRE_TRACESTATE_MAX_LEN + 1 bytes are needed.  *out_len (if not NULL)
  * receives the length.  Returns 0, or CTX_ETRUNCATED (cap too small; buf
- * holds a NUL), or the codes of ctx_trace_state_parse.  Any thread. */
-CTX_WIRE_EXPORT int ctx_trace_state_normalize(const char *text, size_t len, char *buf,
+ * holds a NUL), or the codes of ctx_wire_tracestate_parse.  Any thread. */
+CTX_WIRE_EXPORT int ctx_wire_tracestate_normalize(const char *text, size_t len, char *buf,
                                               size_t cap, size_t *out_len);
 
 /* Looks `key` (NUL terminated) up in a tracestate list (any valid form):
  * 0 and the value (pointing into `state`, not NUL terminated), or
  * CTX_ENOTFOUND, CTX_EPARSE (state invalid), CTX_EINVAL.  Any thread. */
-CTX_WIRE_EXPORT int ctx_trace_state_get(const char *state, size_t len, const char *key,
+CTX_WIRE_EXPORT int ctx_wire_tracestate_get(const char *state, size_t len, const char *key,
                                         const char **value, size_t *value_len);
 
 /* The update rule of §3.5: writes to `buf` (normal form, NUL terminated) the
@@ -222,17 +222,17 @@ CTX_WIRE_EXPORT int ctx_trace_state_get(const char *state, size_t len, const cha
  * dropped.  `value` NULL deletes `key` instead.  `state` may be empty.
  * Returns 0 (*out_len = length if out_len not NULL), or CTX_EINVAL (a key or
  * value outside the grammar, NULL), CTX_EPARSE (state invalid),
- * CTX_ETRUNCATED (buf too small: CTX_TRACE_STATE_MAX_LEN + 1 always fits).
+ * CTX_ETRUNCATED (buf too small: CTX_WIRE_TRACESTATE_MAX_LEN + 1 always fits).
  * `buf` must not overlap `state`.  Any thread. */
-CTX_WIRE_EXPORT int ctx_trace_state_put(const char *state, size_t len, const char *key,
+CTX_WIRE_EXPORT int ctx_wire_tracestate_put(const char *state, size_t len, const char *key,
                                         const char *value, char *buf, size_t cap,
                                         size_t *out_len);
 
 /* 1 if `key` (`len` bytes) is a valid tracestate key, else 0.  Any thread. */
-CTX_WIRE_EXPORT int ctx_trace_state_key_valid(const char *key, size_t len);
+CTX_WIRE_EXPORT int ctx_wire_tracestate_key_valid(const char *key, size_t len);
 /* 1 if `value` (`len` bytes) is a valid tracestate value, else 0.  Any
  * thread. */
-CTX_WIRE_EXPORT int ctx_trace_state_value_valid(const char *value, size_t len);
+CTX_WIRE_EXPORT int ctx_wire_tracestate_value_valid(const char *value, size_t len);
 
 /* ====================================================================== */
 /* W3C Baggage                                                            */
@@ -240,12 +240,12 @@ CTX_WIRE_EXPORT int ctx_trace_state_value_valid(const char *value, size_t len);
 
 /* The limits of W3C Baggage §3.3.3 ("Limits"): a platform must propagate
  * at least 64 list-members and 8192 bytes, and may drop members beyond. */
-#define CTX_BAGGAGE_MAX_MEMBERS 64
-#define CTX_BAGGAGE_MAX_BYTES 8192
+#define CTX_WIRE_BAGGAGE_MAX_MEMBERS 64
+#define CTX_WIRE_BAGGAGE_MAX_BYTES 8192
 
-/* One list-member, as ctx_baggage_parse delivers it.  Pointers are borrowed
+/* One list-member, as ctx_wire_baggage_parse delivers it.  Pointers are borrowed
  * for the duration of the callback; only the value is NUL terminated. */
-typedef struct ctx_baggage_member {
+typedef struct ctx_wire_baggage_member {
     const char *key;        /* a token (RFC 9110 §5.6.2), as sent */
     size_t key_len;
     const char *value;      /* percent-decoded bytes (UTF-8, see below),
@@ -255,22 +255,22 @@ typedef struct ctx_baggage_member {
     const char *properties; /* the validated text after the first ';'
                                (raw, not decoded), or NULL */
     size_t properties_len;
-} ctx_baggage_member_t;
+} ctx_wire_baggage_member_t;
 
-/* Return 0 to go on, or a negative code to stop the walk: ctx_baggage_parse
+/* Return 0 to go on, or a negative code to stop the walk: ctx_wire_baggage_parse
  * returns that code as is.  A positive return also stops it, and is
  * returned as CTX_ECALLBACK. */
-typedef int (*ctx_baggage_fn)(const ctx_baggage_member_t *member, void *user);
+typedef int (*ctx_wire_baggage_fn)(const ctx_wire_baggage_member_t *member, void *user);
 
-/* What ctx_baggage_parse kept and dropped. */
-typedef struct ctx_baggage_stats {
+/* What ctx_wire_baggage_parse kept and dropped. */
+typedef struct ctx_wire_baggage_stats {
     size_t members;    /* delivered to fn */
     size_t malformed;  /* dropped: outside the grammar (empty ones included) */
     size_t over_limit; /* dropped: past the 64th member, or ending past byte
                           8192 (only members that start within the first
                           8192 bytes are counted) */
     int truncated;     /* 1 if bytes beyond 8192 were not examined */
-} ctx_baggage_stats_t;
+} ctx_wire_baggage_stats_t;
 
 /* Parses a baggage header value (several headers: join them with ',').
  * The grammar (W3C Baggage §3.3):
@@ -288,23 +288,23 @@ typedef struct ctx_baggage_stats {
  * Calls fn (if not NULL) for each member kept.  Returns the number of
  * members kept (>= 0), CTX_EINVAL, or fn's negative code (CTX_ECALLBACK if
  * fn returned a positive value).  Never allocates; uses
- * CTX_BAGGAGE_MAX_BYTES of stack for decoded values.  Any thread (fn runs
+ * CTX_WIRE_BAGGAGE_MAX_BYTES of stack for decoded values.  Any thread (fn runs
  * on the calling thread). */
-CTX_WIRE_EXPORT int ctx_baggage_parse(const char *text, size_t len, ctx_baggage_fn fn,
-                                      void *user, ctx_baggage_stats_t *stats);
+CTX_WIRE_EXPORT int ctx_wire_baggage_parse(const char *text, size_t len, ctx_wire_baggage_fn fn,
+                                      void *user, ctx_wire_baggage_stats_t *stats);
 
 /* Builds a baggage header value into caller storage, member by member.
- * Fields are private; initialise with ctx_baggage_writer_init. */
-typedef struct ctx_baggage_writer {
+ * Fields are private; initialise with ctx_wire_baggage_writer_init. */
+typedef struct ctx_wire_baggage_writer {
     char *buf;
     size_t cap;
     size_t len;
     size_t members;
-} ctx_baggage_writer_t;
+} ctx_wire_baggage_writer_t;
 
 /* Starts an empty list in `buf` (buf[0] = NUL when cap > 0).  Any thread;
  * a writer is used by one thread at a time. */
-CTX_WIRE_EXPORT void ctx_baggage_writer_init(ctx_baggage_writer_t *w, char *buf, size_t cap);
+CTX_WIRE_EXPORT void ctx_wire_baggage_writer_init(ctx_wire_baggage_writer_t *w, char *buf, size_t cap);
 
 /* Appends key=value[;properties].  The value (any bytes) is percent-encoded:
  * every byte outside baggage-octet, and '%', becomes %XX (uppercase hex).
@@ -315,26 +315,26 @@ CTX_WIRE_EXPORT void ctx_baggage_writer_init(ctx_baggage_writer_t *w, char *buf,
  *   CTX_ELIMIT      the list would exceed 64 members or 8192 bytes;
  *   CTX_ETRUNCATED  the buffer is too small.
  * On error nothing is appended.  Thread: one at a time per writer. */
-CTX_WIRE_EXPORT int ctx_baggage_append(ctx_baggage_writer_t *w, const char *key,
+CTX_WIRE_EXPORT int ctx_wire_baggage_append(ctx_wire_baggage_writer_t *w, const char *key,
                                        size_t key_len, const char *value, size_t value_len,
                                        const char *properties, size_t properties_len);
 
-/* Percent-encodes `len` bytes as ctx_baggage_append does, plus a NUL.
+/* Percent-encodes `len` bytes as ctx_wire_baggage_append does, plus a NUL.
  * Returns 0 and *out_len, or CTX_ETRUNCATED (buf holds nothing useful),
  * CTX_EINVAL.  Any thread. */
-CTX_WIRE_EXPORT int ctx_baggage_percent_encode(const char *in, size_t len, char *buf,
+CTX_WIRE_EXPORT int ctx_wire_baggage_percent_encode(const char *in, size_t len, char *buf,
                                                size_t cap, size_t *out_len);
 
-/* Decodes a baggage value as ctx_baggage_parse does (escapes, U+FFFD for
+/* Decodes a baggage value as ctx_wire_baggage_parse does (escapes, U+FFFD for
  * invalid UTF-8), plus a NUL.  The output is never longer than the input.
  * Returns 0 and *out_len, or CTX_EPARSE (an octet outside baggage-octet, a
  * bad escape), CTX_ETRUNCATED, CTX_EINVAL.  Any thread. */
-CTX_WIRE_EXPORT int ctx_baggage_percent_decode(const char *in, size_t len, char *buf,
+CTX_WIRE_EXPORT int ctx_wire_baggage_percent_decode(const char *in, size_t len, char *buf,
                                                size_t cap, size_t *out_len);
 
 /* 1 if `key` (`len` bytes) is a valid baggage key (a non-empty token).  Any
  * thread. */
-CTX_WIRE_EXPORT int ctx_baggage_key_valid(const char *key, size_t len);
+CTX_WIRE_EXPORT int ctx_wire_baggage_key_valid(const char *key, size_t len);
 
 /* ====================================================================== */
 /* Deadlines: grpc-timeout                                                */
@@ -422,14 +422,14 @@ CTX_WIRE_EXPORT int ctx_wire_carrier_get(const ctx_wire_carrier_t *carrier, cons
 
 typedef struct ctx_wire_headers ctx_wire_headers_t;
 
-/* A new empty list; the caller owns it (ctx_wire_headers_free).
+/* A new empty list; the caller owns it (ctx_wire_headers_release).
  * Errors: CTX_EINVAL, CTX_ENOMEM.  Any thread.  A list is not locked: the
  * calls below on one list must not run concurrently (concurrent reads —
  * get, count, at — are fine while nothing changes it). */
 CTX_WIRE_EXPORT int ctx_wire_headers_new(ctx_wire_headers_t **out);
 /* Frees the list and every string in it (NULL ignored).  Thread: no other
  * call on the list may be running. */
-CTX_WIRE_EXPORT void ctx_wire_headers_free(ctx_wire_headers_t *h);
+CTX_WIRE_EXPORT void ctx_wire_headers_release(ctx_wire_headers_t *h);
 /* Appends a pair (both copied).  The name must be a token, the value must
  * not contain CR, LF or NUL.  Errors: CTX_EINVAL, CTX_ELIMIT (the list
  * limits), CTX_ENOMEM; on error the list is unchanged.  Thread: one at a
@@ -504,7 +504,7 @@ CTX_WIRE_EXPORT ctx_var_t *ctx_wire_deadline_var(ctx_wire_t *w);
  * CTX_ENOTFOUND, CTX_EINVAL.  Any thread (NULL reads the calling thread's
  * context). */
 CTX_WIRE_EXPORT int ctx_wire_trace_get(ctx_wire_t *w, ctx_context_t *ctx,
-                                       ctx_trace_parent_t *parent, const char **state,
+                                       ctx_wire_traceparent_t *parent, const char **state,
                                        size_t *state_len);
 
 /* Sets the trace in the current context (like ctx_var_set): `parent` (must
@@ -512,15 +512,15 @@ CTX_WIRE_EXPORT int ctx_wire_trace_get(ctx_wire_t *w, ctx_context_t *ctx,
  * validated and normalised.  Errors: CTX_EINVAL (NULL, invalid parent),
  * CTX_EPARSE / CTX_ELIMIT (state), CTX_ENOMEM.  Any thread (sets in the
  * calling thread's current context). */
-CTX_WIRE_EXPORT int ctx_wire_trace_set(ctx_wire_t *w, const ctx_trace_parent_t *parent,
+CTX_WIRE_EXPORT int ctx_wire_trace_set(ctx_wire_t *w, const ctx_wire_traceparent_t *parent,
                                        const char *state, size_t state_len);
 
-/* Starts a new trace in the current context (ctx_trace_parent_new, no
+/* Starts a new trace in the current context (ctx_wire_traceparent_new, no
  * tracestate) and copies it to *out if `out` is not NULL.
  * Errors: CTX_EINVAL, CTX_ENOMEM.  Any thread (the calling thread's current
  * context). */
 CTX_WIRE_EXPORT int ctx_wire_trace_start(ctx_wire_t *w, uint8_t flags,
-                                         ctx_trace_parent_t *out);
+                                         ctx_wire_traceparent_t *out);
 
 /* Gives the current context a deadline `timeout_ns` from now (replacing
  * any deadline it had; saturating).  Errors: CTX_EINVAL, CTX_ENOMEM.  Any

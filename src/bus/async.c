@@ -21,7 +21,7 @@
  * The snapshot is taken at publish, so the set of listeners an event reaches
  * is fixed then, as for a synchronous publish; the listeners themselves run
  * later in a private copy of the publisher's context (the pool is asked for
- * CTX_PROPAGATE_COPY whatever its own policy, so an opted-out pool still
+ * CTX_POOL_PROPAGATE_COPY whatever its own policy, so an opted-out pool still
  * carries the publisher's context for the bus).
  *
  * `finish` is the executor's arg_release, which both the pool and the loop
@@ -121,8 +121,8 @@ int ctx_bus_publish_pool(ctx_bus_t *bus, ctx_bus_event_t *event, ctx_pool_t *poo
     int n = ctx__bus_delivery_prepare(bus, event, &d);
     if (n <= 0)
         return n;
-    ctx_submit_options_t options = {0};
-    options.propagation = CTX_PROPAGATE_COPY;
+    ctx_pool_submit_options_t options = {0};
+    options.propagation = CTX_POOL_PROPAGATE_COPY;
     options.arg_release = pool_job_release;
     int rc = ctx_pool_submit_ex(pool, pool_job, d, &options, NULL);
     if (rc != 0) {

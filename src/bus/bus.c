@@ -24,7 +24,7 @@
  * publish).
  *
  * Lifetime.  The bus is reference counted: the creator's reference goes
- * with ctx_bus_destroy; every listener record holds one (so a handle can
+ * with ctx_bus_release; every listener record holds one (so a handle can
  * unsubscribe after destroy, and a scoped listener alive in some context
  * keeps the variable's owner alive); every asynchronous delivery holds one
  * until it finished.  Shutdown drops the global list, which is the only
@@ -134,7 +134,7 @@ int ctx_bus_shutdown(ctx_bus_t *bus) {
     return 0;
 }
 
-void ctx_bus_destroy(ctx_bus_t *bus) {
+void ctx_bus_release(ctx_bus_t *bus) {
     if (!bus)
         return;
     ctx_bus_shutdown(bus);

@@ -24,7 +24,7 @@
  * a new list.  Every list holds a reference to each listener it names; each
  * listener holds a reference to its bus; the bus holds its global list
  * until shutdown (that cycle is broken by ctx_bus_shutdown, which
- * ctx_bus_destroy calls).
+ * ctx_bus_release calls).
  */
 #ifndef CTX_BUS_INTERNAL_H
 #define CTX_BUS_INTERNAL_H

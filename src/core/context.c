@@ -285,7 +285,7 @@ int ctx_iter_next(ctx_iter_t *it, ctx_var_t **var, void **value) {
     return 1;
 }
 
-void ctx_iter_done(ctx_iter_t *it) {
+void ctx_iter_clear(ctx_iter_t *it) {
     iter_state_t *st = (iter_state_t *)it;
     if (!it || !st->live)
         return;
@@ -335,7 +335,7 @@ int ctx_context_format(ctx_context_t *ctx, char *buf, size_t cap, size_t *len) {
         emit(buf, cap, &pos, "=", 1);
         r = emit_value(buf, cap, &pos, var, value);
     }
-    ctx_iter_done(&it);
+    ctx_iter_clear(&it);
     if (cap)
         buf[pos < cap ? pos : cap - 1] = '\0';
     if (r)
@@ -345,7 +345,7 @@ int ctx_context_format(ctx_context_t *ctx, char *buf, size_t cap, size_t *len) {
     return pos < cap ? 0 : CTX_ETRUNCATED;
 }
 
-int ctx_format_current(char *buf, size_t cap, size_t *len) {
+int ctx_context_format_current(char *buf, size_t cap, size_t *len) {
     ctx__tstate_t *ts = ctx__tls;
     if (ts)
         return ctx_context_format(ts->current, buf, cap, len);

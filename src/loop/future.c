@@ -28,7 +28,7 @@
  * pool future (offload.c) embed one as their first member and are freed
  * through their own destroy function when its last reference goes.  A
  * task's future cannot be completed from outside (the task ends by
- * returning from its step) and cancelling it is ctx_task_cancel.
+ * returning from its step) and cancelling it is ctx_loop_task_cancel.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "loop/loop_internal.h"

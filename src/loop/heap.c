@@ -2,7 +2,7 @@
  * heap.c — the loop's timer heap: a binary min-heap of records ordered by
  * (when, seq).
  *
- * call_later / call_at / ctx_task_sleep put a record here instead of
+ * call_later / call_at / ctx_loop_task_sleep put a record here instead of
  * starting a uv_timer_t each: one uv timer (loop.c) stays armed for the
  * earliest record, so a timer costs one array slot, not a libuv handle that
  * would need uv_close and a close callback before its memory could go.

@@ -10,7 +10,7 @@
  *     ───────────────────  ─────────────────────  ─────────────────────────
  *     call record          ctx_loop_handle_t      fn(arg) in its context
  *     done-callback        ctx_loop_handle_t      fn(future, user) likewise
- *     task waiter          ctx_task_t             the task's next step
+ *     task waiter          ctx_loop_task_t             the task's next step
  *     keep-alive notice    a wrapped future       keepalive-- on the loop
  *
  * A record is in at most one of these places at a time:
@@ -155,7 +155,7 @@ struct ctx_loop {
     ctx__loop_list_t ready;
     ctx__loop_heap_t heap;
     uint64_t seq;          /* tie-break of equal due times */
-    ctx_task_t *tasks;     /* pending tasks (task.c) */
+    ctx_loop_task_t *tasks;     /* pending tasks (task.c) */
     size_t keepalive;      /* pending tasks + wrapped futures in flight */
     int async_refd;
     int running;           /* inside ctx_loop_run / run_until_done */
@@ -292,8 +292,8 @@ void ctx__task_close_all(ctx_loop_t *loop);
 void ctx__task_destroy(ctx_loop_future_t *f);
 /* 1 if the running step of `t` may arm a wait now (it is this thread's
  * running task and has armed none), else 0. */
-int ctx__task_can_arm(const ctx_task_t *t);
-/* ctx_task_cancel through the task's future. */
+int ctx__task_can_arm(const ctx_loop_task_t *t);
+/* ctx_loop_task_cancel through the task's future. */
 int ctx__task_cancel_future(ctx_loop_future_t *f);
 
 /* Cancels the pool future a wrapped future follows (after the wrapped

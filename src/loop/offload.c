@@ -1,7 +1,7 @@
 /*
  * offload.c — pool futures on the loop: ctx_loop_wrap_future (asyncio's
  * wrap_future), ctx_loop_run_in_pool (run_in_executor, with the context
- * propagated) and ctx_task_offload (to_thread).
+ * propagated) and ctx_loop_task_offload (to_thread).
  *
  * A *wrapped* future is a loop future that follows a pool future and keeps
  * it alive (its result is borrowed from there):
@@ -17,7 +17,7 @@
  *
  * Two ways to learn the pool future's outcome:
  *
- *   wrap_future     ctx_future_add_done_callback on the pool future: the
+ *   wrap_future     ctx_pool_future_add_done_callback on the pool future: the
  *                   callback completes the loop future on whichever thread
  *                   ended the pool future (a worker, or a cancelling thread).
  *   run_in_pool     the pool runs our trampoline (which calls fn and keeps
@@ -36,7 +36,7 @@
  *
  * Cancelling the loop future (for a task: cancelling the task that awaits
  * it) cancels the pool future too: a queued fn never runs, a running one
- * sees ctx_task_cancelled().  The loop future is cancelled at once; a late
+ * sees ctx_pool_task_cancelled().  The loop future is cancelled at once; a late
  * completion from the pool then finds it done and changes nothing.
  *
  * Result ownership stays the pool's: with a result_release in the submit
@@ -51,8 +51,8 @@ typedef struct wrap {
     ctx_loop_future_t future; /* first */
     ctx__loop_rec_t keep;
     int keep_held;            /* `keep` holds a reference to the future */
-    ctx_future_t *pool_future;
-    ctx_task_fn fn;
+    ctx_pool_future_t *pool_future;
+    ctx_pool_task_fn fn;
     void *arg;
     void (*arg_release)(void *arg);
     int ran;
@@ -103,14 +103,14 @@ static wrap_t *wrap_new(ctx_loop_t *loop) {
 void ctx__wrap_destroy(ctx_loop_future_t *f) {
     wrap_t *w = wrap_of(f);
     ctx__loop_future_finalize(f);
-    ctx_future_release(w->pool_future);
+    ctx_pool_future_release(w->pool_future);
     ctx__loop_free(w, sizeof *w);
 }
 
 void ctx__wrap_cancelled(ctx_loop_future_t *f) {
     wrap_t *w = wrap_of(f);
     if (w->pool_future)
-        ctx_future_cancel(w->pool_future);
+        ctx_pool_future_cancel(w->pool_future);
 }
 
 /* Completes the wrapped future with a pool outcome (any thread). */
@@ -125,15 +125,15 @@ static void complete_with(wrap_t *w, int rc, void *result) {
 
 /* ---- wrap_future ---- */
 
-static void wrap_pool_done(ctx_future_t *pool_future, void *user) {
+static void wrap_pool_done(ctx_pool_future_t *pool_future, void *user) {
     wrap_t *w = user;
     void *result = NULL;
-    int rc = ctx_future_result(pool_future, &result);
+    int rc = ctx_pool_future_result(pool_future, &result);
     complete_with(w, rc, result);
     ctx_loop_future_release(&w->future); /* the callback's */
 }
 
-int ctx_loop_wrap_future(ctx_loop_t *loop, ctx_future_t *pool_future, ctx_loop_future_t **out) {
+int ctx_loop_wrap_future(ctx_loop_t *loop, ctx_pool_future_t *pool_future, ctx_loop_future_t **out) {
     if (!loop || !pool_future || !out)
         return CTX_EINVAL;
     if (ctx__loop_closing(loop))
@@ -141,10 +141,10 @@ int ctx_loop_wrap_future(ctx_loop_t *loop, ctx_future_t *pool_future, ctx_loop_f
     wrap_t *w = wrap_new(loop);
     if (!w)
         return CTX_ENOMEM;
-    w->pool_future = ctx_future_retain(pool_future);
+    w->pool_future = ctx_pool_future_retain(pool_future);
     ctx_loop_future_retain(&w->future); /* for the pool's callback */
     ctx__loop_keepalive(loop, +1);
-    int r = ctx_future_add_done_callback(pool_future, wrap_pool_done, w);
+    int r = ctx_pool_future_add_done_callback(pool_future, wrap_pool_done, w);
     if (r) {
         ctx__loop_keepalive(loop, -1);
         ctx_loop_future_release(&w->future);
@@ -177,8 +177,8 @@ static void offload_release(void *arg) {
     ctx_loop_future_release(&w->future); /* the pool's */
 }
 
-int ctx_loop_run_in_pool(ctx_loop_t *loop, ctx_pool_t *pool, ctx_task_fn fn, void *arg,
-                         const ctx_submit_options_t *options, ctx_loop_future_t **out) {
+int ctx_loop_run_in_pool(ctx_loop_t *loop, ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
+                         const ctx_pool_submit_options_t *options, ctx_loop_future_t **out) {
     if (!loop || !pool || !fn || !out)
         return CTX_EINVAL;
     if (ctx__loop_closing(loop))
@@ -186,14 +186,14 @@ int ctx_loop_run_in_pool(ctx_loop_t *loop, ctx_pool_t *pool, ctx_task_fn fn, voi
     wrap_t *w = wrap_new(loop);
     if (!w)
         return CTX_ENOMEM;
-    ctx_submit_options_t submit = options ? *options : (ctx_submit_options_t){0};
+    ctx_pool_submit_options_t submit = options ? *options : (ctx_pool_submit_options_t){0};
     w->fn = fn;
     w->arg = arg;
     w->arg_release = submit.arg_release;
     submit.arg_release = offload_release;
     ctx_loop_future_retain(&w->future); /* the pool's, until offload_release */
     ctx__loop_keepalive(loop, +1);
-    ctx_future_t *pool_future = NULL;
+    ctx_pool_future_t *pool_future = NULL;
     int r = ctx_pool_submit_ex(pool, offload_trampoline, w, &submit, &pool_future);
     if (r) {
         ctx__loop_keepalive(loop, -1);
@@ -209,21 +209,21 @@ int ctx_loop_run_in_pool(ctx_loop_t *loop, ctx_pool_t *pool, ctx_task_fn fn, voi
 
 /* ---- to_thread ---- */
 
-int ctx_task_offload(ctx_task_t *task, ctx_pool_t *pool, ctx_task_fn fn, void *arg,
-                     const ctx_submit_options_t *options) {
+int ctx_loop_task_offload(ctx_loop_task_t *task, ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
+                     const ctx_pool_submit_options_t *options) {
     if (!pool || !fn || !ctx__task_can_arm(task))
         return CTX_EINVAL;
-    ctx_loop_future_t *f = ctx_task_future(task);
-    ctx_submit_options_t submit = options ? *options : (ctx_submit_options_t){0};
-    if (submit.propagation == CTX_PROPAGATE_DEFAULT) {
-        submit.propagation = CTX_PROPAGATE_CONTEXT;
-        submit.context = ctx_task_context(task);
+    ctx_loop_future_t *f = ctx_loop_task_future(task);
+    ctx_pool_submit_options_t submit = options ? *options : (ctx_pool_submit_options_t){0};
+    if (submit.propagation == CTX_POOL_PROPAGATE_DEFAULT) {
+        submit.propagation = CTX_POOL_PROPAGATE_CONTEXT;
+        submit.context = ctx_loop_task_context(task);
     }
     ctx_loop_future_t *w;
     int r = ctx_loop_run_in_pool(f->loop, pool, fn, arg, &submit, &w);
     if (r)
         return r;
-    r = ctx_task_await(task, w); /* cannot fail: checked above */
+    r = ctx_loop_task_await(task, w); /* cannot fail: checked above */
     ctx_loop_future_release(w);
     return r;
 }

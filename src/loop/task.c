@@ -12,7 +12,7 @@
  *
  * Layout: one allocation per task.
  *
- *   ctx_task_t ┌───────────────────────┐
+ *   ctx_loop_task_t ┌───────────────────────┐
  *              │ future (first member) │ the task *is* its future: refs,
  *              │                       │ outcome, done-callbacks
  *              │ waiter (a record)     │ the one record that wakes the task:
@@ -36,11 +36,11 @@
  * `loop->tasks`, which also counts in the loop's keepalive), the waiter
  * holds one while it is anywhere, and the creator may hold one.
  *
- * Cancellation follows asyncio: ctx_task_cancel cancels the awaited future
+ * Cancellation follows asyncio: ctx_loop_task_cancel cancels the awaited future
  * (so cancelling a task that awaits another task cancels that one too, and
  * the first goes on waiting until it ends), ends a sleep early, and
  * otherwise sets `must_cancel`, which makes the next step see
- * CTX_ECANCELLED from ctx_task_awaited — or, for a task that never ran,
+ * CTX_ECANCELLED from ctx_loop_task_awaited — or, for a task that never ran,
  * ends it without running its step at all.  The step decides whether to end
  * cancelled.
  *
@@ -55,15 +55,15 @@
 
 enum { WAIT_NONE = 0, WAIT_READY = 1, WAIT_SLEEP = 2, WAIT_FUTURE = 3 };
 
-struct ctx_task {
+struct ctx_loop_task {
     ctx_loop_future_t future; /* first: a task is its future */
     ctx__loop_rec_t waiter;
-    ctx_task_step_fn step;
+    ctx_loop_task_step_fn step;
     void *arg;
     void (*arg_release)(void *arg);
     ctx_context_t *context;
-    ctx_task_t *prev; /* loop->tasks while pending */
-    ctx_task_t *next;
+    ctx_loop_task_t *prev; /* loop->tasks while pending */
+    ctx_loop_task_t *next;
     ctx_loop_future_t *awaiting;
     int wait;
     int armed;   /* the running step armed a wait */
@@ -71,35 +71,35 @@ struct ctx_task {
     int started;
     int must_cancel;
     atomic_int cancel_requests;
-    /* The outcome of the wait, for ctx_task_awaited in the running step. */
+    /* The outcome of the wait, for ctx_loop_task_awaited in the running step. */
     int awaited_code;
     void *awaited_result;
 };
 
-static _Thread_local ctx_task_t *tls_task;
+static _Thread_local ctx_loop_task_t *tls_task;
 
-static ctx_task_t *task_of(ctx_loop_future_t *f) { return (ctx_task_t *)(void *)f; }
+static ctx_loop_task_t *task_of(ctx_loop_future_t *f) { return (ctx_loop_task_t *)(void *)f; }
 
-ctx_task_t *ctx_task_retain(ctx_task_t *t) {
+ctx_loop_task_t *ctx_loop_task_retain(ctx_loop_task_t *t) {
     if (t)
         ctx_loop_future_retain(&t->future);
     return t;
 }
 
-void ctx_task_release(ctx_task_t *t) {
+void ctx_loop_task_release(ctx_loop_task_t *t) {
     if (t)
         ctx_loop_future_release(&t->future);
 }
 
 void ctx__task_destroy(ctx_loop_future_t *f) {
-    ctx_task_t *t = task_of(f);
+    ctx_loop_task_t *t = task_of(f);
     ctx__loop_future_finalize(f);
     ctx_loop_future_release(t->awaiting);
     ctx_context_release(t->context);
     ctx__loop_free(t, sizeof *t);
 }
 
-static void unlink_task(ctx_loop_t *loop, ctx_task_t *t) {
+static void unlink_task(ctx_loop_t *loop, ctx_loop_task_t *t) {
     if (t->prev)
         t->prev->next = t->next;
     else
@@ -109,14 +109,14 @@ static void unlink_task(ctx_loop_t *loop, ctx_task_t *t) {
     t->prev = t->next = NULL;
 }
 
-static void drop_awaiting(ctx_task_t *t) {
+static void drop_awaiting(ctx_loop_task_t *t) {
     ctx_loop_future_release(t->awaiting);
     t->awaiting = NULL;
 }
 
 /* Ends a pending task: the wait is abandoned, arg_release runs, then the
  * future completes (its callbacks are scheduled) and the loop lets go. */
-static void end_task(ctx_task_t *t, int state, int error, void *result, int cancel_awaited) {
+static void end_task(ctx_loop_task_t *t, int state, int error, void *result, int cancel_awaited) {
     ctx_loop_t *loop = t->future.loop;
     int closing = ctx__loop_closing(loop);
     int release_waiter = 0;
@@ -136,11 +136,11 @@ static void end_task(ctx_task_t *t, int state, int error, void *result, int canc
     ctx__loop_future_complete(&t->future, state, error, result);
     drop_awaiting(t);
     if (release_waiter)
-        ctx_task_release(t);
-    ctx_task_release(t); /* the loop's */
+        ctx_loop_task_release(t);
+    ctx_loop_task_release(t); /* the loop's */
 }
 
-static void end_with_code(ctx_task_t *t, int rc, void *result) {
+static void end_with_code(ctx_loop_task_t *t, int rc, void *result) {
     if (rc == 0)
         end_task(t, CTX_LOOP_FUTURE_COMPLETED, 0, result, 0);
     else if (rc == CTX_ECANCELLED)
@@ -150,7 +150,7 @@ static void end_with_code(ctx_task_t *t, int rc, void *result) {
 }
 
 typedef struct step_call {
-    ctx_task_t *task;
+    ctx_loop_task_t *task;
     void *result;
     int rc;
 } step_call_t;
@@ -162,7 +162,7 @@ static void *step_trampoline(void *p) {
 }
 
 /* Runs the next step (the waiter just left the ready queue). */
-static void run_step(ctx_task_t *t) {
+static void run_step(ctx_loop_task_t *t) {
     ctx_loop_t *loop = t->future.loop;
     int code = 0;
     void *res = NULL;
@@ -182,7 +182,7 @@ static void run_step(ctx_task_t *t) {
     t->awaited_result = res;
     t->armed = 0;
     t->in_step = 1;
-    ctx_task_t *outer = tls_task;
+    ctx_loop_task_t *outer = tls_task;
     tls_task = t;
     step_call_t call = {t, NULL, 0};
     int r = ctx_context_run(t->context, step_trampoline, &call, NULL);
@@ -197,12 +197,12 @@ static void run_step(ctx_task_t *t) {
         ctx__loop_report(loop, r, "a task could not enter its context and failed");
         call.rc = r;
     }
-    if (call.rc == CTX_TASK_WAIT && t->armed)
+    if (call.rc == CTX_LOOP_TASK_WAIT && t->armed)
         return;
     if (call.rc > 0) {
         ctx__loop_report(loop, CTX_EINVAL,
-                         call.rc == CTX_TASK_WAIT
-                             ? "a task step returned CTX_TASK_WAIT without arming a wait"
+                         call.rc == CTX_LOOP_TASK_WAIT
+                             ? "a task step returned CTX_LOOP_TASK_WAIT without arming a wait"
                              : "a task step returned an unknown status");
         call.rc = CTX_EINVAL;
     }
@@ -210,27 +210,27 @@ static void run_step(ctx_task_t *t) {
 }
 
 static void waiter_run(ctx__loop_rec_t *rec) {
-    ctx_task_t *t = CTX__CONTAINER(rec, ctx_task_t, waiter);
+    ctx_loop_task_t *t = CTX__CONTAINER(rec, ctx_loop_task_t, waiter);
     if (!ctx_loop_future_done(&t->future)) {
         t->wait = WAIT_NONE;
         run_step(t);
     }
-    ctx_task_release(t); /* the waiter's */
+    ctx_loop_task_release(t); /* the waiter's */
 }
 
 static void waiter_drop(ctx__loop_rec_t *rec) {
-    ctx_task_release(CTX__CONTAINER(rec, ctx_task_t, waiter));
+    ctx_loop_task_release(CTX__CONTAINER(rec, ctx_loop_task_t, waiter));
 }
 
 static const ctx__loop_rec_ops_t waiter_ops = {waiter_run, waiter_drop, NULL};
 
-int ctx_task_new(ctx_loop_t *loop, ctx_task_step_fn step, void *arg,
-                 const ctx_task_options_t *options, ctx_task_t **out) {
+int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
+                 const ctx_loop_task_options_t *options, ctx_loop_task_t **out) {
     if (!loop || !step)
         return CTX_EINVAL;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
-    ctx_task_t *t = ctx__loop_calloc(sizeof *t);
+    ctx_loop_task_t *t = ctx__loop_calloc(sizeof *t);
     if (!t)
         return CTX_ENOMEM;
     if (options && options->context) {
@@ -263,15 +263,15 @@ int ctx_task_new(ctx_loop_t *loop, ctx_task_step_fn step, void *arg,
     return 0;
 }
 
-ctx_loop_future_t *ctx_task_future(ctx_task_t *t) { return t ? &t->future : NULL; }
-ctx_context_t *ctx_task_context(const ctx_task_t *t) { return t ? t->context : NULL; }
-ctx_task_t *ctx_task_current(void) { return tls_task; }
+ctx_loop_future_t *ctx_loop_task_future(ctx_loop_task_t *t) { return t ? &t->future : NULL; }
+ctx_context_t *ctx_loop_task_context(const ctx_loop_task_t *t) { return t ? t->context : NULL; }
+ctx_loop_task_t *ctx_loop_task_current(void) { return tls_task; }
 
-int ctx__task_can_arm(const ctx_task_t *t) {
+int ctx__task_can_arm(const ctx_loop_task_t *t) {
     return t && tls_task == t && t->in_step && !t->armed;
 }
 
-int ctx_task_await(ctx_task_t *t, ctx_loop_future_t *f) {
+int ctx_loop_task_await(ctx_loop_task_t *t, ctx_loop_future_t *f) {
     if (!ctx__task_can_arm(t) || !f || f->loop != t->future.loop || f == &t->future)
         return CTX_EINVAL;
     ctx_loop_future_retain(f);
@@ -279,12 +279,12 @@ int ctx_task_await(ctx_task_t *t, ctx_loop_future_t *f) {
     t->awaiting = f;
     t->armed = 1;
     t->wait = WAIT_FUTURE;
-    ctx_task_retain(t); /* the waiter's */
+    ctx_loop_task_retain(t); /* the waiter's */
     ctx__loop_future_add_rec(f, &t->waiter);
-    return CTX_TASK_WAIT;
+    return CTX_LOOP_TASK_WAIT;
 }
 
-int ctx_task_sleep(ctx_task_t *t, uint64_t delay_ms) {
+int ctx_loop_task_sleep(ctx_loop_task_t *t, uint64_t delay_ms) {
     if (!ctx__task_can_arm(t))
         return CTX_EINVAL;
     ctx_loop_t *loop = t->future.loop;
@@ -296,22 +296,22 @@ int ctx_task_sleep(ctx_task_t *t, uint64_t delay_ms) {
     drop_awaiting(t);
     t->armed = 1;
     t->wait = WAIT_SLEEP;
-    ctx_task_retain(t);
-    return CTX_TASK_WAIT;
+    ctx_loop_task_retain(t);
+    return CTX_LOOP_TASK_WAIT;
 }
 
-int ctx_task_yield(ctx_task_t *t) {
+int ctx_loop_task_yield(ctx_loop_task_t *t) {
     if (!ctx__task_can_arm(t))
         return CTX_EINVAL;
     drop_awaiting(t);
     t->armed = 1;
     t->wait = WAIT_READY;
-    ctx_task_retain(t);
+    ctx_loop_task_retain(t);
     ctx__loop_ready_push(t->future.loop, &t->waiter);
-    return CTX_TASK_WAIT;
+    return CTX_LOOP_TASK_WAIT;
 }
 
-int ctx_task_awaited(const ctx_task_t *t, void **result) {
+int ctx_loop_task_awaited(const ctx_loop_task_t *t, void **result) {
     if (!t || tls_task != t)
         return CTX_EINVAL;
     if (result)
@@ -319,7 +319,7 @@ int ctx_task_awaited(const ctx_task_t *t, void **result) {
     return t->awaited_code;
 }
 
-int ctx_task_cancel(ctx_task_t *t) {
+int ctx_loop_task_cancel(ctx_loop_task_t *t) {
     if (!t)
         return CTX_EINVAL;
     if (ctx_loop_future_done(&t->future))
@@ -350,23 +350,23 @@ int ctx_task_cancel(ctx_task_t *t) {
     return 1;
 }
 
-int ctx__task_cancel_future(ctx_loop_future_t *f) { return ctx_task_cancel(task_of(f)); }
+int ctx__task_cancel_future(ctx_loop_future_t *f) { return ctx_loop_task_cancel(task_of(f)); }
 
-int ctx_task_cancelling(const ctx_task_t *t) {
+int ctx_loop_task_cancelling(const ctx_loop_task_t *t) {
     return t ? atomic_load_explicit(&t->cancel_requests, memory_order_relaxed) : 0;
 }
 
-int ctx_task_result(const ctx_task_t *t, void **result) {
+int ctx_loop_task_result(const ctx_loop_task_t *t, void **result) {
     return t ? ctx_loop_future_result(&t->future, result) : CTX_EINVAL;
 }
 
-int ctx_task_done(const ctx_task_t *t) { return t ? ctx_loop_future_done(&t->future) : 0; }
+int ctx_loop_task_done(const ctx_loop_task_t *t) { return t ? ctx_loop_future_done(&t->future) : 0; }
 
 void ctx__task_close_all(ctx_loop_t *loop) {
-    ctx_task_t *t;
+    ctx_loop_task_t *t;
     while ((t = loop->tasks) != NULL) {
-        ctx_task_retain(t);
+        ctx_loop_task_retain(t);
         end_task(t, CTX_LOOP_FUTURE_CANCELLED, CTX_ECANCELLED, NULL, 1);
-        ctx_task_release(t);
+        ctx_loop_task_release(t);
     }
 }

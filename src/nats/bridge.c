@@ -123,8 +123,8 @@ int ctx_nats_new(natsConnection *nc, ctx_wire_t *wire, ctx_nats_t **out) {
         return rc;
     }
     atomic_init(&b->refs, 1);
-    ctx_trace_parent_t id;
-    ctx_trace_parent_new(0, &id);
+    ctx_wire_traceparent_t id;
+    ctx_wire_traceparent_new(0, &id);
     for (int i = 0; i < 8; i++)
         snprintf(b->origin + 2 * i, 3, "%02x", id.parent_id[i]);
     b->nc = nc;

@@ -5,14 +5,14 @@
  * --------------
  * Every C callback API (a timer, a signal handler thread, a library that
  * calls back from its own threads) loses the context of the code that
- * registered the callback.  ctx_bind_new captures it (an O(1) copy) together
+ * registered the callback.  ctx_pool_bound_new captures it (an O(1) copy) together
  * with the function and its argument; the bound callable can then be handed
  * to any such API, and each call runs the function in the captured context,
  * from any thread, any number of times.
  *
- *     ctx_bound_t { refs | flags | fn | arg | arg_release | context }
+ *     ctx_pool_bound_t { refs | flags | fn | arg | arg_release | context }
  *                                                              │
- *     ctx_bind_call ── default ──► copy(context) ─► run ─► release copy
+ *     ctx_pool_bound_call ── default ──► copy(context) ─► run ─► release copy
  *                  └─ SHARED ───► run in context itself (one caller at a time)
  *
  * Invariants
@@ -20,7 +20,7 @@
  * - By default the captured context is never entered: every call works in a
  *   fresh copy, so concurrent calls cannot see each other's sets and the
  *   captured snapshot never changes.
- * - With CTX_BIND_SHARED the captured context is entered by ctx_context_run;
+ * - With CTX_POOL_BOUND_SHARED the captured context is entered by ctx_context_run;
  *   the core refuses to enter a context that is entered anywhere, so a
  *   concurrent or nested call fails with CTX_EENTERED and nothing is
  *   corrupted.
@@ -34,23 +34,23 @@
 #include <stdatomic.h>
 #include <string.h>
 
-struct ctx_bound {
+struct ctx_pool_bound {
     atomic_uint refs;
     unsigned flags;
-    ctx_bound_fn fn;
+    ctx_pool_bound_fn fn;
     void *arg;
     void (*arg_release)(void *arg);
     ctx_context_t *context;
 };
 
-int ctx_bind_new(ctx_bound_fn fn, void *arg, const ctx_bind_options_t *options,
-                 ctx_bound_t **out) {
+int ctx_pool_bound_new(ctx_pool_bound_fn fn, void *arg, const ctx_pool_bound_options_t *options,
+                 ctx_pool_bound_t **out) {
     if (!fn || !out)
         return CTX_EINVAL;
     unsigned flags = options ? options->flags : 0;
-    if (flags & ~CTX_BIND_SHARED)
+    if (flags & ~CTX_POOL_BOUND_SHARED)
         return CTX_EINVAL;
-    ctx_bound_t *b = ctx__malloc(sizeof *b);
+    ctx_pool_bound_t *b = ctx__malloc(sizeof *b);
     if (!b)
         return CTX_ENOMEM;
     memset(b, 0, sizeof *b);
@@ -71,7 +71,7 @@ int ctx_bind_new(ctx_bound_fn fn, void *arg, const ctx_bind_options_t *options,
 }
 
 typedef struct bind_call {
-    ctx_bound_t *bound;
+    ctx_pool_bound_t *bound;
     void *call_arg;
 } bind_call_t;
 
@@ -80,13 +80,13 @@ static void *bind_trampoline(void *p) {
     return c->bound->fn(c->bound->arg, c->call_arg);
 }
 
-int ctx_bind_call(ctx_bound_t *bound, void *call_arg, void **result) {
+int ctx_pool_bound_call(ctx_pool_bound_t *bound, void *call_arg, void **result) {
     if (!bound)
         return CTX_EINVAL;
     bind_call_t call = {bound, call_arg};
     void *r = NULL;
     int rc;
-    if (bound->flags & CTX_BIND_SHARED) {
+    if (bound->flags & CTX_POOL_BOUND_SHARED) {
         rc = ctx_context_run(bound->context, bind_trampoline, &call, &r);
     } else {
         ctx_context_t *copy = NULL;
@@ -101,24 +101,24 @@ int ctx_bind_call(ctx_bound_t *bound, void *call_arg, void **result) {
     return rc;
 }
 
-void *ctx_bind_trampoline(void *bound) {
+void *ctx_pool_bound_trampoline(void *bound) {
     void *r = NULL;
-    if (ctx_bind_call(bound, NULL, &r) != 0)
+    if (ctx_pool_bound_call(bound, NULL, &r) != 0)
         return NULL;
     return r;
 }
 
-void ctx_bind_trampoline_void(void *bound) {
-    (void)ctx_bind_call(bound, NULL, NULL);
+void ctx_pool_bound_trampoline_void(void *bound) {
+    (void)ctx_pool_bound_call(bound, NULL, NULL);
 }
 
-ctx_bound_t *ctx_bind_retain(ctx_bound_t *bound) {
+ctx_pool_bound_t *ctx_pool_bound_retain(ctx_pool_bound_t *bound) {
     if (bound)
         atomic_fetch_add_explicit(&bound->refs, 1, memory_order_relaxed);
     return bound;
 }
 
-void ctx_bind_release(ctx_bound_t *bound) {
+void ctx_pool_bound_release(ctx_pool_bound_t *bound) {
     if (!bound ||
         atomic_fetch_sub_explicit(&bound->refs, 1, memory_order_acq_rel) != 1)
         return;

@@ -3,7 +3,7 @@
  * per task.
  *
  * Every task is stamped when it is submitted and when a worker starts it
- * (ctx_future_queue_wait, the pool's longest queue wait).  With
+ * (ctx_pool_future_queue_wait, the pool's longest queue wait).  With
  * clock_gettime(CLOCK_MONOTONIC) at 25–40 ns a call on common virtual
  * machines, those two stamps were a third of the cost of an empty task.  So
  * the stamps are *ticks*: on x86-64 processors that report an invariant

@@ -26,7 +26,7 @@
  *                     ├─ cond `room`   : submitters waiting on a full queue
  *                     └─ cond `exited` : shutdown waiting for the workers
  *
- * A record (struct ctx_future, pool_internal.h) is the task and its future
+ * A record (struct ctx_pool_future, pool_internal.h) is the task and its future
  * in one allocation; the queue is an intrusive doubly linked list through
  * the records, so queuing allocates nothing and a cancelled record is
  * unlinked in O(1) (it frees its slot in a bounded queue at once).
@@ -70,17 +70,17 @@
  * sleeper holds from its last look until it waits.  When `idle` reads 0
  * every sleeper has a signal on its way and will drain on waking.
  * Records are recycled rather than freed across threads (see "Record
- * recycling" below), and ctx_future_wait polls before it parks too
+ * recycling" below), and ctx_pool_future_wait polls before it parks too
  * (future.c).
  *
  * Lifetime: the pool's memory is reference counted: one reference for the
- * owner (dropped by ctx_pool_destroy) and one per record that someone holds
+ * owner (dropped by ctx_pool_release) and one per record that someone holds
  * a future for (dropped when the record is freed).  So a future may be
  * cancelled or inspected after the pool was destroyed, and a cancel racing
  * with the end of the pool never locks a freed mutex.  A fire-and-forget
  * record (no future handed out) can only be touched by the workers and by
  * shutdown, which the owner's reference outlives, so it pins nothing.  The threads, the policy context and the allowlist
- * are released by ctx_pool_destroy itself.
+ * are released by ctx_pool_release itself.
  *
  * Invariants
  * ----------
@@ -90,7 +90,7 @@
  *   drains `incoming` first.
  * - Each accepted record is ended by ctx__future_finish exactly once: by the
  *   worker that popped it, or by the thread that took it out of the queue to
- *   cancel it (ctx_future_cancel, or a CANCEL shutdown).
+ *   cancel it (ctx_pool_future_cancel, or a CANCEL shutdown).
  * - Once `stopping` is set no record enters the queue (`incoming` holds
  *   CTX__CLOSED, and bounded submits check `stopping`); workers exit when it
  *   is set and the queue is empty, so DRAIN runs everything and CANCEL has
@@ -109,7 +109,7 @@
  *                    queue is empty, exits on stop + empty queue.
  * run_task           runs the task in its context and ends its future.
  * ctx_pool_shutdown  stops intake, cancels or drains, waits for the workers.
- * ctx_pool_destroy   shutdown + join + release of the policy objects.
+ * ctx_pool_release   shutdown + join + release of the policy objects.
  *
  * Worker notes: a task whose context cannot be entered (CTX_ENOMEM: the
  * worker thread had no ctxvar state yet and none could be made) never runs
@@ -176,9 +176,9 @@ struct ctx_pool {
     ctx__worker_t *workers;
     size_t queue_capacity; /* 0: unbounded */
     ctx_pool_full_t when_full;
-    ctx_propagation_t propagation; /* never DEFAULT */
-    ctx_context_t *context;        /* CTX_PROPAGATE_CONTEXT */
-    ctx_var_t **allowlist;         /* CTX_PROPAGATE_ALLOWLIST */
+    ctx_pool_propagation_t propagation; /* never DEFAULT */
+    ctx_context_t *context;        /* CTX_POOL_PROPAGATE_CONTEXT */
+    ctx_var_t **allowlist;         /* CTX_POOL_PROPAGATE_ALLOWLIST */
     size_t allowlist_len;
     int capture_stack;
     atomic_size_t refs;
@@ -187,7 +187,7 @@ struct ctx_pool {
      * (linked through `next`), pushed by submitters with one compare-and-
      * swap and moved to the FIFO below, in order, by whoever holds `lock`
      * (drain_locked).  CTX__CLOSED once shutdown has begun. */
-    _Atomic(ctx_future_t *) incoming;
+    _Atomic(ctx_pool_future_t *) incoming;
     /* Workers asleep on `work` that no signal is on its way to
      * (sleepers - wakeups): published under `lock` by publish_idle_locked,
      * read without it by submitters deciding whether to wake one. */
@@ -198,8 +198,8 @@ struct ctx_pool {
     pthread_cond_t work;
     pthread_cond_t room;
     pthread_cond_t exited;
-    ctx_future_t *head;
-    ctx_future_t *tail;
+    ctx_pool_future_t *head;
+    ctx_pool_future_t *tail;
     size_t queued;
     size_t running;
     size_t sleepers;     /* workers waiting on `work` */
@@ -219,17 +219,17 @@ struct ctx_pool {
      * taken whole, without the lock, by submitters.  free_count is its
      * length as the workers last counted it (reset when they find it
      * taken): a bound and a hint, not an exact figure. */
-    _Atomic(ctx_future_t *) free_records;
+    _Atomic(ctx_pool_future_t *) free_records;
     atomic_size_t free_count;
 
     /* Bumped without the lock by threads that are not workers: cancels
-     * (ctx_future_cancel, a CANCEL shutdown) and refused submits. */
+     * (ctx_pool_future_cancel, a CANCEL shutdown) and refused submits. */
     atomic_uint_fast64_t cancelled;
     atomic_uint_fast64_t rejected;
 };
 
 static _Thread_local ctx_pool_t *tls_pool;    /* the pool this thread works for */
-static _Thread_local ctx_future_t *tls_task;  /* the task running right now */
+static _Thread_local ctx_pool_future_t *tls_task;  /* the task running right now */
 
 /* ---------------------------------------------------------------------- */
 /* Record recycling                                                        */
@@ -258,14 +258,14 @@ static _Thread_local ctx_future_t *tls_task;  /* the task running right now */
 #define CTX__POOL_FREE_MAX 256
 #define CTX__POOL_SPARE_BATCH 32
 
-static _Thread_local ctx_future_t *tls_spares; /* linked through `next` */
+static _Thread_local ctx_pool_future_t *tls_spares; /* linked through `next` */
 static pthread_key_t spare_key;
 static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
 static int spare_key_ok;
 
 static void free_spares_of_this_thread(void) {
     while (tls_spares) {
-        ctx_future_t *f = tls_spares;
+        ctx_pool_future_t *f = tls_spares;
         tls_spares = f->next;
         ctx__future_free_memory(f);
     }
@@ -295,14 +295,14 @@ static bool spares_allowed(void) {
 
 /* A spare record of this thread (refilled from the pool's free list when
  * it has none), or NULL. */
-static ctx_future_t *take_spare(ctx_pool_t *pool) {
+static ctx_pool_future_t *take_spare(ctx_pool_t *pool) {
     if (!tls_spares &&
         atomic_load_explicit(&pool->free_count, memory_order_relaxed) >=
             CTX__POOL_SPARE_BATCH &&
         spares_allowed())
         tls_spares = atomic_exchange_explicit(&pool->free_records, NULL,
                                               memory_order_acquire);
-    ctx_future_t *f = tls_spares;
+    ctx_pool_future_t *f = tls_spares;
     if (f)
         tls_spares = f->next;
     return f;
@@ -312,10 +312,10 @@ static ctx_future_t *take_spare(ctx_pool_t *pool) {
 /* Small helpers                                                           */
 /* ---------------------------------------------------------------------- */
 
-ctx_future_t *ctx__pool_current_task(void) { return tls_task; }
+ctx_pool_future_t *ctx__pool_current_task(void) { return tls_task; }
 
-int ctx_task_cancelled(void) {
-    ctx_future_t *f = tls_task;
+int ctx_pool_task_cancelled(void) {
+    ctx_pool_future_t *f = tls_task;
     return f ? atomic_load_explicit(&f->cancel_requested, memory_order_relaxed)
              : 0;
 }
@@ -325,8 +325,8 @@ size_t ctx_pool_default_threads(void) {
     return n > 0 ? (size_t)n : 1;
 }
 
-static bool valid_policy(ctx_propagation_t p) {
-    return p >= CTX_PROPAGATE_DEFAULT && p <= CTX_PROPAGATE_ALLOWLIST;
+static bool valid_policy(ctx_pool_propagation_t p) {
+    return p >= CTX_POOL_PROPAGATE_DEFAULT && p <= CTX_POOL_PROPAGATE_ALLOWLIST;
 }
 
 static bool valid_allowlist(ctx_var_t *const *vars, size_t n) {
@@ -339,7 +339,7 @@ static bool valid_allowlist(ctx_var_t *const *vars, size_t n) {
 }
 
 /* The value of `incoming` once shutdown has begun: submits refuse. */
-static ctx_future_t closed_sentinel;
+static ctx_pool_future_t closed_sentinel;
 #define CTX__CLOSED (&closed_sentinel)
 
 /* Publishes how many sleeping workers have no signal on its way (the lock
@@ -350,7 +350,7 @@ static void publish_idle_locked(ctx_pool_t *pool) {
 }
 
 /* Appends `f` to the FIFO (the lock held). */
-static void append_locked(ctx_pool_t *pool, ctx_future_t *f) {
+static void append_locked(ctx_pool_t *pool, ctx_pool_future_t *f) {
     f->prev = pool->tail;
     f->next = NULL;
     if (pool->tail)
@@ -364,16 +364,16 @@ static void append_locked(ctx_pool_t *pool, ctx_future_t *f) {
 
 /* Appends a stack taken from `incoming` (newest first) to the FIFO, oldest
  * first (the lock held). */
-static void append_stack_locked(ctx_pool_t *pool, ctx_future_t *list) {
-    ctx_future_t *ordered = NULL;
+static void append_stack_locked(ctx_pool_t *pool, ctx_pool_future_t *list) {
+    ctx_pool_future_t *ordered = NULL;
     while (list) {
-        ctx_future_t *next = list->next;
+        ctx_pool_future_t *next = list->next;
         list->next = ordered;
         ordered = list;
         list = next;
     }
     while (ordered) {
-        ctx_future_t *next = ordered->next;
+        ctx_pool_future_t *next = ordered->next;
         append_locked(pool, ordered);
         ordered = next;
     }
@@ -390,7 +390,7 @@ static void drain_locked(ctx_pool_t *pool) {
                                                        memory_order_acquire));
 }
 
-static void unlink_locked(ctx_pool_t *pool, ctx_future_t *f) {
+static void unlink_locked(ctx_pool_t *pool, ctx_pool_future_t *f) {
     if (f->prev)
         f->prev->next = f->next;
     else
@@ -416,10 +416,10 @@ static void record_max_wait(ctx__worker_t *self, uint64_t wait) {
 }
 
 static void pool_free(ctx_pool_t *pool) {
-    ctx_future_t *f = atomic_exchange_explicit(&pool->free_records, NULL,
+    ctx_pool_future_t *f = atomic_exchange_explicit(&pool->free_records, NULL,
                                                memory_order_acquire);
     while (f) {
-        ctx_future_t *next = f->next;
+        ctx_pool_future_t *next = f->next;
         ctx__future_free_memory(f);
         f = next;
     }
@@ -452,11 +452,11 @@ static void release_policy(ctx_pool_t *pool) {
 }
 
 /* Ends a record that was taken out of the queue without running. */
-static void finish_cancelled(ctx_pool_t *pool, ctx_future_t *f) {
+static void finish_cancelled(ctx_pool_t *pool, ctx_pool_future_t *f) {
     ctx__future_drop_context(f);
     atomic_fetch_add_explicit(&pool->cancelled, 1, memory_order_relaxed);
     ctx__future_finish(f, CTX__F_CANCELLED, CTX_ECANCELLED, NULL);
-    ctx_future_release(f); /* the queue's reference */
+    ctx_pool_future_release(f); /* the queue's reference */
 }
 
 /* ---------------------------------------------------------------------- */
@@ -464,14 +464,14 @@ static void finish_cancelled(ctx_pool_t *pool, ctx_future_t *f) {
 /* ---------------------------------------------------------------------- */
 
 static void *task_trampoline(void *p) {
-    ctx_future_t *f = p;
+    ctx_pool_future_t *f = p;
     f->error = f->fn(f->arg, &f->result);
     return NULL;
 }
 
 /* Runs `f` and ends its future; returns its memory if it died here and can
  * be recycled, else NULL. */
-static ctx_future_t *run_task(ctx__worker_t *self, ctx_future_t *f) {
+static ctx_pool_future_t *run_task(ctx__worker_t *self, ctx_pool_future_t *f) {
     uint64_t start = ctx__pool_ticks();
     atomic_store_explicit(&f->start_ticks, start ? start : 1, memory_order_relaxed);
     record_max_wait(self, start > f->submit_ticks ? start - f->submit_ticks : 0);
@@ -532,8 +532,8 @@ static void warm_up(void) {
  * lock held: one pusher at a time, racing only with submitters that take
  * the whole list); returns it if the list is full (the caller frees it
  * after unlocking), else NULL. */
-static ctx_future_t *recycle_locked(ctx_pool_t *pool, ctx_future_t *dead) {
-    ctx_future_t *top = atomic_load_explicit(&pool->free_records, memory_order_relaxed);
+static ctx_pool_future_t *recycle_locked(ctx_pool_t *pool, ctx_pool_future_t *dead) {
+    ctx_pool_future_t *top = atomic_load_explicit(&pool->free_records, memory_order_relaxed);
     size_t n;
     do {
         n = top ? atomic_load_explicit(&pool->free_count, memory_order_relaxed) : 0;
@@ -557,7 +557,7 @@ static void *worker_main(void *p) {
     if (++pool->warm_workers == pool->nthreads)
         pthread_cond_broadcast(&pool->exited); /* ctx_pool_new waits on it */
     for (;;) {
-        ctx_future_t *f = pool->head;
+        ctx_pool_future_t *f = pool->head;
         if (!f) {
             drain_locked(pool);
             f = pool->head;
@@ -607,7 +607,7 @@ static void *worker_main(void *p) {
         if (room)
             pthread_cond_signal(&pool->room);
 
-        ctx_future_t *dead = run_task(self, f);
+        ctx_pool_future_t *dead = run_task(self, f);
 
         pthread_mutex_lock(&pool->lock);
         pool->running--;
@@ -683,11 +683,11 @@ int ctx_pool_new(const ctx_pool_options_t *options, ctx_pool_t **out) {
     if (o.threads > CTX__POOL_MAX_THREADS || !valid_policy(o.propagation) ||
         (o.when_full != CTX_POOL_FULL_WAIT && o.when_full != CTX_POOL_FULL_FAIL))
         return CTX_EINVAL;
-    if (o.propagation == CTX_PROPAGATE_DEFAULT)
-        o.propagation = CTX_PROPAGATE_COPY;
-    if (o.propagation == CTX_PROPAGATE_CONTEXT && !o.context)
+    if (o.propagation == CTX_POOL_PROPAGATE_DEFAULT)
+        o.propagation = CTX_POOL_PROPAGATE_COPY;
+    if (o.propagation == CTX_POOL_PROPAGATE_CONTEXT && !o.context)
         return CTX_EINVAL;
-    if (o.propagation == CTX_PROPAGATE_ALLOWLIST &&
+    if (o.propagation == CTX_POOL_PROPAGATE_ALLOWLIST &&
         (!o.allowlist || !valid_allowlist(o.allowlist, o.allowlist_len)))
         return CTX_EINVAL;
 
@@ -721,7 +721,7 @@ int ctx_pool_new(const ctx_pool_options_t *options, ctx_pool_t **out) {
         atomic_init(&pool->workers[i].w.cancelled, 0);
         atomic_init(&pool->workers[i].w.max_wait_ticks, 0);
     }
-    if (o.propagation == CTX_PROPAGATE_ALLOWLIST && o.allowlist_len > 0) {
+    if (o.propagation == CTX_POOL_PROPAGATE_ALLOWLIST && o.allowlist_len > 0) {
         pool->allowlist = ctx__malloc(o.allowlist_len * sizeof *pool->allowlist);
         if (!pool->allowlist)
             goto no_memory;
@@ -729,7 +729,7 @@ int ctx_pool_new(const ctx_pool_options_t *options, ctx_pool_t **out) {
             pool->allowlist[i] = ctx_var_retain(o.allowlist[i]);
         pool->allowlist_len = o.allowlist_len;
     }
-    if (o.propagation == CTX_PROPAGATE_CONTEXT)
+    if (o.propagation == CTX_POOL_PROPAGATE_CONTEXT)
         pool->context = ctx_context_retain(o.context);
 
     int rc = init_sync(pool);
@@ -781,18 +781,18 @@ no_memory:
 
 /* Makes the task's private context for policy `p` in the record's
  * embedded storage (core/embed.c); f->context points to it on success. */
-static int make_context(ctx_propagation_t p, ctx_context_t *given,
+static int make_context(ctx_pool_propagation_t p, ctx_context_t *given,
                         ctx_var_t *const *allow, size_t nallow,
-                        ctx_future_t *f) {
+                        ctx_pool_future_t *f) {
     ctx_context_t *storage = &f->context_storage;
     switch (p) {
-    case CTX_PROPAGATE_NONE:
+    case CTX_POOL_PROPAGATE_NONE:
         ctx__context_init_empty(storage);
         break;
-    case CTX_PROPAGATE_CONTEXT:
+    case CTX_POOL_PROPAGATE_CONTEXT:
         ctx__context_init_copy(storage, given);
         break;
-    case CTX_PROPAGATE_ALLOWLIST: {
+    case CTX_POOL_PROPAGATE_ALLOWLIST: {
         ctx_context_t *current = NULL, *only = NULL;
         int rc = ctx_context_copy_current(&current);
         if (rc != 0)
@@ -805,7 +805,7 @@ static int make_context(ctx_propagation_t p, ctx_context_t *given,
         ctx_context_release(only);
         break;
     }
-    case CTX_PROPAGATE_COPY:
+    case CTX_POOL_PROPAGATE_COPY:
     default:
         ctx__context_init_copy_current(storage);
         break;
@@ -831,8 +831,8 @@ static bool wake_decision_locked(ctx_pool_t *pool) {
 
 /* Queues `f` on an unbounded pool: one compare-and-swap on `incoming`, and
  * the lock only if a worker sleeps.  Returns 0 or CTX_ESHUTDOWN. */
-static int enqueue(ctx_pool_t *pool, ctx_future_t *f) {
-    ctx_future_t *top = atomic_load_explicit(&pool->incoming, memory_order_relaxed);
+static int enqueue(ctx_pool_t *pool, ctx_pool_future_t *f) {
+    ctx_pool_future_t *top = atomic_load_explicit(&pool->incoming, memory_order_relaxed);
     do {
         if (top == CTX__CLOSED)
             return CTX_ESHUTDOWN;
@@ -854,7 +854,7 @@ static int enqueue(ctx_pool_t *pool, ctx_future_t *f) {
 
 /* Queues `f` on a bounded pool, under the lock, waiting for room or failing
  * as the pool is configured.  Returns 0, CTX_EFULL or CTX_ESHUTDOWN. */
-static int enqueue_bounded(ctx_pool_t *pool, ctx_future_t *f) {
+static int enqueue_bounded(ctx_pool_t *pool, ctx_pool_future_t *f) {
     pthread_mutex_lock(&pool->lock);
     int rc = 0;
     while (!pool->stopping && pool->queued >= pool->queue_capacity) {
@@ -887,12 +887,12 @@ static int enqueue_bounded(ctx_pool_t *pool, ctx_future_t *f) {
     return 0;
 }
 
-int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
-                       const ctx_submit_options_t *options, ctx_future_t **out) {
+int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
+                       const ctx_pool_submit_options_t *options, ctx_pool_future_t **out) {
     if (!pool || !fn)
         return CTX_EINVAL;
 
-    ctx_propagation_t policy = pool->propagation;
+    ctx_pool_propagation_t policy = pool->propagation;
     ctx_context_t *given = pool->context;
     ctx_var_t *const *allow = pool->allowlist;
     size_t nallow = pool->allowlist_len;
@@ -900,14 +900,14 @@ int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
     if (options) {
         if (!valid_policy(options->propagation))
             return CTX_EINVAL;
-        if (options->propagation != CTX_PROPAGATE_DEFAULT) {
+        if (options->propagation != CTX_POOL_PROPAGATE_DEFAULT) {
             policy = options->propagation;
             given = options->context;
             allow = options->allowlist;
             nallow = options->allowlist_len;
-            if (policy == CTX_PROPAGATE_CONTEXT && !given)
+            if (policy == CTX_POOL_PROPAGATE_CONTEXT && !given)
                 return CTX_EINVAL;
-            if (policy == CTX_PROPAGATE_ALLOWLIST &&
+            if (policy == CTX_POOL_PROPAGATE_ALLOWLIST &&
                 (!allow || !valid_allowlist(allow, nallow)))
                 return CTX_EINVAL;
         }
@@ -916,7 +916,7 @@ int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
 
     void *frames[CTX__STACK_MAX];
     size_t depth = capture ? ctx__stack_capture(frames, CTX__STACK_MAX, 1) : 0;
-    ctx_future_t *f;
+    ctx_pool_future_t *f;
     if (depth == 0 && (f = take_spare(pool)) != NULL) {
         ctx__future_init(f);
     } else {
@@ -958,8 +958,8 @@ int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
     return 0;
 }
 
-int ctx_pool_submit(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
-                    ctx_future_t **out) {
+int ctx_pool_submit(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
+                    ctx_pool_future_t **out) {
     return ctx_pool_submit_ex(pool, fn, arg, NULL, out);
 }
 
@@ -967,7 +967,7 @@ int ctx_pool_submit(ctx_pool_t *pool, ctx_task_fn fn, void *arg,
 /* Cancel, shutdown, destroy, stats                                        */
 /* ---------------------------------------------------------------------- */
 
-int ctx__pool_cancel_pending(ctx_future_t *f) {
+int ctx__pool_cancel_pending(ctx_pool_future_t *f) {
     ctx_pool_t *pool = f->pool;
     pthread_mutex_lock(&pool->lock);
     drain_locked(pool); /* `f` may still be on `incoming` */
@@ -986,10 +986,10 @@ int ctx__pool_cancel_pending(ctx_future_t *f) {
     return 1;
 }
 
-int ctx_pool_shutdown(ctx_pool_t *pool, ctx_shutdown_t mode) {
-    if (!pool || (mode != CTX_SHUTDOWN_DRAIN && mode != CTX_SHUTDOWN_CANCEL))
+int ctx_pool_shutdown(ctx_pool_t *pool, ctx_pool_shutdown_mode_t mode) {
+    if (!pool || (mode != CTX_POOL_SHUTDOWN_DRAIN && mode != CTX_POOL_SHUTDOWN_CANCEL))
         return CTX_EINVAL;
-    ctx_future_t *cancelled = NULL;
+    ctx_pool_future_t *cancelled = NULL;
     pthread_mutex_lock(&pool->lock);
     if (!pool->stopping) {
         /* Close intake: a submit's push either came before this exchange
@@ -997,9 +997,9 @@ int ctx_pool_shutdown(ctx_pool_t *pool, ctx_shutdown_t mode) {
         append_stack_locked(pool, atomic_exchange_explicit(&pool->incoming, CTX__CLOSED,
                                                            memory_order_acquire));
         pool->stopping = true;
-        if (mode == CTX_SHUTDOWN_CANCEL) {
+        if (mode == CTX_POOL_SHUTDOWN_CANCEL) {
             cancelled = pool->head;
-            for (ctx_future_t *f = cancelled; f; f = f->next)
+            for (ctx_pool_future_t *f = cancelled; f; f = f->next)
                 atomic_store_explicit(&f->state, CTX__F_CANCELLING,
                                       memory_order_relaxed);
             pool->head = pool->tail = NULL;
@@ -1012,7 +1012,7 @@ int ctx_pool_shutdown(ctx_pool_t *pool, ctx_shutdown_t mode) {
     pthread_mutex_unlock(&pool->lock);
 
     while (cancelled) {
-        ctx_future_t *next = cancelled->next;
+        ctx_pool_future_t *next = cancelled->next;
         cancelled->next = cancelled->prev = NULL;
         finish_cancelled(pool, cancelled);
         cancelled = next;
@@ -1027,12 +1027,12 @@ int ctx_pool_shutdown(ctx_pool_t *pool, ctx_shutdown_t mode) {
     return 0;
 }
 
-int ctx_pool_destroy(ctx_pool_t *pool) {
+int ctx_pool_release(ctx_pool_t *pool) {
     if (!pool)
         return CTX_EINVAL;
     if (tls_pool == pool)
         return CTX_EBUSY;
-    (void)ctx_pool_shutdown(pool, CTX_SHUTDOWN_DRAIN);
+    (void)ctx_pool_shutdown(pool, CTX_POOL_SHUTDOWN_DRAIN);
     for (size_t i = 0; i < pool->nthreads; i++)
         pthread_join(pool->workers[i].w.thread, NULL);
     release_policy(pool);

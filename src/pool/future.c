@@ -69,10 +69,10 @@ static ctx__done_cb_t cb_done_sentinel;
 #define CTX__CB_DONE (&cb_done_sentinel)
 
 static size_t record_size(size_t depth) {
-    return sizeof(struct ctx_future) + depth * sizeof(void *);
+    return sizeof(struct ctx_pool_future) + depth * sizeof(void *);
 }
 
-void ctx__future_init(ctx_future_t *f) {
+void ctx__future_init(ctx_pool_future_t *f) {
     memset(f, 0, sizeof *f);
     atomic_init(&f->state, CTX__F_PENDING);
     atomic_init(&f->waiters, 0);
@@ -82,8 +82,8 @@ void ctx__future_init(ctx_future_t *f) {
     atomic_init(&f->start_ticks, 0);
 }
 
-ctx_future_t *ctx__future_alloc(unsigned stack_depth) {
-    ctx_future_t *f = ctx__malloc(record_size(stack_depth));
+ctx_pool_future_t *ctx__future_alloc(unsigned stack_depth) {
+    ctx_pool_future_t *f = ctx__malloc(record_size(stack_depth));
     if (!f)
         return NULL;
     ctx__future_init(f);
@@ -91,21 +91,21 @@ ctx_future_t *ctx__future_alloc(unsigned stack_depth) {
     return f;
 }
 
-void ctx__future_drop_context(ctx_future_t *f) {
+void ctx__future_drop_context(ctx_pool_future_t *f) {
     if (f->context) {
         ctx__context_clear(f->context);
         f->context = NULL;
     }
 }
 
-void ctx__future_discard(ctx_future_t *f) {
+void ctx__future_discard(ctx_pool_future_t *f) {
     ctx__future_drop_context(f);
     ctx__free(f, record_size(f->stack_depth));
 }
 
 /* Releases what a dead record owns (its result, its pool reference) and
  * returns the pool it referenced, if any. */
-static ctx_pool_t *future_clear(ctx_future_t *f) {
+static ctx_pool_t *future_clear(ctx_pool_future_t *f) {
     if (atomic_load_explicit(&f->state, memory_order_acquire) ==
             CTX__F_COMPLETED &&
         f->result_release && f->result)
@@ -113,14 +113,14 @@ static ctx_pool_t *future_clear(ctx_future_t *f) {
     return f->pinned ? f->pool : NULL;
 }
 
-static void future_free(ctx_future_t *f) {
+static void future_free(ctx_pool_future_t *f) {
     ctx_pool_t *pool = future_clear(f);
     ctx__free(f, record_size(f->stack_depth));
     if (pool)
         ctx__pool_release(pool);
 }
 
-ctx_future_t *ctx__future_release_keep(ctx_future_t *f) {
+ctx_pool_future_t *ctx__future_release_keep(ctx_pool_future_t *f) {
     if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return NULL;
     if (f->stack_depth != 0) {
@@ -133,17 +133,17 @@ ctx_future_t *ctx__future_release_keep(ctx_future_t *f) {
     return f;
 }
 
-void ctx__future_free_memory(ctx_future_t *f) {
+void ctx__future_free_memory(ctx_pool_future_t *f) {
     ctx__free(f, record_size(0));
 }
 
-ctx_future_t *ctx_future_retain(ctx_future_t *future) {
+ctx_pool_future_t *ctx_pool_future_retain(ctx_pool_future_t *future) {
     if (future)
         atomic_fetch_add_explicit(&future->refs, 1, memory_order_relaxed);
     return future;
 }
 
-void ctx_future_release(ctx_future_t *future) {
+void ctx_pool_future_release(ctx_pool_future_t *future) {
     if (future &&
         atomic_fetch_sub_explicit(&future->refs, 1, memory_order_acq_rel) == 1)
         future_free(future);
@@ -157,19 +157,19 @@ static int is_final(int s) {
     return s == CTX__F_COMPLETED || s == CTX__F_FAILED || s == CTX__F_CANCELLED;
 }
 
-ctx_future_state_t ctx_future_state(const ctx_future_t *future) {
+ctx_pool_future_state_t ctx_pool_future_state(const ctx_pool_future_t *future) {
     if (!future)
-        return CTX_FUTURE_PENDING;
+        return CTX_POOL_FUTURE_PENDING;
     int s = atomic_load_explicit(&future->state, memory_order_acquire);
-    return s == CTX__F_CANCELLING ? CTX_FUTURE_PENDING : (ctx_future_state_t)s;
+    return s == CTX__F_CANCELLING ? CTX_POOL_FUTURE_PENDING : (ctx_pool_future_state_t)s;
 }
 
-int ctx_future_done(const ctx_future_t *future) {
+int ctx_pool_future_done(const ctx_pool_future_t *future) {
     return future &&
            is_final(atomic_load_explicit(&future->state, memory_order_acquire));
 }
 
-int ctx_future_result(const ctx_future_t *future, void **result) {
+int ctx_pool_future_result(const ctx_pool_future_t *future, void **result) {
     if (!future)
         return CTX_EINVAL;
     int s = atomic_load_explicit(&future->state, memory_order_acquire);
@@ -187,13 +187,13 @@ int ctx_future_result(const ctx_future_t *future, void **result) {
     }
 }
 
-int ctx_future_cancel_requested(const ctx_future_t *future) {
+int ctx_pool_future_cancel_requested(const ctx_pool_future_t *future) {
     return future ? atomic_load_explicit(&future->cancel_requested,
                                          memory_order_relaxed)
                   : 0;
 }
 
-int ctx_future_queue_wait(const ctx_future_t *future, uint64_t *ns) {
+int ctx_pool_future_queue_wait(const ctx_pool_future_t *future, uint64_t *ns) {
     if (!future || !ns)
         return CTX_EINVAL;
     uint64_t start = atomic_load_explicit(&future->start_ticks, memory_order_relaxed);
@@ -203,20 +203,20 @@ int ctx_future_queue_wait(const ctx_future_t *future, uint64_t *ns) {
     return 0;
 }
 
-int ctx_future_cancel(ctx_future_t *future) {
+int ctx_pool_future_cancel(ctx_pool_future_t *future) {
     if (!future)
         return CTX_EINVAL;
     atomic_store_explicit(&future->cancel_requested, 1, memory_order_relaxed);
     for (;;) {
         int s = atomic_load_explicit(&future->state, memory_order_acquire);
         if (is_final(s))
-            return CTX_CANCEL_TOO_LATE;
+            return CTX_POOL_CANCEL_TOO_LATE;
         if (s == CTX__F_CANCELLING)
-            return CTX_CANCEL_DONE;
+            return CTX_POOL_CANCEL_DONE;
         if (s == CTX__F_RUNNING)
-            return CTX_CANCEL_RUNNING;
+            return CTX_POOL_CANCEL_RUNNING;
         if (ctx__pool_cancel_pending(future))
-            return CTX_CANCEL_DONE;
+            return CTX_POOL_CANCEL_DONE;
         /* It left the queue meanwhile: look again. */
     }
 }
@@ -247,7 +247,7 @@ static void stripes_init(void) {
         pthread_condattr_destroy(&attr);
 }
 
-static struct stripe *stripe_of(const ctx_future_t *f) {
+static struct stripe *stripe_of(const ctx_pool_future_t *f) {
     uintptr_t a = (uintptr_t)f;
     a ^= a >> 7;
     a ^= a >> 13;
@@ -283,7 +283,7 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-int ctx_future_wait(ctx_future_t *future, int64_t timeout_ns) {
+int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_ns) {
     if (!future)
         return CTX_EINVAL;
     if (is_final(atomic_load_explicit(&future->state, memory_order_acquire)))
@@ -327,7 +327,7 @@ int ctx_future_wait(ctx_future_t *future, int64_t timeout_ns) {
 
 typedef struct cb_call {
     ctx__done_cb_t *cb;
-    ctx_future_t *future;
+    ctx_pool_future_t *future;
 } cb_call_t;
 
 static void *cb_trampoline(void *p) {
@@ -337,7 +337,7 @@ static void *cb_trampoline(void *p) {
 }
 
 /* Runs one callback in its context and frees the node. */
-static void run_callback(ctx_future_t *f, ctx__done_cb_t *cb) {
+static void run_callback(ctx_pool_future_t *f, ctx__done_cb_t *cb) {
     cb_call_t call = {cb, f};
     int rc = ctx_context_run(cb->context, cb_trampoline, &call, NULL);
     if (rc < 0 && rc != CTX_ENOTCURRENT) {
@@ -350,7 +350,7 @@ static void run_callback(ctx_future_t *f, ctx__done_cb_t *cb) {
     ctx__free(cb, sizeof *cb);
 }
 
-void ctx__future_finish(ctx_future_t *f, int state, int error, void *result) {
+void ctx__future_finish(ctx_pool_future_t *f, int state, int error, void *result) {
     f->result = state == CTX__F_COMPLETED ? result : NULL;
     f->error = error;
     if (f->arg_release) {
@@ -388,7 +388,7 @@ void ctx__future_finish(ctx_future_t *f, int state, int error, void *result) {
     }
 }
 
-int ctx_future_add_done_callback(ctx_future_t *future, ctx_future_done_fn fn,
+int ctx_pool_future_add_done_callback(ctx_pool_future_t *future, ctx_pool_future_done_fn fn,
                                  void *user) {
     if (!future || !fn)
         return CTX_EINVAL;

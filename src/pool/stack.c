@@ -7,7 +7,7 @@
  * stores the return addresses of its caller's stack (at most CTX__STACK_MAX)
  * in the record's trailing array, the record being allocated that much
  * larger; nothing is resolved to names until someone asks
- * (ctx_future_format_stack), because resolving is slow and usually not
+ * (ctx_pool_future_format_stack), because resolving is slow and usually not
  * needed.
  *
  *     record: [ ...fields... | stack_depth | stack[0] stack[1] ... ]
@@ -56,7 +56,7 @@ size_t ctx__stack_capture(void **frames, size_t max, size_t skip) {
 #endif
 }
 
-int ctx_future_stack(const ctx_future_t *future, void *const **frames,
+int ctx_pool_future_stack(const ctx_pool_future_t *future, void *const **frames,
                      size_t *count) {
     if (!future || !frames || !count)
         return CTX_EINVAL;
@@ -78,7 +78,7 @@ static void append(char *buf, size_t cap, size_t *len, const char *text) {
     *len += n;
 }
 
-int ctx_future_format_stack(const ctx_future_t *future, char *buf, size_t cap,
+int ctx_pool_future_format_stack(const ctx_pool_future_t *future, char *buf, size_t cap,
                             size_t *len) {
     if (!future || (!buf && cap > 0))
         return CTX_EINVAL;

@@ -5,11 +5,11 @@
  * right for a long-lived service thread (it must not pin whatever its
  * creator happened to hold — the stale-worker bug).  When the new thread
  * does work on its creator's behalf it should instead start where the
- * creator is: CTX_THREAD_INHERIT copies the creator's current context (O(1))
+ * creator is: CTX_POOL_THREAD_INHERIT copies the creator's current context (O(1))
  * at creation and runs fn inside that private copy, so the thread's sets
  * never reach the creator and the creator's later sets never reach it.
  *
- *     creator ── ctx_thread_create ──► record { fn, arg, context?, result }
+ *     creator ── ctx_pool_thread_create ──► record { fn, arg, context?, result }
  *                                          │
  *     new thread: run fn (in context, if any) ─► release context ─►
  *                 ctx_thread_release() ─► (detached: free record)
@@ -30,18 +30,18 @@
 #include <pthread.h>
 #include <string.h>
 
-struct ctx_thread {
+struct ctx_pool_thread {
     pthread_t tid;
     ctx_run_fn fn;
     void *arg;
-    ctx_context_t *context; /* CTX_THREAD_INHERIT: the private copy */
+    ctx_context_t *context; /* CTX_POOL_THREAD_INHERIT: the private copy */
     void *result;
     int error;
     int detached;
 };
 
 static void *thread_main(void *p) {
-    ctx_thread_t *t = p;
+    ctx_pool_thread_t *t = p;
     if (t->context) {
         t->error = ctx_context_run(t->context, t->fn, t->arg, &t->result);
         ctx_context_release(t->context);
@@ -55,18 +55,18 @@ static void *thread_main(void *p) {
     return NULL;
 }
 
-int ctx_thread_create(ctx_run_fn fn, void *arg, unsigned flags,
-                      ctx_thread_t **out) {
-    if (!fn || (flags & ~CTX_THREAD_INHERIT))
+int ctx_pool_thread_create(ctx_run_fn fn, void *arg, unsigned flags,
+                      ctx_pool_thread_t **out) {
+    if (!fn || (flags & ~CTX_POOL_THREAD_INHERIT))
         return CTX_EINVAL;
-    ctx_thread_t *t = ctx__malloc(sizeof *t);
+    ctx_pool_thread_t *t = ctx__malloc(sizeof *t);
     if (!t)
         return CTX_ENOMEM;
     memset(t, 0, sizeof *t);
     t->fn = fn;
     t->arg = arg;
     t->detached = out == NULL;
-    if (flags & CTX_THREAD_INHERIT) {
+    if (flags & CTX_POOL_THREAD_INHERIT) {
         int rc = ctx_context_copy_current(&t->context);
         if (rc != 0) {
             ctx__free(t, sizeof *t);
@@ -98,7 +98,7 @@ fail:
     return CTX_ESYSTEM;
 }
 
-int ctx_thread_join(ctx_thread_t *thread, void **result) {
+int ctx_pool_thread_join(ctx_pool_thread_t *thread, void **result) {
     if (!thread)
         return CTX_EINVAL;
     int rc = pthread_join(thread->tid, NULL) == 0 ? thread->error : CTX_ESYSTEM;

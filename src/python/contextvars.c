@@ -620,7 +620,7 @@ static PyObject *context_tp_richcompare(PyObject *v, PyObject *w, int op) {
                 Py_DECREF(x);
                 Py_DECREF(y);
             }
-            ctx_iter_done(&it);
+            ctx_iter_clear(&it);
             ctxpy_drain();
             if (equal < 0)
                 return NULL;
@@ -775,7 +775,7 @@ PyTypeObject ctxpy_Context_Type = {
 static void context_iter_finish(context_iter_object *self) {
     if (self->live) {
         self->live = 0;
-        ctx_iter_done(&self->it);
+        ctx_iter_clear(&self->it);
         ctxpy_drain();
     }
 }

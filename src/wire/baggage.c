@@ -20,7 +20,7 @@
  * Unicode "maximal subpart" practice, one U+FFFD per broken sequence.
  * Since every decoded byte comes from one raw octet or a three-byte escape,
  * and every U+FFFD (3 bytes) replaces at least one escape, a decoded value
- * is never longer than its encoded form: one CTX_BAGGAGE_MAX_BYTES scratch
+ * is never longer than its encoded form: one CTX_WIRE_BAGGAGE_MAX_BYTES scratch
  * buffer on the stack always suffices.
  *
  * How a list is read (ctx__baggage_scan).  A comma never occurs inside a
@@ -45,7 +45,7 @@ static int is_octet(unsigned char c) {
            (c >= 0x3c && c <= 0x5b) || (c >= 0x5d && c <= 0x7e);
 }
 
-int ctx_baggage_key_valid(const char *key, size_t len) {
+int ctx_wire_baggage_key_valid(const char *key, size_t len) {
     if (!key || len == 0)
         return 0;
     for (size_t i = 0; i < len; i++)
@@ -191,7 +191,7 @@ static size_t decode_value(const char *p, size_t n, char *out, size_t cap) {
     return w;
 }
 
-int ctx_baggage_percent_decode(const char *in, size_t len, char *buf, size_t cap,
+int ctx_wire_baggage_percent_decode(const char *in, size_t len, char *buf, size_t cap,
                                size_t *out_len) {
     if ((!in && len) || !buf || !out_len)
         return CTX_EINVAL;
@@ -208,9 +208,9 @@ int ctx_baggage_percent_decode(const char *in, size_t len, char *buf, size_t cap
 /* ---- parsing ---- */
 
 /* Parses one trimmed, non-empty member; 0 and *m (value decoded into
- * scratch, CTX_BAGGAGE_MAX_BYTES + 1 bytes, and NUL terminated), or -1 if
+ * scratch, CTX_WIRE_BAGGAGE_MAX_BYTES + 1 bytes, and NUL terminated), or -1 if
  * malformed. */
-static int parse_member(const char *p, size_t n, char *scratch, ctx_baggage_member_t *m) {
+static int parse_member(const char *p, size_t n, char *scratch, ctx_wire_baggage_member_t *m) {
     size_t k = skip_token(p, 0, n);
     if (k == 0)
         return -1;
@@ -236,7 +236,7 @@ static int parse_member(const char *p, size_t n, char *scratch, ctx_baggage_memb
     m->key = p;
     m->key_len = k;
     m->value = scratch;
-    m->value_len = ve > v ? decode_value(p + v, ve - v, scratch, CTX_BAGGAGE_MAX_BYTES) : 0;
+    m->value_len = ve > v ? decode_value(p + v, ve - v, scratch, CTX_WIRE_BAGGAGE_MAX_BYTES) : 0;
     scratch[m->value_len] = '\0';
     m->properties = props;
     m->properties_len = props_len;
@@ -244,8 +244,8 @@ static int parse_member(const char *p, size_t n, char *scratch, ctx_baggage_memb
 }
 
 int ctx__baggage_scan(ctx__baggage_scan_t *scan, const char *text, size_t len,
-                      ctx_baggage_fn fn, void *user) {
-    char scratch[CTX_BAGGAGE_MAX_BYTES + 1];
+                      ctx_wire_baggage_fn fn, void *user) {
+    char scratch[CTX_WIRE_BAGGAGE_MAX_BYTES + 1];
     if (scan->stopped)
         return 0;
     if (scan->values++ > 0)
@@ -254,8 +254,8 @@ int ctx__baggage_scan(ctx__baggage_scan_t *scan, const char *text, size_t len,
     for (;;) {
         /* Only bytes up to the limit are examined, and the one after it (a
          * ',' there means the member before it fits exactly). */
-        size_t room = scan->offset + pos <= CTX_BAGGAGE_MAX_BYTES
-                          ? CTX_BAGGAGE_MAX_BYTES - (scan->offset + pos)
+        size_t room = scan->offset + pos <= CTX_WIRE_BAGGAGE_MAX_BYTES
+                          ? CTX_WIRE_BAGGAGE_MAX_BYTES - (scan->offset + pos)
                           : 0;
         size_t window = len - pos < room ? len - pos : room;
         size_t look = window < len - pos ? window + 1 : window;
@@ -278,10 +278,10 @@ int ctx__baggage_scan(ctx__baggage_scan_t *scan, const char *text, size_t len,
         const char *m = text + pos;
         size_t mlen = end - pos;
         ctx__trim_ows(&m, &mlen);
-        ctx_baggage_member_t member;
+        ctx_wire_baggage_member_t member;
         if (mlen == 0) {
             scan->stats.malformed++;
-        } else if (scan->kept >= CTX_BAGGAGE_MAX_MEMBERS) {
+        } else if (scan->kept >= CTX_WIRE_BAGGAGE_MAX_MEMBERS) {
             scan->stats.over_limit++;
         } else if (parse_member(m, mlen, scratch, &member) != 0) {
             scan->stats.malformed++;
@@ -302,8 +302,8 @@ int ctx__baggage_scan(ctx__baggage_scan_t *scan, const char *text, size_t len,
     return 0;
 }
 
-int ctx_baggage_parse(const char *text, size_t len, ctx_baggage_fn fn, void *user,
-                      ctx_baggage_stats_t *stats) {
+int ctx_wire_baggage_parse(const char *text, size_t len, ctx_wire_baggage_fn fn, void *user,
+                      ctx_wire_baggage_stats_t *stats) {
     if (!text && len)
         return CTX_EINVAL;
     ctx__baggage_scan_t scan;
@@ -343,7 +343,7 @@ static char *encode_into(char *p, const char *in, size_t len) {
     return p;
 }
 
-int ctx_baggage_percent_encode(const char *in, size_t len, char *buf, size_t cap,
+int ctx_wire_baggage_percent_encode(const char *in, size_t len, char *buf, size_t cap,
                                size_t *out_len) {
     if ((!in && len) || !buf || !out_len)
         return CTX_EINVAL;
@@ -355,7 +355,7 @@ int ctx_baggage_percent_encode(const char *in, size_t len, char *buf, size_t cap
     return 0;
 }
 
-void ctx_baggage_writer_init(ctx_baggage_writer_t *w, char *buf, size_t cap) {
+void ctx_wire_baggage_writer_init(ctx_wire_baggage_writer_t *w, char *buf, size_t cap) {
     if (!w)
         return;
     w->buf = buf;
@@ -366,17 +366,17 @@ void ctx_baggage_writer_init(ctx_baggage_writer_t *w, char *buf, size_t cap) {
         buf[0] = '\0';
 }
 
-int ctx_baggage_append(ctx_baggage_writer_t *w, const char *key, size_t key_len,
+int ctx_wire_baggage_append(ctx_wire_baggage_writer_t *w, const char *key, size_t key_len,
                        const char *value, size_t value_len, const char *properties,
                        size_t properties_len) {
-    if (!w || !ctx_baggage_key_valid(key, key_len) || (!value && value_len) ||
+    if (!w || !ctx_wire_baggage_key_valid(key, key_len) || (!value && value_len) ||
         (!properties && properties_len))
         return CTX_EINVAL;
     if (properties_len > 0 && !properties_valid(properties, properties_len))
         return CTX_EINVAL;
     size_t enc = encoded_length(value, value_len);
     size_t need = (w->members ? 1 : 0) + key_len + 1 + enc + (properties_len ? 1 + properties_len : 0);
-    if (w->members + 1 > CTX_BAGGAGE_MAX_MEMBERS || w->len + need > CTX_BAGGAGE_MAX_BYTES)
+    if (w->members + 1 > CTX_WIRE_BAGGAGE_MAX_MEMBERS || w->len + need > CTX_WIRE_BAGGAGE_MAX_BYTES)
         return CTX_ELIMIT;
     if (w->len + need + 1 > w->cap)
         return CTX_ETRUNCATED;

@@ -113,7 +113,7 @@ void ctx_wire_headers_clear(ctx_wire_headers_t *h) {
     h->bytes = 0;
 }
 
-void ctx_wire_headers_free(ctx_wire_headers_t *h) {
+void ctx_wire_headers_release(ctx_wire_headers_t *h) {
     if (!h)
         return;
     ctx_wire_headers_clear(h);

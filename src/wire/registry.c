@@ -69,7 +69,7 @@ struct ctx_wire {
 
 typedef struct trace_value {
     size_t size; /* bytes allocated */
-    ctx_trace_parent_t parent;
+    ctx_wire_traceparent_t parent;
     size_t state_len;
     char state[]; /* normalised, NUL terminated */
 } trace_value_t;
@@ -88,8 +88,8 @@ static void trace_release(void *value, void *user) {
 static int trace_format(const void *value, char *buf, size_t cap, void *user) {
     (void)user;
     const trace_value_t *t = value;
-    char tp[CTX_TRACE_PARENT_LEN + 1];
-    if (ctx_trace_parent_format(&t->parent, tp, sizeof tp) < 0)
+    char tp[CTX_WIRE_TRACEPARENT_LEN + 1];
+    if (ctx_wire_traceparent_format(&t->parent, tp, sizeof tp) < 0)
         return CTX_EINVAL;
     if (t->state_len)
         return snprintf(buf, cap, "%s;%s", tp, t->state);
@@ -113,7 +113,7 @@ static const ctx_value_ops_t trace_ops = {.release = trace_release, .format = tr
 static const ctx_value_ops_t deadline_ops = {.release = deadline_release,
                                              .format = deadline_format};
 
-static trace_value_t *trace_value_new(const ctx_trace_parent_t *parent, const char *state,
+static trace_value_t *trace_value_new(const ctx_wire_traceparent_t *parent, const char *state,
                                       size_t state_len) {
     size_t size = sizeof(trace_value_t) + state_len + 1;
     trace_value_t *t = ctx__wire_malloc(size);
@@ -197,7 +197,7 @@ int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *baggage_key) {
     if (!w || !var || !baggage_key)
         return CTX_EINVAL;
     size_t key_len = strlen(baggage_key);
-    if (key_len > 256 || !ctx_baggage_key_valid(baggage_key, key_len) || !var->ops.encode ||
+    if (key_len > 256 || !ctx_wire_baggage_key_valid(baggage_key, key_len) || !var->ops.encode ||
         !var->ops.decode)
         return CTX_EINVAL;
     if (atomic_load_explicit(&w->used, memory_order_relaxed))
@@ -230,7 +230,7 @@ static int lookup(ctx_context_t *ctx, ctx_var_t *var, void **value) {
     return rc == CTX_VALUE ? 0 : (rc == CTX_DEFAULT ? CTX_ENOTFOUND : rc);
 }
 
-int ctx_wire_trace_get(ctx_wire_t *w, ctx_context_t *ctx, ctx_trace_parent_t *parent,
+int ctx_wire_trace_get(ctx_wire_t *w, ctx_context_t *ctx, ctx_wire_traceparent_t *parent,
                        const char **state, size_t *state_len) {
     if (!w)
         return CTX_EINVAL;
@@ -249,12 +249,12 @@ int ctx_wire_trace_get(ctx_wire_t *w, ctx_context_t *ctx, ctx_trace_parent_t *pa
     return 0;
 }
 
-static int parent_valid(const ctx_trace_parent_t *p) {
-    char tmp[CTX_TRACE_PARENT_LEN + 1];
-    return ctx_trace_parent_format(p, tmp, sizeof tmp) == CTX_TRACE_PARENT_LEN;
+static int parent_valid(const ctx_wire_traceparent_t *p) {
+    char tmp[CTX_WIRE_TRACEPARENT_LEN + 1];
+    return ctx_wire_traceparent_format(p, tmp, sizeof tmp) == CTX_WIRE_TRACEPARENT_LEN;
 }
 
-static int set_trace(ctx_wire_t *w, const ctx_trace_parent_t *parent, const char *state,
+static int set_trace(ctx_wire_t *w, const ctx_wire_traceparent_t *parent, const char *state,
                      size_t state_len) {
     trace_value_t *t = trace_value_new(parent, state, state_len);
     if (!t)
@@ -265,27 +265,27 @@ static int set_trace(ctx_wire_t *w, const ctx_trace_parent_t *parent, const char
     return rc;
 }
 
-int ctx_wire_trace_set(ctx_wire_t *w, const ctx_trace_parent_t *parent, const char *state,
+int ctx_wire_trace_set(ctx_wire_t *w, const ctx_wire_traceparent_t *parent, const char *state,
                        size_t state_len) {
     if (!w || !parent || !parent_valid(parent) || (!state && state_len))
         return CTX_EINVAL;
     mark_used(w);
-    char norm[CTX_TRACE_STATE_MAX_LEN + 1];
+    char norm[CTX_WIRE_TRACESTATE_MAX_LEN + 1];
     size_t norm_len = 0;
     if (state_len) {
-        int rc = ctx_trace_state_normalize(state, state_len, norm, sizeof norm, &norm_len);
+        int rc = ctx_wire_tracestate_normalize(state, state_len, norm, sizeof norm, &norm_len);
         if (rc != 0)
             return rc;
     }
     return set_trace(w, parent, norm, norm_len);
 }
 
-int ctx_wire_trace_start(ctx_wire_t *w, uint8_t flags, ctx_trace_parent_t *out) {
+int ctx_wire_trace_start(ctx_wire_t *w, uint8_t flags, ctx_wire_traceparent_t *out) {
     if (!w)
         return CTX_EINVAL;
     mark_used(w);
-    ctx_trace_parent_t p;
-    ctx_trace_parent_new(flags, &p);
+    ctx_wire_traceparent_t p;
+    ctx_wire_traceparent_new(flags, &p);
     int rc = set_trace(w, &p, NULL, 0);
     if (rc == 0 && out)
         *out = p;
@@ -336,14 +336,14 @@ int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx, const ctx_wire_carrier_t 
     void *v;
 
     /* Every header text first. */
-    char tp[CTX_TRACE_PARENT_LEN + 1];
+    char tp[CTX_WIRE_TRACEPARENT_LEN + 1];
     const trace_value_t *trace = NULL;
     if (lookup(ctx, w->trace_var, &v) == 0) {
         trace = v;
-        ctx_trace_parent_t out = trace->parent;
+        ctx_wire_traceparent_t out = trace->parent;
         if (!(flags & CTX_WIRE_SAME_PARENT))
-            ctx_trace_parent_child(&trace->parent, &out);
-        if (ctx_trace_parent_format(&out, tp, sizeof tp) < 0)
+            ctx_wire_traceparent_child(&trace->parent, &out);
+        if (ctx_wire_traceparent_format(&out, tp, sizeof tp) < 0)
             trace = NULL;
     }
     char timeout[CTX_WIRE_TIMEOUT_MAX_LEN + 1];
@@ -352,10 +352,10 @@ int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx, const ctx_wire_carrier_t 
         int64_t left = add_saturating(((const deadline_value_t *)v)->at_ns, -ctx_wire_now_ns());
         timeout_len = ctx_wire_timeout_format(left, timeout, sizeof timeout);
     }
-    char baggage[CTX_BAGGAGE_MAX_BYTES + 1];
-    char text[CTX_BAGGAGE_MAX_BYTES + 1];
-    ctx_baggage_writer_t bw;
-    ctx_baggage_writer_init(&bw, baggage, sizeof baggage);
+    char baggage[CTX_WIRE_BAGGAGE_MAX_BYTES + 1];
+    char text[CTX_WIRE_BAGGAGE_MAX_BYTES + 1];
+    ctx_wire_baggage_writer_t bw;
+    ctx_wire_baggage_writer_init(&bw, baggage, sizeof baggage);
     int left_out = 0;
     for (size_t i = 0; i < w->count; i++) {
         const reg_t *r = &w->regs[i];
@@ -365,7 +365,7 @@ int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx, const ctx_wire_carrier_t 
         if (n < 0)
             return n;
         if ((size_t)n >= sizeof text ||
-            ctx_baggage_append(&bw, r->key, r->key_len, text, (size_t)n, NULL, 0) != 0) {
+            ctx_wire_baggage_append(&bw, r->key, r->key_len, text, (size_t)n, NULL, 0) != 0) {
             left_out++; /* past the limits of W3C Baggage §3.3.3 */
         }
     }
@@ -373,7 +373,7 @@ int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx, const ctx_wire_carrier_t 
     /* Then the carrier. */
     int rc = 0;
     if (trace) {
-        rc = carrier->set(carrier->self, CTX_WIRE_TRACEPARENT, tp, CTX_TRACE_PARENT_LEN);
+        rc = carrier->set(carrier->self, CTX_WIRE_TRACEPARENT, tp, CTX_WIRE_TRACEPARENT_LEN);
         if (rc == 0 && trace->state_len)
             rc = carrier->set(carrier->self, CTX_WIRE_TRACESTATE, trace->state, trace->state_len);
     }
@@ -396,14 +396,14 @@ typedef struct extract {
     ctx_wire_report_t *rep;
 
     int tp_seen;
-    ctx_trace_parent_t tp;
+    ctx_wire_traceparent_t tp;
 
     int ts_seen;
     int ts_error;
     size_t ts_input; /* combined raw length, joining commas included */
     size_t ts_len;
     size_t ts_members;
-    char ts[CTX_TRACE_STATE_MAX_LEN + 1];
+    char ts[CTX_WIRE_TRACESTATE_MAX_LEN + 1];
 
     int to_seen;
     int64_t timeout_ns;
@@ -411,7 +411,7 @@ typedef struct extract {
     ctx__baggage_scan_t scan;
 } extract_t;
 
-static int on_member(const ctx_baggage_member_t *m, void *user) {
+static int on_member(const ctx_wire_baggage_member_t *m, void *user) {
     extract_t *x = user;
     const reg_t *r = NULL;
     for (size_t i = 0; i < x->w->count; i++) {
@@ -459,12 +459,12 @@ static int on_header(const char *name, size_t name_len, const char *value, size_
     }
     if (ctx_wire_name_equal(name, name_len, CTX_WIRE_TRACEPARENT, 11)) {
         if (x->tp_seen++ == 0)
-            x->rep->traceparent = ctx_trace_parent_parse(value, value_len, &x->tp) == 0 ? 1 : CTX_EPARSE;
+            x->rep->traceparent = ctx_wire_traceparent_parse(value, value_len, &x->tp) == 0 ? 1 : CTX_EPARSE;
         else
             x->rep->traceparent = CTX_EPARSE; /* one traceparent only */
     } else if (ctx_wire_name_equal(name, name_len, CTX_WIRE_TRACESTATE, 10)) {
         x->ts_input += (x->ts_seen++ ? 1 : 0) + value_len;
-        if (x->ts_error == 0 && x->ts_input > CTX_TRACE_STATE_MAX_INPUT)
+        if (x->ts_error == 0 && x->ts_input > CTX_WIRE_TRACESTATE_MAX_INPUT)
             x->ts_error = CTX_ELIMIT;
         if (x->ts_error == 0) {
             int rc = ctx__trace_state_append(value, value_len, x->ts, sizeof x->ts, &x->ts_len,

@@ -155,13 +155,13 @@ static int hex_decode(const char *text, uint8_t *out, size_t n) {
     return 0;
 }
 
-int ctx_trace_parent_parse(const char *text, size_t len, ctx_trace_parent_t *out) {
+int ctx_wire_traceparent_parse(const char *text, size_t len, ctx_wire_traceparent_t *out) {
     if (!out || (!text && len))
         return CTX_EINVAL;
     ctx__trim_ows(&text, &len);
-    if (len < CTX_TRACE_PARENT_LEN)
+    if (len < CTX_WIRE_TRACEPARENT_LEN)
         return CTX_EPARSE;
-    ctx_trace_parent_t tp;
+    ctx_wire_traceparent_t tp;
     if (hex_decode(text, &tp.version, 1) != 0 || tp.version == 0xff) /* §3.2.2.1 */
         return CTX_EPARSE;
     if (text[2] != '-' || text[35] != '-' || text[52] != '-')
@@ -170,9 +170,9 @@ int ctx_trace_parent_parse(const char *text, size_t len, ctx_trace_parent_t *out
         hex_decode(text + 53, &tp.flags, 1) != 0)
         return CTX_EPARSE;
     if (tp.version == 0) {
-        if (len != CTX_TRACE_PARENT_LEN) /* version 00 has exactly four fields */
+        if (len != CTX_WIRE_TRACEPARENT_LEN) /* version 00 has exactly four fields */
             return CTX_EPARSE;
-    } else if (len > CTX_TRACE_PARENT_LEN && text[CTX_TRACE_PARENT_LEN] != '-') {
+    } else if (len > CTX_WIRE_TRACEPARENT_LEN && text[CTX_WIRE_TRACEPARENT_LEN] != '-') {
         return CTX_EPARSE; /* §3.2.4: the flags are followed by the end or a dash */
     }
     if (all_zero(tp.trace_id, 16) || all_zero(tp.parent_id, 8)) /* §3.2.2.3-4 */
@@ -193,10 +193,10 @@ static char *hex_encode(char *p, const uint8_t *in, size_t n) {
     return p;
 }
 
-int ctx_trace_parent_format(const ctx_trace_parent_t *tp, char *buf, size_t cap) {
+int ctx_wire_traceparent_format(const ctx_wire_traceparent_t *tp, char *buf, size_t cap) {
     if (!tp || !buf || all_zero(tp->trace_id, 16) || all_zero(tp->parent_id, 8))
         return CTX_EINVAL;
-    if (cap < CTX_TRACE_PARENT_LEN + 1)
+    if (cap < CTX_WIRE_TRACEPARENT_LEN + 1)
         return CTX_ETRUNCATED;
     char *p = buf;
     *p++ = '0';
@@ -208,10 +208,10 @@ int ctx_trace_parent_format(const ctx_trace_parent_t *tp, char *buf, size_t cap)
     *p++ = '-';
     p = hex_encode(p, &tp->flags, 1);
     *p = '\0';
-    return CTX_TRACE_PARENT_LEN;
+    return CTX_WIRE_TRACEPARENT_LEN;
 }
 
-int ctx_trace_parent_new(uint8_t flags, ctx_trace_parent_t *out) {
+int ctx_wire_traceparent_new(uint8_t flags, ctx_wire_traceparent_t *out) {
     if (!out)
         return CTX_EINVAL;
     out->version = 0;
@@ -221,10 +221,10 @@ int ctx_trace_parent_new(uint8_t flags, ctx_trace_parent_t *out) {
     return 0;
 }
 
-int ctx_trace_parent_child(const ctx_trace_parent_t *parent, ctx_trace_parent_t *out) {
+int ctx_wire_traceparent_child(const ctx_wire_traceparent_t *parent, ctx_wire_traceparent_t *out) {
     if (!parent || !out || all_zero(parent->trace_id, 16))
         return CTX_EINVAL;
-    ctx_trace_parent_t child = *parent;
+    ctx_wire_traceparent_t child = *parent;
     child.version = 0;
     do
         random_id(child.parent_id, 8);
@@ -233,7 +233,7 @@ int ctx_trace_parent_child(const ctx_trace_parent_t *parent, ctx_trace_parent_t 
     return 0;
 }
 
-int ctx_trace_parent_trace_id(const ctx_trace_parent_t *tp, char *buf, size_t cap) {
+int ctx_wire_traceparent_trace_id(const ctx_wire_traceparent_t *tp, char *buf, size_t cap) {
     if (!tp || !buf)
         return CTX_EINVAL;
     if (cap < 33)

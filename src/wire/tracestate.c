@@ -28,7 +28,7 @@
  * The normal form is what this library stores and sends: members joined by
  * ',' with no whitespace and no empty members (§3.3.1.1 asks vendors to
  * avoid sending empty members).  Its length is at most
- * CTX_TRACE_STATE_MAX_LEN.
+ * CTX_WIRE_TRACESTATE_MAX_LEN.
  *
  * Update (§3.5): a vendor that changes its entry moves it to the front; if
  * the list would then exceed 32 members, the rightmost is removed.
@@ -55,12 +55,12 @@ static int keychars_valid(const char *p, size_t n) {
     return 1;
 }
 
-int ctx_trace_state_key_valid(const char *key, size_t len) {
+int ctx_wire_tracestate_key_valid(const char *key, size_t len) {
     if (!key || len == 0)
         return 0;
     const char *at = memchr(key, '@', len);
     if (!at) { /* simple-key = lcalpha 0*255( keychar ) */
-        return len <= CTX_TRACE_STATE_MAX_KEY && ctx__is_lcalpha((unsigned char)key[0]) &&
+        return len <= CTX_WIRE_TRACESTATE_MAX_KEY && ctx__is_lcalpha((unsigned char)key[0]) &&
                keychars_valid(key + 1, len - 1);
     }
     /* multi-tenant-key = tenant-id "@" system-id */
@@ -72,8 +72,8 @@ int ctx_trace_state_key_valid(const char *key, size_t len) {
            ctx__is_lcalpha(s0) && keychars_valid(at + 2, system - 1);
 }
 
-int ctx_trace_state_value_valid(const char *value, size_t len) {
-    if (!value || len == 0 || len > CTX_TRACE_STATE_MAX_VALUE)
+int ctx_wire_tracestate_value_valid(const char *value, size_t len) {
+    if (!value || len == 0 || len > CTX_WIRE_TRACESTATE_MAX_VALUE)
         return 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)value[i];
@@ -86,7 +86,7 @@ int ctx_trace_state_value_valid(const char *value, size_t len) {
 /* Reads the list into spans[] (at most 32).  Returns the count, CTX_EPARSE
  * or CTX_ELIMIT.  No duplicate check. */
 static int split_list(const char *text, size_t len, span_t *spans) {
-    if (len > CTX_TRACE_STATE_MAX_INPUT)
+    if (len > CTX_WIRE_TRACESTATE_MAX_INPUT)
         return CTX_ELIMIT;
     if (len == 0)
         return 0;
@@ -99,14 +99,14 @@ static int split_list(const char *text, size_t len, span_t *spans) {
         size_t mlen = end - pos;
         ctx__trim_ows(&m, &mlen);
         if (mlen > 0) {
-            if (n == CTX_TRACE_STATE_MAX_MEMBERS)
+            if (n == CTX_WIRE_TRACESTATE_MAX_MEMBERS)
                 return CTX_ELIMIT;
             const char *eq = memchr(m, '=', mlen);
             if (!eq)
                 return CTX_EPARSE;
             span_t s = {m, (size_t)(eq - m), eq + 1, mlen - (size_t)(eq - m) - 1};
-            if (!ctx_trace_state_key_valid(s.key, s.key_len) ||
-                !ctx_trace_state_value_valid(s.value, s.value_len))
+            if (!ctx_wire_tracestate_key_valid(s.key, s.key_len) ||
+                !ctx_wire_tracestate_value_valid(s.value, s.value_len))
                 return CTX_EPARSE;
             spans[n++] = s;
         }
@@ -137,8 +137,8 @@ static int parse_spans(const char *text, size_t len, span_t *spans) {
     return n;
 }
 
-int ctx_trace_state_parse(const char *text, size_t len, ctx_trace_state_fn fn, void *user) {
-    span_t spans[CTX_TRACE_STATE_MAX_MEMBERS];
+int ctx_wire_tracestate_parse(const char *text, size_t len, ctx_wire_tracestate_fn fn, void *user) {
+    span_t spans[CTX_WIRE_TRACESTATE_MAX_MEMBERS];
     int n = parse_spans(text, len, spans);
     if (n < 0 || !fn)
         return n;
@@ -172,11 +172,11 @@ static int put_member(char *buf, size_t cap, size_t *len, const char *key, size_
 
 int ctx__trace_state_append(const char *text, size_t len, char *buf, size_t cap,
                             size_t *out_len, size_t *members) {
-    span_t spans[CTX_TRACE_STATE_MAX_MEMBERS];
+    span_t spans[CTX_WIRE_TRACESTATE_MAX_MEMBERS];
     int n = split_list(text, len, spans);
     if (n < 0)
         return n;
-    if (*members + (size_t)n > CTX_TRACE_STATE_MAX_MEMBERS)
+    if (*members + (size_t)n > CTX_WIRE_TRACESTATE_MAX_MEMBERS)
         return CTX_ELIMIT;
     for (int i = 0; i < n; i++) {
         int rc = put_member(buf, cap, out_len, spans[i].key, spans[i].key_len, spans[i].value,
@@ -189,15 +189,15 @@ int ctx__trace_state_append(const char *text, size_t len, char *buf, size_t cap,
 }
 
 int ctx__trace_state_check_unique(const char *list, size_t len) {
-    span_t spans[CTX_TRACE_STATE_MAX_MEMBERS];
+    span_t spans[CTX_WIRE_TRACESTATE_MAX_MEMBERS];
     return parse_spans(list, len, spans) < 0 ? CTX_EPARSE : 0;
 }
 
-int ctx_trace_state_normalize(const char *text, size_t len, char *buf, size_t cap,
+int ctx_wire_tracestate_normalize(const char *text, size_t len, char *buf, size_t cap,
                               size_t *out_len) {
     if (!buf || cap == 0)
         return CTX_EINVAL;
-    span_t spans[CTX_TRACE_STATE_MAX_MEMBERS];
+    span_t spans[CTX_WIRE_TRACESTATE_MAX_MEMBERS];
     int n = parse_spans(text, len, spans);
     buf[0] = '\0';
     if (n < 0)
@@ -216,11 +216,11 @@ int ctx_trace_state_normalize(const char *text, size_t len, char *buf, size_t ca
     return 0;
 }
 
-int ctx_trace_state_get(const char *state, size_t len, const char *key, const char **value,
+int ctx_wire_tracestate_get(const char *state, size_t len, const char *key, const char **value,
                         size_t *value_len) {
     if (!key || !value || !value_len)
         return CTX_EINVAL;
-    span_t spans[CTX_TRACE_STATE_MAX_MEMBERS];
+    span_t spans[CTX_WIRE_TRACESTATE_MAX_MEMBERS];
     int n = parse_spans(state, len, spans);
     if (n < 0)
         return n;
@@ -235,14 +235,14 @@ int ctx_trace_state_get(const char *state, size_t len, const char *key, const ch
     return CTX_ENOTFOUND;
 }
 
-int ctx_trace_state_put(const char *state, size_t len, const char *key, const char *value,
+int ctx_wire_tracestate_put(const char *state, size_t len, const char *key, const char *value,
                         char *buf, size_t cap, size_t *out_len) {
     if (!key || !buf || cap == 0)
         return CTX_EINVAL;
     size_t klen = strlen(key), vlen = value ? strlen(value) : 0;
-    if (!ctx_trace_state_key_valid(key, klen) || (value && !ctx_trace_state_value_valid(value, vlen)))
+    if (!ctx_wire_tracestate_key_valid(key, klen) || (value && !ctx_wire_tracestate_value_valid(value, vlen)))
         return CTX_EINVAL;
-    span_t spans[CTX_TRACE_STATE_MAX_MEMBERS];
+    span_t spans[CTX_WIRE_TRACESTATE_MAX_MEMBERS];
     int n = parse_spans(state, len, spans);
     if (n < 0)
         return n;
@@ -253,7 +253,7 @@ int ctx_trace_state_put(const char *state, size_t len, const char *key, const ch
         rc = put_member(buf, cap, &w, key, klen, value, vlen);
         count++;
     }
-    for (int i = 0; i < n && rc == 0 && count < CTX_TRACE_STATE_MAX_MEMBERS; i++) {
+    for (int i = 0; i < n && rc == 0 && count < CTX_WIRE_TRACESTATE_MAX_MEMBERS; i++) {
         if (spans[i].key_len == klen && memcmp(spans[i].key, key, klen) == 0)
             continue; /* the old entry of the updated key */
         rc = put_member(buf, cap, &w, spans[i].key, spans[i].key_len, spans[i].value,

@@ -84,7 +84,7 @@ static inline void ctx__trim_ows(const char **p, size_t *n) {
 void ctx__wire_random(uint8_t *out, size_t n);
 
 /* Baggage parsing over several header values (ctx_wire_extract feeds each
- * baggage header in turn; ctx_baggage_parse feeds one).  `offset` is the
+ * baggage header in turn; ctx_wire_baggage_parse feeds one).  `offset` is the
  * byte position of the next value in the combined header (values are joined
  * by one ','), `kept` the members delivered so far. */
 typedef struct ctx__baggage_scan {
@@ -92,13 +92,13 @@ typedef struct ctx__baggage_scan {
     size_t values; /* header values scanned so far */
     size_t kept;
     int stopped; /* the byte limit was reached: later values are skipped */
-    ctx_baggage_stats_t stats;
+    ctx_wire_baggage_stats_t stats;
 } ctx__baggage_scan_t;
 
 /* Scans one header value; calls fn for each member kept.  Returns 0, or
  * fn's non-zero result. */
 int ctx__baggage_scan(ctx__baggage_scan_t *scan, const char *text, size_t len,
-                      ctx_baggage_fn fn, void *user);
+                      ctx_wire_baggage_fn fn, void *user);
 
 /* Tracestate normalisation of one more header value appended to an
  * existing normal-form list in buf[0..*len) (no duplicate check: call

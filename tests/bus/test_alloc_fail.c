@@ -204,10 +204,10 @@ static void run_faults(int fresh) {
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     /* Warm the worker up first (its per-thread state is made by its first
      * task), so every allocation counted below is the publisher's. */
-    ctx_future_t *warm = NULL;
+    ctx_pool_future_t *warm = NULL;
     ASSERT_RC(ctx_pool_submit(pool, warm_up, NULL, &warm), 0);
-    ASSERT_RC(ctx_future_wait(warm, CTX_WAIT_FOREVER), 0);
-    ctx_future_release(warm);
+    ASSERT_RC(ctx_pool_future_wait(warm, CTX_WAIT_FOREVER), 0);
+    ctx_pool_future_release(warm);
     ctx_bus_stats_t st;
     FAULT_LOOP(ctx_bus_publish_pool(bus, ev, pool), rc, {
         ASSERT_RC(ctx_bus_stats(bus, &st), 0);
@@ -215,7 +215,7 @@ static void run_faults(int fresh) {
         assert_int_equal(st.async_accepted, 0);
     });
     ASSERT_RC(ctx_bus_wait_idle(bus, CTX_WAIT_FOREVER), 0);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
 
 #if defined(CTX_BUS_HAVE_LOOP)
     /* Loop publish: the same. */
@@ -256,7 +256,7 @@ static void run_faults(int fresh) {
     ctx_bus_listener_release(s);
     ctx_bus_listener_release(base);
     ctx_bus_listener_release(inner_new);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
     ctx_context_release(sharer);
     ASSERT_RC(ctx_thread_release(), 0);
     assert_int_equal(user_released, 3);

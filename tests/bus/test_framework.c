@@ -116,7 +116,7 @@ static int pool_step(void *arg, void **result) {
     return 0;
 }
 
-static void release_bound(void *bound) { ctx_bind_release(bound); }
+static void release_bound(void *bound) { ctx_pool_bound_release(bound); }
 
 /* ---- requests ---- */
 
@@ -137,15 +137,15 @@ static void *request_main(void *arg) {
                                      &scoped, NULL) == 0);
 
     /* Bind once, call many times from the framework's worker. */
-    ctx_bound_t *bound = NULL;
-    OFF_MAIN_CHECK(ctx_bind_new(bound_step, IV(id), NULL, &bound) == 0);
+    ctx_pool_bound_t *bound = NULL;
+    OFF_MAIN_CHECK(ctx_pool_bound_new(bound_step, IV(id), NULL, &bound) == 0);
     int n = EVENTS_PER_CHANNEL;
     for (int i = 0; i < n; i++) {
         publish_progress("handler", id);
-        worker_post(ctx_bind_trampoline_void, bound);
-        ctx_future_t *f = NULL;
+        worker_post(ctx_pool_bound_trampoline_void, bound);
+        ctx_pool_future_t *f = NULL;
         OFF_MAIN_CHECK(ctx_pool_submit(pool, pool_step, IV(id), &f) == 0);
-        ctx_future_release(f);
+        ctx_pool_future_release(f);
         if (i % 8 == 0)
             worker_post(unbound_step, NULL);
     }
@@ -203,7 +203,7 @@ static void test_framework_scenario(void **state) {
     pthread_cond_broadcast(&worker_queue.cond);
     pthread_mutex_unlock(&worker_queue.lock);
     pthread_join(worker, NULL);
-    ASSERT_RC(ctx_pool_destroy(pool), 0); /* drains: every pool step ran */
+    ASSERT_RC(ctx_pool_release(pool), 0); /* drains: every pool step ran */
 
     int n = EVENTS_PER_CHANNEL;
     int orphans = REQUESTS * ((n + 7) / 8);
@@ -229,7 +229,7 @@ static void test_framework_scenario(void **state) {
     assert_int_equal(atomic_load(&data_released), REQUESTS * 3 * n + orphans);
 
     ctx_bus_listener_release(audit);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
     for (int k = 0; k < REQUESTS; k++)
         recorder_destroy(&listeners[k]);
     pthread_mutex_destroy(&worker_queue.lock);
@@ -238,7 +238,7 @@ static void test_framework_scenario(void **state) {
 }
 
 /* The same handler code with a thread that inherits its creator's context
- * (ctx_thread_create with CTX_THREAD_INHERIT), and with a bound callable
+ * (ctx_pool_thread_create with CTX_POOL_THREAD_INHERIT), and with a bound callable
  * called from a plain pthread: both reach the request's listener. */
 static void *inheriting_thread(void *arg) {
     publish_progress("thread", (long)(intptr_t)arg);
@@ -254,19 +254,19 @@ static void test_thread_helpers_carry_listeners(void **state) {
     set_int(request_var, 5);
     ctx_bus_listener_t *l = subscribe(bus, "progress.*", record_listener, r, CTX_BUS_SCOPED);
 
-    ctx_thread_t *t = NULL;
-    ASSERT_RC(ctx_thread_create(inheriting_thread, IV(5), CTX_THREAD_INHERIT, &t), 0);
-    ASSERT_RC(ctx_thread_join(t, NULL), 0);
+    ctx_pool_thread_t *t = NULL;
+    ASSERT_RC(ctx_pool_thread_create(inheriting_thread, IV(5), CTX_POOL_THREAD_INHERIT, &t), 0);
+    ASSERT_RC(ctx_pool_thread_join(t, NULL), 0);
     /* Without INHERIT: an empty context, no scoped listener. */
-    ASSERT_RC(ctx_thread_create(inheriting_thread, IV(-1), 0, &t), 0);
-    ASSERT_RC(ctx_thread_join(t, NULL), 0);
+    ASSERT_RC(ctx_pool_thread_create(inheriting_thread, IV(-1), 0, &t), 0);
+    ASSERT_RC(ctx_pool_thread_join(t, NULL), 0);
 
-    ctx_bound_t *b = NULL;
-    ASSERT_RC(ctx_bind_new(bound_step, IV(5), NULL, &b), 0);
+    ctx_pool_bound_t *b = NULL;
+    ASSERT_RC(ctx_pool_bound_new(bound_step, IV(5), NULL, &b), 0);
     pthread_t plain;
-    pthread_create(&plain, NULL, ctx_bind_trampoline, b);
+    pthread_create(&plain, NULL, ctx_pool_bound_trampoline, b);
     pthread_join(plain, NULL);
-    ctx_bind_release(b);
+    ctx_pool_bound_release(b);
 
     assert_int_equal(off_main_failures(), 0);
     assert_int_equal(recorder_count(r), 2);
@@ -276,7 +276,7 @@ static void test_thread_helpers_carry_listeners(void **state) {
     assert_int_equal(r->entries[1].ctx_value, 5);
 
     ctx_bus_listener_release(l);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
     recorder_destroy(r);
     ctx_var_release(request_var);
 }

@@ -113,7 +113,7 @@ static void test_patterns(void **state) {
     ctx_bus_stats_t st;
     ASSERT_RC(ctx_bus_stats(bus, &st), 0);
     assert_int_equal(st.global_listeners, 0);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -198,7 +198,7 @@ static void test_global_and_scoped_visibility(void **state) {
     ctx_context_release(fresh);
     ctx_bus_listener_release(g);
     ctx_bus_listener_release(s);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
 }
 
 /* A scoped subscribe inside a copy stays in the copy. */
@@ -230,7 +230,7 @@ static void test_scoped_in_a_copy_stays_there(void **state) {
     ctx_context_release(copy);
     ctx_bus_listener_release(nested_listener);
     ctx_bus_listener_release(outer);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -276,7 +276,7 @@ static void test_delivery_order(void **state) {
     for (int i = 0; i < 8; i++)
         ctx_bus_listener_release(l[i]);
     ctx_bus_listener_release(l9);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
     pthread_mutex_destroy(&log.lock);
 }
 
@@ -330,7 +330,7 @@ static void test_sync_runs_in_publishers_context(void **state) {
 
     ctx_bus_listener_release(a);
     ctx_bus_listener_release(b);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
     ctx_var_release(request_var);
 }
 
@@ -354,7 +354,7 @@ static void test_nested_publish(void **state) {
     assert_int_equal(publish_int(bus, "t", 0), 1);
     assert_int_equal(calls, 4);
     ctx_bus_listener_release(l);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -411,7 +411,7 @@ static void test_user_release(void **state) {
     assert_int_equal(user_released[3], 1);
 
     assert_int_equal(user_released[1], 0);
-    ctx_bus_destroy(bus); /* drops the global list */
+    ctx_bus_release(bus); /* drops the global list */
     assert_int_equal(user_released[1], 1);
     assert_int_equal(user_released[0], 1);
     assert_int_equal(user_released[2], 1);
@@ -455,7 +455,7 @@ static void test_stats_and_arguments(void **state) {
     ASSERT_RC(ctx_bus_stats(bus, NULL), CTX_EINVAL);
     ASSERT_RC(ctx_bus_shutdown(NULL), CTX_EINVAL);
     ASSERT_RC(ctx_bus_wait_idle(NULL, 0), CTX_EINVAL);
-    ctx_bus_destroy(NULL);
+    ctx_bus_release(NULL);
 
     /* No listener: nothing called, 0. */
     ASSERT_RC(ctx_bus_publish(bus, ev), 0);
@@ -475,7 +475,7 @@ static void test_stats_and_arguments(void **state) {
     ctx_bus_listener_release(a);
     ctx_bus_listener_release(b);
     ctx_bus_listener_release(c);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
 }
 
 /* The scoped list formats itself in a context dump. */
@@ -485,11 +485,11 @@ static void test_format_shows_scoped_listeners(void **state) {
     ctx_bus_listener_t *a = subscribe(bus, "t", nop_listener, NULL, CTX_BUS_SCOPED);
     ctx_bus_listener_t *b = subscribe(bus, "u", nop_listener, NULL, CTX_BUS_SCOPED);
     char buf[256];
-    ASSERT_RC(ctx_format_current(buf, sizeof buf, NULL), 0);
+    ASSERT_RC(ctx_context_format_current(buf, sizeof buf, NULL), 0);
     assert_non_null(strstr(buf, "ctx_bus.listeners=<2 scoped listeners>"));
     ctx_bus_listener_release(a);
     ctx_bus_listener_release(b);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
 }
 
 int main(void) {

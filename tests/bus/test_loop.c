@@ -119,7 +119,7 @@ static void test_loop_delivery_carries_context(void **state) {
     ctx_loop_release(loop);
     ctx_bus_listener_release(g);
     ctx_bus_listener_release(mine);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
     ctx_var_release(request_var);
 }
 
@@ -170,7 +170,7 @@ static void test_loop_close_drops_and_releases(void **state) {
     assert_int_equal(off_main_failures(), 0);
     ctx_loop_release(loop);
     ctx_bus_listener_release(l);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
 }
 
 /* ---- waiting for idle from a delivery ---- */
@@ -200,7 +200,7 @@ static void test_wait_idle_inside_a_delivery(void **state) {
     ASSERT_RC(ctx_loop_close(loop), 0);
     ctx_loop_release(loop);
     ctx_bus_listener_release(l);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
 }
 
 int main(void) {

@@ -55,7 +55,7 @@ static void test_pool_delivery_carries_context(void **state) {
     ctx_pool_options_t po = {0};
     po.threads = 2;
     ASSERT_RC(ctx_pool_new(&po, &pools[0]), 0);
-    po.propagation = CTX_PROPAGATE_NONE; /* the bus asks for COPY anyway */
+    po.propagation = CTX_POOL_PROPAGATE_NONE; /* the bus asks for COPY anyway */
     ASSERT_RC(ctx_pool_new(&po, &pools[1]), 0);
     atomic_store(&context_checks, 0);
 
@@ -95,11 +95,11 @@ static void test_pool_delivery_carries_context(void **state) {
     ctx_bus_event_release(ev);
     assert_int_equal(atomic_load(&data_released), 1);
 
-    ASSERT_RC(ctx_pool_destroy(pools[0]), 0);
-    ASSERT_RC(ctx_pool_destroy(pools[1]), 0);
+    ASSERT_RC(ctx_pool_release(pools[0]), 0);
+    ASSERT_RC(ctx_pool_release(pools[1]), 0);
     ctx_bus_listener_release(g);
     ctx_bus_listener_release(s);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
     free(payloads);
     ctx_var_release(request_var);
 }
@@ -159,8 +159,8 @@ static void test_pool_publishers_stay_apart(void **state) {
         }
         recorder_destroy(r);
     }
-    ASSERT_RC(ctx_pool_destroy(shared_pool), 0);
-    ctx_bus_destroy(shared_bus);
+    ASSERT_RC(ctx_pool_release(shared_pool), 0);
+    ctx_bus_release(shared_bus);
     ctx_var_release(request_var);
 }
 
@@ -208,10 +208,10 @@ static void test_single_worker_keeps_order(void **state) {
     assert_int_equal(log.tags[0], 1);
     assert_int_equal(log.tags[1], 2);
     assert_int_equal(log.tags[2], 3);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
     for (int i = 0; i < 5; i++)
         ctx_bus_listener_release(l[i]);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
     pthread_mutex_destroy(&log.lock);
 }
 
@@ -230,7 +230,7 @@ static void test_pool_refusals(void **state) {
     atomic_store(&data_released, 0);
 
     /* A pool that is shut down refuses: nothing delivered, nothing kept. */
-    ASSERT_RC(ctx_pool_shutdown(pool, CTX_SHUTDOWN_DRAIN), 0);
+    ASSERT_RC(ctx_pool_shutdown(pool, CTX_POOL_SHUTDOWN_DRAIN), 0);
     ctx_bus_event_t *ev = new_event("t", 1);
     ASSERT_RC(ctx_bus_publish_pool(bus, ev, pool), CTX_ESHUTDOWN);
     ctx_bus_stats_t st;
@@ -241,9 +241,9 @@ static void test_pool_refusals(void **state) {
     assert_int_equal(atomic_load(&data_released), 1);
     assert_int_equal(recorder_count(&r), 0);
 
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
     ctx_bus_listener_release(l);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
     recorder_destroy(&r);
 }
 

@@ -66,7 +66,7 @@ static void test_unsubscribe_during_delivery(void **state) {
         ctx_bus_listener_t *all[] = {l_early, l_once, l_killer, l_late, l_last};
         for (int i = 0; i < 5; i++)
             ctx_bus_listener_release(all[i]);
-        ctx_bus_destroy(bus);
+        ctx_bus_release(bus);
         ctx_thread_release();
     }
 }
@@ -109,7 +109,7 @@ static void test_subscribe_during_delivery(void **state) {
     ctx_bus_listener_release(l);
     ctx_bus_listener_release(new_global);
     ctx_bus_listener_release(new_scoped);
-    ctx_bus_destroy(sub_bus);
+    ctx_bus_release(sub_bus);
     recorder_destroy(&rec_new_global);
     recorder_destroy(&rec_new_scoped);
 }
@@ -178,7 +178,7 @@ static void test_subscribe_storm_during_delivery(void **state) {
         ctx_bus_listener_release(storm_listeners[i]);
     ctx_bus_listener_release(l);
     ctx_bus_listener_release(tail);
-    ctx_bus_destroy(storm_bus);
+    ctx_bus_release(storm_bus);
     recorder_destroy(&storm_rec);
     ASSERT_RC(ctx_thread_release(), 0);
     assert_int_equal(ctx_test_alloc_live_blocks(), 0);
@@ -235,12 +235,12 @@ static void test_failing_listeners(void **state) {
     assert_int_equal(atomic_load(&errors.count), 2 + 2 * n);
     assert_int_equal(recorder_count(&a), 1 + n);
     assert_int_equal(recorder_count(&d), 1 + n);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
 
     ctx_bus_listener_t *all[] = {la, lb, lc, ld};
     for (int i = 0; i < 4; i++)
         ctx_bus_listener_release(all[i]);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
     recorder_destroy(&a);
     recorder_destroy(&b);
     recorder_destroy(&c);
@@ -261,7 +261,7 @@ static void test_default_error_handler(void **state) {
     ASSERT_RC(ctx_bus_stats(bus, &st), 0);
     assert_int_equal(st.listener_failures, 1);
     ctx_bus_listener_release(l);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
     recorder_destroy(&r);
 }
 
@@ -337,7 +337,7 @@ static void test_publish_after_shutdown(void **state) {
     ctx_bus_subscribe_options_t so = {CTX_BUS_SCOPED, NULL};
     ASSERT_RC(ctx_bus_subscribe(bus, "t", record_listener, &r, &so, &l), CTX_ESHUTDOWN);
     assert_null(l);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
     ctx_bus_event_release(ev);
     assert_int_equal(atomic_load(&data_released), 1);
     assert_int_equal(recorder_count(&r), 0); /* nothing delivered */
@@ -352,7 +352,7 @@ static void test_publish_after_shutdown(void **state) {
     ASSERT_RC(ctx_bus_unsubscribe(s), 0);
     ctx_bus_listener_release(g);
     ctx_bus_listener_release(s);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
     recorder_destroy(&r);
 }
 
@@ -376,7 +376,7 @@ static void *open_when_dropped(void *arg) {
 /* Events accepted before the shutdown are still delivered (drained);
  * events a pool cancels are dropped; either way each event is released
  * exactly once and nothing leaks. */
-static void shutdown_with_events_in_flight(ctx_shutdown_t pool_mode) {
+static void shutdown_with_events_in_flight(ctx_pool_shutdown_mode_t pool_mode) {
     ctx_test_alloc_install();
     ctx_bus_t *bus = new_bus(NULL);
     recorder_t r;
@@ -409,14 +409,14 @@ static void shutdown_with_events_in_flight(ctx_shutdown_t pool_mode) {
     assert_int_equal(atomic_load(&data_released), 1); /* only the refused one */
     ASSERT_RC(ctx_bus_wait_idle(bus, 0), CTX_ETIMEDOUT);
 
-    if (pool_mode == CTX_SHUTDOWN_CANCEL) {
+    if (pool_mode == CTX_POOL_SHUTDOWN_CANCEL) {
         /* The worker is still held, so every queued delivery is cancelled
          * (on this thread, inside the shutdown); a helper opens the gate
          * once they all were, so the shutdown's wait for the worker ends. */
         opener_args_t oa = {bus, &gate, n};
         pthread_t opener;
         pthread_create(&opener, NULL, open_when_dropped, &oa);
-        ASSERT_RC(ctx_pool_shutdown(pool, CTX_SHUTDOWN_CANCEL), 0);
+        ASSERT_RC(ctx_pool_shutdown(pool, CTX_POOL_SHUTDOWN_CANCEL), 0);
         pthread_join(opener, NULL);
     } else {
         gate_open(&gate);
@@ -427,17 +427,17 @@ static void shutdown_with_events_in_flight(ctx_shutdown_t pool_mode) {
     assert_int_equal(st.async_pending, 0);
     assert_int_equal(st.async_accepted, (uint64_t)n);
     int delivered = recorder_count(&r);
-    if (pool_mode == CTX_SHUTDOWN_DRAIN) {
+    if (pool_mode == CTX_POOL_SHUTDOWN_DRAIN) {
         assert_int_equal(delivered, 2 * n);
         assert_int_equal(st.async_dropped, 0);
     } else {
         assert_int_equal(delivered, 0);
         assert_int_equal(st.async_dropped, (uint64_t)n);
     }
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
     ctx_bus_listener_release(g);
     ctx_bus_listener_release(s);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
     gate_destroy(&gate);
     recorder_destroy(&r);
     ASSERT_RC(ctx_thread_release(), 0);
@@ -447,12 +447,12 @@ static void shutdown_with_events_in_flight(ctx_shutdown_t pool_mode) {
 
 static void test_shutdown_drains_events_in_flight(void **state) {
     (void)state;
-    shutdown_with_events_in_flight(CTX_SHUTDOWN_DRAIN);
+    shutdown_with_events_in_flight(CTX_POOL_SHUTDOWN_DRAIN);
 }
 
 static void test_pool_cancel_drops_events_in_flight(void **state) {
     (void)state;
-    shutdown_with_events_in_flight(CTX_SHUTDOWN_CANCEL);
+    shutdown_with_events_in_flight(CTX_POOL_SHUTDOWN_CANCEL);
 }
 
 /* Destroy with deliveries still queued: they run later, and the last one
@@ -481,10 +481,10 @@ static void test_destroy_with_events_in_flight(void **state) {
         ASSERT_RC(ctx_bus_publish_pool(bus, ev, pool), 2);
         ctx_bus_event_release(ev);
     }
-    ctx_bus_destroy(bus); /* deliveries hold the bus */
+    ctx_bus_release(bus); /* deliveries hold the bus */
     ASSERT_RC(ctx_thread_release(), 0); /* and the scoped list goes here */
     gate_open(&gate);
-    ASSERT_RC(ctx_pool_destroy(pool), 0); /* drains */
+    ASSERT_RC(ctx_pool_release(pool), 0); /* drains */
     assert_int_equal(recorder_count(&r), 2 * n);
     assert_int_equal(atomic_load(&data_released), n);
     gate_destroy(&gate);
@@ -502,7 +502,7 @@ static int shutting_listener(ctx_bus_listener_t *self, ctx_bus_event_t *event, v
     (void)event;
     int destroy = (int)(intptr_t)user;
     if (destroy)
-        ctx_bus_destroy(inner_bus);
+        ctx_bus_release(inner_bus);
     else
         OFF_MAIN_CHECK(ctx_bus_shutdown(inner_bus) == 0);
     return 0;
@@ -522,7 +522,7 @@ static void test_shutdown_from_a_listener(void **state) {
         assert_int_equal(recorder_count(&r), 2);
         if (!destroy) {
             assert_int_equal(publish_int(inner_bus, "t", 1), CTX_ESHUTDOWN);
-            ctx_bus_destroy(inner_bus);
+            ctx_bus_release(inner_bus);
         }
         /* The handles keep the bus's memory; releasing them frees it (the
          * scoped list goes with the thread's context). */
@@ -633,8 +633,8 @@ static void test_concurrent_subscribe_unsubscribe_publish(void **state) {
         pthread_join(t[k], NULL);
     ASSERT_RC(ctx_bus_shutdown(stress_bus), 0);
     ASSERT_RC(ctx_bus_wait_idle(stress_bus, CTX_WAIT_FOREVER), 0);
-    ASSERT_RC(ctx_pool_destroy(stress_pool), 0);
-    ctx_bus_destroy(stress_bus);
+    ASSERT_RC(ctx_pool_release(stress_pool), 0);
+    ctx_bus_release(stress_bus);
     assert_int_equal(off_main_failures(), 0);
     printf("  (%d listener calls)\n", atomic_load(&stress_calls));
     ctx_var_release(stress_var);
@@ -687,7 +687,7 @@ static void test_unsubscribe_races_publish(void **state) {
         pthread_join(t[k], NULL);
     assert_int_equal(off_main_failures(), 0);
     ctx_bus_listener_release(l);
-    ctx_bus_destroy(stress_bus);
+    ctx_bus_release(stress_bus);
 }
 
 int main(void) {

@@ -243,7 +243,7 @@ static int do_format(world_t *w, op_t *op) {
     if (rc == CTX_ETRUNCATED)
         rc = 0;
     if (rc == 0)
-        rc = ctx_format_current(buf, sizeof buf, &len);
+        rc = ctx_context_format_current(buf, sizeof buf, &len);
     return rc == CTX_ETRUNCATED ? 0 : rc;
 }
 static int do_view(world_t *w, op_t *op) {
@@ -252,7 +252,7 @@ static int do_view(world_t *w, op_t *op) {
     int rc = ctx_iter_init(&it, w->other);
     while (rc == 0 && ctx_iter_next(&it, NULL, NULL))
         ;
-    ctx_iter_done(&it);
+    ctx_iter_clear(&it);
     void *out;
     for (int i = 0; i < NV; i++) {
         ctx_var_get(w->vars[i], &out);

@@ -24,7 +24,7 @@ static void test_new_is_empty(void **state) {
     ctx_var_t *k = NULL;
     void *v = NULL;
     assert_int_equal(ctx_iter_next(&it, &k, &v), 0);
-    ctx_iter_done(&it);
+    ctx_iter_clear(&it);
     char buf[8] = "junk";
     size_t len = 99;
     ASSERT_RC(ctx_context_format(ctx, buf, sizeof buf, &len), 0);
@@ -692,15 +692,15 @@ static void test_iteration(void **state) {
     for (int i = 0; i < N; i++)
         assert_int_equal(seen[i], i % 3 != 2 ? 1 : 0);
     assert_int_equal(ctx_iter_next(&it, &k, &v), 0); /* stays at the end */
-    ctx_iter_done(&it);
-    ctx_iter_done(&it); /* safe twice */
+    ctx_iter_clear(&it);
+    ctx_iter_clear(&it); /* safe twice */
 
     /* A new snapshot sees the changes; NULL out pointers are allowed. */
     ASSERT_RC(ctx_iter_init(&it, ctx), 0);
     count = 0;
     while (ctx_iter_next(&it, NULL, NULL))
         count++;
-    ctx_iter_done(&it);
+    ctx_iter_clear(&it);
     assert_int_equal(count, expect + 1);
 
     /* Order is stable for a given snapshot (two snapshots of one copy). */
@@ -723,8 +723,8 @@ static void test_iteration(void **state) {
         count++;
     }
     assert_int_equal(count, expect + 1);
-    ctx_iter_done(&i1);
-    ctx_iter_done(&i2);
+    ctx_iter_clear(&i1);
+    ctx_iter_clear(&i2);
 
     /* The snapshot keeps its values alive after the context is dropped. */
     val_counters_reset();
@@ -740,7 +740,7 @@ static void test_iteration(void **state) {
     assert_int_equal(ctx_iter_next(&it, &k, &v), 1);
     assert_ptr_equal(k, rv);
     assert_ptr_equal(v, &held);
-    ctx_iter_done(&it);
+    ctx_iter_clear(&it);
     assert_int_equal(val_released(&held), 1);
     ctx_var_release(rv);
 
@@ -769,7 +769,7 @@ static size_t expected_text(ctx_context_t *ctx, char *out, size_t cap) {
                                 first ? "" : " ", ctx_var_name(k), item);
         first = 0;
     }
-    ctx_iter_done(&it);
+    ctx_iter_clear(&it);
     return len;
 }
 
@@ -842,15 +842,15 @@ static void test_format(void **state) {
     ASSERT_RC(ctx_thread_release(), 0);
     len = 99;
     strcpy(buf, "junk");
-    ASSERT_RC(ctx_format_current(buf, sizeof buf, &len), 0);
+    ASSERT_RC(ctx_context_format_current(buf, sizeof buf, &len), 0);
     assert_string_equal(buf, "");
     assert_int_equal(len, 0);
     ASSERT_RC(ctx_context_enter(ctx), 0);
-    ASSERT_RC(ctx_format_current(buf, sizeof buf, &len), 0);
+    ASSERT_RC(ctx_context_format_current(buf, sizeof buf, &len), 0);
     assert_string_equal(buf, want);
     ASSERT_RC(ctx_context_exit(ctx), 0);
     ASSERT_RC(ctx_var_set(a, &one, NULL), 0);
-    ASSERT_RC(ctx_format_current(buf, sizeof buf, &len), 0);
+    ASSERT_RC(ctx_context_format_current(buf, sizeof buf, &len), 0);
     assert_string_equal(buf, "alpha=1");
 
     ctx_context_release(ctx);
@@ -880,13 +880,13 @@ static void test_view_never_allocates(void **state) {
     char buf[256];
     size_t len;
     ASSERT_RC(ctx_context_format(ctx, buf, sizeof buf, &len), 0);
-    ASSERT_RC(ctx_format_current(buf, sizeof buf, &len), 0);
+    ASSERT_RC(ctx_context_format_current(buf, sizeof buf, &len), 0);
     ctx_iter_t it;
     ASSERT_RC(ctx_iter_init(&it, ctx), 0);
     int n = 0;
     while (ctx_iter_next(&it, NULL, NULL))
         n++;
-    ctx_iter_done(&it);
+    ctx_iter_clear(&it);
     assert_int_equal(n, 2);
     EXPECT_CTX_GET(ctx, a, 0, &x);
     ASSERT_RC(ctx_context_contains(ctx, b), 1);

@@ -342,7 +342,7 @@ static void check_iter(model_t *m, ctx_context_t *real, const mctx_t *c) {
         seen[i] = 1;
         n++;
     }
-    ctx_iter_done(&it);
+    ctx_iter_clear(&it);
     size_t want = 0;
     for (int i = 0; i < m->nvars; i++)
         want += c->has[i];
@@ -362,7 +362,7 @@ static void check_format(model_t *m, ctx_context_t *real) {
         wlen += (size_t)snprintf(want + wlen, sizeof want - wlen, "%s%s=%s",
                                  wlen ? " " : "", ctx_var_name(k), item);
     }
-    ctx_iter_done(&it);
+    ctx_iter_clear(&it);
     char got[sizeof want];
     size_t len = 0;
     MCHECK_RC(m, ctx_context_format(real, got, sizeof got, &len), 0,

@@ -229,7 +229,7 @@ static void test_doc_mapping(void **state) {
                      (void *)k);
         }
     }
-    ctx_iter_done(&it);
+    ctx_iter_clear(&it);
     assert_int_equal(n, 2);
     assert_int_equal(seen_a, 1);
     assert_int_equal(seen_c, 1);

@@ -107,7 +107,7 @@ static void *fresh_thread(void *arg) {
     ctx_context_release(copy);
     char buf[32] = "junk";
     size_t len = 9;
-    TCHECK(ctx_format_current(buf, sizeof buf, &len) == 0 && len == 0 &&
+    TCHECK(ctx_context_format_current(buf, sizeof buf, &len) == 0 && len == 0 &&
            buf[0] == '\0');
     TCHECK(ctx_var_set(f->a, f->a_mine, NULL) == 0);
     TCHECK(ctx_var_get(f->a, &out) == CTX_VALUE && out == f->a_mine);
@@ -566,7 +566,7 @@ static void check_snapshot(stress_t *s, int i) {
         n++;
         TCHECK((k == s->a && v == &s->sa[i]) || (k == s->b && v == &s->sb[i]));
     }
-    ctx_iter_done(&it);
+    ctx_iter_clear(&it);
     TCHECK(n == 2);
     char buf[256];
     size_t len = 0;

@@ -489,7 +489,7 @@ static void test_einval_changes_nothing(void **state) {
     ASSERT_RC(ctx_iter_init(&it, NULL), CTX_EINVAL);
     ASSERT_RC(ctx_context_format(NULL, buf, sizeof buf, &len), CTX_EINVAL);
     ASSERT_RC(ctx_context_format(ctx, NULL, sizeof buf, &len), CTX_EINVAL);
-    ASSERT_RC(ctx_format_current(NULL, sizeof buf, &len), CTX_EINVAL);
+    ASSERT_RC(ctx_context_format_current(NULL, sizeof buf, &len), CTX_EINVAL);
     assert_ptr_equal(out, &out);
     ctx_allocator_t half = {NULL, NULL, NULL};
     ASSERT_RC(ctx_set_allocator(&half), CTX_EINVAL);

@@ -334,7 +334,7 @@ static void never_done(ctx_loop_future_t *f, void *user) {
     (void)f;
     never(user);
 }
-static int never_step(ctx_task_t *t, void *arg, void **result) {
+static int never_step(ctx_loop_task_t *t, void *arg, void **result) {
     (void)t;
     (void)result;
     never(arg);
@@ -380,7 +380,7 @@ static void test_errors(void **state) {
     ASSERT_RC(ctx_loop_future_new(loop, NULL, &g), CTX_ECLOSED);
     assert_null(g);
     ASSERT_RC(ctx_loop_future_add_done_callback(f, never_done, NULL, &opts), CTX_ECLOSED);
-    ASSERT_RC(ctx_task_new(loop, never_step, NULL, NULL, NULL), CTX_ECLOSED);
+    ASSERT_RC(ctx_loop_task_new(loop, never_step, NULL, NULL, NULL), CTX_ECLOSED);
     ASSERT_RC(ctx_loop_run(loop, UV_RUN_DEFAULT), CTX_ECLOSED);
     ASSERT_RC(ctx_loop_run_until_done(loop, f), CTX_ECLOSED);
     assert_null(ctx_loop_uv(loop));

@@ -51,7 +51,7 @@ typedef struct waiter {
     ctx_loop_t *loop;
     ctx_pool_t *pool;
     ctx_loop_future_t *future;
-    ctx_task_t *other;
+    ctx_loop_task_t *other;
     int mode;
     int state;
 } waiter_t;
@@ -68,7 +68,7 @@ static int blocked_work(void *arg, void **result) {
     return 0;
 }
 
-static int waiter_step(ctx_task_t *task, void *arg, void **result) {
+static int waiter_step(ctx_loop_task_t *task, void *arg, void **result) {
     (void)result;
     waiter_t *w = arg;
     if (w->state++ > 0) {
@@ -77,17 +77,17 @@ static int waiter_step(ctx_task_t *task, void *arg, void **result) {
     }
     switch (w->mode) {
     case 0:
-        return ctx_task_sleep(task, 10000000);
+        return ctx_loop_task_sleep(task, 10000000);
     case 1:
-        return ctx_task_await(task, w->future);
+        return ctx_loop_task_await(task, w->future);
     case 2:
-        return ctx_task_await(task, ctx_task_future(w->other));
+        return ctx_loop_task_await(task, ctx_loop_task_future(w->other));
     case 3:
-        return ctx_task_yield(task);
+        return ctx_loop_task_yield(task);
     default: {
-        ctx_submit_options_t opts = {0};
+        ctx_pool_submit_options_t opts = {0};
         opts.arg_release = count_offload_release;
-        return ctx_task_offload(task, w->pool, blocked_work, NULL, &opts);
+        return ctx_loop_task_offload(task, w->pool, blocked_work, NULL, &opts);
     }
     }
 }
@@ -121,27 +121,27 @@ static void test_close_with_everything_pending(void **state) {
     atomic_store(&gate, 0);
     atomic_store(&offload_released, 0);
     set_int(x, 1);
-    ctx_task_options_t topts = {NULL, count_release, NULL};
+    ctx_loop_task_options_t topts = {NULL, count_release, NULL};
 
     /* Tasks: sleeping, awaiting a future, awaiting a task, yielding,
      * offloaded, and one never started. */
     ctx_loop_future_t *awaited;
     ASSERT_RC(ctx_loop_future_new(loop, NULL, &awaited), 0);
     waiter_t w[7];
-    ctx_task_t *t[7];
+    ctx_loop_task_t *t[7];
     memset(w, 0, sizeof w);
     for (int i = 0; i < 6; i++) {
         w[i] = (waiter_t){loop, pool, awaited, NULL, i == 5 ? 0 : i, 0};
         if (i == 2)
             w[i].other = t[0];
-        ASSERT_RC(ctx_task_new(loop, waiter_step, &w[i], &topts, &t[i]), 0);
+        ASSERT_RC(ctx_loop_task_new(loop, waiter_step, &w[i], &topts, &t[i]), 0);
     }
     assert_true(ctx_loop_run(loop, UV_RUN_NOWAIT) > 0); /* each reaches its wait */
     ctx_context_t *explicit_ctx;
     ASSERT_RC(ctx_context_new(&explicit_ctx), 0);
-    ctx_task_options_t eopts = {explicit_ctx, count_release, NULL};
+    ctx_loop_task_options_t eopts = {explicit_ctx, count_release, NULL};
     w[6] = (waiter_t){loop, pool, awaited, NULL, 0, 0};
-    ASSERT_RC(ctx_task_new(loop, waiter_step, &w[6], &eopts, &t[6]), 0); /* never started */
+    ASSERT_RC(ctx_loop_task_new(loop, waiter_step, &w[6], &eopts, &t[6]), 0); /* never started */
 
     /* Callbacks: ready, timers (one held), done-callbacks. */
     ctx_loop_call_options_t copts = {NULL, count_release};
@@ -157,7 +157,7 @@ static void test_close_with_everything_pending(void **state) {
     ASSERT_RC(ctx_loop_future_new(loop, NULL, &later), 0);
     ASSERT_RC(ctx_loop_future_add_done_callback(later, done_must_not_run, NULL, &copts), 0);
     ASSERT_RC(ctx_loop_future_add_done_callback(later, done_must_not_run, NULL, &copts), 0);
-    ASSERT_RC(ctx_loop_future_add_done_callback(ctx_task_future(t[1]), done_must_not_run, NULL,
+    ASSERT_RC(ctx_loop_future_add_done_callback(ctx_loop_task_future(t[1]), done_must_not_run, NULL,
                                                 &copts),
               0);
     /* The inbox, filled by another thread. */
@@ -174,8 +174,8 @@ static void test_close_with_everything_pending(void **state) {
     assert_int_equal(atomic_load(&released), expected);
     ASSERT_RC(reschedule_rc, CTX_ECLOSED); /* scheduling while closing fails */
     for (int i = 0; i < 7; i++) {
-        assert_int_equal(ctx_task_done(t[i]), 1);
-        ASSERT_RC(ctx_task_result(t[i], NULL), CTX_ECANCELLED);
+        assert_int_equal(ctx_loop_task_done(t[i]), 1);
+        ASSERT_RC(ctx_loop_task_result(t[i], NULL), CTX_ECANCELLED);
     }
     assert_int_equal(ctx_loop_future_state(awaited), CTX_LOOP_FUTURE_CANCELLED);
     assert_int_equal(ctx_loop_handle_cancelled(held), 1);
@@ -190,13 +190,13 @@ static void test_close_with_everything_pending(void **state) {
     /* The offloaded work was cancelled if still queued, or finishes once
      * the gate opens: either way its arg comes back exactly once. */
     atomic_store(&gate, 1);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
     assert_int_equal(atomic_load(&offload_released), 1);
     assert_int_equal(atomic_load(&released), expected + 2);
     assert_int_equal(atomic_load(&ran_after_close), 0);
 
     for (int i = 0; i < 7; i++)
-        ctx_task_release(t[i]);
+        ctx_loop_task_release(t[i]);
     ctx_loop_handle_release(held);
     ctx_loop_future_release(later);
     ctx_loop_future_release(awaited);
@@ -282,10 +282,10 @@ static void test_threads_racing_the_close(void **state) {
 
 /* ---- the caller's own uv loop ---- */
 
-static int long_sleeper(ctx_task_t *task, void *arg, void **result) {
+static int long_sleeper(ctx_loop_task_t *task, void *arg, void **result) {
     (void)arg;
     (void)result;
-    return ctx_task_sleep(task, 10000000);
+    return ctx_loop_task_sleep(task, 10000000);
 }
 
 static void test_close_over_a_user_loop(void **state) {
@@ -297,8 +297,8 @@ static void test_close_over_a_user_loop(void **state) {
     atomic_store(&released, 0);
     atomic_store(&closed_flag, 1);
     ctx_loop_call_options_t copts = {NULL, count_release};
-    ctx_task_options_t topts = {NULL, count_release, NULL};
-    ASSERT_RC(ctx_task_new(loop, long_sleeper, NULL, &topts, NULL), 0);
+    ctx_loop_task_options_t topts = {NULL, count_release, NULL};
+    ASSERT_RC(ctx_loop_task_new(loop, long_sleeper, NULL, &topts, NULL), 0);
     assert_true(uv_run(&uv, UV_RUN_NOWAIT) > 0);
     ASSERT_RC(ctx_loop_call_later(loop, 1000000, must_not_run, NULL, &copts, NULL), 0);
     ASSERT_RC(ctx_loop_call_soon(loop, must_not_run, NULL, &copts, NULL), 0);

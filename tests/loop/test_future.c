@@ -221,15 +221,15 @@ typedef struct xt_task {
     int wrong;
 } xt_task_t;
 
-static int xt_step(ctx_task_t *task, void *arg, void **result) {
+static int xt_step(ctx_loop_task_t *task, void *arg, void **result) {
     (void)result;
     xt_task_t *t = arg;
     if (t->state++ == 0) {
         set_int(t->s->var, t->index);
-        return ctx_task_await(task, t->f);
+        return ctx_loop_task_await(task, t->f);
     }
     void *res = NULL;
-    int rc = ctx_task_awaited(task, &res);
+    int rc = ctx_loop_task_awaited(task, &res);
     if (get_int(t->s->var) != t->index)
         t->wrong++;
     if (t->fails ? rc != CTX_ETIMEDOUT : (rc != 0 || res != IV(t->expect)))
@@ -252,14 +252,14 @@ static void test_completion_from_other_threads(void **state) {
     int n = s.per_thread * XT_THREADS;
     s.futures = calloc((size_t)n, sizeof *s.futures);
     xt_task_t *tasks = calloc((size_t)n, sizeof *tasks);
-    ctx_task_t **handles = calloc((size_t)n, sizeof *handles);
+    ctx_loop_task_t **handles = calloc((size_t)n, sizeof *handles);
     int loop_callbacks = 0;
     for (int i = 0; i < n; i++) {
         ASSERT_RC(ctx_loop_future_new(s.loop, NULL, &s.futures[i]), 0);
         int k = i % s.per_thread;
         tasks[i] = (xt_task_t){&s, s.futures[i], i, (i / s.per_thread) * 100000 + k,
                                k % 7 == 3, 0, 0};
-        ASSERT_RC(ctx_task_new(s.loop, xt_step, &tasks[i], NULL, &handles[i]), 0);
+        ASSERT_RC(ctx_loop_task_new(s.loop, xt_step, &tasks[i], NULL, &handles[i]), 0);
         ASSERT_RC(ctx_loop_future_add_done_callback(s.futures[i], on_loop_done, &loop_callbacks,
                                                     NULL),
                   0);
@@ -283,9 +283,9 @@ static void test_completion_from_other_threads(void **state) {
     int wrong = 0;
     for (int i = 0; i < n; i++) {
         wrong += tasks[i].wrong;
-        assert_int_equal(ctx_task_done(handles[i]), 1);
-        ASSERT_RC(ctx_task_result(handles[i], NULL), 0);
-        ctx_task_release(handles[i]);
+        assert_int_equal(ctx_loop_task_done(handles[i]), 1);
+        ASSERT_RC(ctx_loop_task_result(handles[i], NULL), 0);
+        ctx_loop_task_release(handles[i]);
         ctx_loop_future_release(s.futures[i]);
     }
     assert_int_equal(wrong, 0);

@@ -48,25 +48,25 @@ static int work(void *arg, void **result) {
 
 static void job_release(void *arg) { ((job_t *)arg)->released++; }
 
-static int job_step(ctx_task_t *task, void *arg, void **result) {
+static int job_step(ctx_loop_task_t *task, void *arg, void **result) {
     job_t *j = arg;
     void *res = NULL;
-    int rc = ctx_task_awaited(task, &res);
+    int rc = ctx_loop_task_awaited(task, &res);
     if (!pthread_equal(pthread_self(), j->loop_thread))
         atomic_fetch_add(j->wrong, 1);
     switch (j->state++) {
     case 0: {
         set_int(j->req, j->id);
-        ctx_submit_options_t opts = {0};
+        ctx_pool_submit_options_t opts = {0};
         opts.arg_release = job_release;
-        return ctx_task_offload(task, j->pool, work, j, &opts);
+        return ctx_loop_task_offload(task, j->pool, work, j, &opts);
     }
     case 1:
         if (rc != 0 || res != IV(j->id * 2) || get_int(j->req) != j->id)
             atomic_fetch_add(j->wrong, 1);
         set_int(j->req, j->id + 1000000); /* the second offload sees this */
         j->id += 1000000;
-        return ctx_task_offload(task, j->pool, work, j, NULL);
+        return ctx_loop_task_offload(task, j->pool, work, j, NULL);
     default:
         if (rc != 0 || res != IV(j->id * 2) || get_int(j->req) != j->id)
             atomic_fetch_add(j->wrong, 1);
@@ -83,10 +83,10 @@ static void test_tasks_offload_in_their_context(void **state) {
     ctx_loop_t *loop = new_loop(NULL);
     atomic_int wrong = 0;
     job_t *jobs = calloc((size_t)n, sizeof *jobs);
-    ctx_task_t **tasks = calloc((size_t)n, sizeof *tasks);
+    ctx_loop_task_t **tasks = calloc((size_t)n, sizeof *tasks);
     for (int i = 0; i < n; i++) {
         jobs[i] = (job_t){req, pool, pthread_self(), &wrong, i, 0, 0};
-        ASSERT_RC(ctx_task_new(loop, job_step, &jobs[i], NULL, &tasks[i]), 0);
+        ASSERT_RC(ctx_loop_task_new(loop, job_step, &jobs[i], NULL, &tasks[i]), 0);
     }
     /* Nothing but pool work to wait for, most of the time: the pending
      * tasks (and the offloads in flight) keep the loop from returning. */
@@ -94,17 +94,17 @@ static void test_tasks_offload_in_their_context(void **state) {
     assert_int_equal(atomic_load(&wrong), 0);
     for (int i = 0; i < n; i++) {
         void *res;
-        ASSERT_RC(ctx_task_result(tasks[i], &res), 0);
+        ASSERT_RC(ctx_loop_task_result(tasks[i], &res), 0);
         assert_ptr_equal(res, IV((i + 1000000) * 2));
         assert_int_equal(jobs[i].released, 1);
-        assert_int_equal(ctx_get_int(ctx_task_context(tasks[i]), req), i + 1000000);
-        ctx_task_release(tasks[i]);
+        assert_int_equal(ctx_get_int(ctx_loop_task_context(tasks[i]), req), i + 1000000);
+        ctx_loop_task_release(tasks[i]);
     }
     assert_int_equal(get_int(req), -1);
     free(tasks);
     free(jobs);
     close_loop(loop);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
     ctx_var_release(req);
 }
 
@@ -171,11 +171,11 @@ static void test_run_in_pool_and_wrap_future(void **state) {
     ctx_loop_future_release(f);
 
     /* wrap_future over a future the caller submitted itself. */
-    ctx_future_t *pf;
+    ctx_pool_future_t *pf;
     p.seen = 0;
     ASSERT_RC(ctx_pool_submit(pool, plain_work, &p, &pf), 0);
     ASSERT_RC(ctx_loop_wrap_future(loop, pf, &f), 0);
-    ctx_future_release(pf); /* the wrapper keeps it */
+    ctx_pool_future_release(pf); /* the wrapper keeps it */
     ASSERT_RC(ctx_loop_run_until_done(loop, f), 0);
     void *res;
     ASSERT_RC(ctx_loop_future_result(f, &res), 0);
@@ -183,9 +183,9 @@ static void test_run_in_pool_and_wrap_future(void **state) {
     ctx_loop_future_release(f);
     /* ... and over one already done. */
     ASSERT_RC(ctx_pool_submit(pool, plain_work, &p, &pf), 0);
-    ASSERT_RC(ctx_future_wait(pf, CTX_WAIT_FOREVER), 0);
+    ASSERT_RC(ctx_pool_future_wait(pf, CTX_WAIT_FOREVER), 0);
     ASSERT_RC(ctx_loop_wrap_future(loop, pf, &f), 0);
-    ctx_future_release(pf);
+    ctx_pool_future_release(pf);
     assert_int_equal(ctx_loop_future_done(f), 1);
     run_loop(loop);
     ctx_loop_future_release(f);
@@ -196,7 +196,7 @@ static void test_run_in_pool_and_wrap_future(void **state) {
     ASSERT_RC(ctx_loop_run_in_pool(loop, pool, plain_work, &p, NULL, NULL), CTX_EINVAL);
     ASSERT_RC(ctx_loop_wrap_future(loop, NULL, &f), CTX_EINVAL);
     close_loop(loop);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
     ctx_var_release(x);
 }
 
@@ -230,20 +230,20 @@ typedef struct canceller {
 
 static void canceller_release(void *arg) { ((canceller_t *)arg)->released++; }
 
-static void cancel_task(void *arg) { ASSERT_RC(ctx_task_cancel(arg), 1); }
+static void cancel_task(void *arg) { ASSERT_RC(ctx_loop_task_cancel(arg), 1); }
 
-static int canceller_step(ctx_task_t *task, void *arg, void **result) {
+static int canceller_step(ctx_loop_task_t *task, void *arg, void **result) {
     (void)result;
     canceller_t *c = arg;
     if (c->state++ == 0) {
-        ctx_submit_options_t opts = {0};
+        ctx_pool_submit_options_t opts = {0};
         opts.arg_release = canceller_release;
-        int rc = ctx_task_offload(task, c->pool, queued_work, c, &opts);
+        int rc = ctx_loop_task_offload(task, c->pool, queued_work, c, &opts);
         /* Cancelled on the next iteration, the work still queued. */
         ASSERT_RC(ctx_loop_call_soon(c->loop, cancel_task, task, NULL, NULL), 0);
         return rc;
     }
-    c->woke_with = ctx_task_awaited(task, NULL);
+    c->woke_with = ctx_loop_task_awaited(task, NULL);
     return c->woke_with;
 }
 
@@ -256,23 +256,23 @@ static void test_cancel_queued_offload(void **state) {
     ctx_loop_future_t *block;
     ASSERT_RC(ctx_loop_run_in_pool(loop, pool, blocker, NULL, NULL, &block), 0);
     canceller_t c = {loop, pool, 0, 0, 0};
-    ctx_task_t *t;
-    ASSERT_RC(ctx_task_new(loop, canceller_step, &c, NULL, &t), 0);
-    ASSERT_RC(ctx_loop_run_until_done(loop, ctx_task_future(t)), 0);
+    ctx_loop_task_t *t;
+    ASSERT_RC(ctx_loop_task_new(loop, canceller_step, &c, NULL, &t), 0);
+    ASSERT_RC(ctx_loop_run_until_done(loop, ctx_loop_task_future(t)), 0);
     /* Woken at once, while the only worker is still blocked. */
     ASSERT_RC(c.woke_with, CTX_ECANCELLED);
-    ASSERT_RC(ctx_task_result(t, NULL), CTX_ECANCELLED);
+    ASSERT_RC(ctx_loop_task_result(t, NULL), CTX_ECANCELLED);
     assert_int_equal(c.released, 1); /* the pool dropped the queued work */
     assert_int_equal(ctx_loop_future_done(block), 0);
     atomic_store(&gate, 1);
     ASSERT_RC(ctx_loop_run_until_done(loop, block), 0);
     run_loop(loop);
-    ASSERT_RC(ctx_pool_shutdown(pool, CTX_SHUTDOWN_DRAIN), 0);
+    ASSERT_RC(ctx_pool_shutdown(pool, CTX_POOL_SHUTDOWN_DRAIN), 0);
     assert_int_equal(atomic_load(&queued_ran), 0);
     ctx_loop_future_release(block);
-    ctx_task_release(t);
+    ctx_loop_task_release(t);
     close_loop(loop);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
 }
 
 /* ---- errors and result ownership ---- */
@@ -286,14 +286,14 @@ typedef struct misuse {
 
 static void misuse_release(void *arg) { ((misuse_t *)arg)->released++; }
 
-static int misuse_step(ctx_task_t *task, void *arg, void **result) {
+static int misuse_step(ctx_loop_task_t *task, void *arg, void **result) {
     (void)result;
     misuse_t *m = arg;
-    ctx_submit_options_t opts = {0};
+    ctx_pool_submit_options_t opts = {0};
     opts.arg_release = misuse_release;
-    m->rc[0] = ctx_task_offload(task, NULL, plain_work, m, &opts);
-    m->rc[1] = ctx_task_offload(task, m->pool, NULL, m, &opts);
-    m->rc[2] = ctx_task_offload(task, m->pool, plain_work, m, &opts); /* shut down */
+    m->rc[0] = ctx_loop_task_offload(task, NULL, plain_work, m, &opts);
+    m->rc[1] = ctx_loop_task_offload(task, m->pool, NULL, m, &opts);
+    m->rc[2] = ctx_loop_task_offload(task, m->pool, plain_work, m, &opts); /* shut down */
     return m->rc[2];
 }
 
@@ -308,16 +308,16 @@ typedef struct owner {
     ctx_pool_t *pool;
 } owner_t;
 
-static int owner_step(ctx_task_t *task, void *arg, void **result) {
+static int owner_step(ctx_loop_task_t *task, void *arg, void **result) {
     (void)result;
     owner_t *o = arg;
     if (o->state++ == 0) {
-        ctx_submit_options_t opts = {0};
+        ctx_pool_submit_options_t opts = {0};
         opts.result_release = free;
-        return ctx_task_offload(task, o->pool, malloc_work, NULL, &opts);
+        return ctx_loop_task_offload(task, o->pool, malloc_work, NULL, &opts);
     }
     void *res = NULL;
-    ASSERT_RC(ctx_task_awaited(task, &res), 0);
+    ASSERT_RC(ctx_loop_task_awaited(task, &res), 0);
     assert_non_null(res); /* borrowed: the pool's future frees it */
     return 0;
 }
@@ -328,25 +328,25 @@ static void test_offload_errors_and_result_release(void **state) {
     ctx_loop_t *loop = new_loop(NULL);
     /* result_release: freed with the pool's future (valgrind checks). */
     owner_t owner = {0, pool};
-    ctx_task_t *t;
-    ASSERT_RC(ctx_task_new(loop, owner_step, &owner, NULL, &t), 0);
+    ctx_loop_task_t *t;
+    ASSERT_RC(ctx_loop_task_new(loop, owner_step, &owner, NULL, &t), 0);
     run_loop(loop);
-    ASSERT_RC(ctx_task_result(t, NULL), 0);
-    ctx_task_release(t);
+    ASSERT_RC(ctx_loop_task_result(t, NULL), 0);
+    ctx_loop_task_release(t);
 
-    ASSERT_RC(ctx_pool_shutdown(pool, CTX_SHUTDOWN_DRAIN), 0);
+    ASSERT_RC(ctx_pool_shutdown(pool, CTX_POOL_SHUTDOWN_DRAIN), 0);
     misuse_t m = {pool, 0, {0}, 0};
-    ASSERT_RC(ctx_task_new(loop, misuse_step, &m, NULL, &t), 0);
+    ASSERT_RC(ctx_loop_task_new(loop, misuse_step, &m, NULL, &t), 0);
     run_loop(loop);
     ASSERT_RC(m.rc[0], CTX_EINVAL);
     ASSERT_RC(m.rc[1], CTX_EINVAL);
     ASSERT_RC(m.rc[2], CTX_ESHUTDOWN);
     assert_int_equal(m.released, 0); /* a failed offload keeps the arg the caller's */
-    ASSERT_RC(ctx_task_result(t, NULL), CTX_ESHUTDOWN);
-    ASSERT_RC(ctx_task_offload(t, pool, plain_work, NULL, NULL), CTX_EINVAL); /* not in a step */
-    ctx_task_release(t);
+    ASSERT_RC(ctx_loop_task_result(t, NULL), CTX_ESHUTDOWN);
+    ASSERT_RC(ctx_loop_task_offload(t, pool, plain_work, NULL, NULL), CTX_EINVAL); /* not in a step */
+    ctx_loop_task_release(t);
     close_loop(loop);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
 }
 
 int main(void) {

@@ -304,8 +304,8 @@ static inline const char *get_str(ctx_context_t *ctx, ctx_var_t *var) {
 
 /* The trace-id of ctx (NULL: current) as hex, or "-". */
 static inline void trace_hex(ctx_wire_t *w, ctx_context_t *ctx, char out[33]) {
-    ctx_trace_parent_t tp;
-    if (ctx_wire_trace_get(w, ctx, &tp, NULL, NULL) != 0 || ctx_trace_parent_trace_id(&tp, out, 33) != 32)
+    ctx_wire_traceparent_t tp;
+    if (ctx_wire_trace_get(w, ctx, &tp, NULL, NULL) != 0 || ctx_wire_traceparent_trace_id(&tp, out, 33) != 32)
         strcpy(out, "-");
 }
 

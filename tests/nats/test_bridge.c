@@ -48,7 +48,7 @@ static void on_echo(ctx_nats_t *b, natsMsg *msg, void *user) {
     (void)user;
     char trace[33], out[512];
     trace_hex(P.v.wire, NULL, trace);
-    ctx_trace_parent_t tp;
+    ctx_wire_traceparent_t tp;
     char parent[17] = "-";
     if (ctx_wire_trace_get(P.v.wire, NULL, &tp, NULL, NULL) == 0)
         for (int i = 0; i < 8; i++)
@@ -188,7 +188,7 @@ static int peer_main(const char *url) {
     ctx_bus_unsubscribe(local);
     ctx_bus_listener_release(forward);
     ctx_bus_listener_release(local);
-    ctx_bus_destroy(P.bus);
+    ctx_bus_release(P.bus);
     ctx_nats_release(P.b);
     natsConnection_Destroy(P.nc);
     vars_done(&P.v);
@@ -288,8 +288,8 @@ static void *run_echo(void *arg) {
     (void)arg;
     set_str(G.v.user, "alice");
     set_str(G.v.tenant, "acme");
-    ctx_trace_parent_t mine;
-    ASSERT_RC(ctx_wire_trace_start(G.v.wire, CTX_TRACE_FLAG_SAMPLED, &mine), 0);
+    ctx_wire_traceparent_t mine;
+    ASSERT_RC(ctx_wire_trace_start(G.v.wire, CTX_WIRE_TRACE_FLAG_SAMPLED, &mine), 0);
     ASSERT_RC(ctx_wire_deadline_set(G.v.wire, 60000000000ll), 0);
     char out[512];
     ctx_context_t *back = NULL;
@@ -535,7 +535,7 @@ static void test_bus_forwarding(void **state) {
     ctx_bus_unsubscribe(local);
     ctx_bus_listener_release(fwd);
     ctx_bus_listener_release(local);
-    ctx_bus_destroy(bus);
+    ctx_bus_release(bus);
 }
 
 /* ---- the server restarts in the middle of a stream ---- */

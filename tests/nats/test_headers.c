@@ -161,7 +161,7 @@ static void test_carrier(void **state) {
 
 typedef struct sent {
     char trace[33];
-    ctx_trace_parent_t parent;
+    ctx_wire_traceparent_t parent;
     ctx_context_t *copy; /* the sender's context, for an explicit inject */
 } sent_t;
 
@@ -170,7 +170,7 @@ static void *inject_current(void *arg) {
     sent_t *s = ((void **)arg)[1];
     set_str(G.v.user, "alice");
     set_str(G.v.tenant, "acme");
-    ASSERT_RC(ctx_wire_trace_start(G.v.wire, CTX_TRACE_FLAG_SAMPLED, &s->parent), 0);
+    ASSERT_RC(ctx_wire_trace_start(G.v.wire, CTX_WIRE_TRACE_FLAG_SAMPLED, &s->parent), 0);
     ASSERT_RC(ctx_wire_deadline_set(G.v.wire, 60000000000ll), 0);
     trace_hex(G.v.wire, NULL, s->trace);
     ASSERT_RC(ctx_context_copy_current(&s->copy), 0);
@@ -193,10 +193,10 @@ static void check_extracted(natsMsg *m, const sent_t *s) {
     char hex[33];
     trace_hex(G.v.wire, got, hex);
     assert_string_equal(hex, s->trace);
-    ctx_trace_parent_t tp;
+    ctx_wire_traceparent_t tp;
     ASSERT_RC(ctx_wire_trace_get(G.v.wire, got, &tp, NULL, NULL), 0);
     assert_memory_not_equal(tp.parent_id, s->parent.parent_id, 8); /* a child */
-    assert_int_equal(tp.flags, CTX_TRACE_FLAG_SAMPLED);
+    assert_int_equal(tp.flags, CTX_WIRE_TRACE_FLAG_SAMPLED);
     int64_t left = -1;
     ASSERT_RC(ctx_wire_deadline_remaining(G.v.wire, got, &left), 0);
     assert_true(left > 0 && left <= 60000000000ll);
@@ -219,7 +219,7 @@ static void test_inject_extract(void **state) {
     /* the headers are there, in the formats of wire.h */
     const char *tp = hdr(m, "traceparent");
     assert_non_null(tp);
-    assert_int_equal(strlen(tp), CTX_TRACE_PARENT_LEN);
+    assert_int_equal(strlen(tp), CTX_WIRE_TRACEPARENT_LEN);
     assert_non_null(strstr(tp, s.trace));
     assert_non_null(hdr(m, "grpc-timeout"));
     const char *bag = hdr(m, "baggage");

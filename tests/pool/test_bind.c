@@ -24,7 +24,7 @@ static void *read_then_set(void *arg, void *call_arg) {
 
 static void *call_bound_in_thread(void *arg) {
     void *r = NULL;
-    OFF_MAIN_CHECK(ctx_bind_call(arg, &marks[5], &r) == 0);
+    OFF_MAIN_CHECK(ctx_pool_bound_call(arg, &marks[5], &r) == 0);
     return r;
 }
 
@@ -32,14 +32,14 @@ static void test_bind_captures_now(void **state) {
     (void)state;
     req_var = pool_make_var("request", NULL, 0);
     ASSERT_RC(ctx_var_set(req_var, &marks[0], NULL), 0);
-    ctx_bound_t *b = NULL;
-    ASSERT_RC(ctx_bind_new(read_then_set, NULL, NULL, &b), 0);
+    ctx_pool_bound_t *b = NULL;
+    ASSERT_RC(ctx_pool_bound_new(read_then_set, NULL, NULL, &b), 0);
     ASSERT_RC(ctx_var_set(req_var, &marks[1], NULL), 0);
 
     void *r = NULL;
-    ASSERT_RC(ctx_bind_call(b, &marks[2], &r), 0);
+    ASSERT_RC(ctx_pool_bound_call(b, &marks[2], &r), 0);
     assert_ptr_equal(r, &marks[0]); /* the value at bind time */
-    ASSERT_RC(ctx_bind_call(b, NULL, &r), 0);
+    ASSERT_RC(ctx_pool_bound_call(b, NULL, &r), 0);
     assert_ptr_equal(r, &marks[0]); /* the previous call's set is gone */
     assert_ptr_equal(pool_get(req_var, NULL), &marks[1]); /* caller untouched */
 
@@ -50,13 +50,13 @@ static void test_bind_captures_now(void **state) {
     assert_ptr_equal(r, &marks[0]);
 
     /* As a plain `void *(*)(void *)` callback. */
-    pthread_create(&t, NULL, ctx_bind_trampoline, b);
+    pthread_create(&t, NULL, ctx_pool_bound_trampoline, b);
     pthread_join(t, &r);
     assert_ptr_equal(r, &marks[0]);
 
-    assert_ptr_equal(ctx_bind_retain(b), b);
-    ctx_bind_release(b);
-    ctx_bind_release(b);
+    assert_ptr_equal(ctx_pool_bound_retain(b), b);
+    ctx_pool_bound_release(b);
+    ctx_pool_bound_release(b);
     assert_int_equal(off_main_failures(), 0);
     ctx_var_release(req_var);
 }
@@ -96,35 +96,35 @@ static void test_bind_void_callback_and_arg_release(void **state) {
     ctx_context_t *given = NULL;
     ASSERT_RC(ctx_context_new(&given), 0);
     ASSERT_RC(ctx_context_set(given, req_var, &marks[3]), 0);
-    ctx_bind_options_t o = {.context = given, .arg_release = count_arg_release};
-    ctx_bound_t *b = NULL;
-    ASSERT_RC(ctx_bind_new(record_seen, &marks[6], &o, &b), 0);
+    ctx_pool_bound_options_t o = {.context = given, .arg_release = count_arg_release};
+    ctx_pool_bound_t *b = NULL;
+    ASSERT_RC(ctx_pool_bound_new(record_seen, &marks[6], &o, &b), 0);
     ctx_context_release(given); /* the bound callable has its own copy */
 
-    fake_api_t api = {ctx_bind_trampoline_void, b};
+    fake_api_t api = {ctx_pool_bound_trampoline_void, b};
     pthread_t t;
     pthread_create(&t, NULL, fake_api_thread, &api);
     pthread_join(t, NULL);
     assert_ptr_equal(seen_by_void_cb, &marks[3]);
 
     assert_int_equal(atomic_load(&arg_released), 0);
-    ctx_bind_release(b);
+    ctx_pool_bound_release(b);
     assert_int_equal(atomic_load(&arg_released), 1);
-    ctx_bind_release(NULL);
+    ctx_pool_bound_release(NULL);
 
-    ASSERT_RC(ctx_bind_new(NULL, NULL, NULL, &b), CTX_EINVAL);
-    ASSERT_RC(ctx_bind_new(record_seen, NULL, NULL, NULL), CTX_EINVAL);
-    ASSERT_RC(ctx_bind_new(record_seen, NULL, &(ctx_bind_options_t){.flags = 0x80}, &b),
+    ASSERT_RC(ctx_pool_bound_new(NULL, NULL, NULL, &b), CTX_EINVAL);
+    ASSERT_RC(ctx_pool_bound_new(record_seen, NULL, NULL, NULL), CTX_EINVAL);
+    ASSERT_RC(ctx_pool_bound_new(record_seen, NULL, &(ctx_pool_bound_options_t){.flags = 0x80}, &b),
               CTX_EINVAL);
-    ASSERT_RC(ctx_bind_call(NULL, NULL, NULL), CTX_EINVAL);
-    assert_null(ctx_bind_trampoline(NULL));
+    ASSERT_RC(ctx_pool_bound_call(NULL, NULL, NULL), CTX_EINVAL);
+    assert_null(ctx_pool_bound_trampoline(NULL));
     assert_int_equal(off_main_failures(), 0);
     ctx_var_release(req_var);
 }
 
 /* Many threads call one bound callable at once: each call has its own copy. */
 typedef struct hammer {
-    ctx_bound_t *bound;
+    ctx_pool_bound_t *bound;
     int id;
 } hammer_t;
 
@@ -141,7 +141,7 @@ static void *hammer_thread(void *arg) {
     hammer_t *h = arg;
     for (int i = 0; i < SCALED(2000); i++) {
         void *r = NULL;
-        OFF_MAIN_CHECK(ctx_bind_call(h->bound, &marks[1 + h->id], &r) == 0);
+        OFF_MAIN_CHECK(ctx_pool_bound_call(h->bound, &marks[1 + h->id], &r) == 0);
         OFF_MAIN_CHECK(r == &marks[1 + h->id]);
     }
     return NULL;
@@ -151,8 +151,8 @@ static void test_bind_concurrent_calls(void **state) {
     (void)state;
     req_var = pool_make_var("request", NULL, 0);
     ASSERT_RC(ctx_var_set(req_var, &marks[0], NULL), 0);
-    ctx_bound_t *b = NULL;
-    ASSERT_RC(ctx_bind_new(set_and_check, NULL, NULL, &b), 0);
+    ctx_pool_bound_t *b = NULL;
+    ASSERT_RC(ctx_pool_bound_new(set_and_check, NULL, NULL, &b), 0);
     pthread_t t[4];
     hammer_t h[4];
     for (int i = 0; i < 4; i++) {
@@ -162,14 +162,14 @@ static void test_bind_concurrent_calls(void **state) {
     for (int i = 0; i < 4; i++)
         pthread_join(t[i], NULL);
     assert_int_equal(off_main_failures(), 0);
-    ctx_bind_release(b);
+    ctx_pool_bound_release(b);
     ctx_var_release(req_var);
 }
 
 /* Shared mode: sets persist from call to call; a second call while one runs
  * (another thread, or nested) gets CTX_EENTERED. */
 static gate_t shared_gate;
-static ctx_bound_t *shared_bound;
+static ctx_pool_bound_t *shared_bound;
 
 static void *shared_fn(void *arg, void *call_arg) {
     (void)arg;
@@ -178,7 +178,7 @@ static void *shared_fn(void *arg, void *call_arg) {
         gate_pass(&shared_gate); /* hold the context entered */
     } else if (call_arg == &marks[4]) {
         /* nested call */
-        return (void *)(intptr_t)ctx_bind_call(shared_bound, NULL, NULL);
+        return (void *)(intptr_t)ctx_pool_bound_call(shared_bound, NULL, NULL);
     } else if (call_arg) {
         ctx_var_set(req_var, call_arg, NULL);
     }
@@ -187,7 +187,7 @@ static void *shared_fn(void *arg, void *call_arg) {
 
 static void *shared_hold(void *arg) {
     (void)arg;
-    OFF_MAIN_CHECK(ctx_bind_call(shared_bound, &marks[7], NULL) == 0);
+    OFF_MAIN_CHECK(ctx_pool_bound_call(shared_bound, &marks[7], NULL) == 0);
     return NULL;
 }
 
@@ -195,31 +195,31 @@ static void test_bind_shared(void **state) {
     (void)state;
     req_var = pool_make_var("request", NULL, 0);
     ASSERT_RC(ctx_var_set(req_var, &marks[0], NULL), 0);
-    ASSERT_RC(ctx_bind_new(shared_fn, NULL, &(ctx_bind_options_t){.flags = CTX_BIND_SHARED},
+    ASSERT_RC(ctx_pool_bound_new(shared_fn, NULL, &(ctx_pool_bound_options_t){.flags = CTX_POOL_BOUND_SHARED},
                            &shared_bound),
               0);
     void *r = NULL;
-    ASSERT_RC(ctx_bind_call(shared_bound, &marks[1], &r), 0);
+    ASSERT_RC(ctx_pool_bound_call(shared_bound, &marks[1], &r), 0);
     assert_ptr_equal(r, &marks[0]);
-    ASSERT_RC(ctx_bind_call(shared_bound, NULL, &r), 0);
+    ASSERT_RC(ctx_pool_bound_call(shared_bound, NULL, &r), 0);
     assert_ptr_equal(r, &marks[1]); /* the first call's set persisted */
     assert_ptr_equal(pool_get(req_var, NULL), &marks[0]);
 
-    ASSERT_RC(ctx_bind_call(shared_bound, &marks[4], &r), 0);
+    ASSERT_RC(ctx_pool_bound_call(shared_bound, &marks[4], &r), 0);
     assert_int_equal((int)(intptr_t)r, CTX_EENTERED); /* nested */
 
     gate_init(&shared_gate);
     pthread_t t;
     pthread_create(&t, NULL, shared_hold, NULL);
     gate_await_arrivals(&shared_gate, 1);
-    ASSERT_RC(ctx_bind_call(shared_bound, NULL, &r), CTX_EENTERED); /* concurrent */
+    ASSERT_RC(ctx_pool_bound_call(shared_bound, NULL, &r), CTX_EENTERED); /* concurrent */
     gate_open(&shared_gate);
     pthread_join(t, NULL);
-    ASSERT_RC(ctx_bind_call(shared_bound, NULL, &r), 0); /* free again */
+    ASSERT_RC(ctx_pool_bound_call(shared_bound, NULL, &r), 0); /* free again */
     assert_ptr_equal(r, &marks[1]);
     gate_destroy(&shared_gate);
 
-    ctx_bind_release(shared_bound);
+    ctx_pool_bound_release(shared_bound);
     assert_int_equal(off_main_failures(), 0);
     ctx_var_release(req_var);
 }
@@ -241,16 +241,16 @@ static void test_bind_out_of_memory(void **state) {
     atomic_store(&arg_released, 0);
     ctx_test_alloc_install();
     long base = ctx_test_alloc_live_blocks();
-    ctx_bind_options_t o = {.arg_release = count_arg_release};
+    ctx_pool_bound_options_t o = {.arg_release = count_arg_release};
     for (long n = 1;; n++) {
-        ctx_bound_t *b = NULL;
+        ctx_pool_bound_t *b = NULL;
         ctx_test_alloc_fail_nth(n);
-        int rc = ctx_bind_new(count_call, &marks[6], &o, &b);
+        int rc = ctx_pool_bound_new(count_call, &marks[6], &o, &b);
         int fired = ctx_test_alloc_fired();
         ctx_test_alloc_fail_nth(0);
         if (!fired) {
             ASSERT_RC(rc, 0);
-            ctx_bind_release(b);
+            ctx_pool_bound_release(b);
             break;
         }
         ASSERT_RC(rc, CTX_ENOMEM);
@@ -258,15 +258,15 @@ static void test_bind_out_of_memory(void **state) {
         assert_int_equal(atomic_load(&arg_released), 0); /* still ours */
     }
     assert_int_equal(atomic_load(&arg_released), 1);
-    ctx_bound_t *b = NULL;
-    ASSERT_RC(ctx_bind_new(count_call, NULL, NULL, &b), 0);
+    ctx_pool_bound_t *b = NULL;
+    ASSERT_RC(ctx_pool_bound_new(count_call, NULL, NULL, &b), 0);
     ctx_test_alloc_fail_all(1);
-    ASSERT_RC(ctx_bind_call(b, NULL, NULL), CTX_ENOMEM);
+    ASSERT_RC(ctx_pool_bound_call(b, NULL, NULL), CTX_ENOMEM);
     ctx_test_alloc_fail_all(0);
     assert_int_equal(atomic_load(&calls), 0);
-    ASSERT_RC(ctx_bind_call(b, NULL, NULL), 0);
+    ASSERT_RC(ctx_pool_bound_call(b, NULL, NULL), 0);
     assert_int_equal(atomic_load(&calls), 1);
-    ctx_bind_release(b);
+    ctx_pool_bound_release(b);
     ASSERT_RC(ctx_thread_release(), 0);
     assert_int_equal(ctx_test_alloc_live_blocks(), base);
     ctx_test_alloc_uninstall();
@@ -294,8 +294,8 @@ static void test_thread_empty_or_inherit(void **state) {
     ASSERT_RC(ctx_var_set(req_var, &marks[0], NULL), 0);
     for (int inherit = 0; inherit < 2; inherit++) {
         gate_init(&thread_gate);
-        ctx_thread_t *t = NULL;
-        ASSERT_RC(ctx_thread_create(thread_body, NULL, inherit ? CTX_THREAD_INHERIT : 0, &t), 0);
+        ctx_pool_thread_t *t = NULL;
+        ASSERT_RC(ctx_pool_thread_create(thread_body, NULL, inherit ? CTX_POOL_THREAD_INHERIT : 0, &t), 0);
         gate_await_arrivals(&thread_gate, 1);
         /* The creator changes its value while the thread runs: the thread's
          * copy (if any) was taken at creation and is unaffected; the
@@ -304,7 +304,7 @@ static void test_thread_empty_or_inherit(void **state) {
         assert_ptr_equal(pool_get(req_var, NULL), &marks[1]);
         gate_open(&thread_gate);
         void *first = &marks[2];
-        ASSERT_RC(ctx_thread_join(t, &first), 0);
+        ASSERT_RC(ctx_pool_thread_join(t, &first), 0);
         if (inherit)
             assert_ptr_equal(first, &marks[0]);
         else
@@ -312,9 +312,9 @@ static void test_thread_empty_or_inherit(void **state) {
         ASSERT_RC(ctx_var_set(req_var, &marks[0], NULL), 0);
         gate_destroy(&thread_gate);
     }
-    ASSERT_RC(ctx_thread_create(NULL, NULL, 0, NULL), CTX_EINVAL);
-    ASSERT_RC(ctx_thread_create(thread_body, NULL, 0x40, NULL), CTX_EINVAL);
-    ASSERT_RC(ctx_thread_join(NULL, NULL), CTX_EINVAL);
+    ASSERT_RC(ctx_pool_thread_create(NULL, NULL, 0, NULL), CTX_EINVAL);
+    ASSERT_RC(ctx_pool_thread_create(thread_body, NULL, 0x40, NULL), CTX_EINVAL);
+    ASSERT_RC(ctx_pool_thread_join(NULL, NULL), CTX_EINVAL);
     assert_int_equal(off_main_failures(), 0);
     ctx_var_release(req_var);
 }
@@ -344,20 +344,20 @@ static void test_thread_detached_and_out_of_memory(void **state) {
 
     sem_init(&detached_done, 0, 0);
     void *seen = NULL;
-    ASSERT_RC(ctx_thread_create(detached_body, &seen, CTX_THREAD_INHERIT, NULL), 0);
+    ASSERT_RC(ctx_pool_thread_create(detached_body, &seen, CTX_POOL_THREAD_INHERIT, NULL), 0);
     sem_wait(&detached_done);
     assert_ptr_equal(seen, &marks[3]);
 
     /* Fail each allocation in turn.  The armed failure may land in
-     * ctx_thread_create (then nothing started and fn never runs) or in the
+     * ctx_pool_thread_create (then nothing started and fn never runs) or in the
      * new thread while it sets up its state (then fn never runs either and
      * join reports it). */
     atomic_store(&oom_body_runs, 0);
     int successes = 0;
     for (long n = 1;; n++) {
-        ctx_thread_t *t = NULL;
+        ctx_pool_thread_t *t = NULL;
         ctx_test_alloc_fail_nth(n);
-        int rc = ctx_thread_create(oom_body, NULL, CTX_THREAD_INHERIT, &t);
+        int rc = ctx_pool_thread_create(oom_body, NULL, CTX_POOL_THREAD_INHERIT, &t);
         if (rc != 0) {
             ctx_test_alloc_fail_nth(0);
             ASSERT_RC(rc, CTX_ENOMEM);
@@ -365,7 +365,7 @@ static void test_thread_detached_and_out_of_memory(void **state) {
             continue;
         }
         void *r = NULL;
-        int jrc = ctx_thread_join(t, &r);
+        int jrc = ctx_pool_thread_join(t, &r);
         int fired = ctx_test_alloc_fired();
         ctx_test_alloc_fail_nth(0);
         if (jrc == 0) {

@@ -39,15 +39,15 @@ static int run_two_queries(ctx_pool_t *pool, feedback_t seen[2][FEEDBACKS]) {
     for (int q = 0; q < 2; q++) {
         ctx_token_t *token = NULL;
         ASSERT_RC(ctx_var_set(request_var, &query_ids[q], &token), 0);
-        ctx_future_t *futures[FEEDBACKS];
+        ctx_pool_future_t *futures[FEEDBACKS];
         for (int i = 0; i < FEEDBACKS; i++) {
             seen[q][i].seen = NULL;
             ASSERT_RC(ctx_pool_submit(pool, feedback_fn, &seen[q][i], &futures[i]), 0);
         }
         for (int i = 0; i < FEEDBACKS; i++) {
-            ASSERT_RC(ctx_future_wait(futures[i], CTX_WAIT_FOREVER), 0);
-            ASSERT_RC(ctx_future_result(futures[i], NULL), 0);
-            ctx_future_release(futures[i]);
+            ASSERT_RC(ctx_pool_future_wait(futures[i], CTX_WAIT_FOREVER), 0);
+            ASSERT_RC(ctx_pool_future_result(futures[i], NULL), 0);
+            ctx_pool_future_release(futures[i]);
             right += seen[q][i].seen == &query_ids[q];
         }
         ASSERT_RC(ctx_var_reset(request_var, token), 0);
@@ -67,17 +67,17 @@ static void test_eval_two_queries(void **state) {
     ASSERT_RC(ctx_pool_new(&on, &pool), 0);
     for (int round = 0; round < SCALED(50); round++)
         assert_int_equal(run_two_queries(pool, seen), 2 * FEEDBACKS);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
 
     /* Propagation off: what goes wrong is that no function sees its query
      * (they run in an empty context; the request is lost). */
-    ctx_pool_options_t off = {.threads = 2, .propagation = CTX_PROPAGATE_NONE};
+    ctx_pool_options_t off = {.threads = 2, .propagation = CTX_POOL_PROPAGATE_NONE};
     ASSERT_RC(ctx_pool_new(&off, &pool), 0);
     assert_int_equal(run_two_queries(pool, seen), 0);
     for (int q = 0; q < 2; q++)
         for (int i = 0; i < FEEDBACKS; i++)
             assert_null(seen[q][i].seen);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
 
     ctx_var_release(request_var);
 }
@@ -85,7 +85,7 @@ static void test_eval_two_queries(void **state) {
 /* The bug the evaluation library actually hit: a worker created lazily
  * during the first query inherits that query's context and keeps it, so the
  * second query's functions see the first query.  Reproduced with a
- * hand-made worker (ctx_thread_create with CTX_THREAD_INHERIT, which is
+ * hand-made worker (ctx_pool_thread_create with CTX_POOL_THREAD_INHERIT, which is
  * what "inherit whatever context the creator had" means), then the same two
  * queries through a ctxvar pool, which gets both right. */
 typedef struct naive_worker {
@@ -112,7 +112,7 @@ static void test_eval_stale_lazy_worker(void **state) {
     request_var = pool_make_var("request", NULL, 0);
     feedback_t seen[2][FEEDBACKS];
     naive_worker_t w;
-    ctx_thread_t *thread = NULL;
+    ctx_pool_thread_t *thread = NULL;
     for (int q = 0; q < 2; q++) {
         sem_init(&w.go[q], 0, 0);
         sem_init(&w.done[q], 0, 0);
@@ -122,14 +122,14 @@ static void test_eval_stale_lazy_worker(void **state) {
         ctx_token_t *token = NULL;
         ASSERT_RC(ctx_var_set(request_var, &query_ids[q], &token), 0);
         if (q == 0) /* lazily created during the first query */
-            ASSERT_RC(ctx_thread_create(naive_worker_main, &w, CTX_THREAD_INHERIT,
+            ASSERT_RC(ctx_pool_thread_create(naive_worker_main, &w, CTX_POOL_THREAD_INHERIT,
                                         &thread), 0);
         sem_post(&w.go[q]);
         sem_wait(&w.done[q]);
         ASSERT_RC(ctx_var_reset(request_var, token), 0);
         ctx_token_release(token);
     }
-    ASSERT_RC(ctx_thread_join(thread, NULL), 0);
+    ASSERT_RC(ctx_pool_thread_join(thread, NULL), 0);
     for (int i = 0; i < FEEDBACKS; i++) {
         assert_ptr_equal(seen[0][i].seen, &query_ids[0]);
         assert_ptr_equal(seen[1][i].seen, &query_ids[0]); /* the bug */
@@ -142,7 +142,7 @@ static void test_eval_stale_lazy_worker(void **state) {
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 1}, &pool), 0);
     assert_int_equal(run_two_queries(pool, seen), 2 * FEEDBACKS);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
     ctx_var_release(request_var);
 }
 
@@ -161,13 +161,13 @@ static int log_step(void *arg, void **result) {
 }
 
 static const void *logger_seen(ctx_pool_t *pool,
-                               const ctx_submit_options_t *options) {
-    ctx_future_t *f = NULL;
+                               const ctx_pool_submit_options_t *options) {
+    ctx_pool_future_t *f = NULL;
     void *seen = NULL;
     ASSERT_RC(ctx_pool_submit_ex(pool, log_step, NULL, options, &f), 0);
-    ASSERT_RC(ctx_future_wait(f, CTX_WAIT_FOREVER), 0);
-    ASSERT_RC(ctx_future_result(f, &seen), 0);
-    ctx_future_release(f);
+    ASSERT_RC(ctx_pool_future_wait(f, CTX_WAIT_FOREVER), 0);
+    ASSERT_RC(ctx_pool_future_result(f, &seen), 0);
+    ctx_pool_future_release(f);
     return seen;
 }
 
@@ -180,7 +180,7 @@ static void test_pipeline_logger(void **state) {
     ctx_pool_t *on = NULL, *off = NULL;
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2}, &on), 0);
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){
-                               .threads = 2, .propagation = CTX_PROPAGATE_NONE},
+                               .threads = 2, .propagation = CTX_POOL_PROPAGATE_NONE},
                            &off),
               0);
     for (int i = 0; i < SCALED(100); i++) {
@@ -188,14 +188,14 @@ static void test_pipeline_logger(void **state) {
         /* Off for the whole pool: the tasks see the default logger. */
         assert_ptr_equal(logger_seen(off, NULL), root_logger);
         /* Off for one submit on a propagating pool. */
-        ctx_submit_options_t opt_out = {.propagation = CTX_PROPAGATE_NONE};
+        ctx_pool_submit_options_t opt_out = {.propagation = CTX_POOL_PROPAGATE_NONE};
         assert_ptr_equal(logger_seen(on, &opt_out), root_logger);
         /* And back on for one submit on a non-propagating pool. */
-        ctx_submit_options_t opt_in = {.propagation = CTX_PROPAGATE_COPY};
+        ctx_pool_submit_options_t opt_in = {.propagation = CTX_POOL_PROPAGATE_COPY};
         assert_ptr_equal(logger_seen(off, &opt_in), stage_logger);
     }
-    ASSERT_RC(ctx_pool_destroy(on), 0);
-    ASSERT_RC(ctx_pool_destroy(off), 0);
+    ASSERT_RC(ctx_pool_release(on), 0);
+    ASSERT_RC(ctx_pool_release(off), 0);
     ASSERT_RC(ctx_var_reset(logger_var, token), 0);
     ctx_token_release(token);
     ctx_var_release(logger_var);
@@ -221,25 +221,25 @@ static void test_worker_reuse(void **state) {
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 1}, &pool), 0);
     ctx_pool_t *none = NULL;
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){
-                               .threads = 1, .propagation = CTX_PROPAGATE_NONE},
+                               .threads = 1, .propagation = CTX_POOL_PROPAGATE_NONE},
                            &none),
               0);
     for (int i = 0; i < SCALED(1000); i++) {
         ctx_pool_t *p = i % 2 ? pool : none;
-        ctx_future_t *f = NULL;
+        ctx_pool_future_t *f = NULL;
         void *seen = &marks[3];
         /* One worker: every task runs on the same thread, right after the
          * previous one, which set the variable. */
         ASSERT_RC(ctx_pool_submit(p, set_scratch, &marks[i % 3], &f), 0);
-        ASSERT_RC(ctx_future_wait(f, CTX_WAIT_FOREVER), 0);
-        ASSERT_RC(ctx_future_result(f, &seen), 0);
+        ASSERT_RC(ctx_pool_future_wait(f, CTX_WAIT_FOREVER), 0);
+        ASSERT_RC(ctx_pool_future_result(f, &seen), 0);
         assert_null(seen);
-        ctx_future_release(f);
+        ctx_pool_future_release(f);
     }
     /* The submitter never saw any of it. */
     assert_null(pool_get(scratch_var, NULL));
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
-    ASSERT_RC(ctx_pool_destroy(none), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
+    ASSERT_RC(ctx_pool_release(none), 0);
     ctx_var_release(scratch_var);
 }
 
@@ -262,22 +262,22 @@ static void test_siblings_and_submitter_isolated(void **state) {
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2}, &pool), 0);
     pthread_barrier_init(&sibling_barrier, NULL, 2);
     for (int round = 0; round < SCALED(200); round++) {
-        ctx_future_t *a = NULL, *b = NULL;
+        ctx_pool_future_t *a = NULL, *b = NULL;
         void *ra = NULL, *rb = NULL;
         ASSERT_RC(ctx_pool_submit(pool, sibling, &marks[0], &a), 0);
         ASSERT_RC(ctx_pool_submit(pool, sibling, &marks[1], &b), 0);
-        ASSERT_RC(ctx_future_wait(a, CTX_WAIT_FOREVER), 0);
-        ASSERT_RC(ctx_future_wait(b, CTX_WAIT_FOREVER), 0);
-        ASSERT_RC(ctx_future_result(a, &ra), 0);
-        ASSERT_RC(ctx_future_result(b, &rb), 0);
+        ASSERT_RC(ctx_pool_future_wait(a, CTX_WAIT_FOREVER), 0);
+        ASSERT_RC(ctx_pool_future_wait(b, CTX_WAIT_FOREVER), 0);
+        ASSERT_RC(ctx_pool_future_result(a, &ra), 0);
+        ASSERT_RC(ctx_pool_future_result(b, &rb), 0);
         assert_ptr_equal(ra, &marks[0]);
         assert_ptr_equal(rb, &marks[1]);
-        ctx_future_release(a);
-        ctx_future_release(b);
+        ctx_pool_future_release(a);
+        ctx_pool_future_release(b);
         assert_ptr_equal(pool_get(scratch_var, NULL), &marks[3]);
     }
     pthread_barrier_destroy(&sibling_barrier);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
     ctx_var_release(scratch_var);
 }
 
@@ -289,13 +289,13 @@ static int read_scratch(void *arg, void **result) {
 
 static void *submit_read_scratch(void *arg) {
     ctx_pool_t *pool = arg;
-    ctx_future_t *f = NULL;
+    ctx_pool_future_t *f = NULL;
     void *seen = &marks[3];
     if (ctx_pool_submit(pool, read_scratch, NULL, &f) != 0)
         return &marks[3];
-    ctx_future_wait(f, CTX_WAIT_FOREVER);
-    ctx_future_result(f, &seen);
-    ctx_future_release(f);
+    ctx_pool_future_wait(f, CTX_WAIT_FOREVER);
+    ctx_pool_future_result(f, &seen);
+    ctx_pool_future_release(f);
     return seen;
 }
 
@@ -308,17 +308,17 @@ static void test_creator_context_not_pinned(void **state) {
     ctx_pool_t *copy = NULL, *none = NULL;
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2}, &copy), 0);
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){
-                               .threads = 2, .propagation = CTX_PROPAGATE_NONE},
+                               .threads = 2, .propagation = CTX_POOL_PROPAGATE_NONE},
                            &none),
               0);
     ASSERT_RC(ctx_var_reset(scratch_var, token), 0);
     ctx_token_release(token);
 
     /* Submitted from a thread with an empty context: nothing of the creator. */
-    ctx_thread_t *t = NULL;
+    ctx_pool_thread_t *t = NULL;
     void *seen = &marks[3];
-    ASSERT_RC(ctx_thread_create(submit_read_scratch, copy, 0, &t), 0);
-    ASSERT_RC(ctx_thread_join(t, &seen), 0);
+    ASSERT_RC(ctx_pool_thread_create(submit_read_scratch, copy, 0, &t), 0);
+    ASSERT_RC(ctx_pool_thread_join(t, &seen), 0);
     assert_null(seen);
     /* Opt-out pool, submitted by the creator while it holds a value again. */
     ASSERT_RC(ctx_var_set(scratch_var, &marks[1], NULL), 0);
@@ -327,8 +327,8 @@ static void test_creator_context_not_pinned(void **state) {
      * one the creator held at creation. */
     assert_ptr_equal(submit_read_scratch(copy), &marks[1]);
 
-    ASSERT_RC(ctx_pool_destroy(copy), 0);
-    ASSERT_RC(ctx_pool_destroy(none), 0);
+    ASSERT_RC(ctx_pool_release(copy), 0);
+    ASSERT_RC(ctx_pool_release(none), 0);
     ctx_var_release(scratch_var);
 }
 
@@ -353,13 +353,13 @@ static int read_pair(void *arg, void **result) {
     return 0;
 }
 
-static pair_seen_t run_pair(ctx_pool_t *pool, const ctx_submit_options_t *o) {
+static pair_seen_t run_pair(ctx_pool_t *pool, const ctx_pool_submit_options_t *o) {
     pair_seen_t p = {NULL, NULL};
-    ctx_future_t *f = NULL;
+    ctx_pool_future_t *f = NULL;
     ASSERT_RC(ctx_pool_submit_ex(pool, read_pair, &p, o, &f), 0);
-    ASSERT_RC(ctx_future_wait(f, CTX_WAIT_FOREVER), 0);
-    ASSERT_RC(ctx_future_result(f, NULL), 0);
-    ctx_future_release(f);
+    ASSERT_RC(ctx_pool_future_wait(f, CTX_WAIT_FOREVER), 0);
+    ASSERT_RC(ctx_pool_future_result(f, NULL), 0);
+    ctx_pool_future_release(f);
     return p;
 }
 
@@ -375,7 +375,7 @@ static void test_explicit_context(void **state) {
     /* Per pool. */
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2,
-                                                 .propagation = CTX_PROPAGATE_CONTEXT,
+                                                 .propagation = CTX_POOL_PROPAGATE_CONTEXT,
                                                  .context = given},
                            &pool),
               0);
@@ -385,7 +385,7 @@ static void test_explicit_context(void **state) {
     /* Per submit, on a pool that otherwise propagates. */
     ctx_pool_t *copy = NULL;
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2}, &copy), 0);
-    ctx_submit_options_t o = {.propagation = CTX_PROPAGATE_CONTEXT, .context = given};
+    ctx_pool_submit_options_t o = {.propagation = CTX_POOL_PROPAGATE_CONTEXT, .context = given};
     p = run_pair(copy, &o);
     assert_ptr_equal(p.a, &marks[0]);
     assert_null(p.b);
@@ -401,15 +401,15 @@ static void test_explicit_context(void **state) {
     assert_int_equal(ctx_context_is_entered(given), 0);
 
     /* Bad options: nothing runs. */
-    ctx_submit_options_t bad = {.propagation = CTX_PROPAGATE_CONTEXT};
-    ctx_future_t *f = (ctx_future_t *)&marks[0];
+    ctx_pool_submit_options_t bad = {.propagation = CTX_POOL_PROPAGATE_CONTEXT};
+    ctx_pool_future_t *f = (ctx_pool_future_t *)&marks[0];
     ASSERT_RC(ctx_pool_submit_ex(copy, read_pair, NULL, &bad, &f), CTX_EINVAL);
-    assert_ptr_equal(f, (ctx_future_t *)&marks[0]);
-    bad.propagation = (ctx_propagation_t)42;
+    assert_ptr_equal(f, (ctx_pool_future_t *)&marks[0]);
+    bad.propagation = (ctx_pool_propagation_t)42;
     ASSERT_RC(ctx_pool_submit_ex(copy, read_pair, NULL, &bad, &f), CTX_EINVAL);
 
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
-    ASSERT_RC(ctx_pool_destroy(copy), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
+    ASSERT_RC(ctx_pool_release(copy), 0);
     ctx_context_release(given);
     ctx_var_release(var_a);
     ctx_var_release(var_b);
@@ -426,7 +426,7 @@ static void test_allowlist(void **state) {
     ctx_var_t *only_a[] = {var_a, unset};
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2,
-                                                 .propagation = CTX_PROPAGATE_ALLOWLIST,
+                                                 .propagation = CTX_POOL_PROPAGATE_ALLOWLIST,
                                                  .allowlist = only_a,
                                                  .allowlist_len = 2},
                            &pool),
@@ -438,7 +438,7 @@ static void test_allowlist(void **state) {
     assert_null(p.b);
 
     ctx_var_t *only_b[] = {var_b};
-    ctx_submit_options_t o = {.propagation = CTX_PROPAGATE_ALLOWLIST,
+    ctx_pool_submit_options_t o = {.propagation = CTX_POOL_PROPAGATE_ALLOWLIST,
                               .allowlist = only_b,
                               .allowlist_len = 1};
     p = run_pair(pool, &o);
@@ -458,14 +458,14 @@ static void test_allowlist(void **state) {
     o.allowlist_len = 2;
     ASSERT_RC(ctx_pool_submit_ex(pool, read_pair, NULL, &o, NULL), CTX_EINVAL);
     ctx_pool_t *bad = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.propagation = CTX_PROPAGATE_ALLOWLIST,
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.propagation = CTX_POOL_PROPAGATE_ALLOWLIST,
                                                  .allowlist = with_null,
                                                  .allowlist_len = 2},
                            &bad),
               CTX_EINVAL);
     assert_null(bad);
 
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
     ctx_var_release(var_a);
     ctx_var_release(var_b);
 }
@@ -497,14 +497,14 @@ static void test_task_values_released_when_done(void **state) {
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2}, &pool), 0);
     for (int i = 1; i <= SCALED(100); i++) {
-        ctx_future_t *f = NULL;
+        ctx_pool_future_t *f = NULL;
         ASSERT_RC(ctx_pool_submit(pool, set_owned, owned, &f), 0);
-        ASSERT_RC(ctx_future_wait(f, CTX_WAIT_FOREVER), 0);
+        ASSERT_RC(ctx_pool_future_wait(f, CTX_WAIT_FOREVER), 0);
         /* Once the future is done, the task's context is gone. */
         assert_int_equal(atomic_load(&released_values), i);
-        ctx_future_release(f);
+        ctx_pool_future_release(f);
     }
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ASSERT_RC(ctx_pool_release(pool), 0);
     ctx_var_release(owned);
 }
 

@@ -10,7 +10,7 @@
  *               of completed / failed / cancelled, and the pool's counters
  *               add up to exactly what the tasks themselves recorded;
  *   refused   → (CTX_ESHUTDOWN) it never ran and its arg was never released;
- *   cancelled by its submitter (CTX_CANCEL_DONE) → it never ran;
+ *   cancelled by its submitter (CTX_POOL_CANCEL_DONE) → it never ran;
  *
  * no task saw another submitter's value, and no memory is left.  Three
  * shapes: unbounded + DRAIN, unbounded + CANCEL, bounded (submitters block)
@@ -19,7 +19,7 @@
  * Out of memory: every allocation a submit makes (record, context copy,
  * allowlist copy, stack capture) is failed in turn, for every policy; the
  * task must not run, its arg must stay the caller's, nothing may leak.  The
- * same for ctx_pool_new and ctx_future_add_done_callback.
+ * same for ctx_pool_new and ctx_pool_future_add_done_callback.
  */
 #include "pool_test.h"
 
@@ -56,7 +56,7 @@ static int race_task(void *arg, void **result) {
         atomic_fetch_add(&wrong_context, 1);
     atomic_fetch_add(&s->ran, 1);
     *result = NULL;
-    if (ctx_task_cancelled()) {
+    if (ctx_pool_task_cancelled()) {
         atomic_store(&s->outcome, OUT_GAVE_UP);
         return CTX_ECANCELLED;
     }
@@ -83,19 +83,19 @@ static void late_arg_release(void *arg) {
 
 /* The ring keeps the last RING futures; a future leaving it must have ended
  * consistently with what its task recorded, once it has ended. */
-static void check_and_release(ctx_future_t *f, slot_t *s) {
-    if (ctx_future_done(f)) {
-        int st = ctx_future_state(f);
+static void check_and_release(ctx_pool_future_t *f, slot_t *s) {
+    if (ctx_pool_future_done(f)) {
+        int st = ctx_pool_future_state(f);
         int out = atomic_load(&s->outcome);
         OFF_MAIN_CHECK(atomic_load(&s->released) == 1);
-        if (st == CTX_FUTURE_COMPLETED)
+        if (st == CTX_POOL_FUTURE_COMPLETED)
             OFF_MAIN_CHECK(out == OUT_COMPLETED);
-        else if (st == CTX_FUTURE_CANCELLED)
+        else if (st == CTX_POOL_FUTURE_CANCELLED)
             OFF_MAIN_CHECK(out == OUT_GAVE_UP || atomic_load(&s->ran) == 0);
         else
             OFF_MAIN_CHECK(!"a race task cannot fail");
     }
-    ctx_future_release(f);
+    ctx_pool_future_release(f);
 }
 
 static void *submitter_main(void *arg) {
@@ -103,12 +103,12 @@ static void *submitter_main(void *arg) {
     ctx_test_rng_t rng;
     ctx_test_rng_seed(&rng, race_seed + (uint64_t)k * 7919u);
     OFF_MAIN_CHECK(ctx_var_set(submitter_var, &submitter_ids[k], NULL) == 0);
-    ctx_future_t *ring[RING] = {NULL};
+    ctx_pool_future_t *ring[RING] = {NULL};
     slot_t *ring_slot[RING] = {NULL};
-    ctx_submit_options_t o = {.arg_release = race_arg_release};
+    ctx_pool_submit_options_t o = {.arg_release = race_arg_release};
     for (int i = 0; i < PER_SUBMITTER; i++) {
         slot_t *s = &slots[(size_t)k * (size_t)PER_SUBMITTER + (size_t)i];
-        ctx_future_t *f = NULL;
+        ctx_pool_future_t *f = NULL;
         int rc = ctx_pool_submit_ex(race_pool, race_task, s, &o, &f);
         if (rc != 0) {
             OFF_MAIN_CHECK(rc == CTX_ESHUTDOWN);
@@ -125,33 +125,33 @@ static void *submitter_main(void *arg) {
         if (ctx_test_rng_below(&rng, 8) == 0) {
             int victim = (int)ctx_test_rng_below(&rng, RING);
             if (ring[victim] &&
-                ctx_future_cancel(ring[victim]) == CTX_CANCEL_DONE)
+                ctx_pool_future_cancel(ring[victim]) == CTX_POOL_CANCEL_DONE)
                 atomic_store(&ring_slot[victim]->cancelled_by_submitter, 1);
         }
     }
     for (int at = 0; at < RING; at++) {
         if (!ring[at])
             continue;
-        OFF_MAIN_CHECK(ctx_future_wait(ring[at], CTX_WAIT_FOREVER) == 0);
+        OFF_MAIN_CHECK(ctx_pool_future_wait(ring[at], CTX_WAIT_FOREVER) == 0);
         check_and_release(ring[at], ring_slot[at]);
     }
     /* Once shutdown has returned, a submit is refused for sure: never runs,
      * arg never released, future untouched. */
     while (!atomic_load(&shutdown_returned))
         short_nap();
-    ctx_submit_options_t late = {.arg_release = late_arg_release};
-    ctx_future_t *f = NULL;
+    ctx_pool_submit_options_t late = {.arg_release = late_arg_release};
+    ctx_pool_future_t *f = NULL;
     OFF_MAIN_CHECK(ctx_pool_submit_ex(race_pool, late_task, NULL, &late, &f) ==
                    CTX_ESHUTDOWN);
     OFF_MAIN_CHECK(f == NULL);
     return NULL;
 }
 
-static void race_case(size_t capacity, ctx_shutdown_t mode) {
+static void race_case(size_t capacity, ctx_pool_shutdown_mode_t mode) {
     race_seed = ctx_test_seed((uint64_t)time(NULL));
     printf("race: seed %llu (CTX_TEST_SEED), %d x %d tasks, capacity %zu, %s\n",
            (unsigned long long)race_seed, SUBMITTERS, PER_SUBMITTER, capacity,
-           mode == CTX_SHUTDOWN_DRAIN ? "drain" : "cancel");
+           mode == CTX_POOL_SHUTDOWN_DRAIN ? "drain" : "cancel");
     size_t total = (size_t)SUBMITTERS * (size_t)PER_SUBMITTER;
     slots = calloc(total, sizeof *slots);
     assert_non_null(slots);
@@ -167,16 +167,16 @@ static void race_case(size_t capacity, ctx_shutdown_t mode) {
     ctx_pool_options_t po = {.threads = 2, .queue_capacity = capacity};
     ASSERT_RC(ctx_pool_new(&po, &race_pool), 0);
 
-    ctx_thread_t *threads[SUBMITTERS];
+    ctx_pool_thread_t *threads[SUBMITTERS];
     for (int k = 0; k < SUBMITTERS; k++)
-        ASSERT_RC(ctx_thread_create(submitter_main, (void *)(intptr_t)k, 0, &threads[k]), 0);
+        ASSERT_RC(ctx_pool_thread_create(submitter_main, (void *)(intptr_t)k, 0, &threads[k]), 0);
     /* Shut down in the middle. */
     while ((size_t)atomic_load(&accepted_total) < total / 2)
         short_nap();
     ASSERT_RC(ctx_pool_shutdown(race_pool, mode), 0);
     atomic_store(&shutdown_returned, 1);
     for (int k = 0; k < SUBMITTERS; k++)
-        ASSERT_RC(ctx_thread_join(threads[k], NULL), 0);
+        ASSERT_RC(ctx_pool_thread_join(threads[k], NULL), 0);
 
     ctx_pool_stats_t st;
     ASSERT_RC(ctx_pool_stats(race_pool, &st), 0);
@@ -223,14 +223,14 @@ static void race_case(size_t capacity, ctx_shutdown_t mode) {
     assert_int_equal(st.running, 0);
     /* DRAIN runs everything that was queued: only the tasks their
      * submitters cancelled never ran.  CANCEL may add queued ones. */
-    if (mode == CTX_SHUTDOWN_DRAIN)
+    if (mode == CTX_POOL_SHUTDOWN_DRAIN)
         assert_int_equal(never_ran, cancelled_by_submitters);
     else
         assert_true(never_ran >= cancelled_by_submitters);
     assert_int_equal(atomic_load(&wrong_context), 0);
     assert_int_equal(off_main_failures(), 0);
 
-    ASSERT_RC(ctx_pool_destroy(race_pool), 0);
+    ASSERT_RC(ctx_pool_release(race_pool), 0);
     ctx_var_release(submitter_var);
     ASSERT_RC(ctx_thread_release(), 0);
     assert_int_equal(ctx_test_alloc_live_blocks(), base_blocks);
@@ -240,17 +240,17 @@ static void race_case(size_t capacity, ctx_shutdown_t mode) {
 
 static void test_race_unbounded_drain(void **state) {
     (void)state;
-    race_case(0, CTX_SHUTDOWN_DRAIN);
+    race_case(0, CTX_POOL_SHUTDOWN_DRAIN);
 }
 
 static void test_race_unbounded_cancel(void **state) {
     (void)state;
-    race_case(0, CTX_SHUTDOWN_CANCEL);
+    race_case(0, CTX_POOL_SHUTDOWN_CANCEL);
 }
 
 static void test_race_bounded_cancel(void **state) {
     (void)state;
-    race_case(256, CTX_SHUTDOWN_CANCEL);
+    race_case(256, CTX_POOL_SHUTDOWN_CANCEL);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -273,7 +273,7 @@ static void oom_arg_release(void *arg) {
     atomic_fetch_add(&oom_releases, 1);
 }
 
-static void oom_callback(ctx_future_t *f, void *user) {
+static void oom_callback(ctx_pool_future_t *f, void *user) {
     (void)f;
     atomic_fetch_add((atomic_int *)user, 1);
 }
@@ -292,13 +292,13 @@ static void test_submit_out_of_memory(void **state) {
 
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2}, &pool), 0);
-    const ctx_propagation_t policies[] = {CTX_PROPAGATE_COPY, CTX_PROPAGATE_NONE,
-                                          CTX_PROPAGATE_CONTEXT,
-                                          CTX_PROPAGATE_ALLOWLIST};
+    const ctx_pool_propagation_t policies[] = {CTX_POOL_PROPAGATE_COPY, CTX_POOL_PROPAGATE_NONE,
+                                          CTX_POOL_PROPAGATE_CONTEXT,
+                                          CTX_POOL_PROPAGATE_ALLOWLIST};
     int failures_seen = 0;
     for (int p = 0; p < 4; p++) {
         for (int capture = 0; capture < 2; capture++) {
-            ctx_submit_options_t o = {.propagation = policies[p],
+            ctx_pool_submit_options_t o = {.propagation = policies[p],
                                       .context = given,
                                       .allowlist = allow,
                                       .allowlist_len = 1,
@@ -307,23 +307,23 @@ static void test_submit_out_of_memory(void **state) {
             for (long n = 1;; n++) {
                 atomic_store(&oom_runs, 0);
                 atomic_store(&oom_releases, 0);
-                ctx_future_t *f = (ctx_future_t *)&oom_marks[0];
+                ctx_pool_future_t *f = (ctx_pool_future_t *)&oom_marks[0];
                 ctx_test_alloc_fail_nth(n);
                 int rc = ctx_pool_submit_ex(pool, oom_task, &oom_marks[1], &o, &f);
                 int fired = ctx_test_alloc_fired();
                 ctx_test_alloc_fail_nth(0);
                 if (rc == 0) {
-                    ASSERT_RC(ctx_future_wait(f, CTX_WAIT_FOREVER), 0);
-                    ASSERT_RC(ctx_future_result(f, NULL), 0);
+                    ASSERT_RC(ctx_pool_future_wait(f, CTX_WAIT_FOREVER), 0);
+                    ASSERT_RC(ctx_pool_future_result(f, NULL), 0);
                     assert_int_equal(atomic_load(&oom_runs), 1);
                     assert_int_equal(atomic_load(&oom_releases), 1);
-                    ctx_future_release(f);
+                    ctx_pool_future_release(f);
                     assert_false(fired); /* submit allocates, workers do not */
                     break;
                 }
                 failures_seen++;
                 ASSERT_RC(rc, CTX_ENOMEM);
-                assert_ptr_equal(f, (ctx_future_t *)&oom_marks[0]); /* untouched */
+                assert_ptr_equal(f, (ctx_pool_future_t *)&oom_marks[0]); /* untouched */
                 /* Never ran, arg never released: it is still the caller's. */
                 assert_int_equal(atomic_load(&oom_runs), 0);
                 assert_int_equal(atomic_load(&oom_releases), 0);
@@ -333,14 +333,14 @@ static void test_submit_out_of_memory(void **state) {
     assert_true(failures_seen >= 8);
 
     /* add_done_callback: ENOMEM means the callback is never called. */
-    ctx_future_t *f = NULL;
+    ctx_pool_future_t *f = NULL;
     ASSERT_RC(ctx_pool_submit(pool, oom_task, NULL, &f), 0);
-    ASSERT_RC(ctx_future_wait(f, CTX_WAIT_FOREVER), 0);
+    ASSERT_RC(ctx_pool_future_wait(f, CTX_WAIT_FOREVER), 0);
     for (long n = 1;; n++) {
         atomic_int called;
         atomic_init(&called, 0);
         ctx_test_alloc_fail_nth(n);
-        int rc = ctx_future_add_done_callback(f, oom_callback, &called);
+        int rc = ctx_pool_future_add_done_callback(f, oom_callback, &called);
         int fired = ctx_test_alloc_fired();
         ctx_test_alloc_fail_nth(0);
         if (!fired) {
@@ -351,8 +351,8 @@ static void test_submit_out_of_memory(void **state) {
         ASSERT_RC(rc, CTX_ENOMEM);
         assert_int_equal(atomic_load(&called), 0);
     }
-    ctx_future_release(f);
-    ASSERT_RC(ctx_pool_destroy(pool), 0);
+    ctx_pool_future_release(f);
+    ASSERT_RC(ctx_pool_release(pool), 0);
 
     /* ctx_pool_new: each of its allocations fails in turn.  (A failure that
      * lands in a worker's warm-up is harmless and the pool is created.) */
@@ -360,7 +360,7 @@ static void test_submit_out_of_memory(void **state) {
         ctx_pool_t *p = NULL;
         ctx_test_alloc_fail_nth(n);
         int rc = ctx_pool_new(&(ctx_pool_options_t){.threads = 2,
-                                                    .propagation = CTX_PROPAGATE_ALLOWLIST,
+                                                    .propagation = CTX_POOL_PROPAGATE_ALLOWLIST,
                                                     .allowlist = allow,
                                                     .allowlist_len = 1},
                               &p);
@@ -368,7 +368,7 @@ static void test_submit_out_of_memory(void **state) {
         ctx_test_alloc_fail_nth(0);
         if (rc == 0) {
             ASSERT_RC(ctx_pool_submit(p, oom_task, NULL, NULL), 0);
-            ASSERT_RC(ctx_pool_destroy(p), 0);
+            ASSERT_RC(ctx_pool_release(p), 0);
             if (!fired)
                 break;
             continue;

@@ -15,7 +15,7 @@ typedef struct got {
     char props[80][128];
 } got_t;
 
-static int collect(const ctx_baggage_member_t *m, void *user) {
+static int collect(const ctx_wire_baggage_member_t *m, void *user) {
     got_t *g = user;
     if (g->n >= 80)
         return 0;
@@ -34,11 +34,11 @@ static int collect(const ctx_baggage_member_t *m, void *user) {
 }
 
 static got_t g;
-static ctx_baggage_stats_t st;
+static ctx_wire_baggage_stats_t st;
 
 static int parse(const char *text) {
     memset(&g, 0, sizeof g);
-    return ctx_baggage_parse(text, strlen(text), collect, &g, &st);
+    return ctx_wire_baggage_parse(text, strlen(text), collect, &g, &st);
 }
 
 static void test_spec_examples(void **state) {
@@ -156,12 +156,12 @@ static void test_member_limit(void **state) {
     size_t len;
     char *s = list_of(64, &len);
     memset(&g, 0, sizeof g);
-    assert_int_equal(ctx_baggage_parse(s, len, collect, &g, &st), 64);
+    assert_int_equal(ctx_wire_baggage_parse(s, len, collect, &g, &st), 64);
     assert_int_equal(st.over_limit, 0);
     free(s);
     s = list_of(70, &len);
     memset(&g, 0, sizeof g);
-    assert_int_equal(ctx_baggage_parse(s, len, collect, &g, &st), 64);
+    assert_int_equal(ctx_wire_baggage_parse(s, len, collect, &g, &st), 64);
     assert_int_equal(st.over_limit, 6);
     assert_string_equal(g.key[63], "k63"); /* the first 64 are kept */
     free(s);
@@ -217,19 +217,19 @@ static void test_hostile_size(void **state) {
     for (size_t i = 0; i < n; i += 4)
         memcpy(s + i, "k=v,", 4);
     memset(&g, 0, sizeof g);
-    assert_int_equal(ctx_baggage_parse(s, n, NULL, NULL, &st), 64);
+    assert_int_equal(ctx_wire_baggage_parse(s, n, NULL, NULL, &st), 64);
     assert_true(st.over_limit > 0);
     assert_true(st.over_limit < 8192);
     assert_int_equal(st.truncated, 1);
     free(s);
 }
 
-static int stop_at_two(const ctx_baggage_member_t *m, void *user) {
+static int stop_at_two(const ctx_wire_baggage_member_t *m, void *user) {
     (void)m;
     return ++*(int *)user == 2 ? 7 : 0;
 }
 
-static int fail_at_two(const ctx_baggage_member_t *m, void *user) {
+static int fail_at_two(const ctx_wire_baggage_member_t *m, void *user) {
     (void)m;
     return ++*(int *)user == 2 ? CTX_ENOMEM : 0;
 }
@@ -238,68 +238,68 @@ static void test_callback_stops(void **state) {
     (void)state;
     /* a positive result stops the walk and is CTX_ECALLBACK, not a count */
     int calls = 0;
-    ctx_baggage_stats_t stats;
-    ASSERT_RC(ctx_baggage_parse(S("a=1,b=2,c=3"), stop_at_two, &calls, &stats), CTX_ECALLBACK);
+    ctx_wire_baggage_stats_t stats;
+    ASSERT_RC(ctx_wire_baggage_parse(S("a=1,b=2,c=3"), stop_at_two, &calls, &stats), CTX_ECALLBACK);
     assert_int_equal(calls, 2);
     assert_int_equal(stats.members, 2);
     /* a negative one stops it and is returned as is */
     calls = 0;
-    ASSERT_RC(ctx_baggage_parse(S("a=1,b=2,c=3"), fail_at_two, &calls, NULL), CTX_ENOMEM);
+    ASSERT_RC(ctx_wire_baggage_parse(S("a=1,b=2,c=3"), fail_at_two, &calls, NULL), CTX_ENOMEM);
     assert_int_equal(calls, 2);
-    assert_int_equal(ctx_baggage_parse(NULL, 0, NULL, NULL, NULL), 0);
-    ASSERT_RC(ctx_baggage_parse(NULL, 1, NULL, NULL, NULL), CTX_EINVAL);
+    assert_int_equal(ctx_wire_baggage_parse(NULL, 0, NULL, NULL, NULL), 0);
+    ASSERT_RC(ctx_wire_baggage_parse(NULL, 1, NULL, NULL, NULL), CTX_EINVAL);
 }
 
 static void test_keys(void **state) {
     (void)state;
-    assert_true(ctx_baggage_key_valid(S("userId")));
-    assert_true(ctx_baggage_key_valid(S("!#$%&'*+-.^_`|~09AZaz")));
-    assert_false(ctx_baggage_key_valid(S("")));
-    assert_false(ctx_baggage_key_valid(S("a b")));
-    assert_false(ctx_baggage_key_valid(S("a=b")));
-    assert_false(ctx_baggage_key_valid(S("a,b")));
-    assert_false(ctx_baggage_key_valid(S("a;b")));
-    assert_false(ctx_baggage_key_valid(S("a\"")));
-    assert_false(ctx_baggage_key_valid(S("a(")));
+    assert_true(ctx_wire_baggage_key_valid(S("userId")));
+    assert_true(ctx_wire_baggage_key_valid(S("!#$%&'*+-.^_`|~09AZaz")));
+    assert_false(ctx_wire_baggage_key_valid(S("")));
+    assert_false(ctx_wire_baggage_key_valid(S("a b")));
+    assert_false(ctx_wire_baggage_key_valid(S("a=b")));
+    assert_false(ctx_wire_baggage_key_valid(S("a,b")));
+    assert_false(ctx_wire_baggage_key_valid(S("a;b")));
+    assert_false(ctx_wire_baggage_key_valid(S("a\"")));
+    assert_false(ctx_wire_baggage_key_valid(S("a(")));
 }
 
 static void test_percent_functions(void **state) {
     (void)state;
     char buf[64];
     size_t n;
-    ASSERT_RC(ctx_baggage_percent_encode(S("DF 28,%;\"\\\x7f\xc3\xa9"), buf, sizeof buf, &n), 0);
+    ASSERT_RC(ctx_wire_baggage_percent_encode(S("DF 28,%;\"\\\x7f\xc3\xa9"), buf, sizeof buf, &n), 0);
     assert_string_equal(buf, "DF%2028%2C%25%3B%22%5C%7F%C3%A9");
     assert_int_equal(n, strlen(buf));
-    ASSERT_RC(ctx_baggage_percent_encode(S("  "), buf, 6, &n), CTX_ETRUNCATED);
-    ASSERT_RC(ctx_baggage_percent_encode(S("  "), buf, 7, &n), 0);
-    ASSERT_RC(ctx_baggage_percent_decode(S("DF%2028%2C%25%3B%22%5C%7F%C3%A9"), buf, sizeof buf, &n), 0);
+    ASSERT_RC(ctx_wire_baggage_percent_encode(S("  "), buf, 6, &n), CTX_ETRUNCATED);
+    ASSERT_RC(ctx_wire_baggage_percent_encode(S("  "), buf, 7, &n), 0);
+    ASSERT_RC(ctx_wire_baggage_percent_decode(S("DF%2028%2C%25%3B%22%5C%7F%C3%A9"), buf, sizeof buf, &n), 0);
     assert_string_equal(buf, "DF 28,%;\"\\\x7f\xc3\xa9");
-    ASSERT_RC(ctx_baggage_percent_decode(S("a b"), buf, sizeof buf, &n), CTX_EPARSE);
-    ASSERT_RC(ctx_baggage_percent_decode(S("a%2"), buf, sizeof buf, &n), CTX_EPARSE);
-    ASSERT_RC(ctx_baggage_percent_decode(S("abc"), buf, 3, &n), CTX_ETRUNCATED);
-    ASSERT_RC(ctx_baggage_percent_decode(S("abc"), buf, 4, &n), 0);
-    ASSERT_RC(ctx_baggage_percent_decode(NULL, 1, buf, 4, &n), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_baggage_percent_decode(S("a b"), buf, sizeof buf, &n), CTX_EPARSE);
+    ASSERT_RC(ctx_wire_baggage_percent_decode(S("a%2"), buf, sizeof buf, &n), CTX_EPARSE);
+    ASSERT_RC(ctx_wire_baggage_percent_decode(S("abc"), buf, 3, &n), CTX_ETRUNCATED);
+    ASSERT_RC(ctx_wire_baggage_percent_decode(S("abc"), buf, 4, &n), 0);
+    ASSERT_RC(ctx_wire_baggage_percent_decode(NULL, 1, buf, 4, &n), CTX_EINVAL);
 }
 
 static void test_writer(void **state) {
     (void)state;
     char buf[256];
-    ctx_baggage_writer_t w;
-    ctx_baggage_writer_init(&w, buf, sizeof buf);
+    ctx_wire_baggage_writer_t w;
+    ctx_wire_baggage_writer_init(&w, buf, sizeof buf);
     assert_string_equal(buf, "");
-    ASSERT_RC(ctx_baggage_append(&w, S("userId"), S("alice"), NULL, 0), 0);
-    ASSERT_RC(ctx_baggage_append(&w, S("serverNode"), S("DF 28"), S("region=eu;internal")), 0);
-    ASSERT_RC(ctx_baggage_append(&w, S("empty"), "", 0, NULL, 0), 0);
+    ASSERT_RC(ctx_wire_baggage_append(&w, S("userId"), S("alice"), NULL, 0), 0);
+    ASSERT_RC(ctx_wire_baggage_append(&w, S("serverNode"), S("DF 28"), S("region=eu;internal")), 0);
+    ASSERT_RC(ctx_wire_baggage_append(&w, S("empty"), "", 0, NULL, 0), 0);
     assert_string_equal(buf, "userId=alice,serverNode=DF%2028;region=eu;internal,empty=");
     /* errors append nothing */
-    ASSERT_RC(ctx_baggage_append(&w, S("bad key"), S("x"), NULL, 0), CTX_EINVAL);
-    ASSERT_RC(ctx_baggage_append(&w, S("k"), S("x"), S(";;")), CTX_EINVAL);
-    ASSERT_RC(ctx_baggage_append(&w, S("k"), S("x"), S("p=\"")), CTX_EINVAL);
-    ASSERT_RC(ctx_baggage_append(NULL, S("k"), S("x"), NULL, 0), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_baggage_append(&w, S("bad key"), S("x"), NULL, 0), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_baggage_append(&w, S("k"), S("x"), S(";;")), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_baggage_append(&w, S("k"), S("x"), S("p=\"")), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_baggage_append(NULL, S("k"), S("x"), NULL, 0), CTX_EINVAL);
     char small[8];
-    ctx_baggage_writer_init(&w, small, sizeof small);
-    ASSERT_RC(ctx_baggage_append(&w, S("k"), S("12345"), NULL, 0), 0); /* "k=12345" = 7 + NUL */
-    ASSERT_RC(ctx_baggage_append(&w, S("k"), S("1"), NULL, 0), CTX_ETRUNCATED);
+    ctx_wire_baggage_writer_init(&w, small, sizeof small);
+    ASSERT_RC(ctx_wire_baggage_append(&w, S("k"), S("12345"), NULL, 0), 0); /* "k=12345" = 7 + NUL */
+    ASSERT_RC(ctx_wire_baggage_append(&w, S("k"), S("1"), NULL, 0), CTX_ETRUNCATED);
     assert_string_equal(small, "k=12345");
     /* the writer output parses back */
     assert_int_equal(parse("userId=alice,serverNode=DF%2028;region=eu;internal,empty="), 3);
@@ -307,29 +307,29 @@ static void test_writer(void **state) {
 
 static void test_writer_limits(void **state) {
     (void)state;
-    static char buf[CTX_BAGGAGE_MAX_BYTES * 2];
-    ctx_baggage_writer_t w;
-    ctx_baggage_writer_init(&w, buf, sizeof buf);
+    static char buf[CTX_WIRE_BAGGAGE_MAX_BYTES * 2];
+    ctx_wire_baggage_writer_t w;
+    ctx_wire_baggage_writer_init(&w, buf, sizeof buf);
     for (int i = 0; i < 64; i++) {
         char k[8];
         int kn = snprintf(k, sizeof k, "k%d", i);
-        ASSERT_RC(ctx_baggage_append(&w, k, (size_t)kn, S("v"), NULL, 0), 0);
+        ASSERT_RC(ctx_wire_baggage_append(&w, k, (size_t)kn, S("v"), NULL, 0), 0);
     }
-    ASSERT_RC(ctx_baggage_append(&w, S("x"), S("v"), NULL, 0), CTX_ELIMIT);
+    ASSERT_RC(ctx_wire_baggage_append(&w, S("x"), S("v"), NULL, 0), CTX_ELIMIT);
     /* bytes: exactly 8192 fits, one more does not */
-    static char big[CTX_BAGGAGE_MAX_BYTES];
+    static char big[CTX_WIRE_BAGGAGE_MAX_BYTES];
     memset(big, 'x', sizeof big);
-    ctx_baggage_writer_init(&w, buf, sizeof buf);
-    ASSERT_RC(ctx_baggage_append(&w, S("a"), big, CTX_BAGGAGE_MAX_BYTES - 1, NULL, 0), CTX_ELIMIT);
-    ASSERT_RC(ctx_baggage_append(&w, S("a"), big, CTX_BAGGAGE_MAX_BYTES - 2, NULL, 0), 0);
-    assert_int_equal(w.len, CTX_BAGGAGE_MAX_BYTES);
+    ctx_wire_baggage_writer_init(&w, buf, sizeof buf);
+    ASSERT_RC(ctx_wire_baggage_append(&w, S("a"), big, CTX_WIRE_BAGGAGE_MAX_BYTES - 1, NULL, 0), CTX_ELIMIT);
+    ASSERT_RC(ctx_wire_baggage_append(&w, S("a"), big, CTX_WIRE_BAGGAGE_MAX_BYTES - 2, NULL, 0), 0);
+    assert_int_equal(w.len, CTX_WIRE_BAGGAGE_MAX_BYTES);
     assert_int_equal(parse(buf), 1);
     /* encoding counts: 2731 spaces are 8193 encoded bytes with "a=" */
-    ctx_baggage_writer_init(&w, buf, sizeof buf);
+    ctx_wire_baggage_writer_init(&w, buf, sizeof buf);
     memset(big, ' ', sizeof big);
-    ASSERT_RC(ctx_baggage_append(&w, S("a"), big, 2730, NULL, 0), 0);
-    ctx_baggage_writer_init(&w, buf, sizeof buf);
-    ASSERT_RC(ctx_baggage_append(&w, S("a"), big, 2731, NULL, 0), CTX_ELIMIT);
+    ASSERT_RC(ctx_wire_baggage_append(&w, S("a"), big, 2730, NULL, 0), 0);
+    ctx_wire_baggage_writer_init(&w, buf, sizeof buf);
+    ASSERT_RC(ctx_wire_baggage_append(&w, S("a"), big, 2731, NULL, 0), CTX_ELIMIT);
 }
 
 static void test_round_trip(void **state) {
@@ -339,12 +339,12 @@ static void test_round_trip(void **state) {
         "\xc3\xa9t\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "%41 is not A", "\x01\x7f",
     };
     char buf[1024];
-    ctx_baggage_writer_t w;
-    ctx_baggage_writer_init(&w, buf, sizeof buf);
+    ctx_wire_baggage_writer_t w;
+    ctx_wire_baggage_writer_init(&w, buf, sizeof buf);
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
         char k[8];
         int kn = snprintf(k, sizeof k, "k%zu", i);
-        ASSERT_RC(ctx_baggage_append(&w, k, (size_t)kn, values[i], strlen(values[i]), NULL, 0), 0);
+        ASSERT_RC(ctx_wire_baggage_append(&w, k, (size_t)kn, values[i], strlen(values[i]), NULL, 0), 0);
     }
     assert_int_equal(parse(buf), (int)(sizeof values / sizeof values[0]));
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++)
@@ -358,8 +358,8 @@ static void test_round_trip(void **state) {
         size_t vn = ctx_test_rng_below(&rng, sizeof v);
         for (size_t j = 0; j < vn; j++)
             v[j] = (char)(ctx_test_rng_below(&rng, 127) + 1); /* ASCII 1..127 */
-        ctx_baggage_writer_init(&w, buf, sizeof buf);
-        ASSERT_RC(ctx_baggage_append(&w, S("r"), v, vn, NULL, 0), 0);
+        ctx_wire_baggage_writer_init(&w, buf, sizeof buf);
+        ASSERT_RC(ctx_wire_baggage_append(&w, S("r"), v, vn, NULL, 0), 0);
         assert_int_equal(parse(buf), 1);
         if (g.value_len[0] != vn || memcmp(g.value[0], v, vn) != 0)
             fail_msg("round trip failed (seed %llu, round %d)", (unsigned long long)seed, round);

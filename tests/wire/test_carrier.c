@@ -43,8 +43,8 @@ static void test_list_basics(void **state) {
     assert_string_equal(header(h, "X-Empty"), "");
     ctx_wire_headers_clear(h);
     assert_int_equal(ctx_wire_headers_count(h), 0);
-    ctx_wire_headers_free(h);
-    ctx_wire_headers_free(NULL);
+    ctx_wire_headers_release(h);
+    ctx_wire_headers_release(NULL);
     assert_int_equal(ctx_wire_headers_count(NULL), 0);
 }
 
@@ -60,7 +60,7 @@ static void test_list_rejects(void **state) {
     ASSERT_RC(ctx_wire_headers_set(h, "n", S("a\nb")), CTX_EINVAL);
     ASSERT_RC(ctx_wire_headers_add(NULL, S("n"), S("v")), CTX_EINVAL);
     assert_int_equal(ctx_wire_headers_count(h), 0);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 static void test_list_limits(void **state) {
@@ -80,7 +80,7 @@ static void test_list_limits(void **state) {
     ASSERT_RC(ctx_wire_headers_set(h, "b", big, sizeof big - 1), 0);
     ASSERT_RC(ctx_wire_headers_set(h, "b", big, sizeof big), CTX_ELIMIT);
     assert_int_equal(ctx_wire_headers_count(h), 1);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 /* A carrier with only iterate (and set) over a list. */
@@ -108,7 +108,7 @@ static void test_carrier_get(void **state) {
     ctx_wire_carrier_t none = {NULL, NULL, NULL, h};
     ASSERT_RC(ctx_wire_carrier_get(&none, "a", &v, &n), CTX_EINVAL);
     ASSERT_RC(ctx_wire_carrier_get(NULL, "a", &v, &n), CTX_EINVAL);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 /* Carriers that misbehave: get / iterate returning a positive value, or a
@@ -155,7 +155,7 @@ static void test_carrier_get_callback_results(void **state) {
     ASSERT_RC(ctx_wire_carrier_get(&it, "x", &v, &n), 0);
     assert_int_equal(n, 1);
     assert_memory_equal(v, "1", 1);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 static void test_alloc_failures(void **state) {
@@ -184,7 +184,7 @@ static void test_alloc_failures(void **state) {
             }
         }
         assert_int_equal(ctx_wire_headers_count(h), expect);
-        ctx_wire_headers_free(h);
+        ctx_wire_headers_release(h);
         assert_int_equal(ctx_test_alloc_live_blocks(), 0);
     }
     ctx_test_alloc_uninstall();

@@ -83,7 +83,7 @@ static void test_register_rules(void **state) {
         ASSERT_RC(ctx_wire_register(w, many[i], name), i < CTX_WIRE_MAX_VARS - 1 ? 0 : CTX_ELIMIT);
     }
     /* after first use registration is closed */
-    ctx_trace_parent_t tp;
+    ctx_wire_traceparent_t tp;
     ASSERT_RC(ctx_wire_trace_get(w, NULL, &tp, NULL, NULL), CTX_ENOTFOUND);
     ctx_wire_t *w2;
     ASSERT_RC(ctx_wire_new(&w2), 0);
@@ -94,7 +94,7 @@ static void test_register_rules(void **state) {
     assert_non_null(ctx_wire_trace_var(w));
     assert_non_null(ctx_wire_deadline_var(w));
     assert_string_equal(ctx_var_name(ctx_wire_trace_var(w)), "ctx.trace");
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
     /* the registry keeps its variables alive */
     ctx_wire_retain(w);
     ctx_wire_release(w);
@@ -115,9 +115,9 @@ static void test_round_trip(void **state) {
     set_str(fx.user, "Am\xc3\xa9lie Dupont");
     set_str(fx.tenant, "acme,inc;=%");
     set_str(fx.local, "secret");
-    ctx_trace_parent_t tp;
-    ASSERT_RC(ctx_wire_trace_start(fx.w, CTX_TRACE_FLAG_SAMPLED, &tp), 0);
-    ctx_trace_parent_t with_state = tp;
+    ctx_wire_traceparent_t tp;
+    ASSERT_RC(ctx_wire_trace_start(fx.w, CTX_WIRE_TRACE_FLAG_SAMPLED, &tp), 0);
+    ctx_wire_traceparent_t with_state = tp;
     ASSERT_RC(ctx_wire_trace_set(fx.w, &with_state, S(" congo=t61rcWkgMzE ,, rojo=00f067aa0ba902b7")), 0);
     ASSERT_RC(ctx_wire_deadline_set(fx.w, 5000000000ll), 0);
 
@@ -126,8 +126,8 @@ static void test_round_trip(void **state) {
     assert_string_equal(header(h, "baggage"), "userId=Am%C3%A9lie%20Dupont,tenant=acme%2Cinc%3B=%25");
     assert_string_equal(header(h, "tracestate"), "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
     assert_non_null(header(h, "grpc-timeout"));
-    ctx_trace_parent_t sent;
-    ASSERT_RC(ctx_trace_parent_parse(header(h, "traceparent"), CTX_TRACE_PARENT_LEN, &sent), 0);
+    ctx_wire_traceparent_t sent;
+    ASSERT_RC(ctx_wire_traceparent_parse(header(h, "traceparent"), CTX_WIRE_TRACEPARENT_LEN, &sent), 0);
     assert_memory_equal(sent.trace_id, tp.trace_id, 16);
     assert_memory_not_equal(sent.parent_id, tp.parent_id, 8); /* a child */
     assert_int_equal(sent.flags, 1);
@@ -145,7 +145,7 @@ static void test_round_trip(void **state) {
     assert_string_equal(get_str(ctx, fx.tenant), "acme,inc;=%");
     assert_null(get_str(ctx, fx.local));
     assert_null(get_str(ctx, fx.request));
-    ctx_trace_parent_t got;
+    ctx_wire_traceparent_t got;
     const char *ts;
     size_t ts_len;
     ASSERT_RC(ctx_wire_trace_get(fx.w, ctx, &got, &ts, &ts_len), 0);
@@ -163,8 +163,8 @@ static void test_round_trip(void **state) {
     assert_string_equal(header(h2, "traceparent"), header(h, "traceparent"));
     assert_string_equal(header(h2, "tracestate"), header(h, "tracestate"));
     ctx_context_release(ctx);
-    ctx_wire_headers_free(h);
-    ctx_wire_headers_free(h2);
+    ctx_wire_headers_release(h);
+    ctx_wire_headers_release(h2);
 }
 
 static void *in_context(void *arg) {
@@ -192,8 +192,8 @@ static void test_extracted_context_runs(void **state) {
     assert_non_null(strstr(line, "ms left"));
     ctx_context_release(ctx);
     ctx_context_release(ctx2);
-    ctx_wire_headers_free(h);
-    ctx_wire_headers_free(h2);
+    ctx_wire_headers_release(h);
+    ctx_wire_headers_release(h2);
 }
 
 static void test_empty_context_injects_nothing(void **state) {
@@ -205,7 +205,7 @@ static void test_empty_context_injects_nothing(void **state) {
     ctx_context_t *ctx = extract(h, 0, NULL, 0);
     assert_int_equal(ctx_context_length(ctx), 0);
     ctx_context_release(ctx);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 static void test_inject_replaces_existing_headers(void **state) {
@@ -217,7 +217,7 @@ static void test_inject_replaces_existing_headers(void **state) {
     ASSERT_RC(inject(h, NULL, 0), 0);
     assert_int_equal(ctx_wire_headers_count(h), 1);
     assert_string_equal(header(h, "baggage"), "req=r1");
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 /* ---- what is dropped ---- */
@@ -252,7 +252,7 @@ static void test_bad_traceparent_drops_tracestate(void **state) {
     assert_int_equal(rep.traceparent, CTX_EPARSE);
     assert_int_equal(ctx_context_length(ctx), 0);
     ctx_context_release(ctx);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 static void test_bad_tracestate_keeps_traceparent(void **state) {
@@ -271,7 +271,7 @@ static void test_bad_tracestate_keeps_traceparent(void **state) {
         ASSERT_RC(ctx_wire_trace_get(fx.w, ctx, NULL, &ts, &n), 0);
         assert_int_equal(n, 0);
         ctx_context_release(ctx);
-        ctx_wire_headers_free(h);
+        ctx_wire_headers_release(h);
     }
 }
 
@@ -306,7 +306,7 @@ static void test_tracestate_headers_join(void **state) {
     ctx = extract(h, 0, &rep, 0);
     assert_int_equal(rep.tracestate, CTX_ELIMIT);
     ctx_context_release(ctx);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 static void test_baggage_drops(void **state) {
@@ -329,7 +329,7 @@ static void test_baggage_drops(void **state) {
     /* strict mode fails on the same input, and leaks nothing */
     ctx = extract(h, CTX_WIRE_STRICT, &rep, CTX_EPARSE);
     assert_null(ctx);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 static void test_deadline_drops(void **state) {
@@ -361,7 +361,7 @@ static void test_deadline_drops(void **state) {
     ASSERT_RC(ctx_wire_deadline_remaining(fx.w, ctx, &left), 0);
     assert_true(left <= 0);
     ctx_context_release(ctx);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 static void test_deadline_shrinks_per_hop(void **state) {
@@ -384,7 +384,7 @@ static void test_deadline_shrinks_per_hop(void **state) {
         ctx = next;
     }
     ctx_context_release(ctx);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 static void test_strict_limits(void **state) {
@@ -411,7 +411,7 @@ static void test_strict_limits(void **state) {
     assert_int_equal(ctx_context_length(ctx), 2);
     ctx_context_release(ctx);
     free(big);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 static void test_inject_limits_and_errors(void **state) {
@@ -427,7 +427,7 @@ static void test_inject_limits_and_errors(void **state) {
     ASSERT_RC(inject(h, NULL, 0), 1);
     const char *b = header(h, "baggage");
     assert_non_null(b);
-    assert_true(strlen(b) <= CTX_BAGGAGE_MAX_BYTES);
+    assert_true(strlen(b) <= CTX_WIRE_BAGGAGE_MAX_BYTES);
     assert_non_null(strstr(b, "req=small"));
     /* a value longer than the limit by itself */
     char *huge = malloc(10000);
@@ -446,7 +446,7 @@ static void test_inject_limits_and_errors(void **state) {
     ASSERT_RC(ctx_wire_extract(fx.w, NULL, 0, &out, NULL), CTX_EINVAL);
     free(big);
     free(huge);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 static int failing_encode(const void *value, char *buf, size_t cap, void *user) {
@@ -470,7 +470,7 @@ static void test_encode_error_writes_nothing(void **state) {
     ctx_wire_carrier_t c = ctx_wire_headers_carrier(h);
     ASSERT_RC(ctx_wire_inject(w, NULL, &c, 0), CTX_ECALLBACK);
     assert_int_equal(ctx_wire_headers_count(h), 0);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
     ctx_thread_release();
     ctx_var_release(v);
     ctx_wire_release(w);
@@ -534,16 +534,16 @@ static void test_carrier_results_are_not_counts(void **state) {
     ASSERT_RC(ctx_context_get(out, fx.user, &v), 0);
     assert_string_equal(((str_value_t *)v)->text, "u1");
     ctx_context_release(out);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 static void test_trace_set_rules(void **state) {
     (void)state;
-    ctx_trace_parent_t zero;
+    ctx_wire_traceparent_t zero;
     memset(&zero, 0, sizeof zero);
     ASSERT_RC(ctx_wire_trace_set(fx.w, &zero, NULL, 0), CTX_EINVAL);
-    ctx_trace_parent_t tp;
-    ASSERT_RC(ctx_trace_parent_parse(S(TP), &tp), 0);
+    ctx_wire_traceparent_t tp;
+    ASSERT_RC(ctx_wire_traceparent_parse(S(TP), &tp), 0);
     ASSERT_RC(ctx_wire_trace_set(fx.w, &tp, S("Bad=1")), CTX_EPARSE);
     ASSERT_RC(ctx_wire_trace_set(fx.w, &tp, S("a=1,a=2")), CTX_EPARSE);
     ASSERT_RC(ctx_wire_trace_get(fx.w, NULL, NULL, NULL, NULL), CTX_ENOTFOUND);
@@ -564,7 +564,7 @@ static void test_trace_set_rules(void **state) {
     const char *t = header(h, "grpc-timeout");
     assert_int_equal(t[strlen(t) - 1], 'H');
     assert_true(atol(t) > 2000000 && atol(t) <= 2562047);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 /* ---- hostile input ---- */
@@ -610,8 +610,8 @@ static void test_hostile_headers(void **state) {
         assert_int_equal(ctx_context_length(again), ctx_context_length(ctx));
         ctx_context_release(again);
         ctx_context_release(ctx);
-        ctx_wire_headers_free(out);
-        ctx_wire_headers_free(h);
+        ctx_wire_headers_release(out);
+        ctx_wire_headers_release(h);
     }
 }
 
@@ -664,12 +664,12 @@ static void test_alloc_failures(void **state) {
         else if (rc != 0)
             ASSERT_RC(rc, CTX_ENOMEM);
         ctx_test_alloc_fail_nth(0);
-        ctx_wire_headers_free(out);
+        ctx_wire_headers_release(out);
     }
     assert_true(succeeded);
     ctx_test_alloc_uninstall();
     ctx_context_release(src);
-    ctx_wire_headers_free(h);
+    ctx_wire_headers_release(h);
 }
 
 /* ---- threads ---- */
@@ -694,7 +694,7 @@ static void *worker(void *arg) {
         int ok = got && strcmp(got, v) == 0;
         ctx_context_release(ctx);
         ctx_context_release(base);
-        ctx_wire_headers_free(h);
+        ctx_wire_headers_release(h);
         if (!ok)
             return (void *)3;
     }

@@ -10,32 +10,32 @@ static const uint8_t spec_trace[16] = {0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d,
                                        0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36};
 static const uint8_t spec_parent[8] = {0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7};
 
-static int parse(const char *text, ctx_trace_parent_t *out) {
-    return ctx_trace_parent_parse(text, strlen(text), out);
+static int parse(const char *text, ctx_wire_traceparent_t *out) {
+    return ctx_wire_traceparent_parse(text, strlen(text), out);
 }
 
 static void test_spec_examples(void **state) {
     (void)state;
-    ctx_trace_parent_t tp;
+    ctx_wire_traceparent_t tp;
     /* §3.2.2.5 example: sampled */
     ASSERT_RC(parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &tp), 0);
     assert_int_equal(tp.version, 0);
     assert_memory_equal(tp.trace_id, spec_trace, 16);
     assert_memory_equal(tp.parent_id, spec_parent, 8);
-    assert_int_equal(tp.flags, CTX_TRACE_FLAG_SAMPLED);
+    assert_int_equal(tp.flags, CTX_WIRE_TRACE_FLAG_SAMPLED);
     /* not sampled */
     ASSERT_RC(parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &tp), 0);
     assert_int_equal(tp.flags, 0);
     /* the other example of the specification */
     ASSERT_RC(parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", &tp), 0);
-    char buf[CTX_TRACE_PARENT_LEN + 1];
-    ASSERT_RC(ctx_trace_parent_format(&tp, buf, sizeof buf), CTX_TRACE_PARENT_LEN);
+    char buf[CTX_WIRE_TRACEPARENT_LEN + 1];
+    ASSERT_RC(ctx_wire_traceparent_format(&tp, buf, sizeof buf), CTX_WIRE_TRACEPARENT_LEN);
     assert_string_equal(buf, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
 }
 
 static void test_whitespace_around_value(void **state) {
     (void)state;
-    ctx_trace_parent_t tp;
+    ctx_wire_traceparent_t tp;
     ASSERT_RC(parse("  00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\t", &tp), 0);
     /* whitespace inside is not allowed */
     ASSERT_RC(parse("00-4bf92f3577b34da6a3ce929d0e0e4736 -00f067aa0ba902b7-01", &tp), CTX_EPARSE);
@@ -78,22 +78,22 @@ static void test_invalid_values(void **state) {
          "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        ctx_trace_parent_t tp;
+        ctx_wire_traceparent_t tp;
         memset(&tp, 0xAB, sizeof tp);
         int rc = parse(bad[i], &tp);
         if (rc != CTX_EPARSE)
             fail_msg("'%s' parsed with %d", bad[i], rc);
         assert_int_equal(tp.version, 0xAB); /* untouched */
     }
-    ctx_trace_parent_t tp;
-    ASSERT_RC(ctx_trace_parent_parse(NULL, 3, &tp), CTX_EINVAL);
-    ASSERT_RC(ctx_trace_parent_parse("x", 1, NULL), CTX_EINVAL);
-    ASSERT_RC(ctx_trace_parent_parse(NULL, 0, &tp), CTX_EPARSE);
+    ctx_wire_traceparent_t tp;
+    ASSERT_RC(ctx_wire_traceparent_parse(NULL, 3, &tp), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_traceparent_parse("x", 1, NULL), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_traceparent_parse(NULL, 0, &tp), CTX_EPARSE);
 }
 
 static void test_future_versions(void **state) {
     (void)state;
-    ctx_trace_parent_t tp;
+    ctx_wire_traceparent_t tp;
     /* a higher version with exactly the four fields */
     ASSERT_RC(parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &tp), 0);
     assert_int_equal(tp.version, 0xcc);
@@ -117,73 +117,73 @@ static void test_future_versions(void **state) {
     /* sent on as version 00 */
     char buf[64];
     ASSERT_RC(parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x", &tp), 0);
-    ASSERT_RC(ctx_trace_parent_format(&tp, buf, sizeof buf), CTX_TRACE_PARENT_LEN);
+    ASSERT_RC(ctx_wire_traceparent_format(&tp, buf, sizeof buf), CTX_WIRE_TRACEPARENT_LEN);
     assert_string_equal(buf, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
 }
 
 static void test_flags_kept(void **state) {
     (void)state;
-    ctx_trace_parent_t tp;
+    ctx_wire_traceparent_t tp;
     char buf[64];
     /* unknown flag bits are kept as received and sent on */
     ASSERT_RC(parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff", &tp), 0);
     assert_int_equal(tp.flags, 0xff);
-    ASSERT_RC(ctx_trace_parent_format(&tp, buf, sizeof buf), CTX_TRACE_PARENT_LEN);
+    ASSERT_RC(ctx_wire_traceparent_format(&tp, buf, sizeof buf), CTX_WIRE_TRACEPARENT_LEN);
     assert_string_equal(buf + 53, "ff");
 }
 
 static void test_format_errors(void **state) {
     (void)state;
-    ctx_trace_parent_t tp;
+    ctx_wire_traceparent_t tp;
     char buf[64];
     ASSERT_RC(parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &tp), 0);
     memset(buf, 'x', sizeof buf);
-    ASSERT_RC(ctx_trace_parent_format(&tp, buf, 55), CTX_ETRUNCATED);
+    ASSERT_RC(ctx_wire_traceparent_format(&tp, buf, 55), CTX_ETRUNCATED);
     assert_int_equal(buf[0], 'x');
-    ASSERT_RC(ctx_trace_parent_format(&tp, buf, 56), CTX_TRACE_PARENT_LEN);
-    ASSERT_RC(ctx_trace_parent_format(NULL, buf, 56), CTX_EINVAL);
-    ctx_trace_parent_t zero;
+    ASSERT_RC(ctx_wire_traceparent_format(&tp, buf, 56), CTX_WIRE_TRACEPARENT_LEN);
+    ASSERT_RC(ctx_wire_traceparent_format(NULL, buf, 56), CTX_EINVAL);
+    ctx_wire_traceparent_t zero;
     memset(&zero, 0, sizeof zero);
-    ASSERT_RC(ctx_trace_parent_format(&zero, buf, sizeof buf), CTX_EINVAL);
-    ASSERT_RC(ctx_trace_parent_trace_id(&tp, buf, 32), CTX_ETRUNCATED);
-    ASSERT_RC(ctx_trace_parent_trace_id(&tp, buf, 33), 32);
+    ASSERT_RC(ctx_wire_traceparent_format(&zero, buf, sizeof buf), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_traceparent_trace_id(&tp, buf, 32), CTX_ETRUNCATED);
+    ASSERT_RC(ctx_wire_traceparent_trace_id(&tp, buf, 33), 32);
     assert_string_equal(buf, "4bf92f3577b34da6a3ce929d0e0e4736");
 }
 
 static void test_new_and_child(void **state) {
     (void)state;
-    ctx_trace_parent_t a, b, c;
+    ctx_wire_traceparent_t a, b, c;
     char buf[64];
-    ASSERT_RC(ctx_trace_parent_new(CTX_TRACE_FLAG_SAMPLED, &a), 0);
-    ASSERT_RC(ctx_trace_parent_new(0, &b), 0);
+    ASSERT_RC(ctx_wire_traceparent_new(CTX_WIRE_TRACE_FLAG_SAMPLED, &a), 0);
+    ASSERT_RC(ctx_wire_traceparent_new(0, &b), 0);
     assert_memory_not_equal(a.trace_id, b.trace_id, 16);
     assert_int_equal(a.flags, 1);
     /* a new trace formats and parses back identically */
-    ASSERT_RC(ctx_trace_parent_format(&a, buf, sizeof buf), CTX_TRACE_PARENT_LEN);
+    ASSERT_RC(ctx_wire_traceparent_format(&a, buf, sizeof buf), CTX_WIRE_TRACEPARENT_LEN);
     ASSERT_RC(parse(buf, &c), 0);
     assert_memory_equal(&a, &c, sizeof a);
     /* a child: same trace, same flags, new parent-id */
-    ASSERT_RC(ctx_trace_parent_child(&a, &c), 0);
+    ASSERT_RC(ctx_wire_traceparent_child(&a, &c), 0);
     assert_memory_equal(c.trace_id, a.trace_id, 16);
     assert_memory_not_equal(c.parent_id, a.parent_id, 8);
     assert_int_equal(c.flags, a.flags);
     assert_int_equal(c.version, 0);
     /* in place */
-    ctx_trace_parent_t d = c;
-    ASSERT_RC(ctx_trace_parent_child(&d, &d), 0);
+    ctx_wire_traceparent_t d = c;
+    ASSERT_RC(ctx_wire_traceparent_child(&d, &d), 0);
     assert_memory_equal(d.trace_id, a.trace_id, 16);
     assert_memory_not_equal(d.parent_id, c.parent_id, 8);
-    ASSERT_RC(ctx_trace_parent_new(0, NULL), CTX_EINVAL);
-    ASSERT_RC(ctx_trace_parent_child(NULL, &d), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_traceparent_new(0, NULL), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_traceparent_child(NULL, &d), CTX_EINVAL);
 }
 
 static void test_many_ids_distinct(void **state) {
     (void)state;
     /* 1000 parent-ids: no zero, no repeat of the previous one */
-    ctx_trace_parent_t a, prev;
-    ASSERT_RC(ctx_trace_parent_new(0, &prev), 0);
+    ctx_wire_traceparent_t a, prev;
+    ASSERT_RC(ctx_wire_traceparent_new(0, &prev), 0);
     for (int i = 0; i < 1000; i++) {
-        ASSERT_RC(ctx_trace_parent_child(&prev, &a), 0);
+        ASSERT_RC(ctx_wire_traceparent_child(&prev, &a), 0);
         uint8_t zero[8] = {0};
         assert_memory_not_equal(a.parent_id, zero, 8);
         assert_memory_not_equal(a.parent_id, prev.parent_id, 8);

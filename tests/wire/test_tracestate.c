@@ -6,7 +6,7 @@
  */
 #include "wire_test.h"
 
-static int count(const char *text) { return ctx_trace_state_parse(text, strlen(text), NULL, NULL); }
+static int count(const char *text) { return ctx_wire_tracestate_parse(text, strlen(text), NULL, NULL); }
 
 static char *repeat(char c, size_t n) {
     char *s = malloc(n + 1);
@@ -23,9 +23,9 @@ static void test_spec_examples(void **state) {
     /* multi-tenant key */
     assert_int_equal(count("fw529a3039@dt=YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXo"), 1);
     /* ... the update example of §3.5: congo moves to the front */
-    char buf[CTX_TRACE_STATE_MAX_LEN + 1];
+    char buf[CTX_WIRE_TRACESTATE_MAX_LEN + 1];
     size_t n;
-    ASSERT_RC(ctx_trace_state_put(S("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"), "congo", "ucfJifl5GOE",
+    ASSERT_RC(ctx_wire_tracestate_put(S("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"), "congo", "ucfJifl5GOE",
                                   buf, sizeof buf, &n),
               0);
     assert_string_equal(buf, "congo=ucfJifl5GOE,rojo=00f067aa0ba902b7");
@@ -40,46 +40,46 @@ static void test_keys(void **state) {
                                 "_a", "a.b", "a b", "a=b", "@sys", "tenant@", "tenant@0sys",
                                 "tenant@Sys", "a@b@c", "te nant@s", "Tenant@s", "-t@s", "a\x01"};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
-        if (!ctx_trace_state_key_valid(good[i], strlen(good[i])))
+        if (!ctx_wire_tracestate_key_valid(good[i], strlen(good[i])))
             fail_msg("key '%s' should be valid", good[i]);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        if (ctx_trace_state_key_valid(bad[i], strlen(bad[i])))
+        if (ctx_wire_tracestate_key_valid(bad[i], strlen(bad[i])))
             fail_msg("key '%s' should be invalid", bad[i]);
     /* lengths: simple key up to 256, tenant up to 241, system up to 14 */
     char *k = repeat('k', 257);
-    assert_true(ctx_trace_state_key_valid(k, 256));
-    assert_false(ctx_trace_state_key_valid(k, 257));
+    assert_true(ctx_wire_tracestate_key_valid(k, 256));
+    assert_false(ctx_wire_tracestate_key_valid(k, 257));
     char mt[300];
     memset(mt, 't', 241);
     mt[241] = '@';
     memset(mt + 242, 's', 14);
-    assert_true(ctx_trace_state_key_valid(mt, 256));
-    assert_false(ctx_trace_state_key_valid(mt, 257 - 0) && 0);
+    assert_true(ctx_wire_tracestate_key_valid(mt, 256));
+    assert_false(ctx_wire_tracestate_key_valid(mt, 257 - 0) && 0);
     mt[256] = 's'; /* 15-char system */
-    assert_false(ctx_trace_state_key_valid(mt, 257));
+    assert_false(ctx_wire_tracestate_key_valid(mt, 257));
     memset(mt, 't', 242); /* 242-char tenant */
     mt[242] = '@';
     memset(mt + 243, 's', 3);
-    assert_false(ctx_trace_state_key_valid(mt, 246));
-    assert_true(ctx_trace_state_key_valid(mt + 1, 245));
+    assert_false(ctx_wire_tracestate_key_valid(mt, 246));
+    assert_true(ctx_wire_tracestate_key_valid(mt + 1, 245));
     free(k);
 }
 
 static void test_values(void **state) {
     (void)state;
-    assert_true(ctx_trace_state_value_valid(S("x")));
-    assert_true(ctx_trace_state_value_valid(S(" leading space is a chr")));
-    assert_true(ctx_trace_state_value_valid(S("!\"#$%&'()*+-./:;<>?@[\\]^_`{|}~")));
-    assert_false(ctx_trace_state_value_valid(S("")));
-    assert_false(ctx_trace_state_value_valid(S("trailing ")));
-    assert_false(ctx_trace_state_value_valid(S("a,b")));
-    assert_false(ctx_trace_state_value_valid(S("a=b")));
-    assert_false(ctx_trace_state_value_valid(S("tab\tinside")));
-    assert_false(ctx_trace_state_value_valid(S("del\x7f")));
-    assert_false(ctx_trace_state_value_valid(S("caf\xc3\xa9")));
+    assert_true(ctx_wire_tracestate_value_valid(S("x")));
+    assert_true(ctx_wire_tracestate_value_valid(S(" leading space is a chr")));
+    assert_true(ctx_wire_tracestate_value_valid(S("!\"#$%&'()*+-./:;<>?@[\\]^_`{|}~")));
+    assert_false(ctx_wire_tracestate_value_valid(S("")));
+    assert_false(ctx_wire_tracestate_value_valid(S("trailing ")));
+    assert_false(ctx_wire_tracestate_value_valid(S("a,b")));
+    assert_false(ctx_wire_tracestate_value_valid(S("a=b")));
+    assert_false(ctx_wire_tracestate_value_valid(S("tab\tinside")));
+    assert_false(ctx_wire_tracestate_value_valid(S("del\x7f")));
+    assert_false(ctx_wire_tracestate_value_valid(S("caf\xc3\xa9")));
     char *v = repeat('v', 257);
-    assert_true(ctx_trace_state_value_valid(v, 256));
-    assert_false(ctx_trace_state_value_valid(v, 257));
+    assert_true(ctx_wire_tracestate_value_valid(v, 256));
+    assert_false(ctx_wire_tracestate_value_valid(v, 257));
     free(v);
 }
 
@@ -122,30 +122,30 @@ static void test_32_members(void **state) {
     snprintf(more, sizeof more, ",,%s,,", list);
     assert_int_equal(count(more), 32);
     /* putting a 33rd drops the rightmost */
-    char buf[CTX_TRACE_STATE_MAX_LEN + 1];
-    ASSERT_RC(ctx_trace_state_put(list, strlen(list), "new", "1", buf, sizeof buf, NULL), 0);
+    char buf[CTX_WIRE_TRACESTATE_MAX_LEN + 1];
+    ASSERT_RC(ctx_wire_tracestate_put(list, strlen(list), "new", "1", buf, sizeof buf, NULL), 0);
     assert_int_equal(count(buf), 32);
     assert_memory_equal(buf, "new=1,k0=v,", 11);
     assert_null(strstr(buf, "k31=v"));
     assert_non_null(strstr(buf, "k30=v"));
     /* updating an existing key keeps 32 */
-    ASSERT_RC(ctx_trace_state_put(list, strlen(list), "k31", "w", buf, sizeof buf, NULL), 0);
+    ASSERT_RC(ctx_wire_tracestate_put(list, strlen(list), "k31", "w", buf, sizeof buf, NULL), 0);
     assert_int_equal(count(buf), 32);
     assert_memory_equal(buf, "k31=w,k0=v", 10);
 }
 
 static void test_input_limit(void **state) {
     (void)state;
-    char *big = repeat(' ', CTX_TRACE_STATE_MAX_INPUT + 1);
-    ASSERT_RC(ctx_trace_state_parse(big, CTX_TRACE_STATE_MAX_INPUT, NULL, NULL), 0);
-    ASSERT_RC(ctx_trace_state_parse(big, CTX_TRACE_STATE_MAX_INPUT + 1, NULL, NULL), CTX_ELIMIT);
+    char *big = repeat(' ', CTX_WIRE_TRACESTATE_MAX_INPUT + 1);
+    ASSERT_RC(ctx_wire_tracestate_parse(big, CTX_WIRE_TRACESTATE_MAX_INPUT, NULL, NULL), 0);
+    ASSERT_RC(ctx_wire_tracestate_parse(big, CTX_WIRE_TRACESTATE_MAX_INPUT + 1, NULL, NULL), CTX_ELIMIT);
     free(big);
 }
 
 static void test_longest_list_normalises(void **state) {
     (void)state;
     /* 32 members of 256-char keys and values: the longest normal form */
-    size_t cap = CTX_TRACE_STATE_MAX_LEN + 1;
+    size_t cap = CTX_WIRE_TRACESTATE_MAX_LEN + 1;
     char *in = malloc(cap + 64);
     size_t w = 0;
     for (int i = 0; i < 32; i++) {
@@ -159,13 +159,13 @@ static void test_longest_list_normalises(void **state) {
         memset(in + w, 'v', 256);
         w += 256;
     }
-    assert_int_equal(w, CTX_TRACE_STATE_MAX_LEN);
+    assert_int_equal(w, CTX_WIRE_TRACESTATE_MAX_LEN);
     char *out = malloc(cap);
     size_t n = 0;
-    ASSERT_RC(ctx_trace_state_normalize(in, w, out, cap, &n), 0);
+    ASSERT_RC(ctx_wire_tracestate_normalize(in, w, out, cap, &n), 0);
     assert_int_equal(n, w);
     assert_memory_equal(in, out, w);
-    ASSERT_RC(ctx_trace_state_normalize(in, w, out, cap - 1, &n), CTX_ETRUNCATED);
+    ASSERT_RC(ctx_wire_tracestate_normalize(in, w, out, cap - 1, &n), CTX_ETRUNCATED);
     assert_int_equal(out[0], '\0');
     free(in);
     free(out);
@@ -175,12 +175,12 @@ static void test_normalize(void **state) {
     (void)state;
     char buf[128];
     size_t n;
-    ASSERT_RC(ctx_trace_state_normalize(S(" , a=1 ,\tb=x y ,, c@d=3,"), buf, sizeof buf, &n), 0);
+    ASSERT_RC(ctx_wire_tracestate_normalize(S(" , a=1 ,\tb=x y ,, c@d=3,"), buf, sizeof buf, &n), 0);
     assert_string_equal(buf, "a=1,b=x y,c@d=3");
     assert_int_equal(n, 15);
-    ASSERT_RC(ctx_trace_state_normalize(S("a=1,a=2"), buf, sizeof buf, &n), CTX_EPARSE);
-    ASSERT_RC(ctx_trace_state_normalize(S("a=1,b=2"), buf, 5, &n), CTX_ETRUNCATED);
-    ASSERT_RC(ctx_trace_state_normalize(S(""), buf, sizeof buf, &n), 0);
+    ASSERT_RC(ctx_wire_tracestate_normalize(S("a=1,a=2"), buf, sizeof buf, &n), CTX_EPARSE);
+    ASSERT_RC(ctx_wire_tracestate_normalize(S("a=1,b=2"), buf, 5, &n), CTX_ETRUNCATED);
+    ASSERT_RC(ctx_wire_tracestate_normalize(S(""), buf, sizeof buf, &n), 0);
     assert_string_equal(buf, "");
 }
 
@@ -188,33 +188,33 @@ static void test_get(void **state) {
     (void)state;
     const char *v;
     size_t n;
-    ASSERT_RC(ctx_trace_state_get(S("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"), "congo", &v, &n), 0);
+    ASSERT_RC(ctx_wire_tracestate_get(S("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"), "congo", &v, &n), 0);
     assert_int_equal(n, 11);
     assert_memory_equal(v, "t61rcWkgMzE", 11);
-    ASSERT_RC(ctx_trace_state_get(S("rojo=1"), "roj", &v, &n), CTX_ENOTFOUND);
-    ASSERT_RC(ctx_trace_state_get(S("rojo=1,rojo=2"), "rojo", &v, &n), CTX_EPARSE);
-    ASSERT_RC(ctx_trace_state_get(S("rojo=1"), NULL, &v, &n), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_tracestate_get(S("rojo=1"), "roj", &v, &n), CTX_ENOTFOUND);
+    ASSERT_RC(ctx_wire_tracestate_get(S("rojo=1,rojo=2"), "rojo", &v, &n), CTX_EPARSE);
+    ASSERT_RC(ctx_wire_tracestate_get(S("rojo=1"), NULL, &v, &n), CTX_EINVAL);
 }
 
 static void test_put(void **state) {
     (void)state;
     char buf[256];
     size_t n;
-    ASSERT_RC(ctx_trace_state_put(S(""), "a", "1", buf, sizeof buf, &n), 0);
+    ASSERT_RC(ctx_wire_tracestate_put(S(""), "a", "1", buf, sizeof buf, &n), 0);
     assert_string_equal(buf, "a=1");
-    ASSERT_RC(ctx_trace_state_put(S("a=1,b=2,c=3"), "b", "9", buf, sizeof buf, &n), 0);
+    ASSERT_RC(ctx_wire_tracestate_put(S("a=1,b=2,c=3"), "b", "9", buf, sizeof buf, &n), 0);
     assert_string_equal(buf, "b=9,a=1,c=3");
     /* delete */
-    ASSERT_RC(ctx_trace_state_put(S("a=1,b=2,c=3"), "b", NULL, buf, sizeof buf, &n), 0);
+    ASSERT_RC(ctx_wire_tracestate_put(S("a=1,b=2,c=3"), "b", NULL, buf, sizeof buf, &n), 0);
     assert_string_equal(buf, "a=1,c=3");
-    ASSERT_RC(ctx_trace_state_put(S("a=1"), "zz", NULL, buf, sizeof buf, &n), 0);
+    ASSERT_RC(ctx_wire_tracestate_put(S("a=1"), "zz", NULL, buf, sizeof buf, &n), 0);
     assert_string_equal(buf, "a=1");
     /* bad key or value, bad list, small buffer */
-    ASSERT_RC(ctx_trace_state_put(S("a=1"), "B", "1", buf, sizeof buf, &n), CTX_EINVAL);
-    ASSERT_RC(ctx_trace_state_put(S("a=1"), "b", "x,y", buf, sizeof buf, &n), CTX_EINVAL);
-    ASSERT_RC(ctx_trace_state_put(S("a=1"), "b", "", buf, sizeof buf, &n), CTX_EINVAL);
-    ASSERT_RC(ctx_trace_state_put(S("a=1,=2"), "b", "1", buf, sizeof buf, &n), CTX_EPARSE);
-    ASSERT_RC(ctx_trace_state_put(S("a=1"), "b", "1", buf, 5, &n), CTX_ETRUNCATED);
+    ASSERT_RC(ctx_wire_tracestate_put(S("a=1"), "B", "1", buf, sizeof buf, &n), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_tracestate_put(S("a=1"), "b", "x,y", buf, sizeof buf, &n), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_tracestate_put(S("a=1"), "b", "", buf, sizeof buf, &n), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_tracestate_put(S("a=1,=2"), "b", "1", buf, sizeof buf, &n), CTX_EPARSE);
+    ASSERT_RC(ctx_wire_tracestate_put(S("a=1"), "b", "1", buf, 5, &n), CTX_ETRUNCATED);
     assert_string_equal(buf, "");
 }
 
@@ -243,20 +243,20 @@ static int record_fail(const char *key, size_t key_len, const char *value, size_
 static void test_callback(void **state) {
     (void)state;
     seen_t s = {0, ""};
-    assert_int_equal(ctx_trace_state_parse(S("a=1, b=2"), record, &s), 2);
+    assert_int_equal(ctx_wire_tracestate_parse(S("a=1, b=2"), record, &s), 2);
     assert_string_equal(s.keys, "a:1;b:2;");
     /* a positive result stops the walk and is CTX_ECALLBACK, not a count */
     seen_t t = {0, ""};
-    ASSERT_RC(ctx_trace_state_parse(S("a=1,b=2,c=3,d=4"), record, &t), CTX_ECALLBACK);
+    ASSERT_RC(ctx_wire_tracestate_parse(S("a=1,b=2,c=3,d=4"), record, &t), CTX_ECALLBACK);
     assert_int_equal(t.calls, 3);
     /* a negative one stops it and is returned as is */
     seen_t n = {0, ""};
-    ASSERT_RC(ctx_trace_state_parse(S("a=1,b=2,c=3,d=4"), record_fail, &n), CTX_ELIMIT);
+    ASSERT_RC(ctx_wire_tracestate_parse(S("a=1,b=2,c=3,d=4"), record_fail, &n), CTX_ELIMIT);
     assert_int_equal(n.calls, 2);
     assert_string_equal(n.keys, "a:1;b:2;");
     /* an invalid list calls nothing */
     seen_t u = {0, ""};
-    ASSERT_RC(ctx_trace_state_parse(S("a=1,b=2,a=3"), record, &u), CTX_EPARSE);
+    ASSERT_RC(ctx_wire_tracestate_parse(S("a=1,b=2,a=3"), record, &u), CTX_EPARSE);
     assert_int_equal(u.calls, 0);
 }
 
