@@ -6,7 +6,7 @@
 # else; an exported name must also be public API (`ctx_`, not `ctx__`).
 #
 # Inputs: -DLIBRARY=<lib.so> -DHEADER=<header>[,<header>...] or
-#         -DHEADERS_DIR=<dir> (every .h below it) -DMACRO=<CTX_WIRE_EXPORT>
+#         -DHEADERS_DIR=<dir> (every .h below it) -DMACRO=<CTX_EXPORT>
 #         -DNM=<nm>
 #         -DOPTIONAL=<a,b> declared functions the library may lack (built only
 #         with an optional dependency)

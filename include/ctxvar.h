@@ -39,6 +39,21 @@
  * a context already entered) is an error code, never an abort.  There is no
  * global error state.
  *
+ * Names (every module follows them; docs/api-rules.md has the whole set)
+ * -----
+ *   ctx_<object>_<verb>            core objects: ctx_var_set, ctx_context_run
+ *   ctx_<module>_<object>_<verb>   module objects: ctx_pool_future_wait,
+ *                                  ctx_loop_task_new, ctx_wire_baggage_parse
+ *   ctx_<module>_<verb>            the module's main object: ctx_pool_submit
+ *   CTX_<MODULE>_<NAME>            constants; CTX_E<NAME> error codes
+ * One verb per lifetime: `new` / `retain` / `release` for heap objects
+ * (the last release frees; for an object that owns threads or handles,
+ * `release` also shuts it down if `shutdown` was not called); `shutdown`
+ * to stop one that others may still hold; `init` / `clear` for objects in
+ * storage the caller owns (captures, iterators).  Library-wide calls keep
+ * their short names: ctx_strerror, ctx_error_name, ctx_version,
+ * ctx_set_allocator, ctx_malloc, ctx_free.
+ *
  * Threads
  * -------
  * Variables, contexts and tokens may be used from any thread.  A context may
@@ -83,7 +98,7 @@ extern "C" {
     X(EENTERED, -7, "context is already entered")                              \
     X(ENOTENTERED, -8, "context has not been entered")                         \
     X(ENOTCURRENT, -9, "context is not this thread's current context")         \
-    X(EBUSY, -10, "contexts entered with ctx_context_enter are still entered") \
+    X(EBUSY, -10, "in use: the object is busy and the call is not allowed now") \
     X(EKEY, -11, "a key's hash or equality operation failed")                  \
     X(ENOCLONE, -12, "the variable has no clone operation")                    \
     X(ETRUNCATED, -13, "output truncated: the buffer is too small")            \
@@ -96,7 +111,12 @@ extern "C" {
     X(ENOTDONE, -20, "not finished yet")                                       \
     X(EPARSE, -21, "malformed input")                                          \
     X(ELIMIT, -22, "input exceeds a limit")                                    \
-    X(ESYSTEM, -23, "an operating-system call failed")
+    X(ESYSTEM, -23, "an operating-system call failed")                        \
+    X(EFORKED, -24, "the object was made before fork(): unusable in the child") \
+    X(EDEADLINE, -25, "deadline exceeded")                                     \
+    X(EEXIST, -26, "already exists: the name or key is taken")                 \
+    X(ESEALED, -27, "sealed: no more changes are allowed after first use")     \
+    X(ECONNECTION, -28, "connection failed or lost")
 
 typedef enum ctx_errno {
     CTX_OK = 0,
@@ -104,6 +124,37 @@ typedef enum ctx_errno {
     CTX_ERRNO_MAP(CTX__ERRNO_ENUM)
 #undef CTX__ERRNO_ENUM
 } ctx_errno_t;
+
+/* ---------------------------------------------------------------------- */
+/* Growable structs                                                        */
+/* ---------------------------------------------------------------------- */
+
+/* Every options, stats and report struct of every module starts with
+ * `size_t size`, set to sizeof the struct as the caller's header defines it,
+ * so that later versions can add members without breaking programs built
+ * against this header.  CTX_STRUCT_INIT(type) is such a struct with its size
+ * set and every other member zero; a zero member always means "the
+ * default".  A library newer than the caller's header reads members the
+ * caller's struct lacks as zero; an older library accepts a larger struct
+ * only if the members it does not know are zero (else CTX_EINVAL); a size
+ * smaller than the 1.0 layout is CTX_EINVAL.  Output structs (stats,
+ * reports) are written up to the caller's size and no further.
+ *
+ *   ctx_pool_options_t o = CTX_STRUCT_INIT(ctx_pool_options_t);
+ *   o.threads = 4;
+ */
+#ifdef __cplusplus
+} /* extern "C" */
+template <typename T> static inline T ctx_struct_init_() {
+    T value{};
+    value.size = sizeof(T);
+    return value;
+}
+#define CTX_STRUCT_INIT(type) ctx_struct_init_<type>()
+extern "C" {
+#else
+#define CTX_STRUCT_INIT(type) ((type){.size = sizeof(type)})
+#endif
 
 /* Lookup statuses (non-negative results of ctx_var_get). */
 #define CTX_VALUE 0   /* the variable has a value in the context */

@@ -132,14 +132,6 @@ extern "C" {
 
 /* ctxvar_bus is a library of its own (over ctxvar, and ctxvar_loop when it
  * is built with the loop module). */
-#if defined(CTX_STATIC)
-#define CTX_BUS_EXPORT
-#elif defined(__GNUC__)
-#define CTX_BUS_EXPORT __attribute__((visibility("default")))
-#else
-#define CTX_BUS_EXPORT
-#endif
-
 typedef struct ctx_bus ctx_bus_t;
 typedef struct ctx_bus_listener ctx_bus_listener_t;
 typedef struct ctx_bus_event ctx_bus_event_t;
@@ -157,26 +149,26 @@ typedef struct ctx_loop ctx_loop_t;
  * NULL), on the thread that dropped it.  Any thread.
  * Errors (data stays the caller's, data_release is never called):
  * CTX_EINVAL (topic NULL, empty or containing '*'; out NULL), CTX_ENOMEM. */
-CTX_BUS_EXPORT int ctx_bus_event_new(const char *topic, void *data,
+CTX_EXPORT int ctx_bus_event_new(const char *topic, void *data,
                                      void (*data_release)(void *data),
                                      ctx_bus_event_t **out);
 
 /* One more reference (for a listener that keeps the event beyond its call);
  * returns `event`.  Any thread. */
-CTX_BUS_EXPORT ctx_bus_event_t *ctx_bus_event_retain(ctx_bus_event_t *event);
+CTX_EXPORT ctx_bus_event_t *ctx_bus_event_retain(ctx_bus_event_t *event);
 
 /* Drops a reference (NULL ignored); the last one releases the data and
  * frees the event.  Any thread. */
-CTX_BUS_EXPORT void ctx_bus_event_release(ctx_bus_event_t *event);
+CTX_EXPORT void ctx_bus_event_release(ctx_bus_event_t *event);
 
 /* The topic (borrowed; valid while the event lives).  NULL for NULL.  Any
  * thread. */
-CTX_BUS_EXPORT const char *ctx_bus_event_topic(const ctx_bus_event_t *event);
+CTX_EXPORT const char *ctx_bus_event_topic(const ctx_bus_event_t *event);
 
 /* The data pointer given at creation (NULL for NULL).  The bus never looks
  * into it; listeners on several threads may receive it at once.  Any
  * thread. */
-CTX_BUS_EXPORT void *ctx_bus_event_data(const ctx_bus_event_t *event);
+CTX_EXPORT void *ctx_bus_event_data(const ctx_bus_event_t *event);
 
 /* ---------------------------------------------------------------------- */
 /* Buses                                                                   */
@@ -201,7 +193,7 @@ typedef struct ctx_bus_options {
  * *out is the caller's (ctx_bus_release).  Any thread.
  * Errors: CTX_EINVAL (out NULL), CTX_ENOMEM, CTX_ESYSTEM (a mutex or
  * condition variable could not be made). */
-CTX_BUS_EXPORT int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out);
+CTX_EXPORT int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out);
 
 /* Stops the bus: every later publish of any kind fails with CTX_ESHUTDOWN
  * and delivers nothing, every later subscribe fails with CTX_ESHUTDOWN, and
@@ -212,7 +204,7 @@ CTX_BUS_EXPORT int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out
  * accepted event is never lost.  Does not wait (ctx_bus_wait_idle does).
  * Calling it again is harmless.  Any thread, a listener too.
  * Returns 0, or CTX_EINVAL (NULL). */
-CTX_BUS_EXPORT int ctx_bus_shutdown(ctx_bus_t *bus);
+CTX_EXPORT int ctx_bus_shutdown(ctx_bus_t *bus);
 
 /* Waits until no asynchronous delivery of the bus is queued or running (and
  * every one that ended has released its event), at most `timeout_ns`
@@ -221,7 +213,7 @@ CTX_BUS_EXPORT int ctx_bus_shutdown(ctx_bus_t *bus);
  * not wait on the loop thread for them.  Any thread.
  * Returns 0 (idle), CTX_ETIMEDOUT, CTX_EBUSY (called from an asynchronous
  * delivery of this bus: it would wait for itself), CTX_EINVAL (NULL). */
-CTX_BUS_EXPORT int ctx_bus_wait_idle(ctx_bus_t *bus, int64_t timeout_ns);
+CTX_EXPORT int ctx_bus_wait_idle(ctx_bus_t *bus, int64_t timeout_ns);
 
 /* Shuts the bus down (ctx_bus_shutdown) and drops the caller's reference.
  * The memory lives on while something still refers to it: a listener
@@ -231,7 +223,7 @@ CTX_BUS_EXPORT int ctx_bus_wait_idle(ctx_bus_t *bus, int64_t timeout_ns);
  * orderly end: ctx_bus_shutdown, ctx_bus_wait_idle, ctx_bus_release.  NULL is
  * ignored.  Call it once, when no other thread uses the creator's pointer;
  * listener handles stay usable. */
-CTX_BUS_EXPORT void ctx_bus_release(ctx_bus_t *bus);
+CTX_EXPORT void ctx_bus_release(ctx_bus_t *bus);
 
 /* A snapshot of a bus's counters. */
 typedef struct ctx_bus_stats {
@@ -247,7 +239,7 @@ typedef struct ctx_bus_stats {
 
 /* Fills *out with the bus's counters now (each read atomically, not all at
  * one instant).  Any thread.  Returns 0, or CTX_EINVAL (bus or out NULL). */
-CTX_BUS_EXPORT int ctx_bus_stats(ctx_bus_t *bus, ctx_bus_stats_t *out);
+CTX_EXPORT int ctx_bus_stats(ctx_bus_t *bus, ctx_bus_stats_t *out);
 
 /* ---------------------------------------------------------------------- */
 /* Listeners                                                               */
@@ -291,7 +283,7 @@ typedef struct ctx_bus_subscribe_options {
  * caller's; *out untouched): CTX_EINVAL (bus or fn NULL, malformed
  * pattern, unknown flags), CTX_ENOMEM, CTX_ESHUTDOWN (the bus is shut
  * down). */
-CTX_BUS_EXPORT int ctx_bus_subscribe(ctx_bus_t *bus, const char *pattern,
+CTX_EXPORT int ctx_bus_subscribe(ctx_bus_t *bus, const char *pattern,
                                      ctx_bus_listener_fn fn, void *user,
                                      const ctx_bus_subscribe_options_t *options,
                                      ctx_bus_listener_t **out);
@@ -307,24 +299,24 @@ CTX_BUS_EXPORT int ctx_bus_subscribe(ctx_bus_t *bus, const char *pattern,
  * delivery, and dropped from a context's list at that context's next scoped
  * subscribe or when the context dies.
  * Returns 0, CTX_ENOTFOUND (already unsubscribed), CTX_EINVAL (NULL). */
-CTX_BUS_EXPORT int ctx_bus_unsubscribe(ctx_bus_listener_t *listener);
+CTX_EXPORT int ctx_bus_unsubscribe(ctx_bus_listener_t *listener);
 
 /* 1 if a publish made now from the calling thread's current context would
  * reach the listener (its topic permitting): it is subscribed, the bus is
  * running, and it is global or scoped in a list the current context holds.
  * 0 otherwise (also for NULL).  Any thread. */
-CTX_BUS_EXPORT int ctx_bus_listener_visible(const ctx_bus_listener_t *listener);
+CTX_EXPORT int ctx_bus_listener_visible(const ctx_bus_listener_t *listener);
 
 /* The pattern as subscribed ("*" for every event).  Borrowed: valid while
  * the handle is held.  NULL for NULL.  Any thread. */
-CTX_BUS_EXPORT const char *ctx_bus_listener_pattern(const ctx_bus_listener_t *listener);
+CTX_EXPORT const char *ctx_bus_listener_pattern(const ctx_bus_listener_t *listener);
 
 /* One more reference to the handle; returns `listener`.  Any thread. */
-CTX_BUS_EXPORT ctx_bus_listener_t *ctx_bus_listener_retain(ctx_bus_listener_t *listener);
+CTX_EXPORT ctx_bus_listener_t *ctx_bus_listener_retain(ctx_bus_listener_t *listener);
 
 /* Drops a reference to the handle (NULL ignored).  Does not unsubscribe.
  * Any thread. */
-CTX_BUS_EXPORT void ctx_bus_listener_release(ctx_bus_listener_t *listener);
+CTX_EXPORT void ctx_bus_listener_release(ctx_bus_listener_t *listener);
 
 /* ---------------------------------------------------------------------- */
 /* Publishing                                                              */
@@ -338,7 +330,7 @@ CTX_BUS_EXPORT void ctx_bus_listener_release(ctx_bus_listener_t *listener);
  * Returns the number of listeners called (failed ones included; 0 if none
  * matched), or CTX_ESHUTDOWN (the bus is shut down: nothing delivered),
  * CTX_EINVAL (bus or event NULL). */
-CTX_BUS_EXPORT int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event);
+CTX_EXPORT int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event);
 
 /* Delivers `event` asynchronously on `pool`: takes the snapshot now and
  * submits one pool task (CTX_POOL_PROPAGATE_COPY: a private copy of the calling
@@ -354,7 +346,7 @@ CTX_BUS_EXPORT int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event);
  *   CTX_EFULL      the pool's bounded queue is full (and it fails when full);
  *   CTX_ENOMEM;
  *   CTX_EINVAL     bus, event or pool NULL. */
-CTX_BUS_EXPORT int ctx_bus_publish_pool(ctx_bus_t *bus, ctx_bus_event_t *event,
+CTX_EXPORT int ctx_bus_publish_pool(ctx_bus_t *bus, ctx_bus_event_t *event,
                                         ctx_pool_t *pool);
 
 /* Delivers `event` asynchronously on `loop`: takes the snapshot now and
@@ -370,7 +362,7 @@ CTX_BUS_EXPORT int ctx_bus_publish_pool(ctx_bus_t *bus, ctx_bus_event_t *event,
  * delivered, nothing kept): CTX_ESHUTDOWN (the bus is shut down),
  * CTX_ECLOSED (the loop is closed or closing), CTX_ENOMEM, CTX_EINVAL (bus,
  * event or loop NULL). */
-CTX_BUS_EXPORT int ctx_bus_publish_loop(ctx_bus_t *bus, ctx_bus_event_t *event,
+CTX_EXPORT int ctx_bus_publish_loop(ctx_bus_t *bus, ctx_bus_event_t *event,
                                         ctx_loop_t *loop);
 
 #ifdef __cplusplus

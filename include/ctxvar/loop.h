@@ -111,15 +111,6 @@
 extern "C" {
 #endif
 
-/* ctxvar_loop is a library of its own (over ctxvar and libuv). */
-#if defined(CTX_STATIC)
-#define CTX_LOOP_EXPORT
-#elif defined(__GNUC__)
-#define CTX_LOOP_EXPORT __attribute__((visibility("default")))
-#else
-#define CTX_LOOP_EXPORT
-#endif
-
 typedef struct ctx_loop ctx_loop_t;
 typedef struct ctx_loop_handle ctx_loop_handle_t;
 typedef struct ctx_loop_future ctx_loop_future_t;
@@ -155,12 +146,12 @@ typedef void (*ctx_loop_error_fn)(ctx_loop_t *loop, int code, const char *what,
  * the caller's reference.  Call on the thread that will run the loop.
  * Errors: CTX_EINVAL (out NULL), CTX_ENOMEM, CTX_ESYSTEM (libuv could not
  * make its loop or handles).  Nothing is left behind on error. */
-CTX_LOOP_EXPORT int ctx_loop_new(uv_loop_t *uv, ctx_loop_t **out);
+CTX_EXPORT int ctx_loop_new(uv_loop_t *uv, ctx_loop_t **out);
 
 /* The uv_loop_t under the loop (for the caller's own handles).  Any thread;
  * valid until the loop is closed (if the loop owns it) or as long as the
  * caller keeps it (if it is the caller's). */
-CTX_LOOP_EXPORT uv_loop_t *ctx_loop_uv(const ctx_loop_t *loop);
+CTX_EXPORT uv_loop_t *ctx_loop_uv(const ctx_loop_t *loop);
 
 /* uv_run on the loop (UV_RUN_DEFAULT, UV_RUN_ONCE or UV_RUN_NOWAIT), making
  * the calling thread the loop thread.  Returns uv_run's result (non-zero if
@@ -168,7 +159,7 @@ CTX_LOOP_EXPORT uv_loop_t *ctx_loop_uv(const ctx_loop_t *loop);
  * mode out of range), CTX_ECLOSED, CTX_EBUSY (the loop is already running:
  * runs do not nest).  Equivalent to uv_run(ctx_loop_uv(loop), mode) except
  * that ctx_loop_stop and nesting are tracked. */
-CTX_LOOP_EXPORT int ctx_loop_run(ctx_loop_t *loop, uv_run_mode mode);
+CTX_EXPORT int ctx_loop_run(ctx_loop_t *loop, uv_run_mode mode);
 
 /* Runs the loop until `future` (or a task's future) is done: asyncio's
  * run_until_complete.  While it runs, the loop keeps waiting even when
@@ -180,17 +171,17 @@ CTX_LOOP_EXPORT int ctx_loop_run(ctx_loop_t *loop, uv_run_mode mode);
  * (ctx_loop_stop was called first),
  * CTX_EINVAL (NULL, or a future of another loop), CTX_ECLOSED, CTX_EBUSY
  * (the loop is already running). */
-CTX_LOOP_EXPORT int ctx_loop_run_until_done(ctx_loop_t *loop,
+CTX_EXPORT int ctx_loop_run_until_done(ctx_loop_t *loop,
                                             ctx_loop_future_t *future);
 
 /* Makes the current ctx_loop_run / ctx_loop_run_until_done return after the
  * current loop iteration (uv_stop).  Callbacks already taken for this
  * iteration still run.  Returns 0 or CTX_EINVAL.  Loop thread. */
-CTX_LOOP_EXPORT int ctx_loop_stop(ctx_loop_t *loop);
+CTX_EXPORT int ctx_loop_stop(ctx_loop_t *loop);
 
 /* The loop time in milliseconds (uv_now): the clock of call_at.  Loop
  * thread.  0 for NULL or a closed loop that owned its uv loop. */
-CTX_LOOP_EXPORT uint64_t ctx_loop_time(const ctx_loop_t *loop);
+CTX_EXPORT uint64_t ctx_loop_time(const ctx_loop_t *loop);
 
 /* Closes the loop (see "Closing" above): cancels every scheduled callback
  * (dropped unrun, contexts released, arg_release called, on this thread),
@@ -211,29 +202,29 @@ CTX_LOOP_EXPORT uint64_t ctx_loop_time(const ctx_loop_t *loop);
  * callback, task step or ctx_loop_run is in progress; nothing was done; or
  * the loop's own uv_loop_t still holds handles the caller added: the module
  * is closed but uv_loop_close failed; close them and call again). */
-CTX_LOOP_EXPORT int ctx_loop_close(ctx_loop_t *loop);
+CTX_EXPORT int ctx_loop_close(ctx_loop_t *loop);
 
 /* 1 once ctx_loop_close has begun, else 0 (1 for NULL).  Any thread. */
-CTX_LOOP_EXPORT int ctx_loop_is_closed(const ctx_loop_t *loop);
+CTX_EXPORT int ctx_loop_is_closed(const ctx_loop_t *loop);
 
 /* One more reference (for a thread that will call the any-thread functions
  * while another may release the loop); returns `loop`.  Any thread. */
-CTX_LOOP_EXPORT ctx_loop_t *ctx_loop_retain(ctx_loop_t *loop);
+CTX_EXPORT ctx_loop_t *ctx_loop_retain(ctx_loop_t *loop);
 
 /* Drops a reference (NULL ignored); the memory is freed with the last one.
  * Futures, tasks and handles hold references of their own, so the memory
  * may outlive the caller's.  Close the loop first: the last reference of a
  * loop that was never closed cannot close it safely (it may be running on
  * another thread) and leaks it.  Any thread. */
-CTX_LOOP_EXPORT void ctx_loop_release(ctx_loop_t *loop);
+CTX_EXPORT void ctx_loop_release(ctx_loop_t *loop);
 
 /* The loop whose callback or task step is running on the calling thread
  * (asyncio.get_running_loop), or NULL.  Borrowed. */
-CTX_LOOP_EXPORT ctx_loop_t *ctx_loop_current(void);
+CTX_EXPORT ctx_loop_t *ctx_loop_current(void);
 
 /* Replaces the loop's error handler (see ctx_loop_error_fn); NULL restores
  * the default.  Returns 0 or CTX_EINVAL.  Loop thread. */
-CTX_LOOP_EXPORT int ctx_loop_set_error_handler(ctx_loop_t *loop,
+CTX_EXPORT int ctx_loop_set_error_handler(ctx_loop_t *loop,
                                                ctx_loop_error_fn fn, void *user);
 
 /* ---------------------------------------------------------------------- */
@@ -270,7 +261,7 @@ typedef struct ctx_loop_call_options {
  * Loop thread.
  * Errors (fn never runs; arg stays the caller's; *handle untouched):
  * CTX_EINVAL (loop or fn NULL), CTX_ENOMEM, CTX_ECLOSED. */
-CTX_LOOP_EXPORT int ctx_loop_call_soon(ctx_loop_t *loop, ctx_loop_callback_fn fn,
+CTX_EXPORT int ctx_loop_call_soon(ctx_loop_t *loop, ctx_loop_callback_fn fn,
                                        void *arg,
                                        const ctx_loop_call_options_t *options,
                                        ctx_loop_handle_t **handle);
@@ -280,7 +271,7 @@ CTX_LOOP_EXPORT int ctx_loop_call_soon(ctx_loop_t *loop, ctx_loop_callback_fn fn
  * run in the order they were scheduled.  Loop thread.
  * Errors as ctx_loop_call_soon (CTX_ENOMEM also when the timer heap cannot
  * grow). */
-CTX_LOOP_EXPORT int ctx_loop_call_later(ctx_loop_t *loop, uint64_t delay_ms,
+CTX_EXPORT int ctx_loop_call_later(ctx_loop_t *loop, uint64_t delay_ms,
                                         ctx_loop_callback_fn fn, void *arg,
                                         const ctx_loop_call_options_t *options,
                                         ctx_loop_handle_t **handle);
@@ -288,7 +279,7 @@ CTX_LOOP_EXPORT int ctx_loop_call_later(ctx_loop_t *loop, uint64_t delay_ms,
 /* As ctx_loop_call_later, at the absolute loop time `when_ms` (a time in
  * the past means "as soon as possible, with the due timers").  Loop thread.
  * Errors as ctx_loop_call_later. */
-CTX_LOOP_EXPORT int ctx_loop_call_at(ctx_loop_t *loop, uint64_t when_ms,
+CTX_EXPORT int ctx_loop_call_at(ctx_loop_t *loop, uint64_t when_ms,
                                      ctx_loop_callback_fn fn, void *arg,
                                      const ctx_loop_call_options_t *options,
                                      ctx_loop_handle_t **handle);
@@ -300,7 +291,7 @@ CTX_LOOP_EXPORT int ctx_loop_call_at(ctx_loop_t *loop, uint64_t when_ms,
  * Errors (fn never runs; arg stays the caller's): CTX_EINVAL, CTX_ENOMEM,
  * CTX_ECLOSED (also when the loop closes concurrently: then fn never runs
  * either). */
-CTX_LOOP_EXPORT int ctx_loop_call_soon_threadsafe(
+CTX_EXPORT int ctx_loop_call_soon_threadsafe(
     ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg,
     const ctx_loop_call_options_t *options, ctx_loop_handle_t **handle);
 
@@ -308,24 +299,24 @@ CTX_LOOP_EXPORT int ctx_loop_call_soon_threadsafe(
  * and its arg_release called now, on this thread.  Returns 1 if this call
  * cancelled it, 0 if it had already run, is running, was cancelled or was
  * dropped by a closing loop; CTX_EINVAL for NULL.  Loop thread. */
-CTX_LOOP_EXPORT int ctx_loop_handle_cancel(ctx_loop_handle_t *handle);
+CTX_EXPORT int ctx_loop_handle_cancel(ctx_loop_handle_t *handle);
 
 /* 1 if the callback was cancelled (or dropped by ctx_loop_close) and will
  * never run, else 0.  Any thread. */
-CTX_LOOP_EXPORT int ctx_loop_handle_cancelled(const ctx_loop_handle_t *handle);
+CTX_EXPORT int ctx_loop_handle_cancelled(const ctx_loop_handle_t *handle);
 
 /* The loop time at which a call_later/call_at callback is due; for
  * call_soon callbacks, the loop time when they were scheduled (0 for
  * call_soon_threadsafe from another thread, which cannot read the loop's
  * clock).  0 for NULL.  Any thread. */
-CTX_LOOP_EXPORT uint64_t ctx_loop_handle_when(const ctx_loop_handle_t *handle);
+CTX_EXPORT uint64_t ctx_loop_handle_when(const ctx_loop_handle_t *handle);
 
 /* One more reference; returns `handle`.  Any thread. */
-CTX_LOOP_EXPORT ctx_loop_handle_t *ctx_loop_handle_retain(ctx_loop_handle_t *handle);
+CTX_EXPORT ctx_loop_handle_t *ctx_loop_handle_retain(ctx_loop_handle_t *handle);
 
 /* Drops a reference (NULL ignored).  Releasing a handle does not cancel the
  * callback.  Any thread. */
-CTX_LOOP_EXPORT void ctx_loop_handle_release(ctx_loop_handle_t *handle);
+CTX_EXPORT void ctx_loop_handle_release(ctx_loop_handle_t *handle);
 
 /* ---------------------------------------------------------------------- */
 /* Futures                                                                 */
@@ -351,20 +342,20 @@ typedef void (*ctx_loop_future_done_fn)(ctx_loop_future_t *future, void *user);
 /* Creates a pending future of `loop` (options NULL: defaults).  *out holds
  * the caller's reference.  Any thread.
  * Errors: CTX_EINVAL, CTX_ENOMEM, CTX_ECLOSED. */
-CTX_LOOP_EXPORT int ctx_loop_future_new(ctx_loop_t *loop,
+CTX_EXPORT int ctx_loop_future_new(ctx_loop_t *loop,
                                         const ctx_loop_future_options_t *options,
                                         ctx_loop_future_t **out);
 
 /* One more reference; returns `future`.  Any thread. */
-CTX_LOOP_EXPORT ctx_loop_future_t *ctx_loop_future_retain(ctx_loop_future_t *future);
+CTX_EXPORT ctx_loop_future_t *ctx_loop_future_retain(ctx_loop_future_t *future);
 
 /* Drops a reference (NULL ignored).  The last one releases the result
  * (result_release) and drops done-callbacks that never ran (their
  * arg_release is called).  Releasing does not cancel.  Any thread. */
-CTX_LOOP_EXPORT void ctx_loop_future_release(ctx_loop_future_t *future);
+CTX_EXPORT void ctx_loop_future_release(ctx_loop_future_t *future);
 
 /* The loop the future belongs to (borrowed).  Any thread. */
-CTX_LOOP_EXPORT ctx_loop_t *ctx_loop_future_loop(const ctx_loop_future_t *future);
+CTX_EXPORT ctx_loop_t *ctx_loop_future_loop(const ctx_loop_future_t *future);
 
 /* Completes the future with `result` and schedules its done-callbacks on
  * the loop.  Any thread (from another thread the callbacks are handed over
@@ -374,13 +365,13 @@ CTX_LOOP_EXPORT ctx_loop_t *ctx_loop_future_loop(const ctx_loop_future_t *future
  *   CTX_ECANCELLED  the future was cancelled first (a normal race);
  *   CTX_EINVAL      NULL, already done, or the future of a task (tasks end
  *                   by returning from their step). */
-CTX_LOOP_EXPORT int ctx_loop_future_set_result(ctx_loop_future_t *future,
+CTX_EXPORT int ctx_loop_future_set_result(ctx_loop_future_t *future,
                                                void *result);
 
 /* Fails the future with `code` (negative; CTX_ECANCELLED cancels it) and
  * schedules its done-callbacks.  Any thread.  Returns 0, CTX_ECANCELLED,
  * CTX_EINVAL (as set_result; also for a code >= 0). */
-CTX_LOOP_EXPORT int ctx_loop_future_set_error(ctx_loop_future_t *future,
+CTX_EXPORT int ctx_loop_future_set_error(ctx_loop_future_t *future,
                                               int code);
 
 /* Cancels the future if it is pending and schedules its done-callbacks.
@@ -389,19 +380,19 @@ CTX_LOOP_EXPORT int ctx_loop_future_set_error(ctx_loop_future_t *future,
  * future it follows.  Returns 1 if this call cancelled it (for a task: if
  * cancellation was requested), 0 if it was already done, CTX_EINVAL for
  * NULL.  Any thread (loop thread for a task's future). */
-CTX_LOOP_EXPORT int ctx_loop_future_cancel(ctx_loop_future_t *future);
+CTX_EXPORT int ctx_loop_future_cancel(ctx_loop_future_t *future);
 
 /* The state now (PENDING for NULL).  Any thread. */
-CTX_LOOP_EXPORT ctx_loop_future_state_t ctx_loop_future_state(const ctx_loop_future_t *future);
+CTX_EXPORT ctx_loop_future_state_t ctx_loop_future_state(const ctx_loop_future_t *future);
 
 /* 1 if the future is done (completed, failed or cancelled), else 0 (0 for
  * NULL).  Any thread. */
-CTX_LOOP_EXPORT int ctx_loop_future_done(const ctx_loop_future_t *future);
+CTX_EXPORT int ctx_loop_future_done(const ctx_loop_future_t *future);
 
 /* The outcome, without waiting: 0 and *result (if not NULL; borrowed from
  * the future), the error code of a failed future, CTX_ECANCELLED,
  * CTX_ENOTDONE, or CTX_EINVAL (NULL).  Any thread. */
-CTX_LOOP_EXPORT int ctx_loop_future_result(const ctx_loop_future_t *future,
+CTX_EXPORT int ctx_loop_future_result(const ctx_loop_future_t *future,
                                            void **result);
 
 /* Registers fn(future, user) to run on the loop thread once the future is
@@ -415,7 +406,7 @@ CTX_LOOP_EXPORT int ctx_loop_future_result(const ctx_loop_future_t *future,
  * being kept alive by them.  Any thread.
  * Errors (fn never runs; user stays the caller's): CTX_EINVAL, CTX_ENOMEM,
  * CTX_ECLOSED. */
-CTX_LOOP_EXPORT int ctx_loop_future_add_done_callback(
+CTX_EXPORT int ctx_loop_future_add_done_callback(
     ctx_loop_future_t *future, ctx_loop_future_done_fn fn, void *user,
     const ctx_loop_call_options_t *options);
 
@@ -464,28 +455,28 @@ typedef struct ctx_loop_task_options {
  * reference.  Loop thread.
  * Errors (step never runs; arg stays the caller's): CTX_EINVAL (loop or
  * step NULL), CTX_ENOMEM, CTX_ECLOSED. */
-CTX_LOOP_EXPORT int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
+CTX_EXPORT int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
                                  const ctx_loop_task_options_t *options,
                                  ctx_loop_task_t **out);
 
 /* One more reference; returns `task`.  Any thread. */
-CTX_LOOP_EXPORT ctx_loop_task_t *ctx_loop_task_retain(ctx_loop_task_t *task);
+CTX_EXPORT ctx_loop_task_t *ctx_loop_task_retain(ctx_loop_task_t *task);
 
 /* Drops a reference (NULL ignored).  A pending task keeps running: the loop
  * holds a reference of its own until the task ends.  Any thread. */
-CTX_LOOP_EXPORT void ctx_loop_task_release(ctx_loop_task_t *task);
+CTX_EXPORT void ctx_loop_task_release(ctx_loop_task_t *task);
 
 /* The task as a future (borrowed; valid while the task is): wait for it
  * with ctx_loop_task_await or ctx_loop_run_until_done, add done-callbacks, read
  * its outcome.  Any thread. */
-CTX_LOOP_EXPORT ctx_loop_future_t *ctx_loop_task_future(ctx_loop_task_t *task);
+CTX_EXPORT ctx_loop_future_t *ctx_loop_task_future(ctx_loop_task_t *task);
 
 /* The task's context (borrowed; valid while the task is).  Any thread. */
-CTX_LOOP_EXPORT ctx_context_t *ctx_loop_task_context(const ctx_loop_task_t *task);
+CTX_EXPORT ctx_context_t *ctx_loop_task_context(const ctx_loop_task_t *task);
 
 /* The task whose step is running on the calling thread (asyncio's
  * current_task), or NULL.  Borrowed. */
-CTX_LOOP_EXPORT ctx_loop_task_t *ctx_loop_task_current(void);
+CTX_EXPORT ctx_loop_task_t *ctx_loop_task_current(void);
 
 /* Arms the wait of the running step: the next step runs once `future` (a
  * future of the same loop, or another task's future) is done.  Call from the
@@ -495,18 +486,18 @@ CTX_LOOP_EXPORT ctx_loop_task_t *ctx_loop_task_current(void);
  * running step; a wait is already armed; a future of another loop; the
  * task's own future).  Never allocates.  Loop thread: from the task's own
  * running step. */
-CTX_LOOP_EXPORT int ctx_loop_task_await(ctx_loop_task_t *task, ctx_loop_future_t *future);
+CTX_EXPORT int ctx_loop_task_await(ctx_loop_task_t *task, ctx_loop_future_t *future);
 
 /* Arms a timer: the next step runs `delay_ms` milliseconds of loop time
  * from now (asyncio.sleep).  Rules and returns as ctx_loop_task_await, plus
  * CTX_ENOMEM (the timer heap could not grow).  Loop thread: from the task's
  * own running step. */
-CTX_LOOP_EXPORT int ctx_loop_task_sleep(ctx_loop_task_t *task, uint64_t delay_ms);
+CTX_EXPORT int ctx_loop_task_sleep(ctx_loop_task_t *task, uint64_t delay_ms);
 
 /* The next step runs on the next loop iteration, after the callbacks ready
  * now (asyncio.sleep(0)).  Rules and returns as ctx_loop_task_await.  Loop
  * thread: from the task's own running step. */
-CTX_LOOP_EXPORT int ctx_loop_task_yield(ctx_loop_task_t *task);
+CTX_EXPORT int ctx_loop_task_yield(ctx_loop_task_t *task);
 
 /* Runs fn(arg, &result) on `pool`, in a private copy of the task's context
  * (asyncio.to_thread), and arms the wait for it: the next step runs on the
@@ -522,7 +513,7 @@ CTX_LOOP_EXPORT int ctx_loop_task_yield(ctx_loop_task_t *task);
  * Rules and returns as ctx_loop_task_await, plus the errors of
  * ctx_pool_submit_ex (CTX_ENOMEM, CTX_EFULL, CTX_ESHUTDOWN: fn never runs,
  * arg stays the caller's). */
-CTX_LOOP_EXPORT int ctx_loop_task_offload(ctx_loop_task_t *task, ctx_pool_t *pool,
+CTX_EXPORT int ctx_loop_task_offload(ctx_loop_task_t *task, ctx_pool_t *pool,
                                      ctx_pool_task_fn fn, void *arg,
                                      const ctx_pool_submit_options_t *options);
 
@@ -537,7 +528,7 @@ CTX_LOOP_EXPORT int ctx_loop_task_offload(ctx_loop_task_t *task, ctx_pool_t *poo
  *   the awaited future's error code;
  *   CTX_EINVAL: NULL, or not called from the task's running step.
  * Loop thread. */
-CTX_LOOP_EXPORT int ctx_loop_task_awaited(const ctx_loop_task_t *task, void **result);
+CTX_EXPORT int ctx_loop_task_awaited(const ctx_loop_task_t *task, void **result);
 
 /* Asks the task to cancel (asyncio's Task.cancel): if it waits on a future
  * or task, that one is cancelled (cancellation propagates, as in asyncio);
@@ -547,18 +538,18 @@ CTX_LOOP_EXPORT int ctx_loop_task_awaited(const ctx_loop_task_t *task, void **re
  * made, 0 if the task is already done, CTX_EINVAL for NULL.  Loop thread
  * (from another thread: ctx_loop_call_soon_threadsafe a callback that
  * calls it). */
-CTX_LOOP_EXPORT int ctx_loop_task_cancel(ctx_loop_task_t *task);
+CTX_EXPORT int ctx_loop_task_cancel(ctx_loop_task_t *task);
 
 /* How many times cancellation was requested (asyncio's cancelling()).
  * 0 for NULL.  Any thread (racy outside the loop thread). */
-CTX_LOOP_EXPORT int ctx_loop_task_cancelling(const ctx_loop_task_t *task);
+CTX_EXPORT int ctx_loop_task_cancelling(const ctx_loop_task_t *task);
 
 /* ctx_loop_future_result of the task's future (0 and the step's result,
  * the failure code, CTX_ECANCELLED, CTX_ENOTDONE, CTX_EINVAL).  Any thread. */
-CTX_LOOP_EXPORT int ctx_loop_task_result(const ctx_loop_task_t *task, void **result);
+CTX_EXPORT int ctx_loop_task_result(const ctx_loop_task_t *task, void **result);
 
 /* 1 if the task has ended, else 0.  Any thread. */
-CTX_LOOP_EXPORT int ctx_loop_task_done(const ctx_loop_task_t *task);
+CTX_EXPORT int ctx_loop_task_done(const ctx_loop_task_t *task);
 
 /* ---------------------------------------------------------------------- */
 /* Offloading to a pool without a task                                     */
@@ -569,7 +560,7 @@ CTX_LOOP_EXPORT int ctx_loop_task_done(const ctx_loop_task_t *task);
  * from the pool future, which it keeps alive), and cancelling it cancels
  * the pool future.  Keeps the loop running until it is done.  Loop thread.
  * Errors: CTX_EINVAL, CTX_ENOMEM, CTX_ECLOSED. */
-CTX_LOOP_EXPORT int ctx_loop_wrap_future(ctx_loop_t *loop, ctx_pool_future_t *pool_future,
+CTX_EXPORT int ctx_loop_wrap_future(ctx_loop_t *loop, ctx_pool_future_t *pool_future,
                                          ctx_loop_future_t **out);
 
 /* ctx_pool_submit_ex(pool, fn, arg, options) followed by
@@ -578,7 +569,7 @@ CTX_LOOP_EXPORT int ctx_loop_wrap_future(ctx_loop_t *loop, ctx_pool_future_t *po
  * current context), and *out is a loop future of its outcome.  Loop thread.
  * Errors (fn never runs; arg stays the caller's): those of
  * ctx_pool_submit_ex, CTX_ECLOSED. */
-CTX_LOOP_EXPORT int ctx_loop_run_in_pool(ctx_loop_t *loop, ctx_pool_t *pool,
+CTX_EXPORT int ctx_loop_run_in_pool(ctx_loop_t *loop, ctx_pool_t *pool,
                                          ctx_pool_task_fn fn, void *arg,
                                          const ctx_pool_submit_options_t *options,
                                          ctx_loop_future_t **out);
@@ -608,7 +599,7 @@ typedef struct ctx_loop_uv_scope {
 /* Captures a copy of the calling thread's current context into `scope`,
  * releasing what it held before: call it when arming the handle or
  * request.  Any thread.  Errors (scope unchanged): CTX_EINVAL, CTX_ENOMEM. */
-CTX_LOOP_EXPORT int ctx_loop_uv_scope_capture(ctx_loop_uv_scope_t *scope);
+CTX_EXPORT int ctx_loop_uv_scope_capture(ctx_loop_uv_scope_t *scope);
 
 /* Enters the captured context: first thing in the callback.  Returns the
  * context entered, to hand to ctx_loop_uv_scope_exit (it stays valid even if the
@@ -616,15 +607,15 @@ CTX_LOOP_EXPORT int ctx_loop_uv_scope_capture(ctx_loop_uv_scope_t *scope);
  * captured or it could not be entered (then exit is a no-op).  Thread: the
  * one running the callback (the loop thread, or a libuv pool thread for
  * a work callback). */
-CTX_LOOP_EXPORT ctx_context_t *ctx_loop_uv_scope_enter(ctx_loop_uv_scope_t *scope);
+CTX_EXPORT ctx_context_t *ctx_loop_uv_scope_enter(ctx_loop_uv_scope_t *scope);
 
 /* Leaves what ctx_loop_uv_scope_enter entered (NULL ignored): last thing in the
  * callback.  Thread: the one that entered it. */
-CTX_LOOP_EXPORT void ctx_loop_uv_scope_exit(ctx_context_t *entered);
+CTX_EXPORT void ctx_loop_uv_scope_exit(ctx_context_t *entered);
 
 /* Drops the captured context (when the handle is closed or the request is
  * done).  NULL or an empty scope is ignored.  Any thread. */
-CTX_LOOP_EXPORT void ctx_loop_uv_scope_release(ctx_loop_uv_scope_t *scope);
+CTX_EXPORT void ctx_loop_uv_scope_release(ctx_loop_uv_scope_t *scope);
 
 /* Defines `static void name params` that runs `callback args` inside the
  * context of the scope that `scope` (an expression over the parameters)
@@ -661,24 +652,24 @@ typedef struct ctx_loop_uv_timer {
 } ctx_loop_uv_timer_t;
 
 /* uv_timer_init.  Loop thread.  Errors: CTX_EINVAL, libuv's (mapped, see "Errors" above). */
-CTX_LOOP_EXPORT int ctx_loop_uv_timer_init(uv_loop_t *loop, ctx_loop_uv_timer_t *timer);
+CTX_EXPORT int ctx_loop_uv_timer_init(uv_loop_t *loop, ctx_loop_uv_timer_t *timer);
 
 /* Captures the current context and uv_timer_start's the timer with `cb`.
  * A timer started again re-captures.  A one-shot timer drops its context
  * after its callback unless the callback started it again; a repeating one
  * keeps it until ctx_loop_uv_timer_stop or ctx_loop_uv_timer_close.  Loop thread.
  * Errors (cb never runs): CTX_EINVAL, CTX_ENOMEM, libuv's (mapped, see "Errors" above). */
-CTX_LOOP_EXPORT int ctx_loop_uv_timer_start(ctx_loop_uv_timer_t *timer, uv_timer_cb cb,
+CTX_EXPORT int ctx_loop_uv_timer_start(ctx_loop_uv_timer_t *timer, uv_timer_cb cb,
                                        uint64_t timeout, uint64_t repeat);
 
 /* uv_timer_stop, and drops the captured context.  Returns 0, CTX_EINVAL.
  * Loop thread. */
-CTX_LOOP_EXPORT int ctx_loop_uv_timer_stop(ctx_loop_uv_timer_t *timer);
+CTX_EXPORT int ctx_loop_uv_timer_stop(ctx_loop_uv_timer_t *timer);
 
 /* Drops the captured context and uv_close's the timer (close_cb may be
  * NULL; the memory must stay valid until it ran, as with libuv).  Loop
  * thread. */
-CTX_LOOP_EXPORT void ctx_loop_uv_timer_close(ctx_loop_uv_timer_t *timer, uv_close_cb close_cb);
+CTX_EXPORT void ctx_loop_uv_timer_close(ctx_loop_uv_timer_t *timer, uv_close_cb close_cb);
 
 /* A uv_async_t whose callback runs in the context captured by
  * ctx_loop_uv_async_init (arming an async handle is initialising it; the threads
@@ -693,12 +684,12 @@ typedef struct ctx_loop_uv_async {
 /* Captures the current context and uv_async_init's the handle with `cb`.
  * Loop thread.  Errors (nothing initialised): CTX_EINVAL, CTX_ENOMEM,
  * libuv's (mapped, see "Errors" above). */
-CTX_LOOP_EXPORT int ctx_loop_uv_async_init(uv_loop_t *loop, ctx_loop_uv_async_t *async,
+CTX_EXPORT int ctx_loop_uv_async_init(uv_loop_t *loop, ctx_loop_uv_async_t *async,
                                       uv_async_cb cb);
 
 /* Drops the captured context and uv_close's the handle (close_cb may be
  * NULL).  Loop thread. */
-CTX_LOOP_EXPORT void ctx_loop_uv_async_close(ctx_loop_uv_async_t *async, uv_close_cb close_cb);
+CTX_EXPORT void ctx_loop_uv_async_close(ctx_loop_uv_async_t *async, uv_close_cb close_cb);
 
 /* A uv_work_t whose work callback (on libuv's thread pool) and after-work
  * callback (on the loop) both run in the context captured by
@@ -716,7 +707,7 @@ typedef struct ctx_loop_uv_work {
  * as usual; it also runs, with UV_ECANCELED, for a request cancelled with
  * uv_cancel).  after_cb may be NULL.  Loop thread.
  * Errors (no callback runs): CTX_EINVAL, CTX_ENOMEM, libuv's (mapped, see "Errors" above). */
-CTX_LOOP_EXPORT int ctx_loop_uv_queue_work(uv_loop_t *loop, ctx_loop_uv_work_t *work,
+CTX_EXPORT int ctx_loop_uv_queue_work(uv_loop_t *loop, ctx_loop_uv_work_t *work,
                                       uv_work_cb work_cb, uv_after_work_cb after_cb);
 
 #ifdef __cplusplus

@@ -65,14 +65,6 @@ extern "C" {
 
 /* ctxvar_nats is a library of its own (over ctxvar_wire, ctxvar_bus and
  * libnats). */
-#if defined(CTX_STATIC)
-#define CTX_NATS_EXPORT
-#elif defined(__GNUC__)
-#define CTX_NATS_EXPORT __attribute__((visibility("default")))
-#else
-#define CTX_NATS_EXPORT
-#endif
-
 typedef struct ctx_nats ctx_nats_t;
 typedef struct ctx_nats_sub ctx_nats_sub_t;
 /* The bus of ctxvar/bus.h (the same declarations; this header does not
@@ -92,22 +84,22 @@ typedef struct ctx_bus_listener ctx_bus_listener_t;
  * your own).  *out is the caller's (natsConnection_Destroy).  Any
  * thread.  Errors: CTX_EINVAL, CTX_ENOMEM, CTX_ESYSTEM (could not connect:
  * nothing listens there, or the server refused). */
-CTX_NATS_EXPORT int ctx_nats_connect(const char *url, natsConnection **out);
+CTX_EXPORT int ctx_nats_connect(const char *url, natsConnection **out);
 
 /* A bridge over `nc` (borrowed: it must outlive the bridge and every
  * subscription made through it) and `wire` (retained).  *out holds the
  * caller's reference (ctx_nats_release).  Any thread.
  * Errors: CTX_EINVAL (NULL; a server without header support), CTX_ENOMEM. */
-CTX_NATS_EXPORT int ctx_nats_new(natsConnection *nc, ctx_wire_t *wire, ctx_nats_t **out);
+CTX_EXPORT int ctx_nats_new(natsConnection *nc, ctx_wire_t *wire, ctx_nats_t **out);
 
 /* Drops the caller's reference (NULL ignored).  Subscriptions keep the
  * bridge alive until they are unsubscribed.  Any thread. */
-CTX_NATS_EXPORT void ctx_nats_release(ctx_nats_t *bridge);
+CTX_EXPORT void ctx_nats_release(ctx_nats_t *bridge);
 
 /* The connection and the registry (borrowed: valid while the bridge
  * lives; NULL for a NULL bridge).  Any thread. */
-CTX_NATS_EXPORT natsConnection *ctx_nats_connection(const ctx_nats_t *bridge);
-CTX_NATS_EXPORT ctx_wire_t *ctx_nats_wire(const ctx_nats_t *bridge);
+CTX_EXPORT natsConnection *ctx_nats_connection(const ctx_nats_t *bridge);
+CTX_EXPORT ctx_wire_t *ctx_nats_wire(const ctx_nats_t *bridge);
 
 /* ---------------------------------------------------------------------- */
 /* Headers                                                                 */
@@ -117,20 +109,20 @@ CTX_NATS_EXPORT ctx_wire_t *ctx_nats_wire(const ctx_nats_t *bridge);
  * one thread at a time, as libnats requires of message headers).  It has
  * iterate and set, no get (ctx_wire_carrier_get searches with iterate).
  * Thread: any, one at a time per message. */
-CTX_NATS_EXPORT ctx_wire_carrier_t ctx_nats_carrier(natsMsg *msg);
+CTX_EXPORT ctx_wire_carrier_t ctx_nats_carrier(natsMsg *msg);
 
 /* Writes `ctx` (NULL: the current context) into the headers of `msg`
  * (ctx_wire_inject: a child traceparent, the deadline's time left, the
  * registered baggage), replacing any header of those names, whatever its
  * case.  Returns what ctx_wire_inject returns (CTX_EINVAL also for a NULL
  * bridge or message).  Thread: any, one at a time per message. */
-CTX_NATS_EXPORT int ctx_nats_inject(ctx_nats_t *bridge, ctx_context_t *ctx, natsMsg *msg);
+CTX_EXPORT int ctx_nats_inject(ctx_nats_t *bridge, ctx_context_t *ctx, natsMsg *msg);
 
 /* Decodes the headers of `msg` into a new context (ctx_wire_extract, not
  * strict).  Returns 0 and *out (the caller's), or its errors (CTX_EINVAL
  * also for a NULL bridge, message or out).  Thread: any, one at a time per
  * message. */
-CTX_NATS_EXPORT int ctx_nats_extract(ctx_nats_t *bridge, natsMsg *msg, ctx_context_t **out,
+CTX_EXPORT int ctx_nats_extract(ctx_nats_t *bridge, natsMsg *msg, ctx_context_t **out,
                                      ctx_wire_report_t *report);
 
 /* ---------------------------------------------------------------------- */
@@ -141,13 +133,13 @@ CTX_NATS_EXPORT int ctx_nats_extract(ctx_nats_t *bridge, natsMsg *msg, ctx_conte
  * the headers.  Returns 0, or an inject error, or a libnats status mapped
  * as above (CTX_EINVAL also for len < 0 or data NULL with len > 0).  Any
  * thread. */
-CTX_NATS_EXPORT int ctx_nats_publish(ctx_nats_t *bridge, const char *subject, const void *data,
+CTX_EXPORT int ctx_nats_publish(ctx_nats_t *bridge, const char *subject, const void *data,
                                      int len);
 
 /* Adds the current context to the headers of `msg` (ctx_nats_inject with
  * ctx NULL) and publishes it; `msg` stays the caller's.  Errors as
  * ctx_nats_publish.  Thread: any, one at a time per message. */
-CTX_NATS_EXPORT int ctx_nats_publish_msg(ctx_nats_t *bridge, natsMsg *msg);
+CTX_EXPORT int ctx_nats_publish_msg(ctx_nats_t *bridge, natsMsg *msg);
 
 /* Sends a request with the current context and waits for the reply, at
  * most `timeout_ms` milliseconds and never past the current context's
@@ -158,7 +150,7 @@ CTX_NATS_EXPORT int ctx_nats_publish_msg(ctx_nats_t *bridge, natsMsg *msg);
  * passed: then nothing is sent), CTX_ENOTFOUND (no responders), CTX_EINVAL,
  * CTX_ENOMEM, CTX_ECLOSED, CTX_ESYSTEM.  On error nothing is returned.
  * Any thread, a subscription callback included. */
-CTX_NATS_EXPORT int ctx_nats_request(ctx_nats_t *bridge, const char *subject, const void *data,
+CTX_EXPORT int ctx_nats_request(ctx_nats_t *bridge, const char *subject, const void *data,
                                      int len, int64_t timeout_ms, natsMsg **reply,
                                      ctx_context_t **reply_ctx);
 
@@ -167,7 +159,7 @@ CTX_NATS_EXPORT int ctx_nats_request(ctx_nats_t *bridge, const char *subject, co
  * context decoded from the request plus whatever the callback set.
  * Errors: CTX_EINVAL (no reply subject), and those of ctx_nats_publish.
  * Any thread. */
-CTX_NATS_EXPORT int ctx_nats_respond(ctx_nats_t *bridge, natsMsg *request, const void *data,
+CTX_EXPORT int ctx_nats_respond(ctx_nats_t *bridge, natsMsg *request, const void *data,
                                      int len);
 
 /* ---------------------------------------------------------------------- */
@@ -187,7 +179,7 @@ typedef void (*ctx_nats_msg_fn)(ctx_nats_t *bridge, natsMsg *msg, void *user);
  * delivered.  *out is the caller's (ctx_nats_unsubscribe).  Any thread.
  * Errors (fn never runs): CTX_EINVAL, CTX_ENOMEM, and the mapped libnats
  * status. */
-CTX_NATS_EXPORT int ctx_nats_subscribe(ctx_nats_t *bridge, const char *subject,
+CTX_EXPORT int ctx_nats_subscribe(ctx_nats_t *bridge, const char *subject,
                                        const char *queue, ctx_nats_msg_fn fn, void *user,
                                        ctx_nats_sub_t **out);
 
@@ -197,13 +189,13 @@ CTX_NATS_EXPORT int ctx_nats_subscribe(ctx_nats_t *bridge, const char *subject,
  * called from the subscription's own callback (CTX_EBUSY: nothing done).
  * Returns 0, CTX_EBUSY, CTX_EINVAL.  Thread: any but the one running this
  * subscription's callback; once per subscription. */
-CTX_NATS_EXPORT int ctx_nats_unsubscribe(ctx_nats_sub_t *sub);
+CTX_EXPORT int ctx_nats_unsubscribe(ctx_nats_sub_t *sub);
 
 /* Messages delivered to the callback, and messages dropped (no memory to
  * decode their context, or to enter it), so far; 0 for NULL.  Any thread
  * (until ctx_nats_unsubscribe). */
-CTX_NATS_EXPORT uint64_t ctx_nats_sub_delivered(const ctx_nats_sub_t *sub);
-CTX_NATS_EXPORT uint64_t ctx_nats_sub_dropped(const ctx_nats_sub_t *sub);
+CTX_EXPORT uint64_t ctx_nats_sub_delivered(const ctx_nats_sub_t *sub);
+CTX_EXPORT uint64_t ctx_nats_sub_dropped(const ctx_nats_sub_t *sub);
 
 /* ---------------------------------------------------------------------- */
 /* Bus forwarding                                                          */
@@ -235,7 +227,7 @@ typedef struct ctx_nats_bus_codec {
  * handler sees the code).  Errors: CTX_EINVAL (NULL, prefix not a NATS
  * subject without wildcards), CTX_ENOMEM, CTX_ESHUTDOWN (bus shut down).
  * Any thread. */
-CTX_NATS_EXPORT int ctx_nats_bus_forward(ctx_nats_t *bridge, ctx_bus_t *bus, const char *pattern,
+CTX_EXPORT int ctx_nats_bus_forward(ctx_nats_t *bridge, ctx_bus_t *bus, const char *pattern,
                                          const char *prefix, const ctx_nats_bus_codec_t *codec,
                                          ctx_bus_listener_t **out);
 
@@ -245,7 +237,7 @@ CTX_NATS_EXPORT int ctx_nats_bus_forward(ctx_nats_t *bridge, ctx_bus_t *bus, con
  * publisher's context — so the bus's listeners run in it.  *out is the
  * caller's (ctx_nats_unsubscribe).  Errors: as ctx_nats_subscribe.  Any
  * thread. */
-CTX_NATS_EXPORT int ctx_nats_bus_receive(ctx_nats_t *bridge, ctx_bus_t *bus, const char *prefix,
+CTX_EXPORT int ctx_nats_bus_receive(ctx_nats_t *bridge, ctx_bus_t *bus, const char *prefix,
                                          const ctx_nats_bus_codec_t *codec,
                                          ctx_nats_sub_t **out);
 

@@ -87,15 +87,6 @@
 extern "C" {
 #endif
 
-/* ctxvar_wire is a library of its own (over ctxvar). */
-#if defined(CTX_STATIC)
-#define CTX_WIRE_EXPORT
-#elif defined(__GNUC__)
-#define CTX_WIRE_EXPORT __attribute__((visibility("default")))
-#else
-#define CTX_WIRE_EXPORT
-#endif
-
 /* Header names, lowercase (field names are case-insensitive: RFC 9110 §5.1). */
 #define CTX_WIRE_TRACEPARENT "traceparent"
 #define CTX_WIRE_TRACESTATE "tracestate"
@@ -129,33 +120,33 @@ typedef struct ctx_wire_traceparent {
  * Returns 0 and fills *out, or CTX_EPARSE (out untouched), CTX_EINVAL
  * (NULL argument).  Looks at the surrounding whitespace and at most 56
  * other bytes, whatever `len` is; never allocates.  Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_traceparent_parse(const char *text, size_t len,
+CTX_EXPORT int ctx_wire_traceparent_parse(const char *text, size_t len,
                                            ctx_wire_traceparent_t *out);
 
 /* Writes `tp` as a version-00 traceparent (whatever tp->version says: a
  * vendor sends the version it knows, §3.2.4) plus a NUL: needs cap >= 56.
  * Returns CTX_WIRE_TRACEPARENT_LEN, or CTX_ETRUNCATED (cap too small; buf
  * untouched), CTX_EINVAL (NULL, or an all-zero id).  Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_traceparent_format(const ctx_wire_traceparent_t *tp,
+CTX_EXPORT int ctx_wire_traceparent_format(const ctx_wire_traceparent_t *tp,
                                             char *buf, size_t cap);
 
 /* Starts a trace: random trace-id and parent-id (never all zero), version
  * 00, the given flags.  Ids come from a per-thread generator seeded from the
  * operating system (getrandom / /dev/urandom).  Returns 0 or CTX_EINVAL.
  * Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_traceparent_new(uint8_t flags, ctx_wire_traceparent_t *out);
+CTX_EXPORT int ctx_wire_traceparent_new(uint8_t flags, ctx_wire_traceparent_t *out);
 
 /* The traceparent for an outgoing call made on behalf of `parent`: same
  * trace-id and flags, a new random parent-id, version 00 (§3.2.2.3 / §4:
  * a participant that calls another service sends its own span id as
  * parent-id).  `out` may equal `parent`.  Returns 0 or CTX_EINVAL.  Any
  * thread. */
-CTX_WIRE_EXPORT int ctx_wire_traceparent_child(const ctx_wire_traceparent_t *parent,
+CTX_EXPORT int ctx_wire_traceparent_child(const ctx_wire_traceparent_t *parent,
                                            ctx_wire_traceparent_t *out);
 
 /* Writes the 32-hex-digit trace-id and a NUL (cap >= 33).  Returns 32, or
  * CTX_ETRUNCATED, CTX_EINVAL.  For log lines.  Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_traceparent_trace_id(const ctx_wire_traceparent_t *tp,
+CTX_EXPORT int ctx_wire_traceparent_trace_id(const ctx_wire_traceparent_t *tp,
                                               char *buf, size_t cap);
 
 /* ====================================================================== */
@@ -198,7 +189,7 @@ typedef int (*ctx_wire_tracestate_fn)(const char *key, size_t key_len,
  * len > CTX_WIRE_TRACESTATE_MAX_INPUT), CTX_EINVAL, or fn's negative code
  * (CTX_ECALLBACK if fn returned a positive value).  Never allocates.  Any
  * thread (fn runs on the calling thread). */
-CTX_WIRE_EXPORT int ctx_wire_tracestate_parse(const char *text, size_t len,
+CTX_EXPORT int ctx_wire_tracestate_parse(const char *text, size_t len,
                                           ctx_wire_tracestate_fn fn, void *user);
 
 /* Validates like ctx_wire_tracestate_parse and writes the list in normal form:
@@ -207,13 +198,13 @@ CTX_WIRE_EXPORT int ctx_wire_tracestate_parse(const char *text, size_t len,
  * most CTX_WIRE_TRACESTATE_MAX_LEN + 1 bytes are needed.  *out_len (if not NULL)
  * receives the length.  Returns 0, or CTX_ETRUNCATED (cap too small; buf
  * holds a NUL), or the codes of ctx_wire_tracestate_parse.  Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_tracestate_normalize(const char *text, size_t len, char *buf,
+CTX_EXPORT int ctx_wire_tracestate_normalize(const char *text, size_t len, char *buf,
                                               size_t cap, size_t *out_len);
 
 /* Looks `key` (NUL terminated) up in a tracestate list (any valid form):
  * 0 and the value (pointing into `state`, not NUL terminated), or
  * CTX_ENOTFOUND, CTX_EPARSE (state invalid), CTX_EINVAL.  Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_tracestate_get(const char *state, size_t len, const char *key,
+CTX_EXPORT int ctx_wire_tracestate_get(const char *state, size_t len, const char *key,
                                         const char **value, size_t *value_len);
 
 /* The update rule of §3.5: writes to `buf` (normal form, NUL terminated) the
@@ -224,15 +215,15 @@ CTX_WIRE_EXPORT int ctx_wire_tracestate_get(const char *state, size_t len, const
  * value outside the grammar, NULL), CTX_EPARSE (state invalid),
  * CTX_ETRUNCATED (buf too small: CTX_WIRE_TRACESTATE_MAX_LEN + 1 always fits).
  * `buf` must not overlap `state`.  Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_tracestate_put(const char *state, size_t len, const char *key,
+CTX_EXPORT int ctx_wire_tracestate_put(const char *state, size_t len, const char *key,
                                         const char *value, char *buf, size_t cap,
                                         size_t *out_len);
 
 /* 1 if `key` (`len` bytes) is a valid tracestate key, else 0.  Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_tracestate_key_valid(const char *key, size_t len);
+CTX_EXPORT int ctx_wire_tracestate_key_valid(const char *key, size_t len);
 /* 1 if `value` (`len` bytes) is a valid tracestate value, else 0.  Any
  * thread. */
-CTX_WIRE_EXPORT int ctx_wire_tracestate_value_valid(const char *value, size_t len);
+CTX_EXPORT int ctx_wire_tracestate_value_valid(const char *value, size_t len);
 
 /* ====================================================================== */
 /* W3C Baggage                                                            */
@@ -290,7 +281,7 @@ typedef struct ctx_wire_baggage_stats {
  * fn returned a positive value).  Never allocates; uses
  * CTX_WIRE_BAGGAGE_MAX_BYTES of stack for decoded values.  Any thread (fn runs
  * on the calling thread). */
-CTX_WIRE_EXPORT int ctx_wire_baggage_parse(const char *text, size_t len, ctx_wire_baggage_fn fn,
+CTX_EXPORT int ctx_wire_baggage_parse(const char *text, size_t len, ctx_wire_baggage_fn fn,
                                       void *user, ctx_wire_baggage_stats_t *stats);
 
 /* Builds a baggage header value into caller storage, member by member.
@@ -304,7 +295,7 @@ typedef struct ctx_wire_baggage_writer {
 
 /* Starts an empty list in `buf` (buf[0] = NUL when cap > 0).  Any thread;
  * a writer is used by one thread at a time. */
-CTX_WIRE_EXPORT void ctx_wire_baggage_writer_init(ctx_wire_baggage_writer_t *w, char *buf, size_t cap);
+CTX_EXPORT void ctx_wire_baggage_writer_init(ctx_wire_baggage_writer_t *w, char *buf, size_t cap);
 
 /* Appends key=value[;properties].  The value (any bytes) is percent-encoded:
  * every byte outside baggage-octet, and '%', becomes %XX (uppercase hex).
@@ -315,26 +306,26 @@ CTX_WIRE_EXPORT void ctx_wire_baggage_writer_init(ctx_wire_baggage_writer_t *w, 
  *   CTX_ELIMIT      the list would exceed 64 members or 8192 bytes;
  *   CTX_ETRUNCATED  the buffer is too small.
  * On error nothing is appended.  Thread: one at a time per writer. */
-CTX_WIRE_EXPORT int ctx_wire_baggage_append(ctx_wire_baggage_writer_t *w, const char *key,
+CTX_EXPORT int ctx_wire_baggage_append(ctx_wire_baggage_writer_t *w, const char *key,
                                        size_t key_len, const char *value, size_t value_len,
                                        const char *properties, size_t properties_len);
 
 /* Percent-encodes `len` bytes as ctx_wire_baggage_append does, plus a NUL.
  * Returns 0 and *out_len, or CTX_ETRUNCATED (buf holds nothing useful),
  * CTX_EINVAL.  Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_baggage_percent_encode(const char *in, size_t len, char *buf,
+CTX_EXPORT int ctx_wire_baggage_percent_encode(const char *in, size_t len, char *buf,
                                                size_t cap, size_t *out_len);
 
 /* Decodes a baggage value as ctx_wire_baggage_parse does (escapes, U+FFFD for
  * invalid UTF-8), plus a NUL.  The output is never longer than the input.
  * Returns 0 and *out_len, or CTX_EPARSE (an octet outside baggage-octet, a
  * bad escape), CTX_ETRUNCATED, CTX_EINVAL.  Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_baggage_percent_decode(const char *in, size_t len, char *buf,
+CTX_EXPORT int ctx_wire_baggage_percent_decode(const char *in, size_t len, char *buf,
                                                size_t cap, size_t *out_len);
 
 /* 1 if `key` (`len` bytes) is a valid baggage key (a non-empty token).  Any
  * thread. */
-CTX_WIRE_EXPORT int ctx_wire_baggage_key_valid(const char *key, size_t len);
+CTX_EXPORT int ctx_wire_baggage_key_valid(const char *key, size_t len);
 
 /* ====================================================================== */
 /* Deadlines: grpc-timeout                                                */
@@ -353,18 +344,18 @@ CTX_WIRE_EXPORT int ctx_wire_baggage_key_valid(const char *key, size_t len);
  * around the value is ignored).  The result saturates at INT64_MAX (8
  * digits of hours exceed an int64 of nanoseconds).
  * Returns 0 and *timeout_ns, or CTX_EPARSE, CTX_EINVAL.  Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_timeout_parse(const char *text, size_t len,
+CTX_EXPORT int ctx_wire_timeout_parse(const char *text, size_t len,
                                            int64_t *timeout_ns);
 
 /* Writes `timeout_ns` in the finest unit whose value fits in 8 digits,
  * rounded *down* (so a deadline never grows across a hop; grpc-go rounds
  * up), plus a NUL (cap >= 10 always fits).  timeout_ns <= 0 writes "0n".
  * Returns the length, or CTX_ETRUNCATED, CTX_EINVAL.  Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_timeout_format(int64_t timeout_ns, char *buf, size_t cap);
+CTX_EXPORT int ctx_wire_timeout_format(int64_t timeout_ns, char *buf, size_t cap);
 
 /* The clock deadlines are measured on: CLOCK_MONOTONIC, in nanoseconds.
  * Any thread. */
-CTX_WIRE_EXPORT int64_t ctx_wire_now_ns(void);
+CTX_EXPORT int64_t ctx_wire_now_ns(void);
 
 /* ====================================================================== */
 /* Carriers                                                               */
@@ -404,14 +395,14 @@ typedef struct ctx_wire_carrier {
 } ctx_wire_carrier_t;
 
 /* 1 if the two names are equal ignoring ASCII case, else 0.  Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_name_equal(const char *a, size_t a_len, const char *b,
+CTX_EXPORT int ctx_wire_name_equal(const char *a, size_t a_len, const char *b,
                                         size_t b_len);
 
 /* The first value of `name` through the carrier's get (or iterate).
  * Returns 0, CTX_ENOTFOUND, CTX_EINVAL, or the carrier's negative code
  * (CTX_ECALLBACK for a positive one).  Thread: any, one at a time per
  * carrier. */
-CTX_WIRE_EXPORT int ctx_wire_carrier_get(const ctx_wire_carrier_t *carrier, const char *name,
+CTX_EXPORT int ctx_wire_carrier_get(const ctx_wire_carrier_t *carrier, const char *name,
                                          const char **value, size_t *value_len);
 
 /* ---- a ready-made carrier: an ordered list of header pairs ---- */
@@ -426,38 +417,38 @@ typedef struct ctx_wire_headers ctx_wire_headers_t;
  * Errors: CTX_EINVAL, CTX_ENOMEM.  Any thread.  A list is not locked: the
  * calls below on one list must not run concurrently (concurrent reads —
  * get, count, at — are fine while nothing changes it). */
-CTX_WIRE_EXPORT int ctx_wire_headers_new(ctx_wire_headers_t **out);
+CTX_EXPORT int ctx_wire_headers_new(ctx_wire_headers_t **out);
 /* Frees the list and every string in it (NULL ignored).  Thread: no other
  * call on the list may be running. */
-CTX_WIRE_EXPORT void ctx_wire_headers_release(ctx_wire_headers_t *h);
+CTX_EXPORT void ctx_wire_headers_release(ctx_wire_headers_t *h);
 /* Appends a pair (both copied).  The name must be a token, the value must
  * not contain CR, LF or NUL.  Errors: CTX_EINVAL, CTX_ELIMIT (the list
  * limits), CTX_ENOMEM; on error the list is unchanged.  Thread: one at a
  * time per list. */
-CTX_WIRE_EXPORT int ctx_wire_headers_add(ctx_wire_headers_t *h, const char *name,
+CTX_EXPORT int ctx_wire_headers_add(ctx_wire_headers_t *h, const char *name,
                                          size_t name_len, const char *value,
                                          size_t value_len);
 /* Removes every pair named `name` (any case), then appends name=value.
  * Errors as ctx_wire_headers_add; on error the list is unchanged.  Thread:
  * one at a time per list. */
-CTX_WIRE_EXPORT int ctx_wire_headers_set(ctx_wire_headers_t *h, const char *name,
+CTX_EXPORT int ctx_wire_headers_set(ctx_wire_headers_t *h, const char *name,
                                          const char *value, size_t value_len);
 /* The first value of `name` (any case): 0 and the value (NUL terminated,
  * borrowed until the list changes), or CTX_ENOTFOUND, CTX_EINVAL.  Thread:
  * not while the list changes. */
-CTX_WIRE_EXPORT int ctx_wire_headers_get(const ctx_wire_headers_t *h, const char *name,
+CTX_EXPORT int ctx_wire_headers_get(const ctx_wire_headers_t *h, const char *name,
                                          const char **value, size_t *value_len);
 /* Number of pairs (0 for NULL).  Thread: not while the list changes. */
-CTX_WIRE_EXPORT size_t ctx_wire_headers_count(const ctx_wire_headers_t *h);
+CTX_EXPORT size_t ctx_wire_headers_count(const ctx_wire_headers_t *h);
 /* Pair number `i` (borrowed, NUL terminated): 0, or CTX_ENOTFOUND.
  * Thread: not while the list changes. */
-CTX_WIRE_EXPORT int ctx_wire_headers_at(const ctx_wire_headers_t *h, size_t i,
+CTX_EXPORT int ctx_wire_headers_at(const ctx_wire_headers_t *h, size_t i,
                                         const char **name, const char **value);
 /* Removes every pair.  Thread: one at a time per list. */
-CTX_WIRE_EXPORT void ctx_wire_headers_clear(ctx_wire_headers_t *h);
+CTX_EXPORT void ctx_wire_headers_clear(ctx_wire_headers_t *h);
 /* A carrier over the list (valid while the list lives; used as the list
  * is: one thread at a time).  Any thread. */
-CTX_WIRE_EXPORT ctx_wire_carrier_t ctx_wire_headers_carrier(ctx_wire_headers_t *h);
+CTX_EXPORT ctx_wire_carrier_t ctx_wire_headers_carrier(ctx_wire_headers_t *h);
 
 /* ====================================================================== */
 /* The registry: which variables cross                                    */
@@ -471,12 +462,12 @@ typedef struct ctx_wire ctx_wire_t;
 /* A new registry with its two built-in variables (trace and deadline) and
  * no registered variable; the caller owns one reference.  Any thread.
  * Errors: CTX_EINVAL, CTX_ENOMEM. */
-CTX_WIRE_EXPORT int ctx_wire_new(ctx_wire_t **out);
+CTX_EXPORT int ctx_wire_new(ctx_wire_t **out);
 /* One more reference; returns `w`.  Any thread. */
-CTX_WIRE_EXPORT ctx_wire_t *ctx_wire_retain(ctx_wire_t *w);
+CTX_EXPORT ctx_wire_t *ctx_wire_retain(ctx_wire_t *w);
 /* Drops a reference (NULL ignored); the last one releases the registered
  * variables and the built-in ones.  Any thread. */
-CTX_WIRE_EXPORT void ctx_wire_release(ctx_wire_t *w);
+CTX_EXPORT void ctx_wire_release(ctx_wire_t *w);
 
 /* Lets `var` cross the wire as baggage member `baggage_key` (NUL
  * terminated, copied).  The variable must have both `encode` and `decode`
@@ -489,21 +480,21 @@ CTX_WIRE_EXPORT void ctx_wire_release(ctx_wire_t *w);
  * (the registry has been used: registration is closed), CTX_ELIMIT (more
  * than CTX_WIRE_MAX_VARS), CTX_ENOMEM.  On error nothing changed.
  * Thread: one thread, before any other thread uses the registry. */
-CTX_WIRE_EXPORT int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *baggage_key);
+CTX_EXPORT int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *baggage_key);
 
 /* The built-in variables (borrowed: valid while the registry lives).  Their
  * values are private: use the calls below.  They format for logs
  * ("00-…-01" and "12.5ms left"), so ctx_context_format shows them.  Any
  * thread. */
-CTX_WIRE_EXPORT ctx_var_t *ctx_wire_trace_var(ctx_wire_t *w);
-CTX_WIRE_EXPORT ctx_var_t *ctx_wire_deadline_var(ctx_wire_t *w);
+CTX_EXPORT ctx_var_t *ctx_wire_trace_var(ctx_wire_t *w);
+CTX_EXPORT ctx_var_t *ctx_wire_deadline_var(ctx_wire_t *w);
 
 /* The trace of `ctx` (NULL: the calling thread's current context): 0 and
  * *parent (if not NULL) and the normalised tracestate (if state is not NULL:
  * borrowed, NUL terminated, valid while the context holds this value), or
  * CTX_ENOTFOUND, CTX_EINVAL.  Any thread (NULL reads the calling thread's
  * context). */
-CTX_WIRE_EXPORT int ctx_wire_trace_get(ctx_wire_t *w, ctx_context_t *ctx,
+CTX_EXPORT int ctx_wire_trace_get(ctx_wire_t *w, ctx_context_t *ctx,
                                        ctx_wire_traceparent_t *parent, const char **state,
                                        size_t *state_len);
 
@@ -512,30 +503,30 @@ CTX_WIRE_EXPORT int ctx_wire_trace_get(ctx_wire_t *w, ctx_context_t *ctx,
  * validated and normalised.  Errors: CTX_EINVAL (NULL, invalid parent),
  * CTX_EPARSE / CTX_ELIMIT (state), CTX_ENOMEM.  Any thread (sets in the
  * calling thread's current context). */
-CTX_WIRE_EXPORT int ctx_wire_trace_set(ctx_wire_t *w, const ctx_wire_traceparent_t *parent,
+CTX_EXPORT int ctx_wire_trace_set(ctx_wire_t *w, const ctx_wire_traceparent_t *parent,
                                        const char *state, size_t state_len);
 
 /* Starts a new trace in the current context (ctx_wire_traceparent_new, no
  * tracestate) and copies it to *out if `out` is not NULL.
  * Errors: CTX_EINVAL, CTX_ENOMEM.  Any thread (the calling thread's current
  * context). */
-CTX_WIRE_EXPORT int ctx_wire_trace_start(ctx_wire_t *w, uint8_t flags,
+CTX_EXPORT int ctx_wire_trace_start(ctx_wire_t *w, uint8_t flags,
                                          ctx_wire_traceparent_t *out);
 
 /* Gives the current context a deadline `timeout_ns` from now (replacing
  * any deadline it had; saturating).  Errors: CTX_EINVAL, CTX_ENOMEM.  Any
  * thread (the calling thread's current context). */
-CTX_WIRE_EXPORT int ctx_wire_deadline_set(ctx_wire_t *w, int64_t timeout_ns);
+CTX_EXPORT int ctx_wire_deadline_set(ctx_wire_t *w, int64_t timeout_ns);
 
 /* The deadline of `ctx` (NULL: current): 0 and *deadline_ns (absolute, on
  * ctx_wire_now_ns's clock), or CTX_ENOTFOUND, CTX_EINVAL.  Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_deadline_get(ctx_wire_t *w, ctx_context_t *ctx,
+CTX_EXPORT int ctx_wire_deadline_get(ctx_wire_t *w, ctx_context_t *ctx,
                                           int64_t *deadline_ns);
 
 /* The time left until the deadline of `ctx` (NULL: current): 0 and
  * *remaining_ns (<= 0 once it has passed), or CTX_ENOTFOUND, CTX_EINVAL.
  * Any thread. */
-CTX_WIRE_EXPORT int ctx_wire_deadline_remaining(ctx_wire_t *w, ctx_context_t *ctx,
+CTX_EXPORT int ctx_wire_deadline_remaining(ctx_wire_t *w, ctx_context_t *ctx,
                                                 int64_t *remaining_ns);
 
 /* ====================================================================== */
@@ -565,7 +556,7 @@ CTX_WIRE_EXPORT int ctx_wire_deadline_remaining(ctx_wire_t *w, ctx_context_t *ct
  * headers may have been written; a positive one is CTX_ECALLBACK, never a
  * count).  Uses about 16 KiB of stack.  Any thread (the carrier is called
  * on the calling thread only). */
-CTX_WIRE_EXPORT int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx,
+CTX_EXPORT int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx,
                                     const ctx_wire_carrier_t *carrier, unsigned flags);
 
 /* What ctx_wire_extract found, header by header.  For the four int fields:
@@ -597,7 +588,7 @@ typedef struct ctx_wire_report {
  * positive result of iterate is CTX_ECALLBACK, never success).  On error
  * *out is untouched and no value is leaked.  Uses about 32 KiB of stack.
  * Any thread (the carrier is called on the calling thread only). */
-CTX_WIRE_EXPORT int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier,
+CTX_EXPORT int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier,
                                      unsigned flags, ctx_context_t **out,
                                      ctx_wire_report_t *report);
 

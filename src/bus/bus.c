@@ -45,12 +45,10 @@
 #include <time.h>
 
 #include "bus/bus_internal.h"
+#include "common/common.h"
 
 void ctx__bus_snap_lock(ctx_bus_t *bus) {
-    while (atomic_exchange_explicit(&bus->snap_lock, 1, memory_order_acquire)) {
-        while (atomic_load_explicit(&bus->snap_lock, memory_order_relaxed))
-            sched_yield();
-    }
+    ctx__spin_lock(&bus->snap_lock);
 }
 
 int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
@@ -66,13 +64,7 @@ int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
         ctx__bus_free(bus, sizeof *bus);
         return err;
     }
-    pthread_condattr_t attr;
-    int have_attr = pthread_condattr_init(&attr) == 0;
-    bus->idle_monotonic =
-        have_attr && pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
-    int cond_ok = pthread_cond_init(&bus->idle_cond, bus->idle_monotonic ? &attr : NULL) == 0;
-    if (have_attr)
-        pthread_condattr_destroy(&attr);
+    int cond_ok = ctx__cond_init_monotonic(&bus->idle_cond, &bus->idle_monotonic) == 0;
     int idle_ok = pthread_mutex_init(&bus->idle_lock, NULL) == 0;
     int write_ok = pthread_mutex_init(&bus->write_lock, NULL) == 0;
     if (!cond_ok || !idle_ok || !write_ok) {
@@ -193,16 +185,6 @@ void ctx__bus_pending_done(ctx_bus_t *bus) {
     pthread_mutex_unlock(&bus->idle_lock);
 }
 
-static void deadline_after(const ctx_bus_t *bus, int64_t ns, struct timespec *ts) {
-    clock_gettime(bus->idle_monotonic ? CLOCK_MONOTONIC : CLOCK_REALTIME, ts);
-    ts->tv_sec += (time_t)(ns / 1000000000);
-    ts->tv_nsec += (long)(ns % 1000000000);
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 int ctx_bus_wait_idle(ctx_bus_t *bus, int64_t timeout_ns) {
     if (!bus)
         return CTX_EINVAL;
@@ -210,7 +192,7 @@ int ctx_bus_wait_idle(ctx_bus_t *bus, int64_t timeout_ns) {
         return CTX_EBUSY;
     struct timespec deadline;
     if (timeout_ns > 0)
-        deadline_after(bus, timeout_ns, &deadline);
+        ctx__cond_deadline(bus->idle_monotonic, timeout_ns, &deadline);
     int rc = 0;
     pthread_mutex_lock(&bus->idle_lock);
     while (bus->pending > 0) {

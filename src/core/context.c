@@ -19,18 +19,17 @@
  * be changing unshared nodes in place.  Iteration and the formatter retain a
  * snapshot of the root under the lock and then walk it unlocked.
  */
+#define _POSIX_C_SOURCE 200809L
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "common/common.h"
 #include "core/alloc.h"
 #include "core/core.h"
 
 void ctx__context_lock(ctx_context_t *ctx) {
-    while (atomic_exchange_explicit(&ctx->lock, 1, memory_order_acquire)) {
-        while (atomic_load_explicit(&ctx->lock, memory_order_relaxed))
-            sched_yield();
-    }
+    ctx__spin_lock(&ctx->lock);
 }
 
 ctx_context_t *ctx__context_alloc(void) {

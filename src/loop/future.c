@@ -31,19 +31,17 @@
  * returning from its step) and cancelling it is ctx_loop_task_cancel.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "common/common.h"
 #include "loop/loop_internal.h"
 
 #include <sched.h>
 
 static void future_lock(ctx_loop_future_t *f) {
-    while (atomic_exchange_explicit(&f->lock, 1, memory_order_acquire)) {
-        while (atomic_load_explicit(&f->lock, memory_order_relaxed))
-            sched_yield();
-    }
+    ctx__spin_lock(&f->lock);
 }
 
 static void future_unlock(ctx_loop_future_t *f) {
-    atomic_store_explicit(&f->lock, 0, memory_order_release);
+    ctx__spin_unlock(&f->lock);
 }
 
 void ctx__loop_future_init(ctx_loop_future_t *f, ctx_loop_t *loop, int kind,

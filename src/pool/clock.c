@@ -37,6 +37,8 @@
 
 #include "pool_internal.h"
 
+#include "common/common.h"
+
 #include <pthread.h>
 #include <time.h>
 
@@ -59,9 +61,7 @@ static uint64_t base_ns;
 static double ns_per_tick;
 
 uint64_t ctx__pool_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return (uint64_t)ctx__monotonic_ns();
 }
 
 static void clock_init(void) {

@@ -127,6 +127,7 @@
 
 #include "pool_internal.h"
 
+#include "common/common.h"
 #include "core/alloc.h"
 
 #include <errno.h>
@@ -144,16 +145,6 @@
 #ifndef CTX__POOL_SPINS
 #define CTX__POOL_SPINS 512
 #endif
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ volatile("yield" ::: "memory");
-#else
-    __asm__ volatile("" ::: "memory");
-#endif
-}
 
 /* One per worker, padded so that no two workers' counters share a cache
  * line: the outcome counters are bumped once per task, by that worker only
@@ -575,7 +566,7 @@ static void *worker_main(void *p) {
                             !atomic_load_explicit(&pool->incoming, memory_order_relaxed) &&
                             atomic_load_explicit(&pool->poke, memory_order_relaxed) == seen;
                  i++)
-                cpu_relax();
+                ctx__cpu_relax();
             pthread_mutex_lock(&pool->lock);
             pool->pollers--;
             drain_locked(pool);

@@ -54,6 +54,7 @@
 
 #include "pool_internal.h"
 
+#include "common/common.h"
 #include "core/alloc.h"
 
 #include <errno.h>
@@ -235,16 +236,10 @@ static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
 static int stripes_monotonic; /* cond uses CLOCK_MONOTONIC */
 
 static void stripes_init(void) {
-    pthread_condattr_t attr;
-    int have_attr = pthread_condattr_init(&attr) == 0;
-    stripes_monotonic =
-        have_attr && pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0;
     for (int i = 0; i < CTX__STRIPES; i++) {
         pthread_mutex_init(&stripes[i].lock, NULL);
-        pthread_cond_init(&stripes[i].cond, have_attr ? &attr : NULL);
+        ctx__cond_init_monotonic(&stripes[i].cond, &stripes_monotonic);
     }
-    if (have_attr)
-        pthread_condattr_destroy(&attr);
 }
 
 static struct stripe *stripe_of(const ctx_pool_future_t *f) {
@@ -254,17 +249,6 @@ static struct stripe *stripe_of(const ctx_pool_future_t *f) {
     return &stripes[a % CTX__STRIPES];
 }
 
-static void deadline_after(int64_t timeout_ns, struct timespec *ts) {
-    clock_gettime(stripes_monotonic ? CLOCK_MONOTONIC : CLOCK_REALTIME, ts);
-    int64_t sec = timeout_ns / 1000000000;
-    int64_t nsec = ts->tv_nsec + timeout_ns % 1000000000;
-    if (nsec >= 1000000000) {
-        nsec -= 1000000000;
-        sec++;
-    }
-    ts->tv_sec += (time_t)sec;
-    ts->tv_nsec = (long)nsec;
-}
 
 /* Polls before parking: a short task on a pool whose worker is polling
  * for work ends within a microsecond or two, and catching that here saves
@@ -272,16 +256,6 @@ static void deadline_after(int64_t timeout_ns, struct timespec *ts) {
 #ifndef CTX__WAIT_SPINS
 #define CTX__WAIT_SPINS 256
 #endif
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ volatile("yield" ::: "memory");
-#else
-    __asm__ volatile("" ::: "memory");
-#endif
-}
 
 int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_ns) {
     if (!future)
@@ -293,7 +267,7 @@ int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_ns) {
     if (timeout_ns == 0)
         return CTX_ETIMEDOUT;
     for (int i = 0; i < CTX__WAIT_SPINS; i++) {
-        cpu_relax();
+        ctx__cpu_relax();
         if (is_final(atomic_load_explicit(&future->state, memory_order_acquire)))
             return 0;
     }
@@ -301,7 +275,7 @@ int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_ns) {
     pthread_once(&stripes_once, stripes_init);
     struct timespec deadline;
     if (timeout_ns > 0)
-        deadline_after(timeout_ns, &deadline);
+        ctx__cond_deadline(stripes_monotonic, timeout_ns, &deadline);
     struct stripe *st = stripe_of(future);
     int rc = 0;
     pthread_mutex_lock(&st->lock);
@@ -374,13 +348,8 @@ void ctx__future_finish(ctx_pool_future_t *f, int state, int error, void *result
     ctx__done_cb_t *list = atomic_exchange_explicit(&f->callbacks, CTX__CB_DONE,
                                                     memory_order_acq_rel);
     /* The stack is newest first: reverse it to run in the order added. */
-    ctx__done_cb_t *ordered = NULL;
-    while (list) {
-        ctx__done_cb_t *next = list->next;
-        list->next = ordered;
-        ordered = list;
-        list = next;
-    }
+    ctx__done_cb_t *ordered = list;
+    CTX__LIST_REVERSE(ctx__done_cb_t, ordered, next);
     while (ordered) {
         ctx__done_cb_t *next = ordered->next;
         run_callback(f, ordered);

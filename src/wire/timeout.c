@@ -26,6 +26,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/common.h"
 #include "wire/wire_internal.h"
 
 static const struct unit {
@@ -99,7 +100,5 @@ int ctx_wire_timeout_format(int64_t timeout_ns, char *buf, size_t cap) {
 }
 
 int64_t ctx_wire_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    return ctx__monotonic_ns();
 }
