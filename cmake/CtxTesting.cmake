@@ -38,6 +38,10 @@ function(ctx_add_test)
   add_executable(${T_NAME} ${T_SOURCES})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBRARIES} ctx_test_support ctxvar_static
                         PkgConfig::CMOCKA Threads::Threads)
+  # Tests of libctxvar itself (core, pool) may look at its private headers.
+  if(T_MODULE STREQUAL "core" OR T_MODULE STREQUAL "pool")
+    target_compile_definitions(${T_NAME} PRIVATE CTX_BUILD_CORE)
+  endif()
   add_test(NAME ${T_NAME} COMMAND ${CTX_TEST_LAUNCHER} $<TARGET_FILE:${T_NAME}>)
   set(_labels ${T_MODULE} ${T_LABELS})
   if(CTX_VALGRIND)

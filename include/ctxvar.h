@@ -265,6 +265,13 @@ CTX_EXPORT ctx_var_t *ctx_var_retain(ctx_var_t *var);
 /* The name given at creation (valid while the variable lives). */
 CTX_EXPORT const char *ctx_var_name(const ctx_var_t *var);
 
+/* The variable's value operations: the copy made at creation (borrowed,
+ * valid while the variable lives; every member NULL if it was made without
+ * operations), or NULL for a NULL variable.  For layers that store values
+ * of any variable (the wire layer encodes and decodes through it).  Any
+ * thread. */
+CTX_EXPORT const ctx_value_ops_t *ctx_var_ops(const ctx_var_t *var);
+
 /* Looks `var` up in the calling thread's current context.
  *   CTX_VALUE (0)    *out = the value set in the context (may be NULL);
  *   CTX_DEFAULT (1)  no value in the context; *out = the variable's default;

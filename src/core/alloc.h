@@ -8,6 +8,12 @@
 #ifndef CTX_CORE_ALLOC_H
 #define CTX_CORE_ALLOC_H
 
+/* Private to the core library (libctxvar: src/core and src/pool).  Other
+ * modules use the public API (ctxvar.h); see docs/api-rules.md. */
+#ifndef CTX_BUILD_CORE
+#error "src/core headers are private to libctxvar: include <ctxvar.h> instead"
+#endif
+
 #include <stddef.h>
 
 void *ctx__malloc(size_t size);

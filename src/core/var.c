@@ -120,6 +120,8 @@ void ctx_var_release(ctx_var_t *var) {
 
 const char *ctx_var_name(const ctx_var_t *var) { return var ? var->name : NULL; }
 
+const ctx_value_ops_t *ctx_var_ops(const ctx_var_t *var) { return var ? &var->ops : NULL; }
+
 void ctx__var_force_hash(ctx_var_t *var, uint32_t hash) { var->hash = hash; }
 
 /* ---- get ---- */

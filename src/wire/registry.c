@@ -47,7 +47,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/core.h"
 #include "wire/wire_internal.h"
 
 typedef struct reg {
@@ -197,8 +196,9 @@ int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *baggage_key) {
     if (!w || !var || !baggage_key)
         return CTX_EINVAL;
     size_t key_len = strlen(baggage_key);
-    if (key_len > 256 || !ctx_wire_baggage_key_valid(baggage_key, key_len) || !var->ops.encode ||
-        !var->ops.decode)
+    const ctx_value_ops_t *ops = ctx_var_ops(var);
+    if (key_len > 256 || !ctx_wire_baggage_key_valid(baggage_key, key_len) || !ops->encode ||
+        !ops->decode)
         return CTX_EINVAL;
     if (atomic_load_explicit(&w->used, memory_order_relaxed))
         return CTX_EBUSY;
@@ -361,7 +361,7 @@ int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx, const ctx_wire_carrier_t 
         const reg_t *r = &w->regs[i];
         if (lookup(ctx, r->var, &v) != 0)
             continue;
-        int n = r->var->ops.encode(v, text, sizeof text, r->var->ops.user);
+        int n = ctx_var_ops(r->var)->encode(v, text, sizeof text, ctx_var_ops(r->var)->user);
         if (n < 0)
             return n;
         if ((size_t)n >= sizeof text ||
@@ -429,7 +429,7 @@ static int on_member(const ctx_wire_baggage_member_t *m, void *user) {
         return 0;
     }
     void *value = NULL;
-    int rc = r->var->ops.decode(m->value, m->value_len, &value, r->var->ops.user);
+    int rc = ctx_var_ops(r->var)->decode(m->value, m->value_len, &value, ctx_var_ops(r->var)->user);
     if (rc == CTX_ENOMEM) {
         x->error = rc;
         return rc;
@@ -440,8 +440,8 @@ static int on_member(const ctx_wire_baggage_member_t *m, void *user) {
     }
     rc = ctx_context_set(x->ctx, r->var, value);
     if (rc != 0) {
-        if (r->var->ops.release)
-            r->var->ops.release(value, r->var->ops.user);
+        if (ctx_var_ops(r->var)->release)
+            ctx_var_ops(r->var)->release(value, ctx_var_ops(r->var)->user);
         x->error = rc;
         return rc;
     }
