@@ -205,7 +205,7 @@ static void snapshot_figure(ctx_bench_t *b) {
     ctx_var_t **vars;
     ctx_context_t *ctx = context_with(16, &vars);
     static ctx_context_t *copies[COPIES];
-    ctx_allocator_t counting = {count_malloc, count_free, NULL};
+    ctx_allocator_t counting = {sizeof(ctx_allocator_t), count_malloc, count_free, NULL};
     ctx_set_allocator(&counting);
     long before = live_bytes, before_malloc = live_malloc_bytes;
     for (int i = 0; i < COPIES; i++)

@@ -100,7 +100,7 @@ static int str_decode(const char *text, size_t len, void **out, void *user) {
     return 0;
 }
 
-static const ctx_value_ops_t str_ops = {.release = str_release, .encode = str_encode, .decode = str_decode};
+static const ctx_value_ops_t str_ops = {.size = sizeof(ctx_value_ops_t),.release = str_release, .encode = str_encode, .decode = str_decode};
 
 static const char *const keys[8] = {"userId", "tenant", "region", "session", "plan", "locale", "device", "exp"};
 static const char *const values[8] = {"alice", "acme inc", "eu-west-1", "9f8e7d6c5b4a", "premium",
@@ -148,7 +148,7 @@ static void bench_codecs(ctx_bench_t *b) {
     if (ctx_wire_new(&w))
         abort();
     for (int i = 0; i < 8; i++) {
-        ctx_var_options_t o = {NULL, 0, &str_ops};
+        ctx_var_options_t o = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &str_ops};
         if (ctx_var_new(keys[i], &o, &vars[i]) || ctx_wire_register(w, vars[i], keys[i]))
             abort();
     }
@@ -225,7 +225,7 @@ static void bench_nats(ctx_bench_t *b) {
     if (ctx_nats_connect(url, &client) || ctx_nats_connect(url, &service) || ctx_wire_new(&w))
         abort();
     for (int i = 0; i < 3; i++) {
-        ctx_var_options_t o = {NULL, 0, &str_ops};
+        ctx_var_options_t o = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &str_ops};
         if (ctx_var_new(keys[i], &o, &vars[i]) || ctx_wire_register(w, vars[i], keys[i]))
             abort();
     }

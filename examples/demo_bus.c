@@ -60,7 +60,7 @@ static int format_text(const void *value, char *buf, size_t cap, void *user) {
     return snprintf(buf, cap, "%s", (const char *)value);
 }
 
-static const ctx_value_ops_t text_ops = {.format = format_text};
+static const ctx_value_ops_t text_ops = {.size = sizeof(ctx_value_ops_t),.format = format_text};
 
 static const char *current_request(void) {
     void *v = NULL;
@@ -202,7 +202,7 @@ static void *request_main(void *arg) {
 
 int ctx_demo_bus(void) {
     printf("\n== bus: events with context-scoped listeners ==\n");
-    ctx_var_options_t vo = {.ops = &text_ops};
+    ctx_var_options_t vo = {.size = sizeof(ctx_var_options_t), .ops = &text_ops};
     ctx_pool_options_t po = {0};
     po.threads = 2;
     if (ctx_var_new("request", &vo, &request_var) || ctx_bus_new(NULL, &bus) ||

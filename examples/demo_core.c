@@ -38,7 +38,7 @@ static int format_string(const void *value, char *buf, size_t cap, void *user) {
     return snprintf(buf, cap, "%s", (const char *)value);
 }
 
-static const ctx_value_ops_t string_ops = {.release = release_string, .format = format_string};
+static const ctx_value_ops_t string_ops = {.size = sizeof(ctx_value_ops_t),.release = release_string, .format = format_string};
 
 static char *str(const char *s) {
     char *p = malloc(strlen(s) + 1);
@@ -77,6 +77,7 @@ static int format_tags(const void *value, char *buf, size_t cap, void *user) {
 }
 
 static const ctx_value_ops_t tags_ops = {
+    .size = sizeof(ctx_value_ops_t),
     .release = release_tags, .format = format_tags, .clone = clone_tags};
 
 static ctx_var_t *request_id, *user_name, *tags;
@@ -211,9 +212,9 @@ static void release_when_last_holder_dies(void) {
 
 int ctx_demo_core(void) {
     printf("== core: context variables ==\n");
-    ctx_var_options_t with_default = {.default_value = "anonymous", .has_default = 1};
-    ctx_var_options_t strings = {.ops = &string_ops};
-    ctx_var_options_t tag_options = {.ops = &tags_ops};
+    ctx_var_options_t with_default = {.size = sizeof(ctx_var_options_t), .default_value = "anonymous", .has_default = 1};
+    ctx_var_options_t strings = {.size = sizeof(ctx_var_options_t), .ops = &string_ops};
+    ctx_var_options_t tag_options = {.size = sizeof(ctx_var_options_t), .ops = &tags_ops};
     if (ctx_var_new("request_id", &strings, &request_id) ||
         ctx_var_new("user", &with_default, &user_name) ||
         ctx_var_new("tags", &tag_options, &tags)) {

@@ -41,7 +41,7 @@ static int format_text(const void *value, char *buf, size_t cap, void *user) {
     return snprintf(buf, cap, "%s", (const char *)value);
 }
 
-static const ctx_value_ops_t text_ops = {.format = format_text};
+static const ctx_value_ops_t text_ops = {.size = sizeof(ctx_value_ops_t),.format = format_text};
 
 static const char *const request_ids[REQUESTS] = {"req-1", "req-2", "req-3", "req-4", "req-5"};
 static const char *const users[REQUESTS] = {"ada", "grace", "edsger", "barbara", "donald"};
@@ -126,7 +126,7 @@ static int handle_request(ctx_loop_task_t *task, void *arg, void **result) {
 int ctx_demo_loop(void) {
     printf("\n== loop: requests as tasks on one libuv loop ==\n");
     int failed = 0;
-    ctx_var_options_t opts = {.ops = &text_ops};
+    ctx_var_options_t opts = {.size = sizeof(ctx_var_options_t), .ops = &text_ops};
     ctx_pool_options_t pool_opts = {0};
     pool_opts.threads = 2;
     if (ctx_var_new("request", &opts, &request_var) || ctx_var_new("user", &opts, &user_var) ||

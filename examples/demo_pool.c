@@ -34,7 +34,7 @@ static int format_text(const void *value, char *buf, size_t cap, void *user) {
     return snprintf(buf, cap, "%s", (const char *)value);
 }
 
-static const ctx_value_ops_t text_ops = {.format = format_text};
+static const ctx_value_ops_t text_ops = {.size = sizeof(ctx_value_ops_t),.format = format_text};
 
 static const char *const request_ids[REQUESTS] = {"req-1", "req-2", "req-3", "req-4"};
 static const char *const users[REQUESTS] = {"ada", "grace", "edsger", "barbara"};
@@ -136,7 +136,7 @@ static int peek_request(void *arg, void **result) {
 
 int ctx_demo_pool(void) {
     printf("\n== pool: context follows work across threads ==\n");
-    ctx_var_options_t text = {NULL, 0, &text_ops};
+    ctx_var_options_t text = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &text_ops};
     if (ctx_var_new("request", &text, &request_var) != 0 ||
         ctx_var_new("user", &text, &user_var) != 0)
         return 1;

@@ -61,8 +61,9 @@ static int str_decode(const char *text, size_t len, void **out, void *user) {
     return 0;
 }
 static const ctx_value_ops_t wire_str = {
+    .size = sizeof(ctx_value_ops_t),
     .release = str_release, .format = str_format, .encode = str_format, .decode = str_decode};
-static const ctx_value_ops_t local_str = {.release = str_release, .format = str_format};
+static const ctx_value_ops_t local_str = {.size = sizeof(ctx_value_ops_t),.release = str_release, .format = str_format};
 
 static ctx_wire_t *wire;
 static ctx_var_t *request_id, *user, *served_by, *secret;
@@ -242,7 +243,8 @@ static void nats_hop(void) {
 int ctx_demo_wire(void) {
     printf("\n== wire: context across processes ==\n");
     checks_failed = 0;
-    ctx_var_options_t w = {NULL, 0, &wire_str}, l = {NULL, 0, &local_str};
+    ctx_var_options_t w = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &wire_str};
+    ctx_var_options_t l = {.size = sizeof(ctx_var_options_t), .ops = &local_str};
     if (ctx_wire_new(&wire) || ctx_var_new("request_id", &w, &request_id) || ctx_var_new("user", &w, &user) ||
         ctx_var_new("served_by", &w, &served_by) || ctx_var_new("secret", &l, &secret) ||
         ctx_wire_register(wire, request_id, "request_id") || ctx_wire_register(wire, user, "user") ||

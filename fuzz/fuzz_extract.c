@@ -41,7 +41,7 @@ static int decode(const char *text, size_t len, void **out, void *user) {
     return 0;
 }
 
-static const ctx_value_ops_t ops = {.release = release_value, .encode = encode, .decode = decode};
+static const ctx_value_ops_t ops = {.size = sizeof(ctx_value_ops_t),.release = release_value, .encode = encode, .decode = decode};
 
 static void init(void) {
     if (wire)
@@ -49,7 +49,7 @@ static void init(void) {
     static const char *keys[] = {"userId", "tenant", "k"};
     FUZZ_CHECK(ctx_wire_new(&wire) == 0);
     for (int i = 0; i < 3; i++) {
-        ctx_var_options_t o = {NULL, 0, &ops};
+        ctx_var_options_t o = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &ops};
         FUZZ_CHECK(ctx_var_new(keys[i], &o, &vars[i]) == 0);
         FUZZ_CHECK(ctx_wire_register(wire, vars[i], keys[i]) == 0);
     }

@@ -179,6 +179,7 @@ CTX_EXPORT const char *ctx_version_string(void);
 /* The allocator every module uses.  `malloc` returns NULL on failure; `free`
  * receives the size that was requested for the block (it may ignore it). */
 typedef struct ctx_allocator {
+    size_t size; /* sizeof(ctx_allocator_t): see "Growable structs" */
     void *(*malloc)(size_t size, void *user);
     void (*free)(void *ptr, size_t size, void *user);
     void *user;
@@ -189,7 +190,8 @@ typedef struct ctx_allocator {
  * through the *new* hooks, so switch only while no ctxvar object is alive, or
  * to hooks that can free the old hooks' blocks (a wrapper around malloc, as the
  * tests' failing allocator is).  Not thread-safe: call it while no other
- * thread uses the library.  Returns 0, or CTX_EINVAL if a hook is NULL. */
+ * thread uses the library.  Returns 0, or CTX_EINVAL (a hook is NULL, or
+ * `size` breaks the growth rule). */
 CTX_EXPORT int ctx_set_allocator(const ctx_allocator_t *allocator);
 
 /* Allocates `size` bytes through the installed allocator: what every ctxvar
@@ -214,6 +216,7 @@ typedef struct ctx_token ctx_token_t;
  * passed back to each of them.  Operations may run on any thread and must not
  * call back into ctxvar for the same context. */
 typedef struct ctx_value_ops {
+    size_t size; /* sizeof(ctx_value_ops_t): see "Growable structs" */
     /* Drops one share of `value` (see "Values" above): called exactly once
      * per successful set, once for the default when the variable dies.  NULL:
      * values are not owned (plain pointers to static or caller-kept data). */
@@ -236,6 +239,7 @@ typedef struct ctx_value_ops {
 } ctx_value_ops_t;
 
 typedef struct ctx_var_options {
+    size_t size; /* sizeof(ctx_var_options_t): see "Growable structs" */
     /* The default returned by ctx_var_get when the context holds no value.
      * Used only when `has_default` is non-zero (a NULL default is a value).
      * On success the variable owns one share of it. */
@@ -249,8 +253,9 @@ typedef struct ctx_var_options {
  * debugging; need not be unique) with `options` (NULL: no default, no
  * operations).  On success *out holds the caller's reference; contexts and
  * tokens holding values of the variable keep it alive, so releasing it while
- * values remain is safe.  Errors: CTX_EINVAL (name or out NULL), CTX_ENOMEM
- * (the default stays the caller's). */
+ * values remain is safe.  Errors: CTX_EINVAL (name or out NULL; `options`
+ * or its `ops` breaking the growth rule), CTX_ENOMEM (the default stays the
+ * caller's). */
 CTX_EXPORT int ctx_var_new(const char *name, const ctx_var_options_t *options,
                            ctx_var_t **out);
 

@@ -64,7 +64,7 @@ static int str_decode(const char *text, size_t len, void **out, void *user) {
     return 0;
 }
 
-static const ctx_value_ops_t str_ops = {.release = str_release, .encode = str_encode, .decode = str_decode};
+static const ctx_value_ops_t str_ops = {.size = sizeof(ctx_value_ops_t),.release = str_release, .encode = str_encode, .decode = str_decode};
 
 static ctx_wire_t *wire;
 static ctx_var_t *user_var, *tenant_var;
@@ -239,7 +239,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    ctx_var_options_t o = {NULL, 0, &str_ops};
+    ctx_var_options_t o = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &str_ops};
     if (ctx_wire_new(&wire) != 0 || ctx_var_new("user", &o, &user_var) != 0 ||
         ctx_var_new("tenant", &o, &tenant_var) != 0 || ctx_wire_register(wire, user_var, "user") != 0 ||
         ctx_wire_register(wire, tenant_var, "tenant") != 0) {

@@ -58,7 +58,7 @@ int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
     if (!bus)
         return CTX_ENOMEM;
     memset(bus, 0, sizeof *bus);
-    ctx_var_options_t vo = {NULL, 0, &ctx__bus_list_ops};
+    ctx_var_options_t vo = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &ctx__bus_list_ops};
     int err = ctx_var_new("ctx_bus.listeners", &vo, &bus->scoped_var);
     if (err) {
         ctx__bus_free(bus, sizeof *bus);

@@ -202,6 +202,7 @@ static int scoped_list_format(const void *value, char *buf, size_t cap, void *us
 }
 
 const ctx_value_ops_t ctx__bus_list_ops = {
+    .size = sizeof(ctx_value_ops_t),
     .release = scoped_list_release, .format = scoped_list_format};
 
 /* ---- subscribe ---- */

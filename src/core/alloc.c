@@ -5,6 +5,7 @@
  * that tests reset through ctx_set_allocator(NULL).  It is read on every
  * allocation without a lock: switching it is documented as not thread-safe.
  */
+#include "common/common.h"
 #include "core/alloc.h"
 
 #include <ctxvar.h>
@@ -22,16 +23,18 @@ static void default_free(void *ptr, size_t size, void *user) {
     free(ptr);
 }
 
-static ctx_allocator_t allocator = {default_malloc, default_free, NULL};
+static ctx_allocator_t allocator = {sizeof(ctx_allocator_t), default_malloc, default_free, NULL};
 
 int ctx_set_allocator(const ctx_allocator_t *a) {
     if (a == NULL) {
-        allocator = (ctx_allocator_t){default_malloc, default_free, NULL};
+        allocator = (ctx_allocator_t){sizeof(ctx_allocator_t), default_malloc, default_free, NULL};
         return 0;
     }
-    if (a->malloc == NULL || a->free == NULL)
+    ctx_allocator_t copy;
+    if (ctx__struct_in(&copy, sizeof copy, a, sizeof(ctx_allocator_t)) || copy.malloc == NULL ||
+        copy.free == NULL)
         return CTX_EINVAL;
-    allocator = *a;
+    allocator = copy;
     return 0;
 }
 

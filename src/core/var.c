@@ -33,6 +33,7 @@
  */
 #include <string.h>
 
+#include "common/common.h"
 #include "core/alloc.h"
 #include "core/core.h"
 
@@ -84,6 +85,13 @@ void ctx__box_discard(ctx__box_t *box) {
 int ctx_var_new(const char *name, const ctx_var_options_t *options, ctx_var_t **out) {
     if (!name || !out)
         return CTX_EINVAL;
+    /* Both structs may come from an older or newer header (common.h). */
+    ctx_var_options_t opts = CTX_STRUCT_INIT(ctx_var_options_t);
+    ctx_value_ops_t ops = CTX_STRUCT_INIT(ctx_value_ops_t);
+    if (options && ctx__struct_in(&opts, sizeof opts, options, sizeof(ctx_var_options_t)))
+        return CTX_EINVAL;
+    if (opts.ops && ctx__struct_in(&ops, sizeof ops, opts.ops, sizeof(ctx_value_ops_t)))
+        return CTX_EINVAL;
     size_t len = strlen(name);
     size_t size = sizeof(ctx_var_t) + len + 1;
     ctx_var_t *var = ctx__malloc(size);
@@ -92,12 +100,9 @@ int ctx_var_new(const char *name, const ctx_var_options_t *options, ctx_var_t **
     atomic_init(&var->refs, 1);
     var->id = atomic_fetch_add_explicit(&next_var_id, 1, memory_order_relaxed);
     var->hash = (uint32_t)var->id;
-    var->has_default = options && options->has_default;
-    var->default_value = var->has_default ? options->default_value : NULL;
-    if (options && options->ops)
-        var->ops = *options->ops;
-    else
-        memset(&var->ops, 0, sizeof var->ops);
+    var->has_default = opts.has_default != 0;
+    var->default_value = var->has_default ? opts.default_value : NULL;
+    var->ops = ops;
     var->size = size;
     memcpy(var->name, name, len + 1);
     *out = var;

@@ -127,7 +127,7 @@ static void box_release(void *value, void *user) {
     ctxpy_defer(&((ctxpy_box_t *)value)->node);
 }
 
-static const ctx_value_ops_t box_ops = {.release = box_release};
+static const ctx_value_ops_t box_ops = {.size = sizeof(ctx_value_ops_t),.release = box_release};
 
 static ctxpy_box_t *box_new(var_object *var, PyObject *value) {
     ctxpy_box_t *box = PyMem_Malloc(sizeof *box);
@@ -180,7 +180,7 @@ static PyObject *var_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     self->var = NULL;
     self->name = Py_NewRef(name);
     self->default_value = Py_XNewRef(def);
-    ctx_var_options_t options = {.ops = &box_ops};
+    ctx_var_options_t options = {.size = sizeof(ctx_var_options_t), .ops = &box_ops};
     int r = ctx_var_new(cname, &options, &self->var);
     if (r) {
         Py_DECREF(self);

@@ -290,7 +290,7 @@ PyMODINIT_FUNC PyInit__ctxvar(void) {
     static int allocator_installed;
     if (!allocator_installed) {
         /* Before any core object exists: this copy of the core is ours. */
-        ctx_allocator_t allocator = {count_malloc, count_free, NULL};
+        ctx_allocator_t allocator = {sizeof(ctx_allocator_t), count_malloc, count_free, NULL};
         if (ctx_set_allocator(&allocator) != 0) {
             PyErr_SetString(PyExc_ImportError, "_ctxvar: cannot install the allocator");
             return NULL;

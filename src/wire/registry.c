@@ -108,8 +108,8 @@ static int deadline_format(const void *value, char *buf, size_t cap, void *user)
     return snprintf(buf, cap, "%.3fms left", (double)left / 1e6);
 }
 
-static const ctx_value_ops_t trace_ops = {.release = trace_release, .format = trace_format};
-static const ctx_value_ops_t deadline_ops = {.release = deadline_release,
+static const ctx_value_ops_t trace_ops = {.size = sizeof(ctx_value_ops_t),.release = trace_release, .format = trace_format};
+static const ctx_value_ops_t deadline_ops = {.size = sizeof(ctx_value_ops_t),.release = deadline_release,
                                              .format = deadline_format};
 
 static trace_value_t *trace_value_new(const ctx_wire_traceparent_t *parent, const char *state,
@@ -153,8 +153,8 @@ int ctx_wire_new(ctx_wire_t **out) {
     memset(w, 0, sizeof *w);
     atomic_init(&w->refs, 1);
     atomic_init(&w->used, 0);
-    ctx_var_options_t topt = {NULL, 0, &trace_ops};
-    ctx_var_options_t dopt = {NULL, 0, &deadline_ops};
+    ctx_var_options_t topt = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &trace_ops};
+    ctx_var_options_t dopt = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &deadline_ops};
     int rc = ctx_var_new("ctx.trace", &topt, &w->trace_var);
     if (rc == 0) {
         rc = ctx_var_new("ctx.deadline", &dopt, &w->deadline_var);

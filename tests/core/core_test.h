@@ -151,16 +151,17 @@ static inline int val_clone(const void *value, void **out, void *user) {
 
 /* Operation sets. */
 static inline const ctx_value_ops_t *ops_release(void) {
-    static const ctx_value_ops_t ops = {.release = val_release};
+    static const ctx_value_ops_t ops = {.size = sizeof(ctx_value_ops_t),.release = val_release};
     return &ops;
 }
 static inline const ctx_value_ops_t *ops_format(void) {
-    static const ctx_value_ops_t ops = {.release = val_release,
+    static const ctx_value_ops_t ops = {.size = sizeof(ctx_value_ops_t),.release = val_release,
                                         .format = val_format};
     return &ops;
 }
 static inline const ctx_value_ops_t *ops_clone(void) {
     static const ctx_value_ops_t ops = {
+        .size = sizeof(ctx_value_ops_t),
         .release = val_release, .format = val_format, .clone = val_clone};
     return &ops;
 }
@@ -170,7 +171,7 @@ static inline const ctx_value_ops_t *ops_clone(void) {
 /* A new variable; `has_default` selects whether `def` is its default. */
 static inline ctx_var_t *make_var(const char *name, void *def, int has_default,
                                   const ctx_value_ops_t *ops) {
-    ctx_var_options_t options = {def, has_default, ops};
+    ctx_var_options_t options = {.size = sizeof(ctx_var_options_t), .default_value = def, .has_default = has_default, .ops = ops};
     ctx_var_t *var = NULL;
     int rc = ctx_var_new(name, &options, &var);
     if (rc != 0 || var == NULL)

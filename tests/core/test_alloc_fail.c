@@ -515,7 +515,7 @@ static void test_var_new(void **state) {
     setup_allocator();
     val_t def;
     val_init(&def, 5);
-    ctx_var_options_t options = {&def, 1, ops_clone()};
+    ctx_var_options_t options = {.size = sizeof(ctx_var_options_t), .default_value = &def, .has_default = 1, .ops = ops_clone()};
     for (long n = 1;; n++) {
         assert_true(n < 1000);
         ctx_var_t *var = NULL;

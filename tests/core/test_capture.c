@@ -24,11 +24,11 @@ static void count_release(void *value, void *user) {
     (void)user;
     releases++;
 }
-static const ctx_value_ops_t counted = {.release = count_release};
+static const ctx_value_ops_t counted = {.size = sizeof(ctx_value_ops_t),.release = count_release};
 
 static ctx_var_t *new_var(const char *name) {
     ctx_var_t *v;
-    ctx_var_options_t o = {.ops = &counted};
+    ctx_var_options_t o = {.size = sizeof(ctx_var_options_t), .ops = &counted};
     assert_int_equal(ctx_var_new(name, &o, &v), 0);
     return v;
 }

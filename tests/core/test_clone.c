@@ -59,9 +59,9 @@ static void dict_release(void *value, void *user) {
     val_release(value, user);
 }
 
-static const ctx_value_ops_t dict_ops = {.release = dict_release,
+static const ctx_value_ops_t dict_ops = {.size = sizeof(ctx_value_ops_t),.release = dict_release,
                                          .clone = dict_clone};
-static const ctx_value_ops_t dict_ops_noclone = {.release = dict_release};
+static const ctx_value_ops_t dict_ops_noclone = {.size = sizeof(ctx_value_ops_t),.release = dict_release};
 
 static void dict_init(dict_t *d) {
     memset(d, 0, sizeof *d);

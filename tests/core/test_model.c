@@ -103,8 +103,9 @@ static int mval_format(const void *value, char *buf, size_t cap, void *user) {
 }
 
 static const ctx_value_ops_t ops_with_clone = {
+    .size = sizeof(ctx_value_ops_t),
     .release = mval_release, .format = mval_format, .clone = mval_clone};
-static const ctx_value_ops_t ops_without_clone = {.release = mval_release,
+static const ctx_value_ops_t ops_without_clone = {.size = sizeof(ctx_value_ops_t),.release = mval_release,
                                                   .format = mval_format};
 
 /* Variable kinds by index % 6. */

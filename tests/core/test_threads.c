@@ -68,7 +68,7 @@ static void heap_release(void *value, void *user) {
     free(value);
 }
 
-static const ctx_value_ops_t heap_ops = {.release = heap_release};
+static const ctx_value_ops_t heap_ops = {.size = sizeof(ctx_value_ops_t),.release = heap_release};
 
 static void *heap_value(int n) {
     int *p = malloc(sizeof *p);
@@ -468,7 +468,7 @@ static void test_var_outlives_caller_in_threads(void **state) {
     atomic_store(&heap_releases, 0);
     /* The default is a heap value too, so its release is counted. */
     void *heap_def = heap_value(-1);
-    ctx_var_options_t options = {heap_def, 1, &heap_ops};
+    ctx_var_options_t options = {.size = sizeof(ctx_var_options_t), .default_value = heap_def, .has_default = 1, .ops = &heap_ops};
     ctx_var_t *var = NULL;
     ASSERT_RC(ctx_var_new("held", &options, &var), 0);
     pthread_barrier_t set_done, may_exit;

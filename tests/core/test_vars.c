@@ -491,7 +491,7 @@ static void test_einval_changes_nothing(void **state) {
     ASSERT_RC(ctx_context_format(ctx, NULL, sizeof buf, &len), CTX_EINVAL);
     ASSERT_RC(ctx_context_format_current(NULL, sizeof buf, &len), CTX_EINVAL);
     assert_ptr_equal(out, &out);
-    ctx_allocator_t half = {NULL, NULL, NULL};
+    ctx_allocator_t half = {sizeof(ctx_allocator_t), NULL, NULL, NULL};
     ASSERT_RC(ctx_set_allocator(&half), CTX_EINVAL);
 
     /* Nothing changed: values, token, context, ownership. */
@@ -698,7 +698,7 @@ static void test_thread_release_idempotent(void **state) {
 static void test_get_or(void **state) {
     (void)state;
     ctx_var_t *plain, *with_default;
-    ctx_var_options_t o = {.default_value = (void *)100, .has_default = 1};
+    ctx_var_options_t o = {.size = sizeof(ctx_var_options_t), .default_value = (void *)100, .has_default = 1};
     assert_int_equal(ctx_var_new("plain", NULL, &plain), 0);
     assert_int_equal(ctx_var_new("with_default", &o, &with_default), 0);
     void *out = NULL;

@@ -257,6 +257,7 @@ static inline int str_decode(const char *text, size_t len, void **out, void *use
 }
 
 static const ctx_value_ops_t str_ops = {
+    .size = sizeof(ctx_value_ops_t),
     .release = str_release, .encode = str_encode, .decode = str_decode};
 
 typedef struct vars {
@@ -270,7 +271,7 @@ static inline int vars_init(vars_t *v) {
     if (ctx_wire_new(&v->wire) != 0)
         return -1;
     for (int i = 0; i < 4; i++) {
-        ctx_var_options_t o = {NULL, 0, &str_ops};
+        ctx_var_options_t o = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &str_ops};
         if (ctx_var_new(names[i], &o, slots[i]) != 0 || ctx_wire_register(v->wire, *slots[i], names[i]) != 0)
             return -1;
     }

@@ -146,7 +146,7 @@ static inline int pool_teardown(void **state) {
  * default. */
 static inline ctx_var_t *pool_make_var(const char *name, void *def,
                                        int has_default) {
-    ctx_var_options_t o = {def, has_default, NULL};
+    ctx_var_options_t o = {.size = sizeof(ctx_var_options_t), .default_value = def, .has_default = has_default, .ops = NULL};
     ctx_var_t *v = NULL;
     int rc = ctx_var_new(name, &o, &v);
     if (rc != 0)

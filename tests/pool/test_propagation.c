@@ -489,8 +489,8 @@ static int set_owned(void *arg, void **result) {
 
 static void test_task_values_released_when_done(void **state) {
     (void)state;
-    static const ctx_value_ops_t ops = {.release = count_release};
-    ctx_var_options_t vo = {NULL, 0, &ops};
+    static const ctx_value_ops_t ops = {.size = sizeof(ctx_value_ops_t),.release = count_release};
+    ctx_var_options_t vo = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &ops};
     ctx_var_t *owned = NULL;
     ASSERT_RC(ctx_var_new("owned", &vo, &owned), 0);
     atomic_store(&released_values, 0);

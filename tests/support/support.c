@@ -44,7 +44,7 @@ void ctx_test_alloc_install(void) {
     atomic_store(&fired, 0);
     atomic_store(&live_blocks, 0);
     atomic_store(&live_bytes, 0);
-    ctx_allocator_t a = {test_malloc, test_free, NULL};
+    ctx_allocator_t a = {sizeof(ctx_allocator_t), test_malloc, test_free, NULL};
     ctx_set_allocator(&a);
 }
 

@@ -460,7 +460,7 @@ static void test_encode_error_writes_nothing(void **state) {
     ASSERT_RC(ctx_wire_new(&w), 0);
     ctx_value_ops_t ops = str_ops;
     ops.encode = failing_encode;
-    ctx_var_options_t o = {NULL, 0, &ops};
+    ctx_var_options_t o = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &ops};
     ctx_var_t *v;
     ASSERT_RC(ctx_var_new("failing", &o, &v), 0);
     ASSERT_RC(ctx_wire_register(w, v, "f"), 0);

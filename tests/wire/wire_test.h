@@ -87,11 +87,12 @@ static inline int str_format(const void *value, char *buf, size_t cap, void *use
 }
 
 static const ctx_value_ops_t str_ops = {
+    .size = sizeof(ctx_value_ops_t),
     .release = str_release, .format = str_format, .encode = str_encode, .decode = str_decode};
 
 static inline ctx_var_t *str_var(const char *name) {
     ctx_var_t *v = NULL;
-    ctx_var_options_t o = {NULL, 0, &str_ops};
+    ctx_var_options_t o = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &str_ops};
     ASSERT_RC(ctx_var_new(name, &o, &v), 0);
     return v;
 }
