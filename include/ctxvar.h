@@ -23,7 +23,16 @@
  * A value is a `void *` the library stores but never looks into.  Each
  * successful `ctx_var_set` hands the library one *share* of the value; the
  * variable's `release` operation is called exactly once per share, on
- * whatever thread drops the last context, token or map node that refers to it.
+ * whatever thread drops the last context, token or map node that refers to
+ * it, before the ctxvar call that dropped it returns, and never while the
+ * library holds a lock (so it may call back into ctxvar, the same context
+ * included).  Order: the values a context held are released in its
+ * iteration order; a value whose last holder is dropped *inside* a release
+ * operation (a value that owns a context, a token, a capture or a variable)
+ * is not released from inside it: it is released after that operation
+ * returns, in the order the values were dropped, before the library goes
+ * on.  So a chain of any length (a context holding a value that holds a
+ * context ...) is released with constant stack.
  * Values are shared between copies of a context, not copied (the same
  * "shallow copy" as Python): if a value is a mutable structure, a change made
  * through one context is seen through every copy.  The way out is the
@@ -213,8 +222,10 @@ typedef struct ctx_context ctx_context_t;
 typedef struct ctx_token ctx_token_t;
 
 /* Value operations of a variable.  Every member is optional.  `user` is
- * passed back to each of them.  Operations may run on any thread and must not
- * call back into ctxvar for the same context. */
+ * passed back to each of them.  Operations may run on any thread; the
+ * library never holds a lock while it calls them, so they may call ctxvar
+ * functions, on the same context too (see "Values" above for when release
+ * runs). */
 typedef struct ctx_value_ops {
     size_t size; /* sizeof(ctx_value_ops_t): see "Growable structs" */
     /* Drops one share of `value` (see "Values" above): called exactly once

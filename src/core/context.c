@@ -138,17 +138,20 @@ int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value) {
     if (ctx__context_claim(ctx, 0))
         return CTX_EENTERED;
     int r = CTX_ENOMEM;
+    ctx__hamt_item_t *old = NULL;
     ctx__box_t *box = ctx__box_new(var, value);
     if (box) {
         ctx__context_lock(ctx);
-        r = ctx__hamt_assoc_inplace(&ctx->map, &box->item, &ctx__box_ops);
-        if (r == 0)
-            ctx__box_adopted(box);
+        r = ctx__hamt_put_inplace(&ctx->map, &box->item, &ctx__box_ops, &old);
         ctx__context_unlock(ctx);
         if (r)
             ctx__box_discard(box);
     }
     atomic_fetch_sub_explicit(&ctx->state, CTX__ENTERED, memory_order_release);
+    /* The replaced value is released with no lock held and the context free
+     * again, so its release operation may use the context (even set it). */
+    if (old)
+        ctx__hamt_item_release(old, &ctx__box_ops);
     return r;
 }
 

@@ -43,6 +43,14 @@
 
 #include "core/hamt.h"
 
+/* An entry of the per-thread queue of dead boxes and variables
+ * (release.c). */
+typedef struct ctx__dead {
+    struct ctx__dead *next;
+    ctx_var_t *var;
+    void *value;
+} ctx__dead_t;
+
 struct ctx_var {
     atomic_size_t refs;
     uint64_t id; /* unique, never reused; the cache key */
@@ -51,6 +59,7 @@ struct ctx_var {
     void *default_value;
     ctx_value_ops_t ops;
     size_t size; /* bytes allocated, name included */
+    ctx__dead_t dead; /* its entry in the release queue once dead */
     char name[];
 };
 
@@ -126,15 +135,18 @@ ctx__tstate_t *ctx__tstate_get(int *err);
 /* The map operations of a context's map (boxes keyed by variable identity). */
 extern const ctx__hamt_ops_t ctx__box_ops;
 
-/* A new box holding `var` (retained) and `value`, refs = 1 (the creator's);
- * NULL if out of memory.  Once a map holds it, the creator calls
- * ctx__box_adopted *while holding the lock of the context whose map it is*,
- * which drops the creator's reference without an atomic read-modify-write.
+/* A new box holding `var` (retained) and `value`, refs = 1 (the creator's,
+ * which ctx__hamt_put_inplace takes over); NULL if out of memory.
  * ctx__box_discard frees a box no map took (a failed set): the value is not
  * released. */
 ctx__box_t *ctx__box_new(ctx_var_t *var, void *value);
-void ctx__box_adopted(ctx__box_t *box);
 void ctx__box_discard(ctx__box_t *box);
+
+/* release.c: a box whose last reference was dropped (its value is released,
+ * then its variable), and a variable whose last reference was dropped (its
+ * default is released, then its memory freed).  Never recursive: see there. */
+void ctx__release_box(ctx__box_t *box);
+void ctx__release_var(ctx_var_t *var);
 
 static inline ctx_var_t *ctx__box_var(const ctx__box_t *box) {
     return (ctx_var_t *)box->item.key;
