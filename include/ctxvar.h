@@ -399,9 +399,12 @@ CTX_EXPORT int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value);
 CTX_EXPORT int ctx_context_enter(ctx_context_t *ctx);
 
 /* Leaves `ctx`, which must be the calling thread's current context, and makes
- * the context that was current before its enter current again.  Errors:
- * CTX_ENOTENTERED (not entered at all, or the thread's base context),
- * CTX_ENOTCURRENT (entered, but not current in this thread), CTX_EINVAL. */
+ * the context that was current before its enter current again.  The context
+ * is known by its address only, so the caller must hold a reference to it
+ * (the address of a released context may already belong to a new one).
+ * Errors: CTX_ENOTENTERED (not entered at all, or the thread's base
+ * context), CTX_ENOTCURRENT (entered, but not current in this thread),
+ * CTX_EINVAL. */
 CTX_EXPORT int ctx_context_exit(ctx_context_t *ctx);
 
 typedef void *(*ctx_run_fn)(void *arg);
@@ -411,10 +414,13 @@ typedef void *(*ctx_run_fn)(void *arg);
  * in `ctx`.  `ctx` holds a reference to itself while entered, so `fn` may
  * release the caller's.  Calling thread; `ctx` may be any context not
  * entered anywhere.  Returns 0, or an error of ctx_context_enter (then `fn`
- * is not called), or CTX_ENOTCURRENT: fn returned with another context
- * current (it entered contexts it did not exit: `ctx` then stays entered
- * under them, as in Python, until they and it are exited; or it exited
- * `ctx` itself); *result is stored all the same. */
+ * is not called), or CTX_ENOTCURRENT: fn returned with something other than
+ * run's own entry of `ctx` current (it entered contexts it did not exit:
+ * `ctx` then stays entered under them, as in Python, until they and it are
+ * exited; or it exited `ctx` itself, and perhaps entered `ctx` again or a
+ * new context that happens to have ctx's address: run tells entries apart,
+ * not addresses, and leaves those entered); *result is stored all the
+ * same. */
 CTX_EXPORT int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg,
                                void **result);
 
@@ -433,9 +439,14 @@ CTX_EXPORT int ctx_context_is_entered(const ctx_context_t *ctx);
  * assignment would make two owners of one reference).  Sets made while it
  * runs stay in it, as with a context given to ctx_context_run.  Unlike
  * ctx_context_run, a capture is always left when its run returns, so its
- * storage can always be cleared. */
+ * storage can always be cleared.
+ *
+ * Its size is fixed for 1.x: 96 bytes, of which this version uses at most
+ * 64; the rest is room for later versions, so a capture embedded in a
+ * caller's struct never needs a rebuild.  The library writes nothing past
+ * sizeof(ctx_capture_t). */
 typedef struct ctx_capture {
-    void *private_[6];
+    uint64_t private_[12];
 } ctx_capture_t;
 
 /* Stores a copy of the calling thread's current context in `capture`: O(1)
@@ -481,9 +492,10 @@ CTX_EXPORT size_t ctx_context_length(ctx_context_t *ctx);
  * storage.  The snapshot is taken by ctx_iter_init and kept until
  * ctx_iter_clear, whatever later happens to the context.  Order: by key hash
  * (for variables, creation order for the first 32, then interleaved); stable
- * for a given snapshot. */
+ * for a given snapshot.  Fixed size for 1.x (160 bytes, of which this version
+ * uses at most 128); the library writes nothing past sizeof(ctx_iter_t). */
 typedef struct ctx_iter {
-    void *private_[20];
+    uint64_t private_[20];
 } ctx_iter_t;
 
 /* Starts iterating `ctx`.  Returns 0 or CTX_EINVAL.  Call ctx_iter_clear. */

@@ -10,9 +10,13 @@
  * enter claims the context with a compare-and-swap on the state word that
  * sets the entered flag and takes a reference in one step (so two threads can
  * never both enter it, and the loser gets CTX_EENTERED instead of waiting), links it in front of the thread's current context through `prev`,
- * and starts a new cache epoch.  exit undoes exactly that, and only for the
- * current context.  run is enter, call, exit, holding a reference of its
- * own meanwhile (the function may drop the caller's).
+ * and starts a new cache epoch, which it also stamps on the context
+ * (`entry`).  exit undoes exactly that, and only for the current context.
+ * run is enter, call, exit, holding a reference of its own meanwhile (the
+ * function may drop the caller's).  Before its exit, run checks that the
+ * current context is still its entry: the same address is not enough, since
+ * the function may have exited the context (freeing it) and entered a new
+ * one that the allocator put at the same address; the entry stamp differs.
  *
  * Readers of a context that may be current in another thread (the mapping
  * view, copies, iteration) hold its lock while they look, since its owner may
@@ -42,6 +46,7 @@ ctx_context_t *ctx__context_alloc(void) {
     ctx->embedded = 0;
     ctx->map = CTX__HAMT_EMPTY;
     ctx->prev = NULL;
+    ctx->entry = 0;
     return ctx;
 }
 
@@ -163,7 +168,7 @@ static int enter(ctx__tstate_t *ts, ctx_context_t *ctx) {
         return CTX_EENTERED;
     ctx->prev = ts->current;
     ts->current = ctx;
-    ts->epoch++;
+    ctx->entry = ++ts->epoch;
     return 0;
 }
 
@@ -208,12 +213,16 @@ int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result)
     int r = enter(ts, ctx); /* with a reference: fn may drop the caller's */
     if (r)
         return r;
+    uint64_t entry = ctx->entry;
     void *res = fn(arg);
     if (result)
         *result = res;
-    /* Compare before touching *ctx: if fn exited ctx itself, it may be gone. */
+    /* Compare the address before touching *ctx: if fn exited ctx itself, it
+     * may be gone.  If the address is current, the context there is alive;
+     * its entry stamp says whether it is still this entry, or fn exited ctx
+     * and entered another context (or ctx again) that now sits there. */
     ts = ctx__tls;
-    if (!ts || ts->current != ctx)
+    if (!ts || ts->current != ctx || ctx->entry != entry)
         return CTX_ENOTCURRENT; /* ctx stays entered (or fn exited it): exit drops it */
     return leave(ts, ctx);
 }
@@ -261,7 +270,8 @@ typedef struct iter_state {
     int live;
 } iter_state_t;
 
-_Static_assert(sizeof(iter_state_t) <= sizeof(ctx_iter_t), "ctx_iter_t too small");
+_Static_assert(sizeof(ctx_iter_t) == 160, "ctx_iter_t is 160 bytes in 1.x");
+_Static_assert(sizeof(iter_state_t) <= 128, "ctx_iter_t: ctxvar.h promises 128 bytes in use");
 
 int ctx_iter_init(ctx_iter_t *it, ctx_context_t *ctx) {
     if (!it || !ctx)

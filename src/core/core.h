@@ -83,6 +83,10 @@ struct ctx_context {
     int embedded; /* in caller-owned storage (embed.c): never freed here */
     ctx__hamt_t map;
     ctx_context_t *prev; /* the context current before this one's enter */
+    /* While entered: the entering thread's epoch just after the enter.  A
+     * thread's epochs only grow, so this tells one entry from any later one,
+     * of the same context or of another made at the same address. */
+    uint64_t entry;
 };
 
 /* Sets the entered flag and adds `refs` * CTX__REF in one operation: 0, or

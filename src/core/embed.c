@@ -47,6 +47,7 @@ static void init(ctx_context_t *ctx, ctx__hamt_t map) {
     ctx->embedded = 1;
     ctx->map = map;
     ctx->prev = NULL;
+    ctx->entry = 0;
 }
 
 void ctx__context_init_empty(ctx_context_t *storage) { init(storage, CTX__HAMT_EMPTY); }
@@ -78,14 +79,18 @@ int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void
         return CTX_EENTERED;
     ctx->prev = ts->current;
     ts->current = ctx;
-    ts->epoch++;
+    ctx->entry = ++ts->epoch;
 
     void *res = fn(arg);
     if (result)
         *result = res;
 
     /* The thread state cannot have gone: ctx_thread_release refuses while a
-     * context is entered. */
+     * context is entered.  Unlike ctx_context_run, the address is enough:
+     * the storage is the caller's and cannot be freed or reused while it
+     * runs, and fn cannot leave it (no public call reaches it: a nested run
+     * of the same capture is CTX_EENTERED), so if it is current it is still
+     * this entry. */
     ts = ctx__tls;
     int r = 0;
     if (ts->current == ctx) {
@@ -107,7 +112,9 @@ int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void
 
 /* ---- the public face: ctx_capture_t is storage for one context ---- */
 
-_Static_assert(sizeof(ctx_capture_t) >= sizeof(ctx_context_t), "ctx_capture_t too small");
+/* ctxvar.h promises at most 64 of the 96 bytes are used in this version. */
+_Static_assert(sizeof(ctx_capture_t) == 96, "ctx_capture_t is 96 bytes in 1.x");
+_Static_assert(sizeof(ctx_context_t) <= 64, "a context fits the part of a capture in use");
 _Static_assert(_Alignof(ctx_capture_t) >= _Alignof(ctx_context_t), "ctx_capture_t misaligned");
 
 void ctx_capture_current(ctx_capture_t *capture) {
