@@ -71,6 +71,31 @@
  * while it is entered anywhere fails with CTX_EENTERED.  A token may be used
  * only in the context that made it, hence only in the thread where that
  * context is current.
+ *
+ * fork()
+ * ------
+ * In the child, the thread that called fork() keeps its current context and
+ * every context it had entered, and they work as before (get, set, reset,
+ * run, copies, captures).  The core has no global lock; its pthread_atfork
+ * handler frees the locks of those contexts, which another thread may have
+ * been holding to read one at the moment of the fork.  Contexts entered in
+ * other threads at that moment stay entered for ever in the child (entering
+ * them fails with CTX_EENTERED) and can be read and copied there, unless a
+ * thread was changing one at that very moment: as with any memory another
+ * thread was writing, POSIX says not to touch it in the child.  Objects of
+ * the modules that own threads (pools, loops, buses, NATS bridges) say what
+ * they do in their headers.
+ *
+ * Debug builds
+ * ------------
+ * Releasing a context, token or variable twice, clearing a capture twice,
+ * or using one after that, is undefined behaviour.  A library built with
+ * CTX_DEBUG (CMake -DCTX_DEBUG=ON; scripts/test.sh turns it on with
+ * AddressSanitizer) aborts at once instead, with a line naming the call and
+ * the object on stderr:
+ *     ctxvar: ctx_context_release: context 0x55d1c2a0 already released
+ * Reliable under AddressSanitizer (whose quarantine keeps freed memory from
+ * reuse), best effort otherwise (until the allocator reuses the memory).
  */
 #ifndef CTXVAR_H
 #define CTXVAR_H
@@ -331,8 +356,26 @@ CTX_EXPORT int ctx_var_reset(ctx_var_t *var, ctx_token_t *token);
  * is set in the current context first.  So the first write after a copy
  * clones once, and later ones reuse the clone.  If the context holds no
  * value but the variable has a default, the default is cloned and set (a
- * mutable default is never modified in place).  The pointer is private only
- * until the context is next copied: ask again after any copy.
+ * mutable default is never modified in place).
+ *
+ * "Private" means no other context, copy, token or map node refers to the
+ * value at the moment of the call; it does not stop other threads from
+ * reading the context while the caller writes.  Writing through the pointer
+ * is safe only while both hold:
+ *   - the context is not copied.  Any copy shares the value again (a copy by
+ *     this thread, e.g. ctx_context_copy_current, ctx_capture_current, a
+ *     pool submit or a loop call that captures, or by another thread with
+ *     ctx_context_copy / ctx_capture_copy).  After a copy, call
+ *     ctx_var_get_for_write again before the next write;
+ *   - no other thread reads the value meanwhile.  Another thread that holds
+ *     a reference to this context may at any time read it: ctx_context_get
+ *     hands it the pointer, ctx_iter_* too, ctx_context_format runs the
+ *     variable's format operation on it, a copy then lets it reach the value
+ *     through the copy.  So either no other thread can reach the context
+ *     (the thread's own context, a context only this thread holds, a pool
+ *     task's), or the program keeps other threads from reading it while it
+ *     writes, or the value synchronises itself (a lock inside it that the
+ *     writer and the format, clone and encode operations all take).
  * Calling thread's current context only.
  * Errors: CTX_ENOTFOUND (no value, no default), CTX_ENOCLONE (a clone was
  * needed and the variable has none), CTX_ENOMEM, CTX_ESYSTEM, the clone's

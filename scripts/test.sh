@@ -7,7 +7,8 @@
 # Configurations (each its own build directory under $CTX_BUILD_ROOT, default
 # ./build, reused between runs):
 #   plain     gcc -O2 -g: every test, plus the export and install checks
-#   asan      clang -O1 -g, AddressSanitizer + UndefinedBehaviorSanitizer
+#   asan      clang -O1 -g, AddressSanitizer + UndefinedBehaviorSanitizer,
+#             CTX_DEBUG=ON (double release / use after release abort)
 #   tsan      clang -O1 -g, ThreadSanitizer
 #   valgrind  gcc -O2 -g (the plain flags), every test under valgrind memcheck
 # The sanitizer builds use clang so that both compilers build everything with
@@ -125,7 +126,7 @@ run_config() {
 for cfg in "${configs[@]}"; do
     case "$cfg" in
     plain) run_config plain gcc "-O2 -g" ;;
-    asan) run_config asan clang "-O1 -g" -DCTX_SANITIZE=address ;;
+    asan) run_config asan clang "-O1 -g" -DCTX_SANITIZE=address -DCTX_DEBUG=ON ;;
     tsan) run_config tsan clang "-O1 -g" -DCTX_SANITIZE=thread ;;
     valgrind) run_config valgrind gcc "-O2 -g" -DCTX_VALGRIND=ON ;;
     esac

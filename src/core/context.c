@@ -47,6 +47,7 @@ ctx_context_t *ctx__context_alloc(void) {
     ctx->map = CTX__HAMT_EMPTY;
     ctx->prev = NULL;
     ctx->entry = 0;
+    CTX__DEBUG_BORN(ctx, CTX__KIND_CONTEXT);
     return ctx;
 }
 
@@ -70,6 +71,7 @@ int ctx_context_new(ctx_context_t **out) {
 int ctx_context_copy(ctx_context_t *src, ctx_context_t **out) {
     if (!src || !out)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(src, CTX__KIND_CONTEXT, "ctx_context_copy");
     ctx_context_t *ctx = ctx__context_alloc();
     if (!ctx)
         return CTX_ENOMEM;
@@ -97,9 +99,12 @@ int ctx_context_copy_only(ctx_context_t *src, ctx_var_t *const *vars, size_t n,
                           ctx_context_t **out) {
     if (!src || !out || (n && !vars))
         return CTX_EINVAL;
-    for (size_t i = 0; i < n; i++)
+    CTX__DEBUG_CHECK(src, CTX__KIND_CONTEXT, "ctx_context_copy_only");
+    for (size_t i = 0; i < n; i++) {
         if (!vars[i])
             return CTX_EINVAL;
+        CTX__DEBUG_CHECK(vars[i], CTX__KIND_VAR, "ctx_context_copy_only");
+    }
     ctx_context_t *ctx = ctx__context_alloc();
     if (!ctx)
         return CTX_ENOMEM;
@@ -120,26 +125,33 @@ int ctx_context_copy_only(ctx_context_t *src, ctx_var_t *const *vars, size_t n,
 }
 
 ctx_context_t *ctx_context_retain(ctx_context_t *ctx) {
-    if (ctx)
+    if (ctx) {
+        CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_retain");
         atomic_fetch_add_explicit(&ctx->state, CTX__REF, memory_order_relaxed);
+    }
     return ctx;
 }
 
 void ctx__context_unref(ctx_context_t *ctx, size_t amount) {
     if (atomic_fetch_sub_explicit(&ctx->state, amount, memory_order_acq_rel) != amount)
         return;
+    CTX__DEBUG_DIED(ctx, CTX__KIND_CONTEXT);
     ctx__hamt_release(ctx->map, &ctx__box_ops);
     ctx__free(ctx, sizeof *ctx);
 }
 
 void ctx_context_release(ctx_context_t *ctx) {
-    if (ctx)
+    if (ctx) {
+        CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_release");
         ctx__context_unref(ctx, CTX__REF);
+    }
 }
 
 int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value) {
     if (!ctx || !var)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_set");
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_context_set");
     if (ctx__context_claim(ctx, 0))
         return CTX_EENTERED;
     int r = CTX_ENOMEM;
@@ -190,6 +202,7 @@ static int leave(ctx__tstate_t *ts, ctx_context_t *ctx) {
 int ctx_context_enter(ctx_context_t *ctx) {
     if (!ctx)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_enter");
     int err = 0;
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
@@ -200,12 +213,14 @@ int ctx_context_enter(ctx_context_t *ctx) {
 int ctx_context_exit(ctx_context_t *ctx) {
     if (!ctx)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_exit");
     return leave(ctx__tls, ctx);
 }
 
 int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result) {
     if (!ctx || !fn)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_run");
     int err = 0;
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
@@ -228,8 +243,10 @@ int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result)
 }
 
 int ctx_context_is_entered(const ctx_context_t *ctx) {
-    return ctx ? (int)(atomic_load_explicit(&ctx->state, memory_order_acquire) & CTX__ENTERED)
-               : 0;
+    if (!ctx)
+        return 0;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_is_entered");
+    return (int)(atomic_load_explicit(&ctx->state, memory_order_acquire) & CTX__ENTERED);
 }
 
 /* ---- mapping view ---- */
@@ -237,6 +254,8 @@ int ctx_context_is_entered(const ctx_context_t *ctx) {
 int ctx_context_get(ctx_context_t *ctx, const ctx_var_t *var, void **out) {
     if (!ctx || !var || !out)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_get");
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_context_get");
     ctx__hamt_item_t *item;
     ctx__context_lock(ctx);
     int found = ctx__hamt_find(&ctx->map, var->hash, var, &ctx__box_ops, &item);
@@ -250,12 +269,15 @@ int ctx_context_contains(ctx_context_t *ctx, const ctx_var_t *var) {
     void *unused;
     if (!ctx || !var)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_contains");
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_context_contains");
     return ctx_context_get(ctx, var, &unused) == 0;
 }
 
 size_t ctx_context_length(ctx_context_t *ctx) {
     if (!ctx)
         return 0;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_length");
     ctx__context_lock(ctx);
     size_t n = ctx->map.count;
     ctx__context_unlock(ctx);
@@ -276,6 +298,7 @@ _Static_assert(sizeof(iter_state_t) <= 128, "ctx_iter_t: ctxvar.h promises 128 b
 int ctx_iter_init(ctx_iter_t *it, ctx_context_t *ctx) {
     if (!it || !ctx)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_iter_init");
     iter_state_t *st = (iter_state_t *)it;
     st->snapshot = snapshot(ctx);
     ctx__hamt_iter_init(&st->walk, &st->snapshot);
@@ -334,6 +357,7 @@ static int emit_value(char *buf, size_t cap, size_t *pos, const ctx_var_t *var,
 int ctx_context_format(ctx_context_t *ctx, char *buf, size_t cap, size_t *len) {
     if (!ctx || (!buf && cap))
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_format");
     ctx_iter_t it;
     ctx_var_t *var;
     void *value;

@@ -41,7 +41,15 @@
 #include <ctxvar.h>
 #include <stdatomic.h>
 
+#include "common/debug.h"
 #include "core/hamt.h"
+
+/* CTX_DEBUG's kinds of core objects (common/debug.h).  A context in
+ * caller-owned storage (a capture, a pool task's) is a "capture". */
+#define CTX__KIND_CONTEXT CTX__DEBUG_KIND(0x43545854u, "context", "already released")
+#define CTX__KIND_CAPTURE CTX__DEBUG_KIND(0x43415054u, "capture", "already cleared")
+#define CTX__KIND_TOKEN CTX__DEBUG_KIND(0x544f4b4eu, "token", "already released")
+#define CTX__KIND_VAR CTX__DEBUG_KIND(0x56415231u, "variable", "already released")
 
 /* An entry of the per-thread queue of dead boxes and variables
  * (release.c). */
@@ -60,6 +68,7 @@ struct ctx_var {
     ctx_value_ops_t ops;
     size_t size; /* bytes allocated, name included */
     ctx__dead_t dead; /* its entry in the release queue once dead */
+    CTX__DEBUG_MEMBER
     char name[];
 };
 
@@ -87,6 +96,7 @@ struct ctx_context {
      * thread's epochs only grow, so this tells one entry from any later one,
      * of the same context or of another made at the same address. */
     uint64_t entry;
+    CTX__DEBUG_MEMBER
 };
 
 /* Sets the entered flag and adds `refs` * CTX__REF in one operation: 0, or
@@ -112,6 +122,7 @@ struct ctx_token {
     ctx_var_t *var; /* retained, by `old` when there is one */
     ctx__box_t *old;    /* retained; NULL: the variable had no value */
     atomic_int used;
+    CTX__DEBUG_MEMBER
 };
 
 #define CTX__CACHE_SIZE 64

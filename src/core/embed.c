@@ -48,6 +48,7 @@ static void init(ctx_context_t *ctx, ctx__hamt_t map) {
     ctx->map = map;
     ctx->prev = NULL;
     ctx->entry = 0;
+    CTX__DEBUG_BORN(ctx, CTX__KIND_CAPTURE);
 }
 
 void ctx__context_init_empty(ctx_context_t *storage) { init(storage, CTX__HAMT_EMPTY); }
@@ -66,6 +67,7 @@ void ctx__context_init_copy(ctx_context_t *storage, ctx_context_t *src) {
 }
 
 void ctx__context_clear(ctx_context_t *ctx) {
+    CTX__DEBUG_DIED(ctx, CTX__KIND_CAPTURE);
     ctx__hamt_release(ctx->map, &ctx__box_ops);
     ctx->map = CTX__HAMT_EMPTY;
 }
@@ -117,14 +119,31 @@ _Static_assert(sizeof(ctx_capture_t) == 96, "ctx_capture_t is 96 bytes in 1.x");
 _Static_assert(sizeof(ctx_context_t) <= 64, "a context fits the part of a capture in use");
 _Static_assert(_Alignof(ctx_capture_t) >= _Alignof(ctx_context_t), "ctx_capture_t misaligned");
 
+/* CTX_DEBUG: a capture that still holds a context must be cleared before it
+ * captures again (else that context's values leak). */
+static void check_not_live(ctx_context_t *storage, const char *call) {
+#ifdef CTX_DEBUG
+    if (CTX__DEBUG_IS_LIVE(storage, CTX__KIND_CAPTURE))
+        ctx__debug_abort(call, "capture", storage,
+                         "still holds a context: clear it before capturing into it again");
+#else
+    (void)storage;
+    (void)call;
+#endif
+}
+
 void ctx_capture_current(ctx_capture_t *capture) {
-    if (capture)
-        ctx__context_init_copy_current((ctx_context_t *)capture);
+    if (!capture)
+        return;
+    check_not_live((ctx_context_t *)capture, "ctx_capture_current");
+    ctx__context_init_copy_current((ctx_context_t *)capture);
 }
 
 int ctx_capture_copy(ctx_capture_t *capture, ctx_context_t *ctx) {
     if (!capture || !ctx)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_capture_copy");
+    check_not_live((ctx_context_t *)capture, "ctx_capture_copy");
     ctx__context_init_copy((ctx_context_t *)capture, ctx);
     return 0;
 }
@@ -132,10 +151,13 @@ int ctx_capture_copy(ctx_capture_t *capture, ctx_context_t *ctx) {
 int ctx_capture_run(ctx_capture_t *capture, ctx_run_fn fn, void *arg, void **result) {
     if (!capture || !fn)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK((ctx_context_t *)capture, CTX__KIND_CAPTURE, "ctx_capture_run");
     return ctx__context_run_embedded((ctx_context_t *)capture, fn, arg, result);
 }
 
 void ctx_capture_clear(ctx_capture_t *capture) {
-    if (capture)
-        ctx__context_clear((ctx_context_t *)capture);
+    if (!capture)
+        return;
+    CTX__DEBUG_CHECK((ctx_context_t *)capture, CTX__KIND_CAPTURE, "ctx_capture_clear");
+    ctx__context_clear((ctx_context_t *)capture);
 }

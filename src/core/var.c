@@ -96,25 +96,43 @@ int ctx_var_new(const char *name, const ctx_var_options_t *options, ctx_var_t **
     var->default_value = var->has_default ? opts.default_value : NULL;
     var->ops = ops;
     var->size = size;
+    CTX__DEBUG_BORN(var, CTX__KIND_VAR);
     memcpy(var->name, name, len + 1);
     *out = var;
     return 0;
 }
 
 ctx_var_t *ctx_var_retain(ctx_var_t *var) {
-    if (var)
+    if (var) {
+        CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_retain");
         atomic_fetch_add_explicit(&var->refs, 1, memory_order_relaxed);
+    }
     return var;
 }
 
 void ctx_var_release(ctx_var_t *var) {
-    if (var && atomic_fetch_sub_explicit(&var->refs, 1, memory_order_acq_rel) == 1)
+    if (!var)
+        return;
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_release");
+    if (atomic_fetch_sub_explicit(&var->refs, 1, memory_order_acq_rel) == 1) {
+        CTX__DEBUG_DIED(var, CTX__KIND_VAR);
         ctx__release_var(var);
+    }
 }
 
-const char *ctx_var_name(const ctx_var_t *var) { return var ? var->name : NULL; }
+const char *ctx_var_name(const ctx_var_t *var) {
+    if (!var)
+        return NULL;
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_name");
+    return var->name;
+}
 
-const ctx_value_ops_t *ctx_var_ops(const ctx_var_t *var) { return var ? &var->ops : NULL; }
+const ctx_value_ops_t *ctx_var_ops(const ctx_var_t *var) {
+    if (!var)
+        return NULL;
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_ops");
+    return &var->ops;
+}
 
 void ctx__var_force_hash(ctx_var_t *var, uint32_t hash) { var->hash = hash; }
 
@@ -150,6 +168,7 @@ static int get_slow(ctx__tstate_t *ts, const ctx_var_t *var, void **out,
 int ctx_var_get(const ctx_var_t *var, void **out) {
     if (!var || !out)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_get");
     ctx__tstate_t *ts = ctx__tls;
     if (!ts)
         return get_default(var, out);
@@ -163,6 +182,8 @@ int ctx_var_get(const ctx_var_t *var, void **out) {
 }
 
 int ctx_var_get_or(const ctx_var_t *var, void *fallback, void **out) {
+    if (var)
+        CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_get_or");
     int r = ctx_var_get(var, out);
     if (r == CTX_VALUE || r == CTX_EINVAL)
         return r;
@@ -185,6 +206,7 @@ static void note_change(ctx__tstate_t *ts, const ctx_var_t *var, void *value, in
 int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
     if (!var)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_set");
     int err = 0;
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
@@ -217,6 +239,7 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
         tok->var = old ? var : ctx_var_retain(var);
         tok->old = (ctx__box_t *)old;
         atomic_init(&tok->used, 0);
+        CTX__DEBUG_BORN(tok, CTX__KIND_TOKEN);
         *token = tok;
     } else if (old) {
         /* Last: its release operation may read or set the variable, and
@@ -229,6 +252,8 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
 int ctx_var_reset(ctx_var_t *var, ctx_token_t *tok) {
     if (!var || !tok)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_reset");
+    CTX__DEBUG_CHECK(tok, CTX__KIND_TOKEN, "ctx_var_reset");
     if (atomic_load_explicit(&tok->used, memory_order_relaxed))
         return CTX_ETOKENUSED;
     if (tok->var != var)
@@ -273,6 +298,8 @@ int ctx_var_reset(ctx_var_t *var, ctx_token_t *tok) {
 void ctx_token_release(ctx_token_t *tok) {
     if (!tok)
         return;
+    CTX__DEBUG_CHECK(tok, CTX__KIND_TOKEN, "ctx_token_release");
+    CTX__DEBUG_DIED(tok, CTX__KIND_TOKEN);
     if (tok->old)
         ctx__hamt_item_release(&tok->old->item, &ctx__box_ops);
     else
@@ -280,11 +307,17 @@ void ctx_token_release(ctx_token_t *tok) {
     ctx__free(tok, sizeof *tok);
 }
 
-ctx_var_t *ctx_token_var(const ctx_token_t *tok) { return tok ? tok->var : NULL; }
+ctx_var_t *ctx_token_var(const ctx_token_t *tok) {
+    if (!tok)
+        return NULL;
+    CTX__DEBUG_CHECK(tok, CTX__KIND_TOKEN, "ctx_token_var");
+    return tok->var;
+}
 
 int ctx_token_old_value(const ctx_token_t *tok, void **out) {
     if (!tok || !out)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(tok, CTX__KIND_TOKEN, "ctx_token_old_value");
     if (!tok->old)
         return CTX_ENOTFOUND;
     *out = tok->old->value;
@@ -292,7 +325,10 @@ int ctx_token_old_value(const ctx_token_t *tok, void **out) {
 }
 
 int ctx_token_used(const ctx_token_t *tok) {
-    return tok ? atomic_load_explicit(&tok->used, memory_order_relaxed) : 0;
+    if (!tok)
+        return 0;
+    CTX__DEBUG_CHECK(tok, CTX__KIND_TOKEN, "ctx_token_used");
+    return atomic_load_explicit(&tok->used, memory_order_relaxed);
 }
 
 /* ---- the way out of the shallow-copy trap ---- */
@@ -300,6 +336,7 @@ int ctx_token_used(const ctx_token_t *tok) {
 int ctx_var_get_for_write(ctx_var_t *var, void **out) {
     if (!var || !out)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_get_for_write");
     int err = 0;
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
