@@ -399,6 +399,134 @@ CTX_EXPORT int ctx_token_old_value(const ctx_token_t *token, void **out);
 /* 1 once the token has been used by a successful reset, 0 before. */
 CTX_EXPORT int ctx_token_used(const ctx_token_t *token);
 
+/* ---- ready-made values: strings and 64-bit integers ----
+ *
+ * The operations most variables need, so that a string or an integer
+ * variable is one call:
+ *
+ *   ctx_var_t *user;
+ *   ctx_var_new_string("user", NULL, &user);       // no default
+ *   ctx_var_set_string(user, "alice", NULL);       // copies the text
+ *   const char *name;
+ *   if (ctx_var_get_string(user, &name) == CTX_VALUE) ...
+ *
+ * A string variable's values are NUL-terminated copies the library owns
+ * (`char *`, as ctx_var_get, ctx_context_get and iteration return them);
+ * an int64 variable's are `int64_t *` blocks it owns.  Both are allocated
+ * with ctx_malloc, released by the release operation; formatted and encoded
+ * as the text itself / in decimal; decoded back (a string must not contain
+ * a NUL byte, an integer is an optional '-' and decimal digits: CTX_EPARSE,
+ * or CTX_ELIMIT out of range); cloned by copying (so ctx_var_get_for_write
+ * works).  Set them with the helpers below, or, to use the operations with
+ * ctx_var_set directly, hand over a block from ctx_malloc of exactly
+ * strlen + 1 bytes / sizeof(int64_t). */
+
+/* The operations (static, valid for ever), to put in ctx_var_options_t.ops:
+ * functions rather than exported data, so that the struct may grow. */
+CTX_EXPORT const ctx_value_ops_t *ctx_value_ops_string(void);
+CTX_EXPORT const ctx_value_ops_t *ctx_value_ops_int64(void);
+
+/* A variable with the string / int64 operations; `default_text` /
+ * `default_value` NULL: no default, else it is copied and becomes the
+ * default.  Errors: CTX_EINVAL (name or out NULL), CTX_ENOMEM. */
+CTX_EXPORT int ctx_var_new_string(const char *name, const char *default_text,
+                                  ctx_var_t **out);
+CTX_EXPORT int ctx_var_new_int64(const char *name, const int64_t *default_value,
+                                 ctx_var_t **out);
+
+/* ctx_var_set of a copy of `text` / of `value`.  Errors: CTX_EINVAL (`var`
+ * NULL or not made with the matching operations; `text` NULL), and those of
+ * ctx_var_set (the copy is freed). */
+CTX_EXPORT int ctx_var_set_string(ctx_var_t *var, const char *text, ctx_token_t **token);
+CTX_EXPORT int ctx_var_set_int64(ctx_var_t *var, int64_t value, ctx_token_t **token);
+
+/* ctx_context_set of a copy.  Errors: CTX_EINVAL (as above, or `ctx`
+ * NULL), and those of ctx_context_set. */
+CTX_EXPORT int ctx_context_set_string(ctx_context_t *ctx, ctx_var_t *var, const char *text);
+CTX_EXPORT int ctx_context_set_int64(ctx_context_t *ctx, ctx_var_t *var, int64_t value);
+
+/* ctx_var_get, typed: CTX_VALUE / CTX_DEFAULT and *out (the string is
+ * borrowed as with ctx_var_get; the integer is copied), or CTX_ENOTFOUND.
+ * CTX_EINVAL: an argument is NULL, `var` was not made with the matching
+ * operations, or (int64) the value found is NULL (set with a plain
+ * ctx_var_set).  Never allocates. */
+CTX_EXPORT int ctx_var_get_string(const ctx_var_t *var, const char **out);
+CTX_EXPORT int ctx_var_get_int64(const ctx_var_t *var, int64_t *out);
+
+/* ---- scoped set: Python's `with var.set(value):` ----
+ *
+ *   int rc;
+ *   CTX_WITH_VALUE(request_id, req, &rc) {
+ *       handle();          // request_id is `req` in here
+ *   }                      // and reset to what it was before, here
+ *   if (rc) ...            // the set failed: the block did not run, and
+ *                          // `req` is still the caller's
+ *
+ * Sets `var` to `value` in the current context (ctx_var_set with a token),
+ * runs the block once if that succeeded, then resets the variable and
+ * releases the token.  `rc` (an int *, may be NULL) receives the set's
+ * result before the block runs.
+ *
+ * Which exits reset: with GCC and Clang (and any compiler defining
+ * __GNUC__), every exit from the block: its end, break, continue, return,
+ * and goto out of it (the reset is a cleanup attribute on the block's
+ * variable).  With other compilers: its end, break and continue only; a
+ * return or goto out of the block skips the reset (use a flag and break).
+ * longjmp out of it never resets.  Either way, break and continue act on
+ * the block itself (it is a loop): they leave it, they do not reach a loop
+ * around it.  If the block leaves another context current (entered and not
+ * exited), the reset fails with CTX_ETOKENCTX and the value stays set in
+ * the context where it was made; the token is released all the same. */
+typedef struct ctx__with {
+    ctx_var_t *var;
+    ctx_token_t *token;
+    int once;
+} ctx__with_t;
+
+static inline ctx__with_t ctx__with_begin(ctx_var_t *var, void *value, int *rc) {
+    ctx__with_t w = {var, NULL, 0};
+    int r = ctx_var_set(var, value, &w.token);
+    if (rc)
+        *rc = r;
+    w.once = r == 0;
+    return w;
+}
+
+static inline void ctx__with_end(ctx__with_t *w) {
+    if (w->token) {
+        ctx_var_reset(w->var, w->token);
+        ctx_token_release(w->token);
+        w->token = NULL;
+    }
+    w->once = 0;
+}
+
+#define CTX__CAT2(a, b) a##b
+#define CTX__CAT(a, b) CTX__CAT2(a, b)
+#if defined(__COUNTER__)
+#define CTX__UNIQUE(prefix) CTX__CAT(prefix, __COUNTER__)
+#else
+#define CTX__UNIQUE(prefix) CTX__CAT(prefix, __LINE__)
+#endif
+
+/* Portable: the outer loop's step resets; a break or continue in the block
+ * ends the inner loop, which ends at the outer step.  No return or goto. */
+#define CTX__WITH_VALUE_LOOP(var, value, rc, w)                                             \
+    for (ctx__with_t w = ctx__with_begin((var), (value), (rc)); w.once; ctx__with_end(&w))  \
+        for (; w.once; w.once = 0)
+#if defined(__GNUC__)
+/* The block's variable resets when it goes out of scope, however it does. */
+#define CTX__WITH_VALUE_CLEANUP(var, value, rc, w)                                          \
+    for (ctx__with_t w __attribute__((cleanup(ctx__with_end))) =                           \
+             ctx__with_begin((var), (value), (rc));                                         \
+         w.once; w.once = 0)
+#define CTX_WITH_VALUE(var, value, rc)                                                      \
+    CTX__WITH_VALUE_CLEANUP(var, value, rc, CTX__UNIQUE(ctx__with_))
+#else
+#define CTX_WITH_VALUE(var, value, rc)                                                      \
+    CTX__WITH_VALUE_LOOP(var, value, rc, CTX__UNIQUE(ctx__with_))
+#endif
+
 /* ---------------------------------------------------------------------- */
 /* Contexts                                                                */
 /* ---------------------------------------------------------------------- */
