@@ -12,7 +12,8 @@
 #   tsan      clang -O1 -g, ThreadSanitizer
 #   valgrind  gcc -O2 -g (the plain flags), every test under valgrind memcheck
 # The sanitizer builds use clang so that both compilers build everything with
-# -Werror on every run.
+# -Werror on every run; the C++ test of include/ctxvar.hpp is built with the
+# matching C++ compiler (g++, clang++).
 #
 # Installs what it needs with apt-get (only when something is missing).
 # Environment: CTX_JOBS (default 2), CTX_BUILD_ROOT, CTX_TEST_SEED (passed to
@@ -72,7 +73,8 @@ run_config() {
 
     ctx_log "[$name] configure + build ($cc $cflags${*:+ $*})"
     if ! ctx_configure "$dir" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        "-DCMAKE_C_FLAGS_RELWITHDEBINFO=$cflags" -DCTX_BUILD_TESTS=ON "$@" >"$log" 2>&1; then
+        "-DCMAKE_C_FLAGS_RELWITHDEBINFO=$cflags" "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=$cflags" \
+        -DCTX_BUILD_TESTS=ON "$@" >"$log" 2>&1; then
         cat "$log"
         ctx_log "[$name] CONFIGURE FAILED"
         failed=1
@@ -125,10 +127,11 @@ run_config() {
 
 for cfg in "${configs[@]}"; do
     case "$cfg" in
-    plain) run_config plain gcc "-O2 -g" ;;
-    asan) run_config asan clang "-O1 -g" -DCTX_SANITIZE=address -DCTX_DEBUG=ON ;;
-    tsan) run_config tsan clang "-O1 -g" -DCTX_SANITIZE=thread ;;
-    valgrind) run_config valgrind gcc "-O2 -g" -DCTX_VALGRIND=ON ;;
+    plain) run_config plain gcc "-O2 -g" -DCMAKE_CXX_COMPILER=g++ ;;
+    asan) run_config asan clang "-O1 -g" -DCMAKE_CXX_COMPILER=clang++ -DCTX_SANITIZE=address \
+        -DCTX_DEBUG=ON ;;
+    tsan) run_config tsan clang "-O1 -g" -DCMAKE_CXX_COMPILER=clang++ -DCTX_SANITIZE=thread ;;
+    valgrind) run_config valgrind gcc "-O2 -g" -DCMAKE_CXX_COMPILER=g++ -DCTX_VALGRIND=ON ;;
     esac
 done
 
