@@ -259,8 +259,9 @@ typedef struct ctx_value_ops {
     void (*release)(void *value, void *user);
     /* Writes a text form of `value` for logs, snprintf-style: at most `cap`
      * bytes including a terminating NUL, returns the length the full text
-     * needs (not counting the NUL), or a negative code on failure.  NULL:
-     * the formatter prints the pointer. */
+     * needs (not counting the NUL), or a negative CTX_E* code on failure
+     * (which ctx_context_format returns as is).  NULL: the formatter prints
+     * the pointer. */
     int (*format)(const void *value, char *buf, size_t cap, void *user);
     /* Makes a private copy of `value` into *out (one share, released later
      * with `release`); returns 0 or a negative code.  Needed by
@@ -334,9 +335,12 @@ CTX_EXPORT int ctx_var_get_or(const ctx_var_t *var, void *fallback, void **out);
  * the thread's context if it has none).  The context holds one share of `value` from now
  * on.  If `token` is not NULL, *token receives a new token (the caller owns it;
  * release it with ctx_token_release) with which ctx_var_reset restores the
- * previous state.  Other copies of the context are unaffected.
- * Errors: CTX_EINVAL, CTX_ENOMEM (nothing changed; `value` stays the
- * caller's), CTX_ESYSTEM (the thread's state could not be registered). */
+ * previous state.  Other copies of the context are unaffected.  The value
+ * it replaces, if no one else holds it, is released before the call
+ * returns, after the change (its release operation sees the new value).
+ * Errors (nothing changed; `value` stays the caller's): CTX_EINVAL,
+ * CTX_ENOMEM (also when the thread had no state yet and none could be
+ * made), CTX_ESYSTEM (the thread's state could not be registered). */
 CTX_EXPORT int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token);
 
 /* Undoes the set that made `token`: restores the value the variable had
@@ -346,7 +350,9 @@ CTX_EXPORT int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token);
  *   CTX_ETOKENCTX   the current context is not the one the token was made in;
  *   CTX_ENOMEM      nothing changed, the token can be used again;
  *   CTX_EINVAL      NULL argument.
- * The token is not released (ctx_token_release does that). */
+ * The value being replaced or removed, if no one else holds it, is released
+ * before the call returns, after the change.  The token is not released
+ * (ctx_token_release does that). */
 CTX_EXPORT int ctx_var_reset(ctx_var_t *var, ctx_token_t *token);
 
 /* The escape from the shallow-copy trap.  Returns in *out a value of `var`
@@ -558,8 +564,11 @@ CTX_EXPORT void ctx_context_release(ctx_context_t *ctx);
 
 /* Sets `var` to `value` directly in `ctx`, which must not be entered anywhere:
  * for building a context before handing it to ctx_context_run or a pool
- * (decoders, allowlists).  Ownership as ctx_var_set.  Errors: CTX_EENTERED
- * (also if another thread enters it concurrently), CTX_EINVAL, CTX_ENOMEM. */
+ * (decoders, allowlists).  Ownership as ctx_var_set.  The value it replaces,
+ * if no one else holds it, is released before the call returns, once the
+ * context is free again (its release operation may use the context, even
+ * set it).  Errors: CTX_EENTERED (also if another thread enters it
+ * concurrently), CTX_EINVAL, CTX_ENOMEM. */
 CTX_EXPORT int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value);
 
 /* Makes `ctx` the calling thread's current context; the previous one becomes
@@ -682,7 +691,8 @@ CTX_EXPORT void ctx_iter_clear(ctx_iter_t *it);
  * `format` operation (or as a pointer), in iteration order.  *len (if not
  * NULL) receives the length of the full text.  Returns 0, or CTX_ETRUNCATED
  * (buf holds the truncated text; *len says how much is needed), CTX_EINVAL,
- * or the code a format operation returned.  Never allocates. */
+ * or the negative code a format operation returned (passed on as is).
+ * Never allocates. */
 CTX_EXPORT int ctx_context_format(ctx_context_t *ctx, char *buf, size_t cap,
                                   size_t *len);
 

@@ -340,16 +340,22 @@ static void emit(char *buf, size_t cap, size_t *pos, const char *text, size_t le
     *pos += len;
 }
 
-/* Formats one value in place at *pos, snprintf-style. */
+/* Formats one value in place at *pos, snprintf-style: with the variable's
+ * format operation (whose negative code is passed on), or as a pointer. */
 static int emit_value(char *buf, size_t cap, size_t *pos, const ctx_var_t *var,
                       const void *value) {
+    if (!var->ops.format) {
+        char text[2 + 2 * sizeof(void *) + 8];
+        int len = snprintf(text, sizeof text, "%p", value);
+        emit(buf, cap, pos, text, len > 0 ? (size_t)len : 0);
+        return 0;
+    }
     char scratch[1];
     char *at = *pos < cap ? buf + *pos : scratch;
     size_t room = *pos < cap ? cap - *pos : 0;
-    int n = var->ops.format ? var->ops.format(value, room ? at : scratch, room, var->ops.user)
-                            : snprintf(room ? at : scratch, room, "%p", value);
+    int n = var->ops.format(value, room ? at : scratch, room, var->ops.user);
     if (n < 0)
-        return var->ops.format ? n : CTX_ECALLBACK;
+        return n;
     *pos += (size_t)n;
     return 0;
 }
