@@ -145,8 +145,9 @@ static int get_default(const ctx_var_t *var, void **out) {
     return CTX_DEFAULT;
 }
 
-static int get_slow(ctx__tstate_t *ts, const ctx_var_t *var, void **out,
-                    ctx__cache_entry_t *e) {
+/* Not inlined: the hit path in ctx_var_get then needs no stack frame. */
+__attribute__((noinline)) static int get_slow(ctx__tstate_t *ts, const ctx_var_t *var,
+                                              void **out, ctx__cache_entry_t *e) {
     ctx__hamt_item_t *item;
     int status;
     void *value = NULL;
@@ -174,9 +175,10 @@ int ctx_var_get(const ctx_var_t *var, void **out) {
         return get_default(var, out);
     ctx__cache_entry_t *e = &ts->cache[var->id % CTX__CACHE_SIZE];
     if (e->var_id == var->id && e->epoch == ts->epoch) {
-        if (e->status != CTX_ENOTFOUND)
+        int status = e->status; /* read before *out is written: it may alias */
+        if (status != CTX_ENOTFOUND)
             *out = e->value;
-        return e->status;
+        return status;
     }
     return get_slow(ts, var, out, e);
 }
