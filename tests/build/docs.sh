@@ -2,11 +2,14 @@
 # tests/build/docs.sh — ctest `build_docs`: the documentation's code works.
 #
 #   docs.sh --prefix P --libdir L --work W --cc CC [--cc CC]...
+#           [--cflags "FLAGS"] [--launcher "COMMAND"]
 #           [--python-path PATH] [--nats-server PATH] FILE.md|DIR...
 #
 # Every fenced ```c block of the given Markdown files (a directory means
 # every *.md below it) is compiled by each CC with -std=c11 -Wall -Wextra
-# -Werror against the installation P (ctest `build_install`), linked with
+# -Werror (and FLAGS: the sanitizer configurations pass theirs, and run the
+# programs through COMMAND: valgrind, setarch) against the installation P
+# (ctest `build_install`), linked with
 # the pkg-config packages its includes name (ctxvar, ctxvar-<m>; libuv too
 # for ctxvar/loop.h, whose users call libuv), or only compiled (-c) if it has
 # no main().  Markers, on the last non-blank line before a block:
@@ -24,7 +27,7 @@
 # Errors point at the Markdown file's own lines (#line).
 set -euo pipefail
 
-prefix="" libdir="" work="" python_path="" nats_server=""
+prefix="" libdir="" work="" python_path="" nats_server="" extra_cflags="" launcher=""
 ccs=()
 inputs=()
 while [ $# -gt 0 ]; do
@@ -35,14 +38,18 @@ while [ $# -gt 0 ]; do
     --cc) [ -n "$2" ] && ccs+=("$2"); shift 2 ;;
     --python-path) python_path="$2"; shift 2 ;;
     --nats-server) nats_server="$2"; shift 2 ;;
+    --cflags) extra_cflags="$2"; shift 2 ;;
+    --launcher) launcher="$2"; shift 2 ;;
     *) inputs+=("$1"); shift ;;
     esac
 done
-if [ -z "$prefix" ] || [ -z "$work" ] || [ ${#ccs[@]} -lt 2 ]; then
-    echo "usage: $0 --prefix P --libdir L --work W --cc gcc --cc clang [--python-path X] FILE|DIR..." >&2
-    echo "(both a gcc and a clang are needed: Debian: gcc clang)" >&2
+if [ -z "$prefix" ] || [ -z "$work" ] || [ ${#ccs[@]} -eq 0 ]; then
+    echo "usage: $0 --prefix P --libdir L --work W --cc CC... [--python-path X] FILE|DIR..." >&2
+    echo "(no compiler given: the plain configuration needs gcc and clang, Debian: gcc clang)" >&2
     exit 2
 fi
+read -r -a extra <<<"$extra_cflags"
+read -r -a run_with <<<"$launcher"
 lib="$prefix/$libdir"
 export PKG_CONFIG_PATH="$lib/pkgconfig"
 unset PKG_CONFIG_LIBDIR
@@ -186,12 +193,13 @@ while read -r lang marker id file line; do
             marker=compile
         fi
     fi
-    read -r -a cflags <<<"$(pkg-config --cflags "${pkgs[@]}")"
+    read -r -a cflags <<<"$(pkg-config --cflags "${pkgs[@]}") ${extra[*]}"
     read -r -a libs <<<"$(pkg-config --libs "${pkgs[@]}")"
     for cc in "${ccs[@]}"; do
         exe="$work/$id-$(basename "$cc")"
         if [ $has_main -eq 1 ]; then
-            cmd=("$cc" -std=c11 -Wall -Wextra -Werror "${cflags[@]}" -x c "$src" -x none -o "$exe" "${libs[@]}")
+            cmd=("$cc" -std=c11 -Wall -Wextra -Werror "${cflags[@]}" -x c "$src" -x none -o "$exe" "${libs[@]}"
+                "${extra[@]}")
         else
             cmd=("$cc" -std=c11 -Wall -Wextra -Werror "${cflags[@]}" -x c -c "$src" -o "$exe.o")
         fi
@@ -202,7 +210,7 @@ while read -r lang marker id file line; do
         fi
         compiled=$((compiled + 1))
         if [ "$marker" != compile ]; then
-            if (cd "$work" && LD_LIBRARY_PATH="$lib" timeout 120 "$exe" "${args[@]}") \
+            if (cd "$work" && LD_LIBRARY_PATH="$lib" timeout 300 "${run_with[@]}" "$exe" "${args[@]}") \
                 >"$work/$id.out" 2>&1; then
                 ran=$((ran + 1))
             else
