@@ -13,7 +13,8 @@
 #                          dependencies' static archives where the system has
 #                          them (Debian: libuv_a.a) and shared ones where not
 #                          (libnats)
-#   The core and the pool are one library, libctxvar: ctxvar::core,
+#   The modules libctxvar holds (CTX_LIBRARY_MODULES in the top-level
+#   CMakeLists.txt: the core and the pool) are one library: ctxvar::core,
 #   ctxvar::pool and ctxvar::ctxvar name the same library (likewise the
 #   _static ones), and so do the pkg-config names ctxvar and ctxvar-pool.
 #

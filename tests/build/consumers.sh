@@ -7,7 +7,7 @@
 #
 # PREFIX is an installation (ctest `build_install` makes it), LIBDIR its
 # library directory relative to PREFIX.  For each module (tests/build/
-# consumer/<module>.c):
+# consumer/<module>.c: every module has one):
 #   shared        cc app.c $(pkg-config --cflags --libs ctxvar-<m>)
 #                 (loop.c calls libuv itself: ctxvar-loop libuv) must need
 #                 libctxvar*.so; runs with LD_LIBRARY_PATH
@@ -67,6 +67,10 @@ for m in "${modules[@]}"; do
     pc="$(pc_name "$m")"
     app="$src/$m.c"
     echo "== $m ($pc)"
+    if [ ! -f "$app" ]; then
+        fail "no consumer program for module $m: add tests/build/consumer/$m.c"
+        continue
+    fi
     # A program that calls libuv itself links it too (ctxvar-loop's libuv is
     # private, so that a static link takes libuv's archive).
     also=()

@@ -5,7 +5,8 @@
 # the two pkg-config files (with the right version) and the CMake component.
 #
 # Inputs: -DBUILD_DIR -DPREFIX -DLIBDIR (relative to PREFIX) -DVERSION
-#         -DMODULES=<m>,... (core pool loop bus wire nats: those built)
+#         -DMODULES=<m>,... (those built: core pool loop bus wire nats)
+#         -DLIBRARY_MODULES=<m>,... (those in libctxvar: core pool)
 #         -DSHARED=ON|OFF
 cmake_policy(VERSION 3.21)
 file(REMOVE_RECURSE "${PREFIX}")
@@ -20,15 +21,16 @@ set(expected
   "${PREFIX}/include/ctxvar.h" "${PREFIX}/include/ctxvar/version.h"
   "${lib}/cmake/ctxvar/ctxvarConfig.cmake" "${lib}/cmake/ctxvar/ctxvarConfigVersion.cmake")
 string(REPLACE "," ";" modules "${MODULES}")
+string(REPLACE "," ";" library_modules "${LIBRARY_MODULES}")
 foreach(m IN LISTS modules)
   if(m STREQUAL "core")
     set(base ctxvar)
     set(pc ctxvar)
     list(APPEND expected "${lib}/cmake/ctxvar/ctxvar-core-targets.cmake")
-  elseif(m STREQUAL "pool")
+  elseif(m IN_LIST library_modules)
     set(base ctxvar)
-    set(pc ctxvar-pool)
-    list(APPEND expected "${PREFIX}/include/ctxvar/pool.h")
+    set(pc ctxvar-${m})
+    list(APPEND expected "${PREFIX}/include/ctxvar/${m}.h")
   else()
     set(base ctxvar_${m})
     set(pc ctxvar-${m})
