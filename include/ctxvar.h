@@ -467,43 +467,38 @@ CTX_EXPORT int ctx_context_set_int64(ctx_context_t *ctx, ctx_var_t *var, int64_t
 CTX_EXPORT int ctx_var_get_string(const ctx_var_t *var, const char **out);
 CTX_EXPORT int ctx_var_get_int64(const ctx_var_t *var, int64_t *out);
 
-/* ---- scoped set: Python's `with var.set(value):` ----
- *
- *   int rc;
- *   CTX_WITH_VALUE(request_id, req, &rc) {
- *       handle();          // request_id is `req` in here
- *   }                      // and reset to what it was before, here
- *   if (rc) ...            // the set failed: the block did not run, and
- *                          // `req` is still the caller's
- *
- * Sets `var` to `value` in the current context (ctx_var_set with a token),
- * runs the block once if that succeeded, then resets the variable and
- * releases the token.  `rc` (an int *, may be NULL) receives the set's
- * result before the block runs.
- *
- * Which exits reset: with GCC and Clang (and any compiler defining
- * __GNUC__), every exit from the block: its end, break, continue, return,
- * and goto out of it (the reset is a cleanup attribute on the block's
- * variable).  With other compilers: its end, break and continue only; a
- * return or goto out of the block skips the reset (use a flag and break).
- * longjmp out of it never resets.  Either way, break and continue act on
- * the block itself (it is a loop): they leave it, they do not reach a loop
- * around it.  If the block leaves another context current (entered and not
- * exited), the reset fails with CTX_ETOKENCTX and the value stays set in
- * the context where it was made; the token is released all the same. */
+/* ---- scoped set: Python's `with var.set(value):` ---- */
+
+/* The machinery of CTX_WITH_VALUE and friends (below). */
 typedef struct ctx__with {
     ctx_var_t *var;
     ctx_token_t *token;
     int once;
 } ctx__with_t;
 
-static inline ctx__with_t ctx__with_begin(ctx_var_t *var, void *value, int *rc) {
-    ctx__with_t w = {var, NULL, 0};
-    int r = ctx_var_set(var, value, &w.token);
+static inline ctx__with_t ctx__with_started(ctx_var_t *var, ctx_token_t *token, int r, int *rc) {
+    ctx__with_t w = {var, token, r == 0};
     if (rc)
         *rc = r;
-    w.once = r == 0;
     return w;
+}
+
+static inline ctx__with_t ctx__with_value(ctx_var_t *var, void *value, int *rc) {
+    ctx_token_t *token = NULL;
+    int r = ctx_var_set(var, value, &token);
+    return ctx__with_started(var, token, r, rc);
+}
+
+static inline ctx__with_t ctx__with_string(ctx_var_t *var, const char *text, int *rc) {
+    ctx_token_t *token = NULL;
+    int r = ctx_var_set_string(var, text, &token);
+    return ctx__with_started(var, token, r, rc);
+}
+
+static inline ctx__with_t ctx__with_int64(ctx_var_t *var, int64_t value, int *rc) {
+    ctx_token_t *token = NULL;
+    int r = ctx_var_set_int64(var, value, &token);
+    return ctx__with_started(var, token, r, rc);
 }
 
 static inline void ctx__with_end(ctx__with_t *w) {
@@ -525,21 +520,48 @@ static inline void ctx__with_end(ctx__with_t *w) {
 
 /* Portable: the outer loop's step resets; a break or continue in the block
  * ends the inner loop, which ends at the outer step.  No return or goto. */
-#define CTX__WITH_VALUE_LOOP(var, value, rc, w)                                             \
-    for (ctx__with_t w = ctx__with_begin((var), (value), (rc)); w.once; ctx__with_end(&w))  \
+#define CTX__WITH_LOOP(begin, w)                                                            \
+    for (ctx__with_t w = (begin); w.once; ctx__with_end(&w))                                \
         for (; w.once; w.once = 0)
 #if defined(__GNUC__)
 /* The block's variable resets when it goes out of scope, however it does. */
-#define CTX__WITH_VALUE_CLEANUP(var, value, rc, w)                                          \
-    for (ctx__with_t w __attribute__((cleanup(ctx__with_end))) =                           \
-             ctx__with_begin((var), (value), (rc));                                         \
-         w.once; w.once = 0)
-#define CTX_WITH_VALUE(var, value, rc)                                                      \
-    CTX__WITH_VALUE_CLEANUP(var, value, rc, CTX__UNIQUE(ctx__with_))
+#define CTX__WITH_CLEANUP(begin, w)                                                         \
+    for (ctx__with_t w __attribute__((cleanup(ctx__with_end))) = (begin); w.once; w.once = 0)
+#define CTX__WITH(begin) CTX__WITH_CLEANUP(begin, CTX__UNIQUE(ctx__with_))
 #else
-#define CTX_WITH_VALUE(var, value, rc)                                                      \
-    CTX__WITH_VALUE_LOOP(var, value, rc, CTX__UNIQUE(ctx__with_))
+#define CTX__WITH(begin) CTX__WITH_LOOP(begin, CTX__UNIQUE(ctx__with_))
 #endif
+
+/* Scoped sets: Python's `with var.set(value):`.
+ *
+ *   int rc;
+ *   CTX_WITH_VALUE(request_id, req, &rc) {
+ *       handle();          // request_id is `req` in here
+ *   }                      // and reset to what it was before, here
+ *   if (rc) ...            // the set failed: the block did not run, and
+ *                          // `req` is still the caller's
+ *
+ * Sets `var` to `value` in the current context (ctx_var_set with a token),
+ * runs the block once if that succeeded, then resets the variable and
+ * releases the token.  `rc` (an int *, may be NULL) receives the set's
+ * result before the block runs.  CTX_WITH_STRING(var, text, rc) and
+ * CTX_WITH_INT64(var, value, rc) do the same with ctx_var_set_string /
+ * ctx_var_set_int64 (a copy is set; CTX_EINVAL for a variable of another
+ * kind).
+ *
+ * Which exits reset: with GCC and Clang (and any compiler defining
+ * __GNUC__), every exit from the block: its end, break, continue, return,
+ * and goto out of it (the reset is a cleanup attribute on the block's
+ * variable).  With other compilers: its end, break and continue only; a
+ * return or goto out of the block skips the reset (use a flag and break).
+ * longjmp out of it never resets.  Either way, break and continue act on
+ * the block itself (it is a loop): they leave it, they do not reach a loop
+ * around it.  If the block leaves another context current (entered and not
+ * exited), the reset fails with CTX_ETOKENCTX and the value stays set in
+ * the context where it was made; the token is released all the same. */
+#define CTX_WITH_VALUE(var, value, rc) CTX__WITH(ctx__with_value((var), (value), (rc)))
+#define CTX_WITH_STRING(var, text, rc) CTX__WITH(ctx__with_string((var), (text), (rc)))
+#define CTX_WITH_INT64(var, value, rc) CTX__WITH(ctx__with_int64((var), (value), (rc)))
 
 /* ---------------------------------------------------------------------- */
 /* Contexts                                                                */

@@ -357,7 +357,8 @@ static void test_with_value_return_and_goto(void **state) {
 }
 
 /* The form other compilers get, exercised here directly. */
-#define WITH_LOOP(var, value, rc) CTX__WITH_VALUE_LOOP(var, value, rc, CTX__UNIQUE(with_loop_))
+#define WITH_LOOP(var, value, rc)                                                      \
+    CTX__WITH_LOOP(ctx__with_value((var), (value), (rc)), CTX__UNIQUE(with_loop_))
 
 static void test_with_value_portable_form(void **state) {
     (void)state;
@@ -420,6 +421,38 @@ static void test_with_value_failed_set(void **state) {
     ctx_var_release(wv);
 }
 
+static void test_with_string_and_int64(void **state) {
+    (void)state;
+    ctx_var_t *user, *n;
+    ASSERT_RC(ctx_var_new_string("user", "nobody", &user), 0);
+    ASSERT_RC(ctx_var_new_int64("n", NULL, &n), 0);
+    char buf[8] = "alice";
+    int rc = -99;
+    const char *got;
+    int64_t v;
+    CTX_WITH_STRING(user, buf, &rc) {
+        buf[0] = 'X'; /* a copy was set */
+        ASSERT_RC(ctx_var_get_string(user, &got), CTX_VALUE);
+        assert_string_equal(got, "alice");
+        CTX_WITH_INT64(n, -3, &rc) {
+            ASSERT_RC(ctx_var_get_int64(n, &v), CTX_VALUE);
+            assert_int_equal(v, -3);
+        }
+        ASSERT_RC(ctx_var_get_int64(n, &v), CTX_ENOTFOUND);
+    }
+    ASSERT_RC(rc, 0);
+    ASSERT_RC(ctx_var_get_string(user, &got), CTX_DEFAULT);
+    assert_string_equal(got, "nobody");
+    int ran = 0;
+    CTX_WITH_STRING(n, "wrong kind", &rc) { /* an int64 variable */
+        ran = 1;
+    }
+    ASSERT_RC(rc, CTX_EINVAL);
+    assert_int_equal(ran, 0);
+    ctx_var_release(user);
+    ctx_var_release(n);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TEST(test_string_variable),
@@ -431,6 +464,7 @@ int main(void) {
         TEST(test_with_value_end_break_continue),
         TEST(test_with_value_return_and_goto),
         TEST(test_with_value_portable_form),
+        TEST(test_with_string_and_int64),
         TEST(test_with_value_failed_set),
     };
     return RUN_TESTS(tests);
