@@ -49,10 +49,11 @@
 
 _Static_assert(sizeof(ctx__dead_t) <= sizeof(ctx__box_t), "a dead box holds its queue entry");
 
+/* Empty (head and tail NULL) whenever the thread is not draining. */
 static _Thread_local struct {
     int draining;
-    ctx__dead_t *head;
-    ctx__dead_t **tail; /* &last->next, or &head when empty */
+    ctx__dead_t *head; /* the oldest entry */
+    ctx__dead_t *tail; /* the newest */
 } queue;
 
 static void finish_var(ctx_var_t *var) {
@@ -78,19 +79,20 @@ static void finish(ctx__dead_t *d) {
 static void dead(ctx__dead_t *d) {
     if (queue.draining) {
         d->next = NULL;
-        *queue.tail = d;
-        queue.tail = &d->next;
+        if (queue.tail)
+            queue.tail->next = d;
+        else
+            queue.head = d;
+        queue.tail = d;
         return;
     }
     queue.draining = 1;
-    queue.head = NULL;
-    queue.tail = &queue.head;
     finish(d);
     while (queue.head) {
         ctx__dead_t *next = queue.head;
         queue.head = next->next;
         if (!queue.head)
-            queue.tail = &queue.head;
+            queue.tail = NULL;
         finish(next);
     }
     queue.draining = 0;
