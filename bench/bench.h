@@ -24,6 +24,7 @@ uint64_t ctx_bench_now_ns(void);
 
 /* The sections, in the order they run.  Each module adds its own here. */
 void ctx_bench_core(ctx_bench_t *b);
+void ctx_bench_cancel(ctx_bench_t *b);
 void ctx_bench_pool(ctx_bench_t *b);
 void ctx_bench_loop(ctx_bench_t *b);
 void ctx_bench_bus(ctx_bench_t *b);

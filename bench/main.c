@@ -61,6 +61,7 @@ int main(int argc, char **argv) {
         }
     }
     ctx_bench_core(&bench);
+    ctx_bench_cancel(&bench);
     ctx_bench_pool(&bench);
     ctx_bench_loop(&bench);
     ctx_bench_bus(&bench);

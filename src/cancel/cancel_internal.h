@@ -59,7 +59,12 @@ struct ctx_cancel_scope {
     int cause_code;
     void *cause_data;
     void (*cause_release)(void *data);
-    ctx_cancel_scope_t *work_next; /* the canceller's private work list */
+    /* The canceller's own: its work list, and whether the scope had
+     * children / callbacks when it was marked (after the mark the lists
+     * can only shrink, so empty ones need no second look). */
+    ctx_cancel_scope_t *work_next;
+    int had_children;
+    int had_callbacks;
 };
 
 /* ---- scope.c ---- */

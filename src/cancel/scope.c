@@ -33,6 +33,10 @@
  *
  *   mark(scope)    under its lock: if active, set cause and state (release
  *                  store; readers load-acquire), else stop: someone else won.
+ *                  Note whether it has children and callbacks: once it is
+ *                  marked, no child or callback can join (both check the
+ *                  state under this lock), so empty lists are skipped
+ *                  without taking the lock again.
  *   unlink         from the parent's list; drop the timer entry if any.
  *   pass 1         walk the subtree without recursion: pop each child from
  *                  its parent's list (one pop per lock hold, so a lock is
@@ -135,6 +139,8 @@ static int mark(ctx_cancel_scope_t *s, int err, const ctx_cancel_scope_t *from,
         s->cause_data = cause->data;
         s->cause_release = cause->release;
     }
+    s->had_children = s->children != NULL;
+    s->had_callbacks = s->callbacks != NULL;
     atomic_store_explicit(&s->state, err, memory_order_release);
     ctx__cancel_unlock(s);
     return 1;
@@ -169,7 +175,7 @@ static void mark_subtree(ctx_cancel_scope_t *root, int err) {
     root->work_next = NULL;
     while (s) {
         ctx_cancel_scope_t *c;
-        while ((c = pop_child(s))) {
+        while (s->had_children && (c = pop_child(s))) {
             if (mark(c, err, root, NULL)) {
                 if (c->has_timer)
                     ctx__cancel_timer_remove(c);
@@ -200,7 +206,8 @@ int ctx__cancel_tree(ctx_cancel_scope_t *root, int err, const ctx_cancel_cause_t
     for (ctx_cancel_scope_t *s = root; s;) {
         ctx_cancel_scope_t *next = s->work_next;
         s->work_next = NULL;
-        ctx__cancel_run_callbacks(s);
+        if (s->had_callbacks)
+            ctx__cancel_run_callbacks(s);
         if (s != root)
             ctx_cancel_scope_release(s);
         s = next;
@@ -258,6 +265,8 @@ static void scope_init(ctx_cancel_scope_t *s, ctx_cancel_scope_t *parent, int64_
     s->cause_data = NULL;
     s->cause_release = NULL;
     s->work_next = NULL;
+    s->had_children = 0;
+    s->had_callbacks = 0;
 }
 
 /* Links a new scope into its parent's list, unless the parent is cancelled
