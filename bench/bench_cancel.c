@@ -15,10 +15,9 @@
  *                          ran (the callbacks run in their captured
  *                          contexts)                             (goal <= 100)
  *
- * Contenders measured against each other (check and get) run in
- * interleaved rounds; each figure is the median of its rounds, and the
- * ratio is the ratio of the medians, so that a burst of noise on the
- * shared machine hits both sides alike.
+ * Contenders measured against each other (check and get) run in the same
+ * rounds, interleaved, their order alternating; each figure is the median
+ * of its rounds and the ratio is the ratio of the medians (bench.h).
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
@@ -28,28 +27,7 @@
 
 #include "bench.h"
 
-#define ROUNDS 15
 #define SINK(x) __asm__ volatile("" : : "r"(x) : "memory")
-
-static int compare(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, compare);
-    return v[n / 2];
-}
-
-/* ns per iteration of `body` run `iters` times. */
-#define TIME(result, iters, body)                                              \
-    do {                                                                       \
-        uint64_t t0_ = ctx_bench_now_ns();                                     \
-        for (long i_ = 0; i_ < (iters); i_++) {                                \
-            body;                                                              \
-        }                                                                      \
-        (result) = (double)(ctx_bench_now_ns() - t0_) / (double)(iters);       \
-    } while (0)
 
 static void check_figures(ctx_bench_t *b, long iters) {
     ctx_var_t *vars[16];
@@ -63,21 +41,26 @@ static void check_figures(ctx_bench_t *b, long iters) {
     ctx_token_t *tok;
     if (ctx_cancel_enter_child(NULL, NULL, &tok))
         abort();
-    double check[ROUNDS], get[ROUNDS];
+    ctx_bench_samples_t check = {0}, get = {0};
     void *out = NULL;
-    for (int r = 0; r < ROUNDS; r++) {
-        TIME(get[r], iters, ctx_var_get(vars[7], &out); SINK(out));
-        TIME(check[r], iters, SINK(ctx_cancel_check()));
+    for (int r = 0; r < ctx_bench_rounds(b); r++) {
+        if (r % 2)
+            CTX_BENCH_TIME(&check, iters, SINK(ctx_cancel_check()));
+        CTX_BENCH_TIME(&get, iters, ctx_var_get(vars[7], &out); SINK(out));
+        if (r % 2 == 0)
+            CTX_BENCH_TIME(&check, iters, SINK(ctx_cancel_check()));
     }
     ctx_cancel_exit(tok);
     ctx_context_exit(ctx);
     ctx_context_release(ctx);
     for (int i = 0; i < 16; i++)
         ctx_var_release(vars[i]);
-    double c = median(check, ROUNDS), g = median(get, ROUNDS);
-    ctx_bench_put(b, "cancel_check_ns", c, "ctx_cancel_check, scope current (median of rounds)");
-    ctx_bench_put(b, "cancel_check_get_hit_ns", g, "baseline in the same rounds: ctx_var_get hit");
-    ctx_bench_put(b, "cancel_check_ratio", c / g, "cancel_check / get_hit (goal <= 1.5)");
+    ctx_bench_put_samples(b, "cancel_check_ns", &check, CTX_BENCH_NO_GOAL,
+                          "ctx_cancel_check with a scope current (16 variables)");
+    ctx_bench_put_samples(b, "cancel_check_get_hit_ns", &get, CTX_BENCH_NO_GOAL,
+                          "baseline, same rounds: ctx_var_get cache hit");
+    ctx_bench_put_ratio(b, "cancel_check_ratio", &check, &get, CTX_BENCH_AT_MOST(1.5),
+                        "cancel_check / get_hit");
 }
 
 static void scope_figures(ctx_bench_t *b, long iters) {
@@ -90,27 +73,28 @@ static void scope_figures(ctx_bench_t *b, long iters) {
     if (ctx_cancel_scope_new(root, &o, &s))
         abort();
     ctx_cancel_scope_release(s);
-    double plain[ROUNDS], timed[ROUNDS];
-    for (int r = 0; r < ROUNDS; r++) {
-        TIME(plain[r], iters, ctx_cancel_scope_new(root, NULL, &s); ctx_cancel_scope_cancel(s, NULL);
-             ctx_cancel_scope_release(s));
-        TIME(timed[r], iters, ctx_cancel_scope_new(root, &o, &s); ctx_cancel_scope_release(s));
+    ctx_bench_samples_t plain = {0}, timed = {0};
+    for (int r = 0; r < ctx_bench_rounds(b); r++) {
+        CTX_BENCH_TIME(&plain, iters, ctx_cancel_scope_new(root, NULL, &s);
+                       ctx_cancel_scope_cancel(s, NULL); ctx_cancel_scope_release(s));
+        CTX_BENCH_TIME(&timed, iters, ctx_cancel_scope_new(root, &o, &s); ctx_cancel_scope_release(s));
     }
     ctx_cancel_scope_release(root);
-    ctx_bench_put(b, "cancel_scope_ns", median(plain, ROUNDS),
-                  "child scope new + cancel + release (goal <= 100)");
-    ctx_bench_put(b, "deadline_scope_ns", median(timed, ROUNDS),
-                  "child with a timeout, released before expiry (goal <= 200)");
+    ctx_bench_put_samples(b, "cancel_scope_ns", &plain, CTX_BENCH_AT_MOST(100),
+                          "child scope new + cancel + release");
+    ctx_bench_put_samples(b, "deadline_scope_ns", &timed, CTX_BENCH_AT_MOST(200),
+                          "child with a timeout, released before expiry");
 }
 
 static void bump(void *arg) { ++*(long *)arg; }
 
-static void fanout_figure(ctx_bench_t *b, int rounds) {
+static void fanout_figure(ctx_bench_t *b) {
     enum { N = 1000 };
     static ctx_cancel_scope_t *kids[N];
     static ctx_cancel_callback_t cbs[N];
-    double per[ROUNDS];
+    ctx_bench_samples_t per = {0};
     long ran = 0;
+    int rounds = ctx_bench_rounds(b);
     for (int r = 0; r < rounds; r++) {
         ctx_cancel_scope_t *root;
         if (ctx_cancel_scope_new(NULL, NULL, &root))
@@ -121,7 +105,7 @@ static void fanout_figure(ctx_bench_t *b, int rounds) {
                 abort();
         uint64_t t0 = ctx_bench_now_ns();
         ctx_cancel_scope_cancel(root, NULL);
-        per[r] = (double)(ctx_bench_now_ns() - t0) / N;
+        ctx_bench_sample(&per, (double)(ctx_bench_now_ns() - t0) / N);
         for (int i = 0; i < N; i++) {
             ctx_cancel_callback_clear(&cbs[i]);
             ctx_cancel_scope_release(kids[i]);
@@ -130,14 +114,14 @@ static void fanout_figure(ctx_bench_t *b, int rounds) {
     }
     if (ran != (long)rounds * N)
         abort();
-    ctx_bench_put(b, "cancel_fanout_ns_1000", median(per, rounds),
-                  "cancel a parent of 1000 children with a callback each, per child (goal <= 100)");
+    ctx_bench_put_samples(b, "cancel_fanout_ns_1000", &per, CTX_BENCH_AT_MOST(100),
+                          "cancel a parent of 1000 children, one callback each: ns per child");
 }
 
 void ctx_bench_cancel(ctx_bench_t *b) {
     int quick = ctx_bench_quick(b);
     check_figures(b, quick ? 200000 : 2000000);
-    scope_figures(b, quick ? 20000 : 200000);
-    fanout_figure(b, ROUNDS);
+    scope_figures(b, quick ? 20000 : 100000);
+    fanout_figure(b);
     ctx_cancel_timer_release();
 }
