@@ -162,10 +162,13 @@ CTX_EXPORT void ctx_cancel_scope_release(ctx_cancel_scope_t *scope);
 
 /* Cancels `scope` and every descendant still active, with `cause` (NULL:
  * no cause).  Idempotent: the first cancellation wins (an explicit one, the
- * parent's or the deadline's) and later ones change nothing.  Before it
- * returns, every callback registered on the cancelled scopes has run on
- * this thread, in the context each was registered in — except callbacks
- * another thread is running for a concurrent cancellation of a descendant.
+ * parent's or the deadline's) and later ones change nothing (they return
+ * CTX_CANCEL_ALREADY at once, without waiting for the winner's callbacks).
+ * When the winning call returns, every scope below reports cancelled and
+ * every callback registered on them has run on this thread, in the context
+ * each was registered in (in reverse order of registration per scope) —
+ * except those of a descendant that another thread cancelled first, which
+ * that thread runs.
  * The callbacks run outside every library lock, so they may call any
  * function of this module, on any scope.
  * Returns 0 (this call cancelled the scope and took the cause: its data's
@@ -211,9 +214,9 @@ CTX_EXPORT int ctx_cancel_scope_remaining(const ctx_cancel_scope_t *scope, int64
  * (a mutex or condition variable could not be made).  The wait ends at the
  * scope's deadline even if the timer thread is late or absent (after
  * fork()): the waiter then cancels the scope (the one that owns the
- * deadline: an ancestor if the deadline is inherited) itself.  Any thread,
- * except a cancellation callback of this very scope (that would wait for
- * itself). */
+ * deadline: an ancestor if the deadline is inherited) itself.  Any thread
+ * (in a callback of this very scope it returns at once: the scope is
+ * cancelled before its callbacks run). */
 CTX_EXPORT int ctx_cancel_scope_wait(ctx_cancel_scope_t *scope, int64_t timeout_ns);
 
 /* ---------------------------------------------------------------------- */
@@ -333,7 +336,8 @@ typedef struct ctx_cancel_callback {
 /* Registers fn(arg) to run once when `scope` is cancelled, in a private
  * copy of the context current now (captured like ctx_capture_current: O(1),
  * no allocation; its sets stay in the copy), on the thread that cancels,
- * outside every library lock.  If the scope is already cancelled, fn runs
+ * outside every library lock; the callbacks of one scope run latest
+ * registered first (as .NET's do).  If the scope is already cancelled, fn runs
  * at once on this thread, in the current context, before this returns, and
  * the status is CTX_CANCEL_CALLBACK_RAN; otherwise 0.  Either way call
  * ctx_cancel_callback_clear once later.  Errors (fn never runs, nothing is
