@@ -373,7 +373,9 @@ CTX_EXPORT int ctx_cancel_callback_clear(ctx_cancel_callback_t *cb);
 typedef struct ctx_cancel_stats {
     size_t size;             /* sizeof(ctx_cancel_stats_t) */
     uint64_t timers_pending; /* scopes waiting for their deadline now */
-    uint64_t timers_fired;   /* deadlines that expired since the process began */
+    uint64_t timers_fired;   /* deadlines the timer thread fired (since the
+                                process began; a wait that reaches its
+                                scope's deadline first expires it itself) */
     uint64_t thread_starts;  /* times the timer thread was started */
     int thread_running;      /* 1 if the timer thread exists now */
 } ctx_cancel_stats_t;
