@@ -31,10 +31,13 @@
  *     o.timeout_ns = 50 * 1000000;           // this request: 50 ms
  *     ctx_token_t *tok;
  *     ctx_cancel_enter_child(&o, NULL, &tok); // a child of the current scope
- *     ... submit work: every copy of the context carries the scope ...
- *     if (ctx_cancel_check() != 0)            // CTX_ECANCELLED / CTX_EDEADLINE
- *         return;                             // stop: nobody wants the result
+ *     handle_request();                       // copies of the context made in
+ *                                             // here (pool tasks, ...) carry it
  *     ctx_cancel_exit(tok);                   // the previous scope again
+ *
+ *     // deep down, on whatever thread runs a copy:
+ *     if ((err = ctx_cancel_check()) != 0)    // CTX_ECANCELLED / CTX_EDEADLINE
+ *         return err;                         // nobody wants the result now
  *
  * Where the scope lives: the value of a context variable private to the
  * library (so ctx_context_length, iteration and ctx_context_format see one
