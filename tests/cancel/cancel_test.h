@@ -78,6 +78,31 @@ static inline void cancel_teardown(void) {
     ASSERT_RC(ctx_thread_release(), 0);
 }
 
+/* A new root scope with a deadline `timeout` from now and `fn` registered
+ * on it (a wake-up if `wakeup`) before the deadline passes: on a slow run
+ * (valgrind, TSan, a busy machine) it may pass first, and fn then runs at
+ * once on this thread; `reset` (may be NULL) undoes what that run did, and
+ * it starts over with twice the timeout. */
+static inline ctx_cancel_scope_t *scope_with_callback(int64_t timeout, ctx_cancel_callback_t *cb,
+                                                      ctx_cancel_fn fn, void *arg, int wakeup,
+                                                      void (*reset)(void *arg)) {
+    for (int tries = 0; tries < 12; tries++, timeout *= 2) {
+        ctx_cancel_options_t o = timeout_opts(timeout);
+        ctx_cancel_scope_t *s = new_scope(NULL, &o);
+        int rc = wakeup ? ctx_cancel_callback_init_wakeup(cb, s, fn, arg)
+                        : ctx_cancel_callback_init(cb, s, fn, arg);
+        if (rc == 0)
+            return s;
+        ASSERT_RC(rc, CTX_CANCEL_CALLBACK_RAN);
+        ASSERT_RC(ctx_cancel_callback_clear(cb), CTX_CANCEL_CALLBACK_RAN);
+        ctx_cancel_scope_release(s);
+        if (reset)
+            reset(arg);
+    }
+    fail_msg("scope_with_callback: the deadline always passed first");
+    return NULL;
+}
+
 static inline uint64_t timers_pending(void) {
     ctx_cancel_stats_t st = CTX_STRUCT_INIT(ctx_cancel_stats_t);
     ASSERT_RC(ctx_cancel_stats(&st), 0);
