@@ -266,6 +266,14 @@ static int ensure_locked(void) {
         case T_RUNNING:
             if (!T.stopping)
                 return 0;
+            if (pthread_equal(T.tid, pthread_self())) {
+                /* A callback on the timer thread adds a deadline while a
+                 * release waits for the thread to stop: the thread stays
+                 * (the release sees the entry and gives up: CTX_EBUSY). */
+                T.stopping = 0;
+                pthread_cond_broadcast(&T.cond);
+                return 0;
+            }
             break;
         case T_EXITED:
             pthread_join(T.tid, NULL);

@@ -236,6 +236,45 @@ static void test_timer_release_refusals(void **state) {
     ctx_cancel_scope_release(s);
 }
 
+/* A callback on the timer thread that adds a deadline while another thread
+ * is in ctx_cancel_timer_release, waiting for that very thread to stop:
+ * no deadlock; the thread stays, the release says CTX_EBUSY. */
+typedef struct adder {
+    atomic_int in_callback;
+    ctx_cancel_scope_t *added;
+    int rc;
+} adder_t;
+
+static void add_deadline_late(void *arg) {
+    adder_t *a = arg;
+    atomic_store(&a->in_callback, 1);
+    sleep_ns(50 * MS); /* the release is (most likely) waiting by now */
+    ctx_cancel_options_t o = timeout_opts(3600 * 1000 * MS);
+    a->rc = ctx_cancel_scope_new(NULL, &o, &a->added);
+}
+
+static void adder_reset(void *arg) {
+    adder_t *a = arg;
+    atomic_store(&a->in_callback, 0);
+    ctx_cancel_scope_release(a->added);
+    a->added = NULL;
+}
+
+static void test_callback_adds_deadline_during_release(void **state) {
+    (void)state;
+    adder_t a = {0};
+    ctx_cancel_callback_t cb;
+    ctx_cancel_scope_t *s = scope_with_callback(5 * MS, &cb, add_deadline_late, &a, 1, adder_reset);
+    await_flag(&a.in_callback);
+    ASSERT_RC(ctx_cancel_timer_release(), CTX_EBUSY);
+    ASSERT_RC(ctx_cancel_callback_clear(&cb), CTX_CANCEL_CALLBACK_RAN);
+    ASSERT_RC(a.rc, 0);
+    assert_int_equal(stats().thread_running, 1);
+    assert_int_equal(stats().timers_pending, 1);
+    ctx_cancel_scope_release(a.added);
+    ctx_cancel_scope_release(s);
+}
+
 /* A deadline inherited from the parent has no entry of its own and fires
  * with the parent's. */
 static void test_inherited_deadline_fires_with_parent(void **state) {
@@ -316,6 +355,7 @@ int main(void) {
         cmocka_unit_test(test_fire_in_deadline_order_after_removals),
         cmocka_unit_test(test_idle_exit_and_restart),
         cmocka_unit_test(test_timer_release_refusals),
+        cmocka_unit_test(test_callback_adds_deadline_during_release),
         cmocka_unit_test(test_inherited_deadline_fires_with_parent),
         cmocka_unit_test(test_fork_restarts_the_timer),
     };
