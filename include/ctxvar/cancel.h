@@ -98,6 +98,8 @@
 extern "C" {
 #endif
 
+/* A cancellation scope (opaque, reference counted: see the top of this
+ * file). */
 typedef struct ctx_cancel_scope ctx_cancel_scope_t;
 
 /* ---------------------------------------------------------------------- */
@@ -122,10 +124,11 @@ typedef struct ctx_cancel_cause {
     size_t size; /* sizeof(ctx_cancel_cause_t) */
     int code;    /* any value the user chooses (an errno, an HTTP status, ...) */
     /* Any pointer; borrowed by readers (ctx_cancel_scope_cause) while the
-     * scope lives.  If `release` is not NULL and the cause is taken (the
-     * cancel returned 0), release(data) runs once, when the scope is freed,
-     * on the thread that drops its last reference. */
+     * scope lives. */
     void *data;
+    /* NULL, or: if the cause is taken (the cancel returned 0),
+     * release(data) runs once, when the scope is freed, on the thread that
+     * drops its last reference. */
     void (*release)(void *data);
 } ctx_cancel_cause_t;
 
@@ -319,6 +322,7 @@ CTX_EXPORT int ctx_cancel_capture_scope(ctx_capture_t *capture, ctx_cancel_scope
 /* Callbacks on cancellation (Go's AfterFunc, .NET's Register)             */
 /* ---------------------------------------------------------------------- */
 
+/* A cancellation callback: `arg` is what was given at registration. */
 typedef void (*ctx_cancel_fn)(void *arg);
 
 /* Storage for one registration, owned by the caller (a member of its own
@@ -373,6 +377,7 @@ CTX_EXPORT int ctx_cancel_callback_clear(ctx_cancel_callback_t *cb);
 /* The timer facility                                                      */
 /* ---------------------------------------------------------------------- */
 
+/* The timer facility's counters (ctx_cancel_stats). */
 typedef struct ctx_cancel_stats {
     size_t size;             /* sizeof(ctx_cancel_stats_t) */
     uint64_t timers_pending; /* scopes waiting for their deadline now */
