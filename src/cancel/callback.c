@@ -17,8 +17,9 @@
  *                                                          sleeps for DONE)
  *
  * Exactly once: the canceller pops registrations one at a time under the
- * scope's lock, and clear unlinks a PENDING one under the same lock, so
- * each is either popped (and run) or stopped, never both.  The canceller
+ * scope's lock (the first one already while it marks the scope cancelled),
+ * and clear unlinks a PENDING one under the same lock, so each is either
+ * popped (and run) or stopped, never both.  The canceller
  * runs it outside the lock.  Popping one per lock hold (rather than taking
  * the whole list) is what lets a callback clear a sibling registration of
  * the same scope that has not run yet: it is still PENDING, so it stops.
@@ -122,20 +123,33 @@ static void run_one(ctx__cancel_cb_t *cb) {
         finish(cb);
 }
 
+ctx__cancel_cb_t *ctx__cancel_pop_callback(ctx_cancel_scope_t *s) {
+    ctx__cancel_cb_t *cb = s->callbacks;
+    if (!cb)
+        return NULL;
+    s->callbacks = cb->next;
+    if (cb->next)
+        cb->next->pprev = &s->callbacks;
+    cb->pprev = NULL;
+    atomic_store_explicit(&cb->state, CB_RUNNING, memory_order_relaxed);
+    return cb;
+}
+
 void ctx__cancel_run_callbacks(ctx_cancel_scope_t *s) {
-    for (;;) {
+    if (s->first_callback) {
+        ctx__cancel_cb_t *first = s->first_callback;
+        s->first_callback = NULL;
+        run_one(first);
+    }
+    /* The list only shrinks now (the scope is cancelled): stop when it is
+     * empty, without a last look. */
+    for (int more = s->had_callbacks; more;) {
         ctx__cancel_lock(s);
-        ctx__cancel_cb_t *cb = s->callbacks;
-        if (!cb) {
-            ctx__cancel_unlock(s);
-            return;
-        }
-        s->callbacks = cb->next;
-        if (cb->next)
-            cb->next->pprev = &s->callbacks;
-        cb->pprev = NULL;
-        atomic_store_explicit(&cb->state, CB_RUNNING, memory_order_relaxed);
+        ctx__cancel_cb_t *cb = ctx__cancel_pop_callback(s);
+        more = s->callbacks != NULL;
         ctx__cancel_unlock(s);
+        if (!cb)
+            return;
         run_one(cb);
     }
 }

@@ -64,7 +64,8 @@ struct ctx_cancel_scope {
      * can only shrink, so empty ones need no second look). */
     ctx_cancel_scope_t *work_next;
     int had_children;
-    int had_callbacks;
+    int had_callbacks;           /* callbacks left after `first_callback` */
+    ctx__cancel_cb_t *first_callback; /* popped by the mark itself, to run */
 };
 
 /* ---- scope.c ---- */
@@ -89,8 +90,13 @@ static inline void ctx__cancel_unlock(ctx_cancel_scope_t *s) { ctx__spin_unlock(
 
 /* ---- callback.c ---- */
 
-/* Runs, one at a time and outside the scope's lock, every callback still
- * registered on `scope`, which is cancelled. */
+/* With the scope's lock held: takes the first registration out of the
+ * list (it is RUNNING from now on: a clear waits for it), or NULL. */
+ctx__cancel_cb_t *ctx__cancel_pop_callback(ctx_cancel_scope_t *scope);
+
+/* Runs the registration the mark popped (if any), then, one at a time and
+ * outside the scope's lock, every other one still registered on `scope`,
+ * which is cancelled. */
 void ctx__cancel_run_callbacks(ctx_cancel_scope_t *scope);
 
 /* ---- timer.c ---- */

@@ -36,7 +36,9 @@
  *                  Note whether it has children and callbacks: once it is
  *                  marked, no child or callback can join (both check the
  *                  state under this lock), so empty lists are skipped
- *                  without taking the lock again.
+ *                  without taking the lock again; and take the first
+ *                  callback out already (the common single callback then
+ *                  costs no second lock).
  *   unlink         from the parent's list; drop the timer entry if any.
  *   pass 1         walk the subtree without recursion: pop each child from
  *                  its parent's list (one pop per lock hold, so a lock is
@@ -140,6 +142,7 @@ static int mark(ctx_cancel_scope_t *s, int err, const ctx_cancel_scope_t *from,
         s->cause_release = cause->release;
     }
     s->had_children = s->children != NULL;
+    s->first_callback = ctx__cancel_pop_callback(s); /* saves a lock later */
     s->had_callbacks = s->callbacks != NULL;
     atomic_store_explicit(&s->state, err, memory_order_release);
     ctx__cancel_unlock(s);
@@ -206,7 +209,7 @@ int ctx__cancel_tree(ctx_cancel_scope_t *root, int err, const ctx_cancel_cause_t
     for (ctx_cancel_scope_t *s = root; s;) {
         ctx_cancel_scope_t *next = s->work_next;
         s->work_next = NULL;
-        if (s->had_callbacks)
+        if (s->first_callback || s->had_callbacks)
             ctx__cancel_run_callbacks(s);
         if (s != root)
             ctx_cancel_scope_release(s);
@@ -267,6 +270,7 @@ static void scope_init(ctx_cancel_scope_t *s, ctx_cancel_scope_t *parent, int64_
     s->work_next = NULL;
     s->had_children = 0;
     s->had_callbacks = 0;
+    s->first_callback = NULL;
 }
 
 /* Links a new scope into its parent's list, unless the parent is cancelled
