@@ -161,15 +161,15 @@ static void bench_codecs(ctx_bench_t *b) {
             abort();
     }
     static sink_t sink;
-    ctx_wire_carrier_t out = {NULL, NULL, sink_set, &sink};
+    ctx_wire_carrier_t out = {sizeof(ctx_wire_carrier_t), NULL, NULL, sink_set, &sink};
     long enc_iters = iters / 4;
-    TIME_LOOP(ns, enc_iters, { SINK(ctx_wire_inject(w, src, &out, 0)); });
+    TIME_LOOP(ns, enc_iters, { SINK(ctx_wire_inject(w, src, &out, 0, NULL)); });
     ctx_bench_put(b, "baggage_encode_ns_8", ns, "inject a context of 8 baggage members");
 
     char header[CTX_WIRE_BAGGAGE_MAX_BYTES + 1];
     strcpy(header, sink.buf[(sink.n - 1) & 7]);
     one_header_t h = {"baggage", header};
-    ctx_wire_carrier_t in = {one_iterate, NULL, NULL, &h};
+    ctx_wire_carrier_t in = {sizeof(ctx_wire_carrier_t), one_iterate, NULL, NULL, &h};
     TIME_LOOP(ns, enc_iters, {
         ctx_context_t *ctx = NULL;
         if (ctx_wire_extract(w, &in, 0, &ctx, NULL) != 0)
@@ -244,8 +244,8 @@ static void bench_nats(ctx_bench_t *b) {
         if (str_decode(values[i], strlen(values[i]), &v, NULL) || ctx_var_set(vars[i], v, NULL))
             abort();
     }
-    ctx_wire_trace_start(w, CTX_WIRE_TRACE_FLAG_SAMPLED, NULL);
-    ctx_wire_deadline_set(w, 3600ll * 1000000000);
+    ctx_wire_trace_start(w, NULL, CTX_WIRE_TRACE_FLAG_SAMPLED, NULL);
+    ctx_wire_deadline_set(w, NULL, 3600ll * 1000000000);
 
     static const char body[] = "ping";
     /* ABBA batches: with, plain, plain, with — drift hits both alike */

@@ -54,10 +54,12 @@ static int find_first(const char *name, size_t name_len, const char *value, size
     return FIND_FIRST_STOP;
 }
 
-int ctx_wire_carrier_get(const ctx_wire_carrier_t *carrier, const char *name,
+int ctx_wire_carrier_get(const ctx_wire_carrier_t *carrier_in, const char *name,
                          const char **value, size_t *value_len) {
-    if (!carrier || !name || !value || !value_len)
+    ctx_wire_carrier_t c;
+    if (!name || !value || !value_len || ctx__wire_carrier_in(carrier_in, &c) != 0)
         return CTX_EINVAL;
+    const ctx_wire_carrier_t *carrier = &c;
     if (carrier->get) {
         int rc = carrier->get(carrier->self, name, value, value_len);
         return rc > 0 ? CTX_ECALLBACK : rc;
@@ -172,8 +174,8 @@ static int make_pair(const char *name, size_t name_len, const char *value, size_
     return 0;
 }
 
-int ctx_wire_headers_add(ctx_wire_headers_t *h, const char *name, size_t name_len,
-                         const char *value, size_t value_len) {
+int ctx_wire_headers_add_n(ctx_wire_headers_t *h, const char *name, size_t name_len,
+                           const char *value, size_t value_len) {
     if (!h || !name_valid(name, name_len) || (!value && value_len) || !value_valid(value, value_len))
         return CTX_EINVAL;
     if (h->count >= CTX_WIRE_HEADERS_MAX_PAIRS ||
@@ -191,12 +193,21 @@ int ctx_wire_headers_add(ctx_wire_headers_t *h, const char *name, size_t name_le
     return 0;
 }
 
-int ctx_wire_headers_set(ctx_wire_headers_t *h, const char *name, const char *value,
-                         size_t value_len) {
-    if (!h || !name)
+int ctx_wire_headers_add(ctx_wire_headers_t *h, const char *name, const char *value) {
+    if (!name || !value)
         return CTX_EINVAL;
-    size_t name_len = strlen(name);
-    if (!name_valid(name, name_len) || (!value && value_len) || !value_valid(value, value_len))
+    return ctx_wire_headers_add_n(h, name, strlen(name), value, strlen(value));
+}
+
+int ctx_wire_headers_set(ctx_wire_headers_t *h, const char *name, const char *value) {
+    if (!name || !value)
+        return CTX_EINVAL;
+    return ctx_wire_headers_set_n(h, name, strlen(name), value, strlen(value));
+}
+
+int ctx_wire_headers_set_n(ctx_wire_headers_t *h, const char *name, size_t name_len,
+                           const char *value, size_t value_len) {
+    if (!h || !name_valid(name, name_len) || (!value && value_len) || !value_valid(value, value_len))
         return CTX_EINVAL;
     size_t keep_count = 0, keep_bytes = 0;
     for (size_t i = 0; i < h->count; i++) {
@@ -276,10 +287,10 @@ static int list_get(void *self, const char *name, const char **value, size_t *va
 }
 
 static int list_set(void *self, const char *name, const char *value, size_t value_len) {
-    return ctx_wire_headers_set(self, name, value, value_len);
+    return ctx_wire_headers_set_n(self, name, strlen(name), value, value_len);
 }
 
 ctx_wire_carrier_t ctx_wire_headers_carrier(ctx_wire_headers_t *h) {
-    ctx_wire_carrier_t c = {list_iterate, list_get, list_set, h};
+    ctx_wire_carrier_t c = {sizeof c, list_iterate, list_get, list_set, h};
     return c;
 }
