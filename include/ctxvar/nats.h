@@ -53,8 +53,8 @@
  * CTX_EFORKED without touching libnats, except the two that end things:
  * ctx_nats_release and ctx_nats_unsubscribe free the bridge's own memory
  * and return at once (the libnats objects are left alone: libnats cannot be
- * used in the child).  A child that needs NATS makes its own connection
- * and bridge.  ctx_nats_connect itself works in a child.
+ * used in the child).  libnats itself is not fork-safe: a child that needs
+ * NATS should exec a program that connects anew.
  *
  * Errors are the negative CTX_E* codes of ctxvar.h.  libnats statuses map
  * to them as follows: NATS_TIMEOUT → CTX_ETIMEDOUT, NATS_NO_RESPONDERS →
