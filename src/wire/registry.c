@@ -463,6 +463,27 @@ typedef struct extract {
     char ts[CTX_WIRE_TRACESTATE_MAX_LEN + 1];
 } extract_t;
 
+/* Field by field, not one memset: gcc turns a memset of the whole state
+ * into `rep stosq`, whose start-up cost was a third of a traceparent-only
+ * extract.  `tp` needs none: it is read only once parsed. */
+static void extract_init(extract_state_t *s, ctx_wire_t *w) {
+    s->w = w;
+    s->ctx = NULL;
+    s->error = 0;
+    s->decoded = 0;
+    memset(&s->rep, 0, sizeof s->rep);
+    s->rep.size = sizeof s->rep;
+    s->tp_seen = 0;
+    s->ts_seen = 0;
+    s->ts_error = 0;
+    s->ts_input = 0;
+    s->ts_len = 0;
+    s->ts_members = 0;
+    s->to_seen = 0;
+    s->timeout_ns = 0;
+    memset(&s->scan, 0, sizeof s->scan);
+}
+
 /* The registration of baggage key `key`, or -1. */
 static int find_reg(const ctx_wire_t *w, const char *key, size_t key_len) {
     for (size_t i = 0; i < w->count; i++) {
@@ -630,9 +651,7 @@ int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier, unsigned 
         return CTX_EINVAL;
     mark_used(w);
     extract_t x;
-    memset(&x.s, 0, sizeof x.s);
-    x.s.w = w;
-    x.s.rep.size = sizeof x.s.rep;
+    extract_init(&x.s, w);
     x.ts[0] = '\0';
     int rc = ctx_context_new(&x.s.ctx);
     if (rc != 0)

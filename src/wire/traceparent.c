@@ -136,11 +136,18 @@ void ctx__wire_random(uint8_t *out, size_t n) {
     }
 }
 
+/* 1 if the n bytes (8 or 16 for the ids) are all zero. */
 static int all_zero(const uint8_t *p, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (p[i])
-            return 0;
-    return 1;
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x;
+        memcpy(&x, p + i, 8);
+        acc |= x;
+    }
+    for (; i < n; i++)
+        acc |= p[i];
+    return acc == 0;
 }
 
 static void random_id(uint8_t *out, size_t n) {
@@ -162,7 +169,7 @@ static void random_id(uint8_t *out, size_t n) {
 #define ONES 0x0101010101010101ull
 #define HIGH 0x8080808080808080ull
 
-static int hex8_swar(const char *text, uint8_t out[4]) {
+static int hex8_swar(const char *text, uint8_t out[4], uint32_t *any) {
     uint64_t x;
     memcpy(&x, text, 8);
     uint64_t ge0 = x + ONES * (0x80 - '0'), gt9 = x + ONES * (0x80 - '9' - 1);
@@ -174,19 +181,21 @@ static int hex8_swar(const char *text, uint8_t out[4]) {
     uint64_t t = ((nib << 4) | (nib >> 8)) & 0x00ff00ff00ff00ffull;
     t = (t | (t >> 8)) & 0x0000ffff0000ffffull;
     t = (t | (t >> 16)) & 0x00000000ffffffffull;
-    uint32_t v = (uint32_t)t;
-    out[0] = (uint8_t)v;
-    out[1] = (uint8_t)(v >> 8);
-    out[2] = (uint8_t)(v >> 16);
-    out[3] = (uint8_t)(v >> 24);
+    uint32_t v = (uint32_t)t; /* little-endian: byte 0 is the first pair */
+    memcpy(out, &v, 4);
+    *any |= v;
     return 0;
 }
 
-/* Decodes 2*n lowercase hex digits; 0 or -1. */
-static int hex_decode(const char *text, uint8_t *out, size_t n) {
+/* Decodes 2*n lowercase hex digits; 0 or -1.  *any (if not NULL) becomes
+ * non-zero iff a decoded byte is: the all-zero check of the ids without
+ * reading back what was just stored (a wide load of narrow stores stalls
+ * store forwarding). */
+static int hex_decode_any(const char *text, uint8_t *out, size_t n, uint32_t *any) {
+    uint32_t acc = 0;
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     for (; n >= 4; n -= 4, text += 8, out += 4)
-        if (hex8_swar(text, out) != 0)
+        if (hex8_swar(text, out, &acc) != 0)
             return -1;
 #endif
     for (size_t i = 0; i < n; i++) {
@@ -195,8 +204,15 @@ static int hex_decode(const char *text, uint8_t *out, size_t n) {
         if (hi < 0 || lo < 0)
             return -1;
         out[i] = (uint8_t)(hi << 4 | lo);
+        acc |= out[i];
     }
+    if (any)
+        *any = acc;
     return 0;
+}
+
+static int hex_decode(const char *text, uint8_t *out, size_t n) {
+    return hex_decode_any(text, out, n, NULL);
 }
 
 int ctx_wire_traceparent_parse(const char *text, size_t len, ctx_wire_traceparent_t *out) {
@@ -216,10 +232,12 @@ int ctx_wire_traceparent_parse(const char *text, size_t len, ctx_wire_traceparen
     } else if (len > CTX_WIRE_TRACEPARENT_LEN && text[CTX_WIRE_TRACEPARENT_LEN] != '-') {
         return CTX_EPARSE; /* §3.2.4: the flags are followed by the end or a dash */
     }
-    if (hex_decode(text + 3, tp.trace_id, 16) != 0 || hex_decode(text + 36, tp.parent_id, 8) != 0 ||
+    uint32_t trace_any, parent_any;
+    if (hex_decode_any(text + 3, tp.trace_id, 16, &trace_any) != 0 ||
+        hex_decode_any(text + 36, tp.parent_id, 8, &parent_any) != 0 ||
         hex_decode(text + 53, &tp.flags, 1) != 0)
         return CTX_EPARSE;
-    if (all_zero(tp.trace_id, 16) || all_zero(tp.parent_id, 8)) /* §3.2.2.3-4 */
+    if (!trace_any || !parent_any) /* §3.2.2.3-4: all-zero ids */
         return CTX_EPARSE;
     *out = tp;
     return 0;
