@@ -22,6 +22,10 @@
  *                          traceparent header into a new context, released
  *                          (carrier → context: what a server pays to join a
  *                          trace)
+ *   traceparent_extract_core_ns  its core part: a new context, one
+ *                          value of the same size allocated and set, the
+ *                          context released (same rounds)
+ *   traceparent_extract_wire_ns  traceparent_extract_ns minus that
  *   otel_js_traceparent_extract_ns  OpenTelemetry JS's
  *                          W3CTraceContextPropagator.extract of the same
  *                          header (node, @opentelemetry/core), measured in
@@ -312,7 +316,23 @@ typedef struct tp_arg {
     ctx_wire_t *w;
     const ctx_wire_carrier_t *in;
     long iters;
+    ctx_var_t *plain; /* for the core part: a variable whose values free() */
 } tp_arg_t;
+
+/* What the core and the allocator cost of it: the same context work
+ * with a value of the trace's size, no header parsed. */
+static double round_tp_core(void *arg) {
+    tp_arg_t *a = arg;
+    uint64_t t0 = ctx_bench_now_ns();
+    for (long i = 0; i < a->iters; i++) {
+        ctx_context_t *ctx = NULL;
+        void *v = malloc(64);
+        if (!v || ctx_context_new(&ctx) != 0 || ctx_context_set(ctx, a->plain, v) != 0)
+            abort();
+        ctx_context_release(ctx);
+    }
+    return (double)(ctx_bench_now_ns() - t0) / (double)a->iters;
+}
 
 static double round_tp_extract(void *arg) {
     tp_arg_t *a = arg;
@@ -333,22 +353,33 @@ static void bench_traceparent_extract(ctx_bench_t *b, ctx_wire_t *w, long iters)
     if (ctx_wire_extract(w, &in, 0, &check, NULL) != 0 || ctx_wire_trace_get(w, check, NULL, NULL, NULL) != 0)
         abort();
     ctx_context_release(check);
-    tp_arg_t a = {w, &in, iters};
+    static const ctx_value_ops_t free_ops = {.size = sizeof(ctx_value_ops_t), .release = str_release};
+    ctx_var_options_t po = {.size = sizeof po, .ops = &free_ops};
+    tp_arg_t a = {w, &in, iters, NULL};
+    if (ctx_var_new("bench.plain", &po, &a.plain) != 0)
+        abort();
     otel_t o = {0, NULL, NULL, 0};
-    ctx_bench_contender_t c[2] = {{"ctxvar", round_tp_extract, &a, {0}}, {"otel-js", round_otel, &o, {0}}};
+    ctx_bench_contender_t c[3] = {{"ctxvar", round_tp_extract, &a, {0}},
+                                  {"core", round_tp_core, &a, {0}},
+                                  {"otel-js", round_otel, &o, {0}}};
     int with_otel = otel_start(&o, iters) == 0;
-    ctx_bench_interleave(b, c, with_otel ? 2 : 1);
+    ctx_bench_interleave(b, c, with_otel ? 3 : 2);
     ctx_bench_put_samples(b, "traceparent_extract_ns", &c[0].samples, CTX_BENCH_NO_GOAL,
                           "extract one traceparent header into a new context");
-    if (with_otel && ctx_bench_median(&c[1].samples) > 0) {
-        ctx_bench_put_samples(b, "otel_js_traceparent_extract_ns", &c[1].samples, CTX_BENCH_NO_GOAL,
+    ctx_bench_put_samples(b, "traceparent_extract_core_ns", &c[1].samples, CTX_BENCH_NO_GOAL,
+                          "its core part: new context, one value set, released");
+    ctx_bench_put_difference(b, "traceparent_extract_wire_ns", &c[0].samples, &c[1].samples,
+                             CTX_BENCH_NO_GOAL, "its wire part: traceparent_extract_ns minus that");
+    if (with_otel && ctx_bench_median(&c[2].samples) > 0) {
+        ctx_bench_put_samples(b, "otel_js_traceparent_extract_ns", &c[2].samples, CTX_BENCH_NO_GOAL,
                               "OpenTelemetry JS W3CTraceContextPropagator.extract, same header");
-        ctx_bench_put_ratio(b, "traceparent_extract_vs_otel_js_ratio", &c[1].samples, &c[0].samples,
+        ctx_bench_put_ratio(b, "traceparent_extract_vs_otel_js_ratio", &c[2].samples, &c[0].samples,
                             CTX_BENCH_AT_LEAST(10), "OpenTelemetry JS extract / ctxvar extract");
     } else if (with_otel) {
         fprintf(stderr, "bench_wire: the node side failed: traceparent_extract_vs_otel_js_ratio skipped\n");
     }
     otel_stop(&o);
+    ctx_var_release(a.plain);
 }
 
 static void bench_codecs(ctx_bench_t *b) {
