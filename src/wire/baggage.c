@@ -274,80 +274,104 @@ int ctx_wire_baggage_percent_decode(const char *in, size_t len, char *buf, size_
 
 static size_t encoded_length(const char *in, size_t len);
 
-/* Parses one trimmed, non-empty member; 0 and *m (value decoded into
- * scratch, CTX_WIRE_BAGGAGE_MAX_BYTES + 1 bytes, and NUL terminated) and
- * *sent (its length re-encoded), or -1 if malformed, or 1 if well formed
- * but too long to ever fit in a list of CTX_WIRE_BAGGAGE_MAX_BYTES. */
-static int parse_member(const char *p, size_t n, char *scratch, ctx_wire_baggage_member_t *m,
-                        size_t *sent) {
-    size_t k = skip_token(p, 0, n);
-    if (k == 0)
-        return -1;
-    size_t i = k;
-    if (i < n && p[i] != '=')
-        i = skip_ows(p, i, n);
-    if (i >= n || p[i] != '=')
-        return -1;
-    size_t v = i + 1;
-    if (v < n && is_ows((unsigned char)p[v]))
-        v = skip_ows(p, v, n);
-    size_t ve = v;
-    int escaped = 0;
-    while (ve < n && is_octet((unsigned char)p[ve]))
-        escaped |= p[ve++] == '%';
-    i = ve < n ? skip_ows(p, ve, n) : ve;
-    const char *props = NULL;
-    size_t props_len = 0;
-    if (i < n) {
-        if (p[i] != ';')
-            return -1;
-        props = p + i + 1;
-        props_len = n - i - 1;
-        trim_ows(&props, &props_len);
-        if (props_len == 0 || !properties_valid(props, props_len))
-            return -1;
-    }
-    size_t value_len = ve - v;
-    if (escaped && !octets_valid(p + v, value_len))
-        return -1;
-    if (k + 1 + (props_len ? 1 + props_len : 0) > CTX_WIRE_BAGGAGE_MAX_BYTES)
-        return 1;
+/* The outcome of reading one member. */
+enum { MEMBER_OK = 0, MEMBER_MALFORMED = -1, MEMBER_TOO_LONG = 1, MEMBER_EMPTY = 2 };
+
+/* The member's value into scratch (CTX_WIRE_BAGGAGE_MAX_BYTES + 1 bytes,
+ * NUL terminated) and *sent, its key=value length re-encoded: MEMBER_OK,
+ * MEMBER_MALFORMED (a bad escape) or MEMBER_TOO_LONG (it could never fit
+ * in a list of CTX_WIRE_BAGGAGE_MAX_BYTES). */
+static int take_value(const char *v, size_t value_len, int escaped, size_t key_len, char *scratch,
+                      size_t *out_len, size_t *sent) {
+    if (escaped && !octets_valid(v, value_len))
+        return MEMBER_MALFORMED;
     if (!escaped) { /* plain ASCII: nothing to decode, re-encoded as is */
         if (value_len > CTX_WIRE_BAGGAGE_MAX_BYTES)
-            return 1;
-        copy_short(scratch, p + v, value_len);
-        *sent = k + 1 + value_len;
+            return MEMBER_TOO_LONG;
+        copy_short(scratch, v, value_len);
+        *sent = key_len + 1 + value_len;
     } else {
-        value_len = decode_value(p + v, value_len, scratch, CTX_WIRE_BAGGAGE_MAX_BYTES);
+        value_len = decode_value(v, value_len, scratch, CTX_WIRE_BAGGAGE_MAX_BYTES);
         if (value_len == (size_t)-1)
-            return 1; /* re-encoded it is at least as long */
-        *sent = k + 1 + encoded_length(scratch, value_len);
+            return MEMBER_TOO_LONG; /* re-encoded it is at least as long */
+        *sent = key_len + 1 + encoded_length(scratch, value_len);
     }
     scratch[value_len] = '\0';
-    if (props_len)
-        *sent += 1 + props_len;
-    m->key = p;
-    m->key_len = k;
-    m->value = scratch;
-    m->value_len = value_len;
-    m->properties = props;
-    m->properties_len = props_len;
-    return 0;
+    *out_len = value_len;
+    return MEMBER_OK;
 }
 
-/* Judges one piece of the list (between commas, untrimmed). */
-static int scan_piece(ctx__baggage_scan_t *scan, const char *m, size_t mlen, char *scratch,
-                      ctx_wire_baggage_fn fn, void *user) {
-    trim_ows(&m, &mlen);
-    ctx_wire_baggage_member_t member;
-    size_t sent = 0;
-    int parsed = mlen ? parse_member(m, mlen, scratch, &member, &sent) : -1;
-    if (parsed < 0) {
+/* Reads the member that starts at t[i] (only t[0..n) is looked at) in one
+ * pass: OWS, key, OWS "=" OWS, value, OWS, then either the end of the
+ * member (',' or n) or ";" and properties up to the next ','.  *end gets
+ * the position of the ',' that ends the member, or n.  Returns MEMBER_OK
+ * with *m and *sent filled, or MEMBER_EMPTY, MEMBER_MALFORMED,
+ * MEMBER_TOO_LONG. */
+static int read_member(const char *t, size_t i, size_t n, char *scratch,
+                       ctx_wire_baggage_member_t *m, size_t *sent, size_t *end) {
+    i = skip_ows(t, i, n);
+    if (i == n || t[i] == ',') {
+        *end = i;
+        return MEMBER_EMPTY;
+    }
+    size_t k0 = i;
+    i = skip_token(t, i, n);
+    size_t key_len = i - k0;
+    i = skip_ows(t, i, n);
+    if (key_len == 0 || i == n || t[i] != '=')
+        goto malformed;
+    size_t v0 = skip_ows(t, i + 1, n), v1 = v0;
+    int escaped = 0;
+    while (v1 < n && is_octet((unsigned char)t[v1]))
+        escaped |= t[v1++] == '%';
+    i = skip_ows(t, v1, n);
+    const char *props = NULL;
+    size_t props_len = 0;
+    if (i < n && t[i] == ';') {
+        const char *comma = memchr(t + i, ',', n - i);
+        size_t pe = comma ? (size_t)(comma - t) : n;
+        props = t + i + 1;
+        props_len = pe - i - 1;
+        trim_ows(&props, &props_len);
+        if (props_len == 0 || !properties_valid(props, props_len)) {
+            *end = pe;
+            return MEMBER_MALFORMED;
+        }
+        i = pe;
+    }
+    if (i < n && t[i] != ',')
+        goto malformed;
+    *end = i;
+    if (key_len + 1 + (props_len ? 1 + props_len : 0) > CTX_WIRE_BAGGAGE_MAX_BYTES)
+        return MEMBER_TOO_LONG;
+    int rc = take_value(t + v0, v1 - v0, escaped, key_len, scratch, &m->value_len, sent);
+    if (rc != MEMBER_OK)
+        return rc;
+    if (props_len)
+        *sent += 1 + props_len;
+    m->key = t + k0;
+    m->key_len = key_len;
+    m->value = scratch;
+    m->properties = props;
+    m->properties_len = props_len;
+    return MEMBER_OK;
+malformed: { /* the member ends at the next ',' */
+    const char *comma = i < n ? memchr(t + i, ',', n - i) : NULL;
+    *end = comma ? (size_t)(comma - t) : n;
+    return MEMBER_MALFORMED;
+}
+}
+
+/* Counts a member read, and hands it to fn if it fits the list as it
+ * would be re-sent.  0, or fn's code. */
+static int keep_member(ctx__baggage_scan_t *scan, int outcome, const ctx_wire_baggage_member_t *m,
+                       size_t sent, ctx_wire_baggage_fn fn, void *user) {
+    if (outcome == MEMBER_MALFORMED || outcome == MEMBER_EMPTY) {
         scan->stats.malformed++;
         return 0;
     }
     size_t need = (scan->kept ? 1 : 0) + sent; /* the joining ',' */
-    if (parsed > 0 || scan->kept >= CTX_WIRE_BAGGAGE_MAX_MEMBERS ||
+    if (outcome == MEMBER_TOO_LONG || scan->kept >= CTX_WIRE_BAGGAGE_MAX_MEMBERS ||
         scan->sent + need > CTX_WIRE_BAGGAGE_MAX_BYTES) {
         scan->stats.over_limit++;
         return 0;
@@ -357,7 +381,7 @@ static int scan_piece(ctx__baggage_scan_t *scan, const char *m, size_t mlen, cha
     scan->stats.members++;
     if (!fn)
         return 0;
-    int rc = fn(&member, user);
+    int rc = fn(m, user);
     return rc <= 0 ? rc : CTX_ECALLBACK; /* 0 goes on; a negative code stops as is */
 }
 
@@ -373,19 +397,17 @@ int ctx__baggage_scan(ctx__baggage_scan_t *scan, const char *text, size_t len,
     scan->offset += len;
     size_t pos = 0;
     for (;;) {
-        const char *comma = n > pos ? memchr(text + pos, ',', n - pos) : NULL;
-        size_t end = comma ? (size_t)(comma - text) : n;
-        if (!comma && n < len && text[n] != ',') { /* the member runs past the bound */
-            const char *m = text + pos;
-            size_t mlen = n - pos;
-            trim_ows(&m, &mlen);
-            scan->stats.over_limit += mlen > 0;
+        ctx_wire_baggage_member_t member;
+        size_t sent = 0, end = n;
+        int outcome = read_member(text, pos, n, scratch, &member, &sent, &end);
+        if (end == n && n < len && text[n] != ',') { /* the member runs past the bound */
+            scan->stats.over_limit += outcome != MEMBER_EMPTY;
             break;
         }
-        int rc = scan_piece(scan, text + pos, end - pos, scratch, fn, user);
+        int rc = keep_member(scan, outcome, &member, sent, fn, user);
         if (rc != 0)
             return rc;
-        if (!comma)
+        if (end >= n)
             break;
         pos = end + 1;
     }
