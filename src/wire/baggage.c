@@ -24,8 +24,10 @@
  * buffer on the stack always suffices.
  *
  * How a list is read (ctx__baggage_scan).  A comma never occurs inside a
- * valid member, so the list is cut at commas (memchr) and every piece judged
- * alone: a malformed piece is dropped by itself and the rest are kept.
+ * valid member, so every member is judged alone: read_member reads one in
+ * a single pass (OWS, key, "=", value, OWS) that ends at the comma, and
+ * only a malformed member, or properties, look for the next comma with
+ * memchr.  A malformed member is dropped by itself and the rest are kept.
  *
  * The limits of §3.3.3 — a platform must propagate 64 members and 8192
  * bytes and may drop members past them — are about what is propagated, so
