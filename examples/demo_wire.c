@@ -132,9 +132,13 @@ static void *headers_round_trip(void *arg) {
     ctx_wire_headers_t *h = NULL;
     ctx_wire_headers_new(&h);
     ctx_wire_carrier_t c = ctx_wire_headers_carrier(h);
-    int rc = ctx_wire_inject(wire, NULL, &c, 0, NULL);
+    ctx_wire_inject_report_t sent = CTX_STRUCT_INIT(ctx_wire_inject_report_t);
+    int rc = ctx_wire_inject(wire, NULL, &c, 0, &sent);
     printf("    the request's headers:\n");
     c.iterate(c.self, print_header, NULL);
+    char span[17] = "-";
+    ctx_wire_traceparent_span_id(&sent.parent, span, sizeof span);
+    printf("    the span id this call sent (for the log line): %s\n", span);
     ctx_context_t *far = NULL;
     ctx_wire_extract_report_t rep = CTX_STRUCT_INIT(ctx_wire_extract_report_t);
     rc |= ctx_wire_extract(wire, &c, 0, &far, &rep);
