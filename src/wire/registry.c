@@ -481,7 +481,7 @@ static void extract_init(extract_state_t *s, ctx_wire_t *w) {
     s->ts_members = 0;
     s->to_seen = 0;
     s->timeout_ns = 0;
-    memset(&s->scan, 0, sizeof s->scan);
+    /* s->scan: zeroed at the first baggage header (rep.baggage says so) */
 }
 
 /* The registration of baggage key `key`, or -1. */
@@ -579,7 +579,10 @@ static int on_header(const char *name, size_t name_len, const char *value, size_
         break;
     case sizeof CTX_WIRE_BAGGAGE - 1:
         if (ctx_wire_name_equal(name, name_len, CTX_WIRE_BAGGAGE, name_len)) {
-            x->s.rep.baggage = 1;
+            if (!x->s.rep.baggage) {
+                memset(&x->s.scan, 0, sizeof x->s.scan);
+                x->s.rep.baggage = 1;
+            }
             return ctx__baggage_scan(&x->s.scan, value, value_len, on_member, &x->s);
         }
         break;
@@ -664,9 +667,11 @@ int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier, unsigned 
         rc = CTX_ECALLBACK;
 
     ctx_wire_extract_report_t *r = &x.s.rep;
-    r->baggage_malformed = x.s.scan.stats.malformed;
-    r->baggage_over_limit = x.s.scan.stats.over_limit;
-    r->baggage_truncated = x.s.scan.stats.truncated;
+    if (r->baggage) {
+        r->baggage_malformed = x.s.scan.stats.malformed;
+        r->baggage_over_limit = x.s.scan.stats.over_limit;
+        r->baggage_truncated = x.s.scan.stats.truncated;
+    }
     finish_tracestate(&x);
     int strict = rc == 0 && (flags & CTX_WIRE_STRICT) ? strict_error(r) : 0;
     if (rc == 0 && !strict)
