@@ -113,8 +113,9 @@ extern "C" {
 #define CTX_WIRE_TRACE_FLAG_RANDOM 0x02u
 #define CTX_WIRE_TRACE_FLAGS_KNOWN 0x03u
 
-/* A parsed traceparent: a plain value (copy it freely).  Its layout is the
- * header's and is fixed; it is not an options struct and has no size. */
+/* A traceparent, parsed: the fields of W3C Trace Context §3.2.  A plain
+ * value (copy it freely); its layout is the header's and is fixed: it is
+ * not an options struct and has no size. */
 typedef struct ctx_wire_traceparent {
     uint8_t version;      /* as received (0 for ids made here) */
     uint8_t trace_id[16]; /* never all zero in a valid traceparent */
@@ -175,6 +176,8 @@ CTX_EXPORT int ctx_wire_traceparent_span_id(const ctx_wire_traceparent_t *tp,
 /* W3C Trace Context: tracestate                                          */
 /* ====================================================================== */
 
+/* The limits of W3C Trace Context §3.3.1: list-members, key and value
+ * bytes. */
 #define CTX_WIRE_TRACESTATE_MAX_MEMBERS 32
 #define CTX_WIRE_TRACESTATE_MAX_KEY 256
 #define CTX_WIRE_TRACESTATE_MAX_VALUE 256
@@ -269,14 +272,14 @@ CTX_EXPORT int ctx_wire_tracestate_value_valid(const char *value, size_t len);
  * for the duration of the callback; only the value is NUL terminated. */
 typedef struct ctx_wire_baggage_member {
     const char *key;        /* a token (RFC 9110 §5.6.2), as sent */
-    size_t key_len;
+    size_t key_len;         /* its length in bytes */
     const char *value;      /* percent-decoded bytes (UTF-8, see below),
                                followed by a NUL (value[value_len] == 0;
                                "%00" can put a NUL inside too) */
-    size_t value_len;
+    size_t value_len;       /* its length in bytes */
     const char *properties; /* the validated text after the first ';'
                                (raw, not decoded), or NULL */
-    size_t properties_len;
+    size_t properties_len;  /* their length in bytes */
 } ctx_wire_baggage_member_t;
 
 /* Return 0 to go on, or a negative code to stop the walk: ctx_wire_baggage_parse
@@ -287,7 +290,7 @@ typedef int (*ctx_wire_baggage_fn)(const ctx_wire_baggage_member_t *member, void
 /* What ctx_wire_baggage_parse kept and dropped (an output struct: set
  * `size`, e.g. with CTX_STRUCT_INIT; the library writes no more than that). */
 typedef struct ctx_wire_baggage_stats {
-    size_t size;
+    size_t size; /* sizeof the struct as the caller knows it (CTX_STRUCT_INIT) */
     size_t members;    /* delivered to fn */
     size_t malformed;  /* dropped: outside the grammar (empty ones included) */
     size_t over_limit; /* dropped: re-encoded, it would take the list past
@@ -327,11 +330,11 @@ CTX_EXPORT int ctx_wire_baggage_parse(const char *text, size_t len, ctx_wire_bag
  * is room for later versions; initialise with ctx_wire_baggage_writer_init,
  * never copy a writer by value.  `len` and `members` may be read. */
 typedef struct ctx_wire_baggage_writer {
-    char *buf;
-    size_t cap;
-    size_t len;     /* bytes written, NUL excluded */
-    size_t members; /* members written */
-    void *reserved[4];
+    char *buf;         /* private: the caller's buffer */
+    size_t cap;        /* private: its size */
+    size_t len;        /* bytes written, NUL excluded (may be read) */
+    size_t members;    /* members written (may be read) */
+    void *reserved[4]; /* private: room for later versions */
 } ctx_wire_baggage_writer_t;
 
 /* Starts an empty list in `buf` (buf[0] = NUL when cap > 0).  Any thread;
@@ -419,7 +422,7 @@ typedef int (*ctx_wire_header_fn)(const char *name, size_t name_len, const char 
  * a size smaller than this layout, or a larger struct whose unknown tail
  * is not zero, is CTX_EINVAL for every call that takes a carrier. */
 typedef struct ctx_wire_carrier {
-    size_t size;
+    size_t size; /* sizeof the struct as the caller knows it (CTX_STRUCT_INIT) */
     /* Calls fn for every header pair, in order, repeated names included;
      * stops at and returns fn's first non-zero result, else 0 (or its own
      * negative code).  A positive result reaches the library's callers as
@@ -436,7 +439,7 @@ typedef struct ctx_wire_carrier {
      * Returns 0 or a negative code (a positive result becomes
      * CTX_ECALLBACK).  Needed by ctx_wire_inject. */
     int (*set)(void *self, const char *name, const char *value, size_t value_len);
-    void *self;
+    void *self; /* passed to the three calls */
 } ctx_wire_carrier_t;
 
 /* 1 if the two names are equal ignoring ASCII case, else 0.  Any thread. */
@@ -456,6 +459,7 @@ CTX_EXPORT int ctx_wire_carrier_get(const ctx_wire_carrier_t *carrier, const cha
 #define CTX_WIRE_HEADERS_MAX_PAIRS 256
 #define CTX_WIRE_HEADERS_MAX_BYTES 65536
 
+/* A list of header pairs (opaque). */
 typedef struct ctx_wire_headers ctx_wire_headers_t;
 
 /* A new empty list; the caller owns it (ctx_wire_headers_release).
@@ -507,6 +511,7 @@ CTX_EXPORT ctx_wire_carrier_t ctx_wire_headers_carrier(ctx_wire_headers_t *h);
 /* The registry: which variables cross                                    */
 /* ====================================================================== */
 
+/* A registry (opaque, reference counted). */
 typedef struct ctx_wire ctx_wire_t;
 
 /* At most this many registered variables (the baggage member limit). */
@@ -605,7 +610,7 @@ CTX_EXPORT int ctx_wire_deadline_remaining(ctx_wire_t *w, ctx_context_t *ctx,
 /* What ctx_wire_inject wrote: an output struct (set `size`, e.g. with
  * CTX_STRUCT_INIT; the library writes no more than that). */
 typedef struct ctx_wire_inject_report {
-    size_t size;
+    size_t size; /* sizeof the struct as the caller knows it (CTX_STRUCT_INIT) */
     int traceparent;               /* 1 if a traceparent was written */
     ctx_wire_traceparent_t parent; /* the traceparent written: its parent_id
                                       is the span id of this call (format
@@ -648,10 +653,10 @@ CTX_EXPORT int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx,
  * CTX_ELIMIT; for tracestate also CTX_ENOTFOUND: not examined because
  * there was no valid traceparent). */
 typedef struct ctx_wire_extract_report {
-    size_t size;
-    int traceparent;
-    int tracestate;
-    int deadline;
+    size_t size;               /* sizeof the struct as the caller knows it */
+    int traceparent;           /* the traceparent header */
+    int tracestate;            /* the tracestate header */
+    int deadline;              /* the grpc-timeout header */
     int baggage;               /* 1 if at least one baggage header was seen */
     size_t baggage_used;       /* members decoded into the context */
     size_t baggage_unknown;    /* key not registered: ignored */
