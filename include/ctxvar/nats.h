@@ -230,7 +230,7 @@ CTX_EXPORT int ctx_nats_unsubscribe(ctx_nats_sub_t *sub);
 /* What a subscription has done so far: an output struct (set `size`, e.g.
  * with CTX_STRUCT_INIT; the library writes no more than that). */
 typedef struct ctx_nats_sub_stats {
-    size_t size;
+    size_t size; /* sizeof the struct as the caller knows it (CTX_STRUCT_INIT) */
     uint64_t delivered;         /* messages whose callback ran */
     uint64_t dropped;           /* not delivered: no memory to make or
                                    enter their context */
@@ -255,7 +255,7 @@ CTX_EXPORT int ctx_nats_sub_stats(const ctx_nats_sub_t *sub, ctx_nats_sub_stats_
  * thread (decode, release), never under a lock of this library.  Any
  * thread. */
 typedef struct ctx_nats_bus_codec {
-    size_t size;
+    size_t size; /* sizeof the struct as the caller knows it (CTX_STRUCT_INIT) */
     /* Writes the event data as bytes, snprintf-style: at most `cap` bytes,
      * returns the length the full form needs, or a negative code. */
     int (*encode)(const char *topic, const void *data, char *buf, size_t cap, void *user);
