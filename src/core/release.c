@@ -62,38 +62,35 @@ static void finish_var(ctx_var_t *var) {
     ctx__free(var, var->size);
 }
 
-static void finish(ctx__dead_t *d) {
-    ctx_var_t *var = d->var;
-    if (d == &var->dead) { /* the variable's own entry */
-        finish_var(var);
-        return;
-    }
-    void *value = d->value;
-    ctx__free(d, sizeof(ctx__box_t));
+/* `memory` is the dead box (or its queue entry, in the same place). */
+static void finish_box(ctx_var_t *var, void *value, void *memory) {
+    ctx__free(memory, sizeof(ctx__box_t));
     if (var->ops.release)
         var->ops.release(value, var->ops.user);
     ctx_var_release(var); /* the box's reference */
 }
 
-/* Finishes `d` now, or queues it if a release is in progress here. */
-static void dead(ctx__dead_t *d) {
-    if (queue.draining) {
-        d->next = NULL;
-        if (queue.tail)
-            queue.tail->next = d;
-        else
-            queue.head = d;
-        queue.tail = d;
-        return;
-    }
-    queue.draining = 1;
-    finish(d);
+static void append(ctx__dead_t *d) {
+    d->next = NULL;
+    if (queue.tail)
+        queue.tail->next = d;
+    else
+        queue.head = d;
+    queue.tail = d;
+}
+
+/* Finishes what was queued while the first death of this drain ran, and
+ * what those queue in turn, then ends the drain. */
+static void drain(void) {
     while (queue.head) {
-        ctx__dead_t *next = queue.head;
-        queue.head = next->next;
+        ctx__dead_t *d = queue.head;
+        queue.head = d->next;
         if (!queue.head)
             queue.tail = NULL;
-        finish(next);
+        if (d == &d->var->dead) /* a variable's own entry */
+            finish_var(d->var);
+        else
+            finish_box(d->var, d->value, d);
     }
     queue.draining = 0;
 }
@@ -101,15 +98,27 @@ static void dead(ctx__dead_t *d) {
 void ctx__release_box(ctx__box_t *box) {
     ctx_var_t *var = ctx__box_var(box);
     void *value = box->value;
-    /* The box is dead: its storage becomes its queue entry (memcpy, so the
-     * reads above stay before the writes whatever the types). */
-    ctx__dead_t entry = {NULL, var, value};
-    memcpy(box, &entry, sizeof entry);
-    dead((ctx__dead_t *)(void *)box);
+    if (queue.draining) {
+        /* The box is dead: its storage becomes its queue entry (memcpy, so
+         * the reads above stay before the writes whatever the types). */
+        ctx__dead_t entry = {NULL, var, value};
+        memcpy(box, &entry, sizeof entry);
+        append((ctx__dead_t *)(void *)box);
+        return;
+    }
+    queue.draining = 1;
+    finish_box(var, value, box);
+    drain();
 }
 
 void ctx__release_var(ctx_var_t *var) {
-    var->dead.var = var;
-    var->dead.value = NULL;
-    dead(&var->dead);
+    if (queue.draining) {
+        var->dead.var = var;
+        var->dead.value = NULL;
+        append(&var->dead);
+        return;
+    }
+    queue.draining = 1;
+    finish_var(var);
+    drain();
 }
