@@ -38,7 +38,9 @@
  *     parent), but may hold a single child node (a chain on a shared prefix);
  *   - a collision node holds >= 2 items, all of hash == its `bits` field;
  *   - an item in a node at shift s agrees with the path on the low s bits;
- *   - the empty map has no root (root == NULL, count == 0).
+ *   - the empty map has no root (root == NULL, count == 0), except while a
+ *     map is being built in place: ctx__hamt_reserve gives an empty map a
+ *     root with room for the items to come, which the next put fills.
  *
  * Ownership
  * ---------
@@ -55,12 +57,16 @@
  * most sets replace a value in a node nobody else can see.  A node is private
  * when its count is 1 and every node above it is private (the root's one
  * reference being the owner's): such nodes are changed in place, grown by
- * moving their slots into a bigger allocation, or collapsed by moving their
+ * moving their slots into one twice as big, or collapsed by moving their
  * last item up, with no reference count touched.  The first shared node on the
  * path sends the operation to the pure version.  This is the argument of
  * Rust's Arc::make_mut: a count of 1 seen with acquire ordering means no other
  * thread holds or can obtain a reference.  The owner must keep readers of the
- * same map value out while it changes it (contexts use their lock).
+ * same map value out while it changes it (contexts use their lock).  An
+ * empty map's first put makes its root in place with room for four items
+ * (ctx__hamt_reserve makes room for more, for a caller that knows how many
+ * will come).  The same argument saves the last release of an item or node
+ * its locked instruction (drop_ref).
  *
  * put_inplace and take_inplace never drop the last reference to an item:
  * they hand the replaced or removed item back, so that a context can release
@@ -97,6 +103,8 @@ typedef ctx__hamt_item_t item_t;
 
 #define MAX_SHIFT 30u
 #define BITMAP_CAP 32u
+/* The room a private node is given when it is made or first grown. */
+#define FIRST_CAP 4u
 
 /* ---- slots and reference counts ---- */
 
@@ -123,12 +131,25 @@ static inline int unshared(const atomic_uint *refs) {
     return atomic_load_explicit(refs, memory_order_acquire) == 1;
 }
 
+/* Drops one reference; 1 if it was the last (the count is then 0).  The
+ * last one needs no locked instruction: a count of 1 seen with acquire
+ * ordering is the caller's own reference, and no one else can add one
+ * (only a holder can), so a plain store ends it.  Most items and nodes die
+ * that way (a context's release, a reset's replaced box). */
+static inline int drop_ref(atomic_uint *refs) {
+    if (unshared(refs)) {
+        atomic_store_explicit(refs, 0, memory_order_relaxed);
+        return 1;
+    }
+    return atomic_fetch_sub_explicit(refs, 1, memory_order_acq_rel) == 1;
+}
+
 void ctx__hamt_item_retain(item_t *item) {
     atomic_fetch_add_explicit(&item->refs, 1, memory_order_relaxed);
 }
 
 void ctx__hamt_item_release(item_t *item, const ctx__hamt_ops_t *ops) {
-    if (atomic_fetch_sub_explicit(&item->refs, 1, memory_order_acq_rel) == 1)
+    if (drop_ref(&item->refs))
         ops->item_free(item, ops->user);
 }
 
@@ -152,7 +173,7 @@ static void slot_release(uintptr_t s, const ctx__hamt_ops_t *ops) {
 static void node_free_shallow(node_t *n) { ctx__free(n, node_bytes(cap_of(n))); }
 
 static void node_release(node_t *n, const ctx__hamt_ops_t *ops) {
-    if (atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) != 1)
+    if (!drop_ref(&n->refs))
         return;
     for (uint32_t i = 0; i < n->count; i++)
         slot_release(n->slot[i], ops);
@@ -526,9 +547,11 @@ int ctx__hamt_without(const ctx__hamt_t *map, uint32_t hash, const void *key,
 
 /* ---- in place, for a sole owner ---- */
 
-/* A bigger home for private node `n` (slots moved, none retained). */
+/* A bigger home for private node `n` (slots moved, none retained): twice
+ * the room, so a context that gets n variables one set at a time grows its
+ * root log2(n) times. */
 static node_t *node_grow(node_t *n) {
-    uint32_t cap = n->count < 4 ? 4 : n->count + n->count / 2;
+    uint32_t cap = n->count < FIRST_CAP ? FIRST_CAP : 2 * n->count;
     if (kind_of(n) == KIND_BITMAP && cap > BITMAP_CAP)
         cap = BITMAP_CAP;
     node_t *c = node_alloc(kind_of(n), cap);
@@ -559,6 +582,16 @@ static int insert_private(node_t *n, uintptr_t *link, uint32_t pos, uint32_t bit
     return 0;
 }
 
+int ctx__hamt_reserve(ctx__hamt_t *map, size_t n) {
+    if (map->root != NULL || n == 0)
+        return 0;
+    node_t *root = node_alloc(KIND_BITMAP, n < BITMAP_CAP ? (uint32_t)n : BITMAP_CAP);
+    if (!root)
+        return CTX_ENOMEM;
+    map->root = root;
+    return 0;
+}
+
 /* Drops the reference a caller handed over with an item that the operation
  * ended up retaining on its own as well (it is never the last one). */
 static void item_unref_extra(item_t *it) {
@@ -569,7 +602,10 @@ int ctx__hamt_put_inplace(ctx__hamt_t *map, item_t *it, const ctx__hamt_ops_t *o
                           item_t **replaced) {
     node_t *n = map->root;
     *replaced = NULL;
-    if (n == NULL || !unshared(&n->refs))
+    if (n == NULL) /* nothing to share: make the root, with room to grow */
+        return ctx__hamt_reserve(map, FIRST_CAP) ? CTX_ENOMEM
+                                                 : ctx__hamt_put_inplace(map, it, ops, replaced);
+    if (!unshared(&n->refs))
         goto pure;
     /* `link` is where the pointer to `n` lives: the map's root, tagged as a
      * node slot for uniformity, or the parent's slot.  The caller's reference

@@ -114,7 +114,10 @@ void ctx_var_release(ctx_var_t *var) {
     if (!var)
         return;
     CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_release");
-    if (atomic_fetch_sub_explicit(&var->refs, 1, memory_order_acq_rel) == 1) {
+    /* A count of 1 is the caller's alone: the last release needs no atomic
+     * write (as drop_ref in hamt.c). */
+    if (atomic_load_explicit(&var->refs, memory_order_acquire) == 1 ||
+        atomic_fetch_sub_explicit(&var->refs, 1, memory_order_acq_rel) == 1) {
         CTX__DEBUG_DIED(var, CTX__KIND_VAR);
         ctx__release_var(var);
     }
