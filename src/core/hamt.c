@@ -575,7 +575,8 @@ static int insert_private(node_t *n, uintptr_t *link, uint32_t pos, uint32_t bit
         n = c;
         *link = (uintptr_t)c | (*link & 1u);
     }
-    memmove(&n->slot[pos + 1], &n->slot[pos], (n->count - pos) * sizeof(uintptr_t));
+    if (pos < n->count) /* an append (ids in creation order) moves nothing */
+        memmove(&n->slot[pos + 1], &n->slot[pos], (n->count - pos) * sizeof(uintptr_t));
     n->slot[pos] = s;
     n->bits |= bit;
     n->count++;
