@@ -35,15 +35,14 @@
  * baggage values are scanned as they come (ctx__baggage_scan keeps the
  * input offset, member count and re-encoded length across headers), and
  * each member whose key is registered (a bit per registration tells a
- * repeated key) is decoded by its variable's `decode` and set in the new
- * context with
- * ctx_context_set — O(1) amortised per entry, so the whole extract is
- * O(number of entries).  The trace is set last, because whether the
+ * repeated key) is decoded by its variable's `decode` and kept in the
+ * extract's list of values.  The trace comes last, because whether the
  * tracestate may be used depends on the traceparent (§3.3 of Trace Context:
- * no valid traceparent, no tracestate), which may come after it.  Only an
- * allocation failure (or, with CTX_WIRE_STRICT, any drop) fails the call;
- * then the half-built context is released, which releases every value
- * already in it.
+ * no valid traceparent, no tracestate), which may come after it.  Then
+ * ctx_context_new_from makes the new context from the list in one pass
+ * (no lock or claim per value, one root node): O(number of entries).  Only
+ * an allocation failure (or, with CTX_WIRE_STRICT, any drop) fails the
+ * call; then every value already decoded is released.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -438,7 +437,6 @@ int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx, const ctx_wire_carrier_t 
  * buffer is kept apart so that it is never cleared. */
 typedef struct extract_state {
     ctx_wire_t *w;
-    ctx_context_t *ctx;
     int error; /* a hard error (CTX_ENOMEM, or a decode's CTX_ENOMEM) */
     uint64_t decoded; /* bit i: registered variable i has its value */
     ctx_wire_extract_report_t rep;
@@ -456,6 +454,12 @@ typedef struct extract_state {
     int64_t timeout_ns;
 
     ctx__baggage_scan_t scan;
+
+    /* The values decoded so far (the new context's, once made), and their
+     * variables: registered ones, then the trace's and the deadline's. */
+    size_t found;
+    ctx_var_t *vars[CTX_WIRE_MAX_VARS + 2];
+    void *values[CTX_WIRE_MAX_VARS + 2];
 } extract_state_t;
 
 typedef struct extract {
@@ -468,7 +472,7 @@ typedef struct extract {
  * extract.  `tp` needs none: it is read only once parsed. */
 static void extract_init(extract_state_t *s, ctx_wire_t *w) {
     s->w = w;
-    s->ctx = NULL;
+    s->found = 0;
     s->error = 0;
     s->decoded = 0;
     memset(&s->rep, 0, sizeof s->rep);
@@ -517,13 +521,8 @@ static int on_member(const ctx_wire_baggage_member_t *m, void *user) {
         x->rep.baggage_rejected++;
         return 0;
     }
-    rc = ctx_context_set(x->ctx, r->var, value);
-    if (rc != 0) {
-        if (ops->release)
-            ops->release(value, ops->user);
-        x->error = rc;
-        return rc;
-    }
+    x->vars[x->found] = r->var;
+    x->values[x->found++] = value;
     x->decoded |= UINT64_C(1) << i;
     x->rep.baggage_used++;
     return 0;
@@ -626,22 +625,39 @@ static void finish_tracestate(extract_t *x) {
     }
 }
 
-/* Sets the trace and the deadline found in the new context. */
+/* Adds `value` of `var` to the values found. */
+static void keep(extract_state_t *s, ctx_var_t *var, void *value) {
+    s->vars[s->found] = var;
+    s->values[s->found++] = value;
+}
+
+/* Releases every value found (the call failed). */
+static void release_found(extract_state_t *s) {
+    for (size_t i = 0; i < s->found; i++) {
+        const ctx_value_ops_t *ops = ctx_var_ops(s->vars[i]);
+        if (ops->release)
+            ops->release(s->values[i], ops->user);
+    }
+}
+
+/* Adds the trace and the deadline found to the values. */
 static int set_found(extract_t *x) {
     extract_state_t *s = &x->s;
     int rc = 0;
     if (s->rep.traceparent == 1) {
         size_t len = s->rep.tracestate == 1 ? s->ts_len : 0;
         trace_value_t *t = trace_value_new(&s->tp, x->ts, len);
-        rc = t ? ctx_context_set(s->ctx, s->w->trace_var, t) : CTX_ENOMEM;
-        if (rc != 0 && t)
-            trace_release(t, NULL);
+        if (t)
+            keep(s, s->w->trace_var, t);
+        else
+            rc = CTX_ENOMEM;
     }
     if (rc == 0 && s->rep.deadline == 1) {
         deadline_value_t *d = deadline_value_new(add_saturating(ctx_wire_now_ns(), s->timeout_ns));
-        rc = d ? ctx_context_set(s->ctx, s->w->deadline_var, d) : CTX_ENOMEM;
-        if (rc != 0 && d)
-            deadline_release(d, NULL);
+        if (d)
+            keep(s, s->w->deadline_var, d);
+        else
+            rc = CTX_ENOMEM;
     }
     return rc;
 }
@@ -656,11 +672,8 @@ int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier, unsigned 
     extract_t x;
     extract_init(&x.s, w);
     x.ts[0] = '\0';
-    int rc = ctx_context_new(&x.s.ctx);
-    if (rc != 0)
-        return rc;
 
-    rc = c.iterate(c.self, on_header, &x);
+    int rc = c.iterate(c.self, on_header, &x);
     if (x.s.error != 0)
         rc = x.s.error;
     else if (rc > 0) /* on_header never returns one: the carrier's own */
@@ -676,14 +689,13 @@ int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier, unsigned 
     int strict = rc == 0 && (flags & CTX_WIRE_STRICT) ? strict_error(r) : 0;
     if (rc == 0 && !strict)
         rc = set_found(&x);
+    if (rc == 0 && !strict)
+        rc = ctx_context_new_from(x.s.vars, x.s.values, x.s.found, out);
     if (report && (rc == 0 || strict))
         ctx__struct_out(report, r, sizeof *r);
     if (rc == 0)
         rc = strict;
-    if (rc != 0) {
-        ctx_context_release(x.s.ctx);
-        return rc;
-    }
-    *out = x.s.ctx;
-    return 0;
+    if (rc != 0)
+        release_found(&x.s);
+    return rc;
 }
