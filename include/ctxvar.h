@@ -758,10 +758,11 @@ CTX_EXPORT int ctx_context_format_current(char *buf, size_t cap, size_t *len);
 
 /* Releases the calling thread's current context and per-thread state now
  * instead of at thread exit (the main thread, whose exit runs no thread
- * destructors, and tests that check for leaks).  The thread starts over with
- * an empty context on next use.  Errors: CTX_EBUSY (a context entered with
- * ctx_context_enter has not exited; nothing is released).  Returns 0 if the
- * thread had no state. */
+ * destructors, and tests that check for leaks), including the small blocks
+ * the thread keeps for reuse.  The thread starts over with an empty context
+ * on next use.  Errors: CTX_EBUSY (a context entered with ctx_context_enter
+ * has not exited; nothing is released).  Returns 0 if the thread had no
+ * state. */
 CTX_EXPORT int ctx_thread_release(void);
 
 #ifdef __cplusplus

@@ -37,7 +37,7 @@ void ctx__context_lock(ctx_context_t *ctx) {
 }
 
 ctx_context_t *ctx__context_alloc(void) {
-    ctx_context_t *ctx = ctx__malloc(sizeof *ctx);
+    ctx_context_t *ctx = ctx__malloc_small(sizeof *ctx);
     if (!ctx)
         return NULL;
     atomic_init(&ctx->state, CTX__REF);
@@ -141,7 +141,7 @@ void ctx__context_unref(ctx_context_t *ctx, size_t amount) {
         return;
     CTX__DEBUG_DIED(ctx, CTX__KIND_CONTEXT);
     ctx__hamt_release(ctx->map, &ctx__box_ops);
-    ctx__free(ctx, sizeof *ctx);
+    ctx__free_small(ctx, sizeof *ctx);
 }
 
 void ctx_context_release(ctx_context_t *ctx) {

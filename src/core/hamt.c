@@ -170,7 +170,7 @@ static void slot_release(uintptr_t s, const ctx__hamt_ops_t *ops) {
 }
 
 /* Frees a node's memory only: its slots were moved elsewhere. */
-static void node_free_shallow(node_t *n) { ctx__free(n, node_bytes(cap_of(n))); }
+static void node_free_shallow(node_t *n) { ctx__free_small(n, node_bytes(cap_of(n))); }
 
 static void node_release(node_t *n, const ctx__hamt_ops_t *ops) {
     if (!drop_ref(&n->refs))
@@ -205,7 +205,7 @@ static int key_eq(const item_t *it, uint32_t hash, const void *key,
 /* ---- node construction (refs = 1, slots to be filled by the caller) ---- */
 
 static node_t *node_alloc(unsigned kind, uint32_t cap) {
-    node_t *n = ctx__malloc(node_bytes(cap));
+    node_t *n = ctx__malloc_small(node_bytes(cap));
     if (!n)
         return NULL;
     atomic_init(&n->refs, 1);
