@@ -18,6 +18,12 @@
  * the function may have exited the context (freeing it) and entered a new
  * one that the allocator put at the same address; the entry stamp differs.
  *
+ * ctx_context_new_from builds a context from n values before anyone else
+ * can see it: no claim and no lock (nothing can race with it), the map's
+ * root reserved once for all n, every put in place.  A failure takes the
+ * boxes already put back out (removal from a private map cannot fail) and
+ * frees them without releasing a value.
+ *
  * Readers of a context that may be current in another thread (the mapping
  * view, copies, iteration) hold its lock while they look, since its owner may
  * be changing unshared nodes in place.  Iteration and the formatter retain a
