@@ -259,6 +259,8 @@ static void test_request_cancelled_from_another_thread(void **state) {
     int before = atomic_load(&held);
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, run_call, &c), 0);
+    while (!atomic_load(&c.scope_ready)) /* c.scope is set */
+        sleep_ms(1);
     /* wait until the request has reached the service: it is in flight */
     for (int i = 0; i < 1000 * SLOW && atomic_load(&held) == before; i++)
         sleep_ms(5);
