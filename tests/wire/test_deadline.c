@@ -18,7 +18,9 @@
  *             read, and ctx_wire_deadline_set makes a child scope that the
  *             scope it replaced still cancels;
  *   shrink    ctx_wire_deadline_set with a later deadline keeps the earlier
- *             one (current and explicit contexts); <= 0 is born expired.
+ *             one (current and explicit contexts); <= 0 is born expired;
+ *   memory    ctx_wire_deadline_set with each allocation failing in turn
+ *             returns CTX_ENOMEM and leaves no scope and no timer entry.
  */
 #include "wire_test.h"
 
@@ -341,6 +343,47 @@ static void test_deadlines_only_shrink(void **state) {
     ctx_context_release(ctx);
 }
 
+/* ---- a failing allocation changes nothing ---- */
+
+static void test_deadline_set_under_failing_allocator(void **state) {
+    (void)state;
+    ctx_token_t *tok; /* the cancel module's variable: made once, before counting */
+    ASSERT_RC(ctx_cancel_enter(NULL, &tok), 0);
+    ASSERT_RC(ctx_cancel_exit(tok), 0);
+    ctx_context_t *other;
+    ASSERT_RC(ctx_context_new(&other), 0);
+    uint64_t base = timers_pending();
+    ctx_test_alloc_install();
+    ctx_context_t *targets[2] = {NULL, other}; /* the current context, another one */
+    for (int t = 0; t < 2; t++) {
+        long failures = 0;
+        int done = 0;
+        for (long n = 1; n < 200 && !done; n++) {
+            ctx_test_alloc_fail_nth(n);
+            int rc = ctx_wire_deadline_set(w, targets[t], 1000 * MS);
+            int fired = ctx_test_alloc_fired();
+            ctx_test_alloc_fail_nth(0);
+            if (!fired) {
+                ASSERT_RC(rc, 0);
+                done = 1;
+                break;
+            }
+            ASSERT_RC(rc, CTX_ENOMEM);
+            failures++;
+            int64_t d;
+            ASSERT_RC(ctx_wire_deadline_get(w, targets[t], &d), CTX_ENOTFOUND); /* no scope */
+            assert_int_equal(timers_pending(), base + (uint64_t)t);           /* no new entry */
+        }
+        assert_true(done);
+        assert_true(failures > 0);
+        int64_t d;
+        ASSERT_RC(ctx_wire_deadline_get(w, targets[t], &d), 0);
+        assert_int_equal(timers_pending(), base + 1 + (uint64_t)t);
+    }
+    ctx_test_alloc_uninstall();
+    ctx_context_release(other);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_extract_gives_a_scope_with_the_deadline, setup, teardown),
@@ -350,6 +393,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_inject_sends_the_scopes_time_left, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_calls_are_views_of_the_scope, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadlines_only_shrink, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_set_under_failing_allocator, setup, teardown),
     };
     return cmocka_run_group_tests_name("wire_deadline", tests, NULL, NULL);
 }
