@@ -80,10 +80,12 @@ typedef struct {
     PyObject_HEAD
     var_object *var;
     PyObject *context;        /* the contextvars.Context it was made in */
-    PyObject *hidden_token;   /* restores the snapshot before the set */
+    PyObject *hidden_token;   /* restores `prev`, the snapshot before the set */
+    ctxpy_snapshot_t *prev;   /* borrowed: hidden_token keeps it */
     ctxpy_snapshot_t *made;   /* the snapshot the set made: identity only */
     uint64_t made_serial;
-    PyObject *old;            /* the previous value; NULL: Token.MISSING */
+    PyObject *old;            /* the previous value, once asked for */
+    int old_known;            /* `old` is set (NULL there: Token.MISSING) */
     ctx_token_t *core;        /* a set inside a context C entered */
     int used;
 } token_object;
@@ -464,17 +466,35 @@ PyDoc_STRVAR(var_set_doc,
              "Returns a Token object that can be used to restore the variable to its previous\n"
              "value via the `ContextVar.reset()` method.");
 
+static ctxpy_freelist_t token_freelist, context_freelist;
+
 static token_object *token_alloc(var_object *var) {
-    token_object *tok = PyObject_GC_New(token_object, &ctxpy_Token_Type);
+    token_object *tok = (token_object *)ctxpy_freelist_new(&token_freelist, &ctxpy_Token_Type);
     if (!tok)
         return NULL;
     tok->var = (var_object *)Py_NewRef((PyObject *)var);
     tok->context = tok->hidden_token = tok->old = NULL;
-    tok->made = NULL;
+    tok->prev = tok->made = NULL;
     tok->made_serial = 0;
+    tok->old_known = 0;
     tok->core = NULL;
     tok->used = 0;
     return tok;
+}
+
+/* The value the variable had before the set (borrowed; NULL: none), or -1
+ * with an exception. */
+static int token_old(token_object *tok, PyObject **out) {
+    if (!tok->old_known) {
+        void *old;
+        ctx_context_t *prev = tok->prev && tok->prev->ctx ? tok->prev->ctx : ctxpy_empty->ctx;
+        if (ctx_context_get(prev, tok->var->var, &old) == 0 &&
+            !(tok->old = ctxpy_value_object(tok->var->var, old)))
+            return -1;
+        tok->old_known = 1;
+    }
+    *out = tok->old;
+    return 0;
 }
 
 /* Set inside a context C entered: the core's own set. */
@@ -508,10 +528,6 @@ static PyObject *var_set(var_object *self, PyObject *value) {
     ctxpy_snapshot_t *cur = ctxpy_current(ts);
     if (!cur)
         return var_set_core(self, tok, share);
-    void *old;
-    if (ctx_context_get(snap_ctx(cur), self->var, &old) == 0 &&
-        !(tok->old = ctxpy_value_object(self->var, old)))
-        goto fail;
     ctxpy_snapshot_t *next = ctxpy_snapshot_derive(cur, self->var, share, 0);
     if (!next)
         goto fail;
@@ -523,6 +539,7 @@ static PyObject *var_set(var_object *self, PyObject *value) {
         ctxpy_drain();
         return NULL;
     }
+    tok->prev = cur; /* the hidden token holds it (or it is the empty one) */
     tok->made = next;
     tok->made_serial = next->serial;
     tok->context = Py_NewRef(ts->context);
@@ -590,12 +607,13 @@ static PyObject *var_reset(var_object *self, PyObject *arg) {
         /* Nothing was set since: the snapshot before the set comes back. */
         if (PyContextVar_Reset(ctxpy_hidden, tok->hidden_token) < 0)
             return NULL;
-        atomic_fetch_add_explicit(&ctxpy_generation, 1, memory_order_relaxed);
+        ctxpy_restored(tok->prev);
     } else {
         void *share = NULL;
-        if (tok->old && share_new(self, tok->old, &share) < 0)
+        PyObject *old;
+        if (token_old(tok, &old) < 0 || (old && share_new(self, old, &share) < 0))
             return NULL;
-        ctxpy_snapshot_t *next = ctxpy_snapshot_derive(cur, self->var, share, tok->old == NULL);
+        ctxpy_snapshot_t *next = ctxpy_snapshot_derive(cur, self->var, share, old == NULL);
         if (!next) {
             if (share)
                 share_discard(self, share);
@@ -722,6 +740,7 @@ static int token_tp_traverse(token_object *self, visitproc visit, void *arg) {
 }
 
 static int token_tp_clear(token_object *self) {
+    self->prev = NULL;
     Py_CLEAR(self->context);
     Py_CLEAR(self->hidden_token);
     Py_CLEAR(self->old);
@@ -733,7 +752,7 @@ static void token_tp_dealloc(token_object *self) {
     token_tp_clear(self);
     ctx_token_release(self->core);
     Py_CLEAR(self->var);
-    PyObject_GC_Del(self);
+    ctxpy_freelist_free(&token_freelist, (PyObject *)self);
     ctxpy_drain();
 }
 
@@ -755,7 +774,10 @@ static PyObject *token_get_old_value(token_object *self, void *unused) {
             return Py_NewRef(token_missing);
         return ctxpy_value_object(self->var->var, old);
     }
-    return Py_NewRef(self->old ? self->old : token_missing);
+    PyObject *old;
+    if (token_old(self, &old) < 0)
+        return NULL;
+    return Py_NewRef(old ? old : token_missing);
 }
 
 static PyObject *token_enter(token_object *self, PyObject *unused) {
@@ -820,7 +842,8 @@ PyTypeObject ctxpy_TokenMissing_Type = {
 
 /* A new Context holding `snap` (a new reference is taken). */
 static PyObject *context_new_from(ctxpy_snapshot_t *snap) {
-    context_object *self = PyObject_GC_New(context_object, &ctxpy_Context_Type);
+    context_object *self =
+        (context_object *)ctxpy_freelist_new(&context_freelist, &ctxpy_Context_Type);
     if (!self)
         return NULL;
     self->snap = (ctxpy_snapshot_t *)Py_NewRef((PyObject *)snap);
@@ -883,14 +906,14 @@ static int context_tp_clear(context_object *self) {
 }
 
 static void context_tp_dealloc(context_object *self) {
+    /* No trashcan: a chain of contexts nested as values passes through
+     * snapshots, whose dealloc has one. */
     PyObject_GC_UnTrack(self);
-    Py_TRASHCAN_BEGIN(self, context_tp_dealloc)
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
     context_tp_clear(self);
-    PyObject_GC_Del(self);
+    ctxpy_freelist_free(&context_freelist, (PyObject *)self);
     ctxpy_drain();
-    Py_TRASHCAN_END
 }
 
 static Py_ssize_t context_tp_len(context_object *self) {
@@ -1100,7 +1123,8 @@ static PyObject *context_run(context_object *self, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_RuntimeError, "this Context was cleared by the garbage collector");
         return NULL;
     }
-    if (ctx_thread_has_entered())
+    PyThreadState *ts = PyThreadState_Get();
+    if (ctxpy_core_entered(ts))
         return context_run_core(self, args, (size_t)nargs, kwnames);
 
     /* The first run makes the contextvars.Context this one runs in: a copy
@@ -1111,7 +1135,6 @@ static PyObject *context_run(context_object *self, PyObject *const *args, Py_ssi
         return NULL;
     if (PyContext_Enter(self->pycontext) < 0)
         return NULL;
-    PyThreadState *ts = PyThreadState_Get();
     if (first && ctxpy_current(ts) != self->snap) {
         PyObject *hidden = ctxpy_publish(self->snap);
         if (!hidden) {

@@ -50,6 +50,32 @@ int ctxpy_pending(void);
  * the queue is empty. Preserves a pending exception. */
 void ctxpy_drain(void);
 
+/* ---- free lists (GIL held) ----
+ *
+ * The binding's short-lived objects (a Context per copy_context(), a Token
+ * and a snapshot per set) are recycled, as CPython recycles its Contexts:
+ * an object is put back untracked with its fields cleared, and comes out
+ * with a new first reference (PyObject_Init). */
+#define CTXPY_FREELIST_SIZE 64
+typedef struct {
+    PyObject *items[CTXPY_FREELIST_SIZE];
+    int n;
+} ctxpy_freelist_t;
+
+static inline PyObject *ctxpy_freelist_new(ctxpy_freelist_t *fl, PyTypeObject *type) {
+    if (fl->n)
+        return PyObject_Init(fl->items[--fl->n], type);
+    return (PyObject *)_PyObject_GC_New(type);
+}
+
+/* `op` is untracked, with no references left in it. */
+static inline void ctxpy_freelist_free(ctxpy_freelist_t *fl, PyObject *op) {
+    if (fl->n < CTXPY_FREELIST_SIZE)
+        fl->items[fl->n++] = op;
+    else
+        PyObject_GC_Del(op);
+}
+
 /* ---- errors and accounting (module.c) ---- */
 
 /* Sets a Python exception for a core error code (MemoryError for
@@ -128,6 +154,9 @@ ctxpy_snapshot_t *ctxpy_snapshot_new(ctx_context_t *ctx);
  * it), or NULL if a context entered through ctxvar is current (then the
  * core's API is the way in).  Never fails. */
 ctxpy_snapshot_t *ctxpy_current(PyThreadState *ts);
+/* 1 if a context entered through ctxvar is current on this thread (then the
+ * core's API is the way in), else 0; cached like ctxpy_current. */
+int ctxpy_core_entered(PyThreadState *ts);
 /* `from` with `var` set to `value` (a record or a C value: one share, which
  * the new snapshot owns on success), or with `var` removed when `remove`.
  * New reference, or NULL with an exception (the share stays the caller's). */
@@ -136,6 +165,8 @@ ctxpy_snapshot_t *ctxpy_snapshot_derive(ctxpy_snapshot_t *from, ctx_var_t *var, 
 /* Makes `snap` the current snapshot; returns the contextvars token of the
  * hidden variable (new reference) or NULL with an exception. */
 PyObject *ctxpy_publish(ctxpy_snapshot_t *snap);
+/* After the hidden variable's token put `snap` back as the current one. */
+void ctxpy_restored(ctxpy_snapshot_t *snap);
 /* The core context to hand to C for `snap` (C will copy it and keep the
  * copy): its mirror, made on first use.  Borrowed; never fails. */
 ctx_context_t *ctxpy_snapshot_escape(ctxpy_snapshot_t *snap);

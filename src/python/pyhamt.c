@@ -239,7 +239,7 @@ static Py_ssize_t hamt_tp_len(hamt_object *self) { return (Py_ssize_t)self->map.
 
 static PyObject *hamt_tp_subscript(hamt_object *self, PyObject *key) {
     uint32_t hash;
-    item_t *item;
+    item_t *item = NULL;
     int r = map_find(self, key, &hash, &item);
     if (r < 0)
         return NULL;
@@ -252,7 +252,7 @@ static PyObject *hamt_tp_subscript(hamt_object *self, PyObject *key) {
 
 static int hamt_tp_contains(hamt_object *self, PyObject *key) {
     uint32_t hash;
-    item_t *item;
+    item_t *item = NULL;
     return map_find(self, key, &hash, &item);
 }
 
@@ -265,7 +265,7 @@ static PyObject *hamt_get(hamt_object *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     uint32_t hash;
-    item_t *item;
+    item_t *item = NULL;
     int r = map_find(self, args[0], &hash, &item);
     if (r < 0)
         return NULL;
@@ -281,7 +281,7 @@ static PyObject *hamt_set(hamt_object *self, PyObject *const *args, Py_ssize_t n
     }
     PyObject *key = args[0], *value = args[1];
     uint32_t hash;
-    item_t *existing;
+    item_t *existing = NULL;
     int r = map_find(self, key, &hash, &existing);
     if (r < 0)
         return NULL;
@@ -302,7 +302,7 @@ static PyObject *hamt_set(hamt_object *self, PyObject *const *args, Py_ssize_t n
 
 static PyObject *hamt_delete(hamt_object *self, PyObject *key) {
     uint32_t hash;
-    item_t *existing;
+    item_t *existing = NULL;
     int r = map_find(self, key, &hash, &existing);
     if (r <= 0)
         return r < 0 ? NULL : Py_NewRef((PyObject *)self);

@@ -161,23 +161,27 @@ long ctxpy_records_alive(void) {
 /* The Snapshot type                                                       */
 /* ---------------------------------------------------------------------- */
 
-/* Calls fn(record, arg) for each record in `ctx` (the entries of variables
- * made in Python), over a snapshot of its map, until fn returns non-zero;
- * returns that.  fn may run Python code. */
+/* Calls fn(var, record, arg) for each record in `ctx` (the entries of
+ * variables made in Python) until fn returns non-zero; returns that.  fn may
+ * run Python code, which must not release `ctx`. */
 typedef int (*record_fn)(ctx_var_t *var, ctxpy_record_t *record, void *arg);
 
+typedef struct {
+    record_fn fn;
+    void *arg;
+} walk_t;
+
+static int walk_one(ctx_var_t *var, void *value, int exclusive, void *arg) {
+    (void)exclusive;
+    walk_t *w = arg;
+    return ctxpy_is_record_var(var) ? w->fn(var, value, w->arg) : 0;
+}
+
+/* Snapshots' contexts never change, so ctx_context_visit walks them without
+ * a lock or a retained root. */
 static int walk_records(ctx_context_t *ctx, record_fn fn, void *arg) {
-    ctx_iter_t it;
-    ctx_var_t *var;
-    void *value;
-    int err = 0;
-    if (ctx_iter_init(&it, ctx) != 0)
-        return 0;
-    while (!err && ctx_iter_next(&it, &var, &value))
-        if (ctxpy_is_record_var(var))
-            err = fn(var, value, arg);
-    ctx_iter_clear(&it);
-    return err;
+    walk_t w = {fn, arg};
+    return ctx_context_visit(ctx, walk_one, &w);
 }
 
 static int hold_one(ctx_var_t *var, ctxpy_record_t *r, void *arg) {
@@ -202,8 +206,11 @@ static void snapshot_hold(ctx_context_t *ctx, int delta) {
     walk_records(ctx, delta > 0 ? hold_one : drop_one, NULL);
 }
 
+static ctxpy_freelist_t snapshot_freelist;
+
 static ctxpy_snapshot_t *snapshot_alloc(void) {
-    ctxpy_snapshot_t *s = PyObject_GC_New(ctxpy_snapshot_t, &ctxpy_Snapshot_Type);
+    ctxpy_snapshot_t *s =
+        (ctxpy_snapshot_t *)ctxpy_freelist_new(&snapshot_freelist, &ctxpy_Snapshot_Type);
     static uint64_t serials;
     if (s) {
         s->ctx = NULL;
@@ -283,7 +290,7 @@ static void snapshot_dealloc(ctxpy_snapshot_t *self) {
     PyObject_GC_UnTrack(self);
     Py_TRASHCAN_BEGIN(self, snapshot_dealloc)
     snapshot_clear(self);
-    PyObject_GC_Del(self);
+    ctxpy_freelist_free(&snapshot_freelist, (PyObject *)self);
     Py_TRASHCAN_END
 }
 
@@ -378,6 +385,19 @@ ctxpy_snapshot_t *ctxpy_current(PyThreadState *ts) {
     return s;
 }
 
+static uint64_t free_tsid, free_gen; /* known: nothing entered through ctxvar */
+
+int ctxpy_core_entered(PyThreadState *ts) {
+    uint64_t gen = ctxpy_gen();
+    if (ts->id == free_tsid && gen == free_gen)
+        return 0;
+    if (ctx_thread_has_entered())
+        return 1;
+    free_tsid = ts->id;
+    free_gen = gen;
+    return 0;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Derive and publish                                                      */
 /* ---------------------------------------------------------------------- */
@@ -428,6 +448,14 @@ ctxpy_snapshot_t *ctxpy_snapshot_derive(ctxpy_snapshot_t *from, ctx_var_t *var, 
     }
     snapshot_attach(s, next);
     return s;
+}
+
+void ctxpy_restored(ctxpy_snapshot_t *snap) {
+    PyThreadState *ts = PyThreadState_Get();
+    cur_gen = atomic_fetch_add_explicit(&ctxpy_generation, 1, memory_order_relaxed) + 1;
+    cur_tsid = ts->id;
+    cur_ver = ts->context_ver;
+    cur_snap = snap;
 }
 
 PyObject *ctxpy_publish(ctxpy_snapshot_t *snap) {
