@@ -166,17 +166,23 @@ static PyObject *hamt_derive(hamt_object *from, ctx__hamt_t map, PyObject *key,
     }
     if (!(self = PyObject_GC_New(hamt_object, &ctxpy_Hamt_Type)))
         goto fail;
-    size_t k = 0;
-    for (size_t i = 0; i < had; i += 2) {
-        if (from->refs[i] == key && how == DERIVE_REMOVE)
-            continue;
-        refs[k] = from->refs[i];
-        refs[k + 1] = from->refs[i] == key && how == DERIVE_REPLACE ? value : from->refs[i + 1];
-        k += 2;
+    size_t at = 0; /* the pair of `key` in from->refs */
+    if (how != DERIVE_ADD)
+        while (at < had && from->refs[at] != key)
+            at += 2;
+    if (how == DERIVE_REMOVE) {
+        if (at)
+            memcpy(refs, from->refs, at * sizeof *refs);
+        if (had > at + 2)
+            memcpy(refs + at, from->refs + at + 2, (had - at - 2) * sizeof *refs);
+    } else if (had) {
+        memcpy(refs, from->refs, had * sizeof *refs);
     }
-    if (how == DERIVE_ADD && key) {
-        refs[k] = key;
-        refs[k + 1] = value;
+    if (how == DERIVE_REPLACE)
+        refs[at + 1] = value;
+    else if (how == DERIVE_ADD && key) {
+        refs[had] = key;
+        refs[had + 1] = value;
     }
     for (size_t i = 0; i < n; i++)
         Py_INCREF(refs[i]);

@@ -360,6 +360,19 @@ ctx_context_t *ctxpy_snapshot_escape(ctxpy_snapshot_t *s) {
 /* The current snapshot                                                    */
 /* ---------------------------------------------------------------------- */
 
+static uint64_t free_tsid, free_gen; /* known: nothing entered through ctxvar */
+
+int ctxpy_core_entered(PyThreadState *ts) {
+    uint64_t gen = ctxpy_gen();
+    if (ts->id == free_tsid && gen == free_gen)
+        return 0;
+    if (ctx_thread_has_entered())
+        return 1;
+    free_tsid = ts->id;
+    free_gen = gen;
+    return 0;
+}
+
 static ctxpy_snapshot_t *cur_snap;
 static uint64_t cur_tsid, cur_ver, cur_gen;
 
@@ -369,7 +382,7 @@ ctxpy_snapshot_t *ctxpy_current(PyThreadState *ts) {
         return cur_snap;
     /* Entering through ctxvar bumps the generation: a hit above implies
      * none is entered. */
-    if (ctx_thread_has_entered())
+    if (ctxpy_core_entered(ts))
         return NULL;
     PyObject *value = NULL;
     if (PyContextVar_Get(ctxpy_hidden, NULL, &value) < 0) {
@@ -383,19 +396,6 @@ ctxpy_snapshot_t *ctxpy_current(PyThreadState *ts) {
     cur_gen = gen;
     cur_snap = s;
     return s;
-}
-
-static uint64_t free_tsid, free_gen; /* known: nothing entered through ctxvar */
-
-int ctxpy_core_entered(PyThreadState *ts) {
-    uint64_t gen = ctxpy_gen();
-    if (ts->id == free_tsid && gen == free_gen)
-        return 0;
-    if (ctx_thread_has_entered())
-        return 1;
-    free_tsid = ts->id;
-    free_gen = gen;
-    return 0;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -40,8 +40,8 @@ async def main():
 assert asyncio.run(main()) == ["A", "B"]
 
 assert {"ThreadPoolExecutor", "bind"} <= set(dir(ctxvar)), dir(ctxvar)
-text = pydoc.render_doc(ctxvar)
-assert "ThreadPoolExecutor" in text and "bind" in text
+text = pydoc.render_doc(ctxvar, renderer=pydoc.plaintext)
+assert "class ThreadPoolExecutor" in text and "bind(fn)" in text
 
 maps = [line.split()[-1] for line in open("/proc/self/maps") if "libctxvar" in line]
 assert len(set(maps)) == 1, set(maps)

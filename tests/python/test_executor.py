@@ -240,6 +240,14 @@ class ExecutorTest(unittest.TestCase):
         self.assertEqual(first, (True, "std-conn", "from initializer"))
         self.assertEqual(second, "changed by a task")
 
+    def test_dir_and_help_list_the_executor(self):
+        import pydoc
+
+        self.assertTrue({"ThreadPoolExecutor", "bind"} <= set(dir(ctxvar)))
+        text = pydoc.render_doc(ctxvar, renderer=pydoc.plaintext)
+        self.assertIn("class ThreadPoolExecutor", text)
+        self.assertIn("bind(fn)", text)
+
     def test_docstring_says_what_the_initializer_sets(self):
         self.assertIn("initializer", ThreadPoolExecutor.__doc__)
         self.assertIn("visible", ThreadPoolExecutor.__doc__)
