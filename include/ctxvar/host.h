@@ -125,18 +125,24 @@ CTX_EXPORT int ctx_set_context_provider(const ctx_context_provider_t *provider);
  * to go on, anything else to stop. */
 typedef int (*ctx_context_visit_fn)(ctx_var_t *var, void *value, int exclusive, void *arg);
 
-/* For a host's garbage collector: calls visit(var, value, exclusive, arg)
- * for each variable that has a value in `ctx`, in iteration order, until a
- * call returns non-zero (then returns that).  `exclusive` is 1 when nothing
- * but `ctx` keeps that value's share alive (no other reference to `ctx`,
- * and no other context, copy, capture, iterator or token shares the value
- * or any map node above it), so the share goes when `ctx` is released; else
- * 0.  `ctx` must not change during the call (not entered anywhere, no
+/* ctx_context_visit's flags. */
+#define CTX_VISIT_EXCLUSIVE 1u /* compute `exclusive` (else it is always 0) */
+
+/* For a host that stores its own objects as values (and its garbage
+ * collector): calls visit(var, value, exclusive, arg) for each variable that
+ * has a value in `ctx`, in iteration order, until a call returns non-zero
+ * (then returns that).  With CTX_VISIT_EXCLUSIVE in `flags`, `exclusive` is
+ * 1 when nothing but `ctx` keeps that value's share alive (no other
+ * reference to `ctx`, and no other context, copy, capture, iterator or
+ * token shares the value or any map node above it), so the share goes when
+ * `ctx` is released; else 0 (without the flag: always 0, and cheaper).
+ * `ctx` must not change during the call (not entered anywhere, no
  * ctx_context_set); other threads may copy it or drop their copies
  * meanwhile, which can make a 0 stale, never a 1.  Takes no lock, never
  * allocates, calls `visit` with no lock held.  Returns 0, visit's non-zero
- * result, or CTX_EINVAL (NULL argument).  Any thread. */
-CTX_EXPORT int ctx_context_visit(ctx_context_t *ctx, ctx_context_visit_fn visit, void *arg);
+ * result, or CTX_EINVAL (NULL argument, unknown flag).  Any thread. */
+CTX_EXPORT int ctx_context_visit(ctx_context_t *ctx, unsigned flags, ctx_context_visit_fn visit,
+                                  void *arg);
 
 /* 1 if the calling thread's current context is one it entered through
  * ctxvar (ctx_context_enter, ctx_context_run, ctx_capture_run) and has not

@@ -105,13 +105,15 @@ int ctx_thread_has_entered(void) {
     return ts && ts->current != ts->base;
 }
 
-int ctx_context_visit(ctx_context_t *ctx, ctx_context_visit_fn visit, void *arg) {
-    if (!ctx || !visit)
+int ctx_context_visit(ctx_context_t *ctx, unsigned flags, ctx_context_visit_fn visit,
+                      void *arg) {
+    if (!ctx || !visit || (flags & ~CTX_VISIT_EXCLUSIVE))
         return CTX_EINVAL;
     /* Nobody changes `ctx` (the caller's promise): its map is walked without
      * a lock.  Reference counts only fall meanwhile, unless `ctx` itself is
      * shared: then nothing is exclusive. */
-    int alone = atomic_load_explicit(&ctx->state, memory_order_acquire) == CTX__REF;
+    int alone = (flags & CTX_VISIT_EXCLUSIVE) &&
+                atomic_load_explicit(&ctx->state, memory_order_acquire) == CTX__REF;
     ctx__hamt_iter_t walk;
     ctx__hamt_iter_init(&walk, &ctx->map);
     ctx__hamt_item_t *item;

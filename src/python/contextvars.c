@@ -28,8 +28,9 @@
  *
  *   get    a per-variable cache keyed like ctxpy_current's: (thread id,
  *          context version, generation) → value.  A hit is three compares.
- *   set    S1 = S0 + (var → value) (ctxpy_snapshot_derive: an O(1) core
- *          copy and one change), stored in the hidden variable (ctxpy_publish).
+ *   set    S1 = S0 + (var → value) (ctxpy_snapshot_with: the pairs copied
+ *          with one change, and the core context too if C made S0 have one),
+ *          stored in the hidden variable (ctxpy_publish).
  *   reset  if the current snapshot is still S1: the hidden variable's token
  *          puts S0 back; otherwise a new snapshot with the old value.
  *
@@ -103,9 +104,11 @@ enum { ITER_KEYS, ITER_VALUES, ITER_ITEMS };
 typedef struct {
     PyObject_HEAD
     ctxpy_snapshot_t *snap;
-    ctx_iter_t it;
+    ctx_iter_t it;      /* over the core context, if the snapshot had one */
+    Py_ssize_t index;   /* else over its pairs */
     Py_ssize_t len;
     int kind;
+    int core;
     int live;
 } context_iter_object;
 
@@ -114,10 +117,6 @@ typedef struct {
 #define Context_Check(o) Py_IS_TYPE((o), &ctxpy_Context_Type)
 
 static PyObject *token_missing; /* the Token.MISSING singleton */
-
-static ctx_context_t *snap_ctx(ctxpy_snapshot_t *s) {
-    return s && s->ctx ? s->ctx : ctxpy_empty->ctx;
-}
 
 /* ---------------------------------------------------------------------- */
 /* C values seen from Python                                               */
@@ -183,8 +182,9 @@ static void c_value_discard(ctx_var_t *var, void *value) {
         ops->release(value, ops->user);
 }
 
-/* What ctxpy_snapshot_derive stores for `value` set through `self`: a
- * record or a C value (*out), or -1 with an exception. */
+/* What the core stores for `value` set through `self` in a core context (a
+ * context C entered, or any set of a C variable): a record or a C value
+ * (*out), or -1 with an exception. */
 static int share_new(var_object *self, PyObject *value, void **out) {
     if (self->c_values)
         return c_value_from_str(self, value, out);
@@ -226,6 +226,22 @@ PyObject *ctxpy_var_object(ctx_var_t *var, void *value) {
     if (ctxpy_is_record_var(var))
         return Py_NewRef(((ctxpy_record_t *)value)->var);
     return var_wrap_c(var);
+}
+
+ctx_var_t *ctxpy_var_core(PyObject *var) { return ((var_object *)var)->var; }
+
+/* The value of `var` in `snap`: 0 and a new reference in *out (NULL if it
+ * has none), or -1 with an exception. */
+static int snapshot_lookup(ctxpy_snapshot_t *snap, var_object *var, PyObject **out) {
+    *out = NULL;
+    if (!var->c_values) {
+        *out = Py_XNewRef(ctxpy_snapshot_get(snap, (PyObject *)var));
+        return 0;
+    }
+    void *value; /* C variables' values are in the core context only */
+    if (!snap->ctx || ctx_context_get(snap->ctx, var->var, &value) != 0)
+        return 0;
+    return (*out = ctxpy_value_object(var->var, value)) ? 0 : -1;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -408,9 +424,14 @@ static int var_lookup(var_object *self, PyThreadState *ts, PyObject **out) {
     *out = NULL;
     uint64_t gen = ctxpy_gen();
     ctxpy_snapshot_t *snap = ctxpy_current(ts);
-    void *value;
-    int r = snap ? ctx_context_get(snap_ctx(snap), self->var, &value)
-                 : ctx_var_get(self->var, &value); /* a context C entered */
+    if (snap) {
+        if (snapshot_lookup(snap, self, out) < 0)
+            return -1;
+        var_remember(self, ts, gen, *out);
+        return 0;
+    }
+    void *value; /* a context C entered */
+    int r = ctx_var_get(self->var, &value);
     if (r == CTX_VALUE) {
         if (!(*out = ctxpy_value_object(self->var, value)))
             return -1;
@@ -418,10 +439,7 @@ static int var_lookup(var_object *self, PyThreadState *ts, PyObject **out) {
         ctxpy_error(r);
         return -1;
     }
-    if (snap)
-        var_remember(self, ts, gen, *out);
-    else
-        var_forget(self);
+    var_forget(self);
     return 0;
 }
 
@@ -439,7 +457,7 @@ static PyObject *var_get(var_object *self, PyObject *const *args, Py_ssize_t nar
         PyErr_Format(PyExc_TypeError, "get expected at most 1 argument, got %zd", nargs);
         return NULL;
     }
-    PyThreadState *ts = PyThreadState_Get();
+    PyThreadState *ts = CTXPY_TSTATE();
     PyObject *value;
     if (self->c_tsid == ts->id && self->c_ver == ts->context_ver && self->c_gen == ctxpy_gen()) {
         value = self->c_value;
@@ -486,10 +504,7 @@ static token_object *token_alloc(var_object *var) {
  * with an exception. */
 static int token_old(token_object *tok, PyObject **out) {
     if (!tok->old_known) {
-        void *old;
-        ctx_context_t *prev = tok->prev && tok->prev->ctx ? tok->prev->ctx : ctxpy_empty->ctx;
-        if (ctx_context_get(prev, tok->var->var, &old) == 0 &&
-            !(tok->old = ctxpy_value_object(tok->var->var, old)))
+        if (snapshot_lookup(tok->prev ? tok->prev : ctxpy_empty, tok->var, &tok->old) < 0)
             return -1;
         tok->old_known = 1;
     }
@@ -519,16 +534,17 @@ static PyObject *var_set(var_object *self, PyObject *value) {
     token_object *tok = token_alloc(self);
     if (!tok)
         return NULL;
-    void *share;
-    if (share_new(self, value, &share) < 0) {
+    PyThreadState *ts = CTXPY_TSTATE();
+    ctxpy_snapshot_t *cur = ctxpy_current(ts);
+    void *share = NULL;
+    if ((!cur || self->c_values) && share_new(self, value, &share) < 0) {
         Py_DECREF(tok);
         return NULL;
     }
-    PyThreadState *ts = PyThreadState_Get();
-    ctxpy_snapshot_t *cur = ctxpy_current(ts);
     if (!cur)
         return var_set_core(self, tok, share);
-    ctxpy_snapshot_t *next = ctxpy_snapshot_derive(cur, self->var, share, 0);
+    ctxpy_snapshot_t *next = self->c_values ? ctxpy_snapshot_with_c(cur, self->var, share, 0)
+                                            : ctxpy_snapshot_with(cur, (PyObject *)self, value);
     if (!next)
         goto fail;
     /* `next` owns the share now. */
@@ -549,7 +565,8 @@ static PyObject *var_set(var_object *self, PyObject *value) {
     return (PyObject *)tok;
 
 fail:
-    share_discard(self, share);
+    if (share)
+        share_discard(self, share);
     Py_DECREF(tok);
     return NULL;
 }
@@ -599,7 +616,7 @@ static PyObject *var_reset(var_object *self, PyObject *arg) {
             return token_error(tok, r);
         Py_RETURN_NONE;
     }
-    PyThreadState *ts = PyThreadState_Get();
+    PyThreadState *ts = CTXPY_TSTATE();
     ctxpy_snapshot_t *cur = ctxpy_current(ts);
     if (!cur || ts->context != tok->context)
         return token_error(tok, CTX_ETOKENCTX);
@@ -611,9 +628,12 @@ static PyObject *var_reset(var_object *self, PyObject *arg) {
     } else {
         void *share = NULL;
         PyObject *old;
-        if (token_old(tok, &old) < 0 || (old && share_new(self, old, &share) < 0))
+        if (token_old(tok, &old) < 0 ||
+            (old && self->c_values && share_new(self, old, &share) < 0))
             return NULL;
-        ctxpy_snapshot_t *next = ctxpy_snapshot_derive(cur, self->var, share, old == NULL);
+        ctxpy_snapshot_t *next =
+            self->c_values ? ctxpy_snapshot_with_c(cur, self->var, share, old == NULL)
+                           : ctxpy_snapshot_with(cur, (PyObject *)self, old);
         if (!next) {
             if (share)
                 share_discard(self, share);
@@ -858,7 +878,7 @@ static PyObject *context_new_from(ctxpy_snapshot_t *snap) {
  * are in its contextvars.Context until the run returns); borrowed. */
 static ctxpy_snapshot_t *context_snapshot(context_object *self) {
     if (self->entered && self->pycontext) {
-        PyThreadState *ts = PyThreadState_Get();
+        PyThreadState *ts = CTXPY_TSTATE();
         ctxpy_snapshot_t *now = NULL;
         PyObject *owned = NULL;
         if (ts->context == self->pycontext) {
@@ -917,18 +937,16 @@ static void context_tp_dealloc(context_object *self) {
 }
 
 static Py_ssize_t context_tp_len(context_object *self) {
-    return (Py_ssize_t)ctx_context_length(snap_ctx(context_snapshot(self)));
+    return ctxpy_snapshot_len(context_snapshot(self));
 }
 
 /* 1 and a new reference in *out, 0 if absent, -1 on error. */
 static int context_lookup(context_object *self, PyObject *key, PyObject **out) {
     if (check_key(key) < 0)
         return -1;
-    void *value;
-    ctx_var_t *var = ((var_object *)key)->var;
-    if (ctx_context_get(snap_ctx(context_snapshot(self)), var, &value) != 0)
-        return 0;
-    return (*out = ctxpy_value_object(var, value)) ? 1 : -1;
+    if (snapshot_lookup(context_snapshot(self), (var_object *)key, out) < 0)
+        return -1;
+    return *out != NULL;
 }
 
 static PyObject *context_tp_subscript(context_object *self, PyObject *key) {
@@ -957,10 +975,13 @@ static PyObject *context_iter_new(context_object *self, int kind) {
     if (!it)
         return NULL;
     it->snap = (ctxpy_snapshot_t *)Py_NewRef((PyObject *)snap);
-    it->len = (Py_ssize_t)ctx_context_length(snap_ctx(snap));
+    it->len = ctxpy_snapshot_len(snap);
     it->kind = kind;
-    ctx_iter_init(&it->it, snap_ctx(snap));
+    it->index = 0;
+    it->core = snap->ctx != NULL;
     it->live = 1;
+    if (it->core)
+        ctx_iter_init(&it->it, snap->ctx);
     PyObject_GC_Track(it);
     return (PyObject *)it;
 }
@@ -979,26 +1000,47 @@ static PyObject *context_tp_richcompare(PyObject *v, PyObject *w, int op) {
         /* Hold both: __eq__ below may run anything. */
         Py_INCREF(a);
         Py_INCREF(b);
-        ctx_context_t *actx = snap_ctx(a), *bctx = snap_ctx(b);
-        if (ctx_context_length(actx) != ctx_context_length(bctx)) {
-            equal = 0;
-        } else {
-            ctx_iter_t it;
-            ctx_var_t *var;
-            void *a_value, *b_value;
-            ctx_iter_init(&it, actx);
-            while (equal == 1 && ctx_iter_next(&it, &var, &a_value)) {
-                if (ctx_context_get(bctx, var, &b_value) != 0) {
+        if (!a->ctx && !b->ctx) {
+            /* Variables made in Python only: compare the pairs. */
+            if (a->n != b->n)
+                equal = 0;
+            for (Py_ssize_t i = 0; equal == 1 && i < a->n; i++) {
+                PyObject *y = ctxpy_snapshot_get(b, a->pairs[2 * i]);
+                if (!y) {
                     equal = 0;
                     break;
                 }
-                PyObject *x = ctxpy_value_object(var, a_value);
-                PyObject *y = x ? ctxpy_value_object(var, b_value) : NULL;
-                equal = y ? PyObject_RichCompareBool(x, y, Py_EQ) : -1;
-                Py_XDECREF(x);
-                Py_XDECREF(y);
+                PyObject *x = Py_NewRef(a->pairs[2 * i + 1]);
+                Py_INCREF(y);
+                equal = PyObject_RichCompareBool(x, y, Py_EQ);
+                Py_DECREF(x);
+                Py_DECREF(y);
             }
-            ctx_iter_clear(&it);
+        } else {
+            ctx_context_t *actx = ctxpy_snapshot_core(a);
+            ctx_context_t *bctx = actx ? ctxpy_snapshot_core(b) : NULL;
+            if (!bctx)
+                equal = -1;
+            else if (ctx_context_length(actx) != ctx_context_length(bctx))
+                equal = 0;
+            else {
+                ctx_iter_t it;
+                ctx_var_t *var;
+                void *a_value, *b_value;
+                ctx_iter_init(&it, actx);
+                while (equal == 1 && ctx_iter_next(&it, &var, &a_value)) {
+                    if (ctx_context_get(bctx, var, &b_value) != 0) {
+                        equal = 0;
+                        break;
+                    }
+                    PyObject *x = ctxpy_value_object(var, a_value);
+                    PyObject *y = x ? ctxpy_value_object(var, b_value) : NULL;
+                    equal = y ? PyObject_RichCompareBool(x, y, Py_EQ) : -1;
+                    Py_XDECREF(x);
+                    Py_XDECREF(y);
+                }
+                ctx_iter_clear(&it);
+            }
         }
         Py_DECREF(a);
         Py_DECREF(b);
@@ -1077,8 +1119,10 @@ static void *call_python(void *arg) {
  * so the run enters a core copy of this Context's snapshot above it. */
 static PyObject *context_run_core(context_object *self, PyObject *const *args, size_t nargsf,
                                   PyObject *kwnames) {
-    ctx_context_t *ctx; /* C may copy it while it runs: the snapshot's mirror */
-    int r = ctx_context_copy(ctxpy_snapshot_escape(self->snap), &ctx);
+    ctx_context_t *ctx, *src = ctxpy_snapshot_escape(self->snap); /* C may copy it */
+    if (!src)
+        return NULL;
+    int r = ctx_context_copy(src, &ctx);
     if (r)
         return ctxpy_error(r);
     call_t call = {args[0], args + 1, nargsf - 1, kwnames, NULL};
@@ -1123,7 +1167,7 @@ static PyObject *context_run(context_object *self, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_RuntimeError, "this Context was cleared by the garbage collector");
         return NULL;
     }
-    PyThreadState *ts = PyThreadState_Get();
+    PyThreadState *ts = CTXPY_TSTATE();
     if (ctxpy_core_entered(ts))
         return context_run_core(self, args, (size_t)nargs, kwnames);
 
@@ -1222,7 +1266,8 @@ PyTypeObject ctxpy_Context_Type = {
 static void context_iter_finish(context_iter_object *self) {
     if (self->live) {
         self->live = 0;
-        ctx_iter_clear(&self->it);
+        if (self->core)
+            ctx_iter_clear(&self->it);
         ctxpy_drain();
     }
 }
@@ -1247,13 +1292,31 @@ static void context_iter_dealloc(context_iter_object *self) {
 static PyObject *context_iter_next(context_iter_object *self) {
     ctx_var_t *var;
     void *value;
+    PyObject *key, *obj, *pair;
+    if (self->live && !self->core) {
+        /* Its pairs (a snapshot the collector cleared has none). */
+        ctxpy_snapshot_t *s = self->snap;
+        if (!s || self->index >= s->n) {
+            context_iter_finish(self);
+            return NULL;
+        }
+        key = s->pairs[2 * self->index];
+        obj = s->pairs[2 * self->index++ + 1];
+        switch (self->kind) {
+        case ITER_KEYS:
+            return Py_NewRef(key);
+        case ITER_VALUES:
+            return Py_NewRef(obj);
+        default:
+            return PyTuple_Pack(2, key, obj);
+        }
+    }
     /* A snapshot the collector cleared has dropped its objects. */
     if (!self->live || !self->snap || !self->snap->ctx ||
         !ctx_iter_next(&self->it, &var, &value)) {
         context_iter_finish(self);
         return NULL;
     }
-    PyObject *key, *obj, *pair;
     switch (self->kind) {
     case ITER_KEYS:
         return ctxpy_var_object(var, value);
@@ -1296,7 +1359,7 @@ PyTypeObject ctxpy_ContextIter_Type = {
 PyObject *ctxpy_copy_context(PyObject *module, PyObject *unused) {
     (void)module;
     (void)unused;
-    ctxpy_snapshot_t *snap = ctxpy_current(PyThreadState_Get());
+    ctxpy_snapshot_t *snap = ctxpy_current(CTXPY_TSTATE());
     if (snap)
         return context_new_from(snap);
     /* A context C entered is current: copy it. */

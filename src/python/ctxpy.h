@@ -47,8 +47,20 @@ void ctxpy_defer(ctxpy_deferred_t *node);
 /* 1 if records are waiting in the queue. */
 int ctxpy_pending(void);
 /* Runs every queued finish (GIL held; never inside a core call). Cheap when
- * the queue is empty. Preserves a pending exception. */
-void ctxpy_drain(void);
+ * the queue is empty (one load). Preserves a pending exception. */
+extern _Atomic(ctxpy_deferred_t *) ctxpy_deferred_head;
+void ctxpy_drain_queue(void);
+static inline void ctxpy_drain(void) {
+    if (atomic_load_explicit(&ctxpy_deferred_head, memory_order_relaxed))
+        ctxpy_drain_queue();
+}
+
+/* The calling thread's state; the GIL is held, so never NULL. */
+#if PY_VERSION_HEX >= 0x030D0000
+#define CTXPY_TSTATE() PyThreadState_GetUnchecked()
+#else
+#define CTXPY_TSTATE() _PyThreadState_UncheckedGet()
+#endif
 
 /* ---- free lists (GIL held) ----
  *
@@ -63,8 +75,17 @@ typedef struct {
 } ctxpy_freelist_t;
 
 static inline PyObject *ctxpy_freelist_new(ctxpy_freelist_t *fl, PyTypeObject *type) {
-    if (fl->n)
-        return PyObject_Init(fl->items[--fl->n], type);
+    if (fl->n) {
+        PyObject *op = fl->items[--fl->n];
+#if defined(Py_REF_DEBUG) || defined(Py_TRACE_REFS)
+        return PyObject_Init(op, type);
+#else
+        /* What PyObject_Init does for a static type in a release build,
+         * without the call (the type is already set). */
+        Py_SET_REFCNT(op, 1);
+        return op;
+#endif
+    }
     return (PyObject *)_PyObject_GC_New(type);
 }
 
@@ -126,11 +147,13 @@ void ctxpy_record_own(ctxpy_record_t *record);
 /* ---- snapshots (snapshot.c) ---- */
 
 typedef struct {
-    PyObject_HEAD
-    ctx_context_t *ctx;    /* never entered, never changed; NULL once cleared */
-    ctx_context_t *mirror; /* what C copies of it: ctx with core-owned records */
-    int escaped;           /* ctx's own records are core-owned (made in C's context) */
-    uint64_t serial;       /* unique: tells a snapshot from a later one at its address */
+    PyObject_VAR_HEAD        /* ob_size: room for 2 * n pointers */
+    Py_ssize_t n;            /* (ContextVar, value) pairs, sorted by the variable's address */
+    ctx_context_t *ctx;      /* the core context, made when C needs it; then never changed */
+    ctx_context_t *mirror;   /* what C copies of it: ctx with core-owned records */
+    int escaped;             /* ctx's own records are core-owned (made in C's context) */
+    uint64_t serial;         /* unique: tells a snapshot from a later one at its address */
+    PyObject *pairs[1];      /* var, value, var, value, ...: one reference each */
 } ctxpy_snapshot_t;
 
 extern PyTypeObject ctxpy_Snapshot_Type;
@@ -147,20 +170,29 @@ static inline uint64_t ctxpy_gen(void) {
     return atomic_load_explicit(&ctxpy_generation, memory_order_relaxed);
 }
 
-/* A snapshot owning `ctx`'s reference on success (new reference), or NULL
- * with an exception (ctx then stays the caller's). */
+/* The value of the Python-made variable `var` in `snap` (borrowed), or NULL. */
+PyObject *ctxpy_snapshot_get(ctxpy_snapshot_t *snap, PyObject *var);
+/* Number of variables with a value. */
+Py_ssize_t ctxpy_snapshot_len(ctxpy_snapshot_t *snap);
+/* `snap`'s core context, made now if it has none (borrowed), or NULL with
+ * an exception. */
+ctx_context_t *ctxpy_snapshot_core(ctxpy_snapshot_t *snap);
+/* A snapshot of the core context `ctx`, owning its reference on success (new
+ * reference), or NULL with an exception (ctx then stays the caller's). */
 ctxpy_snapshot_t *ctxpy_snapshot_new(ctx_context_t *ctx);
-/* The current snapshot (borrowed: the current contextvars.Context holds
- * it), or NULL if a context entered through ctxvar is current (then the
- * core's API is the way in).  Never fails. */
-ctxpy_snapshot_t *ctxpy_current(PyThreadState *ts);
 /* 1 if a context entered through ctxvar is current on this thread (then the
  * core's API is the way in), else 0; cached like ctxpy_current. */
 int ctxpy_core_entered(PyThreadState *ts);
-/* `from` with `var` set to `value` (a record or a C value: one share, which
- * the new snapshot owns on success), or with `var` removed when `remove`.
- * New reference, or NULL with an exception (the share stays the caller's). */
-ctxpy_snapshot_t *ctxpy_snapshot_derive(ctxpy_snapshot_t *from, ctx_var_t *var, void *value,
+/* The current snapshot (borrowed: the current contextvars.Context holds it),
+ * or NULL if a context entered through ctxvar is current.  Never fails. */
+ctxpy_snapshot_t *ctxpy_current(PyThreadState *ts);
+/* `from` with the Python-made variable `var` set to `value` (NULL: removed).
+ * New reference, or NULL with an exception. */
+ctxpy_snapshot_t *ctxpy_snapshot_with(ctxpy_snapshot_t *from, PyObject *var, PyObject *value);
+/* `from` with the C variable `var` set to `share` (one share of a C value,
+ * which the new snapshot owns on success) or removed.  New reference, or
+ * NULL with an exception (the share stays the caller's). */
+ctxpy_snapshot_t *ctxpy_snapshot_with_c(ctxpy_snapshot_t *from, ctx_var_t *var, void *share,
                                         int remove);
 /* Makes `snap` the current snapshot; returns the contextvars token of the
  * hidden variable (new reference) or NULL with an exception. */
@@ -168,7 +200,8 @@ PyObject *ctxpy_publish(ctxpy_snapshot_t *snap);
 /* After the hidden variable's token put `snap` back as the current one. */
 void ctxpy_restored(ctxpy_snapshot_t *snap);
 /* The core context to hand to C for `snap` (C will copy it and keep the
- * copy): its mirror, made on first use.  Borrowed; never fails. */
+ * copy): its mirror, made on first use.  Borrowed, or NULL with an
+ * exception. */
 ctx_context_t *ctxpy_snapshot_escape(ctxpy_snapshot_t *snap);
 /* Sets up the hidden variable, the empty snapshot, the provider. 0 or -1. */
 int ctxpy_snapshot_ready(PyObject *module);
@@ -190,6 +223,8 @@ PyObject *ctxpy_value_object(ctx_var_t *var, void *value);
 /* The ContextVar object for a core variable (ours: the record's var; a C
  * variable: its wrapper, made on first use); new reference or NULL. */
 PyObject *ctxpy_var_object(ctx_var_t *var, void *value);
+/* The core variable of a ContextVar object. */
+ctx_var_t *ctxpy_var_core(PyObject *var);
 
 int ctxpy_contextvars_ready(PyObject *module);
 int ctxpy_hamt_ready(PyObject *module);

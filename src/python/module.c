@@ -52,30 +52,30 @@
 /* The deferred-release queue                                              */
 /* ---------------------------------------------------------------------- */
 
-static _Atomic(ctxpy_deferred_t *) deferred_head;
+_Atomic(ctxpy_deferred_t *) ctxpy_deferred_head;
 static int draining; /* guarded by the GIL */
 
 void ctxpy_defer(ctxpy_deferred_t *node) {
-    ctxpy_deferred_t *head = atomic_load_explicit(&deferred_head, memory_order_relaxed);
+    ctxpy_deferred_t *head = atomic_load_explicit(&ctxpy_deferred_head, memory_order_relaxed);
     do {
         node->next = head;
-    } while (!atomic_compare_exchange_weak_explicit(&deferred_head, &head, node,
+    } while (!atomic_compare_exchange_weak_explicit(&ctxpy_deferred_head, &head, node,
                                                     memory_order_release,
                                                     memory_order_relaxed));
 }
 
 int ctxpy_pending(void) {
-    return atomic_load_explicit(&deferred_head, memory_order_acquire) != NULL;
+    return atomic_load_explicit(&ctxpy_deferred_head, memory_order_acquire) != NULL;
 }
 
-void ctxpy_drain(void) {
-    if (draining || !atomic_load_explicit(&deferred_head, memory_order_relaxed))
+void ctxpy_drain_queue(void) {
+    if (draining)
         return;
     draining = 1;
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);
     ctxpy_deferred_t *list;
-    while ((list = atomic_exchange_explicit(&deferred_head, NULL, memory_order_acquire))) {
+    while ((list = atomic_exchange_explicit(&ctxpy_deferred_head, NULL, memory_order_acquire))) {
         while (list) {
             ctxpy_deferred_t *next = list->next;
             list->finish(list);
@@ -196,6 +196,22 @@ static PyObject *module_thread_release(PyObject *module, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+static PyObject *module_c_copy_len(PyObject *module, PyObject *unused) {
+    (void)module;
+    (void)unused;
+    ctxpy_snapshot_t *snap = ctxpy_current(CTXPY_TSTATE());
+    ctx_context_t *ctx = snap ? ctxpy_snapshot_escape(snap) : NULL, *copy;
+    if (snap && !ctx)
+        return NULL;
+    int r = ctx ? ctx_context_copy(ctx, &copy) : ctx_context_copy_current(&copy);
+    if (r)
+        return ctxpy_error(r);
+    size_t n = ctx_context_length(copy);
+    ctx_context_release(copy);
+    ctxpy_drain();
+    return PyLong_FromSize_t(n);
+}
+
 static PyMethodDef module_methods[] = {
     {"copy_context", ctxpy_copy_context, METH_NOARGS,
      PyDoc_STR("copy_context() -> Context\n\nA copy of the current context (O(1)).")},
@@ -216,6 +232,10 @@ static PyMethodDef module_methods[] = {
                "native thread (no Python thread state, no GIL) that then exits, so the "
                "core's thread-exit destructor releases the value; returns whether the "
                "release is waiting in the deferred queue (not drained yet). For tests.")},
+    {"_c_copy_len", module_c_copy_len, METH_NOARGS,
+     PyDoc_STR("_c_copy_len() -> int\n\nWhat a C copy of the current context does (its core "
+               "context and mirror are made if needed), reporting failures; the copy's "
+               "length. For tests.")},
     {"_thread_release", module_thread_release, METH_NOARGS,
      PyDoc_STR("_thread_release()\n\nReleases this thread's base context now (its values "
                "are lost). For leak checks.")},

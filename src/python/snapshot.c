@@ -18,12 +18,17 @@
  *                        ▼                                          ▼
  *                      map: v ─▶ record{obj}  ◀── shared nodes ──  map: v ─▶ record{obj'}
  *
- * A *snapshot* is a Python object around a core context that nobody ever
- * enters or changes: Python contexts share snapshots by reference, so a
- * snapshot must be immutable.  A set therefore derives a new snapshot (an
- * O(1) core copy plus the one change: ctx_context_copy + ctx_context_set)
- * and stores it in the hidden variable (PyContextVar_Set); the previous
- * snapshot stays valid for every context and token that still holds it.
+ * A *snapshot* is a Python object that nobody ever changes: Python
+ * contexts share snapshots by reference.  It holds the variables made in
+ * Python as an array of (ContextVar, value) pairs sorted by the variable's
+ * address, each a reference of its own, and, once C code needs it, a core
+ * context with the same values (`ctx`: every value a record, ctxpy.h) plus
+ * any values of variables made in C.  A set derives a new snapshot (a copy
+ * of the pairs with one change, and, if the old snapshot had a core context,
+ * an O(1) core copy with the same change) and stores it in the hidden
+ * variable (PyContextVar_Set); the previous snapshot stays valid for every
+ * context and token that still holds it.  A program that never hands its
+ * values to C never builds a core context: its sets cost a small array copy.
  *
  * C sees the same thing
  * ---------------------
@@ -44,20 +49,18 @@
  * One cache slot here, and one per ContextVar (contextvars.c), hold the
  * answer for that key; a hit costs three compares.
  *
- * Records, and who holds references
- * ---------------------------------
- * A value set from Python is stored in the core as a record (ctxpy.h) that
- * points at the object and at its ContextVar.  Which Python references exist
- * is chosen so that the garbage collector sees every one of them exactly
- * once, even though core maps share nodes invisibly between snapshots:
+ * Who holds references
+ * ---------------------
+ * The garbage collector must see every reference exactly once, although
+ * core maps share nodes invisibly between snapshots and with C:
  *
- *   - every snapshot holds its *own* reference to the object and to the
- *     ContextVar of each record in its map (taken when it is made: O(n) in
- *     the number of variables set, which is small), and its tp_traverse
- *     visits exactly those (through the public iteration API);
+ *   - every snapshot holds its own reference to each variable and value in
+ *     its pairs (taken when it is made: O(n) in the number of variables set,
+ *     which is small) and its tp_traverse visits exactly those.  The records
+ *     in its core context hold none;
  *   - what C copies (the provider's CTX_PROVIDER_COPY: a pool submit, a loop
- *     call, ctx_context_copy_current) is not the snapshot's map but its
- *     *mirror*: a copy of it, made on first use, in which each record is
+ *     call, ctx_context_copy_current) is not the snapshot's core context but
+ *     its *mirror*: a copy of it, made on first use, in which each record is
  *     replaced by a "core-owned" one that holds references of its own.  C's
  *     copies share the mirror's records, never the snapshot's.  The core's
  *     release operation queues a core-owned record's references for
@@ -74,8 +77,12 @@
  * start, and snapshots made from such a context (`escaped`) keep C's
  * references for as long as they live.)
  *
- * Functions: records; the Snapshot type (hold/visit walks); the current
- * snapshot; derive and publish; the provider; ctxpy_snapshot_ready.
+ * Out of memory while making a core context for C (the provider cannot
+ * report an error), C sees its thread's own context for that call.
+ *
+ * Functions: records; pairs; the Snapshot type; core contexts and mirrors;
+ * the current snapshot; derive and publish; the provider;
+ * ctxpy_snapshot_ready.
  */
 #include "ctxpy.h"
 
@@ -162,8 +169,9 @@ long ctxpy_records_alive(void) {
 /* ---------------------------------------------------------------------- */
 
 /* Calls fn(var, record, arg) for each record in `ctx` (the entries of
- * variables made in Python) until fn returns non-zero; returns that.  fn may
- * run Python code, which must not release `ctx`. */
+ * variables made in Python) until fn returns non-zero; returns that.
+ * Snapshots' core contexts never change, so ctx_context_visit walks them
+ * without a lock or a retained root. */
 typedef int (*record_fn)(ctx_var_t *var, ctxpy_record_t *record, void *arg);
 
 typedef struct {
@@ -177,112 +185,90 @@ static int walk_one(ctx_var_t *var, void *value, int exclusive, void *arg) {
     return ctxpy_is_record_var(var) ? w->fn(var, value, w->arg) : 0;
 }
 
-/* Snapshots' contexts never change, so ctx_context_visit walks them without
- * a lock or a retained root. */
 static int walk_records(ctx_context_t *ctx, record_fn fn, void *arg) {
     walk_t w = {fn, arg};
-    return ctx_context_visit(ctx, walk_one, &w);
+    return ctx_context_visit(ctx, 0, walk_one, &w);
 }
 
-static int hold_one(ctx_var_t *var, ctxpy_record_t *r, void *arg) {
-    (void)var;
-    (void)arg;
-    Py_INCREF(r->value);
-    Py_INCREF(r->var);
-    return 0;
-}
+/* ---------------------------------------------------------------------- */
+/* Pairs                                                                   */
+/* ---------------------------------------------------------------------- */
 
-static int drop_one(ctx_var_t *var, ctxpy_record_t *r, void *arg) {
-    (void)var;
-    (void)arg;
-    Py_DECREF(r->value);
-    Py_DECREF(r->var);
-    return 0;
-}
+#define PAIR_VAR(s, i) ((s)->pairs[2 * (i)])
+#define PAIR_VALUE(s, i) ((s)->pairs[2 * (i) + 1])
 
-/* Takes (+1) or drops (-1) the snapshot's references to its records'
- * objects and variables. */
-static void snapshot_hold(ctx_context_t *ctx, int delta) {
-    walk_records(ctx, delta > 0 ? hold_one : drop_one, NULL);
-}
-
-static ctxpy_freelist_t snapshot_freelist;
-
-static ctxpy_snapshot_t *snapshot_alloc(void) {
-    ctxpy_snapshot_t *s =
-        (ctxpy_snapshot_t *)ctxpy_freelist_new(&snapshot_freelist, &ctxpy_Snapshot_Type);
-    static uint64_t serials;
-    if (s) {
-        s->ctx = NULL;
-        s->mirror = NULL;
-        s->escaped = 0;
-        s->serial = ++serials;
+/* Where `var` is in the pairs (*found 1) or would go (*found 0). */
+static Py_ssize_t pair_find(const ctxpy_snapshot_t *s, PyObject *var, int *found) {
+    uintptr_t key = (uintptr_t)var;
+    Py_ssize_t lo = 0, hi = s->n;
+    while (hi - lo > 8) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)PAIR_VAR(s, mid) < key)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
+    /* The first pair at or above key is in [lo, hi] (hi itself if it is
+     * not below). */
+    for (; lo < s->n; lo++) {
+        uintptr_t at = (uintptr_t)PAIR_VAR(s, lo);
+        if (at >= key) {
+            *found = at == key;
+            return lo;
+        }
+    }
+    *found = 0;
+    return lo;
+}
+
+PyObject *ctxpy_snapshot_get(ctxpy_snapshot_t *s, PyObject *var) {
+    int found;
+    Py_ssize_t i = pair_find(s, var, &found);
+    return found ? PAIR_VALUE(s, i) : NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The Snapshot type                                                       */
+/* ---------------------------------------------------------------------- */
+
+/* Free lists for snapshots of up to SMALL pairs, one per size. */
+#define SMALL 8
+static ctxpy_freelist_t snapshot_freelists[SMALL];
+
+/* A snapshot with room for n pairs (n set, pairs not), untracked. */
+static ctxpy_snapshot_t *snapshot_alloc(Py_ssize_t n) {
+    static uint64_t serials;
+    ctxpy_snapshot_t *s = NULL;
+    if (n < SMALL && snapshot_freelists[n].n) {
+        s = (ctxpy_snapshot_t *)snapshot_freelists[n].items[--snapshot_freelists[n].n];
+#if defined(Py_REF_DEBUG) || defined(Py_TRACE_REFS)
+        PyObject_InitVar((PyVarObject *)s, &ctxpy_Snapshot_Type, 2 * n);
+#else
+        Py_SET_REFCNT(s, 1);
+#endif
+    } else if (!(s = PyObject_GC_NewVar(ctxpy_snapshot_t, &ctxpy_Snapshot_Type, 2 * n))) {
+        return NULL;
+    }
+    s->n = n;
+    s->ctx = s->mirror = NULL;
+    s->escaped = 0;
+    s->serial = ++serials;
     return s;
 }
 
-/* Gives `s` (fresh from snapshot_alloc) the caller's reference to `ctx`;
- * cannot fail. */
-static void snapshot_attach(ctxpy_snapshot_t *s, ctx_context_t *ctx) {
-    s->ctx = ctx;
-    snapshot_hold(ctx, +1);
-    PyObject_GC_Track(s);
-}
-
-/* Undoes snapshot_attach: the context is the caller's again. */
-static void snapshot_detach(ctxpy_snapshot_t *s) {
-    ctx_context_t *ctx = s->ctx;
-    PyObject_GC_UnTrack(s);
-    s->ctx = NULL;
-    snapshot_hold(ctx, -1);
-}
-
-ctxpy_snapshot_t *ctxpy_snapshot_new(ctx_context_t *ctx) {
-    ctxpy_snapshot_t *s = snapshot_alloc();
-    if (s)
-        snapshot_attach(s, ctx);
-    return s;
-}
-
-typedef struct {
-    visitproc visit;
-    void *arg;
-} visit_args_t;
-
-static int visit_one(ctx_var_t *var, ctxpy_record_t *r, void *arg) {
-    (void)var;
-    visit_args_t *va = arg;
-    int err = va->visit(r->value, va->arg);
-    return err ? err : va->visit(r->var, va->arg);
-}
-
-/* The mirror's references that only the mirror keeps alive. */
-static int visit_mirrored(ctx_var_t *var, void *value, int exclusive, void *arg) {
-    if (!exclusive || !ctxpy_is_record_var(var))
-        return 0;
-    return visit_one(var, value, arg);
-}
-
-static int snapshot_traverse(ctxpy_snapshot_t *self, visitproc visit, void *arg) {
-    if (!self->ctx)
-        return 0;
-    visit_args_t va = {visit, arg};
-    int err = walk_records(self->ctx, visit_one, &va);
-    if (!err && self->mirror)
-        err = ctx_context_visit(self->mirror, visit_mirrored, &va);
-    return err;
-}
+static int snapshot_traverse(ctxpy_snapshot_t *self, visitproc visit, void *arg);
 
 static int snapshot_clear(ctxpy_snapshot_t *self) {
     ctx_context_t *ctx = self->ctx, *mirror = self->mirror;
-    self->mirror = NULL;
-    ctx_context_release(mirror); /* its records go when C's copies go */
-    if (ctx) {
-        self->ctx = NULL;
-        snapshot_hold(ctx, -1);
-        ctx_context_release(ctx);
-        ctxpy_drain();
-    }
+    Py_ssize_t n = self->n;
+    self->ctx = self->mirror = NULL;
+    self->n = 0;
+    /* The records hold no references (a mirror's go through the queue). */
+    ctx_context_release(mirror);
+    ctx_context_release(ctx);
+    for (Py_ssize_t i = 0; i < 2 * n; i++)
+        Py_DECREF(self->pairs[i]);
+    ctxpy_drain();
     return 0;
 }
 
@@ -290,20 +276,115 @@ static void snapshot_dealloc(ctxpy_snapshot_t *self) {
     PyObject_GC_UnTrack(self);
     Py_TRASHCAN_BEGIN(self, snapshot_dealloc)
     snapshot_clear(self);
-    ctxpy_freelist_free(&snapshot_freelist, (PyObject *)self);
+    Py_ssize_t cap = Py_SIZE(self) / 2;
+    if (cap < SMALL)
+        ctxpy_freelist_free(&snapshot_freelists[cap], (PyObject *)self);
+    else
+        PyObject_GC_Del(self);
     Py_TRASHCAN_END
+}
+
+typedef struct {
+    visitproc visit;
+    void *arg;
+} visit_args_t;
+
+/* The mirror's references that only the mirror keeps alive. */
+static int visit_mirrored(ctx_var_t *var, void *value, int exclusive, void *arg) {
+    if (!exclusive || !ctxpy_is_record_var(var))
+        return 0;
+    visit_args_t *va = arg;
+    ctxpy_record_t *r = value;
+    int err = va->visit(r->value, va->arg);
+    return err ? err : va->visit(r->var, va->arg);
+}
+
+static int snapshot_traverse(ctxpy_snapshot_t *self, visitproc visit, void *arg) {
+    for (Py_ssize_t i = 0; i < 2 * self->n; i++)
+        Py_VISIT(self->pairs[i]);
+    if (self->mirror) {
+        visit_args_t va = {visit, arg};
+        return ctx_context_visit(self->mirror, CTX_VISIT_EXCLUSIVE, visit_mirrored, &va);
+    }
+    return 0;
 }
 
 PyTypeObject ctxpy_Snapshot_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "_ctxvar._Snapshot",
-    .tp_basicsize = sizeof(ctxpy_snapshot_t),
+    .tp_basicsize = offsetof(ctxpy_snapshot_t, pairs),
+    .tp_itemsize = sizeof(PyObject *),
     .tp_dealloc = (destructor)snapshot_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = PyDoc_STR("ctxvar's variables in one contextvars.Context (immutable)."),
     .tp_traverse = (traverseproc)snapshot_traverse,
     .tp_clear = (inquiry)snapshot_clear,
 };
+
+Py_ssize_t ctxpy_snapshot_len(ctxpy_snapshot_t *s) {
+    return s->ctx ? (Py_ssize_t)ctx_context_length(s->ctx) : s->n;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Core contexts and mirrors                                               */
+/* ---------------------------------------------------------------------- */
+
+ctx_context_t *ctxpy_snapshot_core(ctxpy_snapshot_t *s) {
+    if (s->ctx)
+        return s->ctx;
+    ctx_context_t *ctx = NULL;
+    int r = ctx_context_new(&ctx);
+    for (Py_ssize_t i = 0; r == 0 && i < s->n; i++) {
+        ctxpy_record_t *rec = ctxpy_record_new(PAIR_VAR(s, i), PAIR_VALUE(s, i));
+        if (!rec) {
+            PyErr_Clear();
+            r = CTX_ENOMEM;
+        } else if ((r = ctx_context_set(ctx, ctxpy_var_core(PAIR_VAR(s, i)), rec)) != 0) {
+            ctxpy_record_discard(rec);
+        }
+    }
+    if (r) {
+        if (ctx)
+            ctx_context_release(ctx);
+        return (ctx_context_t *)ctxpy_error(r);
+    }
+    s->ctx = ctx;
+    return ctx;
+}
+
+/* Counting and collecting the records of a core context. */
+static int count_one(ctx_var_t *var, ctxpy_record_t *r, void *arg) {
+    (void)var;
+    (void)r;
+    ++*(Py_ssize_t *)arg;
+    return 0;
+}
+
+static int collect_one(ctx_var_t *var, ctxpy_record_t *r, void *arg) {
+    (void)var;
+    ctxpy_snapshot_t *s = arg;
+    /* Insert sorted (a handful of entries; pair_find for the place). */
+    int found;
+    Py_ssize_t at = pair_find(s, r->var, &found);
+    memmove(&s->pairs[2 * at + 2], &s->pairs[2 * at], (size_t)(2 * (s->n - at)) * sizeof(PyObject *));
+    s->pairs[2 * at] = Py_NewRef(r->var);
+    s->pairs[2 * at + 1] = Py_NewRef(r->value);
+    s->n++;
+    return 0;
+}
+
+ctxpy_snapshot_t *ctxpy_snapshot_new(ctx_context_t *ctx) {
+    Py_ssize_t n = 0;
+    walk_records(ctx, count_one, &n);
+    ctxpy_snapshot_t *s = snapshot_alloc(n);
+    if (!s)
+        return NULL;
+    s->n = 0;
+    walk_records(ctx, collect_one, s);
+    s->ctx = ctx;
+    PyObject_GC_Track(s);
+    return s;
+}
 
 static int own_one(ctx_var_t *var, ctxpy_record_t *r, void *arg) {
     (void)var;
@@ -319,15 +400,12 @@ typedef struct {
 
 /* Puts a core-owned copy of record `r` in the mirror. */
 static int mirror_one(ctx_var_t *var, ctxpy_record_t *r, void *arg) {
-    (void)var;
     mirror_build_t *m = arg;
-    ctxpy_record_t *copy = ctx_malloc(sizeof *copy);
-    if (!copy)
+    ctxpy_record_t *copy = ctxpy_record_new(r->var, r->value);
+    if (!copy) {
+        PyErr_Clear();
         return m->rc = CTX_ENOMEM;
-    atomic_fetch_add_explicit(&live_records, 1, memory_order_relaxed);
-    *copy = *r;
-    copy->node.next = NULL;
-    copy->core_owned = 0;
+    }
     ctxpy_record_own(copy);
     if ((m->rc = ctx_context_set(m->mirror, var, copy)) != 0)
         ctxpy_record_discard(copy);
@@ -335,25 +413,27 @@ static int mirror_one(ctx_var_t *var, ctxpy_record_t *r, void *arg) {
 }
 
 ctx_context_t *ctxpy_snapshot_escape(ctxpy_snapshot_t *s) {
-    if (!s->ctx)
-        return ctxpy_empty->ctx;
     if (s->escaped)
         return s->ctx;
     if (s->mirror)
         return s->mirror;
-    mirror_build_t m = {NULL, ctx_context_copy(s->ctx, &m.mirror)};
+    ctx_context_t *core = ctxpy_snapshot_core(s);
+    if (!core)
+        return NULL;
+    mirror_build_t m = {NULL, ctx_context_copy(core, &m.mirror)};
     if (m.rc == 0)
-        walk_records(s->ctx, mirror_one, &m);
+        walk_records(core, mirror_one, &m);
     if (m.rc == 0) {
         s->mirror = m.mirror;
         return m.mirror;
     }
-    /* No memory for a mirror: hand out the snapshot's own map, whose records
-     * then keep C's references for as long as they live. */
-    ctx_context_release(m.mirror);
-    walk_records(s->ctx, own_one, NULL);
+    /* No memory for a mirror: hand out the snapshot's own core context,
+     * whose records then keep C's references for as long as they live. */
+    if (m.mirror)
+        ctx_context_release(m.mirror);
+    walk_records(core, own_one, NULL);
     s->escaped = 1;
-    return s->ctx;
+    return core;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -402,10 +482,6 @@ ctxpy_snapshot_t *ctxpy_current(PyThreadState *ts) {
 /* Derive and publish                                                      */
 /* ---------------------------------------------------------------------- */
 
-static ctx_context_t *snap_ctx(ctxpy_snapshot_t *s) {
-    return s->ctx ? s->ctx : ctxpy_empty->ctx;
-}
-
 /* A copy of `from` without `var` (the core has no "delete" on a context
  * that is not current: keep every other variable). */
 static int copy_without(ctx_context_t *from, ctx_var_t *var, ctx_context_t **out) {
@@ -425,20 +501,84 @@ static int copy_without(ctx_context_t *from, ctx_var_t *var, ctx_context_t **out
     return r;
 }
 
-ctxpy_snapshot_t *ctxpy_snapshot_derive(ctxpy_snapshot_t *from, ctx_var_t *var, void *value,
-                                        int remove) {
-    ctxpy_snapshot_t *s = snapshot_alloc(); /* first: nothing after can fail late */
+/* `from`'s pairs with `var` set to `value` (NULL: removed), references
+ * taken; untracked, no core context. */
+static ctxpy_snapshot_t *pairs_with(ctxpy_snapshot_t *from, PyObject *var, PyObject *value) {
+    int found = 0;
+    Py_ssize_t at = var ? pair_find(from, var, &found) : from->n;
+    Py_ssize_t n = from->n + (value && !found) - (!value && found);
+    ctxpy_snapshot_t *s = snapshot_alloc(n);
     if (!s)
         return NULL;
-    ctx_context_t *next = NULL;
+    PyObject **src = from->pairs, **dst = s->pairs;
+    size_t before = (size_t)(2 * at), after = (size_t)(2 * (from->n - at));
+    memcpy(dst, src, before * sizeof *dst);
+    if (value) {
+        dst[before] = var;
+        dst[before + 1] = value;
+        if (found)
+            memcpy(dst + before + 2, src + before + 2, (after - 2) * sizeof *dst);
+        else
+            memcpy(dst + before + 2, src + before, after * sizeof *dst);
+    } else if (found) {
+        memcpy(dst + before, src + before + 2, (after - 2) * sizeof *dst);
+    } else {
+        memcpy(dst + before, src + before, after * sizeof *dst);
+    }
+    for (Py_ssize_t i = 0; i < 2 * n; i++)
+        Py_INCREF(dst[i]);
+    return s;
+}
+
+ctxpy_snapshot_t *ctxpy_snapshot_with(ctxpy_snapshot_t *from, PyObject *var, PyObject *value) {
+    ctxpy_snapshot_t *s = pairs_with(from, var, value);
+    if (!s)
+        return NULL;
+    if (from->ctx) { /* C has looked at `from`: keep a core context */
+        ctx_var_t *cvar = ctxpy_var_core(var);
+        int r;
+        if (value) {
+            ctxpy_record_t *rec = ctxpy_record_new(var, value);
+            if (!rec) {
+                Py_DECREF(s);
+                return NULL;
+            }
+            r = ctx_context_copy(from->ctx, &s->ctx);
+            if (r == 0 && (r = ctx_context_set(s->ctx, cvar, rec)) != 0) {
+                ctx_context_release(s->ctx);
+                s->ctx = NULL;
+            }
+            if (r)
+                ctxpy_record_discard(rec);
+        } else {
+            r = copy_without(from->ctx, cvar, &s->ctx);
+        }
+        if (r) {
+            Py_DECREF(s);
+            ctxpy_drain();
+            return (ctxpy_snapshot_t *)ctxpy_error(r);
+        }
+    }
+    PyObject_GC_Track(s);
+    return s;
+}
+
+ctxpy_snapshot_t *ctxpy_snapshot_with_c(ctxpy_snapshot_t *from, ctx_var_t *var, void *share,
+                                        int remove) {
+    ctx_context_t *base = ctxpy_snapshot_core(from);
+    if (!base)
+        return NULL;
+    ctxpy_snapshot_t *s = pairs_with(from, NULL, NULL); /* the same pairs */
+    if (!s)
+        return NULL;
     int r;
     if (remove) {
-        r = copy_without(snap_ctx(from), var, &next);
+        r = copy_without(base, var, &s->ctx);
     } else {
-        r = ctx_context_copy(snap_ctx(from), &next);
-        if (r == 0 && (r = ctx_context_set(next, var, value)) != 0) {
-            ctx_context_release(next);
-            next = NULL;
+        r = ctx_context_copy(base, &s->ctx);
+        if (r == 0 && (r = ctx_context_set(s->ctx, var, share)) != 0) {
+            ctx_context_release(s->ctx);
+            s->ctx = NULL;
         }
     }
     if (r) {
@@ -446,12 +586,12 @@ ctxpy_snapshot_t *ctxpy_snapshot_derive(ctxpy_snapshot_t *from, ctx_var_t *var, 
         ctxpy_drain();
         return (ctxpy_snapshot_t *)ctxpy_error(r);
     }
-    snapshot_attach(s, next);
+    PyObject_GC_Track(s);
     return s;
 }
 
 void ctxpy_restored(ctxpy_snapshot_t *snap) {
-    PyThreadState *ts = PyThreadState_Get();
+    PyThreadState *ts = CTXPY_TSTATE();
     cur_gen = atomic_fetch_add_explicit(&ctxpy_generation, 1, memory_order_relaxed) + 1;
     cur_tsid = ts->id;
     cur_ver = ts->context_ver;
@@ -462,7 +602,7 @@ PyObject *ctxpy_publish(ctxpy_snapshot_t *snap) {
     PyObject *token = PyContextVar_Set(ctxpy_hidden, (PyObject *)snap);
     if (!token)
         return NULL;
-    PyThreadState *ts = PyThreadState_Get();
+    PyThreadState *ts = CTXPY_TSTATE();
     cur_gen = atomic_fetch_add_explicit(&ctxpy_generation, 1, memory_order_relaxed) + 1;
     cur_tsid = ts->id;
     cur_ver = ts->context_ver;
@@ -485,12 +625,16 @@ static ctx_context_t *provider_current(ctx_provider_use_t use, void *user) {
     (void)user;
     if (!holds_gil())
         return NULL;
-    ctxpy_snapshot_t *s = ctxpy_current(PyThreadState_Get());
+    ctxpy_snapshot_t *s = ctxpy_current(CTXPY_TSTATE());
     if (!s)
         return NULL;
-    if (use == CTX_PROVIDER_COPY)
-        return ctxpy_snapshot_escape(s);
-    return snap_ctx(s);
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    ctx_context_t *ctx = use == CTX_PROVIDER_COPY ? ctxpy_snapshot_escape(s)
+                                                  : ctxpy_snapshot_core(s);
+    PyErr_Clear(); /* out of memory: C sees its own context this time */
+    PyErr_Restore(type, value, traceback);
+    return ctx;
 }
 
 static int provider_publish(ctx_context_t *ctx, void *user) {
@@ -498,15 +642,14 @@ static int provider_publish(ctx_context_t *ctx, void *user) {
     PyObject *type, *value, *traceback;
     PyErr_Fetch(&type, &value, &traceback);
     int r = CTX_ENOMEM;
-    ctxpy_snapshot_t *s = snapshot_alloc();
+    ctxpy_snapshot_t *s = ctxpy_snapshot_new(ctx);
     if (s) {
-        snapshot_attach(s, ctx);
         PyObject *token = ctxpy_publish(s);
         if (token) {
             Py_DECREF(token);
             r = 0;
         } else {
-            snapshot_detach(s); /* ctx stays the core's */
+            s->ctx = NULL; /* ctx stays the core's */
         }
         Py_DECREF(s);
     }
@@ -530,7 +673,7 @@ static void scope_finish(ctxpy_deferred_t *node) {
 
 static void *provider_scope_retain(void *user) {
     (void)user;
-    PyThreadState *ts = PyThreadState_Get();
+    PyThreadState *ts = CTXPY_TSTATE();
     if (!ts->context) { /* made on first use: make it now */
         PyObject *copy = PyContext_CopyCurrent();
         if (!copy) {
@@ -550,7 +693,7 @@ static void *provider_scope_retain(void *user) {
 
 static int provider_scope_is_current(void *scope, void *user) {
     (void)user;
-    return ((scope_t *)scope)->context == PyThreadState_Get()->context;
+    return ((scope_t *)scope)->context == CTXPY_TSTATE()->context;
 }
 
 static void provider_scope_release(void *scope, void *user) {
@@ -586,18 +729,11 @@ int ctxpy_snapshot_ready(PyObject *module) {
     ctxpy_hidden = PyContextVar_New("ctxvar", NULL);
     if (!ctxpy_hidden)
         return -1;
-    ctx_context_t *empty;
-    int r = ctx_context_new(&empty);
-    if (r) {
-        ctxpy_error(r);
+    ctxpy_empty = snapshot_alloc(0);
+    if (!ctxpy_empty)
         return -1;
-    }
-    ctxpy_empty = ctxpy_snapshot_new(empty);
-    if (!ctxpy_empty) {
-        ctx_context_release(empty);
-        return -1;
-    }
-    r = ctx_set_context_provider(&provider);
+    PyObject_GC_Track(ctxpy_empty);
+    int r = ctx_set_context_provider(&provider);
     if (r) {
         PyErr_Format(PyExc_ImportError,
                      "_ctxvar: cannot install the context provider: %s (another "

@@ -571,7 +571,7 @@ static int record_visit(ctx_var_t *var, void *value, int exclusive, void *arg) {
 
 static seen_t visit_all(ctx_context_t *ctx) {
     seen_t seen = {0};
-    ASSERT_RC(ctx_context_visit(ctx, record_visit, &seen), 0);
+    ASSERT_RC(ctx_context_visit(ctx, CTX_VISIT_EXCLUSIVE, record_visit, &seen), 0);
     return seen;
 }
 
@@ -615,12 +615,19 @@ static void test_visit_reports_exclusive_values(void **state) {
     assert_true(!seen.exclusive[0] && !seen.exclusive[1]);
     ctx_capture_clear(&cap);
 
+    /* Without the flag nothing is said to be exclusive. */
+    seen.n = 0;
+    ASSERT_RC(ctx_context_visit(ctx, 0, record_visit, &seen), 0);
+    assert_int_equal(seen.n, 2);
+    assert_true(!seen.exclusive[0] && !seen.exclusive[1]);
+
     /* visit stops at a non-zero result and returns it. */
     seen.n = 7;
-    ASSERT_RC(ctx_context_visit(ctx, record_visit, &seen), 1);
+    ASSERT_RC(ctx_context_visit(ctx, 0, record_visit, &seen), 1);
     assert_int_equal(seen.n, 8);
-    ASSERT_RC(ctx_context_visit(NULL, record_visit, &seen), CTX_EINVAL);
-    ASSERT_RC(ctx_context_visit(ctx, NULL, &seen), CTX_EINVAL);
+    ASSERT_RC(ctx_context_visit(NULL, 0, record_visit, &seen), CTX_EINVAL);
+    ASSERT_RC(ctx_context_visit(ctx, 0, NULL, &seen), CTX_EINVAL);
+    ASSERT_RC(ctx_context_visit(ctx, 2, record_visit, &seen), CTX_EINVAL);
     ctx_context_release(ctx);
     ctx_var_release(a);
     ctx_var_release(b);

@@ -16,6 +16,8 @@
  * Functions (all take or return capsules named "ctxvar.ctx_var_t"):
  *   string_var(name, default=None)   a new C variable
  *   get(cap) / get_object(cap)       ctx_var_get: str (or None) / the object
+ *   get_without_gil(cap)             ctx_var_get with the GIL released: the
+ *                                    thread's own context, not Python's
  *   set(cap, text)                   ctx_var_set without a token
  *   set_and_call(cap, text, fn)      set with a token, fn(), reset: fn's result
  *   run_in_new_context(cap, text, fn) a new context with cap=text, ctx_context_run
@@ -145,6 +147,28 @@ static PyObject *get(PyObject *self, PyObject *capsule) {
     if (rc < 0)
         return error(rc);
     return PyUnicode_FromString(value ? value : "");
+}
+
+static PyObject *get_without_gil(PyObject *self, PyObject *capsule) {
+    (void)self;
+    ctx_var_t *var = var_of(capsule);
+    if (!var)
+        return NULL;
+    void *value = NULL;
+    char *copy = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = ctx_var_get(var, &value);
+    if (rc >= 0 && value)
+        copy = text_new(value, strlen(value));
+    Py_END_ALLOW_THREADS
+    if (rc == CTX_ENOTFOUND)
+        Py_RETURN_NONE;
+    if (rc < 0)
+        return error(rc);
+    PyObject *s = copy ? PyUnicode_FromString(copy) : PyErr_NoMemory();
+    text_release(copy, NULL);
+    return s;
 }
 
 static PyObject *get_object(PyObject *self, PyObject *capsule) {
@@ -504,6 +528,7 @@ static PyMethodDef methods[] = {
     {"string_var", string_var, METH_VARARGS, NULL},
     {"get", get, METH_O, NULL},
     {"get_object", get_object, METH_O, NULL},
+    {"get_without_gil", get_without_gil, METH_O, NULL},
     {"set", set, METH_VARARGS, NULL},
     {"set_and_call", set_and_call, METH_VARARGS, NULL},
     {"run_in_new_context", run_in_new_context, METH_VARARGS, NULL},

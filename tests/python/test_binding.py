@@ -413,6 +413,9 @@ class ErrorTest(BindingTestCase):
         def attempt():
             tok = var.set("new")
             var.reset(tok)
+            _ctxvar._c_copy_len()  # C's view: a core context and a mirror
+            tok = var.set("core")  # now a core context is kept up to date too
+            var.reset(tok)
             c = copy_context().copy()
             c.run(var.set, "in copy")
             h = hamt().set(1, 1).set(2, 2).delete(1)
@@ -457,6 +460,8 @@ class ErrorTest(BindingTestCase):
 
             def inner():
                 tokens = [v.set(i) for i, v in enumerate(variables)]
+                if _ctxvar._c_copy_len() != len(variables):  # C's view, then core sets
+                    raise AssertionError("C's copy")
                 snap = copy_context()
                 for v, t in zip(reversed(variables), reversed(tokens)):
                     v.reset(t)

@@ -230,6 +230,16 @@ class CExtensionTest(unittest.TestCase):
 
         self.assertEqual(fresh(asyncio.run, main()), [f"task-{i}" for i in range(3)])
 
+    def test_without_the_gil_c_sees_its_threads_own_context(self):
+        # Documented: Python's context is reachable only with the GIL held.
+        var, cap = self.var, self.cap
+
+        def body():
+            var.set("python's")
+            return c.get(cap), c.get_without_gil(cap)
+
+        self.assertEqual(fresh(body), ("python's", None))
+
     def test_copies_and_format(self):
         var, cap = self.var, self.cap
 
