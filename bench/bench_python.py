@@ -9,9 +9,10 @@ standard library's contextvars, measured in the same run.
 (scripts/bench.sh runs it after ctxvar_bench, with the Release build's
 module on the path.)
 
-Each operation is timed as a tight loop of N iterations, alternately with
-contextvars and with ctxvar (the order flips every round), for ROUNDS rounds
-(at least 11).  A figure is the median over the rounds of nanoseconds per
+Each operation is timed as a short tight loop (a millisecond or two, so that
+a sample the scheduler interrupted is an outlier the median ignores),
+alternately with contextvars and with ctxvar (the order flips every round),
+for ROUNDS rounds (at least 11; 61 by default, 21 with --quick).  A figure is the median over the rounds of nanoseconds per
 iteration, loop overhead included (it is the same for both); a ratio is
 median(ctxvar) / median(contextvars), so 1.0 means "as fast as the standard
 library" and less is faster.
@@ -26,8 +27,8 @@ Keys (nanoseconds unless the key ends in _ratio):
   py_run_ns, py_run_stdlib_ns, py_run_ratio
         ctx.run(noop) of a context that has been run before
   py_asyncio_switch_ns, py_asyncio_switch_stdlib_ns, py_asyncio_switch_ratio
-        per task step: 100 tasks each doing var.set(var.get() + 1) then
-        await asyncio.sleep(0), 20 times, under asyncio.run
+        per task step: 50 tasks each doing var.set(var.get() + 1) then
+        await asyncio.sleep(0), 10 times, on one event loop
 """
 
 import argparse
@@ -124,8 +125,9 @@ def make_run(cv, n):
 
 
 def make_asyncio_switch(cv, n):
-    tasks, steps = 100, 20
+    tasks, steps = 50, 10
     v = cv.ContextVar("v", default=0)
+    loop = asyncio.new_event_loop()
 
     async def task():
         for _ in range(steps):
@@ -137,7 +139,7 @@ def make_asyncio_switch(cv, n):
 
     def once():
         t0 = time.perf_counter_ns()
-        contextvars.Context().run(asyncio.run, main())
+        contextvars.Context().run(loop.run_until_complete, main())
         return time.perf_counter_ns() - t0
 
     # n is ignored: one run is tasks * steps task steps.
@@ -145,11 +147,11 @@ def make_asyncio_switch(cv, n):
 
 
 FIGURES = (
-    ("get", make_get, 200_000, "var.get()"),
-    ("copy_context", make_copy_context, 200_000, "copy_context()"),
-    ("set_reset", make_set_reset, 100_000, "var.reset(var.set(x)), 4 other variables set"),
-    ("run", make_run, 200_000, "ctx.run(noop)"),
-    ("asyncio_switch", make_asyncio_switch, None, "one task step: get, set, sleep(0); 100 tasks"),
+    ("get", make_get, 40_000, "var.get()"),
+    ("copy_context", make_copy_context, 20_000, "copy_context()"),
+    ("set_reset", make_set_reset, 5_000, "var.reset(var.set(x)), 4 other variables set"),
+    ("run", make_run, 20_000, "ctx.run(noop)"),
+    ("asyncio_switch", make_asyncio_switch, None, "one task step: get, set, sleep(0); 50 tasks"),
 )
 
 
@@ -185,8 +187,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer rounds and iterations")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (at least 11)")
     args = parser.parse_args()
-    rounds = max(11, args.rounds or (11 if args.quick else 21))
-    scale = 0.1 if args.quick else 1.0
+    rounds = max(11, args.rounds or (21 if args.quick else 61))
+    scale = 0.5 if args.quick else 1.0
 
     results = measure(rounds, scale)
     figures = []

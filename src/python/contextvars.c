@@ -117,6 +117,9 @@ typedef struct {
 #define Context_Check(o) Py_IS_TYPE((o), &ctxpy_Context_Type)
 
 static PyObject *token_missing; /* the Token.MISSING singleton */
+/* contextvars.Context.run's C function, from PyContext_Type's method table. */
+typedef PyObject *(*context_run_fn)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *);
+static context_run_fn std_context_run;
 
 /* ---------------------------------------------------------------------- */
 /* C values seen from Python                                               */
@@ -1177,29 +1180,35 @@ static PyObject *context_run(context_object *self, PyObject *const *args, Py_ssi
     int first = self->pycontext == NULL;
     if (first && !(self->pycontext = PyContext_CopyCurrent()))
         return NULL;
-    if (PyContext_Enter(self->pycontext) < 0)
-        return NULL;
-    if (first && ctxpy_current(ts) != self->snap) {
-        PyObject *hidden = ctxpy_publish(self->snap);
-        if (!hidden) {
+    if (first) {
+        if (PyContext_Enter(self->pycontext) < 0)
+            return NULL;
+        PyObject *hidden = NULL;
+        if (ctxpy_current(ts) != self->snap && !(hidden = ctxpy_publish(self->snap))) {
             PyContext_Exit(self->pycontext);
             Py_CLEAR(self->pycontext);
             return NULL;
         }
-        Py_DECREF(hidden);
+        Py_XDECREF(hidden);
+        if (PyContext_Exit(self->pycontext) < 0)
+            return NULL;
     }
+    /* The standard library's Context.run on it (enter, call, exit, all in
+     * one call into libpython). */
     self->entered = 1;
     uint64_t gen = ctxpy_gen();
-    PyObject *result = PyObject_Vectorcall(args[0], args + 1, (size_t)nargs - 1, kwnames);
-    if (ctxpy_gen() != gen && ts->context == self->pycontext) {
-        ctxpy_snapshot_t *now = ctxpy_current(ts); /* what the call set */
-        if (now && now != self->snap)
-            Py_SETREF(self->snap, (ctxpy_snapshot_t *)Py_NewRef((PyObject *)now));
-    }
+    PyObject *result = std_context_run(self->pycontext, args, nargs, kwnames);
     self->entered = 0;
-    if (PyContext_Exit(self->pycontext) < 0) {
-        Py_XDECREF(result);
-        return NULL;
+    if (ctxpy_gen() != gen) { /* the call set something: the snapshot now */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyObject *now = PyObject_GetItem(self->pycontext, ctxpy_hidden);
+        if (!now) {
+            PyErr_Clear();
+            now = Py_NewRef((PyObject *)ctxpy_empty);
+        }
+        Py_SETREF(self->snap, (ctxpy_snapshot_t *)now);
+        PyErr_Restore(type, value, traceback);
     }
     ctxpy_drain();
     return result;
@@ -1446,6 +1455,13 @@ int ctxpy_contextvars_ready(PyObject *module) {
     }
     if (!c_wrappers && !(c_wrappers = PyDict_New()))
         return -1;
+    for (PyMethodDef *m = PyContext_Type.tp_methods; m && m->ml_name && !std_context_run; m++)
+        if (!strcmp(m->ml_name, "run") && m->ml_flags == (METH_FASTCALL | METH_KEYWORDS))
+            std_context_run = (context_run_fn)(void (*)(void))m->ml_meth;
+    if (!std_context_run) {
+        PyErr_SetString(PyExc_ImportError, "_ctxvar: contextvars.Context has no run method");
+        return -1;
+    }
     const char *names[] = {"ContextVar", "Token", "Context"};
     for (size_t i = 0; i < 3; i++)
         if (PyModule_AddObjectRef(module, names[i], (PyObject *)types[i]) < 0)

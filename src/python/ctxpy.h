@@ -161,13 +161,16 @@ extern PyTypeObject ctxpy_Snapshot_Type;
 extern PyObject *ctxpy_hidden;
 /* The snapshot of a context where ctxvar never set anything. */
 extern ctxpy_snapshot_t *ctxpy_empty;
-/* Bumped by every publish and by every context switch ctxvar makes on a
- * Python thread: a cache keyed on (thread id, context version, generation)
- * is valid while all three are unchanged. */
-extern atomic_uint_fast64_t ctxpy_generation;
+/* The generation: a cache keyed on (thread id, context version,
+ * generation) is valid while all three are unchanged.  It is the sum of two
+ * counters that only grow: one bumped by every publish (GIL held: a plain
+ * increment), one by every context switch ctxvar makes on a Python thread
+ * (any thread, GIL or not: atomic). */
+extern uint64_t ctxpy_publishes;
+extern atomic_uint_fast64_t ctxpy_switches;
 
 static inline uint64_t ctxpy_gen(void) {
-    return atomic_load_explicit(&ctxpy_generation, memory_order_relaxed);
+    return ctxpy_publishes + atomic_load_explicit(&ctxpy_switches, memory_order_relaxed);
 }
 
 /* The value of the Python-made variable `var` in `snap` (borrowed), or NULL. */
@@ -181,8 +184,15 @@ ctx_context_t *ctxpy_snapshot_core(ctxpy_snapshot_t *snap);
  * reference), or NULL with an exception (ctx then stays the caller's). */
 ctxpy_snapshot_t *ctxpy_snapshot_new(ctx_context_t *ctx);
 /* 1 if a context entered through ctxvar is current on this thread (then the
- * core's API is the way in), else 0; cached like ctxpy_current. */
-int ctxpy_core_entered(PyThreadState *ts);
+ * core's API is the way in), else 0; cached on (thread id, generation),
+ * since every such switch on a Python thread bumps the generation. */
+extern uint64_t ctxpy_free_tsid, ctxpy_free_gen;
+int ctxpy_core_entered_slow(PyThreadState *ts);
+static inline int ctxpy_core_entered(PyThreadState *ts) {
+    if (ts->id == ctxpy_free_tsid && ctxpy_gen() == ctxpy_free_gen)
+        return 0;
+    return ctxpy_core_entered_slow(ts);
+}
 /* The current snapshot (borrowed: the current contextvars.Context holds it),
  * or NULL if a context entered through ctxvar is current.  Never fails. */
 ctxpy_snapshot_t *ctxpy_current(PyThreadState *ts);

@@ -37,13 +37,13 @@
  * context when the calling thread holds the GIL, `publish` turns a context
  * the core built for a C-side set into a snapshot and stores it, the scope
  * functions bind C tokens to the Python Context they were made in, and
- * `switched` bumps ctxpy_generation when C enters or leaves a context on a
+ * `switched` bumps the generation when C enters or leaves a context on a
  * Python thread (then the core's context comes first: host.h).  A thread
  * without the GIL gets NULL and uses its own core context.
  *
  * Finding the current snapshot fast
  * ---------------------------------
- * (thread id, the thread's context version, ctxpy_generation) identifies it:
+ * (thread id, the thread's context version, ctxpy_gen()) identifies it:
  * CPython bumps the version on every Context enter and exit, ctxvar bumps the
  * generation on every publish and every switch it makes on a Python thread.
  * One cache slot here, and one per ContextVar (contextvars.c), hold the
@@ -94,7 +94,8 @@
 
 PyObject *ctxpy_hidden;
 ctxpy_snapshot_t *ctxpy_empty;
-atomic_uint_fast64_t ctxpy_generation = 1;
+uint64_t ctxpy_publishes = 1;
+atomic_uint_fast64_t ctxpy_switches;
 
 /* ---------------------------------------------------------------------- */
 /* Records                                                                 */
@@ -440,16 +441,14 @@ ctx_context_t *ctxpy_snapshot_escape(ctxpy_snapshot_t *s) {
 /* The current snapshot                                                    */
 /* ---------------------------------------------------------------------- */
 
-static uint64_t free_tsid, free_gen; /* known: nothing entered through ctxvar */
+uint64_t ctxpy_free_tsid, ctxpy_free_gen;
 
-int ctxpy_core_entered(PyThreadState *ts) {
+int ctxpy_core_entered_slow(PyThreadState *ts) {
     uint64_t gen = ctxpy_gen();
-    if (ts->id == free_tsid && gen == free_gen)
-        return 0;
     if (ctx_thread_has_entered())
         return 1;
-    free_tsid = ts->id;
-    free_gen = gen;
+    ctxpy_free_tsid = ts->id;
+    ctxpy_free_gen = gen;
     return 0;
 }
 
@@ -592,7 +591,8 @@ ctxpy_snapshot_t *ctxpy_snapshot_with_c(ctxpy_snapshot_t *from, ctx_var_t *var, 
 
 void ctxpy_restored(ctxpy_snapshot_t *snap) {
     PyThreadState *ts = CTXPY_TSTATE();
-    cur_gen = atomic_fetch_add_explicit(&ctxpy_generation, 1, memory_order_relaxed) + 1;
+    ctxpy_publishes++;
+    cur_gen = ctxpy_gen();
     cur_tsid = ts->id;
     cur_ver = ts->context_ver;
     cur_snap = snap;
@@ -603,7 +603,8 @@ PyObject *ctxpy_publish(ctxpy_snapshot_t *snap) {
     if (!token)
         return NULL;
     PyThreadState *ts = CTXPY_TSTATE();
-    cur_gen = atomic_fetch_add_explicit(&ctxpy_generation, 1, memory_order_relaxed) + 1;
+    ctxpy_publishes++;
+    cur_gen = ctxpy_gen();
     cur_tsid = ts->id;
     cur_ver = ts->context_ver;
     cur_snap = snap; /* the current Context holds it now */
@@ -705,7 +706,7 @@ static void provider_switched(void *user) {
     (void)user;
     /* Only Python threads cache; pool workers pay one TSS lookup. */
     if (PyGILState_GetThisThreadState())
-        atomic_fetch_add_explicit(&ctxpy_generation, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ctxpy_switches, 1, memory_order_relaxed);
 }
 
 static const ctx_context_provider_t provider = {
