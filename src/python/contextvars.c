@@ -773,7 +773,8 @@ static int token_tp_clear(token_object *self) {
 static void token_tp_dealloc(token_object *self) {
     PyObject_GC_UnTrack(self);
     token_tp_clear(self);
-    ctx_token_release(self->core);
+    if (self->core)
+        ctx_token_release(self->core);
     Py_CLEAR(self->var);
     ctxpy_freelist_free(&token_freelist, (PyObject *)self);
     ctxpy_drain();

@@ -265,8 +265,10 @@ static int snapshot_clear(ctxpy_snapshot_t *self) {
     self->ctx = self->mirror = NULL;
     self->n = 0;
     /* The records hold no references (a mirror's go through the queue). */
-    ctx_context_release(mirror);
-    ctx_context_release(ctx);
+    if (mirror)
+        ctx_context_release(mirror);
+    if (ctx)
+        ctx_context_release(ctx);
     for (Py_ssize_t i = 0; i < 2 * n; i++)
         Py_DECREF(self->pairs[i]);
     ctxpy_drain();
