@@ -661,7 +661,9 @@ PyDoc_STRVAR(var_capsule_doc,
              "A capsule named \"ctxvar.ctx_var_t\" holding this variable's ctx_var_t *\n"
              "(valid while the capsule lives), for C code that shares the variable.\n"
              "C code may read its values with ctx_var_get: a value set from Python is\n"
-             "a pointer whose first member is the object (PyObject *, borrowed).");
+             "a pointer whose first member is the object (PyObject *, borrowed).  Only\n"
+             "Python sets it (its values are the binding's records); a variable both\n"
+             "sides set is made in C and wrapped with ContextVar.from_capsule.");
 
 static void capsule_destructor(PyObject *capsule) {
     Py_XDECREF((PyObject *)PyCapsule_GetContext(capsule));
