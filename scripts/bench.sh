@@ -5,8 +5,14 @@
 #
 #   bash scripts/bench.sh             tables of figures
 #   bash scripts/bench.sh --json      one JSON object on stdout (both sets of keys)
-#   bash scripts/bench.sh --quick     fewer iterations (smoke run)
+#   bash scripts/bench.sh --quick     fewer iterations per round (smoke run)
+#   bash scripts/bench.sh --rounds N  N interleaved rounds per figure (11..64)
+#   bash scripts/bench.sh --only pool only some sections (core,cancel,pool,loop,bus,wire)
 #   bash scripts/bench.sh --python    the Python figures only
+#
+# The table shows every figure (the median of its rounds, or a ratio of
+# medians), its p10/p90, its spread (flagged when above 30%) and its goal
+# with a check or a cross; bench/bench.h explains the method.
 #
 # Other arguments are passed to ctxvar_bench unchanged; build messages go to
 # stderr so that --json output stays clean.  Installs what it needs with
@@ -48,6 +54,19 @@ with_python=0
     fi
     cmake --build "$dir" -j "$CTX_JOBS" --target "${targets[@]}" >"$dir.build.log" 2>&1 ||
         { tail -n 80 "$dir.build.log"; exit 1; }
+    # OpenTelemetry JS, the baseline of traceparent_extract_vs_otel_js_ratio
+    # (bench/bench_wire.c): installed once with npm into <build root>/otel-js;
+    # without node or npm the figure is left out.
+    otel="$CTX_BUILD_ROOT/otel-js"
+    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 &&
+        [ ! -f "$otel/node_modules/@opentelemetry/core/package.json" ]; then
+        ctx_log "installing @opentelemetry/api and @opentelemetry/core into $otel (npm)"
+        mkdir -p "$otel"
+        npm install --prefix "$otel" --no-audit --no-fund --silent \
+            @opentelemetry/api@1.9.1 @opentelemetry/core@1.30.1 >"$otel.log" 2>&1 ||
+            ctx_log "npm install failed (see $otel.log): the OpenTelemetry JS figures are skipped"
+    fi
+    export CTX_BENCH_OTEL_DIR="$otel"
 } 1>&2
 
 run_python() {

@@ -260,6 +260,7 @@ static int set_in(const ctx_context_provider_t *p, ctx_context_t *from, ctx_var_
     tok->base.old = (ctx__box_t *)old;
     atomic_init(&tok->base.used, 0);
     tok->provider = p;
+    CTX__DEBUG_BORN(&tok->base, CTX__KIND_TOKEN);
     *token = &tok->base;
     return 0;
 }
