@@ -82,6 +82,8 @@ typedef enum ctx_provider_use {
     CTX_PROVIDER_COPY = 1
 } ctx_provider_use_t;
 
+/* What a host hands to ctx_set_context_provider: the functions through
+ * which the core reads and changes the host's current context. */
 typedef struct ctx_context_provider {
     size_t size; /* sizeof(ctx_context_provider_t): see "Growable structs" */
     /* The calling thread's provided context (borrowed: it must stay valid
@@ -103,8 +105,8 @@ typedef struct ctx_context_provider {
      * caller's current scope, else 0; scope_release drops a handle, on any
      * thread (ctx_token_release may run anywhere). */
     void *(*scope_retain)(void *user);
-    int (*scope_is_current)(void *scope, void *user);
-    void (*scope_release)(void *scope, void *user);
+    int (*scope_is_current)(void *scope, void *user); /* see scope_retain */
+    void (*scope_release)(void *scope, void *user);   /* see scope_retain */
     /* Optional: called after ctxvar changed the calling thread's current
      * context (an enter, an exit, a run, a capture run), so that a host
      * caching lookups keyed on its own context can tell that a context

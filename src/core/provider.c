@@ -204,8 +204,17 @@ static int publish_change(const ctx_context_provider_t *p, ctx_context_t *from,
     if (!next)
         return CTX_ENOMEM;
     next->map = ctx__hamt_retain(from->map); /* shared until changed below */
-    int r = item ? ctx__hamt_swap_inplace(&next->map, item, &ctx__box_ops, replaced)
-                 : ctx__hamt_without_inplace(&next->map, var->hash, var, &ctx__box_ops);
+    int r;
+    if (item) {
+        /* put takes over a reference: give it one of its own, so the
+         * caller keeps its own either way. */
+        ctx__hamt_item_retain(item);
+        r = ctx__hamt_put_inplace(&next->map, item, &ctx__box_ops, replaced);
+        if (r)
+            ctx__hamt_item_release(item, &ctx__box_ops); /* the caller's remains */
+    } else {
+        r = ctx__hamt_without_inplace(&next->map, var->hash, var, &ctx__box_ops);
+    }
     if (r == 0)
         r = p->publish(next, p->user);
     if (r) {
