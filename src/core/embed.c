@@ -39,6 +39,7 @@
  *   same storage is refused (CTX_ETOKENCTX) by a later one.
  */
 #include "core/core.h"
+#include "core/provider.h"
 
 static void init(ctx_context_t *ctx, ctx__hamt_t map) {
     atomic_init(&ctx->state, CTX__REF);
@@ -54,6 +55,8 @@ static void init(ctx_context_t *ctx, ctx__hamt_t map) {
 void ctx__context_init_empty(ctx_context_t *storage) { init(storage, CTX__HAMT_EMPTY); }
 
 void ctx__context_init_copy_current(ctx_context_t *storage) {
+    if (ctx__provider_installed() && ctx__provided_init_copy(storage) == 0)
+        return; /* a host's context (provider.c) */
     ctx__tstate_t *ts = ctx__tls;
     /* The current context changes only in this thread: no lock needed. */
     init(storage, ts ? ctx__hamt_retain(ts->current->map) : CTX__HAMT_EMPTY);
@@ -82,6 +85,7 @@ int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void
     ctx->prev = ts->current;
     ts->current = ctx;
     ctx->entry = ++ts->epoch;
+    ctx__provider_switched(); /* provider.c */
 
     void *res = fn(arg);
     if (result)
@@ -109,6 +113,7 @@ int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void
     ctx->prev = NULL;
     ts->epoch++;
     atomic_fetch_sub_explicit(&ctx->state, CTX__ENTERED, memory_order_release);
+    ctx__provider_switched(); /* provider.c */
     return r;
 }
 
