@@ -228,8 +228,12 @@ typedef struct ctx_allocator {
  * through the *new* hooks, so switch only while no ctxvar object is alive, or
  * to hooks that can free the old hooks' blocks (a wrapper around malloc, as the
  * tests' failing allocator is).  Not thread-safe: call it while no other
- * thread uses the library.  Returns 0, or CTX_EINVAL (a hook is NULL, or
- * `size` breaks the growth rule). */
+ * thread uses the library.  With the C library's malloc/free, each thread
+ * keeps a few of the small blocks it frees (value boxes, tokens, contexts)
+ * for its next allocations, and frees them at its exit or in
+ * ctx_thread_release; installed hooks see every allocation and every free.
+ * Returns 0, or CTX_EINVAL (a hook is NULL, or `size` breaks the growth
+ * rule). */
 CTX_EXPORT int ctx_set_allocator(const ctx_allocator_t *allocator);
 
 /* Allocates `size` bytes through the installed allocator: what every ctxvar
