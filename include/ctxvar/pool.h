@@ -162,7 +162,10 @@ typedef struct ctx_pool_stats {
     uint64_t failed;         /* futures ended FAILED */
     uint64_t cancelled;      /* futures ended CANCELLED */
     uint64_t rejected;       /* submits refused: CTX_EFULL or CTX_ESHUTDOWN */
-    uint64_t max_queue_wait_ns; /* longest time a task waited in the queue */
+    uint64_t max_queue_wait_ns; /* longest time a timed task waited in the
+                                   queue: every task with a future is timed,
+                                   and one fire-and-forget task in 16 (the
+                                   clock costs more than an empty task) */
 } ctx_pool_stats_t;
 
 /* The number of online processors (at least 1): the default pool size.
@@ -185,10 +188,11 @@ CTX_EXPORT int ctx_pool_new(const ctx_pool_options_t *options,
  * policy (by default a private copy of the calling thread's current
  * context, captured now).  If `out` is not NULL, *out receives a future
  * (the caller owns one reference: ctx_pool_future_release); with NULL the task
- * runs fire-and-forget.  Costs at most one record, with the task's context
- * inside it (a thread submitting a stream of tasks reuses the records of
- * finished ones: it keeps up to 256 spare records, about 47 KB, freed when it
- * exits or calls ctx_pool_release).
+ * runs fire-and-forget.  A fire-and-forget task costs 32 bytes of the queue
+ * and no allocation of its own; a task with a future costs one record, with
+ * the task's context inside it (a thread submitting a stream of tasks reuses
+ * the records of finished ones: it keeps up to 32 spare records, about 8 KB,
+ * freed when it exits or calls ctx_pool_release).
  * Any thread, including the pool's own tasks (but a task that waits for a
  * task queued behind it on a one-worker pool waits forever).
  * Errors (then fn never runs, `arg` stays the caller's, *out is untouched):

@@ -69,46 +69,72 @@
 static ctx__done_cb_t cb_done_sentinel;
 #define CTX__CB_DONE (&cb_done_sentinel)
 
+/* Records start on a cache line (pool_internal.h: lines 0 and 1 are all a
+ * fire-and-forget task touches), so the allocation has room to align. */
+#define CTX__LINE 64
+
 static size_t record_size(size_t depth) {
-    return sizeof(struct ctx_pool_future) + depth * sizeof(void *);
+    return sizeof(struct ctx_pool_future) + depth * sizeof(void *) + CTX__LINE - 1;
 }
 
 void ctx__future_init(ctx_pool_future_t *f) {
-    memset(f, 0, sizeof *f);
+    f->link = NULL;
+    f->fn = NULL;
+    f->arg = NULL;
+    f->arg_release = NULL;
+    f->result = NULL;
     atomic_init(&f->state, CTX__F_PENDING);
-    atomic_init(&f->waiters, 0);
-    atomic_init(&f->cancel_requested, 0);
     atomic_init(&f->refs, 1);
-    atomic_init(&f->callbacks, NULL);
+    f->error = 0;
+    f->pinned = 0;
+    f->timed = 0;
+    f->has_context = 0;
+    f->result_release = NULL;
+    f->pool = NULL;
+}
+
+void ctx__future_init_pinned(ctx_pool_future_t *f) {
+    atomic_init(&f->cancel_requested, 0);
+    f->submit_ticks = 0;
     atomic_init(&f->start_ticks, 0);
+    atomic_init(&f->waiters, 0);
+    atomic_init(&f->callbacks, NULL);
 }
 
 ctx_pool_future_t *ctx__future_alloc(unsigned stack_depth) {
-    ctx_pool_future_t *f = ctx__malloc(record_size(stack_depth));
-    if (!f)
+    void *block = ctx__malloc(record_size(stack_depth));
+    if (!block)
         return NULL;
+    ctx_pool_future_t *f =
+        (ctx_pool_future_t *)(((uintptr_t)block + CTX__LINE - 1) & ~(uintptr_t)(CTX__LINE - 1));
     ctx__future_init(f);
+    ctx__future_init_pinned(f);
+    f->block = block;
     f->stack_depth = stack_depth;
+    f->has_stack = stack_depth != 0;
     return f;
 }
 
+static void record_free(ctx_pool_future_t *f) {
+    ctx__free(f->block, record_size(f->stack_depth));
+}
+
 void ctx__future_drop_context(ctx_pool_future_t *f) {
-    if (f->context) {
-        ctx__context_clear(f->context);
-        f->context = NULL;
+    if (f->has_context) {
+        ctx__context_clear(&f->context_storage);
+        f->has_context = 0;
     }
 }
 
 void ctx__future_discard(ctx_pool_future_t *f) {
     ctx__future_drop_context(f);
-    ctx__free(f, record_size(f->stack_depth));
+    record_free(f);
 }
 
 /* Releases what a dead record owns (its result, its pool reference) and
  * returns the pool it referenced, if any. */
 static ctx_pool_t *future_clear(ctx_pool_future_t *f) {
-    if (atomic_load_explicit(&f->state, memory_order_acquire) ==
-            CTX__F_COMPLETED &&
+    if (atomic_load_explicit(&f->state, memory_order_acquire) == CTX__F_COMPLETED &&
         f->result_release && f->result)
         f->result_release(f->result);
     return f->pinned ? f->pool : NULL;
@@ -116,15 +142,17 @@ static ctx_pool_t *future_clear(ctx_pool_future_t *f) {
 
 static void future_free(ctx_pool_future_t *f) {
     ctx_pool_t *pool = future_clear(f);
-    ctx__free(f, record_size(f->stack_depth));
+    record_free(f);
     if (pool)
         ctx__pool_release(pool);
 }
 
 ctx_pool_future_t *ctx__future_release_keep(ctx_pool_future_t *f) {
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+    /* A fire-and-forget record has one reference, the queue's, and no other
+     * thread can reach it: no atomic read-modify-write needed. */
+    if (f->pinned && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return NULL;
-    if (f->stack_depth != 0) {
+    if (f->has_stack) {
         future_free(f);
         return NULL;
     }
@@ -134,9 +162,7 @@ ctx_pool_future_t *ctx__future_release_keep(ctx_pool_future_t *f) {
     return f;
 }
 
-void ctx__future_free_memory(ctx_pool_future_t *f) {
-    ctx__free(f, record_size(0));
-}
+void ctx__future_free_memory(ctx_pool_future_t *f) { record_free(f); }
 
 ctx_pool_future_t *ctx_pool_future_retain(ctx_pool_future_t *future) {
     if (future)
