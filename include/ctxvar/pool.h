@@ -27,6 +27,14 @@
  * default), nothing (opt-out), a copy of a given context, or only an
  * allowlist of variables from the submitter's context.
  *
+ * A copy shares the submitter's values; they are released when no context
+ * refers to them any more.  A task with a future drops its context when it
+ * returns.  A fire-and-forget task's worker drops the reference it held on
+ * the submitter's values together with others of the same context, at the
+ * latest when it next waits for work or after 64 more tasks of that
+ * context, so such values may outlive the task by that much (it saves two
+ * cache-line transfers per task).  ctx_pool_release always drops them.
+ *
  * Ownership (libuv's rule)
  * ------------------------
  * A call that fails never runs the callback it was given, and everything it

@@ -225,7 +225,14 @@ static void run_light(ctx__worker_t *self, const ctx__slot_t *slot) {
     ctx__policy_context_of_map(&ctx, slot->map);
     light_call_t call = {slot->fn, slot->arg, 0};
     int rc = ctx__context_run_embedded(&ctx, light_trampoline, &call, NULL);
-    ctx__context_clear(&ctx);
+    /* The context holds one map reference: the task's own if its sets
+     * replaced the map (the core dropped the submitter's then), dropped
+     * now; else the one the submitter took, dropped with others of the same
+     * map (propagation.c). */
+    if (ctx.map.root == slot->map.root)
+        ctx__policy_drop_map_later(self->w.debts, ctx.map);
+    else
+        ctx__context_clear(&ctx);
     int error = rc < 0 ? rc : call.error;
     bump(error == 0                 ? &self->w.completed
          : error == CTX_ECANCELLED ? &self->w.cancelled
@@ -265,6 +272,7 @@ static void *worker_main(void *p) {
         }
         atomic_store_explicit(&self->w.busy, 0, memory_order_release);
     }
+    ctx__policy_settle(self->w.debts);
     ctx__recycle_worker_exit(self);
 
     pthread_mutex_lock(&pool->lock);

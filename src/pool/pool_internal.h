@@ -189,6 +189,14 @@ typedef struct ctx__segment {
     ctx__slot_t slots[CTX__SEGMENT_SLOTS];
 } ctx__segment_t;
 
+/* References to maps a worker still has to drop, by map (propagation.c). */
+typedef struct ctx__map_debt {
+    ctx__hamt_t map;
+    unsigned count;
+} ctx__map_debt_t;
+
+#define CTX__POOL_MAP_DEBTS 4
+
 /* Records a worker has collected for recycling, handed to the pool by the
  * batch (recycle.c). */
 #define CTX__POOL_SPARE_BATCH 32
@@ -216,12 +224,14 @@ typedef union ctx__worker {
         /* Dead records on their way to the pool's spare batches. */
         ctx_pool_future_t *dead;
         unsigned dead_count;
+        /* Map references of finished light tasks not dropped yet. */
+        ctx__map_debt_t debts[CTX__POOL_MAP_DEBTS];
         /* Parking (queue.c): posted once per wake-up. */
         sem_t wake;
         union ctx__worker *idle_next; /* under idle_lock */
         bool idle;                    /* under idle_lock: on the idle stack */
     } w;
-    char pad[256];
+    char pad[384];
 } ctx__worker_t;
 
 /* Spare-record batches a pool keeps at most (recycle.c). */
@@ -265,6 +275,7 @@ struct ctx_pool {
     ctx__segment_t *head_segment;
     unsigned head_slot;
     uint64_t consumed; /* slots taken out of the queue */
+    bool backlog;      /* more slots were published behind the last taken */
     /* Tasks that left PENDING in the queue (taken, or cancelled while
      * queued): queued = published - removed.  Written under the lock, read
      * without it by workers deciding whether to park. */
@@ -373,6 +384,11 @@ void ctx__policy_context_of_map(ctx_context_t *storage, ctx__hamt_t map);
 /* Drops a light task's map reference (may run values' release: never
  * under a lock). */
 void ctx__policy_drop_map(ctx__hamt_t map);
+/* Drops a finished light task's map reference later, with others of the
+ * same map (see propagation.c); ctx__policy_settle drops them all now.
+ * Never under a lock. */
+void ctx__policy_drop_map_later(ctx__map_debt_t *debts, ctx__hamt_t map);
+void ctx__policy_settle(ctx__map_debt_t *debts);
 
 /* ---- executor.c ---- */
 

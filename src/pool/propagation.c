@@ -171,6 +171,17 @@ int ctx__policy_make_context(const ctx__policy_t *policy, ctx_pool_future_t *f) 
  * map moves between contexts without being retained or released again. */
 
 int ctx__policy_capture_map(const ctx__policy_t *policy, ctx__hamt_t *out) {
+    if (policy->kind == CTX_POOL_PROPAGATE_COPY) {
+        /* What ctx__context_init_copy_current takes, without the rest of a
+         * context: the current context changes only in this thread. */
+        ctx__tstate_t *ts = ctx__tls;
+        *out = ts ? ctx__hamt_retain(ts->current->map) : CTX__HAMT_EMPTY;
+        return 0;
+    }
+    if (policy->kind == CTX_POOL_PROPAGATE_NONE) {
+        *out = CTX__HAMT_EMPTY;
+        return 0;
+    }
     ctx_pool_future_t carrier; /* only its context storage is used */
     carrier.has_context = 0;
     int rc = ctx__policy_make_context(policy, &carrier);
@@ -189,4 +200,56 @@ void ctx__policy_drop_map(ctx__hamt_t map) {
     ctx_context_t storage;
     ctx__policy_context_of_map(&storage, map);
     ctx__context_clear(&storage);
+}
+
+/* ---- dropping map references by the batch ----
+ * The reference a light task holds on its map root was taken by the
+ * submitter; dropping it on the worker is a write to the root's cache line
+ * from another processor, and the submitter's next reference pulls the
+ * line back: two transfers per task, the whole cost of propagation for an
+ * empty task.  So a worker keeps what it owes per map (up to
+ * CTX__POOL_MAP_DEBTS maps, up to CTX__POOL_MAP_DEBT_MAX references each)
+ * and drops them together: when the entry is full, when a fifth map needs
+ * an entry, and before it waits for work or exits.  The line then moves
+ * once per batch, and the references dropped together are local
+ * decrements.  A value captured by fire-and-forget tasks is therefore
+ * released at the latest when the worker that ran the last of them goes
+ * idle or has run CTX__POOL_MAP_DEBT_MAX more tasks of that context — not
+ * necessarily the instant the task returns.  Tasks with a future drop their
+ * context at once (their submitter can watch). */
+
+#define CTX__POOL_MAP_DEBT_MAX 64
+
+static void settle_one(ctx__map_debt_t *d) {
+    for (; d->count > 0; d->count--)
+        ctx__policy_drop_map(d->map);
+    d->map = CTX__HAMT_EMPTY;
+}
+
+void ctx__policy_drop_map_later(ctx__map_debt_t *debts, ctx__hamt_t map) {
+    if (!map.root)
+        return; /* the empty map holds nothing */
+    ctx__map_debt_t *free_entry = NULL;
+    for (int i = 0; i < CTX__POOL_MAP_DEBTS; i++) {
+        ctx__map_debt_t *d = &debts[i];
+        if (d->count && d->map.root == map.root) {
+            if (++d->count >= CTX__POOL_MAP_DEBT_MAX)
+                settle_one(d);
+            return;
+        }
+        if (!d->count && !free_entry)
+            free_entry = d;
+    }
+    if (!free_entry) { /* a fifth map: settle the first entry for it */
+        free_entry = &debts[0];
+        settle_one(free_entry);
+    }
+    free_entry->map = map;
+    free_entry->count = 1;
+}
+
+void ctx__policy_settle(ctx__map_debt_t *debts) {
+    for (int i = 0; i < CTX__POOL_MAP_DEBTS; i++)
+        if (debts[i].count)
+            settle_one(&debts[i]);
 }

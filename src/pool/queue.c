@@ -135,8 +135,15 @@ static uint64_t queued_now(ctx_pool_t *pool) {
     return in > out ? in - out : 0;
 }
 
+/* One more task left PENDING (`lock` held).  A bounded pool's room
+ * waiters pair this store with their load (sequentially consistent: see
+ * wait_for_room_locked); otherwise nobody waits on it going up. */
 static void count_removed_locked(ctx_pool_t *pool) {
-    atomic_store(&pool->removed, atomic_load_explicit(&pool->removed, memory_order_relaxed) + 1);
+    uint64_t n = atomic_load_explicit(&pool->removed, memory_order_relaxed) + 1;
+    if (pool->queue_capacity)
+        atomic_store(&pool->removed, n);
+    else
+        atomic_store_explicit(&pool->removed, n, memory_order_release);
 }
 
 static ctx__segment_t *segment_new(void) {
@@ -306,6 +313,7 @@ static bool unpark(ctx_pool_t *pool, ctx__worker_t *self) {
 /* Polls for work (if fewer than max_spinners workers do), then parks until
  * woken.  Returns when there may be work; the caller looks. */
 static void wait_for_work(ctx_pool_t *pool, ctx__worker_t *self) {
+    ctx__policy_settle(self->w.debts); /* propagation.c: before going idle */
     unsigned n = atomic_load_explicit(&pool->spinners, memory_order_relaxed);
     if (n < pool->max_spinners && atomic_compare_exchange_strong(&pool->spinners, &n, n + 1)) {
         bool found = false;
@@ -395,10 +403,13 @@ int ctx__queue_push(ctx_pool_t *pool, const ctx__slot_t *slot) {
 /* ---------------------------------------------------------------------- */
 
 /* Takes the oldest slot (`lock` held): 1 and *out, or 0 if none is
- * published.  A segment left behind goes onto *retired. */
+ * published.  A segment left behind goes onto *retired.  pool->backlog:
+ * whether more slots were published behind this one. */
 static bool take_slot_locked(ctx_pool_t *pool, ctx__slot_t *out, ctx__segment_t **retired) {
-    if (pool->consumed == atomic_load_explicit(&pool->published, memory_order_acquire))
+    uint64_t published = atomic_load_explicit(&pool->published, memory_order_acquire);
+    if (pool->consumed == published)
         return false;
+    pool->backlog = published - pool->consumed > 1;
     if (pool->head_slot == CTX__SEGMENT_SLOTS) {
         ctx__segment_t *old = pool->head_segment;
         pool->head_segment = old->next;
@@ -474,13 +485,14 @@ bool ctx__queue_next(ctx_pool_t *pool, ctx__worker_t *self, ctx__slot_t *out) {
         ctx__segment_t *retired = NULL;
         pthread_mutex_lock(&pool->lock);
         bool got = take_task_locked(pool, self, out, &skipped, &retired);
+        bool backlog = got && pool->backlog;
         pthread_mutex_unlock(&pool->lock);
         release_skipped(pool, self, skipped);
         retire_all(pool, retired);
         if (got) {
             room_freed(pool);
             /* A backlog behind this task gets a parked worker. */
-            if (queued_now(pool) > 0)
+            if (backlog)
                 maybe_wake(pool);
             return true;
         }
