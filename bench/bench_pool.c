@@ -291,7 +291,7 @@ static ctx_var_t *request_var;
 
 static void *pool_new_of(kind_t kind) {
     ctx_pool_t *ctx_pool = NULL;
-    ctx_pool_options_t o = {0};
+    ctx_pool_options_t o = CTX_STRUCT_INIT(ctx_pool_options_t);
     o.threads = WORKERS;
     switch (kind) {
     case K_CTX:
@@ -558,7 +558,7 @@ static int nothing(void *arg, void **result) {
 
 static double roundtrip(long n) {
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t o = {0};
+    ctx_pool_options_t o = CTX_STRUCT_INIT(ctx_pool_options_t);
     o.threads = WORKERS;
     if (ctx_pool_new(&o, &pool) != 0)
         abort();
@@ -583,7 +583,7 @@ static void *bound_nothing(void *arg, void *call_arg) {
 /* Rounds of n calls of a bound callable made with `flags`, into `out`. */
 static void bind_calls(const ctx_bench_t *bench, unsigned flags, long n, ctx_bench_samples_t *out) {
     ctx_pool_bound_t *b = NULL;
-    ctx_pool_bound_options_t o = {0};
+    ctx_pool_bound_options_t o = CTX_STRUCT_INIT(ctx_pool_bound_options_t);
     o.flags = flags;
     if (ctx_pool_bound_new(bound_nothing, NULL, &o, &b) != 0)
         abort();

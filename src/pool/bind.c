@@ -29,6 +29,7 @@
  */
 #include "pool_internal.h"
 
+#include "common/common.h"
 #include "core/alloc.h"
 
 #include <stdatomic.h>
@@ -47,16 +48,19 @@ int ctx_pool_bound_new(ctx_pool_bound_fn fn, void *arg, const ctx_pool_bound_opt
                  ctx_pool_bound_t **out) {
     if (!fn || !out)
         return CTX_EINVAL;
-    unsigned flags = options ? options->flags : 0;
+    ctx_pool_bound_options_t o = CTX_STRUCT_INIT(ctx_pool_bound_options_t);
+    if (options &&
+        ctx__struct_in(&o, sizeof o, options, CTX__SIZE_1_0(ctx_pool_bound_options_t, arg_release)))
+        return CTX_EINVAL;
+    unsigned flags = o.flags;
     if (flags & ~CTX_POOL_BOUND_SHARED)
         return CTX_EINVAL;
     ctx_pool_bound_t *b = ctx__malloc(sizeof *b);
     if (!b)
         return CTX_ENOMEM;
     memset(b, 0, sizeof *b);
-    int rc = options && options->context
-                 ? ctx_context_copy(options->context, &b->context)
-                 : ctx_context_copy_current(&b->context);
+    int rc = o.context ? ctx_context_copy(o.context, &b->context)
+                       : ctx_context_copy_current(&b->context);
     if (rc != 0) {
         ctx__free(b, sizeof *b);
         return rc;
@@ -65,7 +69,7 @@ int ctx_pool_bound_new(ctx_pool_bound_fn fn, void *arg, const ctx_pool_bound_opt
     b->flags = flags;
     b->fn = fn;
     b->arg = arg;
-    b->arg_release = options ? options->arg_release : NULL;
+    b->arg_release = o.arg_release;
     *out = b;
     return 0;
 }

@@ -94,6 +94,45 @@ static _Thread_local ctx_pool_future_t *tls_task; /* the task running right now 
 static _Thread_local unsigned tls_submits;        /* picks the stamped tasks */
 
 /* ---------------------------------------------------------------------- */
+/* fork()                                                                  */
+/* ---------------------------------------------------------------------- */
+
+/* After fork() the child has one thread: a pool made before the fork has no
+ * workers there, and its locks may be held by threads that do not exist.
+ * Every pool remembers the fork generation it was made in; the child
+ * handler bumps the generation, so the pool knows it is a parent's (one
+ * relaxed load per call).  Such a pool answers every call that needs its
+ * workers or its locks with CTX_EFORKED, and ctx_pool_release returns
+ * without joining or freeing anything (the memory is the child's copy of
+ * the parent's; it goes when the child exits).  The handler also makes the
+ * futures' wait stripes fresh (future.c), so pools made in the child work. */
+static atomic_uint fork_generation;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static int fork_watch_rc;
+
+static void after_fork_child(void) {
+    atomic_fetch_add_explicit(&fork_generation, 1, memory_order_relaxed);
+    ctx__future_after_fork();
+}
+
+static void fork_install(void) {
+    fork_watch_rc = pthread_atfork(NULL, NULL, after_fork_child) == 0 ? 0 : CTX_ESYSTEM;
+}
+
+int ctx__pool_fork_watch(void) {
+    pthread_once(&fork_once, fork_install);
+    return fork_watch_rc;
+}
+
+unsigned ctx__pool_fork_generation(void) {
+    return atomic_load_explicit(&fork_generation, memory_order_relaxed);
+}
+
+bool ctx__pool_forked(const ctx_pool_t *pool) {
+    return pool->generation != ctx__pool_fork_generation();
+}
+
+/* ---------------------------------------------------------------------- */
 /* Small helpers                                                           */
 /* ---------------------------------------------------------------------- */
 
@@ -131,7 +170,9 @@ static void pool_free(ctx_pool_t *pool) {
 }
 
 void ctx__pool_release(ctx_pool_t *pool) {
-    if (atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_acq_rel) == 1)
+    /* In a fork child the parent's pool is left alone (see fork() above). */
+    if (atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_acq_rel) == 1 &&
+        !ctx__pool_forked(pool))
         pool_free(pool);
 }
 
@@ -341,7 +382,7 @@ static ctx_pool_t *pool_alloc(const ctx_pool_options_t *o) {
     pool->when_full = o->when_full;
     pool->capture_stack = o->capture_stack != 0;
     pool->max_spinners = o->threads <= 8 ? 1 : (unsigned)(o->threads / 8);
-    pool->pid = getpid();
+    pool->generation = ctx__pool_fork_generation();
     atomic_init(&pool->refs, 1);
     atomic_init(&pool->published, 0);
     atomic_init(&pool->room_waiters, 0);
@@ -366,21 +407,23 @@ static ctx_pool_t *pool_alloc(const ctx_pool_options_t *o) {
 }
 
 int ctx_pool_new(const ctx_pool_options_t *options, ctx_pool_t **out) {
-    ctx_pool_options_t o;
+    ctx_pool_options_t o = CTX_STRUCT_INIT(ctx_pool_options_t);
     if (!out)
         return CTX_EINVAL;
-    if (options)
-        o = *options;
-    else
-        memset(&o, 0, sizeof o);
+    if (options &&
+        ctx__struct_in(&o, sizeof o, options, CTX__SIZE_1_0(ctx_pool_options_t, capture_stack)))
+        return CTX_EINVAL;
     if (o.threads == 0)
         o.threads = ctx_pool_default_threads();
     if (o.threads > CTX__POOL_MAX_THREADS || !ctx__policy_valid_kind(o.propagation) ||
         (o.when_full != CTX_POOL_FULL_WAIT && o.when_full != CTX_POOL_FULL_FAIL))
         return CTX_EINVAL;
 
+    int rc = ctx__pool_fork_watch();
+    if (rc != 0)
+        return rc;
     ctx__policy_t policy;
-    int rc = ctx__policy_init(&policy, o.propagation, o.context, o.allowlist, o.allowlist_len);
+    rc = ctx__policy_init(&policy, o.propagation, o.context, o.allowlist, o.allowlist_len);
     if (rc != 0)
         return rc;
     ctx__pool_clock_init();
@@ -438,9 +481,18 @@ static int submit_light(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
 }
 
 int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
-                       const ctx_pool_submit_options_t *options, ctx_pool_future_t **out) {
+                       const ctx_pool_submit_options_t *user_options, ctx_pool_future_t **out) {
     if (!pool || !fn)
         return CTX_EINVAL;
+    if (ctx__pool_forked(pool))
+        return CTX_EFORKED;
+    ctx_pool_submit_options_t copy, *options = NULL;
+    if (user_options) {
+        if (ctx__struct_in(&copy, sizeof copy, user_options,
+                           CTX__SIZE_1_0(ctx_pool_submit_options_t, capture_stack)))
+            return CTX_EINVAL;
+        options = &copy;
+    }
     ctx__policy_t policy = pool->policy;
     bool capture = pool->capture_stack;
     if (options) {
@@ -512,6 +564,8 @@ int ctx_pool_submit(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg, ctx_pool_f
 int ctx_pool_shutdown(ctx_pool_t *pool, ctx_pool_shutdown_mode_t mode) {
     if (!pool || (mode != CTX_POOL_SHUTDOWN_DRAIN && mode != CTX_POOL_SHUTDOWN_CANCEL))
         return CTX_EINVAL;
+    if (ctx__pool_forked(pool))
+        return CTX_EFORKED;
     if (ctx__queue_close(pool, mode == CTX_POOL_SHUTDOWN_CANCEL) && mode == CTX_POOL_SHUTDOWN_CANCEL)
         ctx__queue_cancel_all(pool);
     if (tls_pool == pool)
@@ -528,6 +582,10 @@ int ctx_pool_release(ctx_pool_t *pool) {
         return CTX_EINVAL;
     if (tls_pool == pool)
         return CTX_EBUSY;
+    if (ctx__pool_forked(pool)) {
+        ctx__pool_release(pool); /* frees nothing: see fork() above */
+        return 0;
+    }
     (void)ctx_pool_shutdown(pool, CTX_POOL_SHUTDOWN_DRAIN);
     for (size_t i = 0; i < pool->nthreads; i++)
         pthread_join(pool->workers[i].w.thread, NULL);
@@ -537,10 +595,16 @@ int ctx_pool_release(ctx_pool_t *pool) {
     return 0;
 }
 
-int ctx_pool_stats(ctx_pool_t *pool, ctx_pool_stats_t *out) {
-    if (!pool || !out)
+int ctx_pool_stats(ctx_pool_t *pool, ctx_pool_stats_t *user_out) {
+    if (!pool || !user_out)
         return CTX_EINVAL;
-    memset(out, 0, sizeof *out);
+    if (ctx__pool_forked(pool))
+        return CTX_EFORKED;
+    size_t user_size;
+    memcpy(&user_size, user_out, sizeof user_size);
+    if (user_size < sizeof(size_t))
+        return CTX_EINVAL;
+    ctx_pool_stats_t stats = CTX_STRUCT_INIT(ctx_pool_stats_t), *out = &stats;
     out->threads = pool->nthreads;
     ctx__queue_counts(pool, &out->queued, &out->running, &out->submitted);
     out->cancelled = atomic_load_explicit(&pool->cancelled, memory_order_relaxed);
@@ -556,5 +620,5 @@ int ctx_pool_stats(ctx_pool_t *pool, ctx_pool_stats_t *out) {
             max_wait = wait;
     }
     out->max_queue_wait_ns = max_wait ? ctx__pool_ticks_to_ns(max_wait) : 0;
-    return 0;
+    return ctx__struct_out(user_out, &stats, sizeof stats);
 }

@@ -233,6 +233,9 @@ int ctx_pool_future_queue_wait(const ctx_pool_future_t *future, uint64_t *ns) {
 int ctx_pool_future_cancel(ctx_pool_future_t *future) {
     if (!future)
         return CTX_EINVAL;
+    int s0 = atomic_load_explicit(&future->state, memory_order_acquire);
+    if (!is_final(s0) && ctx__pool_forked(future->pool))
+        return CTX_EFORKED; /* its pool's locks are the parent's */
     atomic_store_explicit(&future->cancel_requested, 1, memory_order_relaxed);
     for (;;) {
         int s = atomic_load_explicit(&future->state, memory_order_acquire);
@@ -261,8 +264,24 @@ static struct stripe {
 static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
 static int stripes_monotonic; /* cond uses CLOCK_MONOTONIC */
 
+static atomic_bool stripes_ready;
+
 static void stripes_init(void) {
     for (int i = 0; i < CTX__STRIPES; i++) {
+        pthread_mutex_init(&stripes[i].lock, NULL);
+        ctx__cond_init_monotonic(&stripes[i].cond, &stripes_monotonic);
+    }
+    atomic_store(&stripes_ready, true);
+}
+
+void ctx__future_after_fork(void) {
+    /* A parent thread may have held a stripe's lock or waited on its
+     * condition: in the child, whose only thread is this one, both are
+     * made anew (destroying them could wait for threads that are gone). */
+    if (!atomic_load(&stripes_ready))
+        return;
+    for (int i = 0; i < CTX__STRIPES; i++) {
+        memset(&stripes[i], 0, sizeof stripes[i]);
         pthread_mutex_init(&stripes[i].lock, NULL);
         ctx__cond_init_monotonic(&stripes[i].cond, &stripes_monotonic);
     }
@@ -290,6 +309,8 @@ int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_ns) {
         return 0;
     if (future == ctx__pool_current_task())
         return CTX_EINVAL;
+    if (ctx__pool_forked(future->pool))
+        return CTX_EFORKED; /* no worker will ever end it here */
     if (timeout_ns == 0)
         return CTX_ETIMEDOUT;
     for (int i = 0; i < CTX__WAIT_SPINS; i++) {
@@ -387,6 +408,9 @@ int ctx_pool_future_add_done_callback(ctx_pool_future_t *future, ctx_pool_future
                                  void *user) {
     if (!future || !fn)
         return CTX_EINVAL;
+    if (!is_final(atomic_load_explicit(&future->state, memory_order_acquire)) &&
+        ctx__pool_forked(future->pool))
+        return CTX_EFORKED; /* it would never run */
     ctx__done_cb_t *cb = ctx__malloc(sizeof *cb);
     if (!cb)
         return CTX_ENOMEM;

@@ -121,7 +121,16 @@ struct ctx_pool_future {
     void *stack[];                       /* stack_depth captured return addresses */
 };
 
+/* The size of a public struct's 1.0 layout, up to its member `last`: a
+ * caller's struct smaller than this is refused (the growth rule,
+ * common/common.h). */
+#define CTX__SIZE_1_0(type, last) (offsetof(type, last) + sizeof(((type *)0)->last))
+
 /* ---- future.c ---- */
+
+/* In a fork() child: makes the locks and conditions futures wait on fresh
+ * (threads of the parent may have held them). */
+void ctx__future_after_fork(void);
 
 /* A new record with one reference, state PENDING and room for
  * `stack_depth` frames, or NULL (out of memory). */
@@ -246,7 +255,7 @@ struct ctx_pool {
     ctx__policy_t policy;
     int capture_stack;
     unsigned max_spinners; /* workers allowed to poll for work at once */
-    pid_t pid;             /* the process that made the pool (fork: queue.c) */
+    unsigned generation;   /* the fork generation it was made in (executor.c) */
     atomic_size_t refs;
 
     /* The groups below are written by different threads at different
@@ -400,6 +409,16 @@ ctx_pool_future_t *ctx__pool_current_task(void);
 
 /* The pool whose worker the calling thread is, or NULL. */
 ctx_pool_t *ctx__pool_of_this_thread(void);
+
+/* fork(): installs the pool's pthread_atfork handler (once): 0, or
+ * CTX_ESYSTEM if it could not be installed.  Any thread. */
+int ctx__pool_fork_watch(void);
+/* How many times this process is a fork() child of a process that used
+ * the pool module (0 in the original process). */
+unsigned ctx__pool_fork_generation(void);
+/* 1 if `pool` was made before the fork this process is a child of: its
+ * workers do not exist here and its locks may be held forever. */
+bool ctx__pool_forked(const ctx_pool_t *pool);
 
 /* Ends a record taken out of the queue without running (cancelled): drops
  * its context, counts it, ends its future.  Does not drop the queue's

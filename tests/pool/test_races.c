@@ -105,7 +105,7 @@ static void *submitter_main(void *arg) {
     OFF_MAIN_CHECK(ctx_var_set(submitter_var, &submitter_ids[k], NULL) == 0);
     ctx_pool_future_t *ring[RING] = {NULL};
     slot_t *ring_slot[RING] = {NULL};
-    ctx_pool_submit_options_t o = {.arg_release = race_arg_release};
+    ctx_pool_submit_options_t o = {.size = sizeof(ctx_pool_submit_options_t), .arg_release = race_arg_release};
     for (int i = 0; i < PER_SUBMITTER; i++) {
         slot_t *s = &slots[(size_t)k * (size_t)PER_SUBMITTER + (size_t)i];
         ctx_pool_future_t *f = NULL;
@@ -139,7 +139,7 @@ static void *submitter_main(void *arg) {
      * arg never released, future untouched. */
     while (!atomic_load(&shutdown_returned))
         short_nap();
-    ctx_pool_submit_options_t late = {.arg_release = late_arg_release};
+    ctx_pool_submit_options_t late = {.size = sizeof(ctx_pool_submit_options_t), .arg_release = late_arg_release};
     ctx_pool_future_t *f = NULL;
     OFF_MAIN_CHECK(ctx_pool_submit_ex(race_pool, late_task, NULL, &late, &f) ==
                    CTX_ESHUTDOWN);
@@ -164,7 +164,7 @@ static void race_case(size_t capacity, ctx_pool_shutdown_mode_t mode) {
     ctx_test_alloc_install();
     long base_blocks = ctx_test_alloc_live_blocks();
     submitter_var = pool_make_var("submitter", NULL, 0);
-    ctx_pool_options_t po = {.threads = 2, .queue_capacity = capacity};
+    ctx_pool_options_t po = {.size = sizeof(ctx_pool_options_t), .threads = 2, .queue_capacity = capacity};
     ASSERT_RC(ctx_pool_new(&po, &race_pool), 0);
 
     ctx_pool_thread_t *threads[SUBMITTERS];
@@ -178,7 +178,7 @@ static void race_case(size_t capacity, ctx_pool_shutdown_mode_t mode) {
     for (int k = 0; k < SUBMITTERS; k++)
         ASSERT_RC(ctx_pool_thread_join(threads[k], NULL), 0);
 
-    ctx_pool_stats_t st;
+    ctx_pool_stats_t st = CTX_STRUCT_INIT(ctx_pool_stats_t);
     ASSERT_RC(ctx_pool_stats(race_pool, &st), 0);
     uint64_t accepted = 0, refused = 0, completed = 0, gave_up = 0, never_ran = 0;
     uint64_t cancelled_by_submitters = 0;
@@ -291,14 +291,14 @@ static void test_submit_out_of_memory(void **state) {
     ctx_var_t *allow[] = {a};
 
     ctx_pool_t *pool = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2}, &pool), 0);
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 2}, &pool), 0);
     const ctx_pool_propagation_t policies[] = {CTX_POOL_PROPAGATE_COPY, CTX_POOL_PROPAGATE_NONE,
                                           CTX_POOL_PROPAGATE_CONTEXT,
                                           CTX_POOL_PROPAGATE_ALLOWLIST};
     int failures_seen = 0;
     for (int p = 0; p < 4; p++) {
         for (int capture = 0; capture < 2; capture++) {
-            ctx_pool_submit_options_t o = {.propagation = policies[p],
+            ctx_pool_submit_options_t o = {.size = sizeof(ctx_pool_submit_options_t), .propagation = policies[p],
                                       .context = given,
                                       .allowlist = allow,
                                       .allowlist_len = 1,
@@ -359,7 +359,7 @@ static void test_submit_out_of_memory(void **state) {
     for (long n = 1;; n++) {
         ctx_pool_t *p = NULL;
         ctx_test_alloc_fail_nth(n);
-        int rc = ctx_pool_new(&(ctx_pool_options_t){.threads = 2,
+        int rc = ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 2,
                                                     .propagation = CTX_POOL_PROPAGATE_ALLOWLIST,
                                                     .allowlist = allow,
                                                     .allowlist_len = 1},
