@@ -182,10 +182,11 @@ CTX_EXPORT void *ctx_bus_event_data(const ctx_bus_event_t *event);
 typedef void (*ctx_bus_error_fn)(ctx_bus_t *bus, ctx_bus_listener_t *listener,
                                  ctx_bus_event_t *event, int code, void *user);
 
+/* How ctx_bus_new makes a bus (a NULL pointer: every default). */
 typedef struct ctx_bus_options {
     /* The error handler; NULL: one line on stderr per failure. */
     ctx_bus_error_fn on_error;
-    void *error_user;
+    void *error_user; /* passed to on_error */
 } ctx_bus_options_t;
 
 /* Creates a bus (`options` NULL: defaults).  The bus creates one context
@@ -257,6 +258,8 @@ typedef int (*ctx_bus_listener_fn)(ctx_bus_listener_t *self, ctx_bus_event_t *ev
  * it the listener is global. */
 #define CTX_BUS_SCOPED 1u
 
+/* How ctx_bus_subscribe subscribes (a NULL pointer: a global listener, no
+ * user_release). */
 typedef struct ctx_bus_subscribe_options {
     unsigned flags; /* CTX_BUS_* */
     /* Called once with `user` when nothing can call the listener any more:
