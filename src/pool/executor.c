@@ -11,7 +11,8 @@
  * core's copy shares every map node) and the worker runs the task inside
  * that private copy, then drops it.  The copy lives inside the task's record
  * (core/embed.c: no context allocation, no cross-thread free), and is run
- * with ctx__context_run_embedded.  The worker's own context is never the
+ * with ctx__context_run_private (no atomic read-modify-write: nobody else
+ * can reach it).  The worker's own context is never the
  * current one while a task runs, so nothing can be left over from an
  * earlier task or from the thread that created the pool.
  *
@@ -231,7 +232,7 @@ static ctx_pool_future_t *run_task(ctx__worker_t *self, ctx_pool_future_t *f) {
     f->error = 0;
     f->result = NULL;
     tls_task = f;
-    int rc = ctx__context_run_embedded(&f->context_storage, task_trampoline, f, NULL);
+    int rc = ctx__context_run_private(&f->context_storage, task_trampoline, f, NULL);
     tls_task = NULL;
     /* The embedded run leaves the context out of the thread's chain even if
      * the task left contexts of its own entered: it can go now. */
@@ -265,7 +266,7 @@ static void run_light(ctx__worker_t *self, const ctx__slot_t *slot) {
     ctx_context_t ctx;
     ctx__policy_context_of_map(&ctx, slot->map);
     light_call_t call = {slot->fn, slot->arg, 0};
-    int rc = ctx__context_run_embedded(&ctx, light_trampoline, &call, NULL);
+    int rc = ctx__context_run_private(&ctx, light_trampoline, &call, NULL);
     /* The context holds one map reference: the task's own if its sets
      * replaced the map (the core dropped the submitter's then), dropped
      * now; else the one the submitter took, dropped with others of the same
@@ -296,6 +297,9 @@ static void *worker_main(void *p) {
     ctx__worker_t *self = p;
     ctx_pool_t *pool = self->w.pool;
     tls_pool = pool;
+#if defined(__GLIBC__)
+    (void)pthread_setname_np(pthread_self(), "ctx-pool"); /* for top, gdb, perf */
+#endif
     warm_up();
     pthread_mutex_lock(&pool->lock);
     if (++pool->warm_workers == pool->nthreads)
@@ -304,7 +308,7 @@ static void *worker_main(void *p) {
 
     ctx__slot_t slot;
     while (ctx__queue_next(pool, self, &slot)) {
-        if (slot.fn) {
+        if (slot.fn != ctx__slot_record) {
             run_light(self, &slot);
         } else {
             ctx_pool_future_t *dead = run_task(self, slot.arg);
@@ -539,7 +543,7 @@ int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
 
     if (out) /* only a record someone can cancel pins the pool (see above) */
         atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
-    ctx__slot_t slot = {NULL, f, {NULL, 0}};
+    ctx__slot_t slot = {ctx__slot_record, f, {NULL, 0}};
     rc = ctx__queue_push(pool, &slot);
     if (rc != 0) {
         if (out)

@@ -179,23 +179,35 @@ typedef struct ctx__policy {
     size_t allowlist_len;
 } ctx__policy_t;
 
-/* A queue slot (queue.c): a light task, or a record.  A light task is a
- * fire-and-forget submit that needs nothing but its function, its argument
- * and its context's map (ctx_pool_submit without a future, no stamp, no
- * options that need a record): it costs these 32 bytes and no allocation.
- * Everything else is a record (fn == NULL, arg = the record). */
+/* A task as the queue carries it (queue.c): a light task, or a record.  A
+ * light task is a fire-and-forget submit that needs nothing but its
+ * function, its argument and its context's map (ctx_pool_submit without a
+ * future, no stamp, no options that need a record): it costs 32 bytes of a
+ * queue segment and no allocation.  Everything else is a record
+ * (fn == ctx__slot_record, arg = the record). */
 typedef struct ctx__slot {
     ctx_pool_task_fn fn;
     void *arg;
     ctx__hamt_t map; /* a light task's map (one reference) */
 } ctx__slot_t;
 
+/* The `fn` of a slot that carries a record (never called). */
+int ctx__slot_record(void *arg, void **result);
+
+/* A slot in a segment: `fn` is written last (release) and read first
+ * (acquire): non-NULL means the slot is published. */
+typedef struct ctx__qslot {
+    _Atomic(ctx_pool_task_fn) fn;
+    void *arg;
+    ctx__hamt_t map;
+} ctx__qslot_t;
+
 /* Slots per queue segment: a segment is about 4 KB. */
 #define CTX__SEGMENT_SLOTS 127
 
 typedef struct ctx__segment {
-    struct ctx__segment *next;
-    ctx__slot_t slots[CTX__SEGMENT_SLOTS];
+    _Atomic(struct ctx__segment *) next;
+    ctx__qslot_t slots[CTX__SEGMENT_SLOTS];
 } ctx__segment_t;
 
 /* References to maps a worker still has to drop, by map (propagation.c). */
@@ -283,8 +295,7 @@ struct ctx_pool {
     pthread_mutex_t lock;
     ctx__segment_t *head_segment;
     unsigned head_slot;
-    uint64_t consumed; /* slots taken out of the queue */
-    bool backlog;      /* more slots were published behind the last taken */
+    bool backlog; /* more slots were published behind the last taken */
     /* Tasks that left PENDING in the queue (taken, or cancelled while
      * queued): queued = published - removed.  Written under the lock, read
      * without it by workers deciding whether to park. */

@@ -221,8 +221,8 @@ void ctx__policy_drop_map(ctx__hamt_t map) {
 #define CTX__POOL_MAP_DEBT_MAX 64
 
 static void settle_one(ctx__map_debt_t *d) {
-    for (; d->count > 0; d->count--)
-        ctx__policy_drop_map(d->map);
+    ctx__hamt_release_n(d->map, d->count, &ctx__box_ops);
+    d->count = 0;
     d->map = CTX__HAMT_EMPTY;
 }
 

@@ -23,11 +23,14 @@
  *   [ next | s s s s ... s ] ─► [ next | s s s ... ] ─► [ next | s s s . . . ]
  *
  *   slot = { fn, arg, map }     a light task: nothing else is allocated
- *        = { NULL, record }     a task with a future, a stamp or options
+ *        = { ctx__slot_record, record }   a task with a future, a stamp or
+ *                               options
  *
- * A submit writes its slot under `tail_lock` and bumps `published`
- * (release); a worker takes the slot at the head under `lock` once
- * `published` says it is there (acquire).  Producers and consumers never
+ * A submit writes its slot under `tail_lock`, `fn` last (release), and
+ * bumps `published`; a worker takes the slot at the head under `lock` once
+ * its `fn` is there (acquire) — reading the slot, not `published`, so that
+ * the producers' line stays with the producers.  A segment's `next` is
+ * stored before anything is published in the next segment.  Producers and consumers never
  * share a lock, each side's critical section is a handful of instructions,
  * and a queued task occupies 32 bytes of a segment that is read
  * sequentially — where a linked list of task records would cost a record
@@ -146,10 +149,24 @@ static void count_removed_locked(ctx_pool_t *pool) {
         atomic_store_explicit(&pool->removed, n, memory_order_release);
 }
 
+int ctx__slot_record(void *arg, void **result) {
+    (void)arg;
+    (void)result;
+    return CTX_EINVAL; /* a marker, never called */
+}
+
+/* Every slot unpublished (fn NULL), no next segment. */
+static void segment_clear(ctx__segment_t *s) {
+    memset(s, 0, sizeof *s);
+    atomic_init(&s->next, NULL);
+    for (int i = 0; i < CTX__SEGMENT_SLOTS; i++)
+        atomic_init(&s->slots[i].fn, NULL);
+}
+
 static ctx__segment_t *segment_new(void) {
     ctx__segment_t *s = ctx__malloc(sizeof *s);
     if (s)
-        s->next = NULL;
+        segment_clear(s);
     return s;
 }
 
@@ -160,7 +177,7 @@ static void segment_free(ctx__segment_t *s) {
 
 /* Keeps `s` (no longer in the queue) as the spare segment, or frees it. */
 static void segment_retire(ctx_pool_t *pool, ctx__segment_t *s) {
-    s->next = NULL;
+    segment_clear(s);
     segment_free(atomic_exchange(&pool->spare_segment, s));
 }
 
@@ -231,7 +248,7 @@ void ctx__queue_destroy(ctx_pool_t *pool) {
     pthread_mutex_destroy(&pool->tail_lock);
     /* Empty by now (every slot taken), so only the segments are left. */
     for (ctx__segment_t *s = pool->head_segment; s;) {
-        ctx__segment_t *next = s->next;
+        ctx__segment_t *next = atomic_load_explicit(&s->next, memory_order_relaxed);
         segment_free(s);
         s = next;
     }
@@ -381,11 +398,14 @@ int ctx__queue_push(ctx_pool_t *pool, const ctx__slot_t *slot) {
                 pthread_mutex_unlock(&pool->tail_lock);
                 continue;
             }
-            pool->tail_segment->next = s;
+            atomic_store_explicit(&pool->tail_segment->next, s, memory_order_release);
             pool->tail_segment = s;
             pool->tail_slot = 0;
         }
-        pool->tail_segment->slots[pool->tail_slot++] = *slot;
+        ctx__qslot_t *q = &pool->tail_segment->slots[pool->tail_slot++];
+        q->arg = slot->arg;
+        q->map = slot->map;
+        atomic_store_explicit(&q->fn, slot->fn, memory_order_release); /* published */
         atomic_store(&pool->published, atomic_load_explicit(&pool->published, memory_order_relaxed) + 1);
         /* A submitter that found room may leave room for the next one too. */
         bool more_room = pool->queue_capacity && atomic_load(&pool->room_waiters) > 0 &&
@@ -403,22 +423,33 @@ int ctx__queue_push(ctx_pool_t *pool, const ctx__slot_t *slot) {
 /* ---------------------------------------------------------------------- */
 
 /* Takes the oldest slot (`lock` held): 1 and *out, or 0 if none is
- * published.  A segment left behind goes onto *retired.  pool->backlog:
- * whether more slots were published behind this one. */
+ * published.  A segment left behind goes onto *retired (linked through
+ * `next`).  pool->backlog: whether the slot behind this one is published
+ * too.  Only the slots are read, not `published`: the producers' line stays
+ * with the producers. */
 static bool take_slot_locked(ctx_pool_t *pool, ctx__slot_t *out, ctx__segment_t **retired) {
-    uint64_t published = atomic_load_explicit(&pool->published, memory_order_acquire);
-    if (pool->consumed == published)
-        return false;
-    pool->backlog = published - pool->consumed > 1;
     if (pool->head_slot == CTX__SEGMENT_SLOTS) {
         ctx__segment_t *old = pool->head_segment;
-        pool->head_segment = old->next;
+        ctx__segment_t *next = atomic_load_explicit(&old->next, memory_order_acquire);
+        if (!next)
+            return false;
+        pool->head_segment = next;
         pool->head_slot = 0;
-        old->next = *retired;
+        atomic_store_explicit(&old->next, *retired, memory_order_relaxed);
         *retired = old;
     }
-    *out = pool->head_segment->slots[pool->head_slot++];
-    pool->consumed++;
+    ctx__qslot_t *q = &pool->head_segment->slots[pool->head_slot];
+    ctx_pool_task_fn fn = atomic_load_explicit(&q->fn, memory_order_acquire);
+    if (!fn)
+        return false;
+    out->fn = fn;
+    out->arg = q->arg;
+    out->map = q->map;
+    pool->head_slot++;
+    pool->backlog = pool->head_slot < CTX__SEGMENT_SLOTS
+                        ? atomic_load_explicit(&pool->head_segment->slots[pool->head_slot].fn,
+                                               memory_order_relaxed) != NULL
+                        : atomic_load_explicit(&pool->head_segment->next, memory_order_relaxed) != NULL;
     return true;
 }
 
@@ -430,7 +461,7 @@ static bool take_task_locked(ctx_pool_t *pool, ctx__worker_t *self, ctx__slot_t 
     if (pool->cancel_all)
         return false; /* a CANCEL shutdown takes what is left */
     while (take_slot_locked(pool, out, retired)) {
-        ctx_pool_future_t *f = out->fn ? NULL : out->arg;
+        ctx_pool_future_t *f = out->fn == ctx__slot_record ? out->arg : NULL;
         if (f && atomic_load_explicit(&f->state, memory_order_relaxed) != CTX__F_PENDING) {
             f->link = *skipped;
             *skipped = f;
@@ -464,7 +495,7 @@ static void release_skipped(ctx_pool_t *pool, ctx__worker_t *self, ctx_pool_futu
 
 static void retire_all(ctx_pool_t *pool, ctx__segment_t *s) {
     while (s) {
-        ctx__segment_t *next = s->next;
+        ctx__segment_t *next = atomic_load_explicit(&s->next, memory_order_relaxed);
         segment_retire(pool, s);
         s = next;
     }
@@ -554,7 +585,7 @@ void ctx__queue_cancel_all(ctx_pool_t *pool) {
         ctx__segment_t *retired = NULL;
         pthread_mutex_lock(&pool->lock);
         while (n < 64 && take_slot_locked(pool, &batch[n].slot, &retired)) {
-            ctx_pool_future_t *f = batch[n].slot.fn ? NULL : batch[n].slot.arg;
+            ctx_pool_future_t *f = batch[n].slot.fn == ctx__slot_record ? batch[n].slot.arg : NULL;
             batch[n].cancel = !f || atomic_load_explicit(&f->state, memory_order_relaxed) == CTX__F_PENDING;
             if (batch[n].cancel) {
                 if (f)
@@ -570,7 +601,7 @@ void ctx__queue_cancel_all(ctx_pool_t *pool) {
         /* Outside the locks: maps' values and arg_release may run user code. */
         for (size_t i = 0; i < n; i++) {
             ctx__slot_t *slot = &batch[i].slot;
-            if (slot->fn) {
+            if (slot->fn != ctx__slot_record) {
                 ctx__policy_drop_map(slot->map);
                 atomic_fetch_add_explicit(&pool->cancelled, 1, memory_order_relaxed);
             } else if (batch[i].cancel) {
