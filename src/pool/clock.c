@@ -77,7 +77,30 @@ static void clock_init(void) {
 #endif
 }
 
-void ctx__pool_clock_init(void) { pthread_once(&clock_once, clock_init); }
+/* ---- how long a pause is ----
+ * Workers poll for work a few microseconds before they park (queue.c), by
+ * counting pause instructions; a pause takes 4 ns on some processors and
+ * 40 on others, so the count is measured once: 2000 pauses timed with the
+ * monotonic clock (a few microseconds to 80, once per process). */
+static unsigned pauses_per_us = 32;
+
+static void measure_pause(void) {
+    uint64_t t0 = ctx__pool_now_ns();
+    for (int i = 0; i < 2000; i++)
+        ctx__cpu_relax();
+    uint64_t ns = ctx__pool_now_ns() - t0;
+    unsigned per_us = ns ? (unsigned)(2000u * 1000u / ns) : 1000u;
+    pauses_per_us = per_us < 1 ? 1 : per_us > 1000 ? 1000 : per_us;
+}
+
+static void clock_init_all(void) {
+    clock_init();
+    measure_pause();
+}
+
+void ctx__pool_clock_init(void) { pthread_once(&clock_once, clock_init_all); }
+
+unsigned ctx__pool_pauses_for_us(unsigned us) { return pauses_per_us * us; }
 
 uint64_t ctx__pool_ticks(void) {
 #if CTX__HAVE_TSC

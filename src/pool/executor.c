@@ -386,6 +386,7 @@ static ctx_pool_t *pool_alloc(const ctx_pool_options_t *o) {
     pool->when_full = o->when_full;
     pool->capture_stack = o->capture_stack != 0;
     pool->max_spinners = o->threads <= 8 ? 1 : (unsigned)(o->threads / 8);
+    pool->polls = ctx__pool_pauses_for_us(CTX__POOL_POLL_US);
     pool->generation = ctx__pool_fork_generation();
     atomic_init(&pool->refs, 1);
     atomic_init(&pool->published, 0);
@@ -430,7 +431,7 @@ int ctx_pool_new(const ctx_pool_options_t *options, ctx_pool_t **out) {
     rc = ctx__policy_init(&policy, o.propagation, o.context, o.allowlist, o.allowlist_len);
     if (rc != 0)
         return rc;
-    ctx__pool_clock_init();
+    ctx__pool_clock_init(); /* before pool_alloc: it measures the pause */
     ctx_pool_t *pool = pool_alloc(&o);
     if (!pool) {
         ctx__policy_release(&policy);

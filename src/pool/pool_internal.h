@@ -255,6 +255,12 @@ typedef union ctx__worker {
     char pad[384];
 } ctx__worker_t;
 
+/* How long a worker polls for work before it parks, in microseconds
+ * (queue.c). */
+#ifndef CTX__POOL_POLL_US
+#define CTX__POOL_POLL_US 5
+#endif
+
 /* Spare-record batches a pool keeps at most (recycle.c). */
 #define CTX__POOL_SPARE_BATCHES 64
 
@@ -267,6 +273,7 @@ struct ctx_pool {
     ctx__policy_t policy;
     int capture_stack;
     unsigned max_spinners; /* workers allowed to poll for work at once */
+    unsigned polls;        /* pauses a worker polls for before it parks */
     unsigned generation;   /* the fork generation it was made in (executor.c) */
     atomic_size_t refs;
 
@@ -448,6 +455,9 @@ uint64_t ctx__pool_ticks(void);
 uint64_t ctx__pool_ticks_to_ns(uint64_t ticks);
 /* Nanoseconds from stamp `from` to stamp `to` (0 if `to` is not later). */
 uint64_t ctx__pool_ticks_between(uint64_t from, uint64_t to);
+/* How many ctx__cpu_relax calls take about `us` microseconds here
+ * (measured by ctx__pool_clock_init). */
+unsigned ctx__pool_pauses_for_us(unsigned us);
 
 /* ---- stack.c ---- */
 

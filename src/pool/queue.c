@@ -53,8 +53,10 @@
  * A futex sleep and wake-up costs microseconds of processor time on both
  * sides, tens of times an empty task; a worker polling for work costs a
  * processor.  So:
- *   - a worker that finds nothing polls for about a microsecond or two
- *     (CTX__POOL_POLLS pauses) if fewer than `max_spinners` workers are
+ *   - a worker that finds nothing polls for about 5 microseconds
+ *     (CTX__POOL_POLL_US: a stream of submits a few microseconds apart
+ *     costs no wake-up; the pause count is measured, clock.c) if fewer than
+ *     `max_spinners` workers are
  *     polling — one up to 8 workers, one per 8 beyond: enough to catch a
  *     stream of submits without a wake-up, few enough to leave the
  *     processors to the submitters — then parks on its own semaphore;
@@ -127,11 +129,6 @@
 #include <errno.h>
 #include <sched.h>
 
-/* Pauses a worker polls for work before it parks (a pause is 5 to 40 ns
- * depending on the processor: about a microsecond or two). */
-#ifndef CTX__POOL_POLLS
-#define CTX__POOL_POLLS 64
-#endif
 
 static uint64_t queued_now(ctx_pool_t *pool) {
     uint64_t in = atomic_load(&pool->published), out = atomic_load(&pool->removed);
@@ -334,7 +331,7 @@ static void wait_for_work(ctx_pool_t *pool, ctx__worker_t *self) {
     unsigned n = atomic_load_explicit(&pool->spinners, memory_order_relaxed);
     if (n < pool->max_spinners && atomic_compare_exchange_strong(&pool->spinners, &n, n + 1)) {
         bool found = false;
-        for (int i = 0; i < CTX__POOL_POLLS && !found; i++) {
+        for (unsigned i = 0; i < pool->polls && !found; i++) {
             ctx__cpu_relax();
             found = work_visible(pool);
         }
