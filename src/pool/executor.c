@@ -474,13 +474,17 @@ static ctx_pool_future_t *record_for_submit(ctx_pool_t *pool, size_t depth) {
 static int submit_light(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
                         const ctx__policy_t *policy) {
     ctx__slot_t slot = {fn, arg, {NULL, 0}};
-    int rc = ctx__policy_capture_map(policy, &slot.map);
-    if (rc != 0)
+    int rc;
+    bool borrowed = ctx__policy_borrow_map(policy, &slot.map);
+    if (!borrowed && (rc = ctx__policy_capture_map(policy, &slot.map)) != 0)
         return rc;
-    rc = ctx__queue_push(pool, &slot);
+    /* A borrowed map is retained by the push itself, next to its lock
+     * (queue.c): one full fence less per submit. */
+    rc = ctx__queue_push(pool, &slot, borrowed);
     if (rc != 0) {
         atomic_fetch_add_explicit(&pool->rejected, rc != CTX_ENOMEM, memory_order_relaxed);
-        ctx__policy_drop_map(slot.map);
+        if (!borrowed)
+            ctx__policy_drop_map(slot.map);
     }
     return rc;
 }
@@ -545,7 +549,7 @@ int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
     if (out) /* only a record someone can cancel pins the pool (see above) */
         atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
     ctx__slot_t slot = {ctx__slot_record, f, {NULL, 0}};
-    rc = ctx__queue_push(pool, &slot);
+    rc = ctx__queue_push(pool, &slot, false);
     if (rc != 0) {
         if (out)
             atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_relaxed);

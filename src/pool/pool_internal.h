@@ -346,9 +346,11 @@ int ctx__queue_init(ctx_pool_t *pool);
 void ctx__queue_destroy(ctx_pool_t *pool);
 /* Queues a slot (a light task with its map reference, or a record with its
  * fields set, state PENDING, one reference for the queue) and wakes a
- * worker if none will see it otherwise.  0, or CTX_EFULL, CTX_ESHUTDOWN,
- * CTX_ENOMEM (a new segment could not be had) with nothing queued. */
-int ctx__queue_push(ctx_pool_t *pool, const ctx__slot_t *slot);
+ * worker if none will see it otherwise.  `retain_map`: the slot's map is
+ * borrowed, and the push takes the slot's reference itself once it knows
+ * the task is queued.  0, or CTX_EFULL, CTX_ESHUTDOWN, CTX_ENOMEM (a new
+ * segment could not be had) with nothing queued (and nothing retained). */
+int ctx__queue_push(ctx_pool_t *pool, const ctx__slot_t *slot, bool retain_map);
 /* For worker `self`: the next task, taken out of the queue (a record is
  * RUNNING; self->busy set), waiting for one as long as it takes; 0 when the
  * pool stops and nothing is left for this worker. */
@@ -405,6 +407,10 @@ int ctx__policy_make_context(const ctx__policy_t *policy, ctx_pool_future_t *f);
 /* The map of the task's context for a light task (one reference), or the
  * error of the copy. */
 int ctx__policy_capture_map(const ctx__policy_t *policy, ctx__hamt_t *out);
+/* For COPY: the calling thread's current map, borrowed (no reference
+ * taken; valid until the thread changes its context), and true; else
+ * false. */
+bool ctx__policy_borrow_map(const ctx__policy_t *policy, ctx__hamt_t *out);
 /* Makes `storage` an embedded context holding `map` (the reference passes
  * to it: ctx__context_clear drops it). */
 void ctx__policy_context_of_map(ctx_context_t *storage, ctx__hamt_t map);

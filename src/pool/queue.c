@@ -371,7 +371,7 @@ static int wait_for_room_locked(ctx_pool_t *pool) {
     return pool->closed ? CTX_ESHUTDOWN : 0;
 }
 
-int ctx__queue_push(ctx_pool_t *pool, const ctx__slot_t *slot) {
+int ctx__queue_push(ctx_pool_t *pool, const ctx__slot_t *slot, bool retain_map) {
     for (;;) {
         /* A segment for the case this push fills the current one, made
          * before taking the lock (the allocator is user code). */
@@ -401,7 +401,8 @@ int ctx__queue_push(ctx_pool_t *pool, const ctx__slot_t *slot) {
         }
         ctx__qslot_t *q = &pool->tail_segment->slots[pool->tail_slot++];
         q->arg = slot->arg;
-        q->map = slot->map;
+        /* Right after the lock's fence, this one finds nothing to drain. */
+        q->map = retain_map ? ctx__hamt_retain(slot->map) : slot->map;
         atomic_store_explicit(&q->fn, slot->fn, memory_order_release); /* published */
         atomic_store(&pool->published, atomic_load_explicit(&pool->published, memory_order_relaxed) + 1);
         /* A submitter that found room may leave room for the next one too. */
