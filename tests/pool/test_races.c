@@ -391,8 +391,62 @@ static void test_submit_out_of_memory(void **state) {
     ctx_test_alloc_uninstall();
 }
 
+/* Fire-and-forget submits allocate nothing but, once per 127 tasks, a
+ * queue segment: every submit is tried first with the next allocation
+ * failing.  A refused one (CTX_ENOMEM) must not run, must leave nothing
+ * behind, and is tried again without failures; every accepted one runs
+ * exactly once; no memory is left. */
+static atomic_int light_runs;
+
+static int light_task(void *arg, void **result) {
+    (void)arg;
+    (void)result;
+    atomic_fetch_add(&light_runs, 1);
+    return 0;
+}
+
+static void test_light_submit_out_of_memory(void **state) {
+    (void)state;
+    ctx_test_alloc_install();
+    long base_blocks = ctx_test_alloc_live_blocks();
+    ctx_var_t *v = pool_make_var("v", NULL, 0);
+    ASSERT_RC(ctx_var_set(v, &light_runs, NULL), 0); /* something to carry */
+    ctx_pool_t *pool = NULL;
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
+    po.threads = 1;
+    ASSERT_RC(ctx_pool_new(&po, &pool), 0);
+    gate_t gate;
+    gate_init(&gate);
+    ASSERT_RC(ctx_pool_submit(pool, task_gate, &gate, NULL), 0);
+    gate_await_arrivals(&gate, 1); /* what follows stays queued */
+    atomic_store(&light_runs, 0);
+    int accepted = 0, refused = 0;
+    for (int i = 0; i < 400; i++) {
+        ctx_test_alloc_fail_nth(1);
+        int rc = ctx_pool_submit(pool, light_task, NULL, NULL);
+        ctx_test_alloc_fail_nth(0);
+        if (rc == CTX_ENOMEM) {
+            refused++;
+            assert_int_equal(atomic_load(&light_runs), 0); /* held: nothing ran */
+            rc = ctx_pool_submit(pool, light_task, NULL, NULL);
+        }
+        ASSERT_RC(rc, 0);
+        accepted++;
+    }
+    assert_true(refused >= 2); /* 400 tasks need new segments */
+    gate_open(&gate);
+    ASSERT_RC(ctx_pool_release(pool), 0);
+    assert_int_equal(atomic_load(&light_runs), accepted);
+    gate_destroy(&gate);
+    ctx_var_release(v);
+    ASSERT_RC(ctx_thread_release(), 0);
+    assert_int_equal(ctx_test_alloc_live_blocks(), base_blocks);
+    ctx_test_alloc_uninstall();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_light_submit_out_of_memory, pool_teardown),
         cmocka_unit_test_teardown(test_race_unbounded_drain, pool_teardown),
         cmocka_unit_test_teardown(test_race_unbounded_cancel, pool_teardown),
         cmocka_unit_test_teardown(test_race_bounded_cancel, pool_teardown),
