@@ -30,8 +30,9 @@
  * bumps `published`; a worker takes the slot at the head under `lock` once
  * its `fn` is there (acquire) — reading the slot, not `published`, so that
  * the producers' line stays with the producers.  A segment's `next` is
- * stored before anything is published in the next segment.  Producers and consumers never
- * share a lock, each side's critical section is a handful of instructions,
+ * stored before anything is published in the next segment.  Producers and
+ * consumers never share a lock, each side's critical section is a handful
+ * of instructions,
  * and a queued task occupies 32 bytes of a segment that is read
  * sequentially — where a linked list of task records would cost a record
  * (a few cache lines) per task.  Segments come from `spare_segment` (one
@@ -54,12 +55,11 @@
  * sides, tens of times an empty task; a worker polling for work costs a
  * processor.  So:
  *   - a worker that finds nothing polls for about 5 microseconds
- *     (CTX__POOL_POLL_US: a stream of submits a few microseconds apart
- *     costs no wake-up; the pause count is measured, clock.c) if fewer than
- *     `max_spinners` workers are
- *     polling — one up to 8 workers, one per 8 beyond: enough to catch a
- *     stream of submits without a wake-up, few enough to leave the
- *     processors to the submitters — then parks on its own semaphore;
+ *     (CTX__POOL_POLL_US; the pause count is measured, clock.c) if fewer
+ *     than `max_spinners` workers are polling — one up to 8 workers, one
+ *     per 8 beyond: enough to catch a stream of submits a few microseconds
+ *     apart without a wake-up, few enough to leave the processors to the
+ *     submitters — then parks on its own semaphore;
  *   - a submit wakes one parked worker only if one is parked and none is
  *     polling (a poller will take the task); a worker that takes a task
  *     and sees more queued does the same, so a backlog gets every worker;
@@ -76,12 +76,15 @@
  * --------------------------------------------------------
  *   submit:  one lock round on the producers' line (`tail_lock`,
  *            `published`: every submitter writes it); 32 bytes of the
- *            segment; a read of `idle_count` (written only when a worker
- *            parks or wakes).
+ *            segment; a read of `idle_count` and `spinners` (written only
+ *            when a worker parks, wakes or starts and stops polling).
  *   worker:  one lock round on the consumers' line (every worker writes
- *            it); reads the 32 bytes; `removed`.
- *   context: the map root's reference count: taken by the submitter,
- *            dropped by the worker (propagation.c).
+ *            it); reads the 32 bytes (and the next slot's `fn`, to know
+ *            whether a backlog is waiting); `removed`.
+ *   context: the map root's reference count: taken by the submitter (under
+ *            `tail_lock`, right after its fence), dropped by the worker by
+ *            the batch (propagation.c), so the line stays with the
+ *            submitter.
  *   segments: one allocation or reuse per 127 tasks.
  * So a task writes three shared lines: the producers', the consumers', the
  * map root's.  On 16 or 64 processors those are the contention points:
