@@ -61,6 +61,15 @@
  * working (it is plain memory).  A task that calls fork() must not return
  * in the child (exec or _exit there): its worker does not exist.
  *
+ * Debug builds
+ * ------------
+ * Built with -DCTX_DEBUG=ON, a future or a bound callable used after its
+ * last reference was released, or released once too often, aborts at once
+ * with a line naming the call and the object ("ctxvar:
+ * ctx_pool_future_release: future 0x... already released"); such a build
+ * also stops recycling task records, so that AddressSanitizer sees every
+ * use after release.  Without it, such misuse is undefined behaviour.
+ *
  * Errors are the negative CTX_E* codes of ctxvar.h; see each function.
  */
 #ifndef CTXVAR_POOL_H

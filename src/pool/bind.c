@@ -42,7 +42,10 @@ struct ctx_pool_bound {
     void *arg;
     void (*arg_release)(void *arg);
     ctx_context_t *context;
+    CTX__DEBUG_MEMBER /* CTX_DEBUG: live or released (common/debug.h) */
 };
+
+#define CTX__KIND_BOUND CTX__DEBUG_KIND(0x424f554eu, "bound callable", "already released")
 
 int ctx_pool_bound_new(ctx_pool_bound_fn fn, void *arg, const ctx_pool_bound_options_t *options,
                  ctx_pool_bound_t **out) {
@@ -70,6 +73,7 @@ int ctx_pool_bound_new(ctx_pool_bound_fn fn, void *arg, const ctx_pool_bound_opt
     b->fn = fn;
     b->arg = arg;
     b->arg_release = o.arg_release;
+    CTX__DEBUG_BORN(b, CTX__KIND_BOUND);
     *out = b;
     return 0;
 }
@@ -87,6 +91,7 @@ static void *bind_trampoline(void *p) {
 int ctx_pool_bound_call(ctx_pool_bound_t *bound, void *call_arg, void **result) {
     if (!bound)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(bound, CTX__KIND_BOUND, "ctx_pool_bound_call");
     bind_call_t call = {bound, call_arg};
     void *r = NULL;
     int rc;
@@ -117,15 +122,20 @@ void ctx_pool_bound_trampoline_void(void *bound) {
 }
 
 ctx_pool_bound_t *ctx_pool_bound_retain(ctx_pool_bound_t *bound) {
-    if (bound)
+    if (bound) {
+        CTX__DEBUG_CHECK(bound, CTX__KIND_BOUND, "ctx_pool_bound_retain");
         atomic_fetch_add_explicit(&bound->refs, 1, memory_order_relaxed);
+    }
     return bound;
 }
 
 void ctx_pool_bound_release(ctx_pool_bound_t *bound) {
-    if (!bound ||
-        atomic_fetch_sub_explicit(&bound->refs, 1, memory_order_acq_rel) != 1)
+    if (!bound)
         return;
+    CTX__DEBUG_CHECK(bound, CTX__KIND_BOUND, "ctx_pool_bound_release");
+    if (atomic_fetch_sub_explicit(&bound->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    CTX__DEBUG_DIED(bound, CTX__KIND_BOUND);
     ctx_context_release(bound->context);
     if (bound->arg_release)
         bound->arg_release(bound->arg);

@@ -91,6 +91,7 @@ void ctx__future_init(ctx_pool_future_t *f) {
     f->has_context = 0;
     f->result_release = NULL;
     f->pool = NULL;
+    CTX__DEBUG_BORN(f, CTX__KIND_FUTURE);
 }
 
 void ctx__future_init_pinned(ctx_pool_future_t *f) {
@@ -116,6 +117,7 @@ ctx_pool_future_t *ctx__future_alloc(unsigned stack_depth) {
 }
 
 static void record_free(ctx_pool_future_t *f) {
+    CTX__DEBUG_DIED(f, CTX__KIND_FUTURE);
     ctx__free(f->block, record_size(f->stack_depth));
 }
 
@@ -152,6 +154,12 @@ ctx_pool_future_t *ctx__future_release_keep(ctx_pool_future_t *f) {
      * thread can reach it: no atomic read-modify-write needed. */
     if (f->pinned && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return NULL;
+#ifdef CTX_DEBUG
+    /* No recycling: a freed record is what lets AddressSanitizer's
+     * quarantine and the debug word catch a use after release. */
+    future_free(f);
+    return NULL;
+#else
     if (f->has_stack) {
         future_free(f);
         return NULL;
@@ -160,19 +168,24 @@ ctx_pool_future_t *ctx__future_release_keep(ctx_pool_future_t *f) {
     if (pool)
         ctx__pool_release(pool);
     return f;
+#endif
 }
 
 void ctx__future_free_memory(ctx_pool_future_t *f) { record_free(f); }
 
 ctx_pool_future_t *ctx_pool_future_retain(ctx_pool_future_t *future) {
-    if (future)
+    if (future) {
+        CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_retain");
         atomic_fetch_add_explicit(&future->refs, 1, memory_order_relaxed);
+    }
     return future;
 }
 
 void ctx_pool_future_release(ctx_pool_future_t *future) {
-    if (future &&
-        atomic_fetch_sub_explicit(&future->refs, 1, memory_order_acq_rel) == 1)
+    if (!future)
+        return;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_release");
+    if (atomic_fetch_sub_explicit(&future->refs, 1, memory_order_acq_rel) == 1)
         future_free(future);
 }
 
@@ -187,18 +200,22 @@ static int is_final(int s) {
 ctx_pool_future_state_t ctx_pool_future_state(const ctx_pool_future_t *future) {
     if (!future)
         return CTX_POOL_FUTURE_PENDING;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_state");
     int s = atomic_load_explicit(&future->state, memory_order_acquire);
     return s == CTX__F_CANCELLING ? CTX_POOL_FUTURE_PENDING : (ctx_pool_future_state_t)s;
 }
 
 int ctx_pool_future_done(const ctx_pool_future_t *future) {
-    return future &&
-           is_final(atomic_load_explicit(&future->state, memory_order_acquire));
+    if (!future)
+        return 0;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_done");
+    return is_final(atomic_load_explicit(&future->state, memory_order_acquire));
 }
 
 int ctx_pool_future_result(const ctx_pool_future_t *future, void **result) {
     if (!future)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_result");
     int s = atomic_load_explicit(&future->state, memory_order_acquire);
     switch (s) {
     case CTX__F_COMPLETED:
@@ -215,14 +232,16 @@ int ctx_pool_future_result(const ctx_pool_future_t *future, void **result) {
 }
 
 int ctx_pool_future_cancel_requested(const ctx_pool_future_t *future) {
-    return future ? atomic_load_explicit(&future->cancel_requested,
-                                         memory_order_relaxed)
-                  : 0;
+    if (!future)
+        return 0;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_cancel_requested");
+    return atomic_load_explicit(&future->cancel_requested, memory_order_relaxed);
 }
 
 int ctx_pool_future_queue_wait(const ctx_pool_future_t *future, uint64_t *ns) {
     if (!future || !ns)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_queue_wait");
     uint64_t start = atomic_load_explicit(&future->start_ticks, memory_order_relaxed);
     if (start == 0)
         return CTX_ENOTFOUND; /* pending, or cancelled before it started */
@@ -233,6 +252,7 @@ int ctx_pool_future_queue_wait(const ctx_pool_future_t *future, uint64_t *ns) {
 int ctx_pool_future_cancel(ctx_pool_future_t *future) {
     if (!future)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_cancel");
     int s0 = atomic_load_explicit(&future->state, memory_order_acquire);
     if (!is_final(s0) && ctx__pool_forked(future->pool))
         return CTX_EFORKED; /* its pool's locks are the parent's */
@@ -305,6 +325,7 @@ static struct stripe *stripe_of(const ctx_pool_future_t *f) {
 int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_ns) {
     if (!future)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_wait");
     if (is_final(atomic_load_explicit(&future->state, memory_order_acquire)))
         return 0;
     if (future == ctx__pool_current_task())
@@ -408,6 +429,7 @@ int ctx_pool_future_add_done_callback(ctx_pool_future_t *future, ctx_pool_future
                                  void *user) {
     if (!future || !fn)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_add_done_callback");
     if (!is_final(atomic_load_explicit(&future->state, memory_order_acquire)) &&
         ctx__pool_forked(future->pool))
         return CTX_EFORKED; /* it would never run */

@@ -36,6 +36,7 @@
 
 #include <ctxvar/pool.h>
 
+#include "common/debug.h"
 #include "core/core.h"
 
 #include <pthread.h>
@@ -118,8 +119,13 @@ struct ctx_pool_future {
     _Atomic(ctx__done_cb_t *) callbacks; /* LIFO; CTX__CB_DONE once ended */
     void *block;                         /* what the allocator returned (future.c) */
     struct ctx_pool_future *next_batch;  /* spare batches (recycle.c) */
+    CTX__DEBUG_MEMBER                    /* CTX_DEBUG: live or released (future.c) */
     void *stack[];                       /* stack_depth captured return addresses */
 };
+
+/* CTX_DEBUG (common/debug.h): the record's word while a future or a task
+ * holds it. */
+#define CTX__KIND_FUTURE CTX__DEBUG_KIND(0x46555452u, "future", "already released")
 
 /* The size of a public struct's 1.0 layout, up to its member `last`: a
  * caller's struct smaller than this is refused (the growth rule,
