@@ -61,8 +61,11 @@
  *     apart without a wake-up, few enough to leave the processors to the
  *     submitters — then parks on its own semaphore;
  *   - a submit wakes one parked worker only if one is parked and none is
- *     polling (a poller will take the task); a worker that takes a task
- *     and sees more queued does the same, so a backlog gets every worker;
+ *     polling (a poller will take the task), or a poller is but two tasks
+ *     wait (it has not come for the first: it may have lost its processor
+ *     to the scheduler, and a task must not wait a time slice for it); a
+ *     worker that takes a task and sees more queued does the same, so a
+ *     backlog gets every worker;
  *   - the parked worker to wake is the one that parked last (its caches
  *     are the warmest), and exactly one is woken per decision.
  * No wake-up is lost: a worker about to park pushes itself on the idle
@@ -298,9 +301,14 @@ static void wake_all(ctx_pool_t *pool) {
 }
 
 /* Called after making work visible: wakes a parked worker unless none is
- * parked or one is polling (it will take the work). */
+ * parked, or one is polling and at most one task waits (the poller will
+ * take it).  A second waiting task means the poller has not come for the
+ * first — the scheduler may have taken its processor for a whole time
+ * slice — so a parked worker is woken rather than left waiting on it. */
 static void maybe_wake(ctx_pool_t *pool) {
-    if (atomic_load(&pool->idle_count) == 0 || atomic_load(&pool->spinners) > 0)
+    if (atomic_load(&pool->idle_count) == 0)
+        return;
+    if (atomic_load(&pool->spinners) > 0 && queued_now(pool) < 2)
         return;
     wake_one(pool);
 }
