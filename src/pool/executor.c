@@ -407,6 +407,7 @@ static ctx_pool_t *pool_alloc(const ctx_pool_options_t *o) {
         atomic_init(&w->w.cancelled, 0);
         atomic_init(&w->w.max_wait_ticks, 0);
         atomic_init(&w->w.busy, 0);
+        w->w.poll_credit = 4;
     }
     return pool;
 }

@@ -253,6 +253,9 @@ typedef union ctx__worker {
         unsigned dead_count;
         /* Map references of finished light tasks not dropped yet. */
         ctx__map_debt_t debts[CTX__POOL_MAP_DEBTS];
+        /* Polling pays off lately (queue.c): found work in recent polls. */
+        unsigned poll_credit;
+        unsigned waits; /* times it went looking for work (a counter) */
         /* Parking (queue.c): posted once per wake-up. */
         sem_t wake;
         union ctx__worker *idle_next; /* under idle_lock */

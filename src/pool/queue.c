@@ -59,7 +59,9 @@
  *     than `max_spinners` workers are polling — one up to 8 workers, one
  *     per 8 beyond: enough to catch a stream of submits a few microseconds
  *     apart without a wake-up, few enough to leave the processors to the
- *     submitters — then parks on its own semaphore;
+ *     submitters — and if polling has paid lately (a credit per worker:
+ *     sparse submits make it park at once, see should_poll) — then parks
+ *     on its own semaphore;
  *   - a submit wakes one parked worker only if one is parked and none is
  *     polling (a poller will take the task), or a poller is but two tasks
  *     wait (it has not come for the first: it may have lost its processor
@@ -337,16 +339,37 @@ static bool unpark(ctx_pool_t *pool, ctx__worker_t *self) {
 
 /* Polls for work (if fewer than max_spinners workers do), then parks until
  * woken.  Returns when there may be work; the caller looks. */
+/* Polling pays when work comes in streams; when it comes a task at a
+ * time, tens of microseconds apart, it only delays the worker's sleep and
+ * (measured on 2-processor virtual machines) its next wake-up.  So each
+ * worker keeps a credit: finding work while polling earns two, polling in
+ * vain costs one, a worker without credit parks at once — but still polls
+ * one time in CTX__POOL_POLL_PROBE, to notice when a stream starts. */
+#define CTX__POOL_POLL_CREDIT_MAX 8
+#define CTX__POOL_POLL_PROBE 16
+
+static bool should_poll(ctx__worker_t *self) {
+    return self->w.poll_credit > 0 || ++self->w.waits % CTX__POOL_POLL_PROBE == 0;
+}
+
+static void poll_paid(ctx__worker_t *self, bool found) {
+    unsigned c = self->w.poll_credit;
+    self->w.poll_credit = found ? (c + 2 > CTX__POOL_POLL_CREDIT_MAX ? CTX__POOL_POLL_CREDIT_MAX : c + 2)
+                                : (c ? c - 1 : 0);
+}
+
 static void wait_for_work(ctx_pool_t *pool, ctx__worker_t *self) {
     ctx__policy_settle(self->w.debts); /* propagation.c: before going idle */
     unsigned n = atomic_load_explicit(&pool->spinners, memory_order_relaxed);
-    if (n < pool->max_spinners && atomic_compare_exchange_strong(&pool->spinners, &n, n + 1)) {
+    if (n < pool->max_spinners && should_poll(self) &&
+        atomic_compare_exchange_strong(&pool->spinners, &n, n + 1)) {
         bool found = false;
         for (unsigned i = 0; i < pool->polls && !found; i++) {
             ctx__cpu_relax();
             found = work_visible(pool);
         }
         atomic_fetch_sub(&pool->spinners, 1);
+        poll_paid(self, found);
         if (found)
             return;
     }
