@@ -160,7 +160,7 @@ static double time_two_threads(ctx_bus_t *bus, ctx_bus_event_t *ev, long n) {
 /* ---- asynchronous ---- */
 
 static double time_pool(ctx_bus_t *bus, ctx_bus_event_t *ev, long n) {
-    ctx_pool_options_t o = {0};
+    ctx_pool_options_t o = CTX_STRUCT_INIT(ctx_pool_options_t);
     o.threads = 2;
     ctx_pool_t *pool = NULL;
     check(ctx_pool_new(&o, &pool), "pool");

@@ -203,7 +203,7 @@ static void *request_main(void *arg) {
 int ctx_demo_bus(void) {
     printf("\n== bus: events with context-scoped listeners ==\n");
     ctx_var_options_t vo = {.size = sizeof(ctx_var_options_t), .ops = &text_ops};
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 2;
     if (ctx_var_new("request", &vo, &request_var) || ctx_bus_new(NULL, &bus) ||
         ctx_pool_new(&po, &pool)) {

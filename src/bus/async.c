@@ -121,7 +121,7 @@ int ctx_bus_publish_pool(ctx_bus_t *bus, ctx_bus_event_t *event, ctx_pool_t *poo
     int n = ctx__bus_delivery_prepare(bus, event, &d);
     if (n <= 0)
         return n;
-    ctx_pool_submit_options_t options = {0};
+    ctx_pool_submit_options_t options = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
     options.propagation = CTX_POOL_PROPAGATE_COPY;
     options.arg_release = pool_job_release;
     int rc = ctx_pool_submit_ex(pool, pool_job, d, &options, NULL);

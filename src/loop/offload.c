@@ -186,7 +186,7 @@ int ctx_loop_run_in_pool(ctx_loop_t *loop, ctx_pool_t *pool, ctx_pool_task_fn fn
     wrap_t *w = wrap_new(loop);
     if (!w)
         return CTX_ENOMEM;
-    ctx_pool_submit_options_t submit = options ? *options : (ctx_pool_submit_options_t){0};
+    ctx_pool_submit_options_t submit = options ? *options : CTX_STRUCT_INIT(ctx_pool_submit_options_t);
     w->fn = fn;
     w->arg = arg;
     w->arg_release = submit.arg_release;
@@ -214,7 +214,7 @@ int ctx_loop_task_offload(ctx_loop_task_t *task, ctx_pool_t *pool, ctx_pool_task
     if (!pool || !fn || !ctx__task_can_arm(task))
         return CTX_EINVAL;
     ctx_loop_future_t *f = ctx_loop_task_future(task);
-    ctx_pool_submit_options_t submit = options ? *options : (ctx_pool_submit_options_t){0};
+    ctx_pool_submit_options_t submit = options ? *options : CTX_STRUCT_INIT(ctx_pool_submit_options_t);
     if (submit.propagation == CTX_POOL_PROPAGATE_DEFAULT) {
         submit.propagation = CTX_POOL_PROPAGATE_CONTEXT;
         submit.context = ctx_loop_task_context(task);

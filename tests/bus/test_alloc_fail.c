@@ -199,7 +199,7 @@ static void run_faults(int fresh) {
 
     /* Pool publish: a failure delivers nothing, keeps nothing. */
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     /* Warm the worker up first (its per-thread state is made by its first

@@ -174,7 +174,7 @@ static void test_framework_scenario(void **state) {
     (void)state;
     request_var = new_var("request_id");
     bus = new_bus(NULL);
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 3;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     pthread_mutex_init(&worker_queue.lock, NULL);

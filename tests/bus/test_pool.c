@@ -52,7 +52,7 @@ static void test_pool_delivery_carries_context(void **state) {
     request_var = new_var("request");
     ctx_bus_t *bus = new_bus(NULL);
     ctx_pool_t *pools[2];
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 2;
     ASSERT_RC(ctx_pool_new(&po, &pools[0]), 0);
     po.propagation = CTX_POOL_PROPAGATE_NONE; /* the bus asks for COPY anyway */
@@ -133,7 +133,7 @@ static void test_pool_publishers_stay_apart(void **state) {
     (void)state;
     request_var = new_var("request");
     shared_bus = new_bus(NULL);
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 3;
     ASSERT_RC(ctx_pool_new(&po, &shared_pool), 0);
     atomic_store(&data_released, 0);
@@ -179,7 +179,7 @@ static void test_single_worker_keeps_order(void **state) {
     (void)state;
     ctx_bus_t *bus = new_bus(NULL);
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     long next_global = 0, next_scoped = 0;
@@ -221,7 +221,7 @@ static void test_pool_refusals(void **state) {
     (void)state;
     ctx_bus_t *bus = new_bus(NULL);
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     recorder_t r;

@@ -220,7 +220,7 @@ static void test_failing_listeners(void **state) {
 
     /* Asynchronously: reported on the worker, counted the same. */
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 2;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     int n = SCALED(50, 5, 20);
@@ -320,7 +320,7 @@ static void test_publish_after_shutdown(void **state) {
     ctx_bus_listener_t *g = subscribe(bus, "t", record_listener, &r, 0);
     ctx_bus_listener_t *s = subscribe(bus, "t", record_listener, &r, CTX_BUS_SCOPED);
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     atomic_store(&data_released, 0);
@@ -384,7 +384,7 @@ static void shutdown_with_events_in_flight(ctx_pool_shutdown_mode_t pool_mode) {
     ctx_bus_listener_t *g = subscribe(bus, "t", record_listener, &r, 0);
     ctx_bus_listener_t *s = subscribe(bus, "t", record_listener, &r, CTX_BUS_SCOPED);
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     gate_t gate;
@@ -467,7 +467,7 @@ static void test_destroy_with_events_in_flight(void **state) {
     ASSERT_RC(ctx_bus_subscribe(bus, "t", record_listener, &r, NULL, NULL), 0);
     ASSERT_RC(ctx_bus_subscribe(bus, "t", record_listener, &r, &so, NULL), 0);
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     gate_t gate;
@@ -621,7 +621,7 @@ static void test_concurrent_subscribe_unsubscribe_publish(void **state) {
     ctx_test_alloc_install();
     stress_var = new_var("publisher");
     stress_bus = new_bus(NULL);
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 2;
     ASSERT_RC(ctx_pool_new(&po, &stress_pool), 0);
     atomic_store(&stress_calls, 0);

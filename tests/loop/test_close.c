@@ -85,7 +85,7 @@ static int waiter_step(ctx_loop_task_t *task, void *arg, void **result) {
     case 3:
         return ctx_loop_task_yield(task);
     default: {
-        ctx_pool_submit_options_t opts = {0};
+        ctx_pool_submit_options_t opts = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
         opts.arg_release = count_offload_release;
         return ctx_loop_task_offload(task, w->pool, blocked_work, NULL, &opts);
     }
@@ -111,7 +111,7 @@ static void test_close_with_everything_pending(void **state) {
     (void)state;
     ctx_var_t *x = new_var("x");
     ctx_pool_t *pool;
-    ctx_pool_options_t popts = {0};
+    ctx_pool_options_t popts = CTX_STRUCT_INIT(ctx_pool_options_t);
     popts.threads = 1;
     ASSERT_RC(ctx_pool_new(&popts, &pool), 0);
     ctx_loop_t *loop = new_loop(NULL);

@@ -11,7 +11,7 @@
 #include <time.h>
 
 static ctx_pool_t *new_pool(size_t threads) {
-    ctx_pool_options_t opts = {0};
+    ctx_pool_options_t opts = CTX_STRUCT_INIT(ctx_pool_options_t);
     opts.threads = threads;
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&opts, &pool), 0);
@@ -57,7 +57,7 @@ static int job_step(ctx_loop_task_t *task, void *arg, void **result) {
     switch (j->state++) {
     case 0: {
         set_int(j->req, j->id);
-        ctx_pool_submit_options_t opts = {0};
+        ctx_pool_submit_options_t opts = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
         opts.arg_release = job_release;
         return ctx_loop_task_offload(task, j->pool, work, j, &opts);
     }
@@ -236,7 +236,7 @@ static int canceller_step(ctx_loop_task_t *task, void *arg, void **result) {
     (void)result;
     canceller_t *c = arg;
     if (c->state++ == 0) {
-        ctx_pool_submit_options_t opts = {0};
+        ctx_pool_submit_options_t opts = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
         opts.arg_release = canceller_release;
         int rc = ctx_loop_task_offload(task, c->pool, queued_work, c, &opts);
         /* Cancelled on the next iteration, the work still queued. */
@@ -289,7 +289,7 @@ static void misuse_release(void *arg) { ((misuse_t *)arg)->released++; }
 static int misuse_step(ctx_loop_task_t *task, void *arg, void **result) {
     (void)result;
     misuse_t *m = arg;
-    ctx_pool_submit_options_t opts = {0};
+    ctx_pool_submit_options_t opts = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
     opts.arg_release = misuse_release;
     m->rc[0] = ctx_loop_task_offload(task, NULL, plain_work, m, &opts);
     m->rc[1] = ctx_loop_task_offload(task, m->pool, NULL, m, &opts);
@@ -312,7 +312,7 @@ static int owner_step(ctx_loop_task_t *task, void *arg, void **result) {
     (void)result;
     owner_t *o = arg;
     if (o->state++ == 0) {
-        ctx_pool_submit_options_t opts = {0};
+        ctx_pool_submit_options_t opts = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
         opts.result_release = free;
         return ctx_loop_task_offload(task, o->pool, malloc_work, NULL, &opts);
     }
