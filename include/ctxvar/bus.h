@@ -182,7 +182,10 @@ CTX_EXPORT void *ctx_bus_event_data(const ctx_bus_event_t *event);
 typedef void (*ctx_bus_error_fn)(ctx_bus_t *bus, ctx_bus_listener_t *listener,
                                  ctx_bus_event_t *event, int code, void *user);
 
+/* Options of ctx_bus_new: NULL, or CTX_STRUCT_INIT(ctx_bus_options_t) and
+ * the members wanted. */
 typedef struct ctx_bus_options {
+    size_t size; /* sizeof(ctx_bus_options_t): CTX_STRUCT_INIT */
     /* The error handler; NULL: one line on stderr per failure. */
     ctx_bus_error_fn on_error;
     void *error_user;
@@ -225,8 +228,10 @@ CTX_EXPORT int ctx_bus_wait_idle(ctx_bus_t *bus, int64_t timeout_ns);
  * listener handles stay usable. */
 CTX_EXPORT void ctx_bus_release(ctx_bus_t *bus);
 
-/* A snapshot of a bus's counters. */
+/* A snapshot of a bus's counters.  Set `size` before the call
+ * (CTX_STRUCT_INIT(ctx_bus_stats_t)): the bus writes no further. */
 typedef struct ctx_bus_stats {
+    size_t size;                /* sizeof(ctx_bus_stats_t): CTX_STRUCT_INIT */
     size_t global_listeners;    /* global listeners subscribed now */
     uint64_t listener_failures; /* listener calls that returned an error */
     uint64_t rejected;          /* publishes refused by a shut-down bus */
@@ -257,7 +262,10 @@ typedef int (*ctx_bus_listener_fn)(ctx_bus_listener_t *self, ctx_bus_event_t *ev
  * it the listener is global. */
 #define CTX_BUS_SCOPED 1u
 
+/* Options of ctx_bus_subscribe: NULL, or
+ * CTX_STRUCT_INIT(ctx_bus_subscribe_options_t) and the members wanted. */
 typedef struct ctx_bus_subscribe_options {
+    size_t size;    /* sizeof(ctx_bus_subscribe_options_t): CTX_STRUCT_INIT */
     unsigned flags; /* CTX_BUS_* */
     /* Called once with `user` when nothing can call the listener any more:
      * it was unsubscribed (or, for a global listener, the bus shut down), its

@@ -234,9 +234,12 @@ CTX_EXPORT int ctx_loop_set_error_handler(ctx_loop_t *loop,
 /* A scheduled callback; runs on the loop thread. */
 typedef void (*ctx_loop_callback_fn)(void *arg);
 
-/* Options of the scheduling calls (NULL, or a zeroed struct: capture the
- * current context, no arg_release). */
+/* Options of the scheduling calls and of done-callbacks.  NULL, or
+ * CTX_STRUCT_INIT(ctx_loop_call_options_t) with nothing else set: capture
+ * the current context, no arg_release.  A struct with a wrong `size` (see
+ * CTX_STRUCT_INIT in ctxvar.h) makes the call fail with CTX_EINVAL. */
 typedef struct ctx_loop_call_options {
+    size_t size; /* sizeof(ctx_loop_call_options_t): CTX_STRUCT_INIT */
     /* Run the callback in this context itself instead of a private copy of
      * the caller's current one: its sets land in it.  Retained until the
      * callback ran or was dropped.  If it is entered somewhere when the
@@ -329,7 +332,10 @@ typedef enum ctx_loop_future_state {
     CTX_LOOP_FUTURE_CANCELLED = 3
 } ctx_loop_future_state_t;
 
+/* Options of ctx_loop_future_new: NULL, or
+ * CTX_STRUCT_INIT(ctx_loop_future_options_t) and the members wanted. */
 typedef struct ctx_loop_future_options {
+    size_t size; /* sizeof(ctx_loop_future_options_t): CTX_STRUCT_INIT */
     /* Called once with the result of a completed future when the future is
      * destroyed (its last reference released, on that thread): the future
      * owns its result.  NULL: the result is a plain value it never frees. */
@@ -433,7 +439,10 @@ CTX_EXPORT int ctx_loop_future_add_done_callback(
  * then ends the task abandons the wait harmlessly. */
 typedef int (*ctx_loop_task_step_fn)(ctx_loop_task_t *task, void *arg, void **result);
 
+/* Options of ctx_loop_task_new: NULL, or
+ * CTX_STRUCT_INIT(ctx_loop_task_options_t) and the members wanted. */
 typedef struct ctx_loop_task_options {
+    size_t size; /* sizeof(ctx_loop_task_options_t): CTX_STRUCT_INIT */
     /* The task's context: NULL means a copy of the creator's current
      * context taken at creation; otherwise this context itself (retained),
      * which the task's sets then change (asyncio's create_task(context=)).

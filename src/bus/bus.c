@@ -54,6 +54,9 @@ void ctx__bus_snap_lock(ctx_bus_t *bus) {
 int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
     if (!out)
         return CTX_EINVAL;
+    ctx_bus_options_t o = CTX_STRUCT_INIT(ctx_bus_options_t);
+    if (options && ctx__struct_in(&o, sizeof o, options, CTX__BUS_OPTIONS_V1) != 0)
+        return CTX_EINVAL;
     ctx_bus_t *bus = ctx__bus_malloc(sizeof *bus);
     if (!bus)
         return CTX_ENOMEM;
@@ -83,8 +86,8 @@ int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
     atomic_init(&bus->shut, 0);
     atomic_init(&bus->global, NULL);
     atomic_init(&bus->next_seq, 1);
-    bus->on_error = options ? options->on_error : NULL;
-    bus->error_user = options ? options->error_user : NULL;
+    bus->on_error = o.on_error;
+    bus->error_user = o.error_user;
     atomic_init(&bus->failures, 0);
     atomic_init(&bus->rejected, 0);
     atomic_init(&bus->async_accepted, 0);
@@ -141,23 +144,23 @@ static size_t live_count(const ctx__bus_list_t *list) {
 }
 
 int ctx_bus_stats(ctx_bus_t *bus, ctx_bus_stats_t *out) {
-    if (!bus || !out)
+    if (!bus || !out || out->size < sizeof(size_t))
         return CTX_EINVAL;
-    memset(out, 0, sizeof *out);
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     ctx__bus_snap_lock(bus);
     ctx__bus_list_t *global =
         ctx__bus_list_retain(atomic_load_explicit(&bus->global, memory_order_relaxed));
     ctx__bus_snap_unlock(bus);
-    out->global_listeners = live_count(global);
+    st.global_listeners = live_count(global);
     ctx__bus_list_release(global);
-    out->listener_failures = atomic_load_explicit(&bus->failures, memory_order_relaxed);
-    out->rejected = atomic_load_explicit(&bus->rejected, memory_order_relaxed);
-    out->async_dropped = atomic_load_explicit(&bus->async_dropped, memory_order_relaxed);
+    st.listener_failures = atomic_load_explicit(&bus->failures, memory_order_relaxed);
+    st.rejected = atomic_load_explicit(&bus->rejected, memory_order_relaxed);
+    st.async_dropped = atomic_load_explicit(&bus->async_dropped, memory_order_relaxed);
     pthread_mutex_lock(&bus->idle_lock);
-    out->async_accepted = atomic_load_explicit(&bus->async_accepted, memory_order_relaxed);
-    out->async_pending = bus->pending;
+    st.async_accepted = atomic_load_explicit(&bus->async_accepted, memory_order_relaxed);
+    st.async_pending = bus->pending;
     pthread_mutex_unlock(&bus->idle_lock);
-    return 0;
+    return ctx__struct_out(out, &st, sizeof st);
 }
 
 void ctx__bus_report(ctx_bus_t *bus, ctx_bus_listener_t *listener, ctx_bus_event_t *event,

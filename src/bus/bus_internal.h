@@ -39,6 +39,15 @@
 
 #include <ctxvar.h>
 
+#include "common/common.h"
+
+/* ---- public structs that grow (docs/api-rules.md) ----
+ * The first published (1.0) size of a struct: through its last 1.0 member.
+ * A member added later goes after it and leaves this size as it is. */
+#define CTX__SIZE_THROUGH(type, member) (offsetof(type, member) + sizeof(((type *)0)->member))
+#define CTX__BUS_OPTIONS_V1 CTX__SIZE_THROUGH(ctx_bus_options_t, error_user)
+#define CTX__BUS_SUBSCRIBE_OPTIONS_V1 CTX__SIZE_THROUGH(ctx_bus_subscribe_options_t, user_release)
+
 /* ---- allocation ----
  * Through the core's allocator (ctx_set_allocator, and the tests' failing
  * allocator): ctx_malloc is exported, so the shared library reaches it too. */

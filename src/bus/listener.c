@@ -264,7 +264,10 @@ static int subscribe_scoped(ctx_bus_t *bus, ctx_bus_listener_t *l) {
 
 int ctx_bus_subscribe(ctx_bus_t *bus, const char *pattern, ctx_bus_listener_fn fn, void *user,
                       const ctx_bus_subscribe_options_t *options, ctx_bus_listener_t **out) {
-    unsigned flags = options ? options->flags : 0;
+    ctx_bus_subscribe_options_t o = CTX_STRUCT_INIT(ctx_bus_subscribe_options_t);
+    if (options && ctx__struct_in(&o, sizeof o, options, CTX__BUS_SUBSCRIBE_OPTIONS_V1) != 0)
+        return CTX_EINVAL;
+    unsigned flags = o.flags;
     if (!bus || !fn || (flags & ~CTX_BUS_SCOPED))
         return CTX_EINVAL;
     if (ctx__bus_is_shut(bus))
@@ -280,7 +283,7 @@ int ctx_bus_subscribe(ctx_bus_t *bus, const char *pattern, ctx_bus_listener_fn f
     }
     /* Success: from now on the record owns `user`.  Only the subscriber's
      * reference can make it die before this store, and it is still held. */
-    l->user_release = options ? options->user_release : NULL;
+    l->user_release = o.user_release;
     if (out)
         *out = l;
     else

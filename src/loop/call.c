@@ -171,9 +171,12 @@ int ctx_loop_call_soon(ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg,
                        const ctx_loop_call_options_t *options, ctx_loop_handle_t **handle) {
     if (!loop || !fn)
         return CTX_EINVAL;
+    ctx_loop_call_options_t local;
+    int err = ctx__loop_call_options_in(options, &local, &options);
+    if (err)
+        return err;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
-    int err;
     ctx_loop_handle_t *h = ctx__loop_handle_new(loop, fn, NULL, arg, options, &err);
     if (!h)
         return err;
@@ -189,9 +192,12 @@ int ctx_loop_call_at(ctx_loop_t *loop, uint64_t when_ms, ctx_loop_callback_fn fn
                      const ctx_loop_call_options_t *options, ctx_loop_handle_t **handle) {
     if (!loop || !fn)
         return CTX_EINVAL;
+    ctx_loop_call_options_t local;
+    int err = ctx__loop_call_options_in(options, &local, &options);
+    if (err)
+        return err;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
-    int err;
     ctx_loop_handle_t *h = ctx__loop_handle_new(loop, fn, NULL, arg, options, &err);
     if (!h)
         return err;
@@ -227,7 +233,10 @@ int ctx_loop_call_soon_threadsafe(ctx_loop_t *loop, ctx_loop_callback_fn fn, voi
         return CTX_ECLOSED;
     if (ctx__loop_on_thread(loop))
         return ctx_loop_call_soon(loop, fn, arg, options, handle);
-    int err;
+    ctx_loop_call_options_t local;
+    int err = ctx__loop_call_options_in(options, &local, &options);
+    if (err)
+        return err;
     ctx_loop_handle_t *h = ctx__loop_handle_new(loop, fn, NULL, arg, options, &err);
     if (!h)
         return err;

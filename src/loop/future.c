@@ -31,7 +31,6 @@
  * returning from its step) and cancelling it is ctx_loop_task_cancel.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "common/common.h"
 #include "loop/loop_internal.h"
 
 #include <sched.h>
@@ -61,12 +60,15 @@ int ctx_loop_future_new(ctx_loop_t *loop, const ctx_loop_future_options_t *optio
                         ctx_loop_future_t **out) {
     if (!loop || !out)
         return CTX_EINVAL;
+    ctx_loop_future_options_t o = CTX_STRUCT_INIT(ctx_loop_future_options_t);
+    if (options && ctx__struct_in(&o, sizeof o, options, CTX__LOOP_FUTURE_OPTIONS_V1) != 0)
+        return CTX_EINVAL;
     if (atomic_load_explicit(&loop->closing, memory_order_acquire))
         return CTX_ECLOSED;
     ctx_loop_future_t *f = ctx__loop_malloc(sizeof *f);
     if (!f)
         return CTX_ENOMEM;
-    ctx__loop_future_init(f, loop, CTX__LF_PLAIN, options ? options->result_release : NULL);
+    ctx__loop_future_init(f, loop, CTX__LF_PLAIN, o.result_release);
     *out = f;
     return 0;
 }
@@ -202,10 +204,13 @@ int ctx_loop_future_add_done_callback(ctx_loop_future_t *f, ctx_loop_future_done
                                       void *user, const ctx_loop_call_options_t *options) {
     if (!f || !fn)
         return CTX_EINVAL;
+    ctx_loop_call_options_t local;
+    int err = ctx__loop_call_options_in(options, &local, &options);
+    if (err)
+        return err;
     ctx_loop_t *loop = f->loop;
     if (atomic_load_explicit(&loop->closing, memory_order_acquire))
         return CTX_ECLOSED;
-    int err;
     ctx_loop_handle_t *h = ctx__loop_handle_new(loop, NULL, fn, user, options, &err);
     if (!h)
         return err;

@@ -45,6 +45,30 @@
 
 #include <ctxvar.h>
 
+#include "common/common.h"
+
+/* ---- public structs that grow (docs/api-rules.md) ----
+ * The first published (1.0) size of a struct: through its last 1.0 member.
+ * A member added later goes after it and leaves this size as it is. */
+#define CTX__SIZE_THROUGH(type, member) (offsetof(type, member) + sizeof(((type *)0)->member))
+#define CTX__LOOP_CALL_OPTIONS_V1 CTX__SIZE_THROUGH(ctx_loop_call_options_t, arg_release)
+#define CTX__LOOP_FUTURE_OPTIONS_V1 CTX__SIZE_THROUGH(ctx_loop_future_options_t, result_release)
+#define CTX__LOOP_TASK_OPTIONS_V1 CTX__SIZE_THROUGH(ctx_loop_task_options_t, result_release)
+
+/* Reads the caller's call options (NULL: defaults) into *local and points
+ * *use at what to go by: NULL for defaults, else local.  0 or CTX_EINVAL. */
+static inline int ctx__loop_call_options_in(const ctx_loop_call_options_t *options,
+                                            ctx_loop_call_options_t *local,
+                                            const ctx_loop_call_options_t **use) {
+    *use = NULL;
+    if (!options)
+        return 0;
+    int r = ctx__struct_in(local, sizeof *local, options, CTX__LOOP_CALL_OPTIONS_V1);
+    if (r == 0)
+        *use = local;
+    return r;
+}
+
 /* ---- allocation ----
  * Through the core's allocator (ctx_set_allocator, and the tests' failing
  * allocator): ctx_malloc is exported, so the shared library reaches it too. */

@@ -228,13 +228,16 @@ int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
                  const ctx_loop_task_options_t *options, ctx_loop_task_t **out) {
     if (!loop || !step)
         return CTX_EINVAL;
+    ctx_loop_task_options_t o = CTX_STRUCT_INIT(ctx_loop_task_options_t);
+    if (options && ctx__struct_in(&o, sizeof o, options, CTX__LOOP_TASK_OPTIONS_V1) != 0)
+        return CTX_EINVAL;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
     ctx_loop_task_t *t = ctx__loop_calloc(sizeof *t);
     if (!t)
         return CTX_ENOMEM;
-    if (options && options->context) {
-        t->context = ctx_context_retain(options->context);
+    if (o.context) {
+        t->context = ctx_context_retain(o.context);
     } else {
         int r = ctx_context_copy_current(&t->context);
         if (r) {
@@ -242,14 +245,14 @@ int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
             return r;
         }
     }
-    ctx__loop_future_init(&t->future, loop, CTX__LF_TASK, options ? options->result_release : NULL);
+    ctx__loop_future_init(&t->future, loop, CTX__LF_TASK, o.result_release);
     /* The loop's reference, the waiter's, and the caller's if wanted. */
     atomic_store_explicit(&t->future.refs, out ? 3u : 2u, memory_order_relaxed);
     t->waiter.ops = &waiter_ops;
     t->waiter.heap_index = SIZE_MAX;
     t->step = step;
     t->arg = arg;
-    t->arg_release = options ? options->arg_release : NULL;
+    t->arg_release = o.arg_release;
     atomic_init(&t->cancel_requests, 0);
     t->next = loop->tasks;
     if (t->next)

@@ -140,7 +140,7 @@ int ctx_nats_bus_forward(ctx_nats_t *b, ctx_bus_t *bus, const char *pattern, con
     route_t *r = route_new(b, prefix, codec);
     if (!r)
         return CTX_ENOMEM;
-    ctx_bus_subscribe_options_t opts = {0, route_free};
+    ctx_bus_subscribe_options_t opts = {sizeof(ctx_bus_subscribe_options_t), 0, route_free};
     int rc = ctx_bus_subscribe(bus, pattern, forward_listener, r, &opts, out);
     if (rc != 0)
         route_free(r);

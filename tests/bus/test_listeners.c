@@ -110,7 +110,7 @@ static void test_patterns(void **state) {
             fail_msg("pattern \"%s\" was accepted", bad[i]);
         assert_null(l);
     }
-    ctx_bus_stats_t st;
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     ASSERT_RC(ctx_bus_stats(bus, &st), 0);
     assert_int_equal(st.global_listeners, 0);
     ctx_bus_release(bus);
@@ -376,8 +376,8 @@ static void test_user_release(void **state) {
     (void)state;
     memset(user_released, 0, sizeof user_released);
     ctx_bus_t *bus = new_bus(NULL);
-    ctx_bus_subscribe_options_t global = {0, note_user_release};
-    ctx_bus_subscribe_options_t scoped = {CTX_BUS_SCOPED, note_user_release};
+    ctx_bus_subscribe_options_t global = {sizeof(ctx_bus_subscribe_options_t), 0, note_user_release};
+    ctx_bus_subscribe_options_t scoped = {sizeof(ctx_bus_subscribe_options_t), CTX_BUS_SCOPED, note_user_release};
 
     /* Global: unsubscribe, then release the handle. */
     ctx_bus_listener_t *g = NULL;
@@ -429,9 +429,9 @@ static void test_user_release(void **state) {
 static void test_stats_and_arguments(void **state) {
     (void)state;
     ctx_bus_t *bus = new_bus(NULL);
-    ctx_bus_stats_t st;
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     ctx_bus_listener_t *l = NULL;
-    ctx_bus_subscribe_options_t bad_flags = {0x10, NULL};
+    ctx_bus_subscribe_options_t bad_flags = {sizeof(ctx_bus_subscribe_options_t), 0x10, NULL};
 
     ASSERT_RC(ctx_bus_new(NULL, NULL), CTX_EINVAL);
     ASSERT_RC(ctx_bus_subscribe(NULL, "t", nop_listener, NULL, NULL, &l), CTX_EINVAL);

@@ -17,7 +17,7 @@ static void release_result(void *result) {
 static void test_states_and_errors(void **state) {
     (void)state;
     ctx_loop_t *loop = new_loop(NULL);
-    ctx_loop_future_options_t opts = {release_result};
+    ctx_loop_future_options_t opts = {sizeof(ctx_loop_future_options_t), release_result};
     ctx_loop_future_t *f, *g, *h;
     results_released = 0;
     ASSERT_RC(ctx_loop_future_new(loop, &opts, &f), 0);
@@ -109,7 +109,7 @@ static void test_done_callbacks(void **state) {
     ASSERT_RC(ctx_loop_future_new(loop, NULL, &f), 0);
     int clock = 0;
     cb_seen_t a = {x, &clock, 0, 0, NULL, 0, 0}, b = a, c = a, d = a;
-    ctx_loop_call_options_t opts = {NULL, seen_release};
+    ctx_loop_call_options_t opts = {sizeof(ctx_loop_call_options_t), NULL, seen_release};
     set_int(x, 1);
     ASSERT_RC(ctx_loop_future_add_done_callback(f, on_done, &a, &opts), 0);
     set_int(x, 2);
@@ -118,7 +118,7 @@ static void test_done_callbacks(void **state) {
     ctx_context_t *ctx;
     ASSERT_RC(ctx_context_new(&ctx), 0);
     ASSERT_RC(ctx_context_set(ctx, x, IV(30)), 0);
-    ctx_loop_call_options_t in_ctx = {ctx, seen_release};
+    ctx_loop_call_options_t in_ctx = {sizeof(ctx_loop_call_options_t), ctx, seen_release};
     ASSERT_RC(ctx_loop_future_add_done_callback(f, on_done, &c, &in_ctx), 0);
     set_int(x, 3);
     ASSERT_RC(ctx_loop_future_set_result(f, IV(9)), 0);
@@ -154,7 +154,7 @@ static void test_pending_future_dies_with_callbacks(void **state) {
     ASSERT_RC(ctx_loop_future_new(loop, NULL, &f), 0);
     int clock = 0;
     cb_seen_t a = {x, &clock, 0, 0, NULL, 0, 0};
-    ctx_loop_call_options_t opts = {NULL, seen_release};
+    ctx_loop_call_options_t opts = {sizeof(ctx_loop_call_options_t), NULL, seen_release};
     ASSERT_RC(ctx_loop_future_add_done_callback(f, on_done, &a, &opts), 0);
     ctx_loop_future_release(f); /* never completed */
     assert_int_equal(a.released, 1);
