@@ -47,6 +47,19 @@
 #include "bus/bus_internal.h"
 #include "common/common.h"
 
+/* ---- fork ---- */
+
+atomic_uint ctx__bus_fork_generation;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_child(void) {
+    atomic_fetch_add_explicit(&ctx__bus_fork_generation, 1, memory_order_relaxed);
+}
+
+static void fork_install(void) { pthread_atfork(NULL, NULL, fork_child); }
+
+void ctx__bus_fork_watch(void) { pthread_once(&fork_once, fork_install); }
+
 void ctx__bus_snap_lock(ctx_bus_t *bus) {
     ctx__spin_lock(&bus->snap_lock);
 }
@@ -57,10 +70,12 @@ int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
     ctx_bus_options_t o = CTX_STRUCT_INIT(ctx_bus_options_t);
     if (options && ctx__struct_in(&o, sizeof o, options, CTX__BUS_OPTIONS_V1) != 0)
         return CTX_EINVAL;
+    ctx__bus_fork_watch();
     ctx_bus_t *bus = ctx__bus_malloc(sizeof *bus);
     if (!bus)
         return CTX_ENOMEM;
     memset(bus, 0, sizeof *bus);
+    bus->generation = atomic_load_explicit(&ctx__bus_fork_generation, memory_order_relaxed);
     ctx_var_options_t vo = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &ctx__bus_list_ops};
     int err = ctx_var_new("ctx_bus.listeners", &vo, &bus->scoped_var);
     if (err) {
@@ -100,6 +115,8 @@ int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
 void ctx__bus_release(ctx_bus_t *bus) {
     if (!bus || atomic_fetch_sub_explicit(&bus->refs, 1, memory_order_acq_rel) != 1)
         return;
+    if (ctx__bus_forked(bus))
+        return; /* its locks may be held by threads the child does not have */
     /* No record refers to the bus any more, so no list does: `global` is
      * NULL (shutdown dropped it, and nothing could subscribe since). */
     pthread_cond_destroy(&bus->idle_cond);
@@ -112,6 +129,8 @@ void ctx__bus_release(ctx_bus_t *bus) {
 int ctx_bus_shutdown(ctx_bus_t *bus) {
     if (!bus)
         return CTX_EINVAL;
+    if (ctx__bus_forked(bus))
+        return CTX_EFORKED;
     pthread_mutex_lock(&bus->write_lock);
     ctx__bus_list_t *old = NULL;
     if (!atomic_load_explicit(&bus->shut, memory_order_relaxed)) {
@@ -132,6 +151,11 @@ int ctx_bus_shutdown(ctx_bus_t *bus) {
 void ctx_bus_release(ctx_bus_t *bus) {
     if (!bus)
         return;
+    if (ctx__bus_forked(bus)) {
+        /* In the child: no lock, no user callback; the memory stays. */
+        atomic_fetch_sub_explicit(&bus->refs, 1, memory_order_relaxed);
+        return;
+    }
     ctx_bus_shutdown(bus);
     ctx__bus_release(bus);
 }
@@ -146,6 +170,8 @@ static size_t live_count(const ctx__bus_list_t *list) {
 int ctx_bus_stats(ctx_bus_t *bus, ctx_bus_stats_t *out) {
     if (!bus || !out || out->size < sizeof(size_t))
         return CTX_EINVAL;
+    if (ctx__bus_forked(bus))
+        return CTX_EFORKED;
     ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     ctx__bus_snap_lock(bus);
     ctx__bus_list_t *global =
@@ -191,6 +217,8 @@ void ctx__bus_pending_done(ctx_bus_t *bus) {
 int ctx_bus_wait_idle(ctx_bus_t *bus, int64_t timeout_ns) {
     if (!bus)
         return CTX_EINVAL;
+    if (ctx__bus_forked(bus))
+        return CTX_EFORKED;
     if (ctx__bus_delivering() == bus)
         return CTX_EBUSY;
     struct timespec deadline;

@@ -188,7 +188,22 @@ struct ctx_bus {
     pthread_cond_t idle_cond;
     int idle_monotonic; /* idle_cond uses CLOCK_MONOTONIC */
     uint64_t pending;
+    /* ctx__bus_fork_generation when the bus was made (see fork below). */
+    unsigned generation;
 };
+
+/* ---- fork() (bus.c) ----
+ * The child of a fork() gets a copy of every bus, with locks that threads
+ * which do not exist in the child may have held, and asynchronous
+ * deliveries queued on executors whose threads are gone.  A pthread_atfork
+ * child handler bumps the generation; a bus made in an earlier generation
+ * is unusable there: its calls answer CTX_EFORKED, and releases in the
+ * child free nothing (no lock is taken, no user callback runs). */
+extern atomic_uint ctx__bus_fork_generation;
+void ctx__bus_fork_watch(void);
+static inline int ctx__bus_forked(const ctx_bus_t *bus) {
+    return bus->generation != atomic_load_explicit(&ctx__bus_fork_generation, memory_order_relaxed);
+}
 
 static inline ctx_bus_t *ctx__bus_retain(ctx_bus_t *bus) {
     atomic_fetch_add_explicit(&bus->refs, 1, memory_order_relaxed);
@@ -222,7 +237,8 @@ typedef struct ctx__bus_snapshot {
 } ctx__bus_snapshot_t;
 
 /* Takes the listeners a publish made now from the current context reaches.
- * Returns 0, or CTX_ESHUTDOWN (counted as rejected; *snap empty). */
+ * Returns 0, CTX_ESHUTDOWN (*snap empty; the caller counts it as
+ * rejected), or CTX_EFORKED (a bus made before fork(): *snap empty). */
 int ctx__bus_snapshot_take(ctx_bus_t *bus, ctx__bus_snapshot_t *snap);
 void ctx__bus_snapshot_drop(ctx__bus_snapshot_t *snap);
 

@@ -75,7 +75,8 @@ ctx_bus_listener_t *ctx_bus_listener_retain(ctx_bus_listener_t *listener) {
 }
 
 void ctx_bus_listener_release(ctx_bus_listener_t *listener) {
-    if (listener && atomic_fetch_sub_explicit(&listener->refs, 1, memory_order_acq_rel) == 1)
+    if (listener && atomic_fetch_sub_explicit(&listener->refs, 1, memory_order_acq_rel) == 1 &&
+        !ctx__bus_forked(listener->bus)) /* in a child of fork(): the memory stays */
         listener_free(listener);
 }
 
@@ -270,6 +271,8 @@ int ctx_bus_subscribe(ctx_bus_t *bus, const char *pattern, ctx_bus_listener_fn f
     unsigned flags = o.flags;
     if (!bus || !fn || (flags & ~CTX_BUS_SCOPED))
         return CTX_EINVAL;
+    if (ctx__bus_forked(bus))
+        return CTX_EFORKED;
     if (ctx__bus_is_shut(bus))
         return CTX_ESHUTDOWN;
     int err;
@@ -296,6 +299,8 @@ int ctx_bus_subscribe(ctx_bus_t *bus, const char *pattern, ctx_bus_listener_fn f
 int ctx_bus_unsubscribe(ctx_bus_listener_t *listener) {
     if (!listener)
         return CTX_EINVAL;
+    if (ctx__bus_forked(listener->bus))
+        return CTX_EFORKED;
     if (atomic_exchange_explicit(&listener->removed, 1, memory_order_acq_rel))
         return CTX_ENOTFOUND;
     if (listener->flags & CTX_BUS_SCOPED)

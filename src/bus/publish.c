@@ -48,6 +48,8 @@
 int ctx__bus_snapshot_take(ctx_bus_t *bus, ctx__bus_snapshot_t *snap) {
     snap->global = NULL;
     snap->scoped = NULL;
+    if (ctx__bus_forked(bus))
+        return CTX_EFORKED;
     if (ctx__bus_is_shut(bus))
         return CTX_ESHUTDOWN;
     /* A racy peek: when there is no global list, skip the lock.  A global
@@ -183,6 +185,8 @@ static void release_deferred(void) {
 int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event) {
     if (!bus || !event)
         return CTX_EINVAL;
+    if (ctx__bus_forked(bus))
+        return CTX_EFORKED;
     if (ctx__bus_is_shut(bus)) {
         atomic_fetch_add_explicit(&bus->rejected, 1, memory_order_relaxed);
         return CTX_ESHUTDOWN;

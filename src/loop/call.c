@@ -33,17 +33,59 @@
  * one thread at a time and need no atomic read-modify-write; nor do they
  * touch the loop's reference count: they never outlive the loop's open
  * state (close drops them all).
+ *
+ * Recycling.  A handle that ran on the loop thread goes to the loop's list
+ * of spares (at most CTX__LOOP_SPARE_HANDLES), and a handle made on the
+ * loop thread comes from there when it can: a program that schedules as
+ * much as it runs stops calling the allocator for its handles, which are
+ * too large for the allocator's per-thread caches.  Only the loop thread
+ * touches the spares (handles made or ended elsewhere use the allocator);
+ * close frees them.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "loop/loop_internal.h"
 
-static void handle_unref(ctx_loop_handle_t *h) {
+/* ---- memory: the allocator, or the loop's spares on the loop thread ---- */
+
+static ctx_loop_handle_t *handle_alloc(ctx_loop_t *loop, int on_loop) {
+    ctx_loop_handle_t *h = on_loop ? loop->spare : NULL;
+    if (!h)
+        return ctx__loop_malloc(sizeof *h);
+    loop->spare = (ctx_loop_handle_t *)(void *)h->rec.next;
+    loop->spare_count--;
+    return h;
+}
+
+/* Frees `h` (whose context is gone); `on_loop`: on the loop thread. */
+static void handle_free(ctx_loop_handle_t *h, int on_loop) {
+    ctx_loop_t *loop = h->loop;
+    int holds_loop = h->holds_loop;
+    if (on_loop && !ctx__loop_closing(loop) && loop->spare_count < CTX__LOOP_SPARE_HANDLES) {
+        h->rec.next = (ctx__loop_rec_t *)(void *)loop->spare;
+        loop->spare = h;
+        loop->spare_count++;
+    } else {
+        ctx__loop_free(h, sizeof *h);
+    }
+    if (holds_loop)
+        ctx_loop_release(loop);
+}
+
+void ctx__loop_spares_free(ctx_loop_t *loop) {
+    while (loop->spare) {
+        ctx_loop_handle_t *h = loop->spare;
+        loop->spare = (ctx_loop_handle_t *)(void *)h->rec.next;
+        ctx__loop_free(h, sizeof *h);
+    }
+    loop->spare_count = 0;
+}
+
+/* Drops the place's (or a holder's) reference; the last frees. */
+static void handle_unref(ctx_loop_handle_t *h, int on_loop) {
     /* A handle nobody was given has one reference, the place's: no atomic. */
     if (h->holds_loop && atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) != 1)
         return;
-    if (h->holds_loop)
-        ctx_loop_release(h->loop);
-    ctx__loop_free(h, sizeof *h);
+    handle_free(h, on_loop);
 }
 
 /* What a handle gives back once it ran or will never run. */
@@ -79,7 +121,7 @@ static void handle_run(ctx__loop_rec_t *rec) {
         atomic_store_explicit(&h->state, CTX__H_RUNNING, memory_order_relaxed);
     else if (!atomic_compare_exchange_strong_explicit(&h->state, &expected, CTX__H_RUNNING,
                                                       memory_order_acq_rel, memory_order_acquire)) {
-        handle_unref(h); /* cancelled: finished already */
+        handle_unref(h, 1); /* cancelled: finished already */
         return;
     }
     int r = h->context ? ctx_context_run(h->context, call_trampoline, h, NULL)
@@ -91,7 +133,7 @@ static void handle_run(ctx__loop_rec_t *rec) {
     atomic_store_explicit(&h->state, CTX__H_DONE,
                           h->holds_loop ? memory_order_release : memory_order_relaxed);
     handle_finish(h);
-    handle_unref(h);
+    handle_unref(h, 1);
 }
 
 static void handle_drop(ctx__loop_rec_t *rec) {
@@ -104,7 +146,7 @@ static void handle_drop(ctx__loop_rec_t *rec) {
         ctx_loop_future_release(h->future);
         h->future = NULL;
     }
-    handle_unref(h);
+    handle_unref(h, 0);
 }
 
 static void done_scheduled(ctx__loop_rec_t *rec, ctx_loop_future_t *future) {
@@ -115,10 +157,10 @@ static void done_scheduled(ctx__loop_rec_t *rec, ctx_loop_future_t *future) {
 static const ctx__loop_rec_ops_t call_ops = {handle_run, handle_drop, NULL};
 static const ctx__loop_rec_ops_t done_ops = {handle_run, handle_drop, done_scheduled};
 
-ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, ctx_loop_callback_fn fn,
+ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, int on_loop, ctx_loop_callback_fn fn,
                                         ctx_loop_future_done_fn done_fn, void *arg,
                                         const ctx_loop_call_options_t *options, int *err) {
-    ctx_loop_handle_t *h = ctx__loop_malloc(sizeof *h);
+    ctx_loop_handle_t *h = handle_alloc(loop, on_loop);
     if (!h) {
         *err = CTX_ENOMEM;
         return NULL;
@@ -153,9 +195,7 @@ void ctx__loop_handle_discard(ctx_loop_handle_t *h) {
         ctx_capture_clear(&h->capture);
     if (h->future)
         ctx_loop_future_release(h->future);
-    if (h->holds_loop)
-        ctx_loop_release(h->loop);
-    ctx__loop_free(h, sizeof *h);
+    handle_free(h, 0);
 }
 
 /* Hands a reference to the caller (before the record is scheduled). */
@@ -171,13 +211,15 @@ int ctx_loop_call_soon(ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg,
                        const ctx_loop_call_options_t *options, ctx_loop_handle_t **handle) {
     if (!loop || !fn)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
     ctx_loop_call_options_t local;
     int err = ctx__loop_call_options_in(options, &local, &options);
     if (err)
         return err;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
-    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, fn, NULL, arg, options, &err);
+    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, 1, fn, NULL, arg, options, &err);
     if (!h)
         return err;
     h->when = uv_now(loop->uv);
@@ -192,13 +234,15 @@ int ctx_loop_call_at(ctx_loop_t *loop, uint64_t when_ms, ctx_loop_callback_fn fn
                      const ctx_loop_call_options_t *options, ctx_loop_handle_t **handle) {
     if (!loop || !fn)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
     ctx_loop_call_options_t local;
     int err = ctx__loop_call_options_in(options, &local, &options);
     if (err)
         return err;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
-    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, fn, NULL, arg, options, &err);
+    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, 1, fn, NULL, arg, options, &err);
     if (!h)
         return err;
     h->when = when_ms;
@@ -229,6 +273,8 @@ int ctx_loop_call_soon_threadsafe(ctx_loop_t *loop, ctx_loop_callback_fn fn, voi
                                   ctx_loop_handle_t **handle) {
     if (!loop || !fn)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
     if (atomic_load_explicit(&loop->closing, memory_order_acquire))
         return CTX_ECLOSED;
     if (ctx__loop_on_thread(loop))
@@ -237,7 +283,7 @@ int ctx_loop_call_soon_threadsafe(ctx_loop_t *loop, ctx_loop_callback_fn fn, voi
     int err = ctx__loop_call_options_in(options, &local, &options);
     if (err)
         return err;
-    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, fn, NULL, arg, options, &err);
+    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, 0, fn, NULL, arg, options, &err);
     if (!h)
         return err;
     give_out(h, handle);
@@ -254,6 +300,8 @@ int ctx_loop_call_soon_threadsafe(ctx_loop_t *loop, ctx_loop_callback_fn fn, voi
 int ctx_loop_handle_cancel(ctx_loop_handle_t *h) {
     if (!h)
         return CTX_EINVAL;
+    if (ctx__loop_forked(h->loop))
+        return CTX_EFORKED;
     int expected = CTX__H_SCHEDULED;
     if (!atomic_compare_exchange_strong_explicit(&h->state, &expected, CTX__H_CANCELLED,
                                                  memory_order_acq_rel, memory_order_acquire))
@@ -261,7 +309,7 @@ int ctx_loop_handle_cancel(ctx_loop_handle_t *h) {
     handle_finish(h);
     if (h->rec.heap_index != SIZE_MAX) { /* still in the timer heap: free it now */
         ctx__loop_timer_remove(h->loop, &h->rec);
-        handle_unref(h);
+        handle_unref(h, 1);
     }
     return 1;
 }
@@ -280,5 +328,5 @@ ctx_loop_handle_t *ctx_loop_handle_retain(ctx_loop_handle_t *h) {
 
 void ctx_loop_handle_release(ctx_loop_handle_t *h) {
     if (h)
-        handle_unref(h);
+        handle_unref(h, 0);
 }

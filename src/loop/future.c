@@ -60,6 +60,8 @@ int ctx_loop_future_new(ctx_loop_t *loop, const ctx_loop_future_options_t *optio
                         ctx_loop_future_t **out) {
     if (!loop || !out)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
     ctx_loop_future_options_t o = CTX_STRUCT_INIT(ctx_loop_future_options_t);
     if (options && ctx__struct_in(&o, sizeof o, options, CTX__LOOP_FUTURE_OPTIONS_V1) != 0)
         return CTX_EINVAL;
@@ -127,7 +129,19 @@ int ctx__loop_future_complete(ctx_loop_future_t *f, int state, int error, void *
     ctx__loop_list_t list = f->callbacks;
     f->callbacks.head = f->callbacks.tail = NULL;
     future_unlock(f);
-    schedule_callbacks(f, &list);
+    if (list.head) {
+        schedule_callbacks(f, &list); /* from another thread: wakes the loop */
+        return 0;
+    }
+    /* Nothing to hand over, but ctx_loop_run_until_done may be waiting for
+     * this very future on the loop thread: wake it.  (The fence pairs with
+     * the one after run_until_done publishes `awaited`: either it sees the
+     * new state, or this sees `awaited`.) */
+    if (!ctx__loop_on_thread(f->loop)) {
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&f->loop->awaited, memory_order_relaxed) == f)
+            ctx__loop_wake(f->loop);
+    }
     return 0;
 }
 
@@ -147,12 +161,16 @@ void ctx__loop_future_add_rec(ctx_loop_future_t *f, ctx__loop_rec_t *rec) {
 int ctx_loop_future_set_result(ctx_loop_future_t *f, void *result) {
     if (!f || f->kind == CTX__LF_TASK)
         return CTX_EINVAL;
+    if (ctx__loop_forked(f->loop))
+        return CTX_EFORKED;
     return ctx__loop_future_complete(f, CTX_LOOP_FUTURE_COMPLETED, 0, result);
 }
 
 int ctx_loop_future_set_error(ctx_loop_future_t *f, int code) {
     if (!f || f->kind == CTX__LF_TASK || code >= 0)
         return CTX_EINVAL;
+    if (ctx__loop_forked(f->loop))
+        return CTX_EFORKED;
     if (code == CTX_ECANCELLED) {
         int r = ctx__loop_future_complete(f, CTX_LOOP_FUTURE_CANCELLED, CTX_ECANCELLED, NULL);
         if (r == 0 && f->kind == CTX__LF_WRAP)
@@ -165,6 +183,8 @@ int ctx_loop_future_set_error(ctx_loop_future_t *f, int code) {
 int ctx_loop_future_cancel(ctx_loop_future_t *f) {
     if (!f)
         return CTX_EINVAL;
+    if (ctx__loop_forked(f->loop))
+        return CTX_EFORKED;
     if (f->kind == CTX__LF_TASK)
         return ctx__task_cancel_future(f);
     if (ctx__loop_future_complete(f, CTX_LOOP_FUTURE_CANCELLED, CTX_ECANCELLED, NULL) != 0)
@@ -204,6 +224,8 @@ int ctx_loop_future_add_done_callback(ctx_loop_future_t *f, ctx_loop_future_done
                                       void *user, const ctx_loop_call_options_t *options) {
     if (!f || !fn)
         return CTX_EINVAL;
+    if (ctx__loop_forked(f->loop))
+        return CTX_EFORKED;
     ctx_loop_call_options_t local;
     int err = ctx__loop_call_options_in(options, &local, &options);
     if (err)
@@ -211,7 +233,8 @@ int ctx_loop_future_add_done_callback(ctx_loop_future_t *f, ctx_loop_future_done
     ctx_loop_t *loop = f->loop;
     if (atomic_load_explicit(&loop->closing, memory_order_acquire))
         return CTX_ECLOSED;
-    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, NULL, fn, user, options, &err);
+    int on_loop = ctx__loop_on_thread(loop);
+    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, on_loop, NULL, fn, user, options, &err);
     if (!h)
         return err;
     future_lock(f);
@@ -223,7 +246,7 @@ int ctx_loop_future_add_done_callback(ctx_loop_future_t *f, ctx_loop_future_done
     future_unlock(f);
     /* Already done: schedule it now, or fail without calling anything. */
     h->future = ctx_loop_future_retain(f);
-    if (ctx__loop_on_thread(loop)) {
+    if (on_loop) {
         if (ctx__loop_closing(loop)) {
             ctx__loop_handle_discard(h);
             return CTX_ECLOSED;

@@ -165,15 +165,24 @@ void ctx__loop_heap_free(ctx__loop_heap_t *h);
 /* The loop (loop.c)                                                       */
 /* ---------------------------------------------------------------------- */
 
+/* The inbox's mark once the loop closed: no record is taken any more. */
+#define CTX__LOOP_INBOX_CLOSED ((ctx__loop_rec_t *)(uintptr_t)1)
+
+/* Spare handle records a loop keeps for reuse (loop thread only). */
+#define CTX__LOOP_SPARE_HANDLES 1024
+
 struct ctx_loop {
     atomic_uint refs;
     uv_loop_t *uv;
     int owns_uv;
     int uv_closed;     /* the owned uv loop was uv_loop_close'd */
-    uv_idle_t idle;    /* active while the ready queue is not empty */
+    uv_check_t check;  /* runs the ready queue, after poll; active while
+                          records are ready */
+    uv_idle_t idle;    /* active while records are ready: poll does not
+                          block (its callback does nothing) */
     uv_timer_t timer;  /* armed for the earliest record of the heap */
     uv_async_t async;  /* wakes the loop for the inbox; ref'd iff keepalive */
-    int handles_open;  /* of the three, not yet through their close callback */
+    int handles_open;  /* of the four, not yet through their close callback */
 
     /* Loop thread only. */
     ctx__loop_list_t ready;
@@ -185,20 +194,44 @@ struct ctx_loop {
     int running;           /* inside ctx_loop_run / run_until_done */
     int dispatching;       /* inside one of the module's uv callbacks */
     int stop_requested;
-    int handles_closed;    /* uv_close was called on the three handles */
+    int handles_closed;    /* uv_close was called on the four handles */
     ctx_loop_error_fn error_fn;
     void *error_user;
+    ctx_loop_handle_t *spare;  /* handle records to reuse (call.c) */
+    size_t spare_count;
 
     /* Written on the loop thread; read anywhere to ask "am I the loop
      * thread?" (a per-thread id, never reused; 0 until the loop runs). */
     atomic_uint_fast64_t owner;
 
-    /* The inbox: records handed over by other threads. */
-    pthread_mutex_t inbox_lock;
-    ctx__loop_list_t inbox;
-    /* Set once, under inbox_lock, by ctx_loop_close (on the loop thread). */
+    /* The inbox: records handed over by other threads, a lock-free stack
+     * (newest on top), CTX__LOOP_INBOX_CLOSED once closed; `senders` counts
+     * the threads between their push and the end of their uv_async_send. */
+    _Atomic(ctx__loop_rec_t *) inbox;
+    atomic_int senders;
+    /* The future ctx_loop_run_until_done waits for (set on the loop thread,
+     * read by completing threads: they wake the loop for it). */
+    _Atomic(ctx_loop_future_t *) awaited;
+    /* Set once, by ctx_loop_close (on the loop thread). */
     atomic_int closing;
+    /* ctx__loop_fork_generation when the loop was made (see fork below). */
+    unsigned generation;
 };
+
+/* ---- fork() (loop.c) ----
+ * The child of a fork() gets a copy of every loop, but none of the threads
+ * that ran them or handed them work, and a uv loop whose kernel state (the
+ * epoll instance, the async descriptor) it shares with the parent.  A
+ * pthread_atfork child handler bumps the generation; a loop made in an
+ * earlier generation is unusable: its calls answer CTX_EFORKED. */
+extern atomic_uint ctx__loop_fork_generation;
+/* Installs the handler (once per process). */
+void ctx__loop_fork_watch(void);
+/* 1 if `loop` was made before a fork() that made this process. */
+static inline int ctx__loop_forked(const ctx_loop_t *loop) {
+    return loop->generation !=
+           atomic_load_explicit(&ctx__loop_fork_generation, memory_order_relaxed);
+}
 
 /* 1 if the calling thread is known to be the loop thread. */
 int ctx__loop_on_thread(const ctx_loop_t *loop);
@@ -227,6 +260,9 @@ void ctx__loop_schedule_list(ctx_loop_t *loop, ctx__loop_list_t *list);
 /* Any thread: hands `rec` to the loop through the inbox.  0, or
  * CTX_ECLOSED (the record was not taken; the caller still owns it). */
 int ctx__loop_post(ctx_loop_t *loop, ctx__loop_rec_t *rec);
+
+/* Any thread: wakes the loop (uv_async_send) unless it closed. */
+void ctx__loop_wake(ctx_loop_t *loop);
 
 /* Loop thread: counts something that must keep uv_run going (a pending
  * task, a wrapped future in flight): +1 or -1. */
@@ -265,12 +301,15 @@ struct ctx_loop_handle {
 
 /* A new handle with one reference (the place's), state SCHEDULED, context
  * captured as `options` say; for a call record (fn) or a done-callback
- * (done_fn).  NULL with *err = CTX_ENOMEM. */
-ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, ctx_loop_callback_fn fn,
+ * (done_fn).  `on_loop`: the caller is on the loop thread (the record may
+ * come from the loop's spares).  NULL with *err = CTX_ENOMEM. */
+ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, int on_loop, ctx_loop_callback_fn fn,
                                         ctx_loop_future_done_fn done_fn, void *arg,
                                         const ctx_loop_call_options_t *options, int *err);
 /* Frees a handle that was never scheduled (a failed call): no arg_release. */
 void ctx__loop_handle_discard(ctx_loop_handle_t *h);
+/* Loop thread, closing: frees the spare handle records. */
+void ctx__loop_spares_free(ctx_loop_t *loop);
 
 /* ---------------------------------------------------------------------- */
 /* Futures (future.c)                                                      */

@@ -136,6 +136,8 @@ static void wrap_pool_done(ctx_pool_future_t *pool_future, void *user) {
 int ctx_loop_wrap_future(ctx_loop_t *loop, ctx_pool_future_t *pool_future, ctx_loop_future_t **out) {
     if (!loop || !pool_future || !out)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
     wrap_t *w = wrap_new(loop);
@@ -181,6 +183,8 @@ int ctx_loop_run_in_pool(ctx_loop_t *loop, ctx_pool_t *pool, ctx_pool_task_fn fn
                          const ctx_pool_submit_options_t *options, ctx_loop_future_t **out) {
     if (!loop || !pool || !fn || !out)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
     wrap_t *w = wrap_new(loop);

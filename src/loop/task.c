@@ -189,6 +189,8 @@ static void run_step(ctx_loop_task_t *t) {
     tls_task = outer;
     t->in_step = 0;
     t->awaited_result = NULL;
+    if (ctx__loop_forked(loop))
+        return; /* the step forked: in the child the task stays as it is */
     if (r == CTX_ENOTCURRENT) {
         ctx__loop_report(loop, r, "a task step returned with a context of its own still entered");
         if (call.rc >= 0)
@@ -228,6 +230,8 @@ int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
                  const ctx_loop_task_options_t *options, ctx_loop_task_t **out) {
     if (!loop || !step)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
     ctx_loop_task_options_t o = CTX_STRUCT_INIT(ctx_loop_task_options_t);
     if (options && ctx__struct_in(&o, sizeof o, options, CTX__LOOP_TASK_OPTIONS_V1) != 0)
         return CTX_EINVAL;
@@ -275,6 +279,8 @@ int ctx__task_can_arm(const ctx_loop_task_t *t) {
 }
 
 int ctx_loop_task_await(ctx_loop_task_t *t, ctx_loop_future_t *f) {
+    if (t && ctx__loop_forked(t->future.loop))
+        return CTX_EFORKED;
     if (!ctx__task_can_arm(t) || !f || f->loop != t->future.loop || f == &t->future)
         return CTX_EINVAL;
     ctx_loop_future_retain(f);
@@ -288,6 +294,8 @@ int ctx_loop_task_await(ctx_loop_task_t *t, ctx_loop_future_t *f) {
 }
 
 int ctx_loop_task_sleep(ctx_loop_task_t *t, uint64_t delay_ms) {
+    if (t && ctx__loop_forked(t->future.loop))
+        return CTX_EFORKED;
     if (!ctx__task_can_arm(t))
         return CTX_EINVAL;
     ctx_loop_t *loop = t->future.loop;
@@ -304,6 +312,8 @@ int ctx_loop_task_sleep(ctx_loop_task_t *t, uint64_t delay_ms) {
 }
 
 int ctx_loop_task_yield(ctx_loop_task_t *t) {
+    if (t && ctx__loop_forked(t->future.loop))
+        return CTX_EFORKED;
     if (!ctx__task_can_arm(t))
         return CTX_EINVAL;
     drop_awaiting(t);
@@ -325,6 +335,8 @@ int ctx_loop_task_awaited(const ctx_loop_task_t *t, void **result) {
 int ctx_loop_task_cancel(ctx_loop_task_t *t) {
     if (!t)
         return CTX_EINVAL;
+    if (ctx__loop_forked(t->future.loop))
+        return CTX_EFORKED;
     if (ctx_loop_future_done(&t->future))
         return 0;
     atomic_fetch_add_explicit(&t->cancel_requests, 1, memory_order_relaxed);

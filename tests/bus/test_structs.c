@@ -74,7 +74,7 @@ static void test_bus_options_grow(void **state) {
     recorder_t r;
     recorder_init(&r, 1, NULL);
     r.fail_with = CTX_ECALLBACK;
-    subscribe(bus, "a", record_listener, &r, 0);
+    ctx_bus_listener_release(subscribe(bus, "a", record_listener, &r, 0));
     ASSERT_RC(publish_int(bus, "a", 1), 1);
     assert_int_equal(atomic_load(&errors.count), 1); /* on_error was read */
     ctx_bus_release(bus);
@@ -129,8 +129,8 @@ static void test_subscribe_options_grow(void **state) {
 static void test_stats_written_up_to_the_callers_size(void **state) {
     (void)state;
     ctx_bus_t *bus = new_bus(NULL);
-    subscribe(bus, "a", noop_listener, NULL, 0);
-    subscribe(bus, "b", noop_listener, NULL, 0);
+    ctx_bus_listener_release(subscribe(bus, "a", noop_listener, NULL, 0));
+    ctx_bus_listener_release(subscribe(bus, "b", noop_listener, NULL, 0));
     ctx_bus_shutdown(bus);
     ASSERT_RC(publish_int(bus, "a", 1), CTX_ESHUTDOWN); /* rejected = 1 */
 

@@ -303,8 +303,47 @@ static void test_completion_from_other_threads(void **state) {
     ctx_var_release(s.var);
 }
 
+/* ---- run_until_done, woken by a completion that hands nothing over ---- */
+
+typedef struct completer {
+    ctx_loop_future_t *future;
+    int round;
+} completer_t;
+
+static void *complete_later(void *arg) {
+    completer_t *c = arg;
+    /* Sometimes at once, sometimes after the loop went to sleep in poll. */
+    if (c->round % 2) {
+        struct timespec nap = {0, 2000000};
+        nanosleep(&nap, NULL);
+    }
+    ctx_loop_future_set_result(c->future, IV(c->round));
+    return NULL;
+}
+
+static void test_run_until_done_wakes_for_another_thread(void **state) {
+    (void)state;
+    /* The future has no done-callback, nothing else is scheduled: only the
+     * completing thread can wake the loop (this hung before it did). */
+    ctx_loop_t *loop = new_loop(NULL);
+    for (int round = 0; round < SCALED(40, 6, 10); round++) {
+        completer_t c = {NULL, round};
+        ASSERT_RC(ctx_loop_future_new(loop, NULL, &c.future), 0);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, complete_later, &c), 0);
+        ASSERT_RC(ctx_loop_run_until_done(loop, c.future), 0);
+        void *res = NULL;
+        ASSERT_RC(ctx_loop_future_result(c.future, &res), 0);
+        assert_ptr_equal(res, IV(round));
+        pthread_join(t, NULL);
+        ctx_loop_future_release(c.future);
+    }
+    close_loop(loop);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_run_until_done_wakes_for_another_thread, release_thread),
         cmocka_unit_test_teardown(test_states_and_errors, release_thread),
         cmocka_unit_test_teardown(test_done_callbacks, release_thread),
         cmocka_unit_test_teardown(test_pending_future_dies_with_callbacks, release_thread),
