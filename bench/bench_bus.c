@@ -10,8 +10,10 @@
  * are immutable; a publish borrows it), so the figure is the bus's own
  * cost: the global snapshot (spinlock, retain), the scoped list (a
  * ctx_var_get cache hit, retain), the in-order merge, 8 `removed` checks,
- * 8 matches, 8 indirect calls, two releases.  Each figure is the median of
- * several timed runs.
+ * 8 matches, 8 indirect calls, two releases.  Each figure is the MEDIAN
+ * of ctx_bench_rounds() timed rounds (bench.h); the synchronous figures and
+ * their baseline are measured in the same interleaved rounds, and
+ * bus_publish_vs_direct_ratio is the ratio of their medians.
  *
  *   bus_publish_ns_8            the contract figure (above)
  *   bus_direct_calls_ns_8       baseline: the same 8 listeners called
@@ -47,7 +49,6 @@
 #include "bench.h"
 
 #define LISTENERS 8
-#define MAX_RUNS 15
 
 static _Thread_local unsigned long calls;
 static atomic_ulong async_calls;
@@ -66,16 +67,6 @@ static int bench_async_listener(ctx_bus_listener_t *self, ctx_bus_event_t *event
     (void)user;
     atomic_fetch_add_explicit(&async_calls, 1, memory_order_relaxed);
     return 0;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 static void check(int rc, const char *what) {
@@ -207,8 +198,7 @@ static double time_loop(ctx_bus_t *bus, ctx_bus_event_t *ev, long n) {
 
 void ctx_bench_bus(ctx_bench_t *b) {
     int quick = ctx_bench_quick(b);
-    long n = quick ? 100000 : 2000000;
-    int runs = quick ? 5 : MAX_RUNS;
+    long n = quick ? 50000 : 1000000; /* per round */
 
     /* Something else in the context, as a real request would have. */
     ctx_var_t *request = NULL;
@@ -223,45 +213,50 @@ void ctx_bench_bus(ctx_bench_t *b) {
     ctx_bus_event_t *ev = NULL;
     check(ctx_bus_event_new("bench.tick", NULL, NULL, &ev), "event");
 
-    double pub[MAX_RUNS], direct[MAX_RUNS], none[MAX_RUNS], fresh[MAX_RUNS];
+    int runs = ctx_bench_rounds(b);
+    ctx_bench_samples_t pub = {0}, direct = {0}, none = {0}, fresh = {0};
     time_publishes(bus, ev, n / 10, LISTENERS); /* warm up */
     for (int r = 0; r < runs; r++) { /* interleaved: drifts hit all alike */
-        pub[r] = time_publishes(bus, ev, n, LISTENERS);
-        direct[r] = time_direct(ev, n);
-        none[r] = time_publishes(empty, ev, n, 0);
-        fresh[r] = time_event_per_publish(bus, n / 4);
+        ctx_bench_sample(&pub, time_publishes(bus, ev, n, LISTENERS));
+        ctx_bench_sample(&direct, time_direct(ev, n));
+        ctx_bench_sample(&none, time_publishes(empty, ev, n, 0));
+        ctx_bench_sample(&fresh, time_event_per_publish(bus, n / 4));
     }
-    double p8 = median(pub, runs), d8 = median(direct, runs);
-    ctx_bench_put(b, "bus_publish_ns_8", p8, "sync publish to 8 listeners (4 global, 4 scoped)");
-    ctx_bench_put(b, "bus_direct_calls_ns_8", d8, "baseline: the 8 listeners from a plain array");
-    ctx_bench_put(b, "bus_publish_vs_direct_ratio", p8 / d8, "bus_publish_ns_8 / direct calls");
-    ctx_bench_put(b, "bus_publish_ns_0", median(none, runs), "sync publish, no listener");
-    ctx_bench_put(b, "bus_event_publish_release_ns_8", median(fresh, runs),
-                  "event_new + publish to 8 + release");
+    ctx_bench_put_samples(b, "bus_publish_ns_8", &pub, CTX_BENCH_NO_GOAL,
+                          "sync publish to 8 listeners (4 global, 4 scoped)");
+    ctx_bench_put_samples(b, "bus_direct_calls_ns_8", &direct, CTX_BENCH_NO_GOAL,
+                          "baseline: the 8 listeners from a plain array");
+    ctx_bench_put_ratio(b, "bus_publish_vs_direct_ratio", &pub, &direct, CTX_BENCH_AT_MOST(1.5),
+                        "bus_publish_ns_8 / direct calls");
+    ctx_bench_put_samples(b, "bus_publish_ns_0", &none, CTX_BENCH_NO_GOAL, "sync publish, no listener");
+    ctx_bench_put_samples(b, "bus_event_publish_release_ns_8", &fresh, CTX_BENCH_NO_GOAL,
+                          "event_new + publish to 8 + release");
 
-    double two[MAX_RUNS];
-    int two_runs = quick ? 3 : 7;
-    for (int r = 0; r < two_runs; r++)
-        two[r] = time_two_threads(bus, ev, n / 2);
-    ctx_bench_put(b, "bus_publish_ns_8_2threads", median(two, two_runs),
-                  "bus_publish_ns_8, two threads at once (shared lists)");
+    ctx_bench_samples_t two = {0};
+    for (int r = 0; r < runs; r++)
+        ctx_bench_sample(&two, time_two_threads(bus, ev, n / 4));
+    ctx_bench_put_samples(b, "bus_publish_ns_8_2threads", &two, CTX_BENCH_NO_GOAL,
+                          "bus_publish_ns_8, two threads at once (shared lists)");
 
     ctx_bus_t *async_bus = NULL;
     check(ctx_bus_new(NULL, &async_bus), "bus");
     subscribe_eight(async_bus, bench_async_listener);
-    long an = quick ? 10000 : 100000;
-    double pool[MAX_RUNS];
-    int async_runs = quick ? 3 : 7;
-    for (int r = 0; r < async_runs; r++)
-        pool[r] = time_pool(async_bus, ev, an);
-    ctx_bench_put(b, "bus_publish_pool_ns_8", median(pool, async_runs),
-                  "async publish via a 2-worker pool, per event, to idle");
+    long an = quick ? 5000 : 40000;
+    ctx_bench_samples_t pool = {0};
 #if defined(CTX_BUS_HAVE_LOOP)
-    double loop[MAX_RUNS];
-    for (int r = 0; r < async_runs; r++)
-        loop[r] = time_loop(async_bus, ev, an);
-    ctx_bench_put(b, "bus_publish_loop_ns_8", median(loop, async_runs),
-                  "async publish via a loop, per event, publish then run");
+    ctx_bench_samples_t loop = {0};
+#endif
+    for (int r = 0; r < runs; r++) {
+        ctx_bench_sample(&pool, time_pool(async_bus, ev, an));
+#if defined(CTX_BUS_HAVE_LOOP)
+        ctx_bench_sample(&loop, time_loop(async_bus, ev, an));
+#endif
+    }
+    ctx_bench_put_samples(b, "bus_publish_pool_ns_8", &pool, CTX_BENCH_NO_GOAL,
+                          "async publish via a 2-worker pool, per event, to idle");
+#if defined(CTX_BUS_HAVE_LOOP)
+    ctx_bench_put_samples(b, "bus_publish_loop_ns_8", &loop, CTX_BENCH_NO_GOAL,
+                          "async publish via a loop, per event, publish then run");
 #endif
 
     ctx_bus_event_release(ev);

@@ -3,9 +3,13 @@
  *
  * Baselines first: a __thread read through a non-inlined function and
  * pthread_getspecific, the two things a C programmer would otherwise use.
- * Every figure is the best of several runs of a tight loop, in nanoseconds
- * per operation; "after switch" figures are differences between a loop with
- * the operation and the same loop without it.
+ * Every figure is measured in ctx_bench_rounds() rounds of a tight loop, in
+ * nanoseconds per operation, and is the MEDIAN of its rounds (bench.h; it
+ * was the best of 5 runs before the harness had rounds).  Figures compared
+ * with each other are measured in the same rounds, interleaved:
+ * get_hit_ratio (get_hit / getspecific) and copy_flat_ratio are ratios of
+ * medians; "after switch" and "after copy" figures are the difference of the
+ * medians of a loop with the operation and the same loop without it.
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -16,24 +20,12 @@
 
 #include "bench.h"
 
-#define REPEATS 5
 #define SINK(x) __asm__ volatile("" : : "r"(x) : "memory")
 
-/* ns per iteration of `body`, the best of REPEATS runs of `iters`. */
-#define TIME_LOOP(result, iters, body)                                         \
-    do {                                                                       \
-        double best_ = 1e30;                                                   \
-        for (int rep_ = 0; rep_ < REPEATS; rep_++) {                           \
-            uint64_t t0_ = ctx_bench_now_ns();                                 \
-            for (long i_ = 0; i_ < (iters); i_++) {                            \
-                body;                                                          \
-            }                                                                  \
-            double ns_ = (double)(ctx_bench_now_ns() - t0_) / (double)(iters); \
-            if (ns_ < best_)                                                   \
-                best_ = ns_;                                                   \
-        }                                                                      \
-        (result) = best_;                                                      \
-    } while (0)
+/* One figure alone: `body` timed in every round. */
+#define TIME_ROUNDS(b, samples, iters, body)               \
+    for (int r_ = 0; r_ < ctx_bench_rounds(b); r_++)       \
+    CTX_BENCH_TIME((samples), (iters), body)
 
 static __thread void *tls_slot;
 
@@ -86,40 +78,48 @@ static void count_free(void *p, size_t size, void *user) {
 }
 
 static void get_figures(ctx_bench_t *b, long iters) {
-    double tls, spec, hit;
+    ctx_bench_samples_t tls = {0}, spec = {0}, hit = {0};
     pthread_key_t key;
     pthread_key_create(&key, NULL);
     pthread_setspecific(key, &key);
     tls_slot = &key;
-    TIME_LOOP(tls, iters, SINK(tls_read()));
-    TIME_LOOP(spec, iters, SINK(pthread_getspecific(key)));
 
     ctx_var_t **vars;
     ctx_context_t *ctx = context_with(16, &vars);
     ctx_context_enter(ctx);
     void *out = NULL;
-    TIME_LOOP(hit, iters, ctx_var_get(vars[7], &out); SINK(out));
+    for (int r = 0; r < ctx_bench_rounds(b); r++) { /* interleaved */
+        CTX_BENCH_TIME(&tls, iters, SINK(tls_read()));
+        CTX_BENCH_TIME(&spec, iters, SINK(pthread_getspecific(key)));
+        CTX_BENCH_TIME(&hit, iters, ctx_var_get(vars[7], &out); SINK(out));
+    }
     ctx_context_exit(ctx);
     drop(ctx, vars, 16);
     pthread_key_delete(key);
 
-    ctx_bench_put(b, "tls_read_ns", tls, "baseline: read a __thread variable (non-inlined call)");
-    ctx_bench_put(b, "getspecific_ns", spec, "baseline: pthread_getspecific");
-    ctx_bench_put(b, "get_hit_ns", hit, "ctx_var_get, repeated (per-thread cache hit)");
-    ctx_bench_put(b, "get_hit_ratio", hit / spec, "get_hit / getspecific (goal <= 1.5)");
+    ctx_bench_put_samples(b, "tls_read_ns", &tls, CTX_BENCH_NO_GOAL,
+                          "baseline: read a __thread variable (non-inlined call)");
+    ctx_bench_put_samples(b, "getspecific_ns", &spec, CTX_BENCH_NO_GOAL, "baseline: pthread_getspecific");
+    ctx_bench_put_samples(b, "get_hit_ns", &hit, CTX_BENCH_NO_GOAL,
+                          "ctx_var_get, repeated (per-thread cache hit)");
+    ctx_bench_put_ratio(b, "get_hit_ratio", &hit, &spec, CTX_BENCH_AT_MOST(1.5),
+                        "get_hit / getspecific, ratio of medians");
 }
 
 static void switch_figures(ctx_bench_t *b, long iters, int n, const char *key) {
     ctx_var_t **vars;
     ctx_context_t *ctx = context_with(n, &vars);
     void *out = NULL;
-    double with, without;
+    ctx_bench_samples_t with = {0}, without = {0};
     int k = 0;
-    TIME_LOOP(without, iters, ctx_context_enter(ctx); ctx_context_exit(ctx));
-    TIME_LOOP(with, iters, ctx_context_enter(ctx); ctx_var_get(vars[k], &out); SINK(out);
-              ctx_context_exit(ctx); k = (k + 7) % n);
+    for (int r = 0; r < ctx_bench_rounds(b); r++) {
+        CTX_BENCH_TIME(&without, iters, ctx_context_enter(ctx); ctx_context_exit(ctx));
+        CTX_BENCH_TIME(&with, iters, ctx_context_enter(ctx); ctx_var_get(vars[k], &out); SINK(out);
+                       ctx_context_exit(ctx); k = (k + 7) % n);
+    }
     drop(ctx, vars, n);
-    ctx_bench_put(b, key, with - without, "first ctx_var_get after entering another context");
+    ctx_bench_put_difference(b, key, &with, &without, CTX_BENCH_NO_GOAL,
+                             "first ctx_var_get after entering another context");
 }
 
 static void set_reset_figures(ctx_bench_t *b, long iters, int n, const char *key) {
@@ -127,13 +127,13 @@ static void set_reset_figures(ctx_bench_t *b, long iters, int n, const char *key
     ctx_context_t *ctx = context_with(n, &vars);
     ctx_context_enter(ctx);
     ctx_token_t *tok = NULL;
-    double ns;
+    ctx_bench_samples_t ns = {0};
     int k = 0;
-    TIME_LOOP(ns, iters, ctx_var_set(vars[k], &tok, &tok); ctx_var_reset(vars[k], tok);
-              ctx_token_release(tok); k = (k + 7) % n);
+    TIME_ROUNDS(b, &ns, iters, ctx_var_set(vars[k], &tok, &tok); ctx_var_reset(vars[k], tok);
+                ctx_token_release(tok); k = (k + 7) % n);
     ctx_context_exit(ctx);
     drop(ctx, vars, n);
-    ctx_bench_put(b, key, ns, "ctx_var_set with a token, then ctx_var_reset");
+    ctx_bench_put_samples(b, key, &ns, CTX_BENCH_NO_GOAL, "ctx_var_set with a token, then ctx_var_reset");
 }
 
 /* The same in the thread's own context, which no other thread can reach:
@@ -144,15 +144,15 @@ static void set_reset_own_figure(ctx_bench_t *b, long iters) {
         if (ctx_var_new("v", NULL, &vars[i]) || ctx_var_set(vars[i], (void *)(intptr_t)(i + 1), NULL))
             abort();
     ctx_token_t *tok = NULL;
-    double ns;
+    ctx_bench_samples_t ns = {0};
     int k = 0;
-    TIME_LOOP(ns, iters, ctx_var_set(vars[k], &tok, &tok); ctx_var_reset(vars[k], tok);
-              ctx_token_release(tok); k = (k + 7) % 16);
+    TIME_ROUNDS(b, &ns, iters, ctx_var_set(vars[k], &tok, &tok); ctx_var_reset(vars[k], tok);
+                ctx_token_release(tok); k = (k + 7) % 16);
     ctx_thread_release();
     for (int i = 0; i < 16; i++)
         ctx_var_release(vars[i]);
-    ctx_bench_put(b, "set_reset_own_ns_16", ns,
-                  "set+reset in the thread's own context (no other thread can reach it)");
+    ctx_bench_put_samples(b, "set_reset_own_ns_16", &ns, CTX_BENCH_NO_GOAL,
+                          "set+reset in the thread's own context (no other thread can reach it)");
 }
 
 static void set_after_copy_figure(ctx_bench_t *b, long iters) {
@@ -161,43 +161,51 @@ static void set_after_copy_figure(ctx_bench_t *b, long iters) {
     ctx_context_enter(ctx);
     ctx_token_t *tok = NULL;
     ctx_context_t *copy;
-    double with, without;
-    TIME_LOOP(without, iters, ctx_context_copy_current(&copy); ctx_context_release(copy));
-    TIME_LOOP(with, iters, ctx_context_copy_current(&copy); ctx_var_set(vars[3], &tok, &tok);
-              ctx_var_reset(vars[3], tok); ctx_token_release(tok); ctx_context_release(copy));
+    ctx_bench_samples_t with = {0}, without = {0};
+    for (int r = 0; r < ctx_bench_rounds(b); r++) {
+        CTX_BENCH_TIME(&without, iters, ctx_context_copy_current(&copy); ctx_context_release(copy));
+        CTX_BENCH_TIME(&with, iters, ctx_context_copy_current(&copy); ctx_var_set(vars[3], &tok, &tok);
+                       ctx_var_reset(vars[3], tok); ctx_token_release(tok); ctx_context_release(copy));
+    }
     ctx_context_exit(ctx);
     drop(ctx, vars, 16);
-    ctx_bench_put(b, "set_reset_after_copy_ns_16", with - without,
-                  "set+reset when a copy shares the map (path copied)");
+    ctx_bench_put_difference(b, "set_reset_after_copy_ns_16", &with, &without, CTX_BENCH_NO_GOAL,
+                             "set+reset when a copy shares the map (path copied)");
 }
 
 static void copy_figures(ctx_bench_t *b, long iters) {
-    double small = 0, large = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        int n = pass ? 100000 : 1;
-        ctx_var_t **vars;
-        ctx_context_t *ctx = context_with(n, &vars);
-        ctx_context_t *copy;
-        ctx_context_enter(ctx);
-        TIME_LOOP(*(pass ? &large : &small), iters,
-                  ctx_context_copy_current(&copy); ctx_context_release(copy));
-        ctx_context_exit(ctx);
-        drop(ctx, vars, n);
+    ctx_bench_samples_t small = {0}, large = {0};
+    ctx_var_t **small_vars, **large_vars;
+    ctx_context_t *small_ctx = context_with(1, &small_vars);
+    ctx_context_t *large_ctx = context_with(100000, &large_vars);
+    ctx_context_t *copy;
+    for (int r = 0; r < ctx_bench_rounds(b); r++) {
+        ctx_context_enter(small_ctx);
+        CTX_BENCH_TIME(&small, iters, ctx_context_copy_current(&copy); ctx_context_release(copy));
+        ctx_context_exit(small_ctx);
+        ctx_context_enter(large_ctx);
+        CTX_BENCH_TIME(&large, iters, ctx_context_copy_current(&copy); ctx_context_release(copy));
+        ctx_context_exit(large_ctx);
     }
-    ctx_bench_put(b, "copy_ns_1", small, "ctx_context_copy_current + release, 1 variable");
-    ctx_bench_put(b, "copy_ns_100000", large, "the same with 100000 variables");
-    ctx_bench_put(b, "copy_flat_ratio", large / small, "copy_ns_100000 / copy_ns_1 (goal <= 1.2)");
+    drop(small_ctx, small_vars, 1);
+    drop(large_ctx, large_vars, 100000);
+    ctx_bench_put_samples(b, "copy_ns_1", &small, CTX_BENCH_NO_GOAL,
+                          "ctx_context_copy_current + release, 1 variable");
+    ctx_bench_put_samples(b, "copy_ns_100000", &large, CTX_BENCH_NO_GOAL, "the same with 100000 variables");
+    ctx_bench_put_ratio(b, "copy_flat_ratio", &large, &small, CTX_BENCH_AT_MOST(1.2),
+                        "copy_ns_100000 / copy_ns_1");
 }
 
 static void run_figure(ctx_bench_t *b, long iters) {
     ctx_var_t **vars;
     ctx_context_t *ctx = context_with(16, &vars), *copy;
     ctx_context_copy(ctx, &copy);
-    double ns;
-    TIME_LOOP(ns, iters, ctx_context_run(copy, noop, NULL, NULL));
+    ctx_bench_samples_t ns = {0};
+    TIME_ROUNDS(b, &ns, iters, ctx_context_run(copy, noop, NULL, NULL));
     ctx_context_release(copy);
     drop(ctx, vars, 16);
-    ctx_bench_put(b, "run_noop_ns", ns, "ctx_context_run of an empty function (goal <= 20)");
+    ctx_bench_put_samples(b, "run_noop_ns", &ns, CTX_BENCH_AT_MOST(20),
+                          "ctx_context_run of an empty function");
 }
 
 static void snapshot_figure(ctx_bench_t *b) {
@@ -215,14 +223,15 @@ static void snapshot_figure(ctx_bench_t *b) {
         ctx_context_release(copies[i]);
     ctx_set_allocator(NULL);
     drop(ctx, vars, 16);
-    ctx_bench_put(b, "snapshot_bytes", (double)bytes / COPIES,
-                  "bytes one more copy of a 16-variable context asks for (goal <= 64)");
+    ctx_bench_put_goal(b, "snapshot_bytes", (double)bytes / COPIES, CTX_BENCH_AT_MOST(64),
+                       "bytes one more copy of a 16-variable context asks for");
     ctx_bench_put(b, "snapshot_malloc_bytes", (double)malloc_bytes / COPIES,
                   "the same with glibc's chunk overhead");
 }
 
 void ctx_bench_core(ctx_bench_t *b) {
-    long iters = ctx_bench_quick(b) ? 100000 : 5000000;
+    /* per round; the rounds (21 by default) make up for the old 5 repeats */
+    long iters = ctx_bench_quick(b) ? 50000 : 1000000;
     get_figures(b, iters * 4);
     switch_figures(b, iters, 16, "get_after_switch_ns_16");
     switch_figures(b, iters, 1000, "get_after_switch_ns_1000");

@@ -24,6 +24,12 @@
  * (with, plain, plain, with) and takes the median of the per-round ratios,
  * so drift in the machine's speed hits both alike.  Both variants use the
  * same two connections (client, service) of ctx_nats_connect.
+ *
+ * Every figure is the MEDIAN of ctx_bench_rounds() rounds (bench.h; the
+ * codec figures were the best of 5 runs, nats_roundtrip_ratio the median of
+ * per-round ratios, before the harness had rounds); nats_roundtrip_ratio is
+ * the ratio of the two round trips' medians, and the two round-trip keys
+ * are medians too.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -49,22 +55,14 @@
 
 #include "bench.h"
 
-#define REPEATS 5
 #define SINK(x) __asm__ volatile("" : : "r"(x) : "memory")
 
-#define TIME_LOOP(result, iters, body)                                         \
-    do {                                                                       \
-        double best_ = 1e30;                                                   \
-        for (int rep_ = 0; rep_ < REPEATS; rep_++) {                           \
-            uint64_t t0_ = ctx_bench_now_ns();                                 \
-            for (long i_ = 0; i_ < (iters); i_++) {                            \
-                body;                                                          \
-            }                                                                  \
-            double ns_ = (double)(ctx_bench_now_ns() - t0_) / (double)(iters); \
-            if (ns_ < best_)                                                   \
-                best_ = ns_;                                                   \
-        }                                                                      \
-        (result) = best_;                                                      \
+/* `result` (a ctx_bench_samples_t) gets one sample per round of `body`. */
+#define TIME_LOOP(result, iters, body)                 \
+    do {                                               \
+        (result).n = 0;                                \
+        for (int r_ = 0; r_ < ctx_bench_rounds(b); r_++) \
+            CTX_BENCH_TIME(&(result), (iters), body);  \
     } while (0)
 
 /* ---- string values ---- */
@@ -132,8 +130,8 @@ static int sink_set(void *self, const char *name, const char *value, size_t len)
 }
 
 static void bench_codecs(ctx_bench_t *b) {
-    long iters = ctx_bench_quick(b) ? 20000 : 500000;
-    double ns;
+    long iters = ctx_bench_quick(b) ? 10000 : 150000; /* per round */
+    ctx_bench_samples_t ns = {0};
 
     static const char tp_text[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     ctx_wire_traceparent_t tp;
@@ -141,7 +139,8 @@ static void bench_codecs(ctx_bench_t *b) {
         SINK(ctx_wire_traceparent_parse(tp_text, sizeof tp_text - 1, &tp));
         SINK(tp.flags);
     });
-    ctx_bench_put(b, "traceparent_parse_ns", ns, "parse one traceparent header");
+    ctx_bench_put_samples(b, "traceparent_parse_ns", &ns, CTX_BENCH_AT_MOST(25),
+                          "parse one traceparent header");
 
     ctx_wire_t *w;
     ctx_var_t *vars[8];
@@ -164,7 +163,8 @@ static void bench_codecs(ctx_bench_t *b) {
     ctx_wire_carrier_t out = {NULL, NULL, sink_set, &sink};
     long enc_iters = iters / 4;
     TIME_LOOP(ns, enc_iters, { SINK(ctx_wire_inject(w, src, &out, 0)); });
-    ctx_bench_put(b, "baggage_encode_ns_8", ns, "inject a context of 8 baggage members");
+    ctx_bench_put_samples(b, "baggage_encode_ns_8", &ns, CTX_BENCH_NO_GOAL,
+                          "inject a context of 8 baggage members");
 
     char header[CTX_WIRE_BAGGAGE_MAX_BYTES + 1];
     strcpy(header, sink.buf[(sink.n - 1) & 7]);
@@ -176,10 +176,12 @@ static void bench_codecs(ctx_bench_t *b) {
             abort();
         ctx_context_release(ctx);
     });
-    ctx_bench_put(b, "baggage_decode_ns_8", ns, "extract 8 baggage members into a new context");
+    ctx_bench_put_samples(b, "baggage_decode_ns_8", &ns, CTX_BENCH_AT_MOST(400),
+                          "extract 8 baggage members into a new context");
 
     TIME_LOOP(ns, enc_iters, { SINK(ctx_wire_baggage_parse(header, strlen(header), NULL, NULL, NULL)); });
-    ctx_bench_put(b, "baggage_parse_ns_8", ns, "the baggage codec alone, 8 members");
+    ctx_bench_put_samples(b, "baggage_parse_ns_8", &ns, CTX_BENCH_AT_MOST(150),
+                          "the baggage codec alone, 8 members");
 
     ctx_context_release(src);
     for (int i = 0; i < 8; i++)
@@ -200,11 +202,6 @@ static void plain_responder(natsConnection *nc, natsSubscription *sub, natsMsg *
     (void)sub, (void)user;
     natsConnection_Publish(nc, natsMsg_GetReply(msg), natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
     natsMsg_Destroy(msg);
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 static void bench_nats(ctx_bench_t *b) {
@@ -249,8 +246,8 @@ static void bench_nats(ctx_bench_t *b) {
 
     static const char body[] = "ping";
     /* ABBA batches: with, plain, plain, with — drift hits both alike */
-    int batch = ctx_bench_quick(b) ? 50 : 250, rounds = ctx_bench_quick(b) ? 4 : 16;
-    double ratios[32], with_best = 1e30, plain_best = 1e30;
+    int batch = ctx_bench_quick(b) ? 25 : 200, rounds = ctx_bench_rounds(b);
+    ctx_bench_samples_t with_ns = {0}, plain_ns = {0};
     for (int r = -1; r < rounds; r++) { /* round -1 warms up */
         double with = 0, plain = 0;
         for (int part = 0; part < 4; part++) {
@@ -271,18 +268,15 @@ static void bench_nats(ctx_bench_t *b) {
         }
         if (r < 0)
             continue;
-        ratios[r] = with / plain;
-        if (with < with_best)
-            with_best = with;
-        if (plain < plain_best)
-            plain_best = plain;
+        ctx_bench_sample(&with_ns, with);
+        ctx_bench_sample(&plain_ns, plain);
     }
-    qsort(ratios, (size_t)rounds, sizeof ratios[0], cmp_double);
-    double median = rounds % 2 ? ratios[rounds / 2] : (ratios[rounds / 2 - 1] + ratios[rounds / 2]) / 2;
-    ctx_bench_put(b, "nats_roundtrip_ratio", median,
-                  "NATS request/reply with context both ways / without (goal <= 1.05)");
-    ctx_bench_put(b, "nats_roundtrip_ns", with_best, "NATS request/reply with context propagation");
-    ctx_bench_put(b, "nats_roundtrip_plain_ns", plain_best, "the same with plain libnats, no headers");
+    ctx_bench_put_ratio(b, "nats_roundtrip_ratio", &with_ns, &plain_ns, CTX_BENCH_AT_MOST(1.05),
+                        "NATS request/reply with context both ways / without");
+    ctx_bench_put_samples(b, "nats_roundtrip_ns", &with_ns, CTX_BENCH_NO_GOAL,
+                          "NATS request/reply with context propagation");
+    ctx_bench_put_samples(b, "nats_roundtrip_plain_ns", &plain_ns, CTX_BENCH_NO_GOAL,
+                          "the same with plain libnats, no headers");
 
     ctx_context_exit(ctx);
     ctx_context_release(ctx);

@@ -3,7 +3,13 @@
 #
 #   bash scripts/bench.sh             table of figures
 #   bash scripts/bench.sh --json      one JSON object on stdout
-#   bash scripts/bench.sh --quick     fewer iterations (smoke run)
+#   bash scripts/bench.sh --quick     fewer iterations per round (smoke run)
+#   bash scripts/bench.sh --rounds N  N interleaved rounds per figure (11..64)
+#   bash scripts/bench.sh --only pool only some sections (core,pool,loop,bus,wire)
+#
+# The table shows every figure (the median of its rounds, or a ratio of
+# medians), its p10/p90, its spread (flagged when above 30%) and its goal
+# with a check or a cross; bench/bench.h explains the method.
 #
 # Arguments are passed to ctxvar_bench unchanged; build messages go to stderr
 # so that --json output stays clean.  Installs what it needs with apt-get
