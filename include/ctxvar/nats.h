@@ -225,7 +225,9 @@ typedef struct ctx_nats_bus_codec {
  * A topic that is not a valid NATS subject token sequence, an encode
  * failure or a failed publish is a listener failure (the bus's error
  * handler sees the code).  Errors: CTX_EINVAL (NULL, prefix not a NATS
- * subject without wildcards), CTX_ENOMEM, CTX_ESHUTDOWN (bus shut down).
+ * subject without wildcards), CTX_EPARSE (a malformed bus pattern),
+ * CTX_ENOMEM, CTX_ESHUTDOWN (bus shut down), CTX_EFORKED (a bus made
+ * before fork()).
  * Any thread. */
 CTX_EXPORT int ctx_nats_bus_forward(ctx_nats_t *bridge, ctx_bus_t *bus, const char *pattern,
                                          const char *prefix, const ctx_nats_bus_codec_t *codec,

@@ -84,7 +84,7 @@ const char *ctx_bus_listener_pattern(const ctx_bus_listener_t *listener) {
     return listener ? listener->pattern : NULL;
 }
 
-/* Parses `pattern` into kind/hash/len.  0 or CTX_EINVAL. */
+/* Parses `pattern` into kind/hash/len.  0 or CTX_EPARSE. */
 static int parse_pattern(const char *pattern, int *kind, uint32_t *hash, size_t *len) {
     size_t n = strlen(pattern);
     const char *star = strchr(pattern, '*');
@@ -96,7 +96,7 @@ static int parse_pattern(const char *pattern, int *kind, uint32_t *hash, size_t 
     }
     if (!star) {
         if (n == 0)
-            return CTX_EINVAL;
+            return CTX_EPARSE;
         *kind = CTX__BUS_MATCH_EXACT;
         *hash = ctx__bus_hash(pattern, n);
         *len = n;
@@ -104,7 +104,7 @@ static int parse_pattern(const char *pattern, int *kind, uint32_t *hash, size_t 
     }
     /* "prefix.*": the star last, after a dot, after at least one byte. */
     if (star != pattern + n - 1 || n < 3 || pattern[n - 2] != '.')
-        return CTX_EINVAL;
+        return CTX_EPARSE;
     *kind = CTX__BUS_MATCH_PREFIX;
     *len = n - 1;
     return 0;
