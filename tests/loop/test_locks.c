@@ -346,8 +346,8 @@ static void test_offload_arg_release(void **state) {
     ctx_pool_submit_options_t so = {0};
     so.arg_release = held_pool_release;
     ctx_loop_future_t *w = NULL;
+    gate_start(&s.gate, other_thread_calls, &s, NULL); /* before the worker may hold it */
     ASSERT_RC(ctx_loop_run_in_pool(s.loop, pool, offloaded, &s, &so, &w), 0);
-    gate_start(&s.gate, other_thread_calls, &s, NULL);
     ASSERT_RC(ctx_loop_run_until_done(s.loop, w), 0);
     run_loop(s.loop);
     gate_join(&s.gate);
