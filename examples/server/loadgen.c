@@ -14,6 +14,7 @@
  * its length, timed with uv_hrtime.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -151,6 +152,7 @@ static void on_phase(uv_timer_t *timer) {
 
 int ex_load_run(const ex_load_config_t *config, ex_load_result_t *out) {
     memset(out, 0, sizeof *out);
+    signal(SIGPIPE, SIG_IGN);
     load_t *load = calloc(1, sizeof *load);
     client_t *clients = calloc((size_t)config->connections, sizeof *clients);
     if (!load || !clients) {

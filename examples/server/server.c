@@ -16,6 +16,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <arpa/inet.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +182,7 @@ static int listen_on(ex_server_t *s) {
 }
 
 int ex_server_new(const ex_server_config_t *config, ex_server_t **out) {
+    signal(SIGPIPE, SIG_IGN);
     ex_server_t *s = calloc(1, sizeof *s);
     if (!s)
         return UV_ENOMEM;

@@ -31,6 +31,8 @@
  * the responses of a measured window.
  *
  * Functions return 0 or a negative libuv/ctxvar code, and print nothing.
+ * ex_server_new and ex_load_run ignore SIGPIPE for the process (a write to
+ * a connection the peer closed must fail, not kill), as libuv programs do.
  */
 #ifndef CTX_EXAMPLE_SERVER_H
 #define CTX_EXAMPLE_SERVER_H
