@@ -75,6 +75,9 @@
 extern "C" {
 #endif
 
+/* Marks the functions the shared libraries export (nothing else is).  Code
+ * linking a static ctxvar library defines CTX_STATIC first (pkg-config's
+ * ctxvar*-static and CMake's ctxvar::*_static do it), which empties it. */
 #if defined(CTX_STATIC)
 #define CTX_EXPORT
 #elif defined(__GNUC__)
@@ -118,8 +121,9 @@ extern "C" {
     X(ESEALED, -27, "sealed: no more changes are allowed after first use")     \
     X(ECONNECTION, -28, "connection failed or lost")
 
+/* The codes: CTX_OK, and CTX_E<name> for each row of CTX_ERRNO_MAP. */
 typedef enum ctx_errno {
-    CTX_OK = 0,
+    CTX_OK = 0, /* success */
 #define CTX__ERRNO_ENUM(name, value, message) CTX_##name = (value),
     CTX_ERRNO_MAP(CTX__ERRNO_ENUM)
 #undef CTX__ERRNO_ENUM
@@ -180,9 +184,9 @@ CTX_EXPORT const char *ctx_version_string(void);
  * receives the size that was requested for the block (it may ignore it). */
 typedef struct ctx_allocator {
     size_t size; /* sizeof(ctx_allocator_t): see "Growable structs" */
-    void *(*malloc)(size_t size, void *user);
-    void (*free)(void *ptr, size_t size, void *user);
-    void *user;
+    void *(*malloc)(size_t size, void *user);         /* `size` bytes, or NULL */
+    void (*free)(void *ptr, size_t size, void *user); /* a block from malloc */
+    void *user;                                       /* passed to both */
 } ctx_allocator_t;
 
 /* Replaces the allocator (NULL restores the C library's malloc/free).  The
@@ -208,6 +212,8 @@ CTX_EXPORT void ctx_free(void *ptr, size_t size);
 /* Variables                                                               */
 /* ---------------------------------------------------------------------- */
 
+/* A variable, a context, a token: opaque, reference counted (see the top of
+ * this file). */
 typedef struct ctx_var ctx_var_t;
 typedef struct ctx_context ctx_context_t;
 typedef struct ctx_token ctx_token_t;
@@ -234,17 +240,19 @@ typedef struct ctx_value_ops {
      * `format` does; `decode` parses `len` bytes into a new share in *out,
      * returning 0 or a negative code (CTX_EPARSE for malformed text). */
     int (*encode)(const void *value, char *buf, size_t cap, void *user);
-    int (*decode)(const char *text, size_t len, void **out, void *user);
-    void *user;
+    int (*decode)(const char *text, size_t len, void **out, void *user); /* see encode */
+    void *user; /* passed back to every operation */
 } ctx_value_ops_t;
 
+/* How ctx_var_new makes a variable (a NULL pointer: no default, no value
+ * operations). */
 typedef struct ctx_var_options {
     size_t size; /* sizeof(ctx_var_options_t): see "Growable structs" */
     /* The default returned by ctx_var_get when the context holds no value.
      * Used only when `has_default` is non-zero (a NULL default is a value).
      * On success the variable owns one share of it. */
     void *default_value;
-    int has_default;
+    int has_default; /* non-zero: default_value is the default */
     /* Copied into the variable; NULL means no operations at all. */
     const ctx_value_ops_t *ops;
 } ctx_var_options_t;
@@ -393,6 +401,8 @@ CTX_EXPORT int ctx_context_enter(ctx_context_t *ctx);
  * CTX_ENOTCURRENT (entered, but not current in this thread), CTX_EINVAL. */
 CTX_EXPORT int ctx_context_exit(ctx_context_t *ctx);
 
+/* What ctx_context_run and ctx_capture_run call: fn(arg), whose return
+ * value is the run's result. */
 typedef void *(*ctx_run_fn)(void *arg);
 
 /* Python's Context.run: enters `ctx`, calls fn(arg), exits, and stores fn's

@@ -7,7 +7,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# libuv: the loop layer's part of the demo uses it once that layer exists.
+# libuv and libnats: the loop and NATS parts of the demo; nats-server: its NATS hop.
 ctx_ensure_packages "${CTX_BUILD_PACKAGES[@]}" libuv1-dev libnats-dev nats-server
 
 dir="$CTX_BUILD_ROOT/release"

@@ -3,7 +3,11 @@
 #
 # ctx_ensure_packages PKG...   installs the Debian packages that are missing
 #                              (apt-get update once per run, and only if
-#                              something is missing, so reruns are fast)
+#                              something is missing, so reruns are fast);
+#                              as root only: anyone else is told what to
+#                              install, and it fails
+# ctx_clang_runtime_package    the sanitizer runtime package of the
+#                              installed clang (libclang-rt-<major>-dev)
 # ctx_python_has_headers       0 if `python3` exists with its C headers
 # ctx_configure DIR ARGS...    cmake configure into DIR (wiped first if it was
 #                              configured from another source tree)
@@ -37,21 +41,28 @@ ctx_ensure_packages() {
     if [ ${#missing[@]} -eq 0 ]; then
         return 0
     fi
-    local sudo=()
+    # Installing is for root (CI runs as root); anyone else is told what to
+    # install, once, and the script stops.
     if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null 2>&1; then
-            sudo=(sudo)
-        else
-            ctx_log "missing packages and not root: apt-get install ${missing[*]}"
-            return 1
-        fi
+        ctx_log "missing packages; as root, run: apt-get install ${missing[*]}"
+        return 1
     fi
     ctx_log "installing: ${missing[*]}"
     if [ -z "${CTX_APT_UPDATED:-}" ]; then
-        "${sudo[@]}" apt-get update -q || return 1
+        apt-get update -q || return 1
         CTX_APT_UPDATED=1
     fi
-    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" || return 1
+    apt-get install -y -q --no-install-recommends "${missing[@]}" || return 1
+}
+
+# The sanitizer runtime package of the installed clang (Debian splits it out
+# as libclang-rt-<major>-dev from clang 14 on), or nothing if there is none.
+ctx_clang_runtime_package() {
+    local major
+    major="$(clang -dumpversion 2>/dev/null | cut -d. -f1)"
+    if [ -n "$major" ] && [ "$major" -ge 14 ] 2>/dev/null; then
+        echo "libclang-rt-$major-dev"
+    fi
 }
 
 ctx_configure() {

@@ -6,14 +6,17 @@
 #
 # Configurations (each its own build directory under $CTX_BUILD_ROOT, default
 # ./build, reused between runs):
-#   plain     gcc -O2 -g: every test, plus the export and install checks
+#   plain     gcc -O2 -g: every test, plus the checks of the build (label
+#             build: exports, install, consumers, docs, API reference)
 #   asan      clang -O1 -g, AddressSanitizer + UndefinedBehaviorSanitizer
 #   tsan      clang -O1 -g, ThreadSanitizer
 #   valgrind  gcc -O2 -g (the plain flags), every test under valgrind memcheck
 # The sanitizer builds use clang so that both compilers build everything with
-# -Werror on every run.
+# -Werror (CTX_WERROR=ON) on every run; every module must be built
+# (CTX_WITH_LOOP/NATS/PYTHON=ON).
 #
-# Installs what it needs with apt-get (only when something is missing).
+# Installs what it needs with apt-get when something is missing, which needs
+# root (CI runs as root); anyone else is told which packages to install.
 # Environment: CTX_JOBS (default 2), CTX_BUILD_ROOT, CTX_TEST_SEED (passed to
 # the tests), CTX_CTEST_ARGS (extra ctest arguments, e.g. "-L core").
 # The last line printed is "N passed, N failed" over every configuration; the
@@ -37,13 +40,15 @@ for cfg in "${configs[@]}"; do
     esac
 done
 
-packages=("${CTX_BUILD_PACKAGES[@]}" clang libclang-rt-14-dev valgrind libcmocka-dev
-    libglib2.0-dev libuv1-dev libnats-dev nats-server libmicrohttpd-dev libcurl4-openssl-dev
-    curl)
+packages=("${CTX_BUILD_PACKAGES[@]}" clang valgrind libcmocka-dev libglib2.0-dev libuv1-dev
+    libnats-dev nats-server libmicrohttpd-dev libcurl4-openssl-dev curl doxygen)
 if ! ctx_python_has_headers; then
     packages+=(python3 python3-dev)
 fi
-if ! ctx_ensure_packages "${packages[@]}"; then
+# clang first, then the sanitizer runtime of whichever clang that is.
+# shellcheck disable=SC2046 # one package name or none
+if ! ctx_ensure_packages "${packages[@]}" ||
+    ! ctx_ensure_packages $(ctx_clang_runtime_package); then
     echo "could not install the packages the tests need" >&2
     echo "0 passed, 1 failed"
     exit 1
@@ -70,8 +75,11 @@ run_config() {
     mkdir -p "$CTX_BUILD_ROOT"
 
     ctx_log "[$name] configure + build ($cc $cflags${*:+ $*})"
+    # Every module must be built (ON: a missing dependency stops the
+    # configuration) and warnings are errors.
     if ! ctx_configure "$dir" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        "-DCMAKE_C_FLAGS_RELWITHDEBINFO=$cflags" -DCTX_BUILD_TESTS=ON "$@" >"$log" 2>&1; then
+        "-DCMAKE_C_FLAGS_RELWITHDEBINFO=$cflags" -DCTX_BUILD_TESTS=ON -DCTX_WERROR=ON \
+        -DCTX_WITH_LOOP=ON -DCTX_WITH_NATS=ON -DCTX_WITH_PYTHON=ON "$@" >"$log" 2>&1; then
         cat "$log"
         ctx_log "[$name] CONFIGURE FAILED"
         failed=1

@@ -208,7 +208,7 @@ typedef struct ctx_bus_options {
     size_t size; /* sizeof(ctx_bus_options_t): CTX_STRUCT_INIT */
     /* The error handler; NULL: one line on stderr per failure. */
     ctx_bus_error_fn on_error;
-    void *error_user;
+    void *error_user; /* passed to on_error */
 } ctx_bus_options_t;
 
 /* Creates a bus (`options` NULL: defaults).  The bus creates one context

@@ -140,6 +140,7 @@
 extern "C" {
 #endif
 
+/* A loop, a scheduled callback, a future, a task (see the top of this file). */
 typedef struct ctx_loop ctx_loop_t;
 typedef struct ctx_loop_handle ctx_loop_handle_t;
 typedef struct ctx_loop_future ctx_loop_future_t;
@@ -365,11 +366,12 @@ CTX_EXPORT void ctx_loop_handle_release(ctx_loop_handle_t *handle);
 /* Futures                                                                 */
 /* ---------------------------------------------------------------------- */
 
+/* Where a future is in its life (ctx_loop_future_state). */
 typedef enum ctx_loop_future_state {
-    CTX_LOOP_FUTURE_PENDING = 0,
+    CTX_LOOP_FUTURE_PENDING = 0, /* not done yet */
     CTX_LOOP_FUTURE_COMPLETED = 1, /* has a result */
     CTX_LOOP_FUTURE_FAILED = 2,    /* has an error code */
-    CTX_LOOP_FUTURE_CANCELLED = 3
+    CTX_LOOP_FUTURE_CANCELLED = 3  /* cancelled */
 } ctx_loop_future_state_t;
 
 /* Options of ctx_loop_future_new: NULL, or
@@ -649,6 +651,7 @@ typedef struct ctx_loop_uv_scope {
     ctx_context_t *context_; /* private */
 } ctx_loop_uv_scope_t;
 
+/* An empty scope, for initialising one. */
 #define CTX_LOOP_UV_SCOPE_INIT {NULL}
 
 /* Captures a copy of the calling thread's current context into `scope`,
@@ -701,7 +704,7 @@ CTX_EXPORT void ctx_loop_uv_scope_release(ctx_loop_uv_scope_t *scope);
  * and (ctx_loop_uv_timer_t *)handle gets the wrapper back.  The caller allocates
  * it, as with libuv. */
 typedef struct ctx_loop_uv_timer {
-    uv_timer_t timer;
+    uv_timer_t timer; /* the libuv timer */
     ctx_loop_uv_scope_t scope_; /* private */
     uv_timer_cb cb_;       /* private */
 } ctx_loop_uv_timer_t;
@@ -731,7 +734,7 @@ CTX_EXPORT void ctx_loop_uv_timer_close(ctx_loop_uv_timer_t *timer, uv_close_cb 
  * that call uv_async_send do not lend their context: their sends
  * coalesce).  uv_async_send(&a->async) as usual, from any thread. */
 typedef struct ctx_loop_uv_async {
-    uv_async_t async;
+    uv_async_t async; /* the libuv async handle */
     ctx_loop_uv_scope_t scope_; /* private */
     uv_async_cb cb_;       /* private */
 } ctx_loop_uv_async_t;
@@ -751,7 +754,7 @@ CTX_EXPORT void ctx_loop_uv_async_close(ctx_loop_uv_async_t *async, uv_close_cb 
  * ctx_loop_uv_queue_work, one after the other: the after-work callback sees what
  * the work callback set. */
 typedef struct ctx_loop_uv_work {
-    uv_work_t req;
+    uv_work_t req; /* the libuv work request */
     ctx_loop_uv_scope_t scope_;     /* private */
     uv_work_cb work_cb_;       /* private */
     uv_after_work_cb after_cb_; /* private */

@@ -212,7 +212,7 @@ typedef struct ctx_nats_bus_codec {
     int (*decode)(const char *topic, const char *bytes, size_t len, void **data, void *user);
     /* Releases data made by decode (NULL: nothing to release). */
     void (*release)(void *data);
-    void *user;
+    void *user; /* passed to encode and decode */
 } ctx_nats_bus_codec_t;
 
 /* Sends the events published on `bus` whose topic matches `pattern` (bus

@@ -49,6 +49,7 @@
 extern "C" {
 #endif
 
+/* A pool, a future, a bound callable, a thread (see the top of this file). */
 typedef struct ctx_pool ctx_pool_t;
 typedef struct ctx_pool_future ctx_pool_future_t;
 typedef struct ctx_pool_bound ctx_pool_bound_t;
@@ -64,6 +65,7 @@ typedef int (*ctx_pool_task_fn)(void *arg, void **result);
 /* Propagation policy                                                      */
 /* ---------------------------------------------------------------------- */
 
+/* What the context a task runs in holds (pool options, submit options). */
 typedef enum ctx_pool_propagation {
     /* In pool options: CTX_POOL_PROPAGATE_COPY.  In submit options: whatever the
      * pool was configured with. */
@@ -96,6 +98,7 @@ typedef enum ctx_pool_full {
     CTX_POOL_FULL_FAIL = 1  /* fail at once with CTX_EFULL */
 } ctx_pool_full_t;
 
+/* How ctx_pool_new makes a pool (a NULL pointer: every default). */
 typedef struct ctx_pool_options {
     /* Worker threads, started at creation and kept until shutdown.
      * 0: the number of online processors (ctx_pool_default_threads). */
@@ -103,15 +106,15 @@ typedef struct ctx_pool_options {
     /* Most tasks waiting in the queue (not counting running ones); 0 means
      * unbounded. */
     size_t queue_capacity;
-    ctx_pool_full_t when_full;
+    ctx_pool_full_t when_full; /* what submit does when that queue is full */
     /* The pool's propagation policy (DEFAULT means COPY).  For CONTEXT,
      * `context` is retained by the pool until ctx_pool_release; for
      * ALLOWLIST, the `allowlist_len` variables of `allowlist` are copied and
      * retained.  Submit options may override the policy per task. */
     ctx_pool_propagation_t propagation;
-    ctx_context_t *context;
-    ctx_var_t *const *allowlist;
-    size_t allowlist_len;
+    ctx_context_t *context;      /* for CTX_POOL_PROPAGATE_CONTEXT */
+    ctx_var_t *const *allowlist; /* for CTX_POOL_PROPAGATE_ALLOWLIST */
+    size_t allowlist_len;        /* the number of variables in allowlist */
     /* Non-zero: every submit records the submitting call stack in its
      * future (ctx_pool_future_stack), for debugging failed or slow tasks.  Costs
      * a few hundred nanoseconds per submit. */
@@ -125,9 +128,9 @@ typedef struct ctx_pool_submit_options {
      * duration of the call: it is copied).  ALLOWLIST uses `allowlist`
      * (borrowed for the duration of the call). */
     ctx_pool_propagation_t propagation;
-    ctx_context_t *context;
-    ctx_var_t *const *allowlist;
-    size_t allowlist_len;
+    ctx_context_t *context;      /* for CTX_POOL_PROPAGATE_CONTEXT */
+    ctx_var_t *const *allowlist; /* for CTX_POOL_PROPAGATE_ALLOWLIST */
+    size_t allowlist_len;        /* the number of variables in allowlist */
     /* Called exactly once with `arg` when the pool is done with it: on the
      * worker after the task returned, or on the thread that cancelled the
      * task before it ran.  Always before the future becomes done, so once
@@ -240,6 +243,7 @@ CTX_EXPORT int ctx_pool_stats(ctx_pool_t *pool, ctx_pool_stats_t *out);
 /* Futures                                                                 */
 /* ---------------------------------------------------------------------- */
 
+/* Where a future is in its life (ctx_pool_future_state). */
 typedef enum ctx_pool_future_state {
     CTX_POOL_FUTURE_PENDING = 0,   /* queued, not started (or being cancelled) */
     CTX_POOL_FUTURE_RUNNING = 1,   /* a worker is running the task */
@@ -363,6 +367,7 @@ typedef void *(*ctx_pool_bound_fn)(void *arg, void *call_arg);
  * of the captured one. */
 #define CTX_POOL_BOUND_SHARED 1u
 
+/* How ctx_pool_bound_new binds (a NULL pointer: every default). */
 typedef struct ctx_pool_bound_options {
     unsigned flags; /* CTX_BIND_* */
     /* Bind to a copy of this context instead of the current one (borrowed

@@ -102,6 +102,7 @@ extern "C" {
 /* The one flag version 00 defines. */
 #define CTX_WIRE_TRACE_FLAG_SAMPLED 0x01u
 
+/* A traceparent, parsed: the fields of W3C Trace Context §3.2. */
 typedef struct ctx_wire_traceparent {
     uint8_t version;      /* as received (0 for ids made here) */
     uint8_t trace_id[16]; /* never all zero in a valid traceparent */
@@ -153,6 +154,8 @@ CTX_EXPORT int ctx_wire_traceparent_trace_id(const ctx_wire_traceparent_t *tp,
 /* W3C Trace Context: tracestate                                          */
 /* ====================================================================== */
 
+/* The limits of W3C Trace Context §3.3.1: list-members, key and value
+ * bytes. */
 #define CTX_WIRE_TRACESTATE_MAX_MEMBERS 32
 #define CTX_WIRE_TRACESTATE_MAX_KEY 256
 #define CTX_WIRE_TRACESTATE_MAX_VALUE 256
@@ -238,14 +241,14 @@ CTX_EXPORT int ctx_wire_tracestate_value_valid(const char *value, size_t len);
  * for the duration of the callback; only the value is NUL terminated. */
 typedef struct ctx_wire_baggage_member {
     const char *key;        /* a token (RFC 9110 §5.6.2), as sent */
-    size_t key_len;
+    size_t key_len;         /* its length in bytes */
     const char *value;      /* percent-decoded bytes (UTF-8, see below),
                                followed by a NUL (value[value_len] == 0;
                                "%00" can put a NUL inside too) */
-    size_t value_len;
+    size_t value_len;       /* its length in bytes */
     const char *properties; /* the validated text after the first ';'
                                (raw, not decoded), or NULL */
-    size_t properties_len;
+    size_t properties_len;  /* their length in bytes */
 } ctx_wire_baggage_member_t;
 
 /* Return 0 to go on, or a negative code to stop the walk: ctx_wire_baggage_parse
@@ -287,10 +290,10 @@ CTX_EXPORT int ctx_wire_baggage_parse(const char *text, size_t len, ctx_wire_bag
 /* Builds a baggage header value into caller storage, member by member.
  * Fields are private; initialise with ctx_wire_baggage_writer_init. */
 typedef struct ctx_wire_baggage_writer {
-    char *buf;
-    size_t cap;
-    size_t len;
-    size_t members;
+    char *buf;      /* private: the caller's buffer */
+    size_t cap;     /* private: its size */
+    size_t len;     /* private: the length written */
+    size_t members; /* private: the members written */
 } ctx_wire_baggage_writer_t;
 
 /* Starts an empty list in `buf` (buf[0] = NUL when cap > 0).  Any thread;
@@ -391,7 +394,7 @@ typedef struct ctx_wire_carrier {
      * Returns 0 or a negative code (a positive result becomes
      * CTX_ECALLBACK).  Needed by ctx_wire_inject. */
     int (*set)(void *self, const char *name, const char *value, size_t value_len);
-    void *self;
+    void *self; /* passed to the three calls */
 } ctx_wire_carrier_t;
 
 /* 1 if the two names are equal ignoring ASCII case, else 0.  Any thread. */
@@ -411,6 +414,7 @@ CTX_EXPORT int ctx_wire_carrier_get(const ctx_wire_carrier_t *carrier, const cha
 #define CTX_WIRE_HEADERS_MAX_PAIRS 256
 #define CTX_WIRE_HEADERS_MAX_BYTES 65536
 
+/* A list of header pairs (opaque). */
 typedef struct ctx_wire_headers ctx_wire_headers_t;
 
 /* A new empty list; the caller owns it (ctx_wire_headers_release).
@@ -454,6 +458,7 @@ CTX_EXPORT ctx_wire_carrier_t ctx_wire_headers_carrier(ctx_wire_headers_t *h);
 /* The registry: which variables cross                                    */
 /* ====================================================================== */
 
+/* A registry (opaque, reference counted). */
 typedef struct ctx_wire ctx_wire_t;
 
 /* At most this many registered variables (the baggage member limit). */
@@ -564,9 +569,9 @@ CTX_EXPORT int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx,
  * for that reason (CTX_EPARSE, CTX_ELIMIT; for tracestate also
  * CTX_ENOTFOUND: not examined because there was no valid traceparent). */
 typedef struct ctx_wire_report {
-    int traceparent;
-    int tracestate;
-    int deadline;
+    int traceparent; /* the traceparent header */
+    int tracestate;  /* the tracestate header */
+    int deadline;    /* the grpc-timeout header */
     int baggage; /* 1 if at least one baggage header was seen */
     size_t baggage_used;       /* members decoded into the context */
     size_t baggage_unknown;    /* key not registered: ignored */
