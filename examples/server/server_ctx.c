@@ -12,9 +12,10 @@
  *               every other request of the connection) and schedules the
  *               timer stage with ctx_loop_call_later (a copy of the task's
  *               context, captured now)
- *   timer       offloads the work with ctx_loop_run_in_pool (the worker runs
- *               in a copy of the timer callback's context) and adds a
- *               done-callback to the loop future it gets back
+ *   timer       offloads the work with ctx_loop_offload (uv_queue_work for a
+ *               ctx_pool_t: the worker runs in a copy of the timer
+ *               callback's context, the done callback in another copy of it,
+ *               back on the loop)
  *   pool        computes the reply on a worker thread
  *   done        back on the loop thread: writes the reply
  *
@@ -88,10 +89,11 @@ static void drop(request_t *req) {
 }
 
 /* done: loop thread, in a copy of the timer stage's context. */
-static void on_done(ctx_loop_future_t *future, void *arg) {
+static void on_done(void *arg, int rc, void *result) {
+    (void)result;
     request_t *req = arg;
     check(req->server, req->conn, req);
-    if (ctx_loop_future_result(future, NULL) != 0) {
+    if (rc != 0) {
         drop(req);
         return;
     }
@@ -112,18 +114,8 @@ static void on_timer(void *arg) {
     request_t *req = arg;
     ctx_state_t *st = state_of(req->server);
     check(req->server, req->conn, req);
-    ctx_loop_future_t *future = NULL;
-    if (ctx_loop_run_in_pool(st->loop, st->pool, work, req, NULL, &future) != 0) {
+    if (ctx_loop_offload(st->loop, st->pool, work, req, on_done, NULL) != 0)
         drop(req);
-        return;
-    }
-    if (ctx_loop_future_add_done_callback(future, on_done, req, NULL) != 0) {
-        /* Out of memory: nobody will reply.  The work may be running with
-         * `req` already, so the request is abandoned, not freed. */
-        ctx_loop_future_cancel(future);
-        ex__conn_drop_request(req->conn);
-    }
-    ctx_loop_future_release(future);
 }
 
 /* task: loop thread, in the task's own context (a copy of the

@@ -631,6 +631,32 @@ CTX_EXPORT int ctx_loop_run_in_pool(ctx_loop_t *loop, ctx_pool_t *pool,
                                          const ctx_pool_submit_options_t *options,
                                          ctx_loop_future_t **out);
 
+/* Called on the loop thread once work handed over with ctx_loop_offload is
+ * over: `rc` is what fn returned (CTX_ECANCELLED if the pool dropped the
+ * work unrun: a pool shut down with CTX_POOL_SHUTDOWN_CANCEL), `result` what
+ * fn stored (NULL if it did not run); the callback owns the result. */
+typedef void (*ctx_loop_offload_done_fn)(void *arg, int rc, void *result);
+
+/* uv_queue_work on a ctxvar pool, with contexts: runs fn(arg, &result) on
+ * `pool` as ctx_pool_submit_ex would (`options`: the pool's submit options;
+ * by default fn runs in a copy of the caller's current context), then
+ * done(arg, rc, result) on the loop thread, in a private copy of the context
+ * current at this call (as a ctx_loop_call_soon callback).  No future: one
+ * record carries the work to the pool and back, and nothing can cancel it —
+ * the lean hand-off for work whose outcome one callback consumes
+ * (ctx_loop_run_in_pool makes a future instead).  The loop keeps running
+ * while the work is out.  options->arg_release (if given) is called once
+ * with `arg` after done returned, on the loop thread, or instead of done if
+ * the loop closed before the work came back (then on the thread that ended
+ * the work); options->result_release (if given) is called with fn's result
+ * only in that case (done owns it otherwise).  Loop thread.
+ * Errors (fn and done never run; arg stays the caller's): CTX_EINVAL (loop,
+ * pool, fn or done NULL), CTX_ENOMEM, CTX_ECLOSED, CTX_EFORKED, and those
+ * of ctx_pool_submit_ex. */
+CTX_EXPORT int ctx_loop_offload(ctx_loop_t *loop, ctx_pool_t *pool, ctx_pool_task_fn fn,
+                                void *arg, ctx_loop_offload_done_fn done,
+                                const ctx_pool_submit_options_t *options);
+
 /* ---------------------------------------------------------------------- */
 /* libuv callbacks in the context captured when they were armed            */
 /* ---------------------------------------------------------------------- */

@@ -34,50 +34,28 @@
  * touch the loop's reference count: they never outlive the loop's open
  * state (close drops them all).
  *
- * Recycling.  A handle that ran on the loop thread goes to the loop's list
- * of spares (at most CTX__LOOP_SPARE_HANDLES), and a handle made on the
- * loop thread comes from there when it can: a program that schedules as
- * much as it runs stops calling the allocator for its handles, which are
- * too large for the allocator's per-thread caches.  Only the loop thread
- * touches the spares (handles made or ended elsewhere use the allocator);
- * close frees them.
+ * Recycling.  A handle that ran on the loop thread goes to the loop's
+ * spare handles, and a handle made on the loop thread comes from there when
+ * it can (loop_internal.h, "spares"): handles are too large for the
+ * allocator's per-thread caches, and a loop that schedules as much as it
+ * runs stops calling the allocator for them.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "loop/loop_internal.h"
 
 /* ---- memory: the allocator, or the loop's spares on the loop thread ---- */
 
-static ctx_loop_handle_t *handle_alloc(ctx_loop_t *loop, int on_loop) {
-    ctx_loop_handle_t *h = on_loop ? loop->spare : NULL;
-    if (!h)
-        return ctx__loop_malloc(sizeof *h);
-    loop->spare = (ctx_loop_handle_t *)(void *)h->rec.next;
-    loop->spare_count--;
-    return h;
+static ctx_loop_handle_t *handle_alloc(ctx_loop_t *loop, int on_loop, int *spare) {
+    return ctx__loop_spare_take_from(&loop->spare_handles, on_loop, spare);
 }
 
 /* Frees `h` (whose context is gone); `on_loop`: on the loop thread. */
 static void handle_free(ctx_loop_handle_t *h, int on_loop) {
     ctx_loop_t *loop = h->loop;
     int holds_loop = h->holds_loop;
-    if (on_loop && !ctx__loop_closing(loop) && loop->spare_count < CTX__LOOP_SPARE_HANDLES) {
-        h->rec.next = (ctx__loop_rec_t *)(void *)loop->spare;
-        loop->spare = h;
-        loop->spare_count++;
-    } else {
-        ctx__loop_free(h, sizeof *h);
-    }
+    ctx__loop_spare_give(&loop->spare_handles, h, on_loop && !ctx__loop_closing(loop));
     if (holds_loop)
         ctx_loop_release(loop);
-}
-
-void ctx__loop_spares_free(ctx_loop_t *loop) {
-    while (loop->spare) {
-        ctx_loop_handle_t *h = loop->spare;
-        loop->spare = (ctx_loop_handle_t *)(void *)h->rec.next;
-        ctx__loop_free(h, sizeof *h);
-    }
-    loop->spare_count = 0;
 }
 
 /* Drops the place's (or a holder's) reference; the last frees. */
@@ -160,11 +138,13 @@ static const ctx__loop_rec_ops_t done_ops = {handle_run, handle_drop, done_sched
 ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, int on_loop, ctx_loop_callback_fn fn,
                                         ctx_loop_future_done_fn done_fn, void *arg,
                                         const ctx_loop_call_options_t *options, int *err) {
-    ctx_loop_handle_t *h = handle_alloc(loop, on_loop);
+    int spare;
+    ctx_loop_handle_t *h = handle_alloc(loop, on_loop, &spare);
     if (!h) {
         *err = CTX_ENOMEM;
         return NULL;
     }
+    h->spare = spare;
     ctx_context_t *context = NULL;
     if (options && options->context)
         context = ctx_context_retain(options->context);
@@ -195,7 +175,11 @@ void ctx__loop_handle_discard(ctx_loop_handle_t *h) {
         ctx_capture_clear(&h->capture);
     if (h->future)
         ctx_loop_future_release(h->future);
-    handle_free(h, 0);
+    ctx_loop_t *loop = h->loop;
+    int holds_loop = h->holds_loop;
+    ctx__loop_spare_undo(&loop->spare_handles, h, h->spare); /* as it was */
+    if (holds_loop)
+        ctx_loop_release(loop);
 }
 
 /* Hands a reference to the caller (before the record is scheduled). */

@@ -81,12 +81,12 @@ ctx_loop_future_t *ctx_loop_future_retain(ctx_loop_future_t *f) {
     return f;
 }
 
-void ctx__loop_future_finalize(ctx_loop_future_t *f) {
+ctx_loop_t *ctx__loop_future_finalize(ctx_loop_future_t *f) {
     ctx__loop_list_drop(&f->callbacks);
     if (atomic_load_explicit(&f->state, memory_order_acquire) == CTX_LOOP_FUTURE_COMPLETED &&
         f->result_release)
         f->result_release(f->result);
-    ctx_loop_release(f->loop);
+    return f->loop;
 }
 
 void ctx_loop_future_release(ctx_loop_future_t *f) {
@@ -100,9 +100,12 @@ void ctx_loop_future_release(ctx_loop_future_t *f) {
         ctx__wrap_destroy(f);
         break;
     default:
-        ctx__loop_future_finalize(f);
+    {
+        ctx_loop_t *loop = ctx__loop_future_finalize(f);
         ctx__loop_free(f, sizeof *f);
+        ctx_loop_release(loop);
         break;
+    }
     }
 }
 

@@ -67,7 +67,7 @@
  *
  * Closing.  ctx_loop_close (loop thread, outside any callback) sets
  * `closing`, takes the inbox, drops every record it holds (inbox, ready
- * queue, heap), ends the pending tasks, frees the spare handle records,
+ * queue, heap), ends the pending tasks, frees the spare records,
  * then uv_close's the four handles.  Each handle holds a reference to the
  * loop until its close callback, so the memory outlives them; an owned uv
  * loop is then run once (NOWAIT, to let those close callbacks run) and
@@ -390,6 +390,22 @@ void ctx__loop_keepalive(ctx_loop_t *loop, int delta) {
     }
 }
 
+/* ---- spares ---- */
+
+void ctx__loop_spares_init(ctx_loop_t *loop) {
+    loop->spare_handles.size = sizeof(ctx_loop_handle_t);
+    loop->spare_tasks.size = ctx__loop_task_size();
+    loop->spare_wraps.size = ctx__loop_wrap_size();
+    loop->spare_offloads.size = ctx__loop_offload_size();
+}
+
+void ctx__loop_spares_free(ctx_loop_t *loop) {
+    ctx__loop_spares_clear(&loop->spare_handles);
+    ctx__loop_spares_clear(&loop->spare_tasks);
+    ctx__loop_spares_clear(&loop->spare_wraps);
+    ctx__loop_spares_clear(&loop->spare_offloads);
+}
+
 /* ---- lifecycle ---- */
 
 static void loop_free(ctx_loop_t *loop) {
@@ -405,6 +421,7 @@ int ctx_loop_new(uv_loop_t *uv, ctx_loop_t **out) {
     if (!loop)
         return CTX_ENOMEM;
     loop->generation = atomic_load_explicit(&ctx__loop_fork_generation, memory_order_relaxed);
+    ctx__loop_spares_init(loop);
     if (!uv) {
         uv = ctx__loop_malloc(sizeof *uv);
         if (!uv) {

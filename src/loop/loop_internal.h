@@ -168,8 +168,73 @@ void ctx__loop_heap_free(ctx__loop_heap_t *h);
 /* The inbox's mark once the loop closed: no record is taken any more. */
 #define CTX__LOOP_INBOX_CLOSED ((ctx__loop_rec_t *)(uintptr_t)1)
 
-/* Spare handle records a loop keeps for reuse (loop thread only). */
-#define CTX__LOOP_SPARE_HANDLES 1024
+/* ---- spares: records a loop keeps for reuse (loop thread only) ----
+ * A record the loop is done with goes on a list of spares of its kind
+ * instead of back to the allocator, and the next record of that kind made
+ * on the loop thread comes from there: a program that schedules as much as
+ * it runs stops calling the allocator for its records.  Only the loop
+ * thread touches the lists (records made or ended on other threads, or
+ * once the loop is closing, use the allocator); close frees them.  The
+ * first word of a spare is its link. */
+#define CTX__LOOP_SPARES_MAX 1024
+
+typedef struct ctx__loop_spares {
+    void *head;
+    size_t count;
+    size_t size; /* bytes of one record (for the allocator) */
+} ctx__loop_spares_t;
+
+/* A record of s->size bytes: a spare (on the loop thread) or the
+ * allocator's (uninitialised either way), or NULL.  *spare (if not NULL)
+ * says which, for ctx__loop_spare_undo. */
+static inline void *ctx__loop_spare_take_from(ctx__loop_spares_t *s, int on_loop, int *spare) {
+    void *p = on_loop ? s->head : NULL;
+    if (spare)
+        *spare = p != NULL;
+    if (!p)
+        return ctx_malloc(s->size);
+    memcpy(&s->head, p, sizeof(void *));
+    s->count--;
+    return p;
+}
+
+static inline void *ctx__loop_spare_take(ctx__loop_spares_t *s, int on_loop) {
+    return ctx__loop_spare_take_from(s, on_loop, NULL);
+}
+
+/* Gives back a record: kept as a spare if `keep` (the loop thread, not
+ * closing) and there is room, else freed. */
+static inline void ctx__loop_spare_give(ctx__loop_spares_t *s, void *p, int keep) {
+    if (keep && s->count < CTX__LOOP_SPARES_MAX) {
+        memcpy(p, &s->head, sizeof(void *));
+        s->head = p;
+        s->count++;
+    } else {
+        ctx_free(p, s->size);
+    }
+}
+
+/* Puts back a record taken by a call that then failed, where it came from:
+ * a failing call leaves the spares and the allocator as they were. */
+static inline void ctx__loop_spare_undo(ctx__loop_spares_t *s, void *p, int spare) {
+    if (spare) {
+        memcpy(p, &s->head, sizeof(void *));
+        s->head = p;
+        s->count++;
+    } else {
+        ctx_free(p, s->size);
+    }
+}
+
+/* Frees every spare. */
+static inline void ctx__loop_spares_clear(ctx__loop_spares_t *s) {
+    while (s->head) {
+        void *p = s->head;
+        memcpy(&s->head, p, sizeof(void *));
+        ctx_free(p, s->size);
+    }
+    s->count = 0;
+}
 
 struct ctx_loop {
     atomic_uint refs;
@@ -197,8 +262,10 @@ struct ctx_loop {
     int handles_closed;    /* uv_close was called on the four handles */
     ctx_loop_error_fn error_fn;
     void *error_user;
-    ctx_loop_handle_t *spare;  /* handle records to reuse (call.c) */
-    size_t spare_count;
+    ctx__loop_spares_t spare_handles;  /* call.c */
+    ctx__loop_spares_t spare_tasks;    /* task.c */
+    ctx__loop_spares_t spare_wraps;    /* offload.c */
+    ctx__loop_spares_t spare_offloads; /* offload.c */
 
     /* Written on the loop thread; read anywhere to ask "am I the loop
      * thread?" (a per-thread id, never reused; 0 until the loop runs). */
@@ -239,6 +306,12 @@ int ctx__loop_on_thread(const ctx_loop_t *loop);
 /* Loop thread: 1 if the loop is closing or closed. */
 static inline int ctx__loop_closing(const ctx_loop_t *loop) {
     return atomic_load_explicit(&loop->closing, memory_order_relaxed);
+}
+
+/* Any thread: 1 if a record ended now may become a spare (see spares): the
+ * caller is the loop thread and the loop is not closing. */
+static inline int ctx__loop_may_keep(const ctx_loop_t *loop) {
+    return ctx__loop_on_thread(loop) && !ctx__loop_closing(loop);
 }
 
 /* Loop thread: appends `rec` to the ready queue (the loop must not be
@@ -297,6 +370,7 @@ struct ctx_loop_handle {
     uint64_t when;
     atomic_uint refs;
     atomic_int state;
+    int spare; /* the record came from the loop's spares */
 };
 
 /* A new handle with one reference (the place's), state SCHEDULED, context
@@ -308,7 +382,9 @@ ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, int on_loop, ctx_loop_
                                         const ctx_loop_call_options_t *options, int *err);
 /* Frees a handle that was never scheduled (a failed call): no arg_release. */
 void ctx__loop_handle_discard(ctx_loop_handle_t *h);
-/* Loop thread, closing: frees the spare handle records. */
+/* Sizes the loop's spare lists (ctx_loop_new). */
+void ctx__loop_spares_init(ctx_loop_t *loop);
+/* Loop thread, closing: frees every spare record. */
 void ctx__loop_spares_free(ctx_loop_t *loop);
 
 /* ---------------------------------------------------------------------- */
@@ -341,13 +417,19 @@ int ctx__loop_future_complete(ctx_loop_future_t *f, int state, int error, void *
  * `scheduled` hook is called either way at scheduling time). */
 void ctx__loop_future_add_rec(ctx_loop_future_t *f, ctx__loop_rec_t *rec);
 
-/* Frees a future of kind PLAIN or the parts common to every kind (called
- * when the last reference goes). */
-void ctx__loop_future_finalize(ctx_loop_future_t *f);
+/* Releases what a future holds, for every kind (called when the last
+ * reference goes), but its reference to its loop: returns the loop, which
+ * the caller releases once the future's memory is given back. */
+ctx_loop_t *ctx__loop_future_finalize(ctx_loop_future_t *f);
 
 /* ---------------------------------------------------------------------- */
 /* Tasks (task.c) and offloading (offload.c)                               */
 /* ---------------------------------------------------------------------- */
+
+/* The sizes of the records the loop keeps spares of. */
+size_t ctx__loop_task_size(void);
+size_t ctx__loop_wrap_size(void);
+size_t ctx__loop_offload_size(void);
 
 /* Loop thread, closing: ends every pending task CANCELLED without a step. */
 void ctx__task_close_all(ctx_loop_t *loop);

@@ -10,7 +10,8 @@
  * call (ctx_context_run on the task's own context: no copy per step) and
  * the step's return value says what happens next.
  *
- * Layout: one allocation per task.
+ * Layout: one record per task (from the loop's spares when one is there:
+ * loop_internal.h), plus its context.
  *
  *   ctx_loop_task_t ┌───────────────────────┐
  *              │ future (first member) │ the task *is* its future: refs,
@@ -91,12 +92,15 @@ void ctx_loop_task_release(ctx_loop_task_t *t) {
         ctx_loop_future_release(&t->future);
 }
 
+size_t ctx__loop_task_size(void) { return sizeof(ctx_loop_task_t); }
+
 void ctx__task_destroy(ctx_loop_future_t *f) {
     ctx_loop_task_t *t = task_of(f);
-    ctx__loop_future_finalize(f);
+    ctx_loop_t *loop = ctx__loop_future_finalize(f);
     ctx_loop_future_release(t->awaiting);
     ctx_context_release(t->context);
-    ctx__loop_free(t, sizeof *t);
+    ctx__loop_spare_give(&loop->spare_tasks, t, ctx__loop_may_keep(loop));
+    ctx_loop_release(loop);
 }
 
 static void unlink_task(ctx_loop_t *loop, ctx_loop_task_t *t) {
@@ -237,15 +241,17 @@ int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
         return CTX_EINVAL;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
-    ctx_loop_task_t *t = ctx__loop_calloc(sizeof *t);
+    int spare;
+    ctx_loop_task_t *t = ctx__loop_spare_take_from(&loop->spare_tasks, 1, &spare);
     if (!t)
         return CTX_ENOMEM;
+    memset(t, 0, sizeof *t);
     if (o.context) {
         t->context = ctx_context_retain(o.context);
     } else {
         int r = ctx_context_copy_current(&t->context);
         if (r) {
-            ctx__loop_free(t, sizeof *t);
+            ctx__loop_spare_undo(&loop->spare_tasks, t, spare);
             return r;
         }
     }

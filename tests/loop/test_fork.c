@@ -35,6 +35,19 @@ static int one_step(ctx_loop_task_t *task, void *arg, void **result) {
     return 0;
 }
 
+static int offloaded(void *arg, void **result) {
+    (void)arg;
+    (void)result;
+    atomic_fetch_add(&calls, 1);
+    return 0;
+}
+static void offload_done(void *arg, int rc, void *result) {
+    (void)arg;
+    (void)rc;
+    (void)result;
+    atomic_fetch_add(&calls, 1);
+}
+
 /* In the child: a loop of its own works. */
 static void child_new_loop_works(void) {
     ctx_loop_t *fresh = NULL;
@@ -61,6 +74,10 @@ static void test_loop_made_before_fork_is_unusable_in_the_child(void **state) {
     ASSERT_RC(ctx_loop_future_new(loop, NULL, &done), 0);
     ASSERT_RC(ctx_loop_future_set_result(done, IV(5)), 0);
     ASSERT_RC(ctx_loop_task_new(loop, one_step, NULL, NULL, &t), 0);
+    ctx_pool_options_t po = {0};
+    po.threads = 1;
+    ctx_pool_t *pool = NULL;
+    ASSERT_RC(ctx_pool_new(&po, &pool), 0);
 
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -93,6 +110,10 @@ static void test_loop_made_before_fork_is_unusable_in_the_child(void **state) {
         CHILD_CHECK_RC(ctx_loop_task_cancel(t), CTX_EFORKED);
         CHILD_CHECK_RC(ctx_loop_future_cancel(ctx_loop_task_future(t)), CTX_EFORKED);
         CHILD_CHECK_RC(ctx_loop_handle_cancel(h), CTX_EFORKED);
+        ctx_loop_future_t *w = NULL;
+        CHILD_CHECK_RC(ctx_loop_run_in_pool(loop, pool, offloaded, NULL, NULL, &w), CTX_EFORKED);
+        CHILD_CHECK_RC(ctx_loop_offload(loop, pool, offloaded, NULL, offload_done, NULL),
+                       CTX_EFORKED);
         /* Reads answer from the state at the fork. */
         CHILD_CHECK(ctx_loop_future_done(f) == 0);
         void *res = NULL;
@@ -127,6 +148,7 @@ static void test_loop_made_before_fork_is_unusable_in_the_child(void **state) {
     ctx_loop_future_release(done);
     ctx_loop_future_release(f);
     close_loop(loop);
+    ASSERT_RC(ctx_pool_release(pool), 0);
 }
 
 /* ---- the loop running on another thread at the fork ---- */

@@ -2,8 +2,8 @@
  * test_locks.c — no user callback of the loop module runs under one of its
  * locks (docs/api-rules.md), one test per path: a scheduled callback, an
  * arg_release (run and dropped at close), a future's done-callback, a task
- * step, a result_release, the error handler, and the arg_release of work
- * offloaded to a pool (on the worker).
+ * step, a result_release, the error handler, the arg_release of work
+ * offloaded to a pool (on the worker), and the callback of ctx_loop_offload.
  *
  * Each callback holds a gate (gate_test.h) while another thread makes
  * any-thread calls on the same loop and future — handing a callback over
@@ -364,6 +364,44 @@ static void test_offload_arg_release(void **state) {
     scene_close(&s);
 }
 
+/* ---- the callback of ctx_loop_offload ---- */
+
+static int quick_work(void *arg, void **result) {
+    (void)arg;
+    *result = IV(4);
+    return 0;
+}
+
+static void held_offload_done(void *arg, int rc, void *result) {
+    scene_t *s = arg;
+    (void)rc;
+    (void)result;
+    gate_hold(&s->gate);
+    s->back[0] = ctx_loop_call_soon(s->loop, noop, NULL, NULL, NULL);
+    s->back[1] = ctx_loop_future_add_done_callback(s->future, noop_done, NULL, NULL);
+}
+
+static void test_offload_done(void **state) {
+    (void)state;
+    scene_t s;
+    scene_open(&s);
+    ctx_pool_options_t po = {0};
+    po.threads = 1;
+    ctx_pool_t *pool = NULL;
+    ASSERT_RC(ctx_pool_new(&po, &pool), 0);
+    gate_start(&s.gate, other_thread_calls, &s, NULL);
+    ASSERT_RC(ctx_loop_offload(s.loop, pool, quick_work, &s, held_offload_done, NULL), 0);
+    run_loop(s.loop);
+    gate_join(&s.gate);
+    assert_int_equal(atomic_load(&s.gate.held), 1);
+    expect_other_calls_returned(&s);
+    ASSERT_RC(s.back[0], 0);
+    ASSERT_RC(s.back[1], 0);
+    assert_int_equal(atomic_load(&noops), 5); /* threadsafe, 3 done-callbacks, call_soon */
+    ASSERT_RC(ctx_pool_release(pool), 0);
+    scene_close(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_callback, release_thread),
@@ -374,6 +412,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_result_release, release_thread),
         cmocka_unit_test_teardown(test_error_handler, release_thread),
         cmocka_unit_test_teardown(test_offload_arg_release, release_thread),
+        cmocka_unit_test_teardown(test_offload_done, release_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
