@@ -20,8 +20,9 @@
  *   done        back on the loop thread: writes the reply
  *
  * Nothing is passed between stages but the request pointer each stage needs
- * anyway for its work; the stages *check* the context: each reads `conn`
- * and `request` with ctx_var_get and counts a mismatch if they are not this
+ * anyway for its work; the stages *check* the context: the read callback
+ * and the task read `conn`, the later stages `request` (which names its
+ * connection), with ctx_var_get, and count a mismatch if it is not this
  * request's own (a context mixed up between requests, connections or
  * threads would show there).
  */
@@ -54,15 +55,13 @@ static ctx_state_t *state_of(const ex_server_t *s) { return s->state; }
 
 /* ---- the check every stage makes ---- */
 
-/* 1 if the current context is the request's: its connection and (once the
- * task set it) the request itself. */
+/* 1 if the current context is the request's: `request` is `req` (once the
+ * task set it), or, before, `conn` is its connection. */
 static int context_is(const ctx_state_t *st, const ex_conn_t *conn, const request_t *req) {
     void *v = NULL;
-    if (ctx_var_get(st->conn_var, &v) != CTX_VALUE || v != conn)
-        return 0;
-    if (!req)
-        return 1;
-    return ctx_var_get(st->request_var, &v) == CTX_VALUE && v == req;
+    if (req)
+        return ctx_var_get(st->request_var, &v) == CTX_VALUE && v == req;
+    return ctx_var_get(st->conn_var, &v) == CTX_VALUE && v == conn;
 }
 
 /* Loop thread. */
