@@ -11,6 +11,32 @@
  *                          values (encode hooks, percent-encoding) into a
  *                          carrier that copies into a fixed buffer
  *   baggage_parse_ns_8     the codec alone: ctx_wire_baggage_parse of that header
+ *   baggage_decode_core_ns_8  the part of baggage_decode_ns_8 that is the
+ *                          core's and the values' own: a new context, the 8
+ *                          values made by the same decode hook and set with
+ *                          ctx_context_set, the context released (measured
+ *                          in the same rounds as baggage_decode_ns_8)
+ *   baggage_decode_wire_ns_8  baggage_decode_ns_8 minus that: what the wire
+ *                          layer itself adds (parse, key lookup, report)
+ *   traceparent_extract_ns ctx_wire_extract of a carrier holding one
+ *                          traceparent header into a new context, released
+ *                          (carrier → context: what a server pays to join a
+ *                          trace)
+ *   traceparent_extract_core_ns  its core part: a new context, one
+ *                          value of the same size allocated and set, the
+ *                          context released (same rounds)
+ *   traceparent_extract_wire_ns  traceparent_extract_ns minus that
+ *   otel_js_traceparent_extract_ns  OpenTelemetry JS's
+ *                          W3CTraceContextPropagator.extract of the same
+ *                          header (node, @opentelemetry/core), measured in
+ *                          a node process driven round by round,
+ *                          interleaved with traceparent_extract_ns
+ *   traceparent_extract_vs_otel_js_ratio  the two: OpenTelemetry JS /
+ *                          ctxvar (goal >= 10).  Needs node and the two
+ *                          npm packages in $CTX_BENCH_OTEL_DIR/node_modules
+ *                          (scripts/bench.sh installs them into
+ *                          <build root>/otel-js); without them the two keys
+ *                          are left out with a line on stderr.
  *   nats_roundtrip_ratio   request/reply through a local nats-server with
  *                          the context propagated both ways (ctx_nats_request
  *                          → subscription callback in the decoded context →
@@ -106,13 +132,16 @@ static const char *const values[8] = {"alice", "acme inc", "eu-west-1", "9f8e7d6
 
 /* ---- carriers without allocation ---- */
 
+/* One header pair whose lengths are known, as a server's parsed request
+ * headers are. */
 typedef struct one_header {
     const char *name, *value;
+    size_t name_len, value_len;
 } one_header_t;
 
 static int one_iterate(void *self, ctx_wire_header_fn fn, void *user) {
     one_header_t *h = self;
-    return fn(h->name, strlen(h->name), h->value, strlen(h->value), user);
+    return fn(h->name, h->name_len, h->value, h->value_len, user);
 }
 
 typedef struct sink {
@@ -129,14 +158,237 @@ static int sink_set(void *self, const char *name, const char *value, size_t len)
     return 0;
 }
 
+/* ---- where baggage_decode_ns_8 goes: the core's part and the wire's ---- */
+
+typedef struct decode_arg {
+    ctx_wire_t *w;
+    ctx_var_t **vars;
+    const ctx_wire_carrier_t *in;
+    long iters;
+} decode_arg_t;
+
+static double round_extract(void *arg) {
+    decode_arg_t *a = arg;
+    uint64_t t0 = ctx_bench_now_ns();
+    for (long i = 0; i < a->iters; i++) {
+        ctx_context_t *ctx = NULL;
+        if (ctx_wire_extract(a->w, a->in, 0, &ctx, NULL) != 0)
+            abort();
+        ctx_context_release(ctx);
+    }
+    return (double)(ctx_bench_now_ns() - t0) / (double)a->iters;
+}
+
+/* The same values made by the same hook and set in a new context, without
+ * the wire layer: the floor the core and the values set. */
+static double round_core_only(void *arg) {
+    decode_arg_t *a = arg;
+    uint64_t t0 = ctx_bench_now_ns();
+    for (long i = 0; i < a->iters; i++) {
+        ctx_context_t *ctx = NULL;
+        if (ctx_context_new(&ctx) != 0)
+            abort();
+        for (int k = 0; k < 8; k++) {
+            void *v = NULL;
+            if (str_decode(values[k], strlen(values[k]), &v, NULL) || ctx_context_set(ctx, a->vars[k], v))
+                abort();
+        }
+        ctx_context_release(ctx);
+    }
+    return (double)(ctx_bench_now_ns() - t0) / (double)a->iters;
+}
+
+static void decode_split(ctx_bench_t *b, ctx_wire_t *w, ctx_var_t **vars, const ctx_wire_carrier_t *in,
+                         long iters) {
+    decode_arg_t a = {w, vars, in, iters};
+    ctx_bench_contender_t c[2] = {{"extract", round_extract, &a, {0}}, {"core", round_core_only, &a, {0}}};
+    ctx_bench_interleave(b, c, 2);
+    ctx_bench_put_samples(b, "baggage_decode_core_ns_8", &c[1].samples, CTX_BENCH_NO_GOAL,
+                          "its core part: new context, 8 values made and set, released");
+    ctx_bench_put_difference(b, "baggage_decode_wire_ns_8", &c[0].samples, &c[1].samples,
+                             CTX_BENCH_NO_GOAL, "its wire part: baggage_decode_ns_8 minus that");
+}
+
+/* ---- traceparent extract, against OpenTelemetry JS ---- */
+
+static const char tp_header[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+/* The node side: reads a count per line, runs that many extracts of the
+ * same header, answers with ns per extract. */
+static const char otel_script[] =
+    "const api = require('@opentelemetry/api');\n"
+    "const { W3CTraceContextPropagator } = require('@opentelemetry/core');\n"
+    "const p = new W3CTraceContextPropagator();\n"
+    "const carrier = { traceparent: process.argv[1] };\n"
+    "const getter = api.defaultTextMapGetter, root = api.ROOT_CONTEXT;\n"
+    "let sink = 0;\n"
+    "function run(n) {\n"
+    "  const t0 = process.hrtime.bigint();\n"
+    "  for (let i = 0; i < n; i++) if (p.extract(root, carrier, getter) !== root) sink++;\n"
+    "  return Number(process.hrtime.bigint() - t0) / n;\n"
+    "}\n"
+    "if (!api.trace.getSpanContext(p.extract(root, carrier, getter))) process.exit(3);\n"
+    "run(200000);\n"
+    "require('readline').createInterface({ input: process.stdin }).on('line', (l) => {\n"
+    "  process.stdout.write(run(parseInt(l, 10)).toFixed(3) + ' ' + (sink & 1) + '\\n');\n"
+    "});\n";
+
+typedef struct otel {
+    pid_t pid;
+    FILE *to, *from;
+    long iters;
+} otel_t;
+
+/* Starts the node side; 0, or -1 (with a line on stderr) when node or the
+ * packages are missing. */
+static int otel_start(otel_t *o, long iters) {
+    char dir[1024], modules[1100];
+    const char *env = getenv("CTX_BENCH_OTEL_DIR");
+    if (env && *env) {
+        snprintf(dir, sizeof dir, "%s", env);
+    } else { /* <build root>/otel-js, next to this binary's build directory */
+        char exe[900];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n <= 0)
+            return -1;
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = '\0';
+        snprintf(dir, sizeof dir, "%s/../otel-js", exe);
+    }
+    snprintf(modules, sizeof modules, "%s/node_modules", dir);
+    char probe[1200];
+    snprintf(probe, sizeof probe, "%s/@opentelemetry/core/package.json", modules);
+    if (access(probe, R_OK) != 0) {
+        fprintf(stderr, "bench_wire: @opentelemetry/core not found in %s (scripts/bench.sh installs it "
+                        "with npm): traceparent_extract_vs_otel_js_ratio skipped\n", modules);
+        return -1;
+    }
+    int in[2], out[2];
+    if (pipe(in) != 0 || pipe(out) != 0)
+        return -1;
+    setenv("NODE_PATH", modules, 1);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_addclose(&fa, in[1]);
+    posix_spawn_file_actions_addclose(&fa, out[0]);
+    char *argv[] = {(char *)"node", (char *)"-e", (char *)otel_script, (char *)tp_header, NULL};
+    extern char **environ;
+    int rc = posix_spawnp(&o->pid, "node", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(in[0]);
+    close(out[1]);
+    if (rc != 0) {
+        close(in[1]);
+        close(out[0]);
+        fprintf(stderr, "bench_wire: node not found: traceparent_extract_vs_otel_js_ratio skipped\n");
+        return -1;
+    }
+    o->to = fdopen(in[1], "w");
+    o->from = fdopen(out[0], "r");
+    o->iters = iters;
+    return o->to && o->from ? 0 : -1;
+}
+
+static double round_otel(void *arg) {
+    otel_t *o = arg;
+    char line[64];
+    fprintf(o->to, "%ld\n", o->iters);
+    fflush(o->to);
+    if (!fgets(line, sizeof line, o->from))
+        return -1;
+    return strtod(line, NULL);
+}
+
+static void otel_stop(otel_t *o) {
+    if (o->to)
+        fclose(o->to); /* node ends at the end of its input */
+    if (o->from)
+        fclose(o->from);
+    if (o->pid > 0)
+        waitpid(o->pid, NULL, 0);
+}
+
+typedef struct tp_arg {
+    ctx_wire_t *w;
+    const ctx_wire_carrier_t *in;
+    long iters;
+    ctx_var_t *plain; /* for the core part: a variable whose values free() */
+} tp_arg_t;
+
+/* What the core and the allocator cost of it: the same context work
+ * with a value of the trace's size, no header parsed. */
+static double round_tp_core(void *arg) {
+    tp_arg_t *a = arg;
+    uint64_t t0 = ctx_bench_now_ns();
+    for (long i = 0; i < a->iters; i++) {
+        ctx_context_t *ctx = NULL;
+        void *v = malloc(64);
+        if (!v || ctx_context_new(&ctx) != 0 || ctx_context_set(ctx, a->plain, v) != 0)
+            abort();
+        ctx_context_release(ctx);
+    }
+    return (double)(ctx_bench_now_ns() - t0) / (double)a->iters;
+}
+
+static double round_tp_extract(void *arg) {
+    tp_arg_t *a = arg;
+    uint64_t t0 = ctx_bench_now_ns();
+    for (long i = 0; i < a->iters; i++) {
+        ctx_context_t *ctx = NULL;
+        if (ctx_wire_extract(a->w, a->in, 0, &ctx, NULL) != 0)
+            abort();
+        ctx_context_release(ctx);
+    }
+    return (double)(ctx_bench_now_ns() - t0) / (double)a->iters;
+}
+
+static void bench_traceparent_extract(ctx_bench_t *b, ctx_wire_t *w, long iters) {
+    one_header_t h = {"traceparent", tp_header, 11, sizeof tp_header - 1};
+    ctx_wire_carrier_t in = {sizeof in, one_iterate, NULL, NULL, &h};
+    ctx_context_t *check = NULL;
+    if (ctx_wire_extract(w, &in, 0, &check, NULL) != 0 || ctx_wire_trace_get(w, check, NULL, NULL, NULL) != 0)
+        abort();
+    ctx_context_release(check);
+    static const ctx_value_ops_t free_ops = {.size = sizeof(ctx_value_ops_t), .release = str_release};
+    ctx_var_options_t po = {.size = sizeof po, .ops = &free_ops};
+    tp_arg_t a = {w, &in, iters, NULL};
+    if (ctx_var_new("bench.plain", &po, &a.plain) != 0)
+        abort();
+    otel_t o = {0, NULL, NULL, 0};
+    ctx_bench_contender_t c[3] = {{"ctxvar", round_tp_extract, &a, {0}},
+                                  {"core", round_tp_core, &a, {0}},
+                                  {"otel-js", round_otel, &o, {0}}};
+    int with_otel = otel_start(&o, iters) == 0;
+    ctx_bench_interleave(b, c, with_otel ? 3 : 2);
+    ctx_bench_put_samples(b, "traceparent_extract_ns", &c[0].samples, CTX_BENCH_NO_GOAL,
+                          "extract one traceparent header into a new context");
+    ctx_bench_put_samples(b, "traceparent_extract_core_ns", &c[1].samples, CTX_BENCH_NO_GOAL,
+                          "its core part: new context, one value set, released");
+    ctx_bench_put_difference(b, "traceparent_extract_wire_ns", &c[0].samples, &c[1].samples,
+                             CTX_BENCH_NO_GOAL, "its wire part: traceparent_extract_ns minus that");
+    if (with_otel && ctx_bench_median(&c[2].samples) > 0) {
+        ctx_bench_put_samples(b, "otel_js_traceparent_extract_ns", &c[2].samples, CTX_BENCH_NO_GOAL,
+                              "OpenTelemetry JS W3CTraceContextPropagator.extract, same header");
+        ctx_bench_put_ratio(b, "traceparent_extract_vs_otel_js_ratio", &c[2].samples, &c[0].samples,
+                            CTX_BENCH_AT_LEAST(10), "OpenTelemetry JS extract / ctxvar extract");
+    } else if (with_otel) {
+        fprintf(stderr, "bench_wire: the node side failed: traceparent_extract_vs_otel_js_ratio skipped\n");
+    }
+    otel_stop(&o);
+    ctx_var_release(a.plain);
+}
+
 static void bench_codecs(ctx_bench_t *b) {
     long iters = ctx_bench_quick(b) ? 10000 : 150000; /* per round */
     ctx_bench_samples_t ns = {0};
 
-    static const char tp_text[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     ctx_wire_traceparent_t tp;
     TIME_LOOP(ns, iters, {
-        SINK(ctx_wire_traceparent_parse(tp_text, sizeof tp_text - 1, &tp));
+        SINK(ctx_wire_traceparent_parse(tp_header, sizeof tp_header - 1, &tp));
         SINK(tp.flags);
     });
     ctx_bench_put_samples(b, "traceparent_parse_ns", &ns, CTX_BENCH_AT_MOST(25),
@@ -160,16 +412,16 @@ static void bench_codecs(ctx_bench_t *b) {
             abort();
     }
     static sink_t sink;
-    ctx_wire_carrier_t out = {NULL, NULL, sink_set, &sink};
+    ctx_wire_carrier_t out = {sizeof(ctx_wire_carrier_t), NULL, NULL, sink_set, &sink};
     long enc_iters = iters / 4;
-    TIME_LOOP(ns, enc_iters, { SINK(ctx_wire_inject(w, src, &out, 0)); });
+    TIME_LOOP(ns, enc_iters, { SINK(ctx_wire_inject(w, src, &out, 0, NULL)); });
     ctx_bench_put_samples(b, "baggage_encode_ns_8", &ns, CTX_BENCH_NO_GOAL,
                           "inject a context of 8 baggage members");
 
     char header[CTX_WIRE_BAGGAGE_MAX_BYTES + 1];
     strcpy(header, sink.buf[(sink.n - 1) & 7]);
-    one_header_t h = {"baggage", header};
-    ctx_wire_carrier_t in = {one_iterate, NULL, NULL, &h};
+    one_header_t h = {"baggage", header, 7, strlen(header)};
+    ctx_wire_carrier_t in = {sizeof(ctx_wire_carrier_t), one_iterate, NULL, NULL, &h};
     TIME_LOOP(ns, enc_iters, {
         ctx_context_t *ctx = NULL;
         if (ctx_wire_extract(w, &in, 0, &ctx, NULL) != 0)
@@ -178,10 +430,13 @@ static void bench_codecs(ctx_bench_t *b) {
     });
     ctx_bench_put_samples(b, "baggage_decode_ns_8", &ns, CTX_BENCH_AT_MOST(400),
                           "extract 8 baggage members into a new context");
+    decode_split(b, w, vars, &in, enc_iters);
 
     TIME_LOOP(ns, enc_iters, { SINK(ctx_wire_baggage_parse(header, strlen(header), NULL, NULL, NULL)); });
     ctx_bench_put_samples(b, "baggage_parse_ns_8", &ns, CTX_BENCH_AT_MOST(150),
                           "the baggage codec alone, 8 members");
+
+    bench_traceparent_extract(b, w, enc_iters);
 
     ctx_context_release(src);
     for (int i = 0; i < 8; i++)
@@ -241,8 +496,8 @@ static void bench_nats(ctx_bench_t *b) {
         if (str_decode(values[i], strlen(values[i]), &v, NULL) || ctx_var_set(vars[i], v, NULL))
             abort();
     }
-    ctx_wire_trace_start(w, CTX_WIRE_TRACE_FLAG_SAMPLED, NULL);
-    ctx_wire_deadline_set(w, 3600ll * 1000000000);
+    ctx_wire_trace_start(w, NULL, CTX_WIRE_TRACE_FLAG_SAMPLED, NULL);
+    ctx_wire_deadline_set(w, NULL, 3600ll * 1000000000);
 
     static const char body[] = "ping";
     /* ABBA batches: with, plain, plain, with — drift hits both alike */

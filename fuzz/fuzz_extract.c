@@ -69,19 +69,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             while (v < line_end && *v == ' ')
                 v++;
             /* bad names or values are refused by the list, as a server would */
-            ctx_wire_headers_add(h, p, (size_t)(colon - p), v, (size_t)(line_end - v));
+            ctx_wire_headers_add_n(h, p, (size_t)(colon - p), v, (size_t)(line_end - v));
         }
         p = nl ? nl + 1 : end;
     }
     ctx_wire_carrier_t c = ctx_wire_headers_carrier(h);
     ctx_context_t *ctx = NULL;
-    ctx_wire_report_t rep;
+    ctx_wire_extract_report_t rep = CTX_STRUCT_INIT(ctx_wire_extract_report_t);
     FUZZ_CHECK(ctx_wire_extract(wire, &c, 0, &ctx, &rep) == 0);
     FUZZ_CHECK(ctx_context_length(ctx) <= 5);
     ctx_wire_headers_t *out = NULL;
     FUZZ_CHECK(ctx_wire_headers_new(&out) == 0);
     ctx_wire_carrier_t oc = ctx_wire_headers_carrier(out);
-    FUZZ_CHECK(ctx_wire_inject(wire, ctx, &oc, 0) >= 0);
+    ctx_wire_inject_report_t sent = CTX_STRUCT_INIT(ctx_wire_inject_report_t);
+    FUZZ_CHECK(ctx_wire_inject(wire, ctx, &oc, 0, &sent) >= 0);
+    FUZZ_CHECK(sent.traceparent == (rep.traceparent == 1));
+    if (sent.traceparent) { /* the report names what was sent; reserved flags zero */
+        const char *tp = NULL;
+        ctx_wire_traceparent_t back;
+        FUZZ_CHECK(ctx_wire_headers_get(out, "traceparent", &tp, NULL) == 0);
+        FUZZ_CHECK(ctx_wire_traceparent_parse(tp, strlen(tp), &back) == 0);
+        FUZZ_CHECK(memcmp(&back, &sent.parent, sizeof back) == 0);
+        FUZZ_CHECK((back.flags & ~CTX_WIRE_TRACE_FLAGS_KNOWN) == 0);
+    }
     ctx_context_t *again = NULL;
     FUZZ_CHECK(ctx_wire_extract(wire, &oc, CTX_WIRE_STRICT, &again, NULL) == 0);
     FUZZ_CHECK(ctx_context_length(again) == ctx_context_length(ctx));

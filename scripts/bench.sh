@@ -29,6 +29,19 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
         { cat "$dir.configure.log"; exit 1; }
     cmake --build "$dir" -j "$CTX_JOBS" --target ctxvar_bench >"$dir.build.log" 2>&1 ||
         { tail -n 80 "$dir.build.log"; exit 1; }
+    # OpenTelemetry JS, the baseline of traceparent_extract_vs_otel_js_ratio
+    # (bench/bench_wire.c): installed once with npm into <build root>/otel-js;
+    # without node or npm the figure is left out.
+    otel="$CTX_BUILD_ROOT/otel-js"
+    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 &&
+        [ ! -f "$otel/node_modules/@opentelemetry/core/package.json" ]; then
+        ctx_log "installing @opentelemetry/api and @opentelemetry/core into $otel (npm)"
+        mkdir -p "$otel"
+        npm install --prefix "$otel" --no-audit --no-fund --silent \
+            @opentelemetry/api@1.9.1 @opentelemetry/core@1.30.1 >"$otel.log" 2>&1 ||
+            ctx_log "npm install failed (see $otel.log): the OpenTelemetry JS figures are skipped"
+    fi
+    export CTX_BENCH_OTEL_DIR="$otel"
     ctx_log "running ctxvar_bench $*"
 } 1>&2
 exec "$dir/ctxvar_bench" "$@"

@@ -112,7 +112,7 @@ static int call_downstream(char *out, size_t cap) {
     if (ctx_wire_headers_new(&h) != 0)
         return -1;
     ctx_wire_carrier_t carrier = ctx_wire_headers_carrier(h);
-    int rc = ctx_wire_inject(wire, NULL, &carrier, 0);
+    int rc = ctx_wire_inject(wire, NULL, &carrier, 0, NULL);
     struct curl_slist *list = NULL;
     for (size_t i = 0; rc >= 0 && i < ctx_wire_headers_count(h); i++) {
         const char *name, *value;
@@ -158,7 +158,7 @@ static enum MHD_Result on_header(void *cls, enum MHD_ValueKind kind, const char 
     ctx_wire_headers_t *h = cls;
     /* a header the list refuses (over its limits) is left out, as a
      * server drops what it cannot hold */
-    ctx_wire_headers_add(h, key, strlen(key), value ? value : "", value ? strlen(value) : 0);
+    ctx_wire_headers_add_n(h, key, strlen(key), value ? value : "", value ? strlen(value) : 0);
     return MHD_YES;
 }
 
@@ -177,7 +177,7 @@ static void *handle(void *arg) {
     }
     /* /hello: a trace of our own if the caller sent none */
     if (ctx_wire_trace_get(wire, NULL, NULL, NULL, NULL) != 0)
-        ctx_wire_trace_start(wire, CTX_WIRE_TRACE_FLAG_SAMPLED, NULL);
+        ctx_wire_trace_start(wire, NULL, CTX_WIRE_TRACE_FLAG_SAMPLED, NULL);
     describe(me, sizeof me);
     char down[4096];
     call_downstream(down, sizeof down);

@@ -36,17 +36,39 @@
  * NATS headers need nats-server 2.2 or later (Debian's nats-server is).
  * Header names are written in lowercase and read ignoring case.
  *
+ * Malformed headers.  A message is never dropped because of its headers.
+ * Headers that libnats reads but the wire layer refuses (a bad
+ * traceparent, a malformed baggage member, ...) are dropped one by one as
+ * ctx_wire_extract documents, and the message is delivered in what could
+ * be decoded.  A header block libnats itself cannot read (no "NATS/1.0"
+ * status line, a line without a colon, an empty name, missing CRLFs, ...)
+ * hides every header: such a message is delivered in an empty context and
+ * counted in ctx_nats_sub_stats_t.malformed_headers.  Only a message whose
+ * context cannot be made for lack of memory is dropped (counted in
+ * `dropped`).
+ *
+ * fork().  A bridge is tied to the process that made it: libnats'
+ * connection threads do not exist in a child.  In a child of fork(), every
+ * call on a bridge made before the fork (and on its subscriptions) returns
+ * CTX_EFORKED without touching libnats, except the two that end things:
+ * ctx_nats_release and ctx_nats_unsubscribe free the bridge's own memory
+ * and return at once (the libnats objects are left alone: libnats cannot be
+ * used in the child).  libnats itself is not fork-safe: a child that needs
+ * NATS should exec a program that connects anew.
+ *
  * Errors are the negative CTX_E* codes of ctxvar.h.  libnats statuses map
  * to them as follows: NATS_TIMEOUT → CTX_ETIMEDOUT, NATS_NO_RESPONDERS →
  * CTX_ENOTFOUND (nobody subscribes to the subject), NATS_CONNECTION_CLOSED
- * and NATS_CONNECTION_DISCONNECTED → CTX_ECLOSED, NATS_NO_MEMORY →
- * CTX_ENOMEM, NATS_INVALID_ARG / NATS_INVALID_SUBJECT →
- * CTX_EINVAL, anything else → CTX_ESYSTEM (libnats keeps the details for
- * the calling thread: nats_GetLastError).
+ * and NATS_CONNECTION_DISCONNECTED → CTX_ECLOSED, NATS_NO_SERVER →
+ * CTX_ECONNECTION, NATS_NO_MEMORY → CTX_ENOMEM, NATS_INVALID_ARG /
+ * NATS_INVALID_SUBJECT → CTX_EINVAL, NATS_PROTOCOL_ERROR while reading a
+ * message's headers → CTX_EPARSE, anything else → CTX_ESYSTEM (libnats
+ * keeps the details for the calling thread: nats_GetLastError).
  *
  * Threads: every call may be made from any thread, including from inside a
  * subscription callback (except ctx_nats_unsubscribe of that same
- * subscription, see there).
+ * subscription, see there).  No call of this module holds a lock of its own
+ * while it runs user code (message callbacks, value operations, codecs).
  */
 #ifndef CTXVAR_NATS_H
 #define CTXVAR_NATS_H
@@ -82,18 +104,22 @@ typedef struct ctx_bus_listener ctx_bus_listener_t;
  * (natsOptions_SetSendAsap: a reply or an event does not wait for libnats'
  * flusher, about a millisecond; for high-rate streams make a connection of
  * your own).  *out is the caller's (natsConnection_Destroy).  Any
- * thread.  Errors: CTX_EINVAL, CTX_ENOMEM, CTX_ESYSTEM (could not connect:
- * nothing listens there, or the server refused). */
+ * thread.  Errors: CTX_EINVAL (NULL, a URL libnats refuses), CTX_ENOMEM,
+ * CTX_ECONNECTION (could not connect: nothing listens there, or the
+ * server refused or closed the connection), CTX_ESYSTEM (another libnats
+ * failure). */
 CTX_EXPORT int ctx_nats_connect(const char *url, natsConnection **out);
 
 /* A bridge over `nc` (borrowed: it must outlive the bridge and every
  * subscription made through it) and `wire` (retained).  *out holds the
  * caller's reference (ctx_nats_release).  Any thread.
- * Errors: CTX_EINVAL (NULL; a server without header support), CTX_ENOMEM. */
+ * Errors: CTX_EINVAL (NULL; a server without header support), CTX_ENOMEM,
+ * CTX_ESYSTEM (the fork handler could not be installed). */
 CTX_EXPORT int ctx_nats_new(natsConnection *nc, ctx_wire_t *wire, ctx_nats_t **out);
 
 /* Drops the caller's reference (NULL ignored).  Subscriptions keep the
- * bridge alive until they are unsubscribed.  Any thread. */
+ * bridge alive until they are unsubscribed.  Never touches libnats, so it
+ * also works in a child of fork().  Any thread. */
 CTX_EXPORT void ctx_nats_release(ctx_nats_t *bridge);
 
 /* The connection and the registry (borrowed: valid while the bridge
@@ -114,16 +140,20 @@ CTX_EXPORT ctx_wire_carrier_t ctx_nats_carrier(natsMsg *msg);
 /* Writes `ctx` (NULL: the current context) into the headers of `msg`
  * (ctx_wire_inject: a child traceparent, the deadline's time left, the
  * registered baggage), replacing any header of those names, whatever its
- * case.  Returns what ctx_wire_inject returns (CTX_EINVAL also for a NULL
- * bridge or message).  Thread: any, one at a time per message. */
-CTX_EXPORT int ctx_nats_inject(ctx_nats_t *bridge, ctx_context_t *ctx, natsMsg *msg);
+ * case.  `report` (may be NULL) receives what was written, e.g. the span id
+ * sent, for logs.  Returns what ctx_wire_inject returns (CTX_EINVAL also
+ * for a NULL bridge or message; CTX_EFORKED in a child of fork()).
+ * Thread: any, one at a time per message. */
+CTX_EXPORT int ctx_nats_inject(ctx_nats_t *bridge, ctx_context_t *ctx, natsMsg *msg,
+                               ctx_wire_inject_report_t *report);
 
 /* Decodes the headers of `msg` into a new context (ctx_wire_extract, not
- * strict).  Returns 0 and *out (the caller's), or its errors (CTX_EINVAL
- * also for a NULL bridge, message or out).  Thread: any, one at a time per
- * message. */
+ * strict).  Returns 0 and *out (the caller's), or its errors: CTX_EINVAL
+ * also for a NULL bridge, message or out; CTX_EPARSE if libnats cannot
+ * read the message's header block at all; CTX_EFORKED in a child of
+ * fork().  Thread: any, one at a time per message. */
 CTX_EXPORT int ctx_nats_extract(ctx_nats_t *bridge, natsMsg *msg, ctx_context_t **out,
-                                     ctx_wire_report_t *report);
+                                ctx_wire_extract_report_t *report);
 
 /* ---------------------------------------------------------------------- */
 /* Publish, request, respond                                               */
@@ -131,8 +161,8 @@ CTX_EXPORT int ctx_nats_extract(ctx_nats_t *bridge, natsMsg *msg, ctx_context_t 
 
 /* Publishes `len` bytes of `data` on `subject`, with the current context in
  * the headers.  Returns 0, or an inject error, or a libnats status mapped
- * as above (CTX_EINVAL also for len < 0 or data NULL with len > 0).  Any
- * thread. */
+ * as above (CTX_EINVAL also for len < 0 or data NULL with len > 0), or
+ * CTX_EFORKED (in a child of fork()).  Any thread. */
 CTX_EXPORT int ctx_nats_publish(ctx_nats_t *bridge, const char *subject, const void *data,
                                      int len);
 
@@ -148,8 +178,10 @@ CTX_EXPORT int ctx_nats_publish_msg(ctx_nats_t *bridge, natsMsg *msg);
  * reply's headers (the responder's context; the caller's to release).
  * Errors: CTX_ETIMEDOUT (no reply in time, or the deadline had already
  * passed: then nothing is sent), CTX_ENOTFOUND (no responders), CTX_EINVAL,
- * CTX_ENOMEM, CTX_ECLOSED, CTX_ESYSTEM.  On error nothing is returned.
- * Any thread, a subscription callback included. */
+ * CTX_ENOMEM, CTX_ECLOSED, CTX_EPARSE (the reply's header block is
+ * unreadable and reply_ctx was asked for), CTX_EFORKED, CTX_ESYSTEM.  On
+ * error nothing is returned.  Any thread, a subscription callback
+ * included. */
 CTX_EXPORT int ctx_nats_request(ctx_nats_t *bridge, const char *subject, const void *data,
                                      int len, int64_t timeout_ms, natsMsg **reply,
                                      ctx_context_t **reply_ctx);
@@ -173,12 +205,14 @@ CTX_EXPORT int ctx_nats_respond(ctx_nats_t *bridge, natsMsg *request, const void
 typedef void (*ctx_nats_msg_fn)(ctx_nats_t *bridge, natsMsg *msg, void *user);
 
 /* Subscribes fn to `subject` (NATS wildcards allowed), in queue group
- * `queue` if it is not NULL.  Messages whose context cannot be decoded for
- * lack of memory are dropped and counted (ctx_nats_sub_dropped); malformed
- * headers are dropped as ctx_wire_extract documents and the message is
- * delivered.  *out is the caller's (ctx_nats_unsubscribe).  Any thread.
- * Errors (fn never runs): CTX_EINVAL, CTX_ENOMEM, and the mapped libnats
- * status. */
+ * `queue` if it is not NULL.  Every message is delivered, whatever its
+ * headers (see "Malformed headers" above), except one whose context cannot
+ * be made for lack of memory: that one is dropped and counted.  fn runs
+ * with no lock of this library held: it may call any function of this
+ * module, on this subscription too (but ctx_nats_unsubscribe of it).
+ * *out is the caller's (ctx_nats_unsubscribe).  Any thread.
+ * Errors (fn never runs): CTX_EINVAL, CTX_ENOMEM, CTX_EFORKED, and the
+ * mapped libnats status. */
 CTX_EXPORT int ctx_nats_subscribe(ctx_nats_t *bridge, const char *subject,
                                        const char *queue, ctx_nats_msg_fn fn, void *user,
                                        ctx_nats_sub_t **out);
@@ -187,23 +221,41 @@ CTX_EXPORT int ctx_nats_subscribe(ctx_nats_t *bridge, const char *subject,
  * more (libnats' completion callback), and frees it; fn is never called
  * after this returns.  Works on a closed connection too.  Must not be
  * called from the subscription's own callback (CTX_EBUSY: nothing done).
- * Returns 0, CTX_EBUSY, CTX_EINVAL.  Thread: any but the one running this
- * subscription's callback; once per subscription. */
+ * In a child of fork() it frees the bridge's record only and returns 0
+ * (see "fork()" above).  Returns 0, CTX_EBUSY, CTX_EINVAL.  Thread: any
+ * but the one running this subscription's callback; once per
+ * subscription. */
 CTX_EXPORT int ctx_nats_unsubscribe(ctx_nats_sub_t *sub);
 
-/* Messages delivered to the callback, and messages dropped (no memory to
- * decode their context, or to enter it), so far; 0 for NULL.  Any thread
- * (until ctx_nats_unsubscribe). */
-CTX_EXPORT uint64_t ctx_nats_sub_delivered(const ctx_nats_sub_t *sub);
-CTX_EXPORT uint64_t ctx_nats_sub_dropped(const ctx_nats_sub_t *sub);
+/* What a subscription has done so far: an output struct (set `size`, e.g.
+ * with CTX_STRUCT_INIT; the library writes no more than that). */
+typedef struct ctx_nats_sub_stats {
+    size_t size; /* sizeof the struct as the caller knows it (CTX_STRUCT_INIT) */
+    uint64_t delivered;         /* messages whose callback ran */
+    uint64_t dropped;           /* not delivered: no memory to make or
+                                   enter their context */
+    uint64_t malformed_headers; /* delivered in an empty context: libnats
+                                   could not read their header block */
+} ctx_nats_sub_stats_t;
+
+/* Fills *stats.  Returns 0, or CTX_EINVAL (NULL, stats->size smaller than
+ * a size_t).  Any thread (until ctx_nats_unsubscribe), a callback of the
+ * subscription included; also in a child of fork() (the counts as they
+ * were). */
+CTX_EXPORT int ctx_nats_sub_stats(const ctx_nats_sub_t *sub, ctx_nats_sub_stats_t *stats);
 
 /* ---------------------------------------------------------------------- */
 /* Bus forwarding                                                          */
 /* ---------------------------------------------------------------------- */
 
 /* How bus events cross: their data as bytes and back.  `user` is passed to
- * both.  Any thread. */
+ * both.  An input struct that can grow: set `size`
+ * (CTX_STRUCT_INIT(ctx_nats_bus_codec_t), or .size = sizeof).  The
+ * operations run on the publishing thread (encode) or the libnats delivery
+ * thread (decode, release), never under a lock of this library.  Any
+ * thread. */
 typedef struct ctx_nats_bus_codec {
+    size_t size; /* sizeof the struct as the caller knows it (CTX_STRUCT_INIT) */
     /* Writes the event data as bytes, snprintf-style: at most `cap` bytes,
      * returns the length the full form needs, or a negative code. */
     int (*encode)(const char *topic, const void *data, char *buf, size_t cap, void *user);
@@ -225,10 +277,10 @@ typedef struct ctx_nats_bus_codec {
  * A topic that is not a valid NATS subject token sequence, an encode
  * failure or a failed publish is a listener failure (the bus's error
  * handler sees the code).  Errors: CTX_EINVAL (NULL, prefix not a NATS
- * subject without wildcards), CTX_EPARSE (a malformed bus pattern),
- * CTX_ENOMEM, CTX_ESHUTDOWN (bus shut down), CTX_EFORKED (a bus made
- * before fork()).
- * Any thread. */
+ * subject without wildcards, a codec whose size is wrong), CTX_EPARSE (a
+ * malformed bus pattern), CTX_ENOMEM, CTX_ESHUTDOWN (bus shut down),
+ * CTX_EFORKED (the bridge or the bus was made before fork()).  Any
+ * thread. */
 CTX_EXPORT int ctx_nats_bus_forward(ctx_nats_t *bridge, ctx_bus_t *bus, const char *pattern,
                                          const char *prefix, const ctx_nats_bus_codec_t *codec,
                                          ctx_bus_listener_t **out);
@@ -237,8 +289,8 @@ CTX_EXPORT int ctx_nats_bus_forward(ctx_nats_t *bridge, ctx_bus_t *bus, const ch
  * "<prefix>.>") and publishes each on `bus` synchronously, on the libnats
  * delivery thread, inside the context decoded from the message — the
  * publisher's context — so the bus's listeners run in it.  *out is the
- * caller's (ctx_nats_unsubscribe).  Errors: as ctx_nats_subscribe.  Any
- * thread. */
+ * caller's (ctx_nats_unsubscribe).  Errors: as ctx_nats_subscribe, and
+ * CTX_EINVAL for a codec whose size is wrong.  Any thread. */
 CTX_EXPORT int ctx_nats_bus_receive(ctx_nats_t *bridge, ctx_bus_t *bus, const char *prefix,
                                          const ctx_nats_bus_codec_t *codec,
                                          ctx_nats_sub_t **out);

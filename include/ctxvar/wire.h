@@ -34,19 +34,24 @@
  *                 the tracestate (W3C Trace Context §3.3: "if the vendor
  *                 failed to parse traceparent, it MUST NOT attempt to parse
  *                 tracestate").
- *   tracestate    any malformed list-member, a duplicated key, more than 32
- *                 list-members, or more than CTX_WIRE_TRACESTATE_MAX_INPUT bytes
- *                 in the combined header: the whole tracestate is dropped
- *                 (the traceparent is kept).
+ *   tracestate    a malformed list-member, more than 32 list-members, or
+ *                 more than CTX_WIRE_TRACESTATE_MAX_INPUT bytes in the
+ *                 combined header: the whole tracestate is dropped (the
+ *                 traceparent is kept), as the W3C test suite expects.  A
+ *                 key that appears again is dropped alone: the first
+ *                 (leftmost, most recent) member of each key is kept.
  *   baggage       a malformed list-member (bad key, bad value octet, bad
  *                 percent-escape, bad property, empty member) is dropped
- *                 alone; the others are kept.  Members beyond the 64th, and
- *                 members that end beyond byte 8192 of the combined header,
- *                 are dropped (the specification lets a platform drop members
- *                 past these limits; this library keeps the longest prefix
- *                 that fits).  Bytes beyond 8192 are never looked at.
- *                 Members whose key is not registered are dropped; a
- *                 repeated key keeps its first member.
+ *                 alone; the others are kept.  The limits (64 members,
+ *                 8192 bytes) apply to the header as it would be sent on
+ *                 (each member re-encoded, joined by ',', no whitespace):
+ *                 whitespace and malformed members in the input cost
+ *                 nothing, and a member that would take the re-sent
+ *                 list past a limit is dropped while later ones that
+ *                 still fit are kept.  Bytes past
+ *                 CTX_WIRE_BAGGAGE_MAX_INPUT of the combined input are
+ *                 never looked at.  Members whose key is not registered
+ *                 are dropped; a repeated key keeps its first member.
  *   grpc-timeout  malformed or repeated: dropped (the context has no
  *                 deadline).
  *
@@ -99,10 +104,18 @@ extern "C" {
 
 /* Length of a version-00 traceparent: "00-" 32 hex "-" 16 hex "-" 2 hex. */
 #define CTX_WIRE_TRACEPARENT_LEN 55
-/* The one flag version 00 defines. */
+/* The trace-flags this library knows (W3C Trace Context Level 2, §3.2.2.5):
+ * sampled, and random (at least the right-most 7 bytes of the trace-id are
+ * random).  Every other bit is reserved: it is kept as received in
+ * ctx_wire_traceparent_t.flags, and written as zero (§3.2.2.5.3: "Vendors
+ * MUST set those to zero"). */
 #define CTX_WIRE_TRACE_FLAG_SAMPLED 0x01u
+#define CTX_WIRE_TRACE_FLAG_RANDOM 0x02u
+#define CTX_WIRE_TRACE_FLAGS_KNOWN 0x03u
 
-/* A traceparent, parsed: the fields of W3C Trace Context §3.2. */
+/* A traceparent, parsed: the fields of W3C Trace Context §3.2.  A plain
+ * value (copy it freely); its layout is the header's and is fixed: it is
+ * not an options struct and has no size. */
 typedef struct ctx_wire_traceparent {
     uint8_t version;      /* as received (0 for ids made here) */
     uint8_t trace_id[16]; /* never all zero in a valid traceparent */
@@ -126,29 +139,38 @@ CTX_EXPORT int ctx_wire_traceparent_parse(const char *text, size_t len,
 
 /* Writes `tp` as a version-00 traceparent (whatever tp->version says: a
  * vendor sends the version it knows, §3.2.4) plus a NUL: needs cap >= 56.
+ * Flags outside CTX_WIRE_TRACE_FLAGS_KNOWN are written as zero.
  * Returns CTX_WIRE_TRACEPARENT_LEN, or CTX_ETRUNCATED (cap too small; buf
  * untouched), CTX_EINVAL (NULL, or an all-zero id).  Any thread. */
 CTX_EXPORT int ctx_wire_traceparent_format(const ctx_wire_traceparent_t *tp,
                                             char *buf, size_t cap);
 
 /* Starts a trace: random trace-id and parent-id (never all zero), version
- * 00, the given flags.  Ids come from a per-thread generator seeded from the
- * operating system (getrandom / /dev/urandom).  Returns 0 or CTX_EINVAL.
- * Any thread. */
+ * 00, the given flags plus CTX_WIRE_TRACE_FLAG_RANDOM (the whole trace-id
+ * is random: Level 2 §3.2.2.5.2 says the flag SHOULD then be set).  Ids
+ * come from a per-thread generator seeded from the operating system
+ * (getrandom / /dev/urandom).  Returns 0 or CTX_EINVAL.  Any thread. */
 CTX_EXPORT int ctx_wire_traceparent_new(uint8_t flags, ctx_wire_traceparent_t *out);
 
 /* The traceparent for an outgoing call made on behalf of `parent`: same
- * trace-id and flags, a new random parent-id, version 00 (§3.2.2.3 / §4:
- * a participant that calls another service sends its own span id as
- * parent-id).  `out` may equal `parent`.  Returns 0 or CTX_EINVAL.  Any
- * thread. */
+ * trace-id, the known flags of `parent` (reserved bits cleared), a new
+ * random parent-id, version 00 (§3.2.2.3 / §4: a participant that calls
+ * another service sends its own span id as parent-id).  `out` may equal
+ * `parent`.  Returns 0 or CTX_EINVAL.  Any thread. */
 CTX_EXPORT int ctx_wire_traceparent_child(const ctx_wire_traceparent_t *parent,
                                            ctx_wire_traceparent_t *out);
 
 /* Writes the 32-hex-digit trace-id and a NUL (cap >= 33).  Returns 32, or
- * CTX_ETRUNCATED, CTX_EINVAL.  For log lines.  Any thread. */
+ * CTX_ETRUNCATED (buf untouched), CTX_EINVAL.  For log lines.  Any thread. */
 CTX_EXPORT int ctx_wire_traceparent_trace_id(const ctx_wire_traceparent_t *tp,
                                               char *buf, size_t cap);
+
+/* Writes the 16-hex-digit parent-id — the span id of the sender, i.e. of
+ * the call that carried this traceparent — and a NUL (cap >= 17).  For the
+ * span id this process sent, see ctx_wire_inject_report_t.  Returns 16, or
+ * CTX_ETRUNCATED (buf untouched), CTX_EINVAL.  For log lines.  Any thread. */
+CTX_EXPORT int ctx_wire_traceparent_span_id(const ctx_wire_traceparent_t *tp,
+                                             char *buf, size_t cap);
 
 /* ====================================================================== */
 /* W3C Trace Context: tracestate                                          */
@@ -174,29 +196,32 @@ typedef int (*ctx_wire_tracestate_fn)(const char *key, size_t key_len,
 
 /* Validates a tracestate value.  Several tracestate headers are one list:
  * join them with ',' first (RFC 9110 §5.3; ctx_wire_extract does).
- * The grammar (§3.3.1):
+ * The grammar (W3C Trace Context Level 2, §3.3.1):
  *   list        = list-member 0*31( OWS "," OWS list-member )
  *   list-member = key "=" value / OWS          ; empty members are allowed
- *   key         = simple-key / multi-tenant-key
- *   simple-key  = lcalpha 0*255( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
- *   multi-tenant-key = tenant-id "@" system-id
- *   tenant-id   = ( lcalpha / DIGIT ) 0*240( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
- *   system-id   = lcalpha 0*13( lcalpha / DIGIT / "_" / "-" / "*" / "/" )
+ *   key         = ( lcalpha / DIGIT ) 0*255( keychar )   ; 1..256 bytes
+ *   keychar     = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"
  *   value       = 0*255(chr) nblk-chr          ; 1..256 bytes
  *   nblk-chr    = %x21-2B / %x2D-3C / %x3E-7E  ; printable, not ',' or '='
  *   chr         = %x20 / nblk-chr              ; so no trailing space
+ * (Level 1's simple and multi-tenant keys are all Level 2 keys.)
  * Empty (whitespace-only) members are skipped and not counted; more than 32
- * non-empty members is CTX_ELIMIT; a key that appears twice is CTX_EPARSE.
- * If the whole list is valid and `fn` is not NULL, calls fn for each member.
- * Returns the number of members (>= 0), or CTX_EPARSE, CTX_ELIMIT (also for
- * len > CTX_WIRE_TRACESTATE_MAX_INPUT), CTX_EINVAL, or fn's negative code
- * (CTX_ECALLBACK if fn returned a positive value).  Never allocates.  Any
- * thread (fn runs on the calling thread). */
+ * non-empty members is CTX_ELIMIT; a malformed member is CTX_EPARSE for
+ * the whole list.  A key that appears again is skipped: only the first
+ * (leftmost) member of each key is delivered (Level 2 lets a vendor drop
+ * or keep duplicates; the W3C suite expects the list kept).
+ * If the whole list is valid and `fn` is not NULL, calls fn for each member
+ * delivered.  Returns the number of members delivered (>= 0), or
+ * CTX_EPARSE, CTX_ELIMIT (also for len > CTX_WIRE_TRACESTATE_MAX_INPUT),
+ * CTX_EINVAL, or fn's negative code (CTX_ECALLBACK if fn returned a
+ * positive value).  Never allocates.  Any thread (fn runs on the calling
+ * thread). */
 CTX_EXPORT int ctx_wire_tracestate_parse(const char *text, size_t len,
                                           ctx_wire_tracestate_fn fn, void *user);
 
 /* Validates like ctx_wire_tracestate_parse and writes the list in normal form:
- * members joined by ',' with no whitespace and no empty members, plus a NUL
+ * members joined by ',' with no whitespace, no empty members and no
+ * repeated key (the first member of each key is kept), plus a NUL
  * (the form ctx_wire_tracestate_get/put expect and ctx_wire_inject sends).  At
  * most CTX_WIRE_TRACESTATE_MAX_LEN + 1 bytes are needed.  *out_len (if not NULL)
  * receives the length.  Returns 0, or CTX_ETRUNCATED (cap too small; buf
@@ -205,13 +230,14 @@ CTX_EXPORT int ctx_wire_tracestate_normalize(const char *text, size_t len, char 
                                               size_t cap, size_t *out_len);
 
 /* Looks `key` (NUL terminated) up in a tracestate list (any valid form):
- * 0 and the value (pointing into `state`, not NUL terminated), or
+ * 0 and the value of its first member (pointing into `state`, not NUL
+ * terminated), or
  * CTX_ENOTFOUND, CTX_EPARSE (state invalid), CTX_EINVAL.  Any thread. */
 CTX_EXPORT int ctx_wire_tracestate_get(const char *state, size_t len, const char *key,
                                         const char **value, size_t *value_len);
 
 /* The update rule of §3.5: writes to `buf` (normal form, NUL terminated) the
- * list `state` with key=value as its first (leftmost) member and any older
+ * list `state` with key=value as its first (leftmost) member and every older
  * member of `key` removed; if that makes 33 members, the rightmost is
  * dropped.  `value` NULL deletes `key` instead.  `state` may be empty.
  * Returns 0 (*out_len = length if out_len not NULL), or CTX_EINVAL (a key or
@@ -236,6 +262,11 @@ CTX_EXPORT int ctx_wire_tracestate_value_valid(const char *value, size_t len);
  * at least 64 list-members and 8192 bytes, and may drop members beyond. */
 #define CTX_WIRE_BAGGAGE_MAX_MEMBERS 64
 #define CTX_WIRE_BAGGAGE_MAX_BYTES 8192
+/* The most input bytes (several headers joined by ',') a parse examines:
+ * whitespace and malformed members may make the input longer than what it
+ * carries, so the input bound is larger than the 8192 bytes kept.  Bytes
+ * past it are not looked at (stats.truncated). */
+#define CTX_WIRE_BAGGAGE_MAX_INPUT 65536
 
 /* One list-member, as ctx_wire_baggage_parse delivers it.  Pointers are borrowed
  * for the duration of the callback; only the value is NUL terminated. */
@@ -256,14 +287,16 @@ typedef struct ctx_wire_baggage_member {
  * returned as CTX_ECALLBACK. */
 typedef int (*ctx_wire_baggage_fn)(const ctx_wire_baggage_member_t *member, void *user);
 
-/* What ctx_wire_baggage_parse kept and dropped. */
+/* What ctx_wire_baggage_parse kept and dropped (an output struct: set
+ * `size`, e.g. with CTX_STRUCT_INIT; the library writes no more than that). */
 typedef struct ctx_wire_baggage_stats {
+    size_t size; /* sizeof the struct as the caller knows it (CTX_STRUCT_INIT) */
     size_t members;    /* delivered to fn */
     size_t malformed;  /* dropped: outside the grammar (empty ones included) */
-    size_t over_limit; /* dropped: past the 64th member, or ending past byte
-                          8192 (only members that start within the first
-                          8192 bytes are counted) */
-    int truncated;     /* 1 if bytes beyond 8192 were not examined */
+    size_t over_limit; /* dropped: re-encoded, it would take the list past
+                          64 members or 8192 bytes */
+    int truncated;     /* 1 if bytes beyond CTX_WIRE_BAGGAGE_MAX_INPUT were
+                          not examined */
 } ctx_wire_baggage_stats_t;
 
 /* Parses a baggage header value (several headers: join them with ',').
@@ -277,23 +310,31 @@ typedef struct ctx_wire_baggage_stats {
  * Values are percent-decoded (§3.3.1.3): "%" must start a two-hex-digit
  * escape (a lone '%' makes the member malformed); decoded byte sequences
  * that are not valid UTF-8 are replaced with U+FFFD, as the specification
- * requires.  Property values are validated but not decoded.  Drops are
- * documented at the top of this header; `stats` (if not NULL) counts them.
- * Calls fn (if not NULL) for each member kept.  Returns the number of
- * members kept (>= 0), CTX_EINVAL, or fn's negative code (CTX_ECALLBACK if
- * fn returned a positive value).  Never allocates; uses
- * CTX_WIRE_BAGGAGE_MAX_BYTES of stack for decoded values.  Any thread (fn runs
- * on the calling thread). */
+ * requires.  Property values are validated but not decoded.
+ * Limits: a member is kept if, re-encoded as ctx_wire_baggage_append would
+ * write it (key=value[;properties], the value percent-encoded again), it
+ * still fits in a list of the members kept before it within 64 members and
+ * 8192 bytes; otherwise it is dropped and the scan goes on.  Drops are
+ * documented at the top of this header; `stats` (if not NULL: an output
+ * struct whose size is set) counts them.  Calls fn (if not NULL) for each
+ * member kept.  Returns the number of members kept (>= 0), CTX_EINVAL
+ * (also stats->size smaller than a size_t), or fn's negative code
+ * (CTX_ECALLBACK if fn returned a positive value).  Never allocates; uses
+ * CTX_WIRE_BAGGAGE_MAX_BYTES of stack for decoded values.  Any thread (fn
+ * runs on the calling thread). */
 CTX_EXPORT int ctx_wire_baggage_parse(const char *text, size_t len, ctx_wire_baggage_fn fn,
                                       void *user, ctx_wire_baggage_stats_t *stats);
 
 /* Builds a baggage header value into caller storage, member by member.
- * Fields are private; initialise with ctx_wire_baggage_writer_init. */
+ * Caller-owned storage (docs/api-rules.md): fields are private, `reserved`
+ * is room for later versions; initialise with ctx_wire_baggage_writer_init,
+ * never copy a writer by value.  `len` and `members` may be read. */
 typedef struct ctx_wire_baggage_writer {
-    char *buf;      /* private: the caller's buffer */
-    size_t cap;     /* private: its size */
-    size_t len;     /* private: the length written */
-    size_t members; /* private: the members written */
+    char *buf;         /* private: the caller's buffer */
+    size_t cap;        /* private: its size */
+    size_t len;        /* bytes written, NUL excluded (may be read) */
+    size_t members;    /* members written (may be read) */
+    void *reserved[4]; /* private: room for later versions */
 } ctx_wire_baggage_writer_t;
 
 /* Starts an empty list in `buf` (buf[0] = NUL when cap > 0).  Any thread;
@@ -376,8 +417,12 @@ typedef int (*ctx_wire_header_fn)(const char *name, size_t name_len, const char 
 /* A transport's headers, seen through three calls.  `self` is passed back.
  * A carrier is used by one thread at a time (ctx_wire_inject/extract call
  * it only from the calling thread).  Names are compared case-insensitively
- * (ASCII), as HTTP and NATS users expect. */
+ * (ASCII), as HTTP and NATS users expect.  An input struct that can grow:
+ * set `size` (CTX_STRUCT_INIT(ctx_wire_carrier_t), or .size = sizeof);
+ * a size smaller than this layout, or a larger struct whose unknown tail
+ * is not zero, is CTX_EINVAL for every call that takes a carrier. */
 typedef struct ctx_wire_carrier {
+    size_t size; /* sizeof the struct as the caller knows it (CTX_STRUCT_INIT) */
     /* Calls fn for every header pair, in order, repeated names included;
      * stops at and returns fn's first non-zero result, else 0 (or its own
      * negative code).  A positive result reaches the library's callers as
@@ -425,18 +470,26 @@ CTX_EXPORT int ctx_wire_headers_new(ctx_wire_headers_t **out);
 /* Frees the list and every string in it (NULL ignored).  Thread: no other
  * call on the list may be running. */
 CTX_EXPORT void ctx_wire_headers_release(ctx_wire_headers_t *h);
-/* Appends a pair (both copied).  The name must be a token, the value must
- * not contain CR, LF or NUL.  Errors: CTX_EINVAL, CTX_ELIMIT (the list
- * limits), CTX_ENOMEM; on error the list is unchanged.  Thread: one at a
- * time per list. */
+/* Appends a pair (both copied): `name` and `value` are NUL-terminated.
+ * The name must be a token, the value must not contain CR or LF.  Errors:
+ * CTX_EINVAL, CTX_ELIMIT (the list limits), CTX_ENOMEM; on error the list
+ * is unchanged.  Thread: one at a time per list. */
 CTX_EXPORT int ctx_wire_headers_add(ctx_wire_headers_t *h, const char *name,
-                                         size_t name_len, const char *value,
-                                         size_t value_len);
-/* Removes every pair named `name` (any case), then appends name=value.
- * Errors as ctx_wire_headers_add; on error the list is unchanged.  Thread:
- * one at a time per list. */
+                                    const char *value);
+/* ctx_wire_headers_add with explicit lengths (no NUL needed; the value must
+ * not contain CR, LF or NUL). */
+CTX_EXPORT int ctx_wire_headers_add_n(ctx_wire_headers_t *h, const char *name,
+                                      size_t name_len, const char *value,
+                                      size_t value_len);
+/* Removes every pair named `name` (any case), then appends name=value
+ * (NUL-terminated).  Errors as ctx_wire_headers_add; on error the list is
+ * unchanged.  Thread: one at a time per list. */
 CTX_EXPORT int ctx_wire_headers_set(ctx_wire_headers_t *h, const char *name,
-                                         const char *value, size_t value_len);
+                                    const char *value);
+/* ctx_wire_headers_set with explicit lengths. */
+CTX_EXPORT int ctx_wire_headers_set_n(ctx_wire_headers_t *h, const char *name,
+                                      size_t name_len, const char *value,
+                                      size_t value_len);
 /* The first value of `name` (any case): 0 and the value (NUL terminated,
  * borrowed until the list changes), or CTX_ENOTFOUND, CTX_EINVAL.  Thread:
  * not while the list changes. */
@@ -480,10 +533,14 @@ CTX_EXPORT void ctx_wire_release(ctx_wire_t *w);
  * percent-encoded), `decode` receives the decoded bytes and makes a new
  * value share (CTX_EPARSE to refuse: the member is dropped).  The registry
  * retains `var`.  Call before the registry is first used, from one thread.
- * Errors: CTX_EINVAL (NULL, key not a token or longer than 256 bytes, no
- * encode/decode operation, key or variable already registered), CTX_EBUSY
- * (the registry has been used: registration is closed), CTX_ELIMIT (more
- * than CTX_WIRE_MAX_VARS), CTX_ENOMEM.  On error nothing changed.
+ * Errors (checked in this order; on error nothing changed):
+ *   CTX_EINVAL   NULL argument, or the variable lacks encode or decode;
+ *   CTX_EPARSE   the key is not a baggage key (a token of 1..256 bytes);
+ *   CTX_ESEALED  the registry has been used (any inject, extract or
+ *                trace/deadline call): registration is closed;
+ *   CTX_EEXIST   the key, or the variable, is registered already;
+ *   CTX_ELIMIT   CTX_WIRE_MAX_VARS variables are registered already;
+ *   CTX_ENOMEM.
  * Thread: one thread, before any other thread uses the registry. */
 CTX_EXPORT int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *baggage_key);
 
@@ -494,45 +551,50 @@ CTX_EXPORT int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *bagg
 CTX_EXPORT ctx_var_t *ctx_wire_trace_var(ctx_wire_t *w);
 CTX_EXPORT ctx_var_t *ctx_wire_deadline_var(ctx_wire_t *w);
 
-/* The trace of `ctx` (NULL: the calling thread's current context): 0 and
- * *parent (if not NULL) and the normalised tracestate (if state is not NULL:
- * borrowed, NUL terminated, valid while the context holds this value), or
- * CTX_ENOTFOUND, CTX_EINVAL.  Any thread (NULL reads the calling thread's
- * context). */
+/* Every call below takes the context it acts on: `ctx` NULL means the
+ * calling thread's current context; any other context is read as it is
+ * (it may be entered anywhere) and, for the setters, changed in place with
+ * ctx_context_set — so it must not be entered anywhere (CTX_EENTERED):
+ * that is how a context made by ctx_wire_extract is read or completed
+ * without entering it. */
+
+/* The trace of `ctx`: 0 and *parent (if not NULL) and the normalised
+ * tracestate (if state is not NULL: borrowed, NUL terminated, valid while
+ * the context holds this value), or CTX_ENOTFOUND, CTX_EINVAL.  Any
+ * thread. */
 CTX_EXPORT int ctx_wire_trace_get(ctx_wire_t *w, ctx_context_t *ctx,
-                                       ctx_wire_traceparent_t *parent, const char **state,
-                                       size_t *state_len);
+                                  ctx_wire_traceparent_t *parent, const char **state,
+                                  size_t *state_len);
 
-/* Sets the trace in the current context (like ctx_var_set): `parent` (must
- * be valid) and a tracestate (`state` NULL or empty: none), which is
+/* Sets the trace of `ctx` (like ctx_var_set / ctx_context_set): `parent`
+ * (must be valid) and a tracestate (`state` NULL or empty: none), which is
  * validated and normalised.  Errors: CTX_EINVAL (NULL, invalid parent),
- * CTX_EPARSE / CTX_ELIMIT (state), CTX_ENOMEM.  Any thread (sets in the
- * calling thread's current context). */
-CTX_EXPORT int ctx_wire_trace_set(ctx_wire_t *w, const ctx_wire_traceparent_t *parent,
-                                       const char *state, size_t state_len);
+ * CTX_EPARSE / CTX_ELIMIT (state), CTX_EENTERED (ctx not NULL and
+ * entered), CTX_ENOMEM.  Any thread. */
+CTX_EXPORT int ctx_wire_trace_set(ctx_wire_t *w, ctx_context_t *ctx,
+                                  const ctx_wire_traceparent_t *parent, const char *state,
+                                  size_t state_len);
 
-/* Starts a new trace in the current context (ctx_wire_traceparent_new, no
- * tracestate) and copies it to *out if `out` is not NULL.
- * Errors: CTX_EINVAL, CTX_ENOMEM.  Any thread (the calling thread's current
- * context). */
-CTX_EXPORT int ctx_wire_trace_start(ctx_wire_t *w, uint8_t flags,
-                                         ctx_wire_traceparent_t *out);
+/* Starts a new trace in `ctx` (ctx_wire_traceparent_new, no tracestate)
+ * and copies it to *out if `out` is not NULL.  Errors: CTX_EINVAL,
+ * CTX_EENTERED, CTX_ENOMEM.  Any thread. */
+CTX_EXPORT int ctx_wire_trace_start(ctx_wire_t *w, ctx_context_t *ctx, uint8_t flags,
+                                    ctx_wire_traceparent_t *out);
 
-/* Gives the current context a deadline `timeout_ns` from now (replacing
- * any deadline it had; saturating).  Errors: CTX_EINVAL, CTX_ENOMEM.  Any
- * thread (the calling thread's current context). */
-CTX_EXPORT int ctx_wire_deadline_set(ctx_wire_t *w, int64_t timeout_ns);
+/* Gives `ctx` a deadline `timeout_ns` from now (replacing any deadline it
+ * had; saturating).  Errors: CTX_EINVAL, CTX_EENTERED, CTX_ENOMEM.  Any
+ * thread. */
+CTX_EXPORT int ctx_wire_deadline_set(ctx_wire_t *w, ctx_context_t *ctx, int64_t timeout_ns);
 
-/* The deadline of `ctx` (NULL: current): 0 and *deadline_ns (absolute, on
+/* The deadline of `ctx`: 0 and *deadline_ns (absolute, on
  * ctx_wire_now_ns's clock), or CTX_ENOTFOUND, CTX_EINVAL.  Any thread. */
 CTX_EXPORT int ctx_wire_deadline_get(ctx_wire_t *w, ctx_context_t *ctx,
-                                          int64_t *deadline_ns);
+                                     int64_t *deadline_ns);
 
-/* The time left until the deadline of `ctx` (NULL: current): 0 and
- * *remaining_ns (<= 0 once it has passed), or CTX_ENOTFOUND, CTX_EINVAL.
- * Any thread. */
+/* The time left until the deadline of `ctx`: 0 and *remaining_ns (<= 0
+ * once it has passed), or CTX_ENOTFOUND, CTX_EINVAL.  Any thread. */
 CTX_EXPORT int ctx_wire_deadline_remaining(ctx_wire_t *w, ctx_context_t *ctx,
-                                                int64_t *remaining_ns);
+                                           int64_t *remaining_ns);
 
 /* ====================================================================== */
 /* Inject and extract                                                     */
@@ -545,10 +607,27 @@ CTX_EXPORT int ctx_wire_deadline_remaining(ctx_wire_t *w, ctx_context_t *ctx,
  * dropping anything malformed or over a limit. */
 #define CTX_WIRE_STRICT 0x2u
 
+/* What ctx_wire_inject wrote: an output struct (set `size`, e.g. with
+ * CTX_STRUCT_INIT; the library writes no more than that). */
+typedef struct ctx_wire_inject_report {
+    size_t size; /* sizeof the struct as the caller knows it (CTX_STRUCT_INIT) */
+    int traceparent;               /* 1 if a traceparent was written */
+    ctx_wire_traceparent_t parent; /* the traceparent written: its parent_id
+                                      is the span id of this call (format
+                                      it with ctx_wire_traceparent_span_id) */
+    int tracestate;                /* 1 if a tracestate was written */
+    int deadline;                  /* 1 if a grpc-timeout was written */
+    int64_t timeout_ns;            /* the time left it carries (rounded
+                                      down to its unit) */
+    size_t baggage_members;        /* members written */
+    size_t baggage_left_out;       /* members left out (the limits) */
+} ctx_wire_inject_report_t;
+
 /* Writes `ctx` (NULL: the calling thread's current context) into `carrier`:
  *   traceparent + tracestate  if the context has a trace: a child
  *                             traceparent (new parent-id) unless
  *                             CTX_WIRE_SAME_PARENT; the tracestate as is;
+ *                             reserved trace-flags written as zero;
  *   grpc-timeout              if it has a deadline: the time left now;
  *   baggage                   one member per registered variable with a
  *                             value in the context (defaults are not sent),
@@ -556,46 +635,56 @@ CTX_EXPORT int ctx_wire_deadline_remaining(ctx_wire_t *w, ctx_context_t *ctx,
  * Headers the context has nothing for are not touched.  A value whose text
  * would take the list past 64 members or 8192 bytes is left out (the
  * specification allows dropping); the count left out is returned.
- * Returns that count (>= 0), or CTX_EINVAL (NULL, no set/iterate), an
- * `encode` error (nothing was written), or the carrier's `set` error (some
- * headers may have been written; a positive one is CTX_ECALLBACK, never a
- * count).  Uses about 16 KiB of stack.  Any thread (the carrier is called
- * on the calling thread only). */
+ * `report` (may be NULL) says what was written; it is filled whenever the
+ * carrier was called.
+ * Returns that count (>= 0), or CTX_EINVAL (NULL, no set, a carrier or
+ * report whose size is wrong), an `encode` error (nothing was written), or
+ * the carrier's `set` error (some headers may have been written; a
+ * positive one is CTX_ECALLBACK, never a count).  Uses about 16 KiB of
+ * stack.  Any thread (the carrier is called on the calling thread only). */
 CTX_EXPORT int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx,
-                                    const ctx_wire_carrier_t *carrier, unsigned flags);
+                               const ctx_wire_carrier_t *carrier, unsigned flags,
+                               ctx_wire_inject_report_t *report);
 
-/* What ctx_wire_extract found, header by header.  For the four int fields:
- * 0 the header was absent, 1 it was used, a negative code: it was dropped
- * for that reason (CTX_EPARSE, CTX_ELIMIT; for tracestate also
- * CTX_ENOTFOUND: not examined because there was no valid traceparent). */
-typedef struct ctx_wire_report {
-    int traceparent; /* the traceparent header */
-    int tracestate;  /* the tracestate header */
-    int deadline;    /* the grpc-timeout header */
-    int baggage; /* 1 if at least one baggage header was seen */
+/* What ctx_wire_extract found, header by header: an output struct (set
+ * `size`, e.g. with CTX_STRUCT_INIT; the library writes no more than
+ * that).  For the four int fields: 0 the header was absent, 1 it was used,
+ * a negative code: it was dropped for that reason (CTX_EPARSE,
+ * CTX_ELIMIT; for tracestate also CTX_ENOTFOUND: not examined because
+ * there was no valid traceparent). */
+typedef struct ctx_wire_extract_report {
+    size_t size;               /* sizeof the struct as the caller knows it */
+    int traceparent;           /* the traceparent header */
+    int tracestate;            /* the tracestate header */
+    int deadline;              /* the grpc-timeout header */
+    int baggage;               /* 1 if at least one baggage header was seen */
     size_t baggage_used;       /* members decoded into the context */
     size_t baggage_unknown;    /* key not registered: ignored */
     size_t baggage_malformed;  /* outside the grammar: dropped */
     size_t baggage_over_limit; /* past 64 members / 8192 bytes: dropped */
     size_t baggage_duplicate;  /* a registered key seen again: dropped */
     size_t baggage_rejected;   /* the variable's decode refused it */
-    int baggage_truncated;     /* bytes beyond 8192 were not examined */
-} ctx_wire_report_t;
+    int baggage_truncated;     /* input past CTX_WIRE_BAGGAGE_MAX_INPUT was
+                                  not examined */
+    size_t tracestate_duplicate; /* tracestate members dropped: key repeated */
+} ctx_wire_extract_report_t;
 
 /* Builds a new context (not entered; the caller owns it) from `carrier`'s
  * headers: the trace, the deadline (now + grpc-timeout) and every
  * registered baggage member.  O(number of entries); reads at most the
  * limits above of each header; never trusts the input: drops as documented
  * at the top of this header, or with CTX_WIRE_STRICT fails instead.
- * `report` (may be NULL) says what was used and dropped.
- * Returns 0, or CTX_EINVAL (NULL, carrier without iterate), CTX_ENOMEM,
- * CTX_EPARSE / CTX_ELIMIT (strict only), the carrier's negative code (a
- * positive result of iterate is CTX_ECALLBACK, never success).  On error
- * *out is untouched and no value is leaked.  Uses about 32 KiB of stack.
- * Any thread (the carrier is called on the calling thread only). */
+ * `report` (may be NULL) says what was used and dropped; it is written on
+ * success and on a strict-mode failure.
+ * Returns 0, or CTX_EINVAL (NULL, carrier without iterate, a carrier or
+ * report whose size is wrong), CTX_ENOMEM, CTX_EPARSE / CTX_ELIMIT
+ * (strict only), the carrier's negative code (a positive result of
+ * iterate is CTX_ECALLBACK, never success).  On error *out is untouched
+ * and no value is leaked.  Uses about 32 KiB of stack.  Any thread (the
+ * carrier is called on the calling thread only). */
 CTX_EXPORT int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier,
-                                     unsigned flags, ctx_context_t **out,
-                                     ctx_wire_report_t *report);
+                                unsigned flags, ctx_context_t **out,
+                                ctx_wire_extract_report_t *report);
 
 #ifdef __cplusplus
 }

@@ -34,6 +34,21 @@
  * from the subscription's own callback would wait for itself: CTX_EBUSY (a
  * thread-local pointer names the subscription whose callback is running).
  *
+ * Unreadable headers.  libnats parses a message's header block lazily, on
+ * the first header call, and refuses the whole block if one line is bad
+ * (no "NATS/1.0" prefix, a line without ':', a name starting with a space,
+ * a missing CRLF); the message itself is intact and libnats offers no way
+ * to the raw block.  The carrier reports that as CTX_EPARSE, and on_message
+ * runs the callback in an empty context instead of losing the message
+ * (counted apart from the drops for lack of memory).
+ *
+ * fork().  A pthread_atfork child handler counts forks; a bridge remembers
+ * the count it was made under, and every call on it compares (one relaxed
+ * load).  In a child the count differs: calls return CTX_EFORKED without
+ * touching libnats (whose threads did not survive the fork and whose locks
+ * may be held forever), and release / unsubscribe free only this module's
+ * memory.
+ *
  * Requests honour the context's deadline: the wait is the smaller of the
  * given timeout and the time left, and nothing is sent once it has passed.
  */
@@ -41,12 +56,40 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/common.h"
 #include "nats/nats_internal.h"
+
+/* ---- fork ---- */
+
+static atomic_ulong fork_generation;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static int fork_init_rc;
+
+static void on_fork_child(void) {
+    atomic_fetch_add_explicit(&fork_generation, 1, memory_order_relaxed);
+}
+
+static void fork_install(void) {
+    fork_init_rc = pthread_atfork(NULL, NULL, on_fork_child) == 0 ? 0 : CTX_ESYSTEM;
+}
+
+int ctx__nats_fork_init(void) {
+    pthread_once(&fork_once, fork_install);
+    return fork_init_rc;
+}
+
+unsigned long ctx__nats_fork_gen(void) {
+    return atomic_load_explicit(&fork_generation, memory_order_relaxed);
+}
+
+/* ---- errors ---- */
 
 int ctx__nats_error(natsStatus s) {
     switch (s) {
     case NATS_OK:
         return 0;
+    case NATS_NO_SERVER:
+        return CTX_ECONNECTION;
     case NATS_TIMEOUT:
         return CTX_ETIMEDOUT;
     case NATS_NO_RESPONDERS:
@@ -97,13 +140,17 @@ int ctx_nats_connect(const char *url, natsConnection **out) {
         s = natsOptions_SetReconnectBufSize(opts, 8 * 1024 * 1024);
     if (s == NATS_OK) /* replies and events leave at once, not on the next flush */
         s = natsOptions_SetSendAsap(opts, true);
+    if (s != NATS_OK) {
+        natsOptions_Destroy(opts);
+        int rc = ctx__nats_error(s);
+        return rc == CTX_ENOMEM || rc == CTX_EINVAL ? rc : CTX_ESYSTEM;
+    }
     natsConnection *nc = NULL;
-    if (s == NATS_OK)
-        s = natsConnection_Connect(&nc, opts);
+    s = natsConnection_Connect(&nc, opts);
     natsOptions_Destroy(opts);
     if (s != NATS_OK) {
         int rc = ctx__nats_error(s);
-        return rc == CTX_ENOMEM || rc == CTX_EINVAL ? rc : CTX_ESYSTEM;
+        return rc == CTX_ENOMEM || rc == CTX_EINVAL ? rc : CTX_ECONNECTION;
     }
     *out = nc;
     return 0;
@@ -114,6 +161,8 @@ int ctx_nats_connect(const char *url, natsConnection **out) {
 int ctx_nats_new(natsConnection *nc, ctx_wire_t *wire, ctx_nats_t **out) {
     if (!nc || !wire || !out || natsConnection_HasHeaderSupport(nc) != NATS_OK)
         return CTX_EINVAL;
+    if (ctx__nats_fork_init() != 0)
+        return CTX_ESYSTEM;
     ctx_nats_t *b = ctx__nats_malloc(sizeof *b);
     if (!b)
         return CTX_ENOMEM;
@@ -123,6 +172,7 @@ int ctx_nats_new(natsConnection *nc, ctx_wire_t *wire, ctx_nats_t **out) {
         return rc;
     }
     atomic_init(&b->refs, 1);
+    b->fork_gen = ctx__nats_fork_gen();
     ctx_wire_traceparent_t id;
     ctx_wire_traceparent_new(0, &id);
     for (int i = 0; i < 8; i++)
@@ -158,6 +208,8 @@ static int msg_iterate(void *self, ctx_wire_header_fn fn, void *user) {
     natsStatus s = natsMsgHeader_Keys(msg, &keys, &nkeys);
     if (s == NATS_NOT_FOUND)
         return 0;
+    if (s == NATS_PROTOCOL_ERROR) /* libnats cannot read the header block */
+        return CTX_EPARSE;
     if (s != NATS_OK)
         return ctx__nats_error(s);
     int rc = 0;
@@ -247,25 +299,31 @@ static int fresh_set(void *self, const char *name, const char *value, size_t val
 }
 
 ctx_wire_carrier_t ctx_nats_carrier(natsMsg *msg) {
-    ctx_wire_carrier_t c = {msg_iterate, NULL, msg_set, msg};
+    ctx_wire_carrier_t c = {sizeof c, msg_iterate, NULL, msg_set, msg};
     return c;
 }
 
-int ctx_nats_inject(ctx_nats_t *b, ctx_context_t *ctx, natsMsg *msg) {
+int ctx_nats_inject(ctx_nats_t *b, ctx_context_t *ctx, natsMsg *msg,
+                    ctx_wire_inject_report_t *report) {
     if (!b || !msg)
         return CTX_EINVAL;
+    if (ctx__nats_forked(b))
+        return CTX_EFORKED;
     ctx_wire_carrier_t c = ctx_nats_carrier(msg);
-    return ctx_wire_inject(b->wire, ctx, &c, 0);
+    return ctx_wire_inject(b->wire, ctx, &c, 0, report);
 }
 
 static int inject_fresh(ctx_nats_t *b, natsMsg *msg) {
-    ctx_wire_carrier_t c = {msg_iterate, NULL, fresh_set, msg};
-    return ctx_wire_inject(b->wire, NULL, &c, 0);
+    ctx_wire_carrier_t c = {sizeof c, msg_iterate, NULL, fresh_set, msg};
+    return ctx_wire_inject(b->wire, NULL, &c, 0, NULL);
 }
 
-int ctx_nats_extract(ctx_nats_t *b, natsMsg *msg, ctx_context_t **out, ctx_wire_report_t *report) {
+int ctx_nats_extract(ctx_nats_t *b, natsMsg *msg, ctx_context_t **out,
+                     ctx_wire_extract_report_t *report) {
     if (!b || !msg || !out)
         return CTX_EINVAL;
+    if (ctx__nats_forked(b))
+        return CTX_EFORKED;
     ctx_wire_carrier_t c = ctx_nats_carrier(msg);
     return ctx_wire_extract(b->wire, &c, 0, out, report);
 }
@@ -280,7 +338,7 @@ static int new_msg(const char *subject, const char *reply, const void *data, int
 }
 
 int ctx_nats_publish_msg(ctx_nats_t *b, natsMsg *msg) {
-    int rc = ctx_nats_inject(b, NULL, msg);
+    int rc = ctx_nats_inject(b, NULL, msg, NULL);
     if (rc < 0)
         return rc;
     return ctx__nats_error(natsConnection_PublishMsg(b->nc, msg));
@@ -289,6 +347,8 @@ int ctx_nats_publish_msg(ctx_nats_t *b, natsMsg *msg) {
 int ctx_nats_publish(ctx_nats_t *b, const char *subject, const void *data, int len) {
     if (!b)
         return CTX_EINVAL;
+    if (ctx__nats_forked(b))
+        return CTX_EFORKED;
     natsMsg *msg = NULL;
     int rc = new_msg(subject, NULL, data, len, &msg);
     if (rc != 0)
@@ -304,6 +364,8 @@ int ctx_nats_request(ctx_nats_t *b, const char *subject, const void *data, int l
                      int64_t timeout_ms, natsMsg **reply, ctx_context_t **reply_ctx) {
     if (!b || !reply || timeout_ms < 0)
         return CTX_EINVAL;
+    if (ctx__nats_forked(b))
+        return CTX_EFORKED;
     int64_t left;
     if (ctx_wire_deadline_remaining(b->wire, NULL, &left) == 0) {
         if (left <= 0)
@@ -337,6 +399,8 @@ int ctx_nats_request(ctx_nats_t *b, const char *subject, const void *data, int l
 int ctx_nats_respond(ctx_nats_t *b, natsMsg *request, const void *data, int len) {
     if (!b || !request)
         return CTX_EINVAL;
+    if (ctx__nats_forked(b))
+        return CTX_EFORKED;
     const char *to = natsMsg_GetReply(request);
     if (!to || !*to)
         return CTX_EINVAL;
@@ -356,6 +420,7 @@ struct ctx_nats_sub {
     int complete;
     atomic_uint_fast64_t delivered;
     atomic_uint_fast64_t dropped;
+    atomic_uint_fast64_t malformed;
 };
 
 static _Thread_local ctx_nats_sub_t *running_sub;
@@ -371,12 +436,24 @@ static void *call_in_context(void *arg) {
     return NULL;
 }
 
+/* The context msg runs in: decoded from its headers, or empty when
+ * libnats cannot read them (counted).  0, or CTX_ENOMEM. */
+static int message_context(ctx_nats_sub_t *s, natsMsg *msg, ctx_context_t **ctx) {
+    int rc = ctx_nats_extract(s->bridge, msg, ctx, NULL);
+    if (rc == 0 || rc == CTX_ENOMEM)
+        return rc;
+    /* CTX_EPARSE (or any other carrier failure): the headers are unreadable
+     * as a whole, which is no reason to lose the message. */
+    atomic_fetch_add(&s->malformed, 1);
+    return ctx_context_new(ctx);
+}
+
 static void on_message(natsConnection *nc, natsSubscription *nsub, natsMsg *msg, void *closure) {
     (void)nc;
     (void)nsub;
     ctx_nats_sub_t *s = closure;
     ctx_context_t *ctx = NULL;
-    if (ctx_nats_extract(s->bridge, msg, &ctx, NULL) != 0) {
+    if (message_context(s, msg, &ctx) != 0) {
         atomic_fetch_add(&s->dropped, 1);
         natsMsg_Destroy(msg);
         return;
@@ -415,6 +492,8 @@ int ctx__nats_subscribe_ex(ctx_nats_t *b, const char *subject, const char *queue
                            ctx_nats_sub_t **out) {
     if (!b || !subject || !fn || !out)
         return CTX_EINVAL;
+    if (ctx__nats_forked(b))
+        return CTX_EFORKED;
     ctx_nats_sub_t *s = ctx__nats_malloc(sizeof *s);
     if (!s)
         return CTX_ENOMEM;
@@ -435,6 +514,7 @@ int ctx__nats_subscribe_ex(ctx_nats_t *b, const char *subject, const char *queue
     s->complete = 0;
     atomic_init(&s->delivered, 0);
     atomic_init(&s->dropped, 0);
+    atomic_init(&s->malformed, 0);
     natsStatus st = queue ? natsConnection_QueueSubscribe(&s->sub, b->nc, subject, queue, on_message, s)
                           : natsConnection_Subscribe(&s->sub, b->nc, subject, on_message, s);
     if (st != NATS_OK) {
@@ -466,6 +546,12 @@ int ctx_nats_unsubscribe(ctx_nats_sub_t *s) {
         return CTX_EINVAL;
     if (running_sub == s)
         return CTX_EBUSY;
+    if (ctx__nats_forked(s->bridge)) {
+        /* A child of fork(): libnats' threads are gone and its locks may be
+         * held forever, so it is not called; only this record is freed. */
+        sub_free(s);
+        return 0;
+    }
     natsSubscription_Unsubscribe(s->sub); /* fails harmlessly when already closed */
     pthread_mutex_lock(&s->lock);
     while (!s->complete)
@@ -476,10 +562,15 @@ int ctx_nats_unsubscribe(ctx_nats_sub_t *s) {
     return 0;
 }
 
-uint64_t ctx_nats_sub_delivered(const ctx_nats_sub_t *s) {
-    return s ? atomic_load(&((ctx_nats_sub_t *)s)->delivered) : 0;
-}
-
-uint64_t ctx_nats_sub_dropped(const ctx_nats_sub_t *s) {
-    return s ? atomic_load(&((ctx_nats_sub_t *)s)->dropped) : 0;
+int ctx_nats_sub_stats(const ctx_nats_sub_t *s, ctx_nats_sub_stats_t *stats) {
+    if (!s || !stats || stats->size < sizeof(size_t))
+        return CTX_EINVAL;
+    ctx_nats_sub_t *m = (ctx_nats_sub_t *)s; /* atomics are read through a mutable pointer */
+    ctx_nats_sub_stats_t out = {
+        .size = sizeof out,
+        .delivered = atomic_load(&m->delivered),
+        .dropped = atomic_load(&m->dropped),
+        .malformed_headers = atomic_load(&m->malformed),
+    };
+    return ctx__struct_out(stats, &out, sizeof out);
 }

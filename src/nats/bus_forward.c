@@ -35,6 +35,7 @@
 
 #include <ctxvar/bus.h>
 
+#include "common/common.h"
 #include "nats/nats_internal.h"
 
 #define MARK ((void *)&ctx__nats_forwarded_mark)
@@ -49,19 +50,25 @@ typedef struct route {
     char prefix[]; /* NUL terminated */
 } route_t;
 
-static route_t *route_new(ctx_nats_t *b, const char *prefix, const ctx_nats_bus_codec_t *codec) {
+/* A new route; 0, CTX_EINVAL (a codec whose size is wrong) or CTX_ENOMEM. */
+static int route_new(ctx_nats_t *b, const char *prefix, const ctx_nats_bus_codec_t *codec,
+                     route_t **out) {
+    ctx_nats_bus_codec_t local = {.size = sizeof local};
+    if (codec && ctx__struct_in(&local, sizeof local, codec, sizeof(ctx_nats_bus_codec_t)) != 0)
+        return CTX_EINVAL;
     size_t n = strlen(prefix);
     size_t size = sizeof(route_t) + n + 1;
     route_t *r = ctx__nats_malloc(size);
     if (!r)
-        return NULL;
+        return CTX_ENOMEM;
     r->bridge = ctx__nats_retain(b);
     r->bus = NULL;
-    r->codec = codec ? *codec : (ctx_nats_bus_codec_t){NULL, NULL, NULL, NULL};
+    r->codec = local;
     r->prefix_len = n;
     r->size = size;
     memcpy(r->prefix, prefix, n + 1);
-    return r;
+    *out = r;
+    return 0;
 }
 
 static void route_free(void *user) {
@@ -137,11 +144,15 @@ int ctx_nats_bus_forward(ctx_nats_t *b, ctx_bus_t *bus, const char *pattern, con
                          const ctx_nats_bus_codec_t *codec, ctx_bus_listener_t **out) {
     if (!b || !bus || !prefix || !ctx__nats_subject_valid(prefix, strlen(prefix)))
         return CTX_EINVAL;
-    route_t *r = route_new(b, prefix, codec);
-    if (!r)
-        return CTX_ENOMEM;
-    ctx_bus_subscribe_options_t opts = {sizeof(ctx_bus_subscribe_options_t), 0, route_free};
-    int rc = ctx_bus_subscribe(bus, pattern, forward_listener, r, &opts, out);
+    if (ctx__nats_forked(b))
+        return CTX_EFORKED;
+    route_t *r = NULL;
+    int rc = route_new(b, prefix, codec, &r);
+    if (rc != 0)
+        return rc;
+    ctx_bus_subscribe_options_t opts = CTX_STRUCT_INIT(ctx_bus_subscribe_options_t);
+    opts.user_release = route_free;
+    rc = ctx_bus_subscribe(bus, pattern, forward_listener, r, &opts, out);
     if (rc != 0)
         route_free(r);
     return rc;
@@ -183,9 +194,12 @@ int ctx_nats_bus_receive(ctx_nats_t *b, ctx_bus_t *bus, const char *prefix,
                          const ctx_nats_bus_codec_t *codec, ctx_nats_sub_t **out) {
     if (!b || !bus || !prefix || !out || !ctx__nats_subject_valid(prefix, strlen(prefix)))
         return CTX_EINVAL;
-    route_t *r = route_new(b, prefix, codec);
-    if (!r)
-        return CTX_ENOMEM;
+    if (ctx__nats_forked(b))
+        return CTX_EFORKED;
+    route_t *r = NULL;
+    int rc = route_new(b, prefix, codec, &r);
+    if (rc != 0)
+        return rc;
     r->bus = bus;
     size_t n = r->prefix_len + 3;
     char *subject = ctx__nats_malloc(n);
@@ -195,7 +209,7 @@ int ctx_nats_bus_receive(ctx_nats_t *b, ctx_bus_t *bus, const char *prefix,
     }
     memcpy(subject, prefix, r->prefix_len);
     memcpy(subject + r->prefix_len, ".>", 3);
-    int rc = ctx__nats_subscribe_ex(b, subject, NULL, on_forwarded, r, route_free, out);
+    rc = ctx__nats_subscribe_ex(b, subject, NULL, on_forwarded, r, route_free, out);
     ctx__nats_free(subject, n);
     if (rc != 0)
         route_free(r);

@@ -20,6 +20,7 @@ static inline void ctx__nats_free(void *p, size_t size) { ctx_free(p, size); }
 
 struct ctx_nats {
     atomic_size_t refs;
+    unsigned long fork_gen; /* ctx__nats_fork_gen() when it was made */
     natsConnection *nc; /* borrowed */
     ctx_wire_t *wire;   /* retained */
     /* Set (to a non-NULL marker) in the context in which
@@ -36,6 +37,16 @@ struct ctx_nats {
 
 /* A libnats status as a CTX_E* code (see ctxvar/nats.h). */
 int ctx__nats_error(natsStatus s);
+
+/* How many fork()s this process descends from (counted by a
+ * pthread_atfork child handler, installed by ctx__nats_fork_init). */
+unsigned long ctx__nats_fork_gen(void);
+/* Installs the handler once; 0 or CTX_ESYSTEM. */
+int ctx__nats_fork_init(void);
+/* 1 if `bridge` was made before a fork() this process is a child of. */
+static inline int ctx__nats_forked(const ctx_nats_t *bridge) {
+    return bridge->fork_gen != ctx__nats_fork_gen();
+}
 
 /* One more reference to the bridge. */
 ctx_nats_t *ctx__nats_retain(ctx_nats_t *bridge);

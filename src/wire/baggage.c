@@ -24,32 +24,75 @@
  * buffer on the stack always suffices.
  *
  * How a list is read (ctx__baggage_scan).  A comma never occurs inside a
- * valid member, so the list is cut at commas and every piece judged alone:
- * a malformed piece is dropped by itself and the rest are kept.  The limits
- * of §3.3.3 — a platform must propagate 64 members and 8192 bytes and may
- * drop members past them — are applied as "keep the longest prefix that
- * fits": the 65th and later members are dropped, and so is every member that
- * ends past byte 8192 of the combined header.  The scan never looks at a
- * byte past 8192, so hostile input of any size costs at most 8 KiB of work.
+ * valid member, so every member is judged alone: read_member reads one in
+ * a single pass (OWS, key, "=", value, OWS) that ends at the comma, and
+ * only a malformed member, or properties, look for the next comma with
+ * memchr.  A malformed member is dropped by itself and the rest are kept.
+ *
+ * The limits of §3.3.3 — a platform must propagate 64 members and 8192
+ * bytes and may drop members past them — are about what is propagated, so
+ * they are applied to the list as this library would send it on: each
+ * member re-encoded (key=value with the value percent-encoded again, as
+ * ctx_wire_baggage_append writes it, and its properties), joined by ',',
+ * without whitespace.  A member that would take that list past 64 members
+ * or 8192 bytes is dropped and the scan goes on (a later, shorter member
+ * may still fit: inject fills its header the same way).  Whitespace and
+ * malformed members in the input therefore cost nothing: `a=1`, 8190
+ * spaces, `,b=2` keeps both.  What bounds the work on hostile input is a
+ * separate, larger bound on the input itself, CTX_WIRE_BAGGAGE_MAX_INPUT
+ * (64 KiB of the combined header): bytes past it are never looked at.
  * Several baggage headers form one list (RFC 9110 §5.3, joined with ','):
- * the scan state carries the byte offset and the member count from one
- * header value to the next.
+ * the scan state carries the input offset, the member count and the
+ * re-encoded length from one header value to the next.
+ *
+ * Speed.  Character classes come from one 256-entry table.  A value
+ * without '%' is plain ASCII (every baggage-octet is), so it needs neither
+ * decoding nor UTF-8 checks: it is copied and its re-encoded length is its
+ * length.  Only values with escapes take the decoding path.
  */
 #include <string.h>
 
+#include "common/common.h"
 #include "wire/wire_internal.h"
 
-/* baggage-octet = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E */
-static int is_octet(unsigned char c) {
-    return c == 0x21 || (c >= 0x23 && c <= 0x2b) || (c >= 0x2d && c <= 0x3a) ||
-           (c >= 0x3c && c <= 0x5b) || (c >= 0x5d && c <= 0x7e);
-}
+/* Character classes: one table lookup each.
+ *   baggage-octet = %x21 / %x23-2B / %x2D-3A / %x3C-5B / %x5D-7E
+ *   tchar         = RFC 9110 §5.6.2
+ *   OWS           = SP / HTAB */
+enum { C_OCTET = 1, C_TCHAR = 2, C_OWS = 4 };
+
+#define O C_OCTET
+#define OT (C_OCTET | C_TCHAR)
+static const unsigned char cls[256] = {
+    ['\t'] = C_OWS, [' '] = C_OWS,
+    ['!'] = OT, ['#'] = OT, ['$'] = OT, ['%'] = OT, ['&'] = OT, ['\''] = OT,
+    ['('] = O, [')'] = O, ['*'] = OT, ['+'] = OT, ['-'] = OT, ['.'] = OT, ['/'] = O,
+    ['0'] = OT, ['1'] = OT, ['2'] = OT, ['3'] = OT, ['4'] = OT,
+    ['5'] = OT, ['6'] = OT, ['7'] = OT, ['8'] = OT, ['9'] = OT,
+    [':'] = O, ['<'] = O, ['='] = O, ['>'] = O, ['?'] = O, ['@'] = O,
+    ['A'] = OT, ['B'] = OT, ['C'] = OT, ['D'] = OT, ['E'] = OT, ['F'] = OT, ['G'] = OT,
+    ['H'] = OT, ['I'] = OT, ['J'] = OT, ['K'] = OT, ['L'] = OT, ['M'] = OT, ['N'] = OT,
+    ['O'] = OT, ['P'] = OT, ['Q'] = OT, ['R'] = OT, ['S'] = OT, ['T'] = OT, ['U'] = OT,
+    ['V'] = OT, ['W'] = OT, ['X'] = OT, ['Y'] = OT, ['Z'] = OT,
+    ['['] = O, [']'] = O, ['^'] = OT, ['_'] = OT, ['`'] = OT,
+    ['a'] = OT, ['b'] = OT, ['c'] = OT, ['d'] = OT, ['e'] = OT, ['f'] = OT, ['g'] = OT,
+    ['h'] = OT, ['i'] = OT, ['j'] = OT, ['k'] = OT, ['l'] = OT, ['m'] = OT, ['n'] = OT,
+    ['o'] = OT, ['p'] = OT, ['q'] = OT, ['r'] = OT, ['s'] = OT, ['t'] = OT, ['u'] = OT,
+    ['v'] = OT, ['w'] = OT, ['x'] = OT, ['y'] = OT, ['z'] = OT,
+    ['{'] = O, ['|'] = OT, ['}'] = O, ['~'] = OT,
+};
+#undef O
+#undef OT
+
+static inline int is_octet(unsigned char c) { return cls[c] & C_OCTET; }
+static inline int is_tchar(unsigned char c) { return cls[c] & C_TCHAR; }
+static inline int is_ows(unsigned char c) { return cls[c] & C_OWS; }
 
 int ctx_wire_baggage_key_valid(const char *key, size_t len) {
     if (!key || len == 0)
         return 0;
     for (size_t i = 0; i < len; i++)
-        if (!ctx__is_tchar((unsigned char)key[i]))
+        if (!is_tchar((unsigned char)key[i]))
             return 0;
     return 1;
 }
@@ -72,22 +115,45 @@ static int octets_valid(const char *p, size_t n) {
     return 1;
 }
 
-static size_t skip_ows(const char *p, size_t i, size_t n) {
-    while (i < n && ctx__is_ows((unsigned char)p[i]))
+static inline size_t skip_ows(const char *p, size_t i, size_t n) {
+    while (i < n && is_ows((unsigned char)p[i]))
         i++;
     return i;
 }
 
-static size_t skip_token(const char *p, size_t i, size_t n) {
-    while (i < n && ctx__is_tchar((unsigned char)p[i]))
+static inline size_t skip_token(const char *p, size_t i, size_t n) {
+    while (i < n && is_tchar((unsigned char)p[i]))
         i++;
     return i;
 }
 
-static size_t skip_octets(const char *p, size_t i, size_t n) {
+static inline size_t skip_octets(const char *p, size_t i, size_t n) {
     while (i < n && is_octet((unsigned char)p[i]))
         i++;
     return i;
+}
+
+/* A short copy (values are typically a few bytes).  Out of line on
+ * purpose: inlined, gcc knows the bound of `n` and expands the copy into
+ * `rep movsq`, whose start-up cost is most of a short copy; here it is a
+ * call to the C library's memcpy, which handles short sizes in a few
+ * instructions. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((noipa))
+#elif defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static void copy_short(char *dst, const char *src, size_t n) {
+    memcpy(dst, src, n);
+}
+
+static inline void trim_ows(const char **p, size_t *n) {
+    while (*n > 0 && is_ows((unsigned char)(*p)[0])) {
+        (*p)++;
+        (*n)--;
+    }
+    while (*n > 0 && is_ows((unsigned char)(*p)[*n - 1]))
+        (*n)--;
 }
 
 /* property *( OWS ";" OWS property ), with OWS allowed at both ends:
@@ -136,8 +202,9 @@ static int read_byte(reader_t *r) {
     return v;
 }
 
-/* Decodes validated value text into out (cap >= n), replacing ill-formed
- * UTF-8 with U+FFFD.  Returns the decoded length. */
+/* Decodes validated value text into out, replacing ill-formed UTF-8 with
+ * U+FFFD.  Returns the decoded length, or (size_t)-1 if it would exceed
+ * cap (never when cap >= n: see the essay). */
 static size_t decode_value(const char *p, size_t n, char *out, size_t cap) {
     static const unsigned char fffd[3] = {0xef, 0xbf, 0xbd};
     reader_t r = {p, n, 0};
@@ -184,7 +251,7 @@ static size_t decode_value(const char *p, size_t n, char *out, size_t cap) {
             len = 3;
         }
         if (w + len > cap)
-            break; /* cannot happen (see the essay); a guard, not a path */
+            return (size_t)-1; /* does not fit: the caller's bound */
         memcpy(out + w, src, len);
         w += len;
     }
@@ -207,40 +274,117 @@ int ctx_wire_baggage_percent_decode(const char *in, size_t len, char *buf, size_
 
 /* ---- parsing ---- */
 
-/* Parses one trimmed, non-empty member; 0 and *m (value decoded into
- * scratch, CTX_WIRE_BAGGAGE_MAX_BYTES + 1 bytes, and NUL terminated), or -1 if
- * malformed. */
-static int parse_member(const char *p, size_t n, char *scratch, ctx_wire_baggage_member_t *m) {
-    size_t k = skip_token(p, 0, n);
-    if (k == 0)
-        return -1;
-    size_t i = skip_ows(p, k, n);
-    if (i >= n || p[i] != '=')
-        return -1;
-    size_t v = skip_ows(p, i + 1, n);
-    size_t ve = skip_octets(p, v, n);
-    if (!octets_valid(p + v, ve - v))
-        return -1;
-    i = skip_ows(p, ve, n);
+static size_t encoded_length(const char *in, size_t len);
+
+/* The outcome of reading one member. */
+enum { MEMBER_OK = 0, MEMBER_MALFORMED = -1, MEMBER_TOO_LONG = 1, MEMBER_EMPTY = 2 };
+
+/* The member's value into scratch (CTX_WIRE_BAGGAGE_MAX_BYTES + 1 bytes,
+ * NUL terminated) and *sent, its key=value length re-encoded: MEMBER_OK,
+ * MEMBER_MALFORMED (a bad escape) or MEMBER_TOO_LONG (it could never fit
+ * in a list of CTX_WIRE_BAGGAGE_MAX_BYTES). */
+static int take_value(const char *v, size_t value_len, int escaped, size_t key_len, char *scratch,
+                      size_t *out_len, size_t *sent) {
+    if (escaped && !octets_valid(v, value_len))
+        return MEMBER_MALFORMED;
+    if (!escaped) { /* plain ASCII: nothing to decode, re-encoded as is */
+        if (value_len > CTX_WIRE_BAGGAGE_MAX_BYTES)
+            return MEMBER_TOO_LONG;
+        copy_short(scratch, v, value_len);
+        *sent = key_len + 1 + value_len;
+    } else {
+        value_len = decode_value(v, value_len, scratch, CTX_WIRE_BAGGAGE_MAX_BYTES);
+        if (value_len == (size_t)-1)
+            return MEMBER_TOO_LONG; /* re-encoded it is at least as long */
+        *sent = key_len + 1 + encoded_length(scratch, value_len);
+    }
+    scratch[value_len] = '\0';
+    *out_len = value_len;
+    return MEMBER_OK;
+}
+
+/* Reads the member that starts at t[i] (only t[0..n) is looked at) in one
+ * pass: OWS, key, OWS "=" OWS, value, OWS, then either the end of the
+ * member (',' or n) or ";" and properties up to the next ','.  *end gets
+ * the position of the ',' that ends the member, or n.  Returns MEMBER_OK
+ * with *m and *sent filled, or MEMBER_EMPTY, MEMBER_MALFORMED,
+ * MEMBER_TOO_LONG. */
+static int read_member(const char *t, size_t i, size_t n, char *scratch,
+                       ctx_wire_baggage_member_t *m, size_t *sent, size_t *end) {
+    i = skip_ows(t, i, n);
+    if (i == n || t[i] == ',') {
+        *end = i;
+        return MEMBER_EMPTY;
+    }
+    size_t k0 = i;
+    i = skip_token(t, i, n);
+    size_t key_len = i - k0;
+    i = skip_ows(t, i, n);
+    if (key_len == 0 || i == n || t[i] != '=')
+        goto malformed;
+    size_t v0 = skip_ows(t, i + 1, n), v1 = v0;
+    int escaped = 0;
+    while (v1 < n && is_octet((unsigned char)t[v1]))
+        escaped |= t[v1++] == '%';
+    i = skip_ows(t, v1, n);
     const char *props = NULL;
     size_t props_len = 0;
-    if (i < n) {
-        if (p[i] != ';')
-            return -1;
-        props = p + i + 1;
-        props_len = n - i - 1;
-        ctx__trim_ows(&props, &props_len);
-        if (props_len == 0 || !properties_valid(props, props_len))
-            return -1;
+    if (i < n && t[i] == ';') {
+        const char *comma = memchr(t + i, ',', n - i);
+        size_t pe = comma ? (size_t)(comma - t) : n;
+        props = t + i + 1;
+        props_len = pe - i - 1;
+        trim_ows(&props, &props_len);
+        if (props_len == 0 || !properties_valid(props, props_len)) {
+            *end = pe;
+            return MEMBER_MALFORMED;
+        }
+        i = pe;
     }
-    m->key = p;
-    m->key_len = k;
+    if (i < n && t[i] != ',')
+        goto malformed;
+    *end = i;
+    if (key_len + 1 + (props_len ? 1 + props_len : 0) > CTX_WIRE_BAGGAGE_MAX_BYTES)
+        return MEMBER_TOO_LONG;
+    int rc = take_value(t + v0, v1 - v0, escaped, key_len, scratch, &m->value_len, sent);
+    if (rc != MEMBER_OK)
+        return rc;
+    if (props_len)
+        *sent += 1 + props_len;
+    m->key = t + k0;
+    m->key_len = key_len;
     m->value = scratch;
-    m->value_len = ve > v ? decode_value(p + v, ve - v, scratch, CTX_WIRE_BAGGAGE_MAX_BYTES) : 0;
-    scratch[m->value_len] = '\0';
     m->properties = props;
     m->properties_len = props_len;
-    return 0;
+    return MEMBER_OK;
+malformed: { /* the member ends at the next ',' */
+    const char *comma = i < n ? memchr(t + i, ',', n - i) : NULL;
+    *end = comma ? (size_t)(comma - t) : n;
+    return MEMBER_MALFORMED;
+}
+}
+
+/* Counts a member read, and hands it to fn if it fits the list as it
+ * would be re-sent.  0, or fn's code. */
+static int keep_member(ctx__baggage_scan_t *scan, int outcome, const ctx_wire_baggage_member_t *m,
+                       size_t sent, ctx_wire_baggage_fn fn, void *user) {
+    if (outcome == MEMBER_MALFORMED || outcome == MEMBER_EMPTY) {
+        scan->stats.malformed++;
+        return 0;
+    }
+    size_t need = (scan->kept ? 1 : 0) + sent; /* the joining ',' */
+    if (outcome == MEMBER_TOO_LONG || scan->kept >= CTX_WIRE_BAGGAGE_MAX_MEMBERS ||
+        scan->sent + need > CTX_WIRE_BAGGAGE_MAX_BYTES) {
+        scan->stats.over_limit++;
+        return 0;
+    }
+    scan->kept++;
+    scan->sent += need;
+    scan->stats.members++;
+    if (!fn)
+        return 0;
+    int rc = fn(m, user);
+    return rc <= 0 ? rc : CTX_ECALLBACK; /* 0 goes on; a negative code stops as is */
 }
 
 int ctx__baggage_scan(ctx__baggage_scan_t *scan, const char *text, size_t len,
@@ -250,69 +394,45 @@ int ctx__baggage_scan(ctx__baggage_scan_t *scan, const char *text, size_t len,
         return 0;
     if (scan->values++ > 0)
         scan->offset++; /* the ',' that joins this value to the previous ones */
+    size_t room = scan->offset < CTX_WIRE_BAGGAGE_MAX_INPUT ? CTX_WIRE_BAGGAGE_MAX_INPUT - scan->offset : 0;
+    size_t n = len < room ? len : room; /* bytes examined */
+    scan->offset += len;
     size_t pos = 0;
     for (;;) {
-        /* Only bytes up to the limit are examined, and the one after it (a
-         * ',' there means the member before it fits exactly). */
-        size_t room = scan->offset + pos <= CTX_WIRE_BAGGAGE_MAX_BYTES
-                          ? CTX_WIRE_BAGGAGE_MAX_BYTES - (scan->offset + pos)
-                          : 0;
-        size_t window = len - pos < room ? len - pos : room;
-        size_t look = window < len - pos ? window + 1 : window;
-        const char *comma = look ? memchr(text + pos, ',', look) : NULL;
-        size_t end;
-        if (comma) {
-            end = (size_t)(comma - text);
-        } else if (len - pos <= room) {
-            end = len;
-        } else { /* this member ends past byte 8192 */
-            const char *m = text + pos;
-            size_t mlen = window;
-            ctx__trim_ows(&m, &mlen);
-            scan->stats.over_limit += mlen > 0;
-            scan->stats.truncated = 1;
-            scan->stopped = 1;
-            scan->offset += len;
-            return 0;
-        }
-        const char *m = text + pos;
-        size_t mlen = end - pos;
-        ctx__trim_ows(&m, &mlen);
         ctx_wire_baggage_member_t member;
-        if (mlen == 0) {
-            scan->stats.malformed++;
-        } else if (scan->kept >= CTX_WIRE_BAGGAGE_MAX_MEMBERS) {
-            scan->stats.over_limit++;
-        } else if (parse_member(m, mlen, scratch, &member) != 0) {
-            scan->stats.malformed++;
-        } else {
-            scan->kept++;
-            scan->stats.members++;
-            if (fn) {
-                int rc = fn(&member, user);
-                if (rc != 0) /* 0 goes on; a negative code stops as is */
-                    return rc < 0 ? rc : CTX_ECALLBACK;
-            }
+        size_t sent = 0, end = n;
+        int outcome = read_member(text, pos, n, scratch, &member, &sent, &end);
+        if (end == n && n < len && text[n] != ',') { /* the member runs past the bound */
+            scan->stats.over_limit += outcome != MEMBER_EMPTY;
+            break;
         }
-        if (!comma)
+        int rc = keep_member(scan, outcome, &member, sent, fn, user);
+        if (rc != 0)
+            return rc;
+        if (end >= n)
             break;
         pos = end + 1;
     }
-    scan->offset += len;
+    if (n < len) {
+        scan->stats.truncated = 1;
+        scan->stopped = 1;
+    }
     return 0;
 }
 
 int ctx_wire_baggage_parse(const char *text, size_t len, ctx_wire_baggage_fn fn, void *user,
-                      ctx_wire_baggage_stats_t *stats) {
-    if (!text && len)
+                           ctx_wire_baggage_stats_t *stats) {
+    if ((!text && len) || (stats && stats->size < sizeof(size_t)))
         return CTX_EINVAL;
     ctx__baggage_scan_t scan;
     memset(&scan, 0, sizeof scan);
     int rc = 0;
     if (len > 0)
         rc = ctx__baggage_scan(&scan, text, len, fn, user);
-    if (stats)
-        *stats = scan.stats;
+    if (stats) {
+        scan.stats.size = sizeof scan.stats;
+        ctx__struct_out(stats, &scan.stats, sizeof scan.stats);
+    }
     return rc != 0 ? rc : (int)scan.stats.members;
 }
 
@@ -362,6 +482,7 @@ void ctx_wire_baggage_writer_init(ctx_wire_baggage_writer_t *w, char *buf, size_
     w->cap = buf ? cap : 0;
     w->len = 0;
     w->members = 0;
+    memset(w->reserved, 0, sizeof w->reserved);
     if (w->cap > 0)
         buf[0] = '\0';
 }

@@ -14,7 +14,7 @@
  * Registration happens before use, on one thread; the first inject,
  * extract or trace/deadline call sets `used`, after which the table is
  * read-only and every call may run on any thread without a lock.  (A
- * register after that fails with CTX_EBUSY rather than racing.)
+ * register after that fails with CTX_ESEALED rather than racing.)
  *
  * Values of the built-in variables are immutable heap records, released by
  * the variables' `release` operation when no context holds them any more;
@@ -30,11 +30,13 @@
  *
  * extract walks the carrier once.  traceparent and grpc-timeout are parsed
  * on sight (a second occurrence invalidates them); tracestate values are
- * normalised and appended to one stack buffer, and checked for duplicate
- * keys at the end (several headers form one list); baggage values are
- * scanned as they come (ctx__baggage_scan keeps the byte offset and member
- * count across headers), and each member whose key is registered is decoded
- * by its variable's `decode` and set in the new context with
+ * normalised and appended to one stack buffer and deduplicated at the end
+ * (several headers form one list; the first member of a key wins);
+ * baggage values are scanned as they come (ctx__baggage_scan keeps the
+ * input offset, member count and re-encoded length across headers), and
+ * each member whose key is registered (a bit per registration tells a
+ * repeated key) is decoded by its variable's `decode` and set in the new
+ * context with
  * ctx_context_set — O(1) amortised per entry, so the whole extract is
  * O(number of entries).  The trace is set last, because whether the
  * tracestate may be used depends on the traceparent (§3.3 of Trace Context:
@@ -195,17 +197,18 @@ static void mark_used(ctx_wire_t *w) {
 int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *baggage_key) {
     if (!w || !var || !baggage_key)
         return CTX_EINVAL;
-    size_t key_len = strlen(baggage_key);
     const ctx_value_ops_t *ops = ctx_var_ops(var);
-    if (key_len > 256 || !ctx_wire_baggage_key_valid(baggage_key, key_len) || !ops->encode ||
-        !ops->decode)
+    if (!ops || !ops->encode || !ops->decode)
         return CTX_EINVAL;
+    size_t key_len = strnlen(baggage_key, 257);
+    if (key_len > 256 || !ctx_wire_baggage_key_valid(baggage_key, key_len))
+        return CTX_EPARSE;
     if (atomic_load_explicit(&w->used, memory_order_relaxed))
-        return CTX_EBUSY;
+        return CTX_ESEALED;
     for (size_t i = 0; i < w->count; i++)
         if (w->regs[i].var == var ||
             (w->regs[i].key_len == key_len && memcmp(w->regs[i].key, baggage_key, key_len) == 0))
-            return CTX_EINVAL;
+            return CTX_EEXIST;
     if (w->count == CTX_WIRE_MAX_VARS)
         return CTX_ELIMIT;
     char *key = ctx__wire_malloc(key_len + 1);
@@ -254,19 +257,25 @@ static int parent_valid(const ctx_wire_traceparent_t *p) {
     return ctx_wire_traceparent_format(p, tmp, sizeof tmp) == CTX_WIRE_TRACEPARENT_LEN;
 }
 
-static int set_trace(ctx_wire_t *w, const ctx_wire_traceparent_t *parent, const char *state,
-                     size_t state_len) {
-    trace_value_t *t = trace_value_new(parent, state, state_len);
-    if (!t)
-        return CTX_ENOMEM;
-    int rc = ctx_var_set(w->trace_var, t, NULL);
+/* Sets `var` to `value` in ctx (NULL: current); on failure `value` is
+ * released. */
+static int store(ctx_context_t *ctx, ctx_var_t *var, void *value) {
+    int rc = ctx ? ctx_context_set(ctx, var, value) : ctx_var_set(var, value, NULL);
     if (rc != 0)
-        trace_release(t, NULL);
+        ctx_var_ops(var)->release(value, NULL);
     return rc;
 }
 
-int ctx_wire_trace_set(ctx_wire_t *w, const ctx_wire_traceparent_t *parent, const char *state,
-                       size_t state_len) {
+static int set_trace(ctx_wire_t *w, ctx_context_t *ctx, const ctx_wire_traceparent_t *parent,
+                     const char *state, size_t state_len) {
+    trace_value_t *t = trace_value_new(parent, state, state_len);
+    if (!t)
+        return CTX_ENOMEM;
+    return store(ctx, w->trace_var, t);
+}
+
+int ctx_wire_trace_set(ctx_wire_t *w, ctx_context_t *ctx, const ctx_wire_traceparent_t *parent,
+                       const char *state, size_t state_len) {
     if (!w || !parent || !parent_valid(parent) || (!state && state_len))
         return CTX_EINVAL;
     mark_used(w);
@@ -277,32 +286,30 @@ int ctx_wire_trace_set(ctx_wire_t *w, const ctx_wire_traceparent_t *parent, cons
         if (rc != 0)
             return rc;
     }
-    return set_trace(w, parent, norm, norm_len);
+    return set_trace(w, ctx, parent, norm, norm_len);
 }
 
-int ctx_wire_trace_start(ctx_wire_t *w, uint8_t flags, ctx_wire_traceparent_t *out) {
+int ctx_wire_trace_start(ctx_wire_t *w, ctx_context_t *ctx, uint8_t flags,
+                         ctx_wire_traceparent_t *out) {
     if (!w)
         return CTX_EINVAL;
     mark_used(w);
     ctx_wire_traceparent_t p;
     ctx_wire_traceparent_new(flags, &p);
-    int rc = set_trace(w, &p, NULL, 0);
+    int rc = set_trace(w, ctx, &p, NULL, 0);
     if (rc == 0 && out)
         *out = p;
     return rc;
 }
 
-int ctx_wire_deadline_set(ctx_wire_t *w, int64_t timeout_ns) {
+int ctx_wire_deadline_set(ctx_wire_t *w, ctx_context_t *ctx, int64_t timeout_ns) {
     if (!w)
         return CTX_EINVAL;
     mark_used(w);
     deadline_value_t *d = deadline_value_new(add_saturating(ctx_wire_now_ns(), timeout_ns));
     if (!d)
         return CTX_ENOMEM;
-    int rc = ctx_var_set(w->deadline_var, d, NULL);
-    if (rc != 0)
-        deadline_release(d, NULL);
-    return rc;
+    return store(ctx, w->deadline_var, d);
 }
 
 int ctx_wire_deadline_get(ctx_wire_t *w, ctx_context_t *ctx, int64_t *deadline_ns) {
@@ -328,72 +335,113 @@ int ctx_wire_deadline_remaining(ctx_wire_t *w, ctx_context_t *ctx, int64_t *rema
 
 /* ---- inject ---- */
 
-int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx, const ctx_wire_carrier_t *carrier,
-                    unsigned flags) {
-    if (!w || !carrier || !carrier->set)
-        return CTX_EINVAL;
-    mark_used(w);
-    void *v;
-
-    /* Every header text first. */
+/* The headers of an inject, built before the carrier is called. */
+typedef struct outgoing {
+    const trace_value_t *trace; /* NULL: no trace */
     char tp[CTX_WIRE_TRACEPARENT_LEN + 1];
-    const trace_value_t *trace = NULL;
-    if (lookup(ctx, w->trace_var, &v) == 0) {
-        trace = v;
-        ctx_wire_traceparent_t out = trace->parent;
-        if (!(flags & CTX_WIRE_SAME_PARENT))
-            ctx_wire_traceparent_child(&trace->parent, &out);
-        if (ctx_wire_traceparent_format(&out, tp, sizeof tp) < 0)
-            trace = NULL;
-    }
+    int timeout_len; /* < 0: no deadline */
     char timeout[CTX_WIRE_TIMEOUT_MAX_LEN + 1];
-    int timeout_len = -1;
+    ctx_wire_baggage_writer_t bw;
+    char baggage[CTX_WIRE_BAGGAGE_MAX_BYTES + 1];
+} outgoing_t;
+
+/* The trace and deadline headers of ctx into o (and the report). */
+static void build_trace_deadline(ctx_wire_t *w, ctx_context_t *ctx, unsigned flags, outgoing_t *o,
+                                 ctx_wire_inject_report_t *rep) {
+    void *v;
+    o->trace = NULL;
+    if (lookup(ctx, w->trace_var, &v) == 0) {
+        const trace_value_t *t = v;
+        ctx_wire_traceparent_t sent = t->parent;
+        if (!(flags & CTX_WIRE_SAME_PARENT))
+            ctx_wire_traceparent_child(&t->parent, &sent);
+        sent.version = 0;
+        sent.flags &= CTX_WIRE_TRACE_FLAGS_KNOWN; /* as formatted */
+        if (ctx_wire_traceparent_format(&sent, o->tp, sizeof o->tp) > 0) {
+            o->trace = t;
+            rep->traceparent = 1;
+            rep->parent = sent;
+            rep->tracestate = t->state_len > 0;
+        }
+    }
+    o->timeout_len = -1;
     if (lookup(ctx, w->deadline_var, &v) == 0) {
         int64_t left = add_saturating(((const deadline_value_t *)v)->at_ns, -ctx_wire_now_ns());
-        timeout_len = ctx_wire_timeout_format(left, timeout, sizeof timeout);
+        o->timeout_len = ctx_wire_timeout_format(left, o->timeout, sizeof o->timeout);
+        if (o->timeout_len > 0 &&
+            ctx_wire_timeout_parse(o->timeout, (size_t)o->timeout_len, &rep->timeout_ns) == 0)
+            rep->deadline = 1;
     }
-    char baggage[CTX_WIRE_BAGGAGE_MAX_BYTES + 1];
+}
+
+/* The baggage header of ctx into o: one member per registered variable
+ * with a value, in registration order.  0 or an encode error. */
+static int build_baggage(ctx_wire_t *w, ctx_context_t *ctx, outgoing_t *o,
+                         ctx_wire_inject_report_t *rep) {
     char text[CTX_WIRE_BAGGAGE_MAX_BYTES + 1];
-    ctx_wire_baggage_writer_t bw;
-    ctx_wire_baggage_writer_init(&bw, baggage, sizeof baggage);
-    int left_out = 0;
+    ctx_wire_baggage_writer_init(&o->bw, o->baggage, sizeof o->baggage);
     for (size_t i = 0; i < w->count; i++) {
         const reg_t *r = &w->regs[i];
+        void *v;
         if (lookup(ctx, r->var, &v) != 0)
             continue;
-        int n = ctx_var_ops(r->var)->encode(v, text, sizeof text, ctx_var_ops(r->var)->user);
+        const ctx_value_ops_t *ops = ctx_var_ops(r->var);
+        int n = ops->encode(v, text, sizeof text, ops->user);
         if (n < 0)
             return n;
         if ((size_t)n >= sizeof text ||
-            ctx_wire_baggage_append(&bw, r->key, r->key_len, text, (size_t)n, NULL, 0) != 0) {
-            left_out++; /* past the limits of W3C Baggage §3.3.3 */
-        }
+            ctx_wire_baggage_append(&o->bw, r->key, r->key_len, text, (size_t)n, NULL, 0) != 0)
+            rep->baggage_left_out++; /* past the limits of W3C Baggage §3.3.3 */
     }
+    rep->baggage_members = o->bw.members;
+    return 0;
+}
 
-    /* Then the carrier. */
+static int send_headers(const ctx_wire_carrier_t *c, const outgoing_t *o) {
     int rc = 0;
-    if (trace) {
-        rc = carrier->set(carrier->self, CTX_WIRE_TRACEPARENT, tp, CTX_WIRE_TRACEPARENT_LEN);
-        if (rc == 0 && trace->state_len)
-            rc = carrier->set(carrier->self, CTX_WIRE_TRACESTATE, trace->state, trace->state_len);
+    if (o->trace) {
+        rc = c->set(c->self, CTX_WIRE_TRACEPARENT, o->tp, CTX_WIRE_TRACEPARENT_LEN);
+        if (rc == 0 && o->trace->state_len)
+            rc = c->set(c->self, CTX_WIRE_TRACESTATE, o->trace->state, o->trace->state_len);
     }
-    if (rc == 0 && timeout_len > 0)
-        rc = carrier->set(carrier->self, CTX_WIRE_GRPC_TIMEOUT, timeout, (size_t)timeout_len);
-    if (rc == 0 && bw.members > 0)
-        rc = carrier->set(carrier->self, CTX_WIRE_BAGGAGE, baggage, bw.len);
-    if (rc > 0) /* not a count of members left out */
-        rc = CTX_ECALLBACK;
-    return rc != 0 ? rc : left_out;
+    if (rc == 0 && o->timeout_len > 0)
+        rc = c->set(c->self, CTX_WIRE_GRPC_TIMEOUT, o->timeout, (size_t)o->timeout_len);
+    if (rc == 0 && o->bw.members > 0)
+        rc = c->set(c->self, CTX_WIRE_BAGGAGE, o->baggage, o->bw.len);
+    return rc > 0 ? CTX_ECALLBACK : rc; /* a positive result is not a count */
+}
+
+int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx, const ctx_wire_carrier_t *carrier,
+                    unsigned flags, ctx_wire_inject_report_t *report) {
+    ctx_wire_carrier_t c;
+    if (!w || ctx__wire_carrier_in(carrier, &c) != 0 || !c.set ||
+        (report && report->size < sizeof(size_t)))
+        return CTX_EINVAL;
+    mark_used(w);
+    ctx_wire_inject_report_t rep;
+    memset(&rep, 0, sizeof rep);
+    rep.size = sizeof rep;
+    outgoing_t o;
+    build_trace_deadline(w, ctx, flags, &o, &rep);
+    int rc = build_baggage(w, ctx, &o, &rep); /* every header text first */
+    if (rc != 0)
+        return rc;
+    rc = send_headers(&c, &o); /* then the carrier */
+    if (report)
+        ctx__struct_out(report, &rep, sizeof rep);
+    return rc != 0 ? rc : (int)rep.baggage_left_out;
 }
 
 /* ---- extract ---- */
 
-typedef struct extract {
+/* The small part of an extract's state (zeroed per call); the tracestate
+ * buffer is kept apart so that it is never cleared. */
+typedef struct extract_state {
     ctx_wire_t *w;
     ctx_context_t *ctx;
-    unsigned flags;
     int error; /* a hard error (CTX_ENOMEM, or a decode's CTX_ENOMEM) */
-    ctx_wire_report_t *rep;
+    uint64_t decoded; /* bit i: registered variable i has its value */
+    ctx_wire_extract_report_t rep;
 
     int tp_seen;
     ctx_wire_traceparent_t tp;
@@ -403,50 +451,109 @@ typedef struct extract {
     size_t ts_input; /* combined raw length, joining commas included */
     size_t ts_len;
     size_t ts_members;
-    char ts[CTX_WIRE_TRACESTATE_MAX_LEN + 1];
 
     int to_seen;
     int64_t timeout_ns;
 
     ctx__baggage_scan_t scan;
+} extract_state_t;
+
+typedef struct extract {
+    extract_state_t s;
+    char ts[CTX_WIRE_TRACESTATE_MAX_LEN + 1];
 } extract_t;
 
+/* Field by field, not one memset: gcc turns a memset of the whole state
+ * into `rep stosq`, whose start-up cost was a third of a traceparent-only
+ * extract.  `tp` needs none: it is read only once parsed. */
+static void extract_init(extract_state_t *s, ctx_wire_t *w) {
+    s->w = w;
+    s->ctx = NULL;
+    s->error = 0;
+    s->decoded = 0;
+    memset(&s->rep, 0, sizeof s->rep);
+    s->rep.size = sizeof s->rep;
+    s->tp_seen = 0;
+    s->ts_seen = 0;
+    s->ts_error = 0;
+    s->ts_input = 0;
+    s->ts_len = 0;
+    s->ts_members = 0;
+    s->to_seen = 0;
+    s->timeout_ns = 0;
+    /* s->scan: zeroed at the first baggage header (rep.baggage says so) */
+}
+
+/* The registration of baggage key `key`, or -1. */
+static int find_reg(const ctx_wire_t *w, const char *key, size_t key_len) {
+    for (size_t i = 0; i < w->count; i++) {
+        const reg_t *r = &w->regs[i];
+        if (r->key_len == key_len && r->key[0] == key[0] && memcmp(r->key, key, key_len) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
 static int on_member(const ctx_wire_baggage_member_t *m, void *user) {
-    extract_t *x = user;
-    const reg_t *r = NULL;
-    for (size_t i = 0; i < x->w->count; i++) {
-        if (x->w->regs[i].key_len == m->key_len && memcmp(x->w->regs[i].key, m->key, m->key_len) == 0) {
-            r = &x->w->regs[i];
-            break;
-        }
-    }
-    if (!r) {
-        x->rep->baggage_unknown++;
+    extract_state_t *x = user;
+    int i = find_reg(x->w, m->key, m->key_len);
+    if (i < 0) {
+        x->rep.baggage_unknown++;
         return 0;
     }
-    if (ctx_context_contains(x->ctx, r->var) == 1) {
-        x->rep->baggage_duplicate++;
+    if (x->decoded & (UINT64_C(1) << i)) {
+        x->rep.baggage_duplicate++;
         return 0;
     }
+    const reg_t *r = &x->w->regs[i];
+    const ctx_value_ops_t *ops = ctx_var_ops(r->var);
     void *value = NULL;
-    int rc = ctx_var_ops(r->var)->decode(m->value, m->value_len, &value, ctx_var_ops(r->var)->user);
+    int rc = ops->decode(m->value, m->value_len, &value, ops->user);
     if (rc == CTX_ENOMEM) {
         x->error = rc;
         return rc;
     }
     if (rc != 0) {
-        x->rep->baggage_rejected++;
+        x->rep.baggage_rejected++;
         return 0;
     }
     rc = ctx_context_set(x->ctx, r->var, value);
     if (rc != 0) {
-        if (ctx_var_ops(r->var)->release)
-            ctx_var_ops(r->var)->release(value, ctx_var_ops(r->var)->user);
+        if (ops->release)
+            ops->release(value, ops->user);
         x->error = rc;
         return rc;
     }
-    x->rep->baggage_used++;
+    x->decoded |= UINT64_C(1) << i;
+    x->rep.baggage_used++;
     return 0;
+}
+
+static void on_traceparent(extract_state_t *x, const char *value, size_t value_len) {
+    if (x->tp_seen++ == 0)
+        x->rep.traceparent = ctx_wire_traceparent_parse(value, value_len, &x->tp) == 0 ? 1 : CTX_EPARSE;
+    else
+        x->rep.traceparent = CTX_EPARSE; /* one traceparent only */
+}
+
+static void on_tracestate(extract_t *x, const char *value, size_t value_len) {
+    extract_state_t *s = &x->s;
+    s->ts_input += (s->ts_seen++ ? 1 : 0) + value_len;
+    if (s->ts_error == 0 && s->ts_input > CTX_WIRE_TRACESTATE_MAX_INPUT)
+        s->ts_error = CTX_ELIMIT;
+    if (s->ts_error == 0) {
+        int rc = ctx__trace_state_append(value, value_len, x->ts, sizeof x->ts, &s->ts_len,
+                                         &s->ts_members);
+        if (rc != 0)
+            s->ts_error = rc == CTX_ETRUNCATED ? CTX_ELIMIT : rc;
+    }
+}
+
+static void on_timeout(extract_state_t *x, const char *value, size_t value_len) {
+    if (x->to_seen++ == 0)
+        x->rep.deadline = ctx_wire_timeout_parse(value, value_len, &x->timeout_ns) == 0 ? 1 : CTX_EPARSE;
+    else
+        x->rep.deadline = CTX_EPARSE;
 }
 
 static int on_header(const char *name, size_t name_len, const char *value, size_t value_len,
@@ -457,41 +564,42 @@ static int on_header(const char *name, size_t name_len, const char *value, size_
             return 0; /* a broken carrier: nothing to read */
         value = "";
     }
-    if (ctx_wire_name_equal(name, name_len, CTX_WIRE_TRACEPARENT, 11)) {
-        if (x->tp_seen++ == 0)
-            x->rep->traceparent = ctx_wire_traceparent_parse(value, value_len, &x->tp) == 0 ? 1 : CTX_EPARSE;
-        else
-            x->rep->traceparent = CTX_EPARSE; /* one traceparent only */
-    } else if (ctx_wire_name_equal(name, name_len, CTX_WIRE_TRACESTATE, 10)) {
-        x->ts_input += (x->ts_seen++ ? 1 : 0) + value_len;
-        if (x->ts_error == 0 && x->ts_input > CTX_WIRE_TRACESTATE_MAX_INPUT)
-            x->ts_error = CTX_ELIMIT;
-        if (x->ts_error == 0) {
-            int rc = ctx__trace_state_append(value, value_len, x->ts, sizeof x->ts, &x->ts_len,
-                                             &x->ts_members);
-            if (rc != 0)
-                x->ts_error = rc == CTX_ETRUNCATED ? CTX_ELIMIT : rc;
+    switch (name_len) { /* the four names differ in length */
+    case sizeof CTX_WIRE_TRACEPARENT - 1:
+        if (ctx_wire_name_equal(name, name_len, CTX_WIRE_TRACEPARENT, name_len))
+            on_traceparent(&x->s, value, value_len);
+        break;
+    case sizeof CTX_WIRE_TRACESTATE - 1:
+        if (ctx_wire_name_equal(name, name_len, CTX_WIRE_TRACESTATE, name_len))
+            on_tracestate(x, value, value_len);
+        break;
+    case sizeof CTX_WIRE_GRPC_TIMEOUT - 1:
+        if (ctx_wire_name_equal(name, name_len, CTX_WIRE_GRPC_TIMEOUT, name_len))
+            on_timeout(&x->s, value, value_len);
+        break;
+    case sizeof CTX_WIRE_BAGGAGE - 1:
+        if (ctx_wire_name_equal(name, name_len, CTX_WIRE_BAGGAGE, name_len)) {
+            if (!x->s.rep.baggage) {
+                memset(&x->s.scan, 0, sizeof x->s.scan);
+                x->s.rep.baggage = 1;
+            }
+            return ctx__baggage_scan(&x->s.scan, value, value_len, on_member, &x->s);
         }
-    } else if (ctx_wire_name_equal(name, name_len, CTX_WIRE_GRPC_TIMEOUT, 12)) {
-        if (x->to_seen++ == 0)
-            x->rep->deadline = ctx_wire_timeout_parse(value, value_len, &x->timeout_ns) == 0 ? 1 : CTX_EPARSE;
-        else
-            x->rep->deadline = CTX_EPARSE;
-    } else if (ctx_wire_name_equal(name, name_len, CTX_WIRE_BAGGAGE, 7)) {
-        x->rep->baggage = 1;
-        int rc = ctx__baggage_scan(&x->scan, value, value_len, on_member, x);
-        if (rc != 0)
-            return rc;
+        break;
+    default:
+        break;
     }
     return 0;
 }
 
 /* With CTX_WIRE_STRICT: the first reason to fail, or 0. */
-static int strict_error(const ctx_wire_report_t *r) {
+static int strict_error(const ctx_wire_extract_report_t *r) {
     if (r->traceparent < 0)
         return r->traceparent;
     if (r->tracestate < 0 && r->tracestate != CTX_ENOTFOUND)
         return r->tracestate;
+    if (r->tracestate_duplicate)
+        return CTX_EPARSE;
     if (r->deadline < 0)
         return r->deadline;
     if (r->baggage_over_limit || r->baggage_truncated)
@@ -501,63 +609,81 @@ static int strict_error(const ctx_wire_report_t *r) {
     return 0;
 }
 
-int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier, unsigned flags,
-                     ctx_context_t **out, ctx_wire_report_t *report) {
-    if (!w || !carrier || !carrier->iterate || !out)
-        return CTX_EINVAL;
-    mark_used(w);
-    ctx_wire_report_t local;
-    extract_t x;
-    x.w = w;
-    x.flags = flags;
-    x.error = 0;
-    x.rep = report ? report : &local;
-    memset(x.rep, 0, sizeof *x.rep);
-    x.tp_seen = x.ts_seen = x.ts_error = x.to_seen = 0;
-    x.ts_input = x.ts_len = x.ts_members = 0;
-    x.ts[0] = '\0';
-    x.timeout_ns = 0;
-    memset(&x.scan, 0, sizeof x.scan);
-    int rc = ctx_context_new(&x.ctx);
-    if (rc != 0)
-        return rc;
-
-    rc = carrier->iterate(carrier->self, on_header, &x);
-    if (x.error != 0)
-        rc = x.error;
-    else if (rc > 0) /* on_header never returns one: the carrier's own */
-        rc = CTX_ECALLBACK;
-
-    ctx_wire_report_t *r = x.rep;
-    r->baggage_malformed = x.scan.stats.malformed;
-    r->baggage_over_limit = x.scan.stats.over_limit;
-    r->baggage_truncated = x.scan.stats.truncated;
-    if (x.ts_seen) {
-        if (r->traceparent != 1)
-            r->tracestate = CTX_ENOTFOUND; /* §3.3: not parsed without a traceparent */
-        else if (x.ts_error == 0 && ctx__trace_state_check_unique(x.ts, x.ts_len) != 0)
-            r->tracestate = CTX_EPARSE;
-        else
-            r->tracestate = x.ts_error ? x.ts_error : 1;
+/* The report's tracestate verdict, once every header was seen; dedupes
+ * the list in place. */
+static void finish_tracestate(extract_t *x) {
+    extract_state_t *s = &x->s;
+    ctx_wire_extract_report_t *r = &s->rep;
+    if (!s->ts_seen)
+        return;
+    if (r->traceparent != 1) {
+        r->tracestate = CTX_ENOTFOUND; /* §3.3: not parsed without a traceparent */
+    } else if (s->ts_error) {
+        r->tracestate = s->ts_error;
+    } else {
+        r->tracestate_duplicate = (size_t)ctx__trace_state_dedupe(x->ts, &s->ts_len);
+        r->tracestate = 1;
     }
-    if (rc == 0 && (flags & CTX_WIRE_STRICT))
-        rc = strict_error(r);
-    if (rc == 0 && r->traceparent == 1) {
-        trace_value_t *t = trace_value_new(&x.tp, x.ts, r->tracestate == 1 ? x.ts_len : 0);
-        rc = t ? ctx_context_set(x.ctx, w->trace_var, t) : CTX_ENOMEM;
+}
+
+/* Sets the trace and the deadline found in the new context. */
+static int set_found(extract_t *x) {
+    extract_state_t *s = &x->s;
+    int rc = 0;
+    if (s->rep.traceparent == 1) {
+        size_t len = s->rep.tracestate == 1 ? s->ts_len : 0;
+        trace_value_t *t = trace_value_new(&s->tp, x->ts, len);
+        rc = t ? ctx_context_set(s->ctx, s->w->trace_var, t) : CTX_ENOMEM;
         if (rc != 0 && t)
             trace_release(t, NULL);
     }
-    if (rc == 0 && r->deadline == 1) {
-        deadline_value_t *d = deadline_value_new(add_saturating(ctx_wire_now_ns(), x.timeout_ns));
-        rc = d ? ctx_context_set(x.ctx, w->deadline_var, d) : CTX_ENOMEM;
+    if (rc == 0 && s->rep.deadline == 1) {
+        deadline_value_t *d = deadline_value_new(add_saturating(ctx_wire_now_ns(), s->timeout_ns));
+        rc = d ? ctx_context_set(s->ctx, s->w->deadline_var, d) : CTX_ENOMEM;
         if (rc != 0 && d)
             deadline_release(d, NULL);
     }
+    return rc;
+}
+
+int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier, unsigned flags,
+                     ctx_context_t **out, ctx_wire_extract_report_t *report) {
+    ctx_wire_carrier_t c;
+    if (!w || !out || ctx__wire_carrier_in(carrier, &c) != 0 || !c.iterate ||
+        (report && report->size < sizeof(size_t)))
+        return CTX_EINVAL;
+    mark_used(w);
+    extract_t x;
+    extract_init(&x.s, w);
+    x.ts[0] = '\0';
+    int rc = ctx_context_new(&x.s.ctx);
+    if (rc != 0)
+        return rc;
+
+    rc = c.iterate(c.self, on_header, &x);
+    if (x.s.error != 0)
+        rc = x.s.error;
+    else if (rc > 0) /* on_header never returns one: the carrier's own */
+        rc = CTX_ECALLBACK;
+
+    ctx_wire_extract_report_t *r = &x.s.rep;
+    if (r->baggage) {
+        r->baggage_malformed = x.s.scan.stats.malformed;
+        r->baggage_over_limit = x.s.scan.stats.over_limit;
+        r->baggage_truncated = x.s.scan.stats.truncated;
+    }
+    finish_tracestate(&x);
+    int strict = rc == 0 && (flags & CTX_WIRE_STRICT) ? strict_error(r) : 0;
+    if (rc == 0 && !strict)
+        rc = set_found(&x);
+    if (report && (rc == 0 || strict))
+        ctx__struct_out(report, r, sizeof *r);
+    if (rc == 0)
+        rc = strict;
     if (rc != 0) {
-        ctx_context_release(x.ctx);
+        ctx_context_release(x.s.ctx);
         return rc;
     }
-    *out = x.ctx;
+    *out = x.s.ctx;
     return 0;
 }

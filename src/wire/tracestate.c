@@ -8,22 +8,26 @@
  *     congo=t61rcWkgMzE , rojo=00f067aa0ba902b7,,fw529a3039@dt=x
  *     └── member ──┘ OWS,OWS └─── member ─────┘ empty └─ multi-tenant ─┘
  *
- * The grammar is in include/ctxvar/wire.h; in short (§3.3.1.3): keys are
- * lowercase ([a-z][a-z0-9_*\/-]{0,255}, or tenant@system with a tenant of
- * 1..241 and a system of 1..14 characters), values are 1..256 printable
- * ASCII characters other than ',' and '=' that do not end in a space.
+ * The grammar is in include/ctxvar/wire.h; in short (Level 2, §3.3.1):
+ * keys are 1..256 characters of [a-z0-9_*\/@-] starting with [a-z0-9]
+ * (Level 1's simple and multi-tenant keys are special cases), values are
+ * 1..256 printable ASCII characters other than ',' and '=' that do not end
+ * in a space.
  *
  * How a list is read.  The text is cut at every ',' (no valid member contains
  * one), each piece is trimmed of OWS (SP / HTAB), empty pieces are skipped
  * (§3.3.1.1: "empty and whitespace-only list members are allowed"), and each
  * remaining piece is split at its first '=' into key and value and both are
  * checked.  Positions of at most 32 members are kept on the stack, so one
- * pass validates, counts (a 33rd member is CTX_ELIMIT: "there can be a
- * maximum of 32 list-members in a list", §3.3.1.1) and allows the duplicate
- * check (a key may appear only once, §3.3.1.3; the W3C test suite drops such
- * a header) in O(32²) compares.  Any error rejects the whole list: a
- * tracestate is one vendor-ordered unit, and a partial one would misstate
- * the order of updates.
+ * pass validates and counts (a 33rd member is CTX_ELIMIT: "there can be a
+ * maximum of 32 list-members in a list", §3.3.1.1).  A malformed member
+ * rejects the whole list: Level 2 lets a vendor discard either the entry or
+ * the header (§4.3), and the W3C test suite expects the header discarded
+ * (`@foo=1,bar=2` loses bar; `foo=1` with a 257-character key in a second
+ * header loses foo).  A repeated key is different: the suite expects
+ * `foo=1,foo=1` to survive, and Level 2 allows passing duplicates on or
+ * dropping them, so every member after the first of its key is dropped
+ * (dedupe_spans, O(32²) compares at most) and the list kept.
  *
  * The normal form is what this library stores and sends: members joined by
  * ',' with no whitespace and no empty members (§3.3.1.1 asks vendors to
@@ -44,32 +48,26 @@ typedef struct span {
     size_t value_len;
 } span_t;
 
-static int is_keychar(unsigned char c) {
-    return ctx__is_lcalpha(c) || ctx__is_digit(c) || c == '_' || c == '-' || c == '*' || c == '/';
-}
-
-static int keychars_valid(const char *p, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if (!is_keychar((unsigned char)p[i]))
-            return 0;
-    return 1;
-}
+/* keychar = lcalpha / DIGIT / "_" / "-" / "*" / "/" / "@"; a key starts with
+ * lcalpha / DIGIT.  One table: bit 0 keychar, bit 1 may start a key. */
+static const unsigned char key_class[256] = {
+    ['_'] = 1, ['-'] = 1, ['*'] = 1, ['/'] = 1, ['@'] = 1,
+    ['0'] = 3, ['1'] = 3, ['2'] = 3, ['3'] = 3, ['4'] = 3,
+    ['5'] = 3, ['6'] = 3, ['7'] = 3, ['8'] = 3, ['9'] = 3,
+    ['a'] = 3, ['b'] = 3, ['c'] = 3, ['d'] = 3, ['e'] = 3, ['f'] = 3, ['g'] = 3,
+    ['h'] = 3, ['i'] = 3, ['j'] = 3, ['k'] = 3, ['l'] = 3, ['m'] = 3, ['n'] = 3,
+    ['o'] = 3, ['p'] = 3, ['q'] = 3, ['r'] = 3, ['s'] = 3, ['t'] = 3, ['u'] = 3,
+    ['v'] = 3, ['w'] = 3, ['x'] = 3, ['y'] = 3, ['z'] = 3,
+};
 
 int ctx_wire_tracestate_key_valid(const char *key, size_t len) {
-    if (!key || len == 0)
+    if (!key || len == 0 || len > CTX_WIRE_TRACESTATE_MAX_KEY ||
+        !(key_class[(unsigned char)key[0]] & 2))
         return 0;
-    const char *at = memchr(key, '@', len);
-    if (!at) { /* simple-key = lcalpha 0*255( keychar ) */
-        return len <= CTX_WIRE_TRACESTATE_MAX_KEY && ctx__is_lcalpha((unsigned char)key[0]) &&
-               keychars_valid(key + 1, len - 1);
-    }
-    /* multi-tenant-key = tenant-id "@" system-id */
-    size_t tenant = (size_t)(at - key), system = len - tenant - 1;
-    if (tenant < 1 || tenant > 241 || system < 1 || system > 14)
-        return 0;
-    unsigned char t0 = (unsigned char)key[0], s0 = (unsigned char)at[1];
-    return (ctx__is_lcalpha(t0) || ctx__is_digit(t0)) && keychars_valid(key + 1, tenant - 1) &&
-           ctx__is_lcalpha(s0) && keychars_valid(at + 2, system - 1);
+    for (size_t i = 1; i < len; i++)
+        if (!(key_class[(unsigned char)key[i]] & 1))
+            return 0;
+    return 1;
 }
 
 int ctx_wire_tracestate_value_valid(const char *value, size_t len) {
@@ -117,13 +115,21 @@ static int split_list(const char *text, size_t len, span_t *spans) {
     return n;
 }
 
-static int spans_unique(const span_t *spans, int n) {
-    for (int i = 1; i < n; i++)
-        for (int j = 0; j < i; j++)
-            if (spans[i].key_len == spans[j].key_len &&
-                memcmp(spans[i].key, spans[j].key, spans[i].key_len) == 0)
-                return 0;
-    return 1;
+static int same_key(const span_t *a, const span_t *b) {
+    return a->key_len == b->key_len && memcmp(a->key, b->key, a->key_len) == 0;
+}
+
+/* Drops every span whose key an earlier span has; returns the new count. */
+static int dedupe_spans(span_t *spans, int n) {
+    int w = 0;
+    for (int i = 0; i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < w && !seen; j++)
+            seen = same_key(&spans[i], &spans[j]);
+        if (!seen)
+            spans[w++] = spans[i];
+    }
+    return w;
 }
 
 static int parse_spans(const char *text, size_t len, span_t *spans) {
@@ -132,9 +138,7 @@ static int parse_spans(const char *text, size_t len, span_t *spans) {
     int n = split_list(text, len, spans);
     if (n < 0)
         return n;
-    if (!spans_unique(spans, n))
-        return CTX_EPARSE;
-    return n;
+    return dedupe_spans(spans, n);
 }
 
 int ctx_wire_tracestate_parse(const char *text, size_t len, ctx_wire_tracestate_fn fn, void *user) {
@@ -188,9 +192,25 @@ int ctx__trace_state_append(const char *text, size_t len, char *buf, size_t cap,
     return 0;
 }
 
-int ctx__trace_state_check_unique(const char *list, size_t len) {
+int ctx__trace_state_dedupe(char *list, size_t *len) {
     span_t spans[CTX_WIRE_TRACESTATE_MAX_MEMBERS];
-    return parse_spans(list, len, spans) < 0 ? CTX_EPARSE : 0;
+    int n = split_list(list, *len, spans);
+    if (n <= 1)
+        return 0;
+    int kept = dedupe_spans(spans, n);
+    if (kept == n)
+        return 0;
+    /* Rewrite in place: every kept span lies at or after its new position. */
+    size_t w = 0;
+    for (int i = 0; i < kept; i++) {
+        if (w)
+            list[w++] = ',';
+        memmove(list + w, spans[i].key, spans[i].key_len + 1 + spans[i].value_len);
+        w += spans[i].key_len + 1 + spans[i].value_len;
+    }
+    list[w] = '\0';
+    *len = w;
+    return n - kept;
 }
 
 int ctx_wire_tracestate_normalize(const char *text, size_t len, char *buf, size_t cap,

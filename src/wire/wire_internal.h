@@ -14,6 +14,8 @@
 
 #include <ctxvar.h>
 #include <ctxvar/wire.h>
+
+#include "common/common.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -79,19 +81,34 @@ static inline void ctx__trim_ows(const char **p, size_t *n) {
 
 /* ---- shared between files ---- */
 
+/* Reads a caller's carrier (the growth rule): 0 and *local, or CTX_EINVAL
+ * (NULL, a size below this layout, an unknown non-zero tail). */
+static inline int ctx__wire_carrier_in(const ctx_wire_carrier_t *carrier,
+                                       ctx_wire_carrier_t *local) {
+    if (!carrier)
+        return CTX_EINVAL;
+    if (carrier->size == sizeof *local) { /* the common case: no copy of a tail */
+        *local = *carrier;
+        return 0;
+    }
+    return ctx__struct_in(local, sizeof *local, carrier, sizeof(ctx_wire_carrier_t));
+}
+
 /* Fills `out` with `n` random bytes from the calling thread's generator
  * (seeded once per thread, and again after fork, from the OS). */
 void ctx__wire_random(uint8_t *out, size_t n);
 
 /* Baggage parsing over several header values (ctx_wire_extract feeds each
  * baggage header in turn; ctx_wire_baggage_parse feeds one).  `offset` is the
- * byte position of the next value in the combined header (values are joined
- * by one ','), `kept` the members delivered so far. */
+ * byte position of the next value in the combined input (values are joined
+ * by one ','), `kept` the members delivered so far and `sent` the length of
+ * the list they make re-encoded. */
 typedef struct ctx__baggage_scan {
     size_t offset;
     size_t values; /* header values scanned so far */
     size_t kept;
-    int stopped; /* the byte limit was reached: later values are skipped */
+    size_t sent;
+    int stopped; /* the input bound was reached: later values are skipped */
     ctx_wire_baggage_stats_t stats;
 } ctx__baggage_scan_t;
 
@@ -101,12 +118,13 @@ int ctx__baggage_scan(ctx__baggage_scan_t *scan, const char *text, size_t len,
                       ctx_wire_baggage_fn fn, void *user);
 
 /* Tracestate normalisation of one more header value appended to an
- * existing normal-form list in buf[0..*len) (no duplicate check: call
- * ctx__trace_state_check_unique at the end).  *members counts members.
+ * existing normal-form list in buf[0..*len) (repeated keys are kept: call
+ * ctx__trace_state_dedupe at the end).  *members counts members.
  * Returns 0, CTX_EPARSE, CTX_ELIMIT, CTX_ETRUNCATED. */
 int ctx__trace_state_append(const char *text, size_t len, char *buf, size_t cap,
                             size_t *out_len, size_t *members);
-/* 0 if no key repeats in the normal-form list, else CTX_EPARSE. */
-int ctx__trace_state_check_unique(const char *list, size_t len);
+/* Removes, in place, every member of a valid normal-form list whose key an
+ * earlier member has (list[*len] becomes the NUL); returns how many. */
+int ctx__trace_state_dedupe(char *list, size_t *len);
 
 #endif /* CTX_WIRE_INTERNAL_H */

@@ -338,6 +338,22 @@ static inline int bus_decode(const char *topic, const char *bytes, size_t len, v
     return 0;
 }
 
-static const ctx_nats_bus_codec_t bus_codec = {bus_encode, bus_decode, free, NULL};
+static const ctx_nats_bus_codec_t bus_codec = {
+    .size = sizeof(ctx_nats_bus_codec_t), .encode = bus_encode, .decode = bus_decode, .release = free};
+
+/* ---- a subscription's counts (ctx_nats_sub_stats) ---- */
+
+static inline ctx_nats_sub_stats_t sub_stats(const ctx_nats_sub_t *sub) {
+    ctx_nats_sub_stats_t st = CTX_STRUCT_INIT(ctx_nats_sub_stats_t);
+    if (ctx_nats_sub_stats(sub, &st) != 0)
+        memset(&st, 0, sizeof st);
+    return st;
+}
+
+static inline uint64_t sub_delivered(const ctx_nats_sub_t *sub) { return sub_stats(sub).delivered; }
+static inline uint64_t sub_dropped(const ctx_nats_sub_t *sub) { return sub_stats(sub).dropped; }
+static inline uint64_t sub_malformed(const ctx_nats_sub_t *sub) {
+    return sub_stats(sub).malformed_headers;
+}
 
 #endif /* CTX_NATS_TEST_H */

@@ -289,8 +289,8 @@ static void *run_echo(void *arg) {
     set_str(G.v.user, "alice");
     set_str(G.v.tenant, "acme");
     ctx_wire_traceparent_t mine;
-    ASSERT_RC(ctx_wire_trace_start(G.v.wire, CTX_WIRE_TRACE_FLAG_SAMPLED, &mine), 0);
-    ASSERT_RC(ctx_wire_deadline_set(G.v.wire, 60000000000ll), 0);
+    ASSERT_RC(ctx_wire_trace_start(G.v.wire, NULL, CTX_WIRE_TRACE_FLAG_SAMPLED, &mine), 0);
+    ASSERT_RC(ctx_wire_deadline_set(G.v.wire, NULL, 60000000000ll), 0);
     char out[512];
     ctx_context_t *back = NULL;
     ASSERT_RC(ask("ctx.test.echo", "hi", out, sizeof out, &back), 0);
@@ -351,7 +351,7 @@ static void on_hop2(ctx_nats_t *b, natsMsg *msg, void *user) {
 
 static void *run_hops(void *arg) {
     (void)arg;
-    ASSERT_RC(ctx_wire_deadline_set(G.v.wire, 30000000000ll), 0);
+    ASSERT_RC(ctx_wire_deadline_set(G.v.wire, NULL, 30000000000ll), 0);
     int64_t r0;
     ASSERT_RC(ctx_wire_deadline_remaining(G.v.wire, NULL, &r0), 0);
     char out[256];
@@ -392,7 +392,7 @@ static void on_self(ctx_nats_t *b, natsMsg *msg, void *user) {
 
 static void *run_expired(void *arg) {
     (void)arg;
-    ASSERT_RC(ctx_wire_deadline_set(G.v.wire, -1), 0);
+    ASSERT_RC(ctx_wire_deadline_set(G.v.wire, NULL, -1), 0);
     natsMsg *reply = NULL;
     ASSERT_RC(ctx_nats_request(G.b, "ctx.test.echo", "x", 1, REQUEST_MS, &reply, NULL), CTX_ETIMEDOUT);
     assert_null(reply);
@@ -420,9 +420,9 @@ static void test_error_paths(void **state) {
     /* unsubscribing from its own callback is refused */
     ASSERT_RC(ctx_nats_subscribe(G.b, "ctx.test.self", NULL, on_self, NULL, &self_sub), 0);
     ASSERT_RC(ctx_nats_publish(G.b, "ctx.test.self", "x", 1), 0);
-    for (int i = 0; i < 400 * SLOW && ctx_nats_sub_delivered(self_sub) == 0; i++)
+    for (int i = 0; i < 400 * SLOW && sub_delivered(self_sub) == 0; i++)
         sleep_ms(10);
-    assert_int_equal(ctx_nats_sub_delivered(self_sub), 1);
+    assert_int_equal(sub_delivered(self_sub), 1);
     ASSERT_RC(self_unsubscribe_rc, CTX_EBUSY);
     ASSERT_RC(ctx_nats_unsubscribe(self_sub), 0);
     ASSERT_RC(ctx_nats_unsubscribe(NULL), CTX_EINVAL);
@@ -465,7 +465,7 @@ static void test_callbacks_run_in_message_context(void **state) {
     }
     /* one unrelated message with no context at all */
     ASSERT_RC(ctx_nats_publish(G.b, "ctx.test.local", "-", 1), 0);
-    for (int i = 0; i < 1000 * SLOW && ctx_nats_sub_delivered(sub) < (uint64_t)n + 1; i++)
+    for (int i = 0; i < 1000 * SLOW && sub_delivered(sub) < (uint64_t)n + 1; i++)
         sleep_ms(10);
     ASSERT_RC(ctx_nats_unsubscribe(sub), 0);
     assert_int_equal(local_seen, n + 1);
@@ -485,7 +485,7 @@ static int parent_bus_listener(ctx_bus_listener_t *self, ctx_bus_event_t *event,
 static void *publish_order(void *arg) {
     ctx_bus_t *bus = arg;
     set_str(G.v.user, "carol");
-    ASSERT_RC(ctx_wire_trace_start(G.v.wire, 1, NULL), 0);
+    ASSERT_RC(ctx_wire_trace_start(G.v.wire, NULL, 1, NULL), 0);
     char *data = strdup("o-1");
     ctx_bus_event_t *ev;
     ASSERT_RC(ctx_bus_event_new("order.created", data, free, &ev), 0);
@@ -552,7 +552,7 @@ static void *publish_stream_message(void *arg) {
     snprintf(user, sizeof user, "u%d", n->seq);
     set_str(G.v.seq, text);
     set_str(G.v.user, user);
-    ctx_wire_trace_start(G.v.wire, 0, NULL);
+    ctx_wire_trace_start(G.v.wire, NULL, 0, NULL);
     snprintf(text, sizeof text, "%d %d", n->seq, n->phase);
     /* during the outage a publish may be buffered or refused: either is fine */
     int rc = ctx_nats_publish(G.b, "ctx.test.stream", text, (int)strlen(text));

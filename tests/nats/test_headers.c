@@ -170,17 +170,17 @@ static void *inject_current(void *arg) {
     sent_t *s = ((void **)arg)[1];
     set_str(G.v.user, "alice");
     set_str(G.v.tenant, "acme");
-    ASSERT_RC(ctx_wire_trace_start(G.v.wire, CTX_WIRE_TRACE_FLAG_SAMPLED, &s->parent), 0);
-    ASSERT_RC(ctx_wire_deadline_set(G.v.wire, 60000000000ll), 0);
+    ASSERT_RC(ctx_wire_trace_start(G.v.wire, NULL, CTX_WIRE_TRACE_FLAG_SAMPLED, &s->parent), 0);
+    ASSERT_RC(ctx_wire_deadline_set(G.v.wire, NULL, 60000000000ll), 0);
     trace_hex(G.v.wire, NULL, s->trace);
     ASSERT_RC(ctx_context_copy_current(&s->copy), 0);
-    ASSERT_RC(ctx_nats_inject(G.b, NULL, m), 0);
+    ASSERT_RC(ctx_nats_inject(G.b, NULL, m, NULL), 0);
     return NULL;
 }
 
 static void check_extracted(natsMsg *m, const sent_t *s) {
     ctx_context_t *got = NULL;
-    ctx_wire_report_t rep;
+    ctx_wire_extract_report_t rep = CTX_STRUCT_INIT(ctx_wire_extract_report_t);
     ASSERT_RC(ctx_nats_extract(G.b, m, &got, &rep), 0);
     assert_non_null(got);
     assert_int_equal(rep.traceparent, 1);
@@ -196,7 +196,7 @@ static void check_extracted(natsMsg *m, const sent_t *s) {
     ctx_wire_traceparent_t tp;
     ASSERT_RC(ctx_wire_trace_get(G.v.wire, got, &tp, NULL, NULL), 0);
     assert_memory_not_equal(tp.parent_id, s->parent.parent_id, 8); /* a child */
-    assert_int_equal(tp.flags, CTX_WIRE_TRACE_FLAG_SAMPLED);
+    assert_int_equal(tp.flags, CTX_WIRE_TRACE_FLAG_SAMPLED | CTX_WIRE_TRACE_FLAG_RANDOM);
     int64_t left = -1;
     ASSERT_RC(ctx_wire_deadline_remaining(G.v.wire, got, &left), 0);
     assert_true(left > 0 && left <= 60000000000ll);
@@ -234,7 +234,7 @@ static void test_inject_extract(void **state) {
 
     /* an explicit context (not the current one) is injected as well */
     natsMsg *m2 = new_msg("ctx.api.inject");
-    ASSERT_RC(ctx_nats_inject(G.b, s.copy, m2), 0);
+    ASSERT_RC(ctx_nats_inject(G.b, s.copy, m2, NULL), 0);
     check_extracted(m2, &s);
     natsMsg_Destroy(m2);
     ctx_context_release(s.copy);
@@ -260,15 +260,15 @@ static void test_inject_extract(void **state) {
     assert_int_equal(ctx_context_length(got), 0);
     ctx_context_release(got);
     /* the empty current context writes nothing */
-    ASSERT_RC(ctx_nats_inject(G.b, NULL, m4), 0);
+    ASSERT_RC(ctx_nats_inject(G.b, NULL, m4, NULL), 0);
     const char **keys = NULL;
     int nkeys = -1;
     assert_int_equal(natsMsgHeader_Keys(m4, &keys, &nkeys), NATS_NOT_FOUND);
     free((void *)keys);
 
     /* NULLs */
-    ASSERT_RC(ctx_nats_inject(NULL, NULL, m4), CTX_EINVAL);
-    ASSERT_RC(ctx_nats_inject(G.b, NULL, NULL), CTX_EINVAL);
+    ASSERT_RC(ctx_nats_inject(NULL, NULL, m4, NULL), CTX_EINVAL);
+    ASSERT_RC(ctx_nats_inject(G.b, NULL, NULL, NULL), CTX_EINVAL);
     ASSERT_RC(ctx_nats_extract(NULL, m4, &got, NULL), CTX_EINVAL);
     ASSERT_RC(ctx_nats_extract(G.b, NULL, &got, NULL), CTX_EINVAL);
     ASSERT_RC(ctx_nats_extract(G.b, m4, NULL, NULL), CTX_EINVAL);
@@ -297,7 +297,7 @@ static void on_msg(ctx_nats_t *b, natsMsg *msg, void *user) {
 static void *publish_as_bob(void *arg) {
     natsMsg *m = arg;
     set_str(G.v.user, "bob");
-    ASSERT_RC(ctx_wire_trace_start(G.v.wire, 0, NULL), 0);
+    ASSERT_RC(ctx_wire_trace_start(G.v.wire, NULL, 0, NULL), 0);
     ASSERT_RC(ctx_nats_publish_msg(G.b, m), 0);
     char *trace = malloc(33);
     trace_hex(G.v.wire, NULL, trace);
@@ -305,9 +305,9 @@ static void *publish_as_bob(void *arg) {
 }
 
 static int wait_delivered(ctx_nats_sub_t *sub, uint64_t n) {
-    for (int i = 0; i < 1000 * SLOW && ctx_nats_sub_delivered(sub) < n; i++)
+    for (int i = 0; i < 1000 * SLOW && sub_delivered(sub) < n; i++)
         sleep_ms(10);
-    return ctx_nats_sub_delivered(sub) == n;
+    return sub_delivered(sub) == n;
 }
 
 static void test_publish_msg(void **state) {
@@ -351,7 +351,7 @@ static void test_publish_msg(void **state) {
     assert_string_equal(R.app, "-");
     assert_string_equal(R.data, "plain");
     pthread_mutex_unlock(&R.lock);
-    assert_int_equal(ctx_nats_sub_dropped(sub), 0);
+    assert_int_equal(sub_dropped(sub), 0);
 
     ASSERT_RC(ctx_nats_publish_msg(G.b, NULL), CTX_EINVAL);
     assert_int_equal(natsMsg_Create(&m, "ctx.api.msg", NULL, "x", 1), NATS_OK);
@@ -371,16 +371,16 @@ static void on_counted(ctx_nats_t *b, natsMsg *msg, void *user) {
 
 static void *inject_carol(void *arg) {
     set_str(G.v.user, "carol");
-    ASSERT_RC(ctx_wire_trace_start(G.v.wire, 0, NULL), 0);
-    ASSERT_RC(ctx_nats_inject(G.b, NULL, arg), 0);
+    ASSERT_RC(ctx_wire_trace_start(G.v.wire, NULL, 0, NULL), 0);
+    ASSERT_RC(ctx_nats_inject(G.b, NULL, arg, NULL), 0);
     return NULL;
 }
 
 static void test_sub_dropped(void **state) {
     (void)state;
     NEED_SERVER();
-    assert_int_equal(ctx_nats_sub_dropped(NULL), 0);
-    assert_int_equal(ctx_nats_sub_delivered(NULL), 0);
+    assert_int_equal(sub_dropped(NULL), 0);
+    assert_int_equal(sub_delivered(NULL), 0);
     ctx_nats_sub_t *sub;
     ASSERT_RC(ctx_nats_subscribe(G.b, "ctx.api.drop", NULL, on_counted, NULL, &sub), 0);
     natsConnection_Flush(G.nc);
@@ -396,19 +396,19 @@ static void test_sub_dropped(void **state) {
     ctx_test_alloc_fail_nth(0); /* clears `fired` */
     ctx_test_alloc_fail_all(1);
     assert_int_equal(natsConnection_PublishMsg(G.nc, m), NATS_OK);
-    for (int i = 0; i < 1000 * SLOW && ctx_nats_sub_dropped(sub) == 0; i++)
+    for (int i = 0; i < 1000 * SLOW && sub_dropped(sub) == 0; i++)
         sleep_ms(10);
     ctx_test_alloc_fail_all(0);
     assert_true(ctx_test_alloc_fired());
-    assert_int_equal(ctx_nats_sub_dropped(sub), 1);
-    assert_int_equal(ctx_nats_sub_delivered(sub), 0);
+    assert_int_equal(sub_dropped(sub), 1);
+    assert_int_equal(sub_delivered(sub), 0);
     assert_int_equal(__atomic_load_n(&dropped_calls, __ATOMIC_SEQ_CST), 0);
     /* with memory again the same message is delivered, and the count stays */
     assert_int_equal(natsConnection_PublishMsg(G.nc, m), NATS_OK);
     natsMsg_Destroy(m);
     assert_true(wait_delivered(sub, 1));
     assert_int_equal(__atomic_load_n(&dropped_calls, __ATOMIC_SEQ_CST), 1);
-    assert_int_equal(ctx_nats_sub_dropped(sub), 1);
+    assert_int_equal(sub_dropped(sub), 1);
     ASSERT_RC(ctx_nats_unsubscribe(sub), 0);
 }
 

@@ -13,6 +13,7 @@ typedef struct got {
     char value[80][256];
     size_t value_len[80];
     char props[80][128];
+    size_t props_len[80];
 } got_t;
 
 static int collect(const ctx_wire_baggage_member_t *m, void *user) {
@@ -24,6 +25,7 @@ static int collect(const ctx_wire_baggage_member_t *m, void *user) {
     memcpy(g->value[g->n], m->value, vn);
     g->value[g->n][vn] = '\0';
     g->value_len[g->n] = m->value_len;
+    g->props_len[g->n] = m->properties_len;
     assert_int_equal(m->value[m->value_len], '\0');
     if (m->properties)
         snprintf(g->props[g->n], sizeof g->props[0], "%.*s", (int)m->properties_len, m->properties);
@@ -38,6 +40,7 @@ static ctx_wire_baggage_stats_t st;
 
 static int parse(const char *text) {
     memset(&g, 0, sizeof g);
+    st = CTX_STRUCT_INIT(ctx_wire_baggage_stats_t);
     return ctx_wire_baggage_parse(text, strlen(text), collect, &g, &st);
 }
 
@@ -156,6 +159,7 @@ static void test_member_limit(void **state) {
     size_t len;
     char *s = list_of(64, &len);
     memset(&g, 0, sizeof g);
+    st = CTX_STRUCT_INIT(ctx_wire_baggage_stats_t);
     assert_int_equal(ctx_wire_baggage_parse(s, len, collect, &g, &st), 64);
     assert_int_equal(st.over_limit, 0);
     free(s);
@@ -183,45 +187,173 @@ static void test_byte_limit(void **state) {
     assert_int_equal(parse(s), 1);
     assert_int_equal(st.truncated, 0);
     free(s);
-    /* one byte more: the member ends past 8192, dropped */
+    /* one byte more: re-sent it would not fit, dropped */
     s = list_bytes(8193, "");
     assert_int_equal(parse(s), 0);
     assert_int_equal(st.over_limit, 1);
-    assert_int_equal(st.truncated, 1);
+    assert_int_equal(st.truncated, 0);
     free(s);
-    /* a member ending exactly at 8192, more after it: kept, the rest dropped */
+    /* a member of exactly 8192 bytes, one more after it: that one is dropped */
     s = list_bytes(8192, ",b=1");
     assert_int_equal(parse(s), 1);
-    assert_int_equal(st.truncated, 1);
+    assert_int_equal(st.over_limit, 1);
     assert_string_equal(g.key[0], "a");
     free(s);
-    /* a small member then one crossing the limit */
+    /* a small member, a big one, then one crossing the limit */
     s = list_bytes(8000, "");
     char *t = malloc(8300);
     snprintf(t, 8300, "b=1,%s", s);
     assert_int_equal(parse(t), 2);
-    assert_int_equal(st.truncated, 0);
     snprintf(t, 8300, "b=1,%s,c=%0200d", s, 0);
     assert_int_equal(parse(t), 2);
     assert_int_equal(st.over_limit, 1);
-    assert_int_equal(st.truncated, 1);
+    assert_int_equal(st.truncated, 0);
     free(s);
     free(t);
 }
 
+/* The limits apply to the list as it would be sent on (issue 11): input
+ * whitespace, malformed members and escapes that re-encode shorter do not
+ * count; a member that does not fit is dropped and later ones still may. */
+static void test_limits_on_sent_form(void **state) {
+    (void)state;
+    /* `a=1` + 8190 spaces + `,b=2`: both kept */
+    char *s = malloc(3 + 8190 + 4 + 1);
+    memcpy(s, "a=1", 3);
+    memset(s + 3, ' ', 8190);
+    memcpy(s + 3 + 8190, ",b=2", 5);
+    assert_int_equal(parse(s), 2);
+    assert_string_equal(g.key[1], "b");
+    assert_int_equal(st.over_limit, 0);
+    free(s);
+    /* whitespace around every member, 10 KiB of input for 7 bytes sent */
+    s = malloc(12000);
+    size_t w = 0;
+    for (int i = 0; i < 3; i++) {
+        memset(s + w, '\t', 3000);
+        w += 3000;
+        w += (size_t)sprintf(s + w, "%sk%d=v", i ? "," : "", i);
+    }
+    s[w] = '\0';
+    assert_int_equal(parse(s), 3);
+    free(s);
+    /* malformed members in between cost nothing */
+    s = malloc(9000);
+    w = (size_t)sprintf(s, "a=1,");
+    memset(s + w, 'x', 8500); /* "xxx…": no '=', malformed */
+    w += 8500;
+    strcpy(s + w, ",b=2");
+    assert_int_equal(parse(s), 2);
+    assert_int_equal(st.malformed, 1);
+    free(s);
+    /* 3000 escapes "%41" (9000 bytes) re-encode as 3000 "A": kept */
+    s = malloc(9100);
+    w = (size_t)sprintf(s, "k=");
+    for (int i = 0; i < 3000; i++)
+        w += (size_t)sprintf(s + w, "%%41");
+    assert_int_equal(parse(s), 1);
+    assert_int_equal(g.value_len[0], 3000);
+    free(s);
+    /* a value that re-encodes longer: 3000 spaces as "%20" need 9000 bytes */
+    s = malloc(9200);
+    w = (size_t)sprintf(s, "k=");
+    for (int i = 0; i < 3000; i++)
+        w += (size_t)sprintf(s + w, "%%20");
+    assert_int_equal(parse(s), 0); /* sent on it would be 2 + 9000 bytes */
+    assert_int_equal(st.over_limit, 1);
+    free(s);
+    /* greedy: a (8187 bytes) kept, b (101) does not fit, c (3) still does */
+    s = malloc(8400);
+    w = (size_t)sprintf(s, "a=");
+    memset(s + w, 'x', 8185);
+    w += 8185;
+    w += (size_t)sprintf(s + w, ",b=%099d,c=1", 0);
+    assert_int_equal(parse(s), 2);
+    assert_string_equal(g.key[0], "a");
+    assert_string_equal(g.key[1], "c");
+    assert_int_equal(st.over_limit, 1);
+    free(s);
+    /* properties count as sent */
+    s = malloc(8400);
+    w = (size_t)sprintf(s, "a=1;");
+    memset(s + w, 'p', 8188); /* 4 + 8188 = 8192: fits exactly */
+    w += 8188;
+    strcpy(s + w, ",b=2");
+    assert_int_equal(parse(s), 1);
+    assert_int_equal(g.props_len[0], 8188);
+    assert_int_equal(st.over_limit, 1);
+    free(s);
+}
+
+static void test_input_bound(void **state) {
+    (void)state;
+    /* past CTX_WIRE_BAGGAGE_MAX_INPUT bytes of input nothing is examined */
+    size_t n = CTX_WIRE_BAGGAGE_MAX_INPUT + 100;
+    char *s = malloc(n + 8);
+    memcpy(s, "a=1,", 4);
+    memset(s + 4, ' ', n - 4);
+    strcpy(s + n, ",b=2");
+    assert_int_equal(parse(s), 1);
+    assert_int_equal(st.truncated, 1);
+    assert_int_equal(st.over_limit, 0); /* the cut piece was only spaces */
+    /* a member cut by the bound is dropped */
+    memcpy(s + CTX_WIRE_BAGGAGE_MAX_INPUT - 2, "c=", 2);
+    assert_int_equal(parse(s), 1);
+    assert_int_equal(st.over_limit, 1);
+    assert_int_equal(st.truncated, 1);
+    /* one ending exactly at the bound, a comma after it: kept */
+    memset(s + 4, ' ', n - 4);
+    strcpy(s + n, ",b=2");
+    memcpy(s + CTX_WIRE_BAGGAGE_MAX_INPUT - 3, "c=3,", 4);
+    assert_int_equal(parse(s), 2);
+    assert_string_equal(g.key[1], "c");
+    assert_int_equal(st.truncated, 1);
+    free(s);
+}
+
 static void test_hostile_size(void **state) {
     (void)state;
-    /* 4 MiB of commas and members: only the first 8192 bytes are looked at */
+    /* 4 MiB of commas and members: only the first 64 KiB are looked at */
     size_t n = 4u << 20;
     char *s = malloc(n);
     for (size_t i = 0; i < n; i += 4)
         memcpy(s + i, "k=v,", 4);
     memset(&g, 0, sizeof g);
+    st = CTX_STRUCT_INIT(ctx_wire_baggage_stats_t);
     assert_int_equal(ctx_wire_baggage_parse(s, n, NULL, NULL, &st), 64);
     assert_true(st.over_limit > 0);
-    assert_true(st.over_limit < 8192);
+    assert_true(st.over_limit <= CTX_WIRE_BAGGAGE_MAX_INPUT / 4);
     assert_int_equal(st.truncated, 1);
     free(s);
+}
+
+/* The stats struct follows the growth rule: a smaller one is written only
+ * as far as its size (ASan checks), a NULL-sized one is refused. */
+static void test_stats_growth(void **state) {
+    (void)state;
+    struct {
+        size_t size;
+        size_t members;
+    } small = {sizeof small, 0};
+    unsigned char *heap = malloc(sizeof small); /* exactly: past it ASan stops */
+    memcpy(heap, &small, sizeof small);
+    assert_int_equal(ctx_wire_baggage_parse(S("a=1,b=2,,"), NULL, NULL, (ctx_wire_baggage_stats_t *)heap), 2);
+    memcpy(&small, heap, sizeof small);
+    assert_int_equal(small.size, sizeof small);
+    assert_int_equal(small.members, 2);
+    free(heap);
+    ctx_wire_baggage_stats_t zero = {0};
+    ASSERT_RC(ctx_wire_baggage_parse(S("a=1"), NULL, NULL, &zero), CTX_EINVAL);
+    /* larger than this header's: the tail is left alone */
+    struct {
+        ctx_wire_baggage_stats_t st;
+        size_t later;
+    } big = {CTX_STRUCT_INIT(ctx_wire_baggage_stats_t), 77};
+    big.st.size = sizeof big;
+    assert_int_equal(ctx_wire_baggage_parse(S("a=1,,"), NULL, NULL, &big.st), 1);
+    assert_int_equal(big.st.size, sizeof big);
+    assert_int_equal(big.st.malformed, 2);
+    assert_int_equal(big.later, 77);
 }
 
 static int stop_at_two(const ctx_wire_baggage_member_t *m, void *user) {
@@ -238,7 +370,7 @@ static void test_callback_stops(void **state) {
     (void)state;
     /* a positive result stops the walk and is CTX_ECALLBACK, not a count */
     int calls = 0;
-    ctx_wire_baggage_stats_t stats;
+    ctx_wire_baggage_stats_t stats = CTX_STRUCT_INIT(ctx_wire_baggage_stats_t);
     ASSERT_RC(ctx_wire_baggage_parse(S("a=1,b=2,c=3"), stop_at_two, &calls, &stats), CTX_ECALLBACK);
     assert_int_equal(calls, 2);
     assert_int_equal(stats.members, 2);
@@ -375,7 +507,10 @@ int main(void) {
         cmocka_unit_test(test_malformed_members_dropped_alone),
         cmocka_unit_test(test_member_limit),
         cmocka_unit_test(test_byte_limit),
+        cmocka_unit_test(test_limits_on_sent_form),
+        cmocka_unit_test(test_input_bound),
         cmocka_unit_test(test_hostile_size),
+        cmocka_unit_test(test_stats_growth),
         cmocka_unit_test(test_callback_stops),
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_percent_functions),

@@ -33,13 +33,13 @@ static void test_list_basics(void **state) {
     assert_string_equal(v, "b=2");
     ASSERT_RC(ctx_wire_headers_at(h, 3, &n, &v), CTX_ENOTFOUND);
     /* set replaces every spelling and appends */
-    ASSERT_RC(ctx_wire_headers_set(h, "baggage", S("c=3")), 0);
+    ASSERT_RC(ctx_wire_headers_set_n(h, "baggage", strlen("baggage"), S("c=3")), 0);
     assert_int_equal(ctx_wire_headers_count(h), 2);
     assert_string_equal(header(h, "Baggage"), "c=3");
     ASSERT_RC(ctx_wire_headers_at(h, 0, &n, &v), 0);
     assert_string_equal(n, "Content-Type");
     /* empty values are values */
-    ASSERT_RC(ctx_wire_headers_set(h, "x-empty", "", 0), 0);
+    ASSERT_RC(ctx_wire_headers_set_n(h, "x-empty", strlen("x-empty"), "", 0), 0);
     assert_string_equal(header(h, "X-Empty"), "");
     ctx_wire_headers_clear(h);
     assert_int_equal(ctx_wire_headers_count(h), 0);
@@ -51,14 +51,14 @@ static void test_list_basics(void **state) {
 static void test_list_rejects(void **state) {
     (void)state;
     ctx_wire_headers_t *h = headers();
-    ASSERT_RC(ctx_wire_headers_add(h, S("bad name"), S("v")), CTX_EINVAL);
-    ASSERT_RC(ctx_wire_headers_add(h, S(""), S("v")), CTX_EINVAL);
-    ASSERT_RC(ctx_wire_headers_add(h, S("name:"), S("v")), CTX_EINVAL);
-    ASSERT_RC(ctx_wire_headers_add(h, S("n"), S("a\r\nInjected: 1")), CTX_EINVAL);
-    ASSERT_RC(ctx_wire_headers_add(h, S("n"), S("a\0b")), CTX_EINVAL);
-    ASSERT_RC(ctx_wire_headers_add(h, S("n"), NULL, 1), CTX_EINVAL);
-    ASSERT_RC(ctx_wire_headers_set(h, "n", S("a\nb")), CTX_EINVAL);
-    ASSERT_RC(ctx_wire_headers_add(NULL, S("n"), S("v")), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_headers_add_n(h, S("bad name"), S("v")), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_headers_add_n(h, S(""), S("v")), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_headers_add_n(h, S("name:"), S("v")), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_headers_add_n(h, S("n"), S("a\r\nInjected: 1")), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_headers_add_n(h, S("n"), S("a\0b")), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_headers_add_n(h, S("n"), NULL, 1), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_headers_set_n(h, "n", strlen("n"), S("a\nb")), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_headers_add_n(NULL, S("n"), S("v")), CTX_EINVAL);
     assert_int_equal(ctx_wire_headers_count(h), 0);
     ctx_wire_headers_release(h);
 }
@@ -68,17 +68,17 @@ static void test_list_limits(void **state) {
     ctx_wire_headers_t *h = headers();
     for (int i = 0; i < CTX_WIRE_HEADERS_MAX_PAIRS; i++)
         add_header(h, "x", "v");
-    ASSERT_RC(ctx_wire_headers_add(h, S("x"), S("v")), CTX_ELIMIT);
+    ASSERT_RC(ctx_wire_headers_add_n(h, S("x"), S("v")), CTX_ELIMIT);
     /* set of a name that removes pairs makes room */
-    ASSERT_RC(ctx_wire_headers_set(h, "x", S("only")), 0);
+    ASSERT_RC(ctx_wire_headers_set_n(h, "x", strlen("x"), S("only")), 0);
     assert_int_equal(ctx_wire_headers_count(h), 1);
     ctx_wire_headers_clear(h);
     static char big[CTX_WIRE_HEADERS_MAX_BYTES];
     memset(big, 'v', sizeof big);
-    ASSERT_RC(ctx_wire_headers_add(h, S("b"), big, sizeof big - 1), 0);
-    ASSERT_RC(ctx_wire_headers_add(h, S("c"), S("")), CTX_ELIMIT);
-    ASSERT_RC(ctx_wire_headers_set(h, "b", big, sizeof big - 1), 0);
-    ASSERT_RC(ctx_wire_headers_set(h, "b", big, sizeof big), CTX_ELIMIT);
+    ASSERT_RC(ctx_wire_headers_add_n(h, S("b"), big, sizeof big - 1), 0);
+    ASSERT_RC(ctx_wire_headers_add_n(h, S("c"), S("")), CTX_ELIMIT);
+    ASSERT_RC(ctx_wire_headers_set_n(h, "b", strlen("b"), big, sizeof big - 1), 0);
+    ASSERT_RC(ctx_wire_headers_set_n(h, "b", strlen("b"), big, sizeof big), CTX_ELIMIT);
     assert_int_equal(ctx_wire_headers_count(h), 1);
     ctx_wire_headers_release(h);
 }
@@ -95,7 +95,7 @@ static void test_carrier_get(void **state) {
     add_header(h, "A", "1");
     add_header(h, "b", "2");
     add_header(h, "B", "3");
-    ctx_wire_carrier_t c = {only_iterate, NULL, NULL, h};
+    ctx_wire_carrier_t c = {sizeof(ctx_wire_carrier_t), only_iterate, NULL, NULL, h};
     const char *v;
     size_t n;
     ASSERT_RC(ctx_wire_carrier_get(&c, "b", &v, &n), 0);
@@ -105,7 +105,7 @@ static void test_carrier_get(void **state) {
     ctx_wire_carrier_t full = ctx_wire_headers_carrier(h);
     ASSERT_RC(ctx_wire_carrier_get(&full, "a", &v, &n), 0);
     assert_string_equal(v, "1");
-    ctx_wire_carrier_t none = {NULL, NULL, NULL, h};
+    ctx_wire_carrier_t none = {sizeof(ctx_wire_carrier_t), NULL, NULL, NULL, h};
     ASSERT_RC(ctx_wire_carrier_get(&none, "a", &v, &n), CTX_EINVAL);
     ASSERT_RC(ctx_wire_carrier_get(NULL, "a", &v, &n), CTX_EINVAL);
     ctx_wire_headers_release(h);
@@ -137,13 +137,13 @@ static void test_carrier_get_callback_results(void **state) {
     (void)state;
     const char *v = "untouched";
     size_t n = 99;
-    ctx_wire_carrier_t pg = {NULL, positive_get, NULL, NULL};
+    ctx_wire_carrier_t pg = {sizeof(ctx_wire_carrier_t), NULL, positive_get, NULL, NULL};
     ASSERT_RC(ctx_wire_carrier_get(&pg, "a", &v, &n), CTX_ECALLBACK);
-    ctx_wire_carrier_t fg = {NULL, failing_get, NULL, NULL};
+    ctx_wire_carrier_t fg = {sizeof(ctx_wire_carrier_t), NULL, failing_get, NULL, NULL};
     ASSERT_RC(ctx_wire_carrier_get(&fg, "a", &v, &n), CTX_ESYSTEM);
-    ctx_wire_carrier_t pi = {positive_iterate, NULL, NULL, NULL};
+    ctx_wire_carrier_t pi = {sizeof(ctx_wire_carrier_t), positive_iterate, NULL, NULL, NULL};
     ASSERT_RC(ctx_wire_carrier_get(&pi, "a", &v, &n), CTX_ECALLBACK);
-    ctx_wire_carrier_t fi = {failing_iterate, NULL, NULL, NULL};
+    ctx_wire_carrier_t fi = {sizeof(ctx_wire_carrier_t), failing_iterate, NULL, NULL, NULL};
     ASSERT_RC(ctx_wire_carrier_get(&fi, "a", &v, &n), CTX_ESYSTEM);
     assert_string_equal(v, "untouched");
     assert_int_equal(n, 99);
@@ -151,7 +151,7 @@ static void test_carrier_get_callback_results(void **state) {
     ctx_wire_headers_t *h = headers();
     add_header(h, "X", "1");
     add_header(h, "x", "2");
-    ctx_wire_carrier_t it = {only_iterate, NULL, NULL, h};
+    ctx_wire_carrier_t it = {sizeof(ctx_wire_carrier_t), only_iterate, NULL, NULL, h};
     ASSERT_RC(ctx_wire_carrier_get(&it, "x", &v, &n), 0);
     assert_int_equal(n, 1);
     assert_memory_equal(v, "1", 1);
@@ -174,8 +174,8 @@ static void test_alloc_failures(void **state) {
             char name[8];
             snprintf(name, sizeof name, "h%d", i % 5);
             size_t before = ctx_wire_headers_count(h);
-            rc = (i % 3 == 2) ? ctx_wire_headers_set(h, name, S("s"))
-                              : ctx_wire_headers_add(h, name, strlen(name), S("a"));
+            rc = (i % 3 == 2) ? ctx_wire_headers_set_n(h, name, strlen(name), S("s"))
+                              : ctx_wire_headers_add_n(h, name, strlen(name), S("a"));
             if (rc != 0) {
                 ASSERT_RC(rc, CTX_ENOMEM);
                 assert_int_equal(ctx_wire_headers_count(h), before);

@@ -121,15 +121,44 @@ static void test_future_versions(void **state) {
     assert_string_equal(buf, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
 }
 
-static void test_flags_kept(void **state) {
+static void test_flags(void **state) {
     (void)state;
-    ctx_wire_traceparent_t tp;
+    ctx_wire_traceparent_t tp, child;
     char buf[64];
-    /* unknown flag bits are kept as received and sent on */
+    /* reserved flag bits are kept as received but written as zero (Level 2:
+     * "Vendors MUST set those to zero"); sampled and random are kept */
     ASSERT_RC(parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff", &tp), 0);
     assert_int_equal(tp.flags, 0xff);
     ASSERT_RC(ctx_wire_traceparent_format(&tp, buf, sizeof buf), CTX_WIRE_TRACEPARENT_LEN);
-    assert_string_equal(buf + 53, "ff");
+    assert_string_equal(buf + 53, "03");
+    ASSERT_RC(ctx_wire_traceparent_child(&tp, &child), 0);
+    assert_int_equal(child.flags, 0x03);
+    static const struct {
+        const char *in, *out;
+    } cases[] = {{"00", "00"}, {"01", "01"}, {"02", "02"}, {"03", "03"},
+                 {"04", "00"}, {"05", "01"}, {"fe", "02"}, {"80", "00"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char in[64];
+        snprintf(in, sizeof in, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-%s", cases[i].in);
+        ASSERT_RC(parse(in, &tp), 0);
+        ASSERT_RC(ctx_wire_traceparent_format(&tp, buf, sizeof buf), CTX_WIRE_TRACEPARENT_LEN);
+        if (strcmp(buf + 53, cases[i].out) != 0)
+            fail_msg("flags %s sent as %s, want %s", cases[i].in, buf + 53, cases[i].out);
+    }
+}
+
+static void test_span_id(void **state) {
+    (void)state;
+    ctx_wire_traceparent_t tp;
+    char buf[32];
+    ASSERT_RC(parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", &tp), 0);
+    memset(buf, 'x', sizeof buf);
+    ASSERT_RC(ctx_wire_traceparent_span_id(&tp, buf, 16), CTX_ETRUNCATED);
+    assert_int_equal(buf[0], 'x');
+    ASSERT_RC(ctx_wire_traceparent_span_id(&tp, buf, 17), 16);
+    assert_string_equal(buf, "00f067aa0ba902b7");
+    ASSERT_RC(ctx_wire_traceparent_span_id(NULL, buf, 17), CTX_EINVAL);
+    ASSERT_RC(ctx_wire_traceparent_span_id(&tp, NULL, 17), CTX_EINVAL);
 }
 
 static void test_format_errors(void **state) {
@@ -157,7 +186,9 @@ static void test_new_and_child(void **state) {
     ASSERT_RC(ctx_wire_traceparent_new(CTX_WIRE_TRACE_FLAG_SAMPLED, &a), 0);
     ASSERT_RC(ctx_wire_traceparent_new(0, &b), 0);
     assert_memory_not_equal(a.trace_id, b.trace_id, 16);
-    assert_int_equal(a.flags, 1);
+    /* a new trace-id is random: Level 2's random flag is set */
+    assert_int_equal(a.flags, CTX_WIRE_TRACE_FLAG_SAMPLED | CTX_WIRE_TRACE_FLAG_RANDOM);
+    assert_int_equal(b.flags, CTX_WIRE_TRACE_FLAG_RANDOM);
     /* a new trace formats and parses back identically */
     ASSERT_RC(ctx_wire_traceparent_format(&a, buf, sizeof buf), CTX_WIRE_TRACEPARENT_LEN);
     ASSERT_RC(parse(buf, &c), 0);
@@ -195,7 +226,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spec_examples),     cmocka_unit_test(test_whitespace_around_value),
         cmocka_unit_test(test_invalid_values),    cmocka_unit_test(test_future_versions),
-        cmocka_unit_test(test_flags_kept),        cmocka_unit_test(test_format_errors),
+        cmocka_unit_test(test_flags), cmocka_unit_test(test_span_id),        cmocka_unit_test(test_format_errors),
         cmocka_unit_test(test_new_and_child),     cmocka_unit_test(test_many_ids_distinct),
     };
     return cmocka_run_group_tests_name("wire_traceparent", tests, NULL, NULL);

@@ -119,7 +119,7 @@ static inline ctx_wire_headers_t *headers(void) {
 }
 
 static inline void add_header(ctx_wire_headers_t *h, const char *name, const char *value) {
-    ASSERT_RC(ctx_wire_headers_add(h, name, strlen(name), value, strlen(value)), 0);
+    ASSERT_RC(ctx_wire_headers_add_n(h, name, strlen(name), value, strlen(value)), 0);
 }
 
 static inline const char *header(ctx_wire_headers_t *h, const char *name) {

@@ -15,8 +15,8 @@ int main(void) {
         natsMsg_Create(&msg, "orders", NULL, "x", 1) != NATS_OK)
         return 1;
     ctx_wire_carrier_t carrier = ctx_nats_carrier(msg);
-    if (ctx_wire_trace_start(wire, CTX_WIRE_TRACE_FLAG_SAMPLED, NULL) != 0 ||
-        ctx_wire_inject(wire, NULL, &carrier, 0) != 0 ||
+    if (ctx_wire_trace_start(wire, NULL, CTX_WIRE_TRACE_FLAG_SAMPLED, NULL) != 0 ||
+        ctx_wire_inject(wire, NULL, &carrier, 0, NULL) != 0 ||
         natsMsgHeader_Get(msg, "traceparent", &value) != NATS_OK || value == NULL ||
         strlen(value) != CTX_WIRE_TRACEPARENT_LEN)
         return 1;

@@ -17,8 +17,8 @@ int main(void) {
     if (ctx_wire_new(&wire) != 0 || ctx_wire_headers_new(&headers) != 0)
         return 1;
     ctx_wire_carrier_t carrier = ctx_wire_headers_carrier(headers);
-    if (ctx_wire_trace_start(wire, CTX_WIRE_TRACE_FLAG_SAMPLED, &started) != 0 ||
-        ctx_wire_inject(wire, NULL, &carrier, 0) != 0 ||
+    if (ctx_wire_trace_start(wire, NULL, CTX_WIRE_TRACE_FLAG_SAMPLED, &started) != 0 ||
+        ctx_wire_inject(wire, NULL, &carrier, 0, NULL) != 0 ||
         ctx_wire_headers_get(headers, "traceparent", &value, &len) != 0 ||
         len != CTX_WIRE_TRACEPARENT_LEN)
         return 1;
