@@ -60,10 +60,6 @@ static void fork_install(void) { pthread_atfork(NULL, NULL, fork_child); }
 
 void ctx__bus_fork_watch(void) { pthread_once(&fork_once, fork_install); }
 
-void ctx__bus_snap_lock(ctx_bus_t *bus) {
-    ctx__spin_lock(&bus->snap_lock);
-}
-
 int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
     if (!out)
         return CTX_EINVAL;

@@ -106,7 +106,12 @@ static inline ctx__bus_list_t *ctx__bus_list_retain(ctx__bus_list_t *list) {
         atomic_fetch_add_explicit(&list->refs, 1, memory_order_relaxed);
     return list;
 }
-void ctx__bus_list_release(ctx__bus_list_t *list);
+/* Frees a list whose last reference went (its entries released). */
+void ctx__bus_list_free(ctx__bus_list_t *list);
+static inline void ctx__bus_list_release(ctx__bus_list_t *list) {
+    if (list && atomic_fetch_sub_explicit(&list->refs, 1, memory_order_acq_rel) == 1)
+        ctx__bus_list_free(list);
+}
 
 /* 1 if the first n bytes of a and b are equal.  Topics are short, and a
  * call to memcmp costs more than comparing them here a word at a time: 8
@@ -215,7 +220,7 @@ static inline int ctx__bus_is_shut(const ctx_bus_t *bus) {
     return atomic_load_explicit(&bus->shut, memory_order_acquire);
 }
 
-void ctx__bus_snap_lock(ctx_bus_t *bus);
+static inline void ctx__bus_snap_lock(ctx_bus_t *bus) { ctx__spin_lock(&bus->snap_lock); }
 static inline void ctx__bus_snap_unlock(ctx_bus_t *bus) {
     atomic_store_explicit(&bus->snap_lock, 0, memory_order_release);
 }

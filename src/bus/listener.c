@@ -149,9 +149,7 @@ static size_t list_bytes(size_t capacity) {
     return sizeof(ctx__bus_list_t) + capacity * sizeof(ctx_bus_listener_t *);
 }
 
-void ctx__bus_list_release(ctx__bus_list_t *list) {
-    if (!list || atomic_fetch_sub_explicit(&list->refs, 1, memory_order_acq_rel) != 1)
-        return;
+void ctx__bus_list_free(ctx__bus_list_t *list) {
     for (size_t i = 0; i < list->count; i++)
         ctx_bus_listener_release(list->items[i]);
     ctx__bus_free(list, list_bytes(list->capacity));
