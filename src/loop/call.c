@@ -108,8 +108,12 @@ static void handle_run(ctx__loop_rec_t *rec) {
         ctx__loop_report(h->loop, r, "a callback returned with a context of its own still entered");
     else if (r)
         ctx__loop_report(h->loop, r, "a callback could not enter its context and was skipped");
-    atomic_store_explicit(&h->state, CTX__H_DONE,
-                          h->holds_loop ? memory_order_release : memory_order_relaxed);
+    /* (A memory order that is not a constant compiles to the strongest:
+     * spell each out.) */
+    if (h->holds_loop)
+        atomic_store_explicit(&h->state, CTX__H_DONE, memory_order_release);
+    else
+        atomic_store_explicit(&h->state, CTX__H_DONE, memory_order_relaxed);
     handle_finish(h);
     handle_unref(h, 1);
 }
