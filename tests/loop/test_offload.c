@@ -552,7 +552,7 @@ static void test_offload_errors(void **state) {
     assert_int_equal(m.released, 0);
     run_loop(loop);
     assert_int_equal(calls, 1);
-    close_loop(loop);
+    ASSERT_RC(ctx_loop_close(loop), 0);
     ASSERT_RC(ctx_loop_offload(loop, pool, noop_work, &calls, never_done, NULL), CTX_ECLOSED);
     ctx_loop_release(loop);
     ASSERT_RC(ctx_pool_release(pool), 0);
