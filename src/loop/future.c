@@ -89,6 +89,13 @@ ctx_loop_t *ctx__loop_future_finalize(ctx_loop_future_t *f) {
     return f->loop;
 }
 
+/* Frees a plain future (its last reference went). */
+static void plain_destroy(ctx_loop_future_t *f) {
+    ctx_loop_t *loop = ctx__loop_future_finalize(f);
+    ctx__loop_free(f, sizeof *f);
+    ctx_loop_release(loop);
+}
+
 void ctx_loop_future_release(ctx_loop_future_t *f) {
     if (!f || atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return;
@@ -100,12 +107,8 @@ void ctx_loop_future_release(ctx_loop_future_t *f) {
         ctx__wrap_destroy(f);
         break;
     default:
-    {
-        ctx_loop_t *loop = ctx__loop_future_finalize(f);
-        ctx__loop_free(f, sizeof *f);
-        ctx_loop_release(loop);
+        plain_destroy(f);
         break;
-    }
     }
 }
 
