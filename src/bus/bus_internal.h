@@ -96,6 +96,7 @@ struct ctx_bus_listener {
 /* An immutable list of listeners, sorted by seq; each one retained. */
 typedef struct ctx__bus_list {
     atomic_size_t refs;
+    uint64_t id;     /* unique for the process's life (delivery plans key on it) */
     size_t count;
     size_t capacity; /* entries allocated (the size to free) */
     ctx_bus_listener_t *items[];

@@ -172,7 +172,9 @@ static ctx__bus_list_t *list_rebuild(const ctx__bus_list_t *old, ctx_bus_listene
         *err = CTX_ENOMEM;
         return NULL;
     }
+    static atomic_uint_fast64_t next_list_id = 1;
     atomic_init(&list->refs, 1);
+    list->id = atomic_fetch_add_explicit(&next_list_id, 1, memory_order_relaxed);
     list->capacity = live;
     size_t n = 0;
     for (size_t i = 0; old && i < old->count && n < live - (add ? 1 : 0); i++)
