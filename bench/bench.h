@@ -152,6 +152,7 @@ void ctx_bench_put_best(ctx_bench_t *b, const char *key, const ctx_bench_samples
 
 /* ---- the sections, in the order they run; each module adds its own ---- */
 void ctx_bench_core(ctx_bench_t *b);
+void ctx_bench_cancel(ctx_bench_t *b);
 void ctx_bench_pool(ctx_bench_t *b);
 void ctx_bench_loop(ctx_bench_t *b);
 void ctx_bench_bus(ctx_bench_t *b);

@@ -5,7 +5,7 @@
  *   ctxvar_bench --json          the same figures as one JSON object
  *   ctxvar_bench --quick         fewer iterations per round, 11 rounds
  *   ctxvar_bench --rounds N      N rounds per comparison (11..64; default 21)
- *   ctxvar_bench --only a,b      only the named sections (core, pool, loop,
+ *   ctxvar_bench --only a,b      only the named sections (core, cancel, pool, loop,
  *                                bus, wire)
  *
  * How figures are measured (interleaved rounds, medians, ratio of medians,
@@ -282,8 +282,8 @@ typedef struct section {
 } section_t;
 
 static const section_t sections[] = {
-    {"core", ctx_bench_core}, {"pool", ctx_bench_pool}, {"loop", ctx_bench_loop},
-    {"bus", ctx_bench_bus},   {"wire", ctx_bench_wire},
+    {"core", ctx_bench_core}, {"cancel", ctx_bench_cancel}, {"pool", ctx_bench_pool},
+    {"loop", ctx_bench_loop}, {"bus", ctx_bench_bus},       {"wire", ctx_bench_wire},
 };
 #define SECTIONS (int)(sizeof sections / sizeof sections[0])
 
@@ -303,7 +303,7 @@ static int selected(const char *list, const char *name) {
 }
 
 static int usage(const char *argv0) {
-    fprintf(stderr, "usage: %s [--json] [--quick] [--rounds N] [--only core,pool,loop,bus,wire]\n", argv0);
+    fprintf(stderr, "usage: %s [--json] [--quick] [--rounds N] [--only core,cancel,pool,loop,bus,wire]\n", argv0);
     return 2;
 }
 

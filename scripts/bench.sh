@@ -5,7 +5,7 @@
 #   bash scripts/bench.sh --json      one JSON object on stdout
 #   bash scripts/bench.sh --quick     fewer iterations per round (smoke run)
 #   bash scripts/bench.sh --rounds N  N interleaved rounds per figure (11..64)
-#   bash scripts/bench.sh --only pool only some sections (core,pool,loop,bus,wire)
+#   bash scripts/bench.sh --only pool only some sections (core,cancel,pool,loop,bus,wire)
 #
 # The table shows every figure (the median of its rounds, or a ratio of
 # medians), its p10/p90, its spread (flagged when above 30%) and its goal

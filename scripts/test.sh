@@ -8,12 +8,14 @@
 # ./build, reused between runs):
 #   plain     gcc -O2 -g: every test, plus the checks of the build (label
 #             build: exports, install, consumers, docs, API reference)
-#   asan      clang -O1 -g, AddressSanitizer + UndefinedBehaviorSanitizer
+#   asan      clang -O1 -g, AddressSanitizer + UndefinedBehaviorSanitizer,
+#             CTX_DEBUG=ON (double release / use after release abort)
 #   tsan      clang -O1 -g, ThreadSanitizer
 #   valgrind  gcc -O2 -g (the plain flags), every test under valgrind memcheck
 # The sanitizer builds use clang so that both compilers build everything with
 # -Werror (CTX_WERROR=ON) on every run; every module must be built
-# (CTX_WITH_LOOP/NATS/PYTHON=ON).
+# (CTX_WITH_LOOP/NATS/PYTHON=ON).  The C++ test of include/ctxvar.hpp is
+# built with the matching C++ compiler (g++, clang++).
 #
 # Installs what it needs with apt-get when something is missing, which needs
 # root (CI runs as root); anyone else is told which packages to install.
@@ -78,7 +80,8 @@ run_config() {
     # Every module must be built (ON: a missing dependency stops the
     # configuration) and warnings are errors.
     if ! ctx_configure "$dir" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        "-DCMAKE_C_FLAGS_RELWITHDEBINFO=$cflags" -DCTX_BUILD_TESTS=ON -DCTX_WERROR=ON \
+        "-DCMAKE_C_FLAGS_RELWITHDEBINFO=$cflags" "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=$cflags" \
+        -DCTX_BUILD_TESTS=ON -DCTX_WERROR=ON \
         -DCTX_WITH_LOOP=ON -DCTX_WITH_NATS=ON -DCTX_WITH_PYTHON=ON "$@" >"$log" 2>&1; then
         cat "$log"
         ctx_log "[$name] CONFIGURE FAILED"
@@ -132,10 +135,11 @@ run_config() {
 
 for cfg in "${configs[@]}"; do
     case "$cfg" in
-    plain) run_config plain gcc "-O2 -g" ;;
-    asan) run_config asan clang "-O1 -g" -DCTX_SANITIZE=address ;;
-    tsan) run_config tsan clang "-O1 -g" -DCTX_SANITIZE=thread ;;
-    valgrind) run_config valgrind gcc "-O2 -g" -DCTX_VALGRIND=ON ;;
+    plain) run_config plain gcc "-O2 -g" -DCMAKE_CXX_COMPILER=g++ ;;
+    asan) run_config asan clang "-O1 -g" -DCMAKE_CXX_COMPILER=clang++ -DCTX_SANITIZE=address \
+        -DCTX_DEBUG=ON ;;
+    tsan) run_config tsan clang "-O1 -g" -DCMAKE_CXX_COMPILER=clang++ -DCTX_SANITIZE=thread ;;
+    valgrind) run_config valgrind gcc "-O2 -g" -DCMAKE_CXX_COMPILER=g++ -DCTX_VALGRIND=ON ;;
     esac
 done
 

@@ -61,7 +61,7 @@ if ! configure auto; then
 fi
 expect auto "ctxvar: loop module skipped: libuv"
 expect auto "ctxvar: nats module skipped: libnats"
-expect auto "ctxvar: modules built: core pool bus wire;"
+expect auto "ctxvar: modules built: core cancel pool bus wire;"
 if ! grep -q '^CTX_WERROR:BOOL=OFF$' "$work/auto/CMakeCache.txt" 2>/dev/null; then
     echo "FAIL: CTX_WERROR does not default to OFF" >&2
     failures=$((failures + 1))
