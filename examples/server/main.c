@@ -95,6 +95,9 @@ static int cmd_serve(const args_t *a) {
     printf("listening on 127.0.0.1:%d (%s)\n", ex_server_port(server), a->raw ? "raw libuv" : "ctxvar");
     fflush(stdout);
     ex_server_run(server);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signalled = NULL;
     ex_server_stats_t st;
     ex_server_stats(server, &st);
     print_stats(a->raw ? "raw" : "ctxvar", &st);

@@ -78,7 +78,8 @@ int ex_server_port(const ex_server_t *server);
 /* Serves on the calling thread until stopped; returns once every request in
  * flight has been answered or dropped and every handle is closed. */
 int ex_server_run(ex_server_t *server);
-/* Stops a running server (any thread; also before it runs). */
+/* Stops a running server (any thread, async-signal-safe; also before it
+ * runs, but not after ex_server_run returned). */
 void ex_server_stop(ex_server_t *server);
 /* The counters (after ex_server_run returned, or racy while it runs). */
 void ex_server_stats(const ex_server_t *server, ex_server_stats_t *out);
