@@ -80,7 +80,7 @@ static void check(int rc, const char *what) {
  * half prefix. */
 static void subscribe_eight(ctx_bus_t *bus, ctx_bus_listener_fn fn) {
     for (int i = 0; i < LISTENERS; i++) {
-        ctx_bus_subscribe_options_t o = {(i & 1) ? CTX_BUS_SCOPED : 0, NULL};
+        ctx_bus_subscribe_options_t o = {sizeof(ctx_bus_subscribe_options_t), (i & 1) ? CTX_BUS_SCOPED : 0, NULL};
         check(ctx_bus_subscribe(bus, (i & 2) ? "bench.*" : "bench.tick", fn, NULL, &o, NULL),
               "subscribe");
     }

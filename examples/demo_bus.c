@@ -174,7 +174,7 @@ static void *unbound_callback(void *arg) {
 static void *request_main(void *arg) {
     request_log_t *log = arg;
     ctx_var_set(request_var, (void *)log->id, NULL);
-    ctx_bus_subscribe_options_t scoped = {CTX_BUS_SCOPED, NULL};
+    ctx_bus_subscribe_options_t scoped = {sizeof(ctx_bus_subscribe_options_t), CTX_BUS_SCOPED, NULL};
     ctx_bus_subscribe(bus, "progress.*", request_listener, log, &scoped, NULL);
 
     publish_progress("progress.start", "the handler", 0, 0);

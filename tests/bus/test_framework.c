@@ -132,7 +132,7 @@ static void *request_main(void *arg) {
     long id = (long)(intptr_t)arg;
     OFF_MAIN_CHECK(ctx_var_set(request_var, IV(id), NULL) == 0);
 
-    ctx_bus_subscribe_options_t scoped = {CTX_BUS_SCOPED, on_listener_release};
+    ctx_bus_subscribe_options_t scoped = {sizeof(ctx_bus_subscribe_options_t), CTX_BUS_SCOPED, on_listener_release};
     OFF_MAIN_CHECK(ctx_bus_subscribe(bus, "progress.*", record_listener, &listeners[id],
                                      &scoped, NULL) == 0);
 
