@@ -197,7 +197,7 @@ static int setup(ex_server_t *s) {
     if (r == 0)
         r = ctx_loop_new(NULL, &st->loop);
     if (r == 0) {
-        ctx_pool_options_t options = {0};
+        ctx_pool_options_t options = CTX_STRUCT_INIT(ctx_pool_options_t);
         options.threads = (size_t)(s->config.threads > 0 ? s->config.threads : 4);
         r = ctx_pool_new(&options, &st->pool);
     }

@@ -68,6 +68,7 @@
  * then the inbox, then the loop thread.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "common/common.h"
 #include "loop/loop_internal.h"
 
 typedef struct wrap {
@@ -86,6 +87,18 @@ typedef struct wrap {
 } wrap_t;
 
 static wrap_t *wrap_of(ctx_loop_future_t *f) { return (wrap_t *)(void *)f; }
+
+
+/* The caller's submit options (NULL: the defaults) read by the growth rule
+ * (docs/api-rules.md): a struct from an older or newer header is accepted
+ * as the pool would accept it.  0 or CTX_EINVAL. */
+static int read_submit_options(const ctx_pool_submit_options_t *options,
+                               ctx_pool_submit_options_t *out) {
+    *out = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
+    if (options && ctx__struct_in(out, sizeof *out, options, sizeof(ctx_pool_submit_options_t)))
+        return CTX_EINVAL;
+    return 0;
+}
 
 /* ---- the keep-alive notice ---- */
 
@@ -222,10 +235,12 @@ int ctx_loop_run_in_pool(ctx_loop_t *loop, ctx_pool_t *pool, ctx_pool_task_fn fn
         return CTX_EFORKED;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
+    ctx_pool_submit_options_t submit;
+    if (read_submit_options(options, &submit))
+        return CTX_EINVAL;
     wrap_t *w = wrap_new(loop);
     if (!w)
         return CTX_ENOMEM;
-    ctx_pool_submit_options_t submit = options ? *options : CTX_STRUCT_INIT(ctx_pool_submit_options_t);
     w->fn = fn;
     w->arg = arg;
     w->arg_release = submit.arg_release;
@@ -254,7 +269,9 @@ int ctx_loop_task_offload(ctx_loop_task_t *task, ctx_pool_t *pool, ctx_pool_task
     if (!pool || !fn || !ctx__task_can_arm(task))
         return CTX_EINVAL;
     ctx_loop_future_t *f = ctx_loop_task_future(task);
-    ctx_pool_submit_options_t submit = options ? *options : CTX_STRUCT_INIT(ctx_pool_submit_options_t);
+    ctx_pool_submit_options_t submit;
+    if (read_submit_options(options, &submit))
+        return CTX_EINVAL;
     if (submit.propagation == CTX_POOL_PROPAGATE_DEFAULT) {
         submit.propagation = CTX_POOL_PROPAGATE_CONTEXT;
         submit.context = ctx_loop_task_context(task);
@@ -357,7 +374,9 @@ int ctx_loop_offload(ctx_loop_t *loop, ctx_pool_t *pool, ctx_pool_task_fn fn, vo
         return CTX_EFORKED;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
-    ctx_pool_submit_options_t submit = options ? *options : (ctx_pool_submit_options_t){0};
+    ctx_pool_submit_options_t submit;
+    if (read_submit_options(options, &submit))
+        return CTX_EINVAL;
     int spare;
     offload_t *o = ctx__loop_spare_take_from(&loop->spare_offloads, 1, &spare);
     if (!o)

@@ -81,7 +81,7 @@ static void test_bus_made_before_fork_is_unusable_in_the_child(void **state) {
     ctx_bus_listener_t *g = subscribe_counted(bus, "job.*", count_listener, 0);
     ctx_bus_listener_t *s = subscribe_counted(bus, "job.*", count_listener, CTX_BUS_SCOPED);
     ctx_bus_listener_t *slow = subscribe_counted(bus, "slow", slow_listener, 0);
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);

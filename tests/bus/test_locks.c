@@ -218,7 +218,7 @@ static void held_data_release(void *data) {
 }
 
 static ctx_pool_t *one_worker_pool(void) {
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);

@@ -74,7 +74,7 @@ static void test_loop_made_before_fork_is_unusable_in_the_child(void **state) {
     ASSERT_RC(ctx_loop_future_new(loop, NULL, &done), 0);
     ASSERT_RC(ctx_loop_future_set_result(done, IV(5)), 0);
     ASSERT_RC(ctx_loop_task_new(loop, one_step, NULL, NULL, &t), 0);
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);

@@ -339,11 +339,11 @@ static void test_offload_arg_release(void **state) {
     (void)state;
     scene_t s;
     scene_open(&s);
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
-    ctx_pool_submit_options_t so = {0};
+    ctx_pool_submit_options_t so = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
     so.arg_release = held_pool_release;
     ctx_loop_future_t *w = NULL;
     gate_start(&s.gate, other_thread_calls, &s, NULL); /* before the worker may hold it */
@@ -385,7 +385,7 @@ static void test_offload_done(void **state) {
     (void)state;
     scene_t s;
     scene_open(&s);
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);

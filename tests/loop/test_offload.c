@@ -404,7 +404,7 @@ static void test_offload_round_trip(void **state) {
     atomic_init(&wrong, 0);
     int n = SCALED(300, 30, 60);
     item_t *items = calloc((size_t)n, sizeof *items);
-    ctx_pool_submit_options_t opts = {0};
+    ctx_pool_submit_options_t opts = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
     opts.arg_release = item_release;
     for (int i = 0; i < n; i++) {
         items[i] = (item_t){v, pthread_self(), &wrong, i, 0, 0};
@@ -468,7 +468,7 @@ static void test_offload_dropped_or_orphaned(void **state) {
     ctx_loop_future_t *block;
     ASSERT_RC(ctx_loop_run_in_pool(loop, pool, blocker, NULL, NULL, &block), 0);
     dropped_t d = {0, 0, 0, 0};
-    ctx_pool_submit_options_t opts = {0};
+    ctx_pool_submit_options_t opts = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
     opts.arg_release = dropped_release;
     ASSERT_RC(ctx_loop_offload(loop, pool, result_work, &d, dropped_done, &opts), 0);
     pthread_t t; /* cancels the queued work, then waits for the blocked worker */
@@ -549,7 +549,7 @@ static void test_offload_errors(void **state) {
     assert_int_equal(calls, 1);
     /* A pool that refuses the work: nothing runs, arg stays the caller's. */
     ASSERT_RC(ctx_pool_shutdown(pool, CTX_POOL_SHUTDOWN_DRAIN), 0);
-    ctx_pool_submit_options_t opts = {0};
+    ctx_pool_submit_options_t opts = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
     opts.arg_release = misuse_release;
     misuse_t m = {pool, 0, {0}, 0};
     ASSERT_RC(ctx_loop_offload(loop, pool, noop_work, &m, never_done, &opts), CTX_ESHUTDOWN);
