@@ -312,8 +312,10 @@ typedef struct ctx_nats_bus_codec {
  * A topic that is not a valid NATS subject token sequence, an encode
  * failure or a failed publish is a listener failure (the bus's error
  * handler sees the code).  Errors: CTX_EINVAL (NULL, prefix not a NATS
- * subject without wildcards, a codec whose size is wrong), CTX_ENOMEM,
- * CTX_ESHUTDOWN (bus shut down), CTX_EFORKED.  Any thread. */
+ * subject without wildcards, a codec whose size is wrong), CTX_EPARSE (a
+ * malformed bus pattern), CTX_ENOMEM, CTX_ESHUTDOWN (bus shut down),
+ * CTX_EFORKED (the bridge or the bus was made before fork()).  Any
+ * thread. */
 CTX_EXPORT int ctx_nats_bus_forward(ctx_nats_t *bridge, ctx_bus_t *bus, const char *pattern,
                                          const char *prefix, const ctx_nats_bus_codec_t *codec,
                                          ctx_bus_listener_t **out);

@@ -75,12 +75,23 @@ void ctx__context_clear(ctx_context_t *ctx) {
     ctx->map = CTX__HAMT_EMPTY;
 }
 
-int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result) {
+/* The entered flag of storage only the calling thread can reach: a plain
+ * load and store, no read-modify-write (a locked instruction is a full
+ * fence, and a pool worker runs one of these per task). */
+static int claim_private(ctx_context_t *ctx) {
+    size_t s = atomic_load_explicit(&ctx->state, memory_order_relaxed);
+    if (s & CTX__ENTERED)
+        return CTX_EENTERED;
+    atomic_store_explicit(&ctx->state, s + CTX__ENTERED, memory_order_relaxed);
+    return 0;
+}
+
+static int run_stored(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result, int private_storage) {
     int err = 0;
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
         return err;
-    if (ctx__context_claim(ctx, 0))
+    if (private_storage ? claim_private(ctx) : ctx__context_claim(ctx, 0))
         return CTX_EENTERED;
     ctx->prev = ts->current;
     ts->current = ctx;
@@ -112,9 +123,22 @@ int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void
     }
     ctx->prev = NULL;
     ts->epoch++;
-    atomic_fetch_sub_explicit(&ctx->state, CTX__ENTERED, memory_order_release);
+    if (private_storage)
+        atomic_store_explicit(&ctx->state,
+                              atomic_load_explicit(&ctx->state, memory_order_relaxed) - CTX__ENTERED,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_sub_explicit(&ctx->state, CTX__ENTERED, memory_order_release);
     ctx__provider_switched(); /* provider.c */
     return r;
+}
+
+int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result) {
+    return run_stored(ctx, fn, arg, result, 0);
+}
+
+int ctx__context_run_private(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result) {
+    return run_stored(ctx, fn, arg, result, 1);
 }
 
 /* ---- the public face: ctx_capture_t is storage for one context ---- */

@@ -399,8 +399,7 @@ static void test_copies_take_the_provided_context(void **state) {
     ctx_context_release(copy);
 
     ctx_pool_t *pool;
-    ctx_pool_options_t options;
-    memset(&options, 0, sizeof options);
+    ctx_pool_options_t options = CTX_STRUCT_INIT(ctx_pool_options_t);
     options.threads = 2;
     ASSERT_RC(ctx_pool_new(&options, &pool), 0);
     for (int i = 0; i < 8; i++) {

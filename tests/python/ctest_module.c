@@ -311,8 +311,7 @@ static ctx_pool_t *pool;
 static int ensure_pool(void) {
     if (pool)
         return 0;
-    ctx_pool_options_t options;
-    memset(&options, 0, sizeof options);
+    ctx_pool_options_t options = CTX_STRUCT_INIT(ctx_pool_options_t);
     options.threads = 2;
     int rc = ctx_pool_new(&options, &pool);
     if (rc) {
