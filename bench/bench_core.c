@@ -1,5 +1,5 @@
 /*
- * bench_core.c — the core's figures (issue: core benchmark keys).
+ * bench_core.c — the core's figures (its JSON keys are a contract).
  *
  * Baselines first: a __thread read through a non-inlined function and
  * pthread_getspecific, the two things a C programmer would otherwise use.
@@ -110,7 +110,7 @@ static void get_figures(ctx_bench_t *b, long iters) {
     ctx_bench_put_samples(b, "getspecific_ns", &spec, CTX_BENCH_NO_GOAL, "baseline: pthread_getspecific");
     ctx_bench_put_samples(b, "get_hit_ns", &hit, CTX_BENCH_NO_GOAL,
                           "ctx_var_get, repeated (per-thread cache hit)");
-    /* Goal: issue 14 (was 1.5). */
+    /* Goal (was 1.5). */
     ctx_bench_put_ratio(b, "get_hit_ratio", &hit, &spec, CTX_BENCH_AT_MOST(1.0),
                         "get_hit / getspecific, ratio of medians");
 }
@@ -281,7 +281,7 @@ void ctx_bench_core(ctx_bench_t *b) {
     switch_figures(b, iters, 16, "get_after_switch_ns_16");
     switch_figures(b, iters, 1000, "get_after_switch_ns_1000");
     set_reset_figures(b, iters, 1, "set_reset_ns_1", CTX_BENCH_NO_GOAL);
-    set_reset_figures(b, iters, 16, "set_reset_ns_16", CTX_BENCH_AT_MOST(30)); /* issue 14 */
+    set_reset_figures(b, iters, 16, "set_reset_ns_16", CTX_BENCH_AT_MOST(30)); /* stretch goal */
     set_reset_figures(b, iters, 1000, "set_reset_ns_1000", CTX_BENCH_NO_GOAL);
     set_reset_own_figure(b, iters);
     set_after_copy_figure(b, iters);
