@@ -100,9 +100,19 @@ struct ctx_context {
 };
 
 /* Sets the entered flag and adds `refs` * CTX__REF in one operation: 0, or
- * CTX_EENTERED if the flag was set already (nothing changed). */
+ * CTX_EENTERED if the flag was set already (nothing changed).  A state of
+ * one reference and no flag, seen with acquire ordering, is the caller's
+ * alone (no other thread holds the context, so none can enter it or take a
+ * reference): a plain store then does it (the argument of drop_ref in
+ * hamt.c).  Leaving has no such shortcut: while entered, the caller may
+ * hand its reference to another thread, which may drop it at any time. */
 static inline int ctx__context_claim(ctx_context_t *ctx, size_t refs) {
-    size_t s = atomic_load_explicit(&ctx->state, memory_order_relaxed);
+    size_t s = atomic_load_explicit(&ctx->state, memory_order_acquire);
+    if (s == CTX__REF) {
+        atomic_store_explicit(&ctx->state, s + CTX__ENTERED + refs * CTX__REF,
+                              memory_order_relaxed);
+        return 0;
+    }
     do {
         if (s & CTX__ENTERED)
             return CTX_EENTERED;
