@@ -188,7 +188,7 @@ int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value) {
         return CTX_EINVAL;
     CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_set");
     CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_context_set");
-    if (atomic_load_explicit(&ctx->state, memory_order_acquire) == CTX__REF)
+    if (atomic_load_explicit(&ctx->state, memory_order_acquire) == CTX__REF && !ctx->embedded)
         return set_alone(ctx, var, value);
     if (ctx__context_claim(ctx, 0))
         return CTX_EENTERED;

@@ -11,6 +11,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <cmocka.h>
@@ -103,6 +104,51 @@ static void test_nested_run_is_eentered(void **state) {
     ctx_capture_clear(&cap);
     assert_int_equal(ctx_thread_release(), 0);
     ctx_var_release(g_var);
+}
+
+/* Two threads run the same capture over and over: at most one of them is
+ * ever inside it (the other gets CTX_EENTERED), as the header promises. */
+#define RACE_RUNS 200000
+static atomic_int race_inside, race_overlaps;
+
+static void *race_fn(void *arg) {
+    (void)arg;
+    if (atomic_exchange(&race_inside, 1))
+        atomic_fetch_add(&race_overlaps, 1);
+    atomic_store(&race_inside, 0);
+    return NULL;
+}
+
+static void *race_runner(void *arg) {
+    intptr_t ran = 0;
+    for (int i = 0; i < RACE_RUNS; i++) {
+        int rc = ctx_capture_run(arg, race_fn, NULL, NULL);
+        if (rc == 0)
+            ran++;
+        else if (rc != CTX_EENTERED)
+            return (void *)(intptr_t)rc; /* negative: fails the test */
+    }
+    ctx_thread_release();
+    return (void *)ran;
+}
+
+static void test_concurrent_runs_exclude_each_other(void **state) {
+    (void)state;
+    ctx_capture_t cap;
+    ctx_capture_current(&cap);
+    pthread_t t[2];
+    void *ran[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, race_runner, &cap), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_join(t[i], &ran[i]), 0);
+        if ((intptr_t)ran[i] < 0) /* one of them may lose every race: 0 */
+            fail_msg("runner %d: %s", i, ctx_error_name((int)(intptr_t)ran[i]));
+    }
+    assert_true((intptr_t)ran[0] + (intptr_t)ran[1] > 0);
+    assert_int_equal(atomic_load(&race_overlaps), 0);
+    ctx_capture_clear(&cap);
+    assert_int_equal(ctx_thread_release(), 0);
 }
 
 static void test_copy_of_a_context(void **state) {
@@ -311,6 +357,7 @@ int main(void) {
         cmocka_unit_test(test_capturing_allocates_nothing),
         cmocka_unit_test(test_run_that_leaves_a_context_entered),
         cmocka_unit_test(test_run_on_another_thread),
+        cmocka_unit_test(test_concurrent_runs_exclude_each_other),
         cmocka_unit_test(test_thread_exit_inside_a_run),
         cmocka_unit_test(test_run_whose_fn_exits_its_context),
         cmocka_unit_test(test_exported_allocator),
