@@ -162,6 +162,7 @@ static void race_case(size_t capacity, ctx_pool_shutdown_mode_t mode) {
     atomic_store(&shutdown_returned, 0);
     atomic_store(&late_runs, 0);
 
+    pool_test_make_cancel_var();
     ctx_test_alloc_install();
     long base_blocks = ctx_test_alloc_live_blocks();
     submitter_var = pool_make_var("submitter", NULL, 0);
