@@ -347,8 +347,11 @@ typedef enum ctx_pool_future_state {
 
 /* What ctx_pool_future_cancel did (non-negative statuses). */
 #define CTX_POOL_CANCEL_DONE 0     /* the future is cancelled: the task never runs */
-#define CTX_POOL_CANCEL_RUNNING 1  /* the task is running: its scope is cancelled;
-                                 the future ends when the task returns */
+#define CTX_POOL_CANCEL_RUNNING 1  /* a worker took the task: its scope is
+                                 cancelled; the future ends when the task
+                                 returns (or at once, CANCELLED, if the
+                                 worker had not started it yet: then it
+                                 never starts) */
 #define CTX_POOL_CANCEL_TOO_LATE 2 /* the future had already ended: nothing done */
 
 /* Timeout meaning "wait as long as it takes". */
@@ -410,8 +413,10 @@ CTX_EXPORT int ctx_pool_future_result(const ctx_pool_future_t *future, void **re
  *                        arg_release and done-callbacks have run on this
  *                        thread when the call returns (or are running on
  *                        another thread that cancelled it at the same time);
- *   CTX_POOL_CANCEL_RUNNING   it is running: its scope is cancelled; it ends as
- *                        the task decides;
+ *   CTX_POOL_CANCEL_RUNNING   a worker took it: its scope is cancelled; it ends
+ *                        as the task decides, or, if the worker had not
+ *                        called fn yet, never starts (CANCELLED, with
+ *                        arg_release, as for CTX_POOL_CANCEL_DONE);
  *   CTX_POOL_CANCEL_TOO_LATE  it had already ended (nothing done).
  * Errors (nothing done): CTX_EINVAL (NULL), CTX_EFORKED (not ended, and its
  * pool was made before the fork() this process is a child of), CTX_ENOMEM /

@@ -537,11 +537,11 @@ static int submit_light(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
  * ctx_pool_future_cancel cancels it); otherwise the scope its context holds
  * (a group task's context gets the group's).  0 or CTX_ENOMEM (nothing
  * kept). */
-static int task_scope(ctx_pool_future_t *f, ctx_pool_group_t *group) {
+static int task_scope(ctx_pool_future_t *f, ctx_pool_group_t *group, bool has_group_scope) {
     ctx_cancel_scope_t *parent =
         group ? ctx__group_scope(group) : ctx__cancel_map_scope(&f->context_storage.map);
     if (!f->pinned) {
-        int rc = group ? ctx__cancel_context_put(&f->context_storage, parent) : 0;
+        int rc = group && !has_group_scope ? ctx__cancel_context_put(&f->context_storage, parent) : 0;
         if (rc == 0)
             f->scope = parent; /* borrowed from the context */
         return rc;
@@ -568,9 +568,14 @@ static int submit_record(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
     if (!f)
         return CTX_ENOMEM;
     f->pinned = out != NULL;
-    int rc = ctx__policy_make_context(policy, f);
+    /* A group's COPY task: the submitter's context with the group's scope
+     * already in it (group.c). */
+    bool from_group = group && policy->kind == CTX_POOL_PROPAGATE_COPY;
+    int rc = from_group ? ctx__group_context(group, &f->context_storage)
+                        : ctx__policy_make_context(policy, f);
+    f->has_context = rc == 0;
     if (rc == 0)
-        rc = task_scope(f, group);
+        rc = task_scope(f, group, from_group);
     if (rc != 0) {
         ctx__future_discard(f);
         return rc;

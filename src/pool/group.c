@@ -39,6 +39,17 @@
  * a failure that came first keeps its place (its compare-and-swap came
  * before the cancellation it caused).
  *
+ * Contexts.  A task's context is its submitter's with the group's scope
+ * put in: a copy of the map with one more entry, i.e. a new root node and
+ * an entry of its own per task — two allocations, freed on a worker.  Most
+ * groups are fed from one context (a request fanning out), so the group
+ * keeps a one-entry cache, the *template*: the last submitter's map and
+ * the same map with the group's scope put in.  A COPY submit from a context
+ * whose map is that one takes a reference to the template and allocates
+ * nothing; another map replaces the template.  The template keeps that
+ * map's values alive until it is replaced or the group goes (the group's
+ * tasks share them anyway).
+ *
  * Waiting is ctx__pool_block (future.c): until `pending` is 0, the timeout,
  * or the waiter's own scope is cancelled — cancellable like every wait of
  * the pool.
@@ -54,6 +65,7 @@
 
 #include "common/common.h"
 #include "core/alloc.h"
+#include "core/provider.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -69,11 +81,20 @@ struct ctx_pool_group {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int monotonic;
+    /* The template (see "Contexts" above), under `template_lock`: the map
+     * it was made from (retained, so that its address cannot be reused for
+     * another map while it is the key) and that map with the group's scope
+     * put in (retained). */
+    atomic_int template_lock;
+    ctx__hamt_t template_from;
+    ctx__hamt_t template;
 };
 
 ctx_cancel_scope_t *ctx__group_scope(const ctx_pool_group_t *group) { return group->scope; }
 
 static void group_free(ctx_pool_group_t *g) {
+    ctx__hamt_release(g->template_from, &ctx__box_ops);
+    ctx__hamt_release(g->template, &ctx__box_ops);
     ctx_cancel_scope_release(g->scope);
     pthread_cond_destroy(&g->cond);
     pthread_mutex_destroy(&g->lock);
@@ -118,6 +139,8 @@ int ctx_pool_group_new(ctx_pool_t *pool, const ctx_cancel_options_t *options,
     atomic_init(&g->pending, 0);
     atomic_init(&g->error, 0);
     atomic_init(&g->waiters, 0);
+    atomic_init(&g->template_lock, 0);
+    g->template_from = g->template = CTX__HAMT_EMPTY;
     ctx__pool_retain(pool);
     g->pool = pool;
     *out = g;
@@ -158,6 +181,45 @@ int ctx_pool_group_submit(ctx_pool_group_t *group, ctx_pool_task_fn fn, void *ar
     if (rc != 0)
         ctx__group_task_ended(group); /* uncounted, waiters told */
     return rc;
+}
+
+int ctx__group_context(ctx_pool_group_t *g, ctx_context_t *storage) {
+    ctx__tstate_t *ts = ctx__provider_installed() ? NULL : ctx__tls;
+    const ctx__hamt_node_t *root = ts ? ts->current->map.root : NULL;
+    if (ts) {
+        ctx__spin_lock(&g->template_lock);
+        if (g->template.root && g->template_from.root == root) {
+            ctx__policy_context_of_map(storage, ctx__hamt_retain(g->template));
+            ctx__spin_unlock(&g->template_lock);
+            return 0;
+        }
+        ctx__spin_unlock(&g->template_lock);
+    }
+    /* A new template: the current map, and a copy with the scope in it. */
+    ctx_context_t made;
+    ctx__context_init_copy_current(&made);
+    ctx__hamt_t from = ctx__hamt_retain(made.map);
+    int rc = ctx__cancel_context_put(&made, g->scope);
+    if (rc != 0) {
+        ctx__hamt_release(from, &ctx__box_ops);
+        ctx__context_clear(&made);
+        return rc;
+    }
+    ctx__policy_context_of_map(storage, ctx__hamt_retain(made.map));
+    if (!ts || from.root != root) { /* a host's context: not cached */
+        ctx__hamt_release(from, &ctx__box_ops);
+        ctx__context_clear(&made);
+        return 0;
+    }
+    ctx__spin_lock(&g->template_lock);
+    ctx__hamt_t old_from = g->template_from, old = g->template;
+    g->template_from = from;
+    g->template = made.map; /* the reference `made` held */
+    ctx__spin_unlock(&g->template_lock);
+    /* Outside the lock: releases may run values' release operations. */
+    ctx__hamt_release(old_from, &ctx__box_ops);
+    ctx__hamt_release(old, &ctx__box_ops);
+    return 0;
 }
 
 void ctx__group_task_ending(ctx_pool_group_t *g, const ctx_pool_future_t *f, int state,

@@ -498,6 +498,11 @@ int ctx__pool_submit(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
 
 /* The group's scope (borrowed: the group holds it). */
 ctx_cancel_scope_t *ctx__group_scope(const ctx_pool_group_t *group);
+/* Makes `storage` the context of a COPY task of `group`: the calling
+ * thread's current context with the group's scope put in (from the
+ * group's template when the context's map is the one it was made from).
+ * 0 or CTX_ENOMEM (nothing kept). */
+int ctx__group_context(ctx_pool_group_t *group, ctx_context_t *storage);
 /* A task of `group` (record `f`) is about to end with `state`/`error`: a
  * failure is recorded (the first one) and cancels the group's scope.
  * Before ctx__future_finish; no lock held. */

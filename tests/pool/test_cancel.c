@@ -493,6 +493,9 @@ static void test_wait_wakes_on_the_waiters_scope(void **state) {
 static void test_scoped_submit_out_of_memory(void **state) {
     (void)state;
     pool_test_make_cancel_var();
+    /* Installed before the worker exists: it frees through the allocator
+     * (the warm-up's scope) while this thread goes on. */
+    ctx_test_alloc_install();
     ctx_pool_t *pool = new_pool(1);
     ctx_pool_future_t *warm = NULL; /* the worker's state, made before counting */
     ASSERT_RC(ctx_pool_submit(pool, task_nop, NULL, &warm), 0);
@@ -501,7 +504,6 @@ static void test_scoped_submit_out_of_memory(void **state) {
     ctx_cancel_scope_t *scope = NULL;
     ctx_token_t *tok = NULL;
     ASSERT_RC(ctx_cancel_enter_child(NULL, &scope, &tok), 0);
-    ctx_test_alloc_install();
     stamped_t s;
     memset(&s, 0, sizeof s);
     ctx_pool_submit_options_t so = CTX_STRUCT_INIT(ctx_pool_submit_options_t);

@@ -134,14 +134,17 @@ static void test_first_failure_cancels_siblings(void **state) {
     memset(&a, 0, sizeof a);
     memset(&b, 0, sizeof b);
     memset(q, 0, sizeof q);
+    atomic_int go = 0;
     b.ret = CTX_ECONNECTION;
-    b.wait_for = &a.started; /* fails once its sibling runs */
+    b.wait_for = &go; /* fails once its sibling runs and the rest is queued */
     ctx_pool_submit_options_t so = with_release();
     ctx_pool_future_t *fa = NULL;
     ASSERT_RC(ctx_pool_group_submit(g, task_until_cancelled, &a, &so, &fa), 0);
     ASSERT_RC(ctx_pool_group_submit(g, task_return, &b, &so, NULL), 0);
     for (int i = 0; i < QUEUED; i++) /* behind both workers */
         ASSERT_RC(ctx_pool_group_submit(g, task_return, &q[i], &so, NULL), 0);
+    await_flag(&a.started);
+    atomic_store(&go, 1);
     ASSERT_RC(ctx_pool_group_wait(g, CTX_WAIT_FOREVER), CTX_ECONNECTION);
 
     assert_int_equal(atomic_load(&a.saw), CTX_ECANCELLED); /* stopped by the failure */
