@@ -78,6 +78,34 @@
  * `_release`; passing NULL as `out` (where allowed) means the caller wants
  * none.
  *
+ * Cancellation scopes (ctxvar/cancel.h)
+ * -------------------------------------
+ * The scope a context carries governs what the loop runs in it:
+ *   - a ctx_loop_call_soon / _later / _at / _soon_threadsafe callback whose
+ *     context's scope is cancelled when the callback is due — or whose
+ *     deadline has passed by then, even if the timer thread has not
+ *     cancelled it yet: the loop reads the clock — does not run: it ends
+ *     as if cancelled (ctx_loop_handle_cancelled reports 1) and only its
+ *     arg_release runs.  Future done-callbacks always run (they report an
+ *     outcome rather than start work).
+ *   - a task follows the scope of its own context (the creator's, or the
+ *     explicit context's; a step that enters another scope in it, e.g. a
+ *     child, is followed into it).  Once that scope is cancelled, every
+ *     later step sees its error (CTX_ECANCELLED or CTX_EDEADLINE) from
+ *     ctx_loop_task_awaited in place of the wait's outcome — asyncio's
+ *     CancelledError at the await, level-triggered as in trio: a wait armed
+ *     while the scope is cancelled ends at once.  A sleep or an awaited
+ *     future is abandoned when the scope is cancelled (from any thread, or
+ *     by its deadline): the task wakes on the loop at once; the awaited
+ *     future itself is not cancelled (it may be shared; work started for
+ *     the task in copies of its context stops by the same scope).  A task
+ *     that has not run its first step ends CANCELLED with the scope's
+ *     error without running it.  A step that must wait for cleanup work
+ *     after its scope was cancelled enters another scope first
+ *     (ctx_cancel_enter(NULL, ...) detaches; ctx_cancel_exit in a later
+ *     step restores).  A task costs nothing more without a scope; with one
+ *     it registers one wake-up callback on it for its life.
+ *
  * Closing
  * -------
  * ctx_loop_close cancels everything still scheduled (callbacks are dropped
@@ -302,7 +330,9 @@ typedef struct ctx_loop_call_options {
  * If `handle` is not NULL, *handle receives a reference to cancel it with.
  * Costs one record (which captures the context: a ctx_capture_t, O(1)),
  * allocated, or reused from the loop's spares once callbacks have run.
- * Loop thread.
+ * If the scope of that context is cancelled (or past its deadline) when
+ * the callback is due, fn does not run: the handle ends cancelled and
+ * arg_release runs (see "Cancellation scopes" above).  Loop thread.
  * Errors (fn never runs; arg stays the caller's; *handle untouched):
  * CTX_EINVAL (loop or fn NULL, options with a wrong size), CTX_ENOMEM,
  * CTX_ECLOSED, CTX_EFORKED. */
@@ -442,8 +472,9 @@ CTX_EXPORT ctx_loop_future_state_t ctx_loop_future_state(const ctx_loop_future_t
 CTX_EXPORT int ctx_loop_future_done(const ctx_loop_future_t *future);
 
 /* The outcome, without waiting: 0 and *result (if not NULL; borrowed from
- * the future), the error code of a failed future, CTX_ECANCELLED,
- * CTX_ENOTDONE, or CTX_EINVAL (NULL).  Any thread. */
+ * the future), the error code of a failed future, CTX_ECANCELLED (or
+ * CTX_EDEADLINE for a task ended by its scope's deadline), CTX_ENOTDONE,
+ * or CTX_EINVAL (NULL).  Any thread. */
 CTX_EXPORT int ctx_loop_future_result(const ctx_loop_future_t *future,
                                            void **result);
 
@@ -478,7 +509,8 @@ CTX_EXPORT int ctx_loop_future_add_done_callback(
  *                  usual form is `return ctx_loop_task_sleep(task, 10);`);
  *   0              the task completed; *result (NULL on entry) is its
  *                  result;
- *   CTX_ECANCELLED the task ends cancelled;
+ *   CTX_ECANCELLED or CTX_EDEADLINE: the task ends cancelled with that
+ *                  code (what a step returns when its scope is cancelled);
  *   another negative code: the task failed with that code.
  * A step that returns CTX_LOOP_TASK_WAIT without arming a wait fails the task
  * with CTX_EINVAL (and tells the error handler); a step that arms a wait and
@@ -506,7 +538,8 @@ typedef struct ctx_loop_task_options {
 
 /* Creates a task running step(task, arg, &result) repeatedly, and schedules
  * its first step (asyncio's create_task).  The task keeps the loop running
- * until it ends.  If `out` is not NULL, *out receives the caller's
+ * until it ends.  It follows the cancellation scope of its context (see
+ * "Cancellation scopes" at the top).  If `out` is not NULL, *out receives the caller's
  * reference.  Loop thread.
  * Errors (step never runs; arg stays the caller's): CTX_EINVAL (loop or
  * step NULL, options with a wrong size), CTX_ENOMEM, CTX_ECLOSED,
@@ -582,6 +615,10 @@ CTX_EXPORT int ctx_loop_task_offload(ctx_loop_task_t *task, ctx_pool_t *pool,
  *   CTX_ECANCELLED: the awaited future was cancelled, or the task was asked
  *     to cancel (ctx_loop_task_cancel) since its last step: the step decides
  *     whether to end (return CTX_ECANCELLED) or to go on;
+ *   CTX_ECANCELLED / CTX_EDEADLINE: the scope of the task's context is
+ *     cancelled (or past its deadline), whatever the wait's outcome; this
+ *     wins over the rest and comes at every step while the scope stays
+ *     current in the task's context;
  *   the awaited future's error code;
  *   CTX_EINVAL: NULL, or not called from the task's running step.
  * Loop thread. */
@@ -602,7 +639,8 @@ CTX_EXPORT int ctx_loop_task_cancel(ctx_loop_task_t *task);
 CTX_EXPORT int ctx_loop_task_cancelling(const ctx_loop_task_t *task);
 
 /* ctx_loop_future_result of the task's future (0 and the step's result,
- * the failure code, CTX_ECANCELLED, CTX_ENOTDONE, CTX_EINVAL).  Any thread. */
+ * the failure code, CTX_ECANCELLED or CTX_EDEADLINE for a task that ended
+ * cancelled with it, CTX_ENOTDONE, CTX_EINVAL).  Any thread. */
 CTX_EXPORT int ctx_loop_task_result(const ctx_loop_task_t *task, void **result);
 
 /* 1 if the task has ended, else 0.  Any thread. */
