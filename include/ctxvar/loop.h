@@ -162,6 +162,7 @@
 #include <uv.h>
 
 #include "../ctxvar.h"
+#include "cancel.h"
 #include "pool.h"
 
 #ifdef __cplusplus
@@ -645,6 +646,82 @@ CTX_EXPORT int ctx_loop_task_result(const ctx_loop_task_t *task, void **result);
 
 /* 1 if the task has ended, else 0.  Any thread. */
 CTX_EXPORT int ctx_loop_task_done(const ctx_loop_task_t *task);
+
+/* ---------------------------------------------------------------------- */
+/* Task groups (asyncio's TaskGroup)                                       */
+/* ---------------------------------------------------------------------- */
+
+/* A group of child tasks that a parent task waits for together: the "await
+ * all" of the loop, with structured concurrency.
+ *
+ *     // in the parent's step:
+ *     ctx_loop_task_group_new(task, &g);            // scope: a child of
+ *     ctx_loop_task_group_spawn(g, fetch_a, a, NULL, NULL); // the parent's
+ *     ctx_loop_task_group_spawn(g, fetch_b, b, NULL, NULL);
+ *     return ctx_loop_task_group_await(task, g);
+ *     // next step: ctx_loop_task_awaited(task, NULL) is 0 or the first
+ *     // failure; then ctx_loop_task_group_release(g).
+ *
+ * The group has a cancellation scope, a child of the parent task's scope
+ * (a root if it has none); each child runs in a copy of the parent's
+ * context (or of options->context) with that scope, so it stops (see
+ * "Cancellation scopes") when the scope is cancelled:
+ *   - by the first child that FAILS (ends with a code other than 0,
+ *     CTX_ECANCELLED or CTX_EDEADLINE): its code is the group's outcome and
+ *     the scope's cause (cause.code); its siblings are cancelled;
+ *   - by ctx_loop_task_group_cancel, by the parent's scope (a parent
+ *     scope cancelled cancels the group), or by ctx_loop_task_cancel on the
+ *     parent while it awaits the group;
+ *   - by ctx_loop_task_group_release while children are still pending.
+ * A parent awaiting the group wakes only once every child has ended, also
+ * when it is cancelled itself (then its step sees the cancellation).
+ * Loop thread for every function but ctx_loop_task_group_cancel. */
+typedef struct ctx_loop_task_group ctx_loop_task_group_t;
+
+/* Makes a group whose parent is `parent` (a pending task of the loop; the
+ * group keeps a reference to it).  *out receives the caller's reference.
+ * Errors: CTX_EINVAL (NULL, parent ended), CTX_ENOMEM, CTX_ESYSTEM (the
+ * scope's timer), CTX_ECLOSED, CTX_EFORKED (nothing made). */
+CTX_EXPORT int ctx_loop_task_group_new(ctx_loop_task_t *parent, ctx_loop_task_group_t **out);
+
+/* Creates a child task of the group, as ctx_loop_task_new does, in a copy
+ * of the parent's context (or of options->context) whose scope is the
+ * group's.  The other options work as in ctx_loop_task_new.  *out (if not
+ * NULL) receives a reference to the child.
+ * Errors (step never runs; arg stays the caller's): CTX_EINVAL (NULL,
+ * options with a wrong size), CTX_ECANCELLED / CTX_EDEADLINE (the group's
+ * scope is cancelled: it takes no more children), CTX_ENOMEM, CTX_ECLOSED,
+ * CTX_EFORKED. */
+CTX_EXPORT int ctx_loop_task_group_spawn(ctx_loop_task_group_t *group,
+                                         ctx_loop_task_step_fn step, void *arg,
+                                         const ctx_loop_task_options_t *options,
+                                         ctx_loop_task_t **out);
+
+/* Arms the wait of the parent's running step for the end of every child
+ * (children spawned meanwhile count too): the next step reads the outcome
+ * with ctx_loop_task_awaited — 0 (every child ended without failing), the
+ * first failure's code, or the parent's own cancellation.  Returns
+ * CTX_LOOP_TASK_WAIT; CTX_EINVAL (NULL, `parent` is not the group's
+ * parent, or the rules of ctx_loop_task_await are broken), CTX_EFORKED.
+ * Loop thread: from the parent's running step. */
+CTX_EXPORT int ctx_loop_task_group_await(ctx_loop_task_t *parent, ctx_loop_task_group_t *group);
+
+/* Cancels the group's scope (every child stops; later spawns fail).
+ * Returns 0, CTX_CANCEL_ALREADY, CTX_EINVAL, or ctx_cancel_scope_cancel's
+ * errors.  Any thread (holding a reference). */
+CTX_EXPORT int ctx_loop_task_group_cancel(ctx_loop_task_group_t *group);
+
+/* The group's scope (borrowed: valid while the group is), or NULL. */
+CTX_EXPORT ctx_cancel_scope_t *ctx_loop_task_group_scope(const ctx_loop_task_group_t *group);
+
+/* The number of children that have not ended (0 for NULL).  Loop thread. */
+CTX_EXPORT size_t ctx_loop_task_group_pending(const ctx_loop_task_group_t *group);
+
+/* Drops the caller's reference (NULL ignored).  If children are still
+ * pending, the group's scope is cancelled first (nothing started for the
+ * group outlives it unnoticed); they end on the loop as usual.  Loop
+ * thread. */
+CTX_EXPORT void ctx_loop_task_group_release(ctx_loop_task_group_t *group);
 
 /* ---------------------------------------------------------------------- */
 /* Offloading to a pool without a task                                     */

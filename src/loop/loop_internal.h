@@ -463,6 +463,25 @@ int ctx__task_can_arm(const ctx_loop_task_t *t);
 /* ctx_loop_task_cancel through the task's future. */
 int ctx__task_cancel_future(ctx_loop_future_t *f);
 
+/* ctx_loop_task_new for a child of `group` (NULL: none), which takes over
+ * the caller's reference to the group (on success only). */
+int ctx__task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
+                  const ctx_loop_task_options_t *options, ctx_loop_task_group_t *group,
+                  ctx_loop_task_t **out);
+/* ctx_loop_task_await of the future `done` that ends `group`: such a wait
+ * is not abandoned when the task's scope is cancelled, and
+ * ctx_loop_task_cancel cancels the group's children instead of `done`. */
+int ctx__task_await_group(ctx_loop_task_t *t, ctx_loop_future_t *done,
+                          ctx_loop_task_group_t *group);
+
+/* Task groups (group.c), loop thread: a child of `group` ended with
+ * `state`/`error` (drops the child's reference); a reference more / less;
+ * the parent was cancelled while awaiting the group. */
+void ctx__task_group_child_ended(ctx_loop_task_group_t *group, int state, int error);
+void ctx__task_group_retain(ctx_loop_task_group_t *group);
+void ctx__task_group_unref(ctx_loop_task_group_t *group);
+void ctx__task_group_cancel_children(ctx_loop_task_group_t *group);
+
 /* Cancels the pool future a wrapped future follows (after the wrapped
  * future itself was cancelled). */
 void ctx__wrap_cancelled(ctx_loop_future_t *f);

@@ -108,6 +108,11 @@ struct ctx_loop_task {
     atomic_int wake_posted;
     ctx__loop_rec_t wake;
     ctx_cancel_callback_t cancel_cb;
+    /* Task groups (group.c): the group this task is a child of (it holds
+     * a reference to it until the task ends), and the group whose end this
+     * task awaits (retained while `awaiting` is that group's future). */
+    ctx_loop_task_group_t *group;
+    ctx_loop_task_group_t *awaiting_group;
 };
 
 static _Thread_local ctx_loop_task_t *tls_task;
@@ -183,6 +188,9 @@ static void abandon_wait(ctx_loop_task_t *t) {
         ctx__loop_timer_remove(loop, &t->waiter);
         break;
     case WAIT_FUTURE:
+        if (t->awaiting_group)
+            return; /* a group's end: its children stop by the same scope
+                       (a child of this one) and the wait ends with them */
         if (!ctx__loop_future_remove_rec(t->awaiting, &t->waiter))
             return; /* the future completed: the waiter comes anyway */
         break;
@@ -231,6 +239,10 @@ static void unlink_task(ctx_loop_t *loop, ctx_loop_task_t *t) {
 static void drop_awaiting(ctx_loop_task_t *t) {
     ctx_loop_future_release(t->awaiting);
     t->awaiting = NULL;
+    if (t->awaiting_group) {
+        ctx__task_group_unref(t->awaiting_group);
+        t->awaiting_group = NULL;
+    }
 }
 
 /* Ends a pending task: the wait is abandoned, arg_release runs, then the
@@ -255,6 +267,11 @@ static void end_task(ctx_loop_task_t *t, int state, int error, void *result, int
     }
     ctx__loop_future_complete(&t->future, state, error, result);
     drop_awaiting(t);
+    if (t->group) { /* after the future: the group's awaiter sees it done */
+        ctx_loop_task_group_t *g = t->group;
+        t->group = NULL;
+        ctx__task_group_child_ended(g, state, error);
+    }
     if (release_waiter)
         ctx_loop_task_release(t);
     ctx_loop_task_release(t); /* the loop's */
@@ -382,6 +399,12 @@ static const ctx__loop_rec_ops_t waiter_ops = {waiter_run, waiter_drop, NULL};
 
 int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
                  const ctx_loop_task_options_t *options, ctx_loop_task_t **out) {
+    return ctx__task_new(loop, step, arg, options, NULL, out);
+}
+
+int ctx__task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
+                  const ctx_loop_task_options_t *options, ctx_loop_task_group_t *group,
+                  ctx_loop_task_t **out) {
     if (!loop || !step)
         return CTX_EINVAL;
     if (ctx__loop_forked(loop))
@@ -416,6 +439,7 @@ int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
     t->step = step;
     t->arg = arg;
     t->arg_release = o.arg_release;
+    t->group = group; /* the caller's reference to it becomes the task's */
     atomic_init(&t->cancel_requests, 0);
     t->next = loop->tasks;
     if (t->next)
@@ -480,6 +504,16 @@ int ctx_loop_task_sleep(ctx_loop_task_t *t, uint64_t delay_ms) {
     return CTX_LOOP_TASK_WAIT;
 }
 
+int ctx__task_await_group(ctx_loop_task_t *t, ctx_loop_future_t *done,
+                          ctx_loop_task_group_t *group) {
+    int r = ctx_loop_task_await(t, done);
+    if (r == CTX_LOOP_TASK_WAIT) {
+        ctx__task_group_retain(group);
+        t->awaiting_group = group;
+    }
+    return r;
+}
+
 int ctx_loop_task_yield(ctx_loop_task_t *t) {
     if (t && ctx__loop_forked(t->future.loop))
         return CTX_EFORKED;
@@ -522,6 +556,13 @@ int ctx_loop_task_cancel(ctx_loop_task_t *t) {
         ctx__loop_ready_push(loop, &t->waiter);
         break;
     case WAIT_FUTURE:
+        if (t->awaiting_group) {
+            /* Awaiting a group: its children are cancelled and the task
+             * wakes once they all ended (asyncio's TaskGroup). */
+            t->must_cancel = 1;
+            ctx__task_group_cancel_children(t->awaiting_group);
+            break;
+        }
         /* Cancelling the awaited future wakes the task with CTX_ECANCELLED
          * through its outcome; if it is already done, say so explicitly. */
         if (ctx_loop_future_cancel(t->awaiting) != 1)
