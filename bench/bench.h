@@ -2,7 +2,7 @@
  * bench.h — the benchmark harness shared by every module's figures.
  *
  * One binary (ctxvar_bench) runs every module's section in order and prints a
- * table, or with --json one JSON object.  Keys named in the issues are a
+ * table, or with --json one JSON object.  Its keys are a public
  * contract: keep them stable, add freely.  Units: nanoseconds unless the key
  * ends in _ratio (x), _bytes, _us or contains _us_per_ (microseconds), ends in
  * _rps (per second) or _count (a plain number).

@@ -1,5 +1,5 @@
 /*
- * bench_bus.c — the bus module's figures (issue: event bus with
+ * bench_bus.c — the bus module's figures (an event bus with
  * context-scoped listeners).
  *
  * The contract figure, bus_publish_ns_8: one thread publishes one event

@@ -1,5 +1,5 @@
 /*
- * bench_cancel.c — the cancel module's figures (issue 10: cancellation and
+ * bench_cancel.c — the cancel module's figures (cancellation and
  * deadlines carried by the context).
  *
  *   cancel_check_ns        ctx_cancel_check with a scope current, in a

@@ -1,5 +1,5 @@
 /*
- * bench_core.c — the core's figures (issue: core benchmark keys).
+ * bench_core.c — the core's figures (its JSON keys are a contract).
  *
  * Baselines first: a __thread read through a non-inlined function and
  * pthread_getspecific, the two things a C programmer would otherwise use.
@@ -10,6 +10,14 @@
  * get_hit_ratio (get_hit / getspecific) and copy_flat_ratio are ratios of
  * medians; "after switch" and "after copy" figures are the difference of the
  * medians of a loop with the operation and the same loop without it.
+ *
+ * Building a context (what a decoder such as the wire layer's extract pays
+ * per request), interleaved:
+ *   context_new_set_ns_8   ctx_context_new, 8 x ctx_context_set, release
+ *   context_new_from_ns_8  ctx_context_new_from of the same 8, release
+ *   context_new_from_ratio_8  the second / the first (ratio of medians)
+ * The values are plain pointers (no release operation), so the figures are
+ * the core's own work.
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -102,7 +110,7 @@ static void get_figures(ctx_bench_t *b, long iters) {
     ctx_bench_put_samples(b, "getspecific_ns", &spec, CTX_BENCH_NO_GOAL, "baseline: pthread_getspecific");
     ctx_bench_put_samples(b, "get_hit_ns", &hit, CTX_BENCH_NO_GOAL,
                           "ctx_var_get, repeated (per-thread cache hit)");
-    /* Goal: issue 14 (was 1.5). */
+    /* Goal (was 1.5). */
     ctx_bench_put_ratio(b, "get_hit_ratio", &hit, &spec, CTX_BENCH_AT_MOST(1.0),
                         "get_hit / getspecific, ratio of medians");
 }
@@ -175,6 +183,41 @@ static void set_after_copy_figure(ctx_bench_t *b, long iters) {
                              "set+reset when a copy shares the map (path copied)");
 }
 
+static void build_figures(ctx_bench_t *b, long iters) {
+    ctx_var_t *vars[8];
+    void *values[8];
+    for (int i = 0; i < 8; i++) {
+        if (ctx_var_new("b", NULL, &vars[i]))
+            abort();
+        values[i] = (void *)(intptr_t)(i + 1);
+    }
+    ctx_context_t *ctx;
+    ctx_bench_samples_t sets = {0}, from = {0};
+    for (int r = 0; r < ctx_bench_rounds(b); r++) { /* interleaved */
+        CTX_BENCH_TIME(&sets, iters, {
+            if (ctx_context_new(&ctx))
+                abort();
+            for (int k = 0; k < 8; k++)
+                if (ctx_context_set(ctx, vars[k], values[k]))
+                    abort();
+            ctx_context_release(ctx);
+        });
+        CTX_BENCH_TIME(&from, iters, {
+            if (ctx_context_new_from(vars, values, 8, &ctx))
+                abort();
+            ctx_context_release(ctx);
+        });
+    }
+    for (int i = 0; i < 8; i++)
+        ctx_var_release(vars[i]);
+    ctx_bench_put_samples(b, "context_new_set_ns_8", &sets, CTX_BENCH_NO_GOAL,
+                          "ctx_context_new + 8 ctx_context_set + release");
+    ctx_bench_put_samples(b, "context_new_from_ns_8", &from, CTX_BENCH_NO_GOAL,
+                          "ctx_context_new_from of the same 8 + release");
+    ctx_bench_put_ratio(b, "context_new_from_ratio_8", &from, &sets, CTX_BENCH_NO_GOAL,
+                        "context_new_from_ns_8 / context_new_set_ns_8");
+}
+
 static void copy_figures(ctx_bench_t *b, long iters) {
     ctx_bench_samples_t small = {0}, large = {0};
     ctx_var_t **small_vars, **large_vars;
@@ -238,10 +281,11 @@ void ctx_bench_core(ctx_bench_t *b) {
     switch_figures(b, iters, 16, "get_after_switch_ns_16");
     switch_figures(b, iters, 1000, "get_after_switch_ns_1000");
     set_reset_figures(b, iters, 1, "set_reset_ns_1", CTX_BENCH_NO_GOAL);
-    set_reset_figures(b, iters, 16, "set_reset_ns_16", CTX_BENCH_AT_MOST(30)); /* issue 14 */
+    set_reset_figures(b, iters, 16, "set_reset_ns_16", CTX_BENCH_AT_MOST(30)); /* stretch goal */
     set_reset_figures(b, iters, 1000, "set_reset_ns_1000", CTX_BENCH_NO_GOAL);
     set_reset_own_figure(b, iters);
     set_after_copy_figure(b, iters);
+    build_figures(b, iters / 4);
     copy_figures(b, iters);
     run_figure(b, iters);
     snapshot_figure(b);

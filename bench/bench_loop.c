@@ -1,5 +1,5 @@
 /*
- * bench_loop.c — the loop module's figures (issue: loop benchmark keys).
+ * bench_loop.c — the loop module's figures (its JSON keys are a contract).
  *
  *   loop_call_soon_ns         schedule one callback with ctx_loop_call_soon
  *                             (context captured: O(1) copy of a context
@@ -16,11 +16,11 @@
  *   loop_call_soon_batch_ns   the same, 1000 callbacks scheduled, then one
  *   loop_call_soon_batch_raw_ns  iteration runs them all: the loop's fixed
  *   loop_capture_batch_ratio  cost is shared, so this ratio shows the
- *                             capture's own cost (issue 14: goal <= 1.5)
+ *                             capture's own cost (goal <= 1.5)
  *   loop_task_step_ns         one step of a task that yields: enter the
  *                             task's context, step, re-arm, exit
  *
- * The example server (examples/server: issue 14, "a real server"), when the
+ * The example server (examples/server: a real server), when the
  * bench is built with it (CTX_BENCH_HAVE_SERVER): the ctxvar build and the
  * raw libuv + uv_queue_work build of the same TCP server, each round in a
  * fresh process of its own (round.c), driven by a load generator in this

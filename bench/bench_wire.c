@@ -1,5 +1,5 @@
 /*
- * bench_wire.c — the wire module's figures (issue: wire benchmark keys).
+ * bench_wire.c — the wire module's figures (its JSON keys are a contract).
  *
  *   traceparent_parse_ns   ctx_wire_traceparent_parse of a valid header
  *   baggage_decode_ns_8    ctx_wire_extract of a baggage header of 8

@@ -180,6 +180,7 @@ function(ctx_add_module)
   if(TARGET ctxvar)
     add_library(${shared} SHARED ${M_SOURCES})
     _ctx_module_common(${shared} "${M_PUBLIC_DEFINES}")
+    ctx_tls_model(${shared}) # CMakeLists.txt: the thread-local model
     target_link_libraries(${shared} PUBLIC ${shared_uses} ctxvar ${M_SHARED_LIBS}
                           Threads::Threads)
     get_target_property(version ctxvar VERSION)

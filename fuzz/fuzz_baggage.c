@@ -4,7 +4,7 @@
  * (decoded values are valid UTF-8, so a second decode changes nothing); and
  * the limits hold for the list as it would be sent on: appending every
  * member kept, in order, to one writer never exceeds 64 members or 8192
- * bytes (issue 11: the limits apply to the header that is sent). */
+ * bytes (the limits apply to the header that is sent). */
 #include <string.h>
 
 #include "fuzz.h"

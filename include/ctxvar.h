@@ -228,8 +228,12 @@ typedef struct ctx_allocator {
  * through the *new* hooks, so switch only while no ctxvar object is alive, or
  * to hooks that can free the old hooks' blocks (a wrapper around malloc, as the
  * tests' failing allocator is).  Not thread-safe: call it while no other
- * thread uses the library.  Returns 0, or CTX_EINVAL (a hook is NULL, or
- * `size` breaks the growth rule). */
+ * thread uses the library.  With the C library's malloc/free, each thread
+ * keeps a few of the small blocks it frees (value boxes, tokens, contexts)
+ * for its next allocations, and frees them at its exit or in
+ * ctx_thread_release; installed hooks see every allocation and every free.
+ * Returns 0, or CTX_EINVAL (a hook is NULL, or `size` breaks the growth
+ * rule). */
 CTX_EXPORT int ctx_set_allocator(const ctx_allocator_t *allocator);
 
 /* Allocates `size` bytes through the installed allocator: what every ctxvar
@@ -601,6 +605,26 @@ CTX_EXPORT void ctx_context_release(ctx_context_t *ctx);
  * concurrently), CTX_EINVAL, CTX_ENOMEM. */
 CTX_EXPORT int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value);
 
+/* A new context holding n values: vars[i] set to values[i] for each i, as
+ * ctx_context_new followed by n calls of ctx_context_set would make it, but
+ * built in one pass before any other thread can see it: no lock, no claim,
+ * and its map's first node made once with room for all of them.  For
+ * decoders that know every value before they make the context (the wire
+ * layer's extract).  `values` may hold NULLs (a stored NULL is a value);
+ * both arrays are read only during the call.  n = 0 makes an empty context
+ * (`vars` and `values` may then be NULL).
+ * Ownership: on success the context holds one share of each value (released
+ * by the variable's `release` operation when no context, copy or token
+ * holds it any more) and one reference to each variable, and *out is a new
+ * context the caller owns (one reference, not entered).  On failure nothing
+ * changed: every value is still the caller's, no release operation ran, and
+ * *out is untouched.
+ * Any thread; the variables may be used by other threads meanwhile.
+ * Errors: CTX_EINVAL (`out` NULL, `vars` or `values` NULL with n > 0, a
+ * NULL variable, or a variable listed twice), CTX_ENOMEM. */
+CTX_EXPORT int ctx_context_new_from(ctx_var_t *const *vars, void *const *values, size_t n,
+                                    ctx_context_t **out);
+
 /* Makes `ctx` the calling thread's current context; the previous one becomes
  * current again at ctx_context_exit.  Errors: CTX_EENTERED (entered in this
  * or any other thread; this includes a thread's own base context),
@@ -738,10 +762,11 @@ CTX_EXPORT int ctx_context_format_current(char *buf, size_t cap, size_t *len);
 
 /* Releases the calling thread's current context and per-thread state now
  * instead of at thread exit (the main thread, whose exit runs no thread
- * destructors, and tests that check for leaks).  The thread starts over with
- * an empty context on next use.  Errors: CTX_EBUSY (a context entered with
- * ctx_context_enter has not exited; nothing is released).  Returns 0 if the
- * thread had no state. */
+ * destructors, and tests that check for leaks), including the small blocks
+ * the thread keeps for reuse.  The thread starts over with an empty context
+ * on next use.  Errors: CTX_EBUSY (a context entered with ctx_context_enter
+ * has not exited; nothing is released).  Returns 0 if the thread had no
+ * state. */
 CTX_EXPORT int ctx_thread_release(void);
 
 #ifdef __cplusplus

@@ -21,4 +21,17 @@ void *ctx__malloc(size_t size);
 void *ctx__calloc(size_t size);
 void ctx__free(void *ptr, size_t size);
 
+/* The core's small objects — value boxes, tokens, contexts, small map
+ * nodes — go through these instead: the same as ctx__malloc / ctx__free,
+ * except that with the default allocator each thread keeps the blocks of
+ * 24 to 64 bytes it frees (up to 32 of each size) and hands them back to
+ * its next allocation of that size (alloc.c explains).  `size` must be the
+ * same at both ends. */
+void *ctx__malloc_small(size_t size);
+void ctx__free_small(void *ptr, size_t size);
+
+/* Frees the blocks the calling thread keeps (ctx_thread_release; a thread's
+ * exit does it by itself). */
+void ctx__recycle_flush(void);
+
 #endif

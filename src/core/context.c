@@ -18,6 +18,12 @@
  * the function may have exited the context (freeing it) and entered a new
  * one that the allocator put at the same address; the entry stamp differs.
  *
+ * ctx_context_new_from builds a context from n values before anyone else
+ * can see it: no claim and no lock (nothing can race with it), the map's
+ * root reserved once for all n, every put in place.  A failure takes the
+ * boxes already put back out (removal from a private map cannot fail) and
+ * frees them without releasing a value.
+ *
  * Readers of a context that may be current in another thread (the mapping
  * view, copies, iteration) hold its lock while they look, since its owner may
  * be changing unshared nodes in place.  Iteration and the formatter retain a
@@ -38,7 +44,7 @@ void ctx__context_lock(ctx_context_t *ctx) {
 }
 
 ctx_context_t *ctx__context_alloc(void) {
-    ctx_context_t *ctx = ctx__malloc(sizeof *ctx);
+    ctx_context_t *ctx = ctx__malloc_small(sizeof *ctx);
     if (!ctx)
         return NULL;
     atomic_init(&ctx->state, CTX__REF);
@@ -139,11 +145,15 @@ ctx_context_t *ctx_context_retain(ctx_context_t *ctx) {
 }
 
 void ctx__context_unref(ctx_context_t *ctx, size_t amount) {
-    if (atomic_fetch_sub_explicit(&ctx->state, amount, memory_order_acq_rel) != amount)
+    /* A state of exactly `amount` seen with acquire ordering is the caller's
+     * alone (no one else holds a reference, so no one can add one): the
+     * last release needs no atomic write (as drop_ref in hamt.c). */
+    if (atomic_load_explicit(&ctx->state, memory_order_acquire) != amount &&
+        atomic_fetch_sub_explicit(&ctx->state, amount, memory_order_acq_rel) != amount)
         return;
     CTX__DEBUG_DIED(ctx, CTX__KIND_CONTEXT);
     ctx__hamt_release(ctx->map, &ctx__box_ops);
-    ctx__free(ctx, sizeof *ctx);
+    ctx__free_small(ctx, sizeof *ctx);
 }
 
 void ctx_context_release(ctx_context_t *ctx) {
@@ -153,11 +163,33 @@ void ctx_context_release(ctx_context_t *ctx) {
     }
 }
 
+/* ctx_context_set on a context whose state is one reference and no entered
+ * flag, seen with acquire ordering: that reference is the caller's, so no
+ * other thread holds the context, and none can enter it, read it or take a
+ * reference to it (only a holder can).  Such a context — a fresh one being
+ * filled by a decoder, most often — is changed without the claim and the
+ * lock (three locked instructions less), as drop_ref in hamt.c ends a
+ * count of 1 without one. */
+static int set_alone(ctx_context_t *ctx, ctx_var_t *var, void *value) {
+    ctx__box_t *box = ctx__box_new(var, value);
+    if (!box)
+        return CTX_ENOMEM;
+    ctx__hamt_item_t *old = NULL;
+    int r = ctx__hamt_put_inplace(&ctx->map, &box->item, &ctx__box_ops, &old);
+    if (r)
+        ctx__box_discard(box);
+    if (old) /* the release operation may use the context: it is as before */
+        ctx__hamt_item_release(old, &ctx__box_ops);
+    return r;
+}
+
 int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value) {
     if (!ctx || !var)
         return CTX_EINVAL;
     CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_set");
     CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_context_set");
+    if (atomic_load_explicit(&ctx->state, memory_order_acquire) == CTX__REF)
+        return set_alone(ctx, var, value);
     if (ctx__context_claim(ctx, 0))
         return CTX_EENTERED;
     int r = CTX_ENOMEM;
@@ -176,6 +208,67 @@ int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value) {
     if (old)
         ctx__hamt_item_release(old, &ctx__box_ops);
     return r;
+}
+
+/* ---- building a context in one pass ---- */
+
+/* Takes vars[0..n) (distinct, all in the map) out of a map being built and
+ * frees their boxes without releasing the values, which stay the caller's.
+ * Cannot fail: removing from a private map changes nodes in place. */
+static void unbuild(ctx__hamt_t *map, ctx_var_t *const *vars, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        ctx__hamt_item_t *box = NULL;
+        ctx__hamt_take_inplace(map, vars[i]->hash, vars[i], &ctx__box_ops, &box);
+        ctx__box_discard((ctx__box_t *)box);
+    }
+}
+
+/* Puts a new box (vars[i], values[i]) in a map being built: 0, CTX_ENOMEM,
+ * or CTX_EINVAL if the variable is in the map already (then the map is as
+ * it was).  No other reference to the map exists, so every change is in
+ * place and the replaced box of a repeated variable can be put back without
+ * allocating. */
+static int build_put(ctx__hamt_t *map, ctx_var_t *var, void *value) {
+    ctx__box_t *box = ctx__box_new(var, value);
+    if (!box)
+        return CTX_ENOMEM;
+    ctx__hamt_item_t *old = NULL;
+    int r = ctx__hamt_put_inplace(map, &box->item, &ctx__box_ops, &old);
+    if (r == 0 && old) { /* listed twice: put the first one back */
+        ctx__hamt_item_t *mine = NULL;
+        ctx__hamt_put_inplace(map, old, &ctx__box_ops, &mine);
+        r = CTX_EINVAL;
+    }
+    if (r)
+        ctx__box_discard(box);
+    return r;
+}
+
+int ctx_context_new_from(ctx_var_t *const *vars, void *const *values, size_t n,
+                         ctx_context_t **out) {
+    if (!out || (n && (!vars || !values)))
+        return CTX_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (!vars[i])
+            return CTX_EINVAL;
+        CTX__DEBUG_CHECK(vars[i], CTX__KIND_VAR, "ctx_context_new_from");
+    }
+    ctx_context_t *ctx = ctx__context_alloc();
+    if (!ctx)
+        return CTX_ENOMEM;
+    /* No one else has a pointer to ctx yet: no claim, no lock, every node
+     * private; the root is made once, with room for all n. */
+    int r = ctx__hamt_reserve(&ctx->map, n);
+    size_t i = 0;
+    while (r == 0 && i < n && (r = build_put(&ctx->map, vars[i], values[i])) == 0)
+        i++;
+    if (r) {
+        unbuild(&ctx->map, vars, i);
+        ctx_context_release(ctx); /* holds no value: releases none */
+        return r;
+    }
+    *out = ctx;
+    return 0;
 }
 
 /* ---- enter, exit, run ---- */

@@ -38,7 +38,9 @@
  *     parent), but may hold a single child node (a chain on a shared prefix);
  *   - a collision node holds >= 2 items, all of hash == its `bits` field;
  *   - an item in a node at shift s agrees with the path on the low s bits;
- *   - the empty map has no root (root == NULL, count == 0).
+ *   - the empty map has no root (root == NULL, count == 0), except while a
+ *     map is being built in place: ctx__hamt_reserve gives an empty map a
+ *     root with room for the items to come, which the next put fills.
  *
  * Ownership
  * ---------
@@ -55,12 +57,16 @@
  * most sets replace a value in a node nobody else can see.  A node is private
  * when its count is 1 and every node above it is private (the root's one
  * reference being the owner's): such nodes are changed in place, grown by
- * moving their slots into a bigger allocation, or collapsed by moving their
+ * moving their slots into one twice as big, or collapsed by moving their
  * last item up, with no reference count touched.  The first shared node on the
  * path sends the operation to the pure version.  This is the argument of
  * Rust's Arc::make_mut: a count of 1 seen with acquire ordering means no other
  * thread holds or can obtain a reference.  The owner must keep readers of the
- * same map value out while it changes it (contexts use their lock).
+ * same map value out while it changes it (contexts use their lock).  An
+ * empty map's first put makes its root in place with room for four items
+ * (ctx__hamt_reserve makes room for more, for a caller that knows how many
+ * will come).  The same argument saves the last release of an item or node
+ * its locked instruction (drop_ref).
  *
  * put_inplace and take_inplace never drop the last reference to an item:
  * they hand the replaced or removed item back, so that a context can release
@@ -97,6 +103,8 @@ typedef ctx__hamt_item_t item_t;
 
 #define MAX_SHIFT 30u
 #define BITMAP_CAP 32u
+/* The room a private node is given when it is made or first grown. */
+#define FIRST_CAP 4u
 
 /* ---- slots and reference counts ---- */
 
@@ -123,12 +131,25 @@ static inline int unshared(const atomic_uint *refs) {
     return atomic_load_explicit(refs, memory_order_acquire) == 1;
 }
 
+/* Drops one reference; 1 if it was the last (the count is then 0).  The
+ * last one needs no locked instruction: a count of 1 seen with acquire
+ * ordering is the caller's own reference, and no one else can add one
+ * (only a holder can), so a plain store ends it.  Most items and nodes die
+ * that way (a context's release, a reset's replaced box). */
+static inline int drop_ref(atomic_uint *refs) {
+    if (unshared(refs)) {
+        atomic_store_explicit(refs, 0, memory_order_relaxed);
+        return 1;
+    }
+    return atomic_fetch_sub_explicit(refs, 1, memory_order_acq_rel) == 1;
+}
+
 void ctx__hamt_item_retain(item_t *item) {
     atomic_fetch_add_explicit(&item->refs, 1, memory_order_relaxed);
 }
 
 void ctx__hamt_item_release(item_t *item, const ctx__hamt_ops_t *ops) {
-    if (atomic_fetch_sub_explicit(&item->refs, 1, memory_order_acq_rel) == 1)
+    if (drop_ref(&item->refs))
         ops->item_free(item, ops->user);
 }
 
@@ -149,10 +170,10 @@ static void slot_release(uintptr_t s, const ctx__hamt_ops_t *ops) {
 }
 
 /* Frees a node's memory only: its slots were moved elsewhere. */
-static void node_free_shallow(node_t *n) { ctx__free(n, node_bytes(cap_of(n))); }
+static void node_free_shallow(node_t *n) { ctx__free_small(n, node_bytes(cap_of(n))); }
 
 static void node_release(node_t *n, const ctx__hamt_ops_t *ops) {
-    if (atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) != 1)
+    if (!drop_ref(&n->refs))
         return;
     for (uint32_t i = 0; i < n->count; i++)
         slot_release(n->slot[i], ops);
@@ -193,7 +214,7 @@ static int key_eq(const item_t *it, uint32_t hash, const void *key,
 /* ---- node construction (refs = 1, slots to be filled by the caller) ---- */
 
 static node_t *node_alloc(unsigned kind, uint32_t cap) {
-    node_t *n = ctx__malloc(node_bytes(cap));
+    node_t *n = ctx__malloc_small(node_bytes(cap));
     if (!n)
         return NULL;
     atomic_init(&n->refs, 1);
@@ -535,9 +556,11 @@ int ctx__hamt_without(const ctx__hamt_t *map, uint32_t hash, const void *key,
 
 /* ---- in place, for a sole owner ---- */
 
-/* A bigger home for private node `n` (slots moved, none retained). */
+/* A bigger home for private node `n` (slots moved, none retained): twice
+ * the room, so a context that gets n variables one set at a time grows its
+ * root log2(n) times. */
 static node_t *node_grow(node_t *n) {
-    uint32_t cap = n->count < 4 ? 4 : n->count + n->count / 2;
+    uint32_t cap = n->count < FIRST_CAP ? FIRST_CAP : 2 * n->count;
     if (kind_of(n) == KIND_BITMAP && cap > BITMAP_CAP)
         cap = BITMAP_CAP;
     node_t *c = node_alloc(kind_of(n), cap);
@@ -561,10 +584,21 @@ static int insert_private(node_t *n, uintptr_t *link, uint32_t pos, uint32_t bit
         n = c;
         *link = (uintptr_t)c | (*link & 1u);
     }
-    memmove(&n->slot[pos + 1], &n->slot[pos], (n->count - pos) * sizeof(uintptr_t));
+    if (pos < n->count) /* an append (ids in creation order) moves nothing */
+        memmove(&n->slot[pos + 1], &n->slot[pos], (n->count - pos) * sizeof(uintptr_t));
     n->slot[pos] = s;
     n->bits |= bit;
     n->count++;
+    return 0;
+}
+
+int ctx__hamt_reserve(ctx__hamt_t *map, size_t n) {
+    if (map->root != NULL || n == 0)
+        return 0;
+    node_t *root = node_alloc(KIND_BITMAP, n < BITMAP_CAP ? (uint32_t)n : BITMAP_CAP);
+    if (!root)
+        return CTX_ENOMEM;
+    map->root = root;
     return 0;
 }
 
@@ -578,7 +612,10 @@ int ctx__hamt_put_inplace(ctx__hamt_t *map, item_t *it, const ctx__hamt_ops_t *o
                           item_t **replaced) {
     node_t *n = map->root;
     *replaced = NULL;
-    if (n == NULL || !unshared(&n->refs))
+    if (n == NULL) /* nothing to share: make the root, with room to grow */
+        return ctx__hamt_reserve(map, FIRST_CAP) ? CTX_ENOMEM
+                                                 : ctx__hamt_put_inplace(map, it, ops, replaced);
+    if (!unshared(&n->refs))
         goto pure;
     /* `link` is where the pointer to `n` lives: the map's root, tagged as a
      * node slot for uniformity, or the parent's slot.  The caller's reference

@@ -117,6 +117,14 @@ int ctx__hamt_put_inplace(ctx__hamt_t *map, ctx__hamt_item_t *item,
 int ctx__hamt_take_inplace(ctx__hamt_t *map, uint32_t hash, const void *key,
                            const ctx__hamt_ops_t *ops, ctx__hamt_item_t **removed);
 
+/* Makes the root of an empty map that the caller owns exclusively, with room
+ * for min(n, 32) items, so that the first n in-place puts need not grow it
+ * (n = 0, or a map that has a root: nothing to do).  Until the first put the
+ * map is valid for the in-place operations, iteration and release only
+ * (ctx__hamt_check refuses a root without items).  0 or CTX_ENOMEM
+ * (nothing changed). */
+int ctx__hamt_reserve(ctx__hamt_t *map, size_t n);
+
 /* 1 if the item of `key` and every node on the path to it is referenced
  * only by `map` (so the item may be modified in place), 0 if not, CTX_ENOTFOUND
  * if absent, or CTX_EKEY. */

@@ -64,7 +64,7 @@ static void finish_var(ctx_var_t *var) {
 
 /* `memory` is the dead box (or its queue entry, in the same place). */
 static void finish_box(ctx_var_t *var, void *value, void *memory) {
-    ctx__free(memory, sizeof(ctx__box_t));
+    ctx__free_small(memory, sizeof(ctx__box_t));
     if (var->ops.release)
         var->ops.release(value, var->ops.user);
     ctx_var_release(var); /* the box's reference */

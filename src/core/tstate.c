@@ -113,11 +113,12 @@ uint64_t ctx__next_id(void) {
 
 int ctx_thread_release(void) {
     ctx__tstate_t *ts = ctx__tls;
-    if (!ts)
-        return 0;
-    if (ts->current != ts->base)
+    if (ts && ts->current != ts->base)
         return CTX_EBUSY;
-    pthread_setspecific(tstate_key, NULL);
-    tstate_free(ts);
+    if (ts) {
+        pthread_setspecific(tstate_key, NULL);
+        tstate_free(ts);
+    }
+    ctx__recycle_flush(); /* last: the releases above may keep blocks */
     return 0;
 }

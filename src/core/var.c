@@ -57,7 +57,7 @@ static void box_free(ctx__hamt_item_t *item, void *user) {
 const ctx__hamt_ops_t ctx__box_ops = {NULL, box_free, NULL};
 
 ctx__box_t *ctx__box_new(ctx_var_t *var, void *value) {
-    ctx__box_t *box = ctx__malloc(sizeof *box);
+    ctx__box_t *box = ctx__malloc_small(sizeof *box);
     if (!box)
         return NULL;
     atomic_init(&box->item.refs, 1); /* the creator's, until a map takes it */
@@ -69,7 +69,7 @@ ctx__box_t *ctx__box_new(ctx_var_t *var, void *value) {
 
 void ctx__box_discard(ctx__box_t *box) {
     ctx_var_t *var = ctx__box_var(box);
-    ctx__free(box, sizeof *box);
+    ctx__free_small(box, sizeof *box);
     ctx_var_release(var);
 }
 
@@ -115,7 +115,10 @@ void ctx_var_release(ctx_var_t *var) {
     if (!var)
         return;
     CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_release");
-    if (atomic_fetch_sub_explicit(&var->refs, 1, memory_order_acq_rel) == 1) {
+    /* A count of 1 is the caller's alone: the last release needs no atomic
+     * write (as drop_ref in hamt.c). */
+    if (atomic_load_explicit(&var->refs, memory_order_acquire) == 1 ||
+        atomic_fetch_sub_explicit(&var->refs, 1, memory_order_acq_rel) == 1) {
         CTX__DEBUG_DIED(var, CTX__KIND_VAR);
         ctx__release_var(var);
     }
@@ -226,11 +229,11 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
         return err;
     ctx_context_t *ctx = ts->current;
     ctx_token_t *tok = NULL;
-    if (token && !(tok = ctx__malloc(sizeof *tok)))
+    if (token && !(tok = ctx__malloc_small(sizeof *tok)))
         return CTX_ENOMEM;
     ctx__box_t *box = ctx__box_new(var, value);
     if (!box) {
-        ctx__free(tok, sizeof *tok);
+        ctx__free_small(tok, sizeof *tok);
         return CTX_ENOMEM;
     }
 
@@ -239,7 +242,7 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
     int r = ctx__hamt_put_inplace(&ctx->map, &box->item, &ctx__box_ops, &old);
     ctx__context_unlock_owned(ctx, locked);
     if (r) {
-        ctx__free(tok, sizeof *tok);
+        ctx__free_small(tok, sizeof *tok);
         ctx__box_discard(box);
         return r;
     }
@@ -324,7 +327,7 @@ void ctx_token_release(ctx_token_t *tok) {
         ctx__hamt_item_release(&tok->old->item, &ctx__box_ops);
     else
         ctx_var_release(tok->var);
-    ctx__free(tok, sizeof *tok);
+    ctx__free_small(tok, sizeof *tok);
 }
 
 ctx_var_t *ctx_token_var(const ctx_token_t *tok) {

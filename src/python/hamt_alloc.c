@@ -3,7 +3,8 @@
  * map (src/core/hamt.c, compiled into this module with hidden visibility
  * for the Hamt type: pyhamt.c).
  *
- * That copy calls ctx__malloc / ctx__calloc / ctx__free (core/alloc.h).
+ * That copy calls ctx__malloc / ctx__calloc / ctx__free and, for its
+ * nodes, ctx__malloc_small / ctx__free_small (core/alloc.h).
  * Inside libctxvar those are the core's own hidden functions; here they are
  * these, hidden in the module, so the copy never touches the shared core's
  * allocator.  They count blocks and fail on demand through the same
@@ -37,3 +38,8 @@ void ctx__free(void *ptr, size_t size) {
         PyMem_RawFree(ptr);
     }
 }
+
+/* The core recycles small blocks per thread (src/core/alloc.c); this copy
+ * does not: every node goes through the counters above. */
+void *ctx__malloc_small(size_t size) { return ctx__malloc(size); }
+void ctx__free_small(void *ptr, size_t size) { ctx__free(ptr, size); }

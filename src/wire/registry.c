@@ -47,17 +47,17 @@
  * baggage values are scanned as they come (ctx__baggage_scan keeps the
  * input offset, member count and re-encoded length across headers), and
  * each member whose key is registered (a bit per registration tells a
- * repeated key) is decoded by its variable's `decode` and set in the new
- * context with
- * ctx_context_set — O(1) amortised per entry, so the whole extract is
- * O(number of entries).  The trace and the scope are set last, because
- * whether the tracestate may be used depends on the traceparent (§3.3 of
- * Trace Context: no valid traceparent, no tracestate), which may come after
- * it, and because a scope with a deadline takes a place in the timer
- * facility that a failed extract should not have touched.  Only an
+ * repeated key) is decoded by its variable's `decode` and kept in the
+ * extract's list of values.  The trace comes last, because whether the
+ * tracestate may be used depends on the traceparent (§3.3 of Trace Context:
+ * no valid traceparent, no tracestate), which may come after it.  Then
+ * ctx_context_new_from makes the new context from the list in one pass (no
+ * lock or claim per value, one root node): O(number of entries).  The
+ * scope is set last, because a scope with a deadline takes a place in the
+ * timer facility that a failed extract should not have touched.  Only an
  * allocation failure, the timer thread failing to start (or, with
- * CTX_WIRE_STRICT, any drop) fails the call; then the half-built context
- * is released, which releases every value already in it (and the scope).
+ * CTX_WIRE_STRICT, any drop) fails the call; then every value already
+ * decoded is released (with the half-built context, if there is one).
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -457,7 +457,6 @@ int ctx_wire_inject(ctx_wire_t *w, ctx_context_t *ctx, const ctx_wire_carrier_t 
  * buffer is kept apart so that it is never cleared. */
 typedef struct extract_state {
     ctx_wire_t *w;
-    ctx_context_t *ctx;
     int error; /* a hard error (CTX_ENOMEM, or a decode's CTX_ENOMEM) */
     uint64_t decoded; /* bit i: registered variable i has its value */
     ctx_wire_extract_report_t rep;
@@ -475,6 +474,12 @@ typedef struct extract_state {
     int64_t timeout_ns;
 
     ctx__baggage_scan_t scan;
+
+    /* The values decoded so far (the new context's, once made), and their
+     * variables: registered ones, then the trace's. */
+    size_t found;
+    ctx_var_t *vars[CTX_WIRE_MAX_VARS + 1];
+    void *values[CTX_WIRE_MAX_VARS + 1];
 } extract_state_t;
 
 typedef struct extract {
@@ -487,7 +492,7 @@ typedef struct extract {
  * extract.  `tp` needs none: it is read only once parsed. */
 static void extract_init(extract_state_t *s, ctx_wire_t *w) {
     s->w = w;
-    s->ctx = NULL;
+    s->found = 0;
     s->error = 0;
     s->decoded = 0;
     memset(&s->rep, 0, sizeof s->rep);
@@ -536,13 +541,8 @@ static int on_member(const ctx_wire_baggage_member_t *m, void *user) {
         x->rep.baggage_rejected++;
         return 0;
     }
-    rc = ctx_context_set(x->ctx, r->var, value);
-    if (rc != 0) {
-        if (ops->release)
-            ops->release(value, ops->user);
-        x->error = rc;
-        return rc;
-    }
+    x->vars[x->found] = r->var;
+    x->values[x->found++] = value;
     x->decoded |= UINT64_C(1) << i;
     x->rep.baggage_used++;
     return 0;
@@ -645,6 +645,21 @@ static void finish_tracestate(extract_t *x) {
     }
 }
 
+/* Adds `value` of `var` to the values found. */
+static void keep(extract_state_t *s, ctx_var_t *var, void *value) {
+    s->vars[s->found] = var;
+    s->values[s->found++] = value;
+}
+
+/* Releases every value found (the call failed before they had a context). */
+static void release_found(extract_state_t *s) {
+    for (size_t i = 0; i < s->found; i++) {
+        const ctx_value_ops_t *ops = ctx_var_ops(s->vars[i]);
+        if (ops->release)
+            ops->release(s->values[i], ops->user);
+    }
+}
+
 /* Gives the new context a root scope (the remote caller's time: nothing
  * local can cancel it) with the deadline grpc-timeout gave. */
 static int set_deadline(ctx_context_t *ctx, int64_t timeout_ns) {
@@ -658,20 +673,38 @@ static int set_deadline(ctx_context_t *ctx, int64_t timeout_ns) {
     return rc;
 }
 
-/* Sets the trace and the deadline found in the new context. */
-static int set_found(extract_t *x) {
+/* Adds the trace found to the values: 0 or CTX_ENOMEM. */
+static int keep_trace(extract_t *x) {
     extract_state_t *s = &x->s;
-    int rc = 0;
-    if (s->rep.traceparent == 1) {
-        size_t len = s->rep.tracestate == 1 ? s->ts_len : 0;
-        trace_value_t *t = trace_value_new(&s->tp, x->ts, len);
-        rc = t ? ctx_context_set(s->ctx, s->w->trace_var, t) : CTX_ENOMEM;
-        if (rc != 0 && t)
-            trace_release(t, NULL);
+    if (s->rep.traceparent != 1)
+        return 0;
+    size_t len = s->rep.tracestate == 1 ? s->ts_len : 0;
+    trace_value_t *t = trace_value_new(&s->tp, x->ts, len);
+    if (!t)
+        return CTX_ENOMEM;
+    keep(s, s->w->trace_var, t);
+    return 0;
+}
+
+/* The new context: the values found, in one pass (ctx_context_new_from),
+ * then the deadline's scope.  On failure every value found is released,
+ * and *out is untouched. */
+static int make_context(extract_t *x, ctx_context_t **out) {
+    extract_state_t *s = &x->s;
+    ctx_context_t *ctx = NULL;
+    int rc = keep_trace(x);
+    if (rc == 0)
+        rc = ctx_context_new_from(s->vars, s->values, s->found, &ctx);
+    if (rc != 0) {
+        release_found(s);
+        return rc;
     }
-    if (rc == 0 && s->rep.deadline == 1)
-        rc = set_deadline(s->ctx, s->timeout_ns);
-    return rc;
+    if (s->rep.deadline == 1 && (rc = set_deadline(ctx, s->timeout_ns)) != 0) {
+        ctx_context_release(ctx); /* and the values with it */
+        return rc;
+    }
+    *out = ctx;
+    return 0;
 }
 
 int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier, unsigned flags,
@@ -684,11 +717,8 @@ int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier, unsigned 
     extract_t x;
     extract_init(&x.s, w);
     x.ts[0] = '\0';
-    int rc = ctx_context_new(&x.s.ctx);
-    if (rc != 0)
-        return rc;
 
-    rc = c.iterate(c.self, on_header, &x);
+    int rc = c.iterate(c.self, on_header, &x);
     if (x.s.error != 0)
         rc = x.s.error;
     else if (rc > 0) /* on_header never returns one: the carrier's own */
@@ -703,15 +733,10 @@ int ctx_wire_extract(ctx_wire_t *w, const ctx_wire_carrier_t *carrier, unsigned 
     finish_tracestate(&x);
     int strict = rc == 0 && (flags & CTX_WIRE_STRICT) ? strict_error(r) : 0;
     if (rc == 0 && !strict)
-        rc = set_found(&x);
+        rc = make_context(&x, out);
+    else
+        release_found(&x.s);
     if (report && (rc == 0 || strict))
         ctx__struct_out(report, r, sizeof *r);
-    if (rc == 0)
-        rc = strict;
-    if (rc != 0) {
-        ctx_context_release(x.s.ctx);
-        return rc;
-    }
-    *out = x.s.ctx;
-    return 0;
+    return rc == 0 ? strict : rc;
 }

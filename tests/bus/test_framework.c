@@ -1,5 +1,5 @@
 /*
- * test_framework.c — the scenario of the issue, in C.
+ * test_framework.c — an agent framework's listeners in a context variable, in C.
  *
  * An agent framework keeps its event listeners in a context variable; a web
  * framework runs the next callback of a request on a worker thread, which

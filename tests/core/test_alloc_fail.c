@@ -152,6 +152,8 @@ typedef struct op {
     ctx_token_t *token;    /* a token it made or uses */
     ctx_context_t *result; /* a context it made */
     void *out;
+    val_t *many;           /* new_from: the values it hands over */
+    int nmany;
     int calls;             /* run: calls of the function */
     int allocated;         /* the operation allocated at least once */
 } op_t;
@@ -185,6 +187,8 @@ static long sweep(world_t *w, op_t *op, int want_success) {
         snap_compare(&before, &after, op->name, n);
         if (op->value)
             assert_int_equal(val_released(op->value), 0);
+        for (int k = 0; k < op->nmany; k++)
+            assert_int_equal(val_released(&op->many[k]), 0);
     }
     fail_msg("%s: still failing after 10000 allocations", op->name);
     return -1;
@@ -220,6 +224,15 @@ static int do_copy_only(world_t *w, op_t *op) {
     for (int i = 0; i < NV / 2; i++)
         list[i] = w->vars[2 * i];
     return ctx_context_copy_only(w->other, list, NV / 2, &op->result);
+}
+static int do_new_from(world_t *w, op_t *op) {
+    ctx_var_t *list[NV / 2];
+    void *values[NV / 2];
+    for (int i = 0; i < op->nmany; i++) {
+        list[i] = w->vars[2 * i + 1];
+        values[i] = &op->many[i];
+    }
+    return ctx_context_new_from(list, values, (size_t)op->nmany, &op->result);
 }
 static int do_context_set(world_t *w, op_t *op) {
     return ctx_context_set(w->other, w->vars[op->var], op->value);
@@ -400,6 +413,25 @@ static void sweep_shape(int nset, int shared, int fresh) {
                                               : (size_t)nset;
         assert_int_equal(ctx_context_length(op.result), want);
         ctx_context_release(op.result);
+        w->fresh = 0;
+        world_teardown(w);
+    }
+
+    /* new_from: a context built in one pass; on failure no value is
+     * released, on success each is released once with the context */
+    {
+        world_build(w, nset, shared, fresh);
+        val_t many[NV / 2];
+        for (int i = 0; i < NV / 2; i++)
+            val_init(&many[i], 3000 + i);
+        op_t op = {.name = "new_from", .fn = do_new_from, .many = many, .nmany = NV / 2};
+        total += sweep(w, &op, 0);
+        assert_int_equal(ctx_context_length(op.result), NV / 2);
+        for (int i = 0; i < NV / 2; i++)
+            EXPECT_CTX_GET(op.result, w->vars[2 * i + 1], 0, &many[i]);
+        ctx_context_release(op.result);
+        for (int i = 0; i < NV / 2; i++)
+            assert_int_equal(val_released(&many[i]), 1);
         w->fresh = 0;
         world_teardown(w);
     }

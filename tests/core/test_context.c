@@ -1,6 +1,7 @@
 /*
  * test_context.c — contexts through the public API: new, copy (O(1),
- * independent), copy_current, copy_only, ctx_context_set, run, enter/exit and
+ * independent), copy_current, copy_only, ctx_context_set, new_from (a context
+ * built in one pass), run, enter/exit and
  * their errors, the thread's context release, the mapping view (get, contains,
  * length), iteration snapshots, the formatter, and exactly when values are
  * released as contexts and tokens are dropped.
@@ -229,6 +230,129 @@ static void test_context_set(void **state) {
     ctx_context_release(ctx);
     assert_int_equal(val_released(&v3), 1);
     ctx_var_release(var);
+}
+
+/* ---- new_from ---- */
+
+enum { FROM_N = 100 };
+
+/* Two contexts hold the same variables with the same values, in the same
+ * iteration order (the map's shape depends on the hashes only). */
+static void expect_same_walk(ctx_context_t *a, ctx_context_t *b) {
+    ctx_iter_t ia, ib;
+    ctx_var_t *va, *vb;
+    void *xa, *xb;
+    ASSERT_RC(ctx_iter_init(&ia, a), 0);
+    ASSERT_RC(ctx_iter_init(&ib, b), 0);
+    size_t n = 0;
+    while (ctx_iter_next(&ia, &va, &xa)) {
+        assert_int_equal(ctx_iter_next(&ib, &vb, &xb), 1);
+        assert_ptr_equal(va, vb);
+        assert_ptr_equal(xa, xb);
+        n++;
+    }
+    assert_int_equal(ctx_iter_next(&ib, &vb, &xb), 0);
+    assert_int_equal(n, ctx_context_length(a));
+    ctx_iter_clear(&ia);
+    ctx_iter_clear(&ib);
+}
+
+static void test_new_from(void **state) {
+    (void)state;
+    val_counters_reset();
+    /* Enough variables for a root full of items and nodes below it. */
+    ctx_var_t *vars[FROM_N];
+    val_t vals[FROM_N];
+    void *values[FROM_N];
+    for (int i = 0; i < FROM_N; i++) {
+        vars[i] = make_var("v", NULL, 0, ops_release());
+        val_init(&vals[i], i);
+        values[i] = i == 7 ? NULL : &vals[i]; /* a stored NULL is a value */
+    }
+
+    ctx_context_t *empty = NULL;
+    ASSERT_RC(ctx_context_new_from(NULL, NULL, 0, &empty), 0);
+    assert_int_equal(ctx_context_length(empty), 0);
+    ctx_context_release(empty);
+
+    for (int n = 1; n <= FROM_N; n += n < 8 ? 1 : 23) {
+        ctx_context_t *built = NULL, *set = NULL;
+        ASSERT_RC(ctx_context_new_from(vars, values, (size_t)n, &built), 0);
+        assert_int_equal(ctx_context_is_entered(built), 0);
+        assert_int_equal(ctx_context_length(built), n);
+        for (int i = 0; i < FROM_N; i++)
+            EXPECT_CTX_GET(built, vars[i], i < n ? 0 : CTX_ENOTFOUND, values[i]);
+        /* The same context as new + n sets. */
+        ASSERT_RC(ctx_context_new(&set), 0);
+        for (int i = 0; i < n; i++)
+            ASSERT_RC(ctx_context_set(set, vars[i], values[i]), 0);
+        expect_same_walk(built, set);
+        ctx_context_release(set); /* its own shares of the same values */
+        assert_int_equal(atomic_load(&val_counters()->released), n);
+        val_counters_reset();
+        /* An ordinary context: entered, read and changed as any other. */
+        ASSERT_RC(ctx_context_enter(built), 0);
+        EXPECT_GET(vars[n - 1], CTX_VALUE, values[n - 1]);
+        ctx_token_t *tok = NULL;
+        ASSERT_RC(ctx_var_set(vars[0], &vals[1], &tok), 0);
+        ASSERT_RC(ctx_var_reset(vars[0], tok), 0);
+        ctx_token_release(tok);
+        ASSERT_RC(ctx_context_exit(built), 0);
+        /* Each value released once, with the context. */
+        val_counters_reset();
+        ctx_context_release(built);
+        assert_int_equal(atomic_load(&val_counters()->released), n);
+        for (int i = 0; i < FROM_N; i++)
+            val_init(&vals[i], i);
+        val_counters_reset();
+    }
+    for (int i = 0; i < FROM_N; i++)
+        ctx_var_release(vars[i]);
+}
+
+/* Bad arguments and a variable listed twice: CTX_EINVAL, nothing changed
+ * (no value released, *out untouched, no block left behind). */
+static void test_new_from_errors(void **state) {
+    (void)state;
+    val_counters_reset();
+    ctx_var_t *vars[FROM_N + 1];
+    val_t vals[FROM_N + 1];
+    void *values[FROM_N + 1];
+    for (int i = 0; i < FROM_N; i++) {
+        vars[i] = make_var("v", NULL, 0, ops_release());
+        val_init(&vals[i], i);
+        values[i] = &vals[i];
+    }
+    ctx_context_t *sentinel = (ctx_context_t *)&vals[0], *out = sentinel;
+    ASSERT_RC(ctx_context_new_from(vars, values, 1, NULL), CTX_EINVAL);
+    ASSERT_RC(ctx_context_new_from(NULL, values, 1, &out), CTX_EINVAL);
+    ASSERT_RC(ctx_context_new_from(vars, NULL, 1, &out), CTX_EINVAL);
+    ctx_var_t *with_null[2] = {vars[0], NULL};
+    ASSERT_RC(ctx_context_new_from(with_null, values, 2, &out), CTX_EINVAL);
+
+    ctx_test_alloc_install();
+    long blocks = ctx_test_alloc_live_blocks();
+    /* Listed twice: first with second, and a repeat late in a long list
+     * (the first FROM_N are in the map when it is found). */
+    ctx_var_t *twice[2] = {vars[3], vars[3]};
+    ASSERT_RC(ctx_context_new_from(twice, values, 2, &out), CTX_EINVAL);
+    vars[FROM_N] = vars[FROM_N / 2 + 1];
+    val_init(&vals[FROM_N], FROM_N);
+    values[FROM_N] = &vals[FROM_N];
+    ASSERT_RC(ctx_context_new_from(vars, values, FROM_N + 1, &out), CTX_EINVAL);
+    assert_ptr_equal(out, sentinel);
+    assert_int_equal(atomic_load(&val_counters()->released), 0);
+    assert_int_equal(ctx_test_alloc_live_blocks(), blocks);
+    ctx_test_alloc_uninstall();
+
+    /* The variables are still whole (the failed calls dropped the
+     * references they took): a normal build works. */
+    ASSERT_RC(ctx_context_new_from(vars, values, FROM_N, &out), 0);
+    assert_int_equal(ctx_context_length(out), FROM_N);
+    ctx_context_release(out);
+    assert_int_equal(atomic_load(&val_counters()->released), FROM_N);
+    for (int i = 0; i < FROM_N; i++)
+        ctx_var_release(vars[i]);
 }
 
 /* ---- run ---- */
@@ -979,6 +1103,8 @@ int main(void) {
         TEST(test_copy_is_constant_time),
         TEST(test_copy_only),
         TEST(test_context_set),
+        TEST(test_new_from),
+        TEST(test_new_from_errors),
         TEST(test_run),
         TEST(test_run_nested),
         TEST(test_run_holds_reference),

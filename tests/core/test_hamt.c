@@ -2148,9 +2148,10 @@ static void test_put_and_take_inplace_free_no_item(void **state) {
     assert_int_equal(m.count, 3);
     ASSERT_RC(ctx__hamt_check(&m), 0);
 
-    /* A failed put leaves the map and the caller's reference alone. */
+    /* A failed put leaves the map and the caller's reference alone (e meets
+     * the collision node of b and d below the root: a new subtree). */
     int fe = 0;
-    titem_t *e = item_new(4, 0x33u, 4, &fe);
+    titem_t *e = item_new(4, 0x21u ^ (1u << 12), 4, &fe);
     ctx__hamt_t before = m;
     ctx_test_alloc_fail_nth(1);
     out = (ctx__hamt_item_t *)SENTINEL_ITEM;
@@ -2190,6 +2191,62 @@ static void test_put_and_take_inplace_free_no_item(void **state) {
     assert_int_equal(fc, 1);
     ctx__hamt_release(m, &OPS);
     assert_int_equal(fd, 1);
+    assert_clean();
+}
+
+/* ctx__hamt_reserve: the first puts of a map being built allocate nothing
+ * (the root has room), and a reserved root that never got an item is
+ * released like any other.  Without it, an empty map's first put makes a
+ * root with room for four. */
+static void test_reserve_makes_room_for_the_first_puts(void **state) {
+    (void)state;
+    enum { N = 20 };
+    int freed[N] = {0};
+    titem_t *items[N];
+    ctx__hamt_item_t *out;
+
+    ctx__hamt_t unused = CTX__HAMT_EMPTY;
+    ASSERT_RC(ctx__hamt_reserve(&unused, N), 0);
+    assert_non_null(unused.root);
+    assert_int_equal(unused.count, 0);
+    ASSERT_RC(ctx__hamt_reserve(&unused, 0), 0); /* has a root: nothing */
+    ctx__hamt_release(unused, &OPS);
+    ctx__hamt_t none = CTX__HAMT_EMPTY;
+    ASSERT_RC(ctx__hamt_reserve(&none, 0), 0);
+    assert_null(none.root);
+    ctx_test_alloc_fail_nth(1);
+    ASSERT_RC(ctx__hamt_reserve(&none, N), CTX_ENOMEM);
+    ctx_test_alloc_fail_nth(0);
+    assert_null(none.root);
+
+    ctx__hamt_t m = CTX__HAMT_EMPTY;
+    ASSERT_RC(ctx__hamt_reserve(&m, N), 0);
+    long attempts = ctx_test_alloc_attempts();
+    for (int i = 0; i < N; i++) { /* one root position each */
+        items[i] = item_new(i, (uint32_t)i, i, &freed[i]);
+        ASSERT_RC(ctx__hamt_put_inplace(&m, &items[i]->hdr, &OPS, &out), 0);
+        assert_null(out);
+    }
+    assert_int_equal(ctx_test_alloc_attempts(), attempts);
+    assert_int_equal(m.count, N);
+    ASSERT_RC(ctx__hamt_check(&m), 0);
+    ctx__hamt_release(m, &OPS);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(freed[i], 1);
+
+    /* No reserve: one allocation for the first put, none for the next three. */
+    ctx__hamt_t s = CTX__HAMT_EMPTY;
+    attempts = ctx_test_alloc_attempts();
+    for (int i = 0; i < 4; i++) {
+        freed[i] = 0;
+        items[i] = item_new(i, (uint32_t)i, i, &freed[i]);
+        ASSERT_RC(ctx__hamt_put_inplace(&s, &items[i]->hdr, &OPS, &out), 0);
+    }
+    assert_int_equal(ctx_test_alloc_attempts(), attempts + 1);
+    ASSERT_RC(ctx__hamt_check(&s), 0);
+    ctx__hamt_release(s, &OPS);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(freed[i], 1);
     assert_clean();
 }
 
@@ -2992,6 +3049,7 @@ int main(void) {
         T(test_is_private_follows_sharing),
         T(test_swap_inplace_hands_back_the_replaced_item),
         T(test_put_and_take_inplace_free_no_item),
+        T(test_reserve_makes_room_for_the_first_puts),
         T(test_empty_map_after_inplace_removal_has_depth_0),
         T(test_without_inplace_of_last_item_gives_empty_map),
         /* 7. allocation failure */

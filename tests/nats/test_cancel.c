@@ -1,6 +1,6 @@
 /*
  * test_cancel.c — requests and handlers under cancellation scopes
- * (ctxvar/cancel.h; issue 10, item 2, NATS), over a real nats-server on
+ * (ctxvar/cancel.h), over a real nats-server on
  * loopback: a client connection and a service connection in one process
  * (every message goes through the server).
  *

@@ -3,7 +3,7 @@
  * NATS protocol (a TCP socket speaking CONNECT / HPUB to a real
  * nats-server on loopback, one connection per message so that a block the
  * server refuses cannot take the others with it), are all delivered
- * (issue 11, item 1).
+ * (nats.h's promise).
  *
  * Two subscriptions watch the same subject: a plain libnats one (what the
  * server really delivered) and a bridge one.  For every message the plain
@@ -11,8 +11,8 @@
  * context when libnats cannot read the header block at all (counted in
  * ctx_nats_sub_stats_t.malformed_headers), in what could be decoded when
  * it can (a bad traceparent or baggage member is dropped alone).  Nothing
- * is dropped (`dropped` stays 0).  The hand-written cases are the ones the
- * issue names (a line without a colon, an HTTP/1.1 status line, an empty
+ * is dropped (`dropped` stays 0).  The hand-written cases are the ones
+ * users reported (a line without a colon, an HTTP/1.1 status line, an empty
  * header name, only CRLFs, missing CRLFs) and their neighbours; then a
  * seeded stream of random blocks made of the characters header parsers
  * trip on.  Payloads never hold ':' or CR/LF: libnats' header parser looks
@@ -179,7 +179,7 @@ typedef struct hostile {
 } hostile_t;
 
 static const hostile_t cases[] = {
-    /* the issue's examples */
+    /* the reported examples */
     {"line without a colon", "NATS/1.0\r\nbaggage user=bob\r\n\r\n", 0, "-", 1},
     {"HTTP/1.1 status line", "HTTP/1.1\r\nbaggage: user=bob\r\n\r\n", 0, "-", 1},
     {"empty header name", "NATS/1.0\r\n: value\r\nbaggage: user=bob\r\n\r\n", 0, "-", 1},

@@ -7,16 +7,14 @@
  *               before fork() answers every call in the child with
  *               CTX_EFORKED, its subscription and the bridge release there
  *               at once (no hang), the child's own contexts keep working,
- *               and the parent's bridge is untouched (issue 11, item 4);
- *   errors      ctx_nats_connect to a closed port is CTX_ECONNECTION
- *               (issue 12, item 5);
+ *               and the parent's bridge is untouched;
+ *   errors      ctx_nats_connect to a closed port is CTX_ECONNECTION;
  *   growth      ctx_nats_sub_stats_t written no further than its size,
- *               ctx_nats_bus_codec_t read by the growth rule (issue 12,
- *               item 2);
+ *               ctx_nats_bus_codec_t read by the growth rule;
  *   no lock     a message callback that blocks does not block other
  *               threads' calls on the same bridge and subscription, and a
  *               callback may call back into them; the same for the bus
- *               codec's encode and decode (issue 12, item 3).
+ *               codec's encode and decode.
  */
 #include "nats_test.h"
 

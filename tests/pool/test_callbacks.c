@@ -1,6 +1,5 @@
 /*
- * test_callbacks.c — no user callback runs under a pool lock (issue 12,
- * docs/api-rules.md), one test per path a callback can run on:
+ * test_callbacks.c — no user callback runs under a pool lock (docs/api-rules.md), one test per path a callback can run on:
  *
  *   task function                      on a worker
  *   arg_release                        on the worker, after the task

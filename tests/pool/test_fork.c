@@ -1,5 +1,5 @@
 /*
- * test_fork.c — fork() with a live pool (issue 11, docs/api-rules.md).
+ * test_fork.c — fork() with a live pool (docs/api-rules.md).
  *
  * The parent makes a pool of 2 workers, holds both at a gate with two tasks,
  * queues a third task with a future (so the child inherits running tasks,

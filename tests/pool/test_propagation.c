@@ -1,7 +1,7 @@
 /*
  * test_propagation.c — which context a pool task runs in.
  *
- * The scenarios of the issue: the evaluation library (two queries in a row,
+ * The scenarios users reported: the evaluation library (two queries in a row,
  * each fanning feedback functions out to a pool, and the stale-worker bug it
  * hit), the pipeline runner (a logger in a variable, propagation switched
  * off), worker reuse, siblings, the submitter, the pool's creator, and every

@@ -463,8 +463,8 @@ for _scenario, _expected in SCENARIOS.items():
     setattr(SideBySideTest, f"test_{_scenario.__name__}", _make_test(_scenario, _expected))
 
 
-class IssueExampleTest(unittest.TestCase):
-    def test_gather_example_from_the_issue(self):
+class GatherExampleTest(unittest.TestCase):
+    def test_gather_example(self):
         v = ctxvar.ContextVar("v")
 
         async def task(name):

@@ -1,5 +1,5 @@
 /*
- * test_api.c — the wire module's 1.0 API contracts (issue 12):
+ * test_api.c — the wire module's 1.0 API contracts (docs/api-rules.md):
  *
  *   headers      ctx_wire_headers_add / _set take C strings, the _n variants
  *                explicit lengths; both refuse the same inputs;

@@ -212,7 +212,7 @@ static void test_byte_limit(void **state) {
     free(t);
 }
 
-/* The limits apply to the list as it would be sent on (issue 11): input
+/* The limits apply to the list as it would be sent on: input
  * whitespace, malformed members and escapes that re-encode shorter do not
  * count; a member that does not fit is dropped and later ones still may. */
 static void test_limits_on_sent_form(void **state) {

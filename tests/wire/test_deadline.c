@@ -1,6 +1,6 @@
 /*
  * test_deadline.c — the wire's deadline is the cancellation scope's
- * (ctxvar/cancel.h; issue 10, item 2, wire):
+ * (ctxvar/cancel.h):
  *
  *   extract   a grpc-timeout gives the new context a scope whose deadline
  *             lies between now + timeout read before and after the extract;
