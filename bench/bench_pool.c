@@ -7,7 +7,7 @@
  * Before the harness had rounds, pool_task_ns, pool_task_off_ns,
  * pool_glib_task_ns and the ratios built on them were best-of figures, which
  * on a shared 2-processor machine picked different scheduling regimes for
- * different pools (issue 14); they now mean the median.  The
+ * different pools; they now mean the median.  The
  * *_median_ns keys are kept for compatibility and equal their figure;
  * *_best_ns keys give the best round, for information only.
  *
