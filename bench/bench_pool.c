@@ -7,7 +7,7 @@
  * Before the harness had rounds, pool_task_ns, pool_task_off_ns,
  * pool_glib_task_ns and the ratios built on them were best-of figures, which
  * on a shared 2-processor machine picked different scheduling regimes for
- * different pools (issue 14); they now mean the median.  The
+ * different pools; they now mean the median.  The
  * *_median_ns keys are kept for compatibility and equal their figure;
  * *_best_ns keys give the best round, for information only.
  *
@@ -59,6 +59,19 @@
  * interleaved:
  *   pool_latency_p50_ns, pool_latency_p99_ns            ctxvar
  *   pool_glib_latency_p50_ns, pool_glib_latency_p99_ns  GLib
+ *
+ * Groups
+ * ------
+ * One submitter (this thread, holding one variable) hands N empty tasks to
+ * a pool of 2 workers, then waits for all of them, interleaved with the
+ * same through plain fire-and-forget submits (waiting on the last task's
+ * semaphore); ns per task, from the first submit to the end of the wait:
+ *   pool_group_task_ns           ctx_pool_group_new, N ctx_pool_group_submit,
+ *                                ctx_pool_group_wait (each task a record in
+ *                                the group's scope)
+ *   pool_group_submit_task_ns    N ctx_pool_submit (light tasks), in the
+ *                                same rounds
+ *   pool_group_ratio             the two (information)
  *
  * Others
  * ------
@@ -547,6 +560,66 @@ static void latency(ctx_bench_t *b, long n) {
 }
 
 /* ---------------------------------------------------------------------- */
+/* Groups                                                                  */
+/* ---------------------------------------------------------------------- */
+
+typedef struct group_round {
+    int grouped;
+    long n;
+} group_round_t;
+
+static double group_round(void *arg) {
+    const group_round_t *r = arg;
+    ctx_pool_t *pool = pool_new_of(K_CTX);
+    atomic_store(&finished, 0);
+    target = r->n;
+    spin_tasks = 0;
+    uint64_t t0 = ctx_bench_now_ns(), t1;
+    if (r->grouped) {
+        ctx_pool_group_t *g = NULL;
+        if (ctx_pool_group_new(pool, NULL, &g) != 0)
+            abort();
+        for (long i = 0; i < r->n; i++)
+            if (ctx_pool_group_submit(g, ctx_task, NULL, NULL, NULL) != 0)
+                abort();
+        if (ctx_pool_group_wait(g, CTX_WAIT_FOREVER) != 0)
+            abort();
+        t1 = ctx_bench_now_ns();
+        ctx_pool_group_release(g);
+    } else {
+        for (long i = 0; i < r->n; i++)
+            if (ctx_pool_submit(pool, ctx_task, NULL, NULL) != 0)
+                abort();
+        sem_wait(&all_done);
+        t1 = ctx_bench_now_ns();
+    }
+    if (r->grouped)
+        sem_wait(&all_done); /* the last task's post, taken outside the time */
+    pool_release_of(K_CTX, pool);
+    return (double)(t1 - t0) / (double)r->n;
+}
+
+static void groups(ctx_bench_t *b, long n) {
+    static int request_id = 7;
+    ctx_token_t *tok = NULL; /* something to propagate */
+    if (ctx_var_set(request_var, &request_id, &tok) != 0)
+        abort();
+    group_round_t rounds[2] = {{1, n}, {0, n}};
+    ctx_bench_contender_t c[2] = {{"group", group_round, &rounds[0], {0}},
+                                  {"submit", group_round, &rounds[1], {0}}};
+    ctx_bench_interleave(b, c, 2);
+    ctx_bench_put_samples(b, "pool_group_task_ns", &c[0].samples, CTX_BENCH_NO_GOAL,
+                          "a task through a pool group: group_submit + group_wait, ns per task");
+    ctx_bench_put_samples(b, "pool_group_submit_task_ns", &c[1].samples, CTX_BENCH_NO_GOAL,
+                          "the same tasks through plain ctx_pool_submit, same rounds");
+    ctx_bench_put_ratio(b, "pool_group_ratio", &c[0].samples, &c[1].samples, CTX_BENCH_NO_GOAL,
+                        "pool_group_task_ns / pool_group_submit_task_ns (information)");
+    if (ctx_var_reset(request_var, tok) != 0)
+        abort();
+    ctx_token_release(tok);
+}
+
+/* ---------------------------------------------------------------------- */
 /* Round trips and bound callables                                         */
 /* ---------------------------------------------------------------------- */
 
@@ -615,6 +688,7 @@ void ctx_bench_pool(ctx_bench_t *b) {
                             "pool_vs_glib_ratio_s4_spin", "pool_vs_plain_ratio_s4_spin",
                             "pool_propagation_ratio_s4_spin"});
     latency(b, quick ? 300 : 1500);
+    groups(b, quick ? 20000 : 100000);
 
     ctx_bench_samples_t trip = {0}, call = {0}, shared = {0};
     for (int r = 0; r < ctx_bench_rounds(b); r++)

@@ -34,7 +34,7 @@ static int in_fresh_context(part_fn part) {
 int main(void) {
     printf("ctxvar %s — context variables for C\n", ctx_version_string());
     static const part_fn parts[] = {ctx_demo_core, ctx_demo_pool, ctx_demo_loop,
-                                     ctx_demo_bus, ctx_demo_wire};
+                                     ctx_demo_bus, ctx_demo_wire, ctx_demo_cancel};
     int failures = 0;
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
         failures += in_fresh_context(parts[i]);

@@ -8,5 +8,6 @@ int ctx_demo_pool(void);
 int ctx_demo_loop(void);
 int ctx_demo_bus(void);
 int ctx_demo_wire(void);
+int ctx_demo_cancel(void);
 
 #endif

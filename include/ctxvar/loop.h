@@ -78,6 +78,34 @@
  * `_release`; passing NULL as `out` (where allowed) means the caller wants
  * none.
  *
+ * Cancellation scopes (ctxvar/cancel.h)
+ * -------------------------------------
+ * The scope a context carries governs what the loop runs in it:
+ *   - a ctx_loop_call_soon / _later / _at / _soon_threadsafe callback whose
+ *     context's scope is cancelled when the callback is due — or whose
+ *     deadline has passed by then, even if the timer thread has not
+ *     cancelled it yet: the loop reads the clock — does not run: it ends
+ *     as if cancelled (ctx_loop_handle_cancelled reports 1) and only its
+ *     arg_release runs.  Future done-callbacks always run (they report an
+ *     outcome rather than start work).
+ *   - a task follows the scope of its own context (the creator's, or the
+ *     explicit context's; a step that enters another scope in it, e.g. a
+ *     child, is followed into it).  Once that scope is cancelled, every
+ *     later step sees its error (CTX_ECANCELLED or CTX_EDEADLINE) from
+ *     ctx_loop_task_awaited in place of the wait's outcome — asyncio's
+ *     CancelledError at the await, level-triggered as in trio: a wait armed
+ *     while the scope is cancelled ends at once.  A sleep or an awaited
+ *     future is abandoned when the scope is cancelled (from any thread, or
+ *     by its deadline): the task wakes on the loop at once; the awaited
+ *     future itself is not cancelled (it may be shared; work started for
+ *     the task in copies of its context stops by the same scope).  A task
+ *     that has not run its first step ends CANCELLED with the scope's
+ *     error without running it.  A step that must wait for cleanup work
+ *     after its scope was cancelled enters another scope first
+ *     (ctx_cancel_enter(NULL, ...) detaches; ctx_cancel_exit in a later
+ *     step restores).  A task costs nothing more without a scope; with one
+ *     it registers one wake-up callback on it for its life.
+ *
  * Closing
  * -------
  * ctx_loop_close cancels everything still scheduled (callbacks are dropped
@@ -134,6 +162,7 @@
 #include <uv.h>
 
 #include "../ctxvar.h"
+#include "cancel.h"
 #include "pool.h"
 
 #ifdef __cplusplus
@@ -302,7 +331,9 @@ typedef struct ctx_loop_call_options {
  * If `handle` is not NULL, *handle receives a reference to cancel it with.
  * Costs one record (which captures the context: a ctx_capture_t, O(1)),
  * allocated, or reused from the loop's spares once callbacks have run.
- * Loop thread.
+ * If the scope of that context is cancelled (or past its deadline) when
+ * the callback is due, fn does not run: the handle ends cancelled and
+ * arg_release runs (see "Cancellation scopes" above).  Loop thread.
  * Errors (fn never runs; arg stays the caller's; *handle untouched):
  * CTX_EINVAL (loop or fn NULL, options with a wrong size), CTX_ENOMEM,
  * CTX_ECLOSED, CTX_EFORKED. */
@@ -442,8 +473,9 @@ CTX_EXPORT ctx_loop_future_state_t ctx_loop_future_state(const ctx_loop_future_t
 CTX_EXPORT int ctx_loop_future_done(const ctx_loop_future_t *future);
 
 /* The outcome, without waiting: 0 and *result (if not NULL; borrowed from
- * the future), the error code of a failed future, CTX_ECANCELLED,
- * CTX_ENOTDONE, or CTX_EINVAL (NULL).  Any thread. */
+ * the future), the error code of a failed future, CTX_ECANCELLED (or
+ * CTX_EDEADLINE for a task ended by its scope's deadline), CTX_ENOTDONE,
+ * or CTX_EINVAL (NULL).  Any thread. */
 CTX_EXPORT int ctx_loop_future_result(const ctx_loop_future_t *future,
                                            void **result);
 
@@ -478,7 +510,8 @@ CTX_EXPORT int ctx_loop_future_add_done_callback(
  *                  usual form is `return ctx_loop_task_sleep(task, 10);`);
  *   0              the task completed; *result (NULL on entry) is its
  *                  result;
- *   CTX_ECANCELLED the task ends cancelled;
+ *   CTX_ECANCELLED or CTX_EDEADLINE: the task ends cancelled with that
+ *                  code (what a step returns when its scope is cancelled);
  *   another negative code: the task failed with that code.
  * A step that returns CTX_LOOP_TASK_WAIT without arming a wait fails the task
  * with CTX_EINVAL (and tells the error handler); a step that arms a wait and
@@ -506,7 +539,8 @@ typedef struct ctx_loop_task_options {
 
 /* Creates a task running step(task, arg, &result) repeatedly, and schedules
  * its first step (asyncio's create_task).  The task keeps the loop running
- * until it ends.  If `out` is not NULL, *out receives the caller's
+ * until it ends.  It follows the cancellation scope of its context (see
+ * "Cancellation scopes" at the top).  If `out` is not NULL, *out receives the caller's
  * reference.  Loop thread.
  * Errors (step never runs; arg stays the caller's): CTX_EINVAL (loop or
  * step NULL, options with a wrong size), CTX_ENOMEM, CTX_ECLOSED,
@@ -582,6 +616,10 @@ CTX_EXPORT int ctx_loop_task_offload(ctx_loop_task_t *task, ctx_pool_t *pool,
  *   CTX_ECANCELLED: the awaited future was cancelled, or the task was asked
  *     to cancel (ctx_loop_task_cancel) since its last step: the step decides
  *     whether to end (return CTX_ECANCELLED) or to go on;
+ *   CTX_ECANCELLED / CTX_EDEADLINE: the scope of the task's context is
+ *     cancelled (or past its deadline), whatever the wait's outcome; this
+ *     wins over the rest and comes at every step while the scope stays
+ *     current in the task's context;
  *   the awaited future's error code;
  *   CTX_EINVAL: NULL, or not called from the task's running step.
  * Loop thread. */
@@ -602,11 +640,88 @@ CTX_EXPORT int ctx_loop_task_cancel(ctx_loop_task_t *task);
 CTX_EXPORT int ctx_loop_task_cancelling(const ctx_loop_task_t *task);
 
 /* ctx_loop_future_result of the task's future (0 and the step's result,
- * the failure code, CTX_ECANCELLED, CTX_ENOTDONE, CTX_EINVAL).  Any thread. */
+ * the failure code, CTX_ECANCELLED or CTX_EDEADLINE for a task that ended
+ * cancelled with it, CTX_ENOTDONE, CTX_EINVAL).  Any thread. */
 CTX_EXPORT int ctx_loop_task_result(const ctx_loop_task_t *task, void **result);
 
 /* 1 if the task has ended, else 0.  Any thread. */
 CTX_EXPORT int ctx_loop_task_done(const ctx_loop_task_t *task);
+
+/* ---------------------------------------------------------------------- */
+/* Task groups (asyncio's TaskGroup)                                       */
+/* ---------------------------------------------------------------------- */
+
+/* A group of child tasks that a parent task waits for together: the "await
+ * all" of the loop, with structured concurrency.
+ *
+ *     // in the parent's step:
+ *     ctx_loop_task_group_new(task, &g);            // scope: a child of
+ *     ctx_loop_task_group_spawn(g, fetch_a, a, NULL, NULL); // the parent's
+ *     ctx_loop_task_group_spawn(g, fetch_b, b, NULL, NULL);
+ *     return ctx_loop_task_group_await(task, g);
+ *     // next step: ctx_loop_task_awaited(task, NULL) is 0 or the first
+ *     // failure; then ctx_loop_task_group_release(g).
+ *
+ * The group has a cancellation scope, a child of the parent task's scope
+ * (a root if it has none); each child runs in a copy of the parent's
+ * context (or of options->context) with that scope, so it stops (see
+ * "Cancellation scopes") when the scope is cancelled:
+ *   - by the first child that FAILS (ends with a code other than 0,
+ *     CTX_ECANCELLED or CTX_EDEADLINE): its code is the group's outcome and
+ *     the scope's cause (cause.code); its siblings are cancelled;
+ *   - by ctx_loop_task_group_cancel, by the parent's scope (a parent
+ *     scope cancelled cancels the group), or by ctx_loop_task_cancel on the
+ *     parent while it awaits the group;
+ *   - by ctx_loop_task_group_release while children are still pending.
+ * A parent awaiting the group wakes only once every child has ended, also
+ * when it is cancelled itself (then its step sees the cancellation).
+ * Loop thread for every function but ctx_loop_task_group_cancel. */
+typedef struct ctx_loop_task_group ctx_loop_task_group_t;
+
+/* Makes a group whose parent is `parent` (a pending task of the loop; the
+ * group keeps a reference to it).  *out receives the caller's reference.
+ * Errors: CTX_EINVAL (NULL, parent ended), CTX_ENOMEM, CTX_ESYSTEM (the
+ * scope's timer), CTX_ECLOSED, CTX_EFORKED (nothing made). */
+CTX_EXPORT int ctx_loop_task_group_new(ctx_loop_task_t *parent, ctx_loop_task_group_t **out);
+
+/* Creates a child task of the group, as ctx_loop_task_new does, in a copy
+ * of the parent's context (or of options->context) whose scope is the
+ * group's.  The other options work as in ctx_loop_task_new.  *out (if not
+ * NULL) receives a reference to the child.
+ * Errors (step never runs; arg stays the caller's): CTX_EINVAL (NULL,
+ * options with a wrong size), CTX_ECANCELLED / CTX_EDEADLINE (the group's
+ * scope is cancelled: it takes no more children), CTX_ENOMEM, CTX_ECLOSED,
+ * CTX_EFORKED. */
+CTX_EXPORT int ctx_loop_task_group_spawn(ctx_loop_task_group_t *group,
+                                         ctx_loop_task_step_fn step, void *arg,
+                                         const ctx_loop_task_options_t *options,
+                                         ctx_loop_task_t **out);
+
+/* Arms the wait of the parent's running step for the end of every child
+ * (children spawned meanwhile count too): the next step reads the outcome
+ * with ctx_loop_task_awaited — 0 (every child ended without failing), the
+ * first failure's code, or the parent's own cancellation.  Returns
+ * CTX_LOOP_TASK_WAIT; CTX_EINVAL (NULL, `parent` is not the group's
+ * parent, or the rules of ctx_loop_task_await are broken), CTX_EFORKED.
+ * Loop thread: from the parent's running step. */
+CTX_EXPORT int ctx_loop_task_group_await(ctx_loop_task_t *parent, ctx_loop_task_group_t *group);
+
+/* Cancels the group's scope (every child stops; later spawns fail).
+ * Returns 0, CTX_CANCEL_ALREADY, CTX_EINVAL, or ctx_cancel_scope_cancel's
+ * errors.  Any thread (holding a reference). */
+CTX_EXPORT int ctx_loop_task_group_cancel(ctx_loop_task_group_t *group);
+
+/* The group's scope (borrowed: valid while the group is), or NULL. */
+CTX_EXPORT ctx_cancel_scope_t *ctx_loop_task_group_scope(const ctx_loop_task_group_t *group);
+
+/* The number of children that have not ended (0 for NULL).  Loop thread. */
+CTX_EXPORT size_t ctx_loop_task_group_pending(const ctx_loop_task_group_t *group);
+
+/* Drops the caller's reference (NULL ignored).  If children are still
+ * pending, the group's scope is cancelled first (nothing started for the
+ * group outlives it unnoticed); they end on the loop as usual.  Loop
+ * thread. */
+CTX_EXPORT void ctx_loop_task_group_release(ctx_loop_task_group_t *group);
 
 /* ---------------------------------------------------------------------- */
 /* Offloading to a pool without a task                                     */

@@ -15,6 +15,9 @@
  *                  to a C callback API.
  *   ctx_pool_thread_t   a thread that starts in an empty context, or in a copy of
  *                  its creator's.
+ *   ctx_pool_group_t    a group of tasks (Go's errgroup): wait for all of them;
+ *                  the first failure stops the others and is the group's
+ *                  result.
  *
  * Propagation
  * -----------
@@ -34,6 +37,29 @@
  * latest when it next waits for work or after 64 more tasks of that
  * context, so such values may outlive the task by that much (it saves two
  * cache-line transfers per task).  ctx_pool_release always drops them.
+ *
+ * Cancellation (ctxvar/cancel.h)
+ * ------------------------------
+ * A task's context carries the submitter's cancellation scope like any
+ * value, so code in a task asks ctx_cancel_check() and stops when the work
+ * it does was abandoned or ran out of time.  The pool acts on it too:
+ *   - a task whose scope is cancelled (or whose deadline has passed) when
+ *     a worker takes it never starts: its future ends CANCELLED with the
+ *     scope's error, CTX_ECANCELLED or CTX_EDEADLINE (ctx_pool_future_result),
+ *     its arg_release runs, ctx_pool_stats counts it cancelled;
+ *   - a task with a future runs in a scope of its own, a child of the
+ *     submitter's made at submit, which ctx_pool_future_cancel cancels: one
+ *     check, ctx_cancel_check(), covers the task's own cancellation, the
+ *     request's and its deadline (ctx_pool_task_cancelled is that check);
+ *   - a task that returns CTX_ECANCELLED or CTX_EDEADLINE ends CANCELLED
+ *     with that error;
+ *   - waiting (ctx_pool_future_wait, ctx_pool_group_wait) ends as soon as
+ *     the WAITER's own scope is cancelled or its deadline passes.
+ * What it costs: a fire-and-forget task whose context has no scope pays one
+ * load for this (no scope was ever made current) or one per-thread cache
+ * probe; one with a scope takes a task record instead of a 32-byte queue
+ * slot; a task with a future pays for its own scope at submit (a scope and
+ * one more entry in its context: three allocations, freed with the future).
  *
  * Ownership (libuv's rule)
  * ------------------------
@@ -79,6 +105,7 @@
 #include <stdint.h>
 
 #include "../ctxvar.h"
+#include "cancel.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -91,9 +118,10 @@ typedef struct ctx_pool_bound ctx_pool_bound_t;
 typedef struct ctx_pool_thread ctx_pool_thread_t;
 
 /* A task.  Returns 0 and stores its result in *result (completed), or a
- * negative code (failed with that code; CTX_ECANCELLED means the task gave up
- * because it was asked to: the future ends cancelled).  *result is NULL on
- * entry.  Runs on a pool worker, in the task's own context. */
+ * negative code (failed with that code; CTX_ECANCELLED or CTX_EDEADLINE —
+ * what ctx_cancel_check() returns — means the task gave up because its
+ * scope was cancelled: the future ends cancelled with that code).  *result
+ * is NULL on entry.  Runs on a pool worker, in the task's own context. */
 typedef int (*ctx_pool_task_fn)(void *arg, void **result);
 
 /* ---------------------------------------------------------------------- */
@@ -246,10 +274,13 @@ CTX_EXPORT int ctx_pool_new(const ctx_pool_options_t *options,
  * freed when it exits or calls ctx_pool_release).
  * Any thread, including the pool's own tasks (but a task that waits for a
  * task queued behind it on a one-worker pool waits forever).
+ * With a future, the task runs in a cancellation scope of its own, a child
+ * of the submitter's (see "Cancellation" above).  A task submitted under a
+ * cancelled scope is accepted and ends cancelled without running.
  * Errors (then fn never runs, `arg` stays the caller's, *out is untouched):
  *   CTX_EINVAL     pool or fn NULL;
- *   CTX_ENOMEM     no memory for the record, the context copy or a new
- *                  queue segment (4 KB, one per 127 tasks);
+ *   CTX_ENOMEM     no memory for the record, the context copy, the task's
+ *                  scope or a new queue segment (4 KB, one per 127 tasks);
  *   CTX_EFULL      the bounded queue is full and the pool fails when full;
  *   CTX_ESHUTDOWN  ctx_pool_shutdown has begun (also for a submit that was
  *                  waiting for room when it began);
@@ -309,14 +340,18 @@ typedef enum ctx_pool_future_state {
     CTX_POOL_FUTURE_COMPLETED = 2, /* the task returned 0; it has a result */
     CTX_POOL_FUTURE_FAILED = 3,    /* the task returned an error (or could not
                                  enter its context) */
-    CTX_POOL_FUTURE_CANCELLED = 4  /* cancelled before it ran, or the task returned
-                                 CTX_ECANCELLED */
+    CTX_POOL_FUTURE_CANCELLED = 4  /* cancelled before it ran (its future, a shutdown,
+                                 or its scope), or the task returned
+                                 CTX_ECANCELLED / CTX_EDEADLINE */
 } ctx_pool_future_state_t;
 
 /* What ctx_pool_future_cancel did (non-negative statuses). */
 #define CTX_POOL_CANCEL_DONE 0     /* the future is cancelled: the task never runs */
-#define CTX_POOL_CANCEL_RUNNING 1  /* the task is running: its cancellation flag is
-                                 set; the future ends when the task returns */
+#define CTX_POOL_CANCEL_RUNNING 1  /* a worker took the task: its scope is
+                                 cancelled; the future ends when the task
+                                 returns (or at once, CANCELLED, if the
+                                 worker had not started it yet: then it
+                                 never starts) */
 #define CTX_POOL_CANCEL_TOO_LATE 2 /* the future had already ended: nothing done */
 
 /* Timeout meaning "wait as long as it takes". */
@@ -341,12 +376,17 @@ CTX_EXPORT ctx_pool_future_state_t ctx_pool_future_state(const ctx_pool_future_t
 CTX_EXPORT int ctx_pool_future_done(const ctx_pool_future_t *future);
 
 /* Waits until the future ends, at most `timeout_ns` nanoseconds
- * (CTX_WAIT_FOREVER, or any negative value: no limit; 0: just look).  Any
+ * (CTX_WAIT_FOREVER, or any negative value: no limit; 0: just look), or
+ * until the calling thread's current cancellation scope is cancelled or
+ * its deadline passes, whichever comes first (the wait then ends at once;
+ * the task itself is left alone: cancel its future to stop it).  Any
  * thread, but a task must not wait for a task that can only run after it
  * on the same pool.
- * Returns 0 (ended; its arg_release has run), CTX_ETIMEDOUT, CTX_EINVAL
- * (NULL, or a task waiting for its own future), CTX_EFORKED (not ended, and
- * its pool was made before the fork() this process is a child of). */
+ * Returns 0 (ended; its arg_release has run), CTX_ETIMEDOUT,
+ * CTX_ECANCELLED / CTX_EDEADLINE (the waiter's scope was cancelled, or its
+ * deadline passed, before the future ended), CTX_EINVAL (NULL, or a task
+ * waiting for its own future), CTX_EFORKED (not ended, and its pool was
+ * made before the fork() this process is a child of). */
 CTX_EXPORT int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_ns);
 
 /* The outcome, without waiting:
@@ -354,32 +394,44 @@ CTX_EXPORT int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_n
  *                  result, borrowed from the future;
  *   the task's code the task failed (or CTX_ENOMEM / CTX_ENOTCURRENT: see
  *                  the worker notes in src/pool/executor.c);
- *   CTX_ECANCELLED cancelled;
+ *   CTX_ECANCELLED cancelled (by its future, a shutdown, its scope, or the
+ *                  task gave up);
+ *   CTX_EDEADLINE  cancelled because its scope's deadline passed (before it
+ *                  started, or the task returned CTX_EDEADLINE);
  *   CTX_ENOTDONE   not ended yet;
  *   CTX_EINVAL     future NULL.
  * Any thread. */
 CTX_EXPORT int ctx_pool_future_result(const ctx_pool_future_t *future, void **result);
 
-/* Asks the task not to run, or to stop:
+/* Asks the task not to run, or to stop, by cancelling the task's own
+ * scope (made at submit: see "Cancellation" above), so that the task and
+ * everything it started in copies of its context see ctx_cancel_check()
+ * fail with CTX_ECANCELLED (the scope's cancellation callbacks run on this
+ * thread, before this returns):
  *   CTX_POOL_CANCEL_DONE      it was pending: it is removed from the queue and
  *                        will never run; the future is cancelled, its
  *                        arg_release and done-callbacks have run on this
  *                        thread when the call returns (or are running on
  *                        another thread that cancelled it at the same time);
- *   CTX_POOL_CANCEL_RUNNING   it is running: its cancellation flag is set (see
- *                        ctx_pool_task_cancelled); it ends as the task decides;
- *   CTX_POOL_CANCEL_TOO_LATE  it had already ended.
- * Errors: CTX_EINVAL (NULL), CTX_EFORKED (not ended, and its pool was made
- * before the fork() this process is a child of).  Any thread. */
+ *   CTX_POOL_CANCEL_RUNNING   a worker took it: its scope is cancelled; it ends
+ *                        as the task decides, or, if the worker had not
+ *                        called fn yet, never starts (CANCELLED, with
+ *                        arg_release, as for CTX_POOL_CANCEL_DONE);
+ *   CTX_POOL_CANCEL_TOO_LATE  it had already ended (nothing done).
+ * Errors (nothing done): CTX_EINVAL (NULL), CTX_EFORKED (not ended, and its
+ * pool was made before the fork() this process is a child of), CTX_ENOMEM /
+ * CTX_ESYSTEM (the calling thread had no ctxvar state and none could be
+ * made).  Any thread. */
 CTX_EXPORT int ctx_pool_future_cancel(ctx_pool_future_t *future);
 
 /* 1 if ctx_pool_future_cancel was called on the future, else 0.  Any thread. */
 CTX_EXPORT int ctx_pool_future_cancel_requested(const ctx_pool_future_t *future);
 
-/* For a task: 1 if the future of the task running on the calling thread has
- * been asked to cancel, else 0 (also 0 outside a task, and in a
- * fire-and-forget task, which nobody can cancel).  Cheap enough to poll in
- * a loop.  Any thread. */
+/* ctx_cancel_check() != 0, kept for programs written before cancellation
+ * scopes: 1 if the current context's scope is cancelled — for a task, its
+ * future was cancelled, or the scope it inherited from its submitter was
+ * (or its deadline passed) — else 0.  Cheap enough to poll in a loop (a
+ * per-thread cache probe and a load).  Any thread. */
 CTX_EXPORT int ctx_pool_task_cancelled(void);
 
 /* Registers fn(future, user) to run once when the future ends, in a private
@@ -419,6 +471,89 @@ CTX_EXPORT int ctx_pool_future_format_stack(const ctx_pool_future_t *future, cha
  * 0 and *ns, or CTX_ENOTFOUND if it never started (pending or cancelled
  * before running), CTX_EINVAL (an argument NULL).  Any thread. */
 CTX_EXPORT int ctx_pool_future_queue_wait(const ctx_pool_future_t *future, uint64_t *ns);
+
+/* ---------------------------------------------------------------------- */
+/* Groups (Go's errgroup)                                                  */
+/* ---------------------------------------------------------------------- */
+
+/* A group of tasks on one pool, with a cancellation scope of its own:
+ *
+ *     ctx_pool_group_t *g;
+ *     ctx_pool_group_new(pool, NULL, &g);     // scope: a child of the current
+ *     ctx_pool_group_submit(g, fetch_a, a, NULL, NULL);
+ *     ctx_pool_group_submit(g, fetch_b, b, NULL, NULL);
+ *     int rc = ctx_pool_group_wait(g, CTX_WAIT_FOREVER);  // 0 or the first
+ *     ctx_pool_group_release(g);                           // failure
+ *
+ * Every task runs in a copy of its submitter's context (as the submit
+ * options say) whose scope is the group's (a child of it for a task with a
+ * future), so ctx_cancel_check() in a task fails once the group stops.  The
+ * first task to fail — return a negative code, or end cancelled for any
+ * reason but a ctx_pool_future_cancel of its own future — cancels the
+ * group's scope with a cause whose code is that error: the siblings still
+ * queued never start, the running ones see the check fail; that error is
+ * the group's result.  Cancelling the group (ctx_pool_group_cancel), its
+ * parent scope or its deadline stops it the same way: the first task it
+ * stops makes the result CTX_ECANCELLED or CTX_EDEADLINE.  Reference
+ * counted: the creator's reference, and one per task until it ended. */
+typedef struct ctx_pool_group ctx_pool_group_t;
+
+/* Makes a group of `pool` whose scope is a new child of the calling
+ * thread's current scope (a root if it has none), made with `options`
+ * (NULL: no deadline of its own; see ctx_cancel_options_t).  *out holds the
+ * caller's reference.  Any thread.
+ * Errors (nothing made): CTX_EINVAL (pool or out NULL, options breaking
+ * the growth rule), CTX_ENOMEM, CTX_ESYSTEM (a lock could not be made, or
+ * the timer thread could not be started for the deadline), CTX_EFORKED. */
+CTX_EXPORT int ctx_pool_group_new(ctx_pool_t *pool, const ctx_cancel_options_t *options,
+                                  ctx_pool_group_t **out);
+
+/* ctx_pool_submit_ex for a task of the group: fn(arg) runs on the group's
+ * pool, in a context chosen by `options` (NULL: as the pool is
+ * configured) whose cancellation scope is the group's (a child of it, the
+ * task's own, if `out` is not NULL: see ctx_pool_submit).  Any thread,
+ * including the group's own tasks (that is how a task adds a sibling).
+ * Errors (fn never runs, arg stays the caller's, *out untouched): those of
+ * ctx_pool_submit_ex, and CTX_ECANCELLED / CTX_EDEADLINE (the group has
+ * stopped: its scope is cancelled or its deadline passed). */
+CTX_EXPORT int ctx_pool_group_submit(ctx_pool_group_t *group, ctx_pool_task_fn fn, void *arg,
+                                     const ctx_pool_submit_options_t *options,
+                                     ctx_pool_future_t **out);
+
+/* Waits until every task submitted to the group so far has ended (their
+ * arg_release and done-callbacks have run), at most `timeout_ns`
+ * nanoseconds (negative: no limit; 0: just look), or until the calling
+ * thread's own scope is cancelled or its deadline passes (the wait then
+ * ends at once and the tasks go on, unless the group's scope is a
+ * descendant of that scope, as it is when the group was made in this
+ * context).  Returns the group's result once every task ended: 0 (none
+ * failed), the first failure's code, or CTX_ECANCELLED / CTX_EDEADLINE
+ * (the group was stopped by ctx_pool_group_cancel, its parent or its
+ * deadline); or, before that: CTX_ETIMEDOUT, CTX_ECANCELLED /
+ * CTX_EDEADLINE (the waiter's scope), CTX_EINVAL (NULL, or called by a
+ * task of the group), CTX_EFORKED.  Any thread; may be called again. */
+CTX_EXPORT int ctx_pool_group_wait(ctx_pool_group_t *group, int64_t timeout_ns);
+
+/* Cancels the group's scope (its tasks see ctx_cancel_check() fail; those
+ * not started never start).  Returns 0, CTX_CANCEL_ALREADY (it was
+ * stopped already), CTX_EINVAL, CTX_ENOMEM / CTX_ESYSTEM (see
+ * ctx_cancel_scope_cancel).  Any thread. */
+CTX_EXPORT int ctx_pool_group_cancel(ctx_pool_group_t *group);
+
+/* The group's scope, borrowed (valid while the group lives): to read its
+ * error or cause, register callbacks, or cancel it with a cause of one's
+ * own.  0, or CTX_EINVAL.  Any thread. */
+CTX_EXPORT int ctx_pool_group_scope(const ctx_pool_group_t *group, ctx_cancel_scope_t **out);
+
+/* One more reference; returns `group`.  Any thread. */
+CTX_EXPORT ctx_pool_group_t *ctx_pool_group_retain(ctx_pool_group_t *group);
+
+/* Drops a reference (NULL ignored).  When the last reference of the
+ * creator's and ctx_pool_group_retain's goes while tasks of the group are
+ * still pending (nobody can wait for them any more), the group's scope is
+ * cancelled, so that nothing started for it runs on unnoticed.  The memory
+ * goes with the last task.  Any thread. */
+CTX_EXPORT void ctx_pool_group_release(ctx_pool_group_t *group);
 
 /* ---------------------------------------------------------------------- */
 /* Bound callables                                                         */

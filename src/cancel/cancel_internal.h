@@ -116,13 +116,52 @@ extern pthread_cond_t ctx__cancel_wait_cond;
 
 /* ---- context.c ---- */
 
+/* The library's variable holding a context's scope (NULL until first use). */
+extern _Atomic(ctx_var_t *) ctx__cancel_var_slot;
+
 /* The library's variable holding a context's scope; made on first use.
  * NULL with *err = CTX_ENOMEM if it cannot be made. */
 ctx_var_t *ctx__cancel_var(int *err);
 /* The same without making it: NULL if no scope was ever made current. */
-ctx_var_t *ctx__cancel_var_peek(void);
+static inline ctx_var_t *ctx__cancel_var_peek(void) {
+    return atomic_load_explicit(&ctx__cancel_var_slot, memory_order_acquire);
+}
 /* The scope of any context (its lock taken for the lookup), retained, or
  * NULL.  For contexts in caller-owned storage too (captures, pool tasks). */
 ctx_cancel_scope_t *ctx__cancel_context_scope(ctx_context_t *ctx);
+
+/* The calling thread's current scope, borrowed (valid until the thread
+ * changes its current context), or NULL: ctx_cancel_check's probe, one
+ * load when no scope was ever made current, else a per-thread cache hit
+ * (ctx_var_get on a miss). */
+static inline ctx_cancel_scope_t *ctx__cancel_current(void) {
+    ctx_var_t *var = ctx__cancel_var_peek();
+    ctx__tstate_t *ts = ctx__tls;
+    if (!var || !ts)
+        return NULL;
+    const ctx__cache_entry_t *e = &ts->cache[var->id % CTX__CACHE_SIZE];
+    if (e->var_id == var->id && e->epoch == ts->epoch)
+        return e->status == CTX_VALUE ? e->value : NULL;
+    void *value = NULL;
+    return ctx_var_get(var, &value) == CTX_VALUE ? value : NULL;
+}
+
+/* ---- for the pool (the same library) ---- */
+
+/* The scope held by `map`, borrowed (valid while the map holds it), or
+ * NULL.  The map must not change meanwhile (a private task context's). */
+ctx_cancel_scope_t *ctx__cancel_map_scope(const ctx__hamt_t *map);
+
+/* Makes `scope` (retained; NULL: none) the scope of `ctx`, a context no
+ * other thread can reach and that is not entered (an embedded task
+ * context): no lock, no claim.  0 or CTX_ENOMEM (nothing changed). */
+int ctx__cancel_context_put(ctx_context_t *ctx, ctx_cancel_scope_t *scope);
+
+/* The scope's error, and, for an active scope whose deadline has passed
+ * (the timer thread is late, or absent after fork()), the cancellation of
+ * the scope that owns that deadline first, on this thread (which must have
+ * its ctxvar state): so a scheduler about to start work never starts it
+ * after the deadline.  0 while active. */
+int ctx__cancel_scope_poll(ctx_cancel_scope_t *scope);
 
 #endif /* CTX_CANCEL_INTERNAL_H */

@@ -26,7 +26,7 @@
 #include "cancel/cancel_internal.h"
 #include "common/common.h"
 
-static _Atomic(ctx_var_t *) cancel_var;
+_Atomic(ctx_var_t *) ctx__cancel_var_slot;
 
 static void value_release(void *value, void *user) {
     (void)user;
@@ -46,10 +46,6 @@ static int value_format(const void *value, char *buf, size_t cap, void *user) {
     return snprintf(buf, cap, "%s", text);
 }
 
-ctx_var_t *ctx__cancel_var_peek(void) {
-    return atomic_load_explicit(&cancel_var, memory_order_acquire);
-}
-
 ctx_var_t *ctx__cancel_var(int *err) {
     ctx_var_t *var = ctx__cancel_var_peek();
     if (var)
@@ -65,7 +61,7 @@ ctx_var_t *ctx__cancel_var(int *err) {
         return NULL;
     }
     ctx_var_t *expected = NULL;
-    if (!atomic_compare_exchange_strong_explicit(&cancel_var, &expected, var,
+    if (!atomic_compare_exchange_strong_explicit(&ctx__cancel_var_slot, &expected, var,
                                                  memory_order_acq_rel, memory_order_acquire)) {
         ctx_var_release(var); /* another thread made it first */
         return expected;
@@ -74,17 +70,7 @@ ctx_var_t *ctx__cancel_var(int *err) {
 }
 
 /* The current context's scope (borrowed), or NULL. */
-static inline ctx_cancel_scope_t *current_scope(void) {
-    ctx_var_t *var = ctx__cancel_var_peek();
-    ctx__tstate_t *ts = ctx__tls;
-    if (!var || !ts)
-        return NULL;
-    const ctx__cache_entry_t *e = &ts->cache[var->id % CTX__CACHE_SIZE];
-    if (e->var_id == var->id && e->epoch == ts->epoch)
-        return e->status == CTX_VALUE ? e->value : NULL;
-    void *value = NULL;
-    return ctx_var_get(var, &value) == CTX_VALUE ? value : NULL;
-}
+static inline ctx_cancel_scope_t *current_scope(void) { return ctx__cancel_current(); }
 
 ctx_cancel_scope_t *ctx__cancel_context_scope(ctx_context_t *ctx) {
     ctx_var_t *var = ctx__cancel_var_peek();
@@ -97,6 +83,34 @@ ctx_cancel_scope_t *ctx__cancel_context_scope(ctx_context_t *ctx) {
         scope = ctx_cancel_scope_retain(((ctx__box_t *)item)->value);
     ctx__context_unlock(ctx);
     return scope;
+}
+
+ctx_cancel_scope_t *ctx__cancel_map_scope(const ctx__hamt_t *map) {
+    ctx_var_t *var = ctx__cancel_var_peek();
+    ctx__hamt_item_t *item;
+    if (!var || ctx__hamt_find(map, var->hash, var, &ctx__box_ops, &item) != 1)
+        return NULL;
+    return ((ctx__box_t *)item)->value;
+}
+
+int ctx__cancel_context_put(ctx_context_t *ctx, ctx_cancel_scope_t *scope) {
+    int err = 0;
+    ctx_var_t *var = ctx__cancel_var(&err);
+    if (!var)
+        return err;
+    ctx__box_t *box = ctx__box_new(var, scope);
+    if (!box)
+        return CTX_ENOMEM;
+    ctx__hamt_item_t *old = NULL;
+    int r = ctx__hamt_put_inplace(&ctx->map, &box->item, &ctx__box_ops, &old);
+    if (r) {
+        ctx__box_discard(box);
+        return r;
+    }
+    ctx_cancel_scope_retain(scope); /* the box's share */
+    if (old)
+        ctx__hamt_item_release(old, &ctx__box_ops);
+    return 0;
 }
 
 /* ---- the current context ---- */

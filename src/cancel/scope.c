@@ -227,6 +227,17 @@ void ctx__cancel_expire_due(ctx_cancel_scope_t *s) {
     ctx__cancel_tree(owner, CTX_EDEADLINE, NULL);
 }
 
+int ctx__cancel_scope_poll(ctx_cancel_scope_t *s) {
+    int err = atomic_load_explicit(&s->state, memory_order_acquire);
+    if (err || s->deadline == CTX__NO_DEADLINE || s->deadline > ctx__monotonic_ns())
+        return err;
+    int unused = 0;
+    if (ctx__tstate_get(&unused)) /* callbacks run in captured contexts */
+        ctx__cancel_expire_due(s);
+    err = atomic_load_explicit(&s->state, memory_order_acquire);
+    return err ? err : CTX_EDEADLINE; /* past it, whoever cancels */
+}
+
 /* ---- making scopes ---- */
 
 static int64_t add_saturating(int64_t a, int64_t b) {

@@ -19,6 +19,16 @@
  *     SCHEDULED ──run──► RUNNING ──► DONE
  *         └──cancel / drop──► CANCELLED
  *
+ * Cancellation scopes (ctxvar/cancel.h): when a call record (not a
+ * done-callback) reaches the head of the ready queue, the scope of the
+ * context it would run in is asked first; if it is cancelled, or its
+ * deadline has passed, the handle goes to CANCELLED instead of RUNNING and
+ * only its arg_release runs.  A captured context's scope is the one current
+ * at scheduling (a cache probe then; the handle keeps a reference), so the
+ * check is one atomic load (and a clock read for a scope with a deadline),
+ * nothing for a callback without a scope; an explicit context's scope is
+ * looked up when the callback is due (the context may change meanwhile).
+ *
  * Cancelling releases the context and calls arg_release at once.  A
  * cancelled handle still in the ready queue or the inbox stays there until
  * the loop reaches it and only drops its reference; one in the timer heap
@@ -73,6 +83,8 @@ static void handle_finish(ctx_loop_handle_t *h) {
     else
         ctx_capture_clear(&h->capture);
     h->context = NULL;
+    ctx_cancel_scope_release(h->scope);
+    h->scope = NULL;
     if (h->arg_release)
         h->arg_release(h->arg);
     if (h->future) {
@@ -90,16 +102,40 @@ static void *call_trampoline(void *p) {
     return NULL;
 }
 
+/* 1 if a call record must not run because the scope of the context it
+ * would run in is cancelled (or past its deadline).  Done-callbacks always
+ * run: they report an outcome, they do not start work. */
+static int scope_stops(ctx_loop_handle_t *h) {
+    if (!h->fn)
+        return 0;
+    if (!h->context) /* a capture: its scope was taken with it */
+        return h->scope && ctx__loop_scope_poll(h->scope) != 0;
+    ctx_cancel_scope_t *scope = NULL; /* an explicit context's, as it is now */
+    if (ctx_cancel_scope_get(h->context, &scope) != 0)
+        return 0;
+    int err = ctx__loop_scope_poll(scope);
+    ctx_cancel_scope_release(scope);
+    return err != 0;
+}
+
 static void handle_run(ctx__loop_rec_t *rec) {
     ctx_loop_handle_t *h = CTX__CONTAINER(rec, ctx_loop_handle_t, rec);
+    /* A callback whose scope is cancelled ends as if cancelled: it never
+     * runs, its arg_release does. */
+    int next = scope_stops(h) ? CTX__H_CANCELLED : CTX__H_RUNNING;
     /* Only a handle that was given out can have been cancelled; one nobody
      * holds changes state on this thread alone. */
     int expected = CTX__H_SCHEDULED;
     if (!h->holds_loop)
-        atomic_store_explicit(&h->state, CTX__H_RUNNING, memory_order_relaxed);
-    else if (!atomic_compare_exchange_strong_explicit(&h->state, &expected, CTX__H_RUNNING,
+        atomic_store_explicit(&h->state, next, memory_order_relaxed);
+    else if (!atomic_compare_exchange_strong_explicit(&h->state, &expected, next,
                                                       memory_order_acq_rel, memory_order_acquire)) {
         handle_unref(h, 1); /* cancelled: finished already */
+        return;
+    }
+    if (next == CTX__H_CANCELLED) {
+        handle_finish(h);
+        handle_unref(h, 1);
         return;
     }
     int r = h->context ? ctx_context_run(h->context, call_trampoline, h, NULL)
@@ -150,10 +186,18 @@ ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, int on_loop, ctx_loop_
     }
     h->spare = spare;
     ctx_context_t *context = NULL;
-    if (options && options->context)
+    ctx_cancel_scope_t *scope = NULL;
+    if (options && options->context) {
         context = ctx_context_retain(options->context);
-    else
+    } else {
         ctx_capture_current(&h->capture);
+        /* The captured map's scope is the current one (a cache probe). */
+        if (fn && ctx_cancel_scope_current(&scope) == 0)
+            ctx_cancel_scope_retain(scope);
+        else
+            scope = NULL;
+    }
+    h->scope = scope;
     h->rec.next = NULL;
     h->rec.ops = fn ? &call_ops : &done_ops;
     h->rec.when = h->rec.seq = 0;
@@ -177,6 +221,7 @@ void ctx__loop_handle_discard(ctx_loop_handle_t *h) {
         ctx_context_release(h->context);
     else
         ctx_capture_clear(&h->capture);
+    ctx_cancel_scope_release(h->scope);
     if (h->future)
         ctx_loop_future_release(h->future);
     ctx_loop_t *loop = h->loop;

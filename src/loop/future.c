@@ -164,6 +164,29 @@ void ctx__loop_future_add_rec(ctx_loop_future_t *f, ctx__loop_rec_t *rec) {
     schedule_callbacks(f, &one);
 }
 
+int ctx__loop_future_remove_rec(ctx_loop_future_t *f, ctx__loop_rec_t *rec) {
+    int found = 0;
+    future_lock(f);
+    if (atomic_load_explicit(&f->state, memory_order_relaxed) == CTX_LOOP_FUTURE_PENDING) {
+        ctx__loop_rec_t *prev = NULL;
+        for (ctx__loop_rec_t *r = f->callbacks.head; r; prev = r, r = r->next) {
+            if (r != rec)
+                continue;
+            if (prev)
+                prev->next = r->next;
+            else
+                f->callbacks.head = r->next;
+            if (f->callbacks.tail == r)
+                f->callbacks.tail = prev;
+            r->next = NULL;
+            found = 1;
+            break;
+        }
+    }
+    future_unlock(f);
+    return found;
+}
+
 int ctx_loop_future_set_result(ctx_loop_future_t *f, void *result) {
     if (!f || f->kind == CTX__LF_TASK)
         return CTX_EINVAL;
@@ -221,8 +244,8 @@ int ctx_loop_future_result(const ctx_loop_future_t *f, void **result) {
         return 0;
     case CTX_LOOP_FUTURE_FAILED:
         return f->error;
-    default:
-        return CTX_ECANCELLED;
+    default: /* a task ended by its scope's deadline says so */
+        return f->error == CTX_EDEADLINE ? CTX_EDEADLINE : CTX_ECANCELLED;
     }
 }
 

@@ -44,6 +44,7 @@
 #include <string.h>
 
 #include <ctxvar.h>
+#include <ctxvar/cancel.h>
 
 #include "common/common.h"
 
@@ -67,6 +68,19 @@ static inline int ctx__loop_call_options_in(const ctx_loop_call_options_t *optio
     if (r == 0)
         *use = local;
     return r;
+}
+
+/* ---- cancellation scopes ----
+ * What the loop asks of a scope before it runs something in it: its error
+ * (CTX_ECANCELLED / CTX_EDEADLINE), or CTX_EDEADLINE once its deadline has
+ * passed even if the timer thread has not cancelled it yet (the loop reads
+ * the clock, so nothing starts after a deadline); 0 if it may run. */
+static inline int ctx__loop_scope_poll(const ctx_cancel_scope_t *scope) {
+    int err = ctx_cancel_scope_error(scope);
+    int64_t left;
+    if (err == 0 && ctx_cancel_scope_remaining(scope, &left) == 0 && left == 0)
+        err = CTX_EDEADLINE;
+    return err;
 }
 
 /* ---- allocation ----
@@ -366,6 +380,9 @@ struct ctx_loop_handle {
      * captured in `capture` (no allocation).  Released when run or dropped. */
     ctx_context_t *context;
     ctx_capture_t capture;
+    /* A call record with a captured context: the scope current when it was
+     * captured (retained; NULL: none), asked before the callback runs. */
+    ctx_cancel_scope_t *scope;
     ctx_loop_future_t *future; /* done-callbacks: retained once scheduled */
     uint64_t when;
     atomic_uint refs;
@@ -417,6 +434,11 @@ int ctx__loop_future_complete(ctx_loop_future_t *f, int state, int error, void *
  * `scheduled` hook is called either way at scheduling time). */
 void ctx__loop_future_add_rec(ctx_loop_future_t *f, ctx__loop_rec_t *rec);
 
+/* Takes `rec` back out of the callbacks of `f` if it is still there (the
+ * future is pending): 1, and the caller owns the place's reference; else 0
+ * (the future completed: the record is on its way to the ready queue). */
+int ctx__loop_future_remove_rec(ctx_loop_future_t *f, ctx__loop_rec_t *rec);
+
 /* Releases what a future holds, for every kind (called when the last
  * reference goes), but its reference to its loop: returns the loop, which
  * the caller releases once the future's memory is given back. */
@@ -440,6 +462,25 @@ void ctx__task_destroy(ctx_loop_future_t *f);
 int ctx__task_can_arm(const ctx_loop_task_t *t);
 /* ctx_loop_task_cancel through the task's future. */
 int ctx__task_cancel_future(ctx_loop_future_t *f);
+
+/* ctx_loop_task_new for a child of `group` (NULL: none), which takes over
+ * the caller's reference to the group (on success only). */
+int ctx__task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
+                  const ctx_loop_task_options_t *options, ctx_loop_task_group_t *group,
+                  ctx_loop_task_t **out);
+/* ctx_loop_task_await of the future `done` that ends `group`: such a wait
+ * is not abandoned when the task's scope is cancelled, and
+ * ctx_loop_task_cancel cancels the group's children instead of `done`. */
+int ctx__task_await_group(ctx_loop_task_t *t, ctx_loop_future_t *done,
+                          ctx_loop_task_group_t *group);
+
+/* Task groups (group.c), loop thread: a child of `group` ended with
+ * `state`/`error` (drops the child's reference); a reference more / less;
+ * the parent was cancelled while awaiting the group. */
+void ctx__task_group_child_ended(ctx_loop_task_group_t *group, int state, int error);
+void ctx__task_group_retain(ctx_loop_task_group_t *group);
+void ctx__task_group_unref(ctx_loop_task_group_t *group);
+void ctx__task_group_cancel_children(ctx_loop_task_group_t *group);
 
 /* Cancels the pool future a wrapped future follows (after the wrapped
  * future itself was cancelled). */

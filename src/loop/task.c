@@ -45,6 +45,31 @@
  * ends it without running its step at all.  The step decides whether to end
  * cancelled.
  *
+ * Cancellation scopes (ctxvar/cancel.h).  A task keeps a reference to the
+ * scope of its context (taken at creation, looked at again after every
+ * step, since a step may enter another scope in it) and a wake-up callback
+ * registered on that scope.  The check is level-triggered, as in trio:
+ *
+ *   - before each step the scope is polled (its error, or CTX_EDEADLINE once
+ *     its deadline has passed by the clock); if it is cancelled the step
+ *     gets that error from ctx_loop_task_awaited instead of the wait's
+ *     outcome (asyncio's CancelledError at the await); a task that never
+ *     ran ends CANCELLED with it, without a step;
+ *   - a wait armed while the scope is cancelled ends at once;
+ *   - when the scope is cancelled while the task waits, the callback (any
+ *     thread, no lock held) schedules the task's `wake` record — through
+ *     the inbox and uv_async_send from another thread, straight into the
+ *     ready queue on the loop thread — at most once at a time
+ *     (`wake_posted`); on the loop thread `wake` abandons the sleep (out of
+ *     the timer heap) or the awaited future (the waiter taken out of its
+ *     callback list; the future itself is not cancelled: it may be shared,
+ *     and work started for this task in copies of its context stops by
+ *     the same scope) and makes the task ready.
+ * The callback is cleared when the task ends (on the loop thread; clearing
+ * waits for a callback running on another thread, which only schedules).
+ * A step that wants to wait for cleanup work once its scope is cancelled
+ * enters another scope first (ctx_cancel_enter(NULL, ...) detaches).
+ *
  * Closing: ctx_loop_close drops the ready queue and the heap first (the
  * waiters' drops release their references only: a drop may run on another
  * thread and never touches the task's loop-thread fields), then ends every
@@ -75,6 +100,19 @@ struct ctx_loop_task {
     /* The outcome of the wait, for ctx_loop_task_awaited in the running step. */
     int awaited_code;
     void *awaited_result;
+    /* Cancellation (see the top): the scope of the task's context
+     * (retained, or NULL), the wake-up registered on it while `watching`,
+     * and the record that wake-up schedules. */
+    ctx_cancel_scope_t *scope;
+    int watching;
+    atomic_int wake_posted;
+    ctx__loop_rec_t wake;
+    ctx_cancel_callback_t cancel_cb;
+    /* Task groups (group.c): the group this task is a child of (it holds
+     * a reference to it until the task ends), and the group whose end this
+     * task awaits (retained while `awaiting` is that group's future). */
+    ctx_loop_task_group_t *group;
+    ctx_loop_task_group_t *awaiting_group;
 };
 
 static _Thread_local ctx_loop_task_t *tls_task;
@@ -94,8 +132,93 @@ void ctx_loop_task_release(ctx_loop_task_t *t) {
 
 size_t ctx__loop_task_size(void) { return sizeof(ctx_loop_task_t); }
 
+/* ---- the task's scope ---- */
+
+/* Stops watching the scope and lets it go.  Loop thread (or the last
+ * release of a task that never ended: a forked child's). */
+static void unwatch_scope(ctx_loop_task_t *t) {
+    if (t->watching) {
+        (void)ctx_cancel_callback_clear(&t->cancel_cb);
+        t->watching = 0;
+    }
+    ctx_cancel_scope_release(t->scope);
+    t->scope = NULL;
+}
+
+/* The scope's callback: any thread, any context, no lock held.  Schedules
+ * `wake` unless it is scheduled already (then it will see this
+ * cancellation: the scope is cancelled before its callbacks run). */
+static void on_scope_cancelled(void *arg) {
+    ctx_loop_task_t *t = arg;
+    if (atomic_exchange_explicit(&t->wake_posted, 1, memory_order_acq_rel))
+        return;
+    ctx_loop_task_retain(t); /* the wake record's: the task is pending (the
+                                callback is cleared before the loop lets go) */
+    ctx__loop_list_t one = {NULL, NULL};
+    ctx__loop_list_push(&one, &t->wake);
+    ctx__loop_schedule_list(t->future.loop, &one); /* or dropped: closing */
+}
+
+/* Makes `scope` (borrowed; NULL: none) the scope the task watches. */
+static void watch_scope(ctx_loop_task_t *t, ctx_cancel_scope_t *scope) {
+    if (scope == t->scope)
+        return;
+    unwatch_scope(t);
+    if (!scope)
+        return;
+    t->scope = ctx_cancel_scope_retain(scope);
+    /* 0, or CTX_CANCEL_CALLBACK_RAN (cancelled already: it ran here). */
+    (void)ctx_cancel_callback_init_wakeup(&t->cancel_cb, scope, on_scope_cancelled, t);
+    t->watching = 1;
+}
+
+/* The error that stops the task: its scope's (0 if none or active). */
+static int scope_error(const ctx_loop_task_t *t) {
+    return t->scope ? ctx__loop_scope_poll(t->scope) : 0;
+}
+
+/* Abandons the wait of a task that is not in a step: out of the timer
+ * heap or the awaited future's list, into the ready queue (the waiter's
+ * reference goes along).  A waiter already on its way to the ready queue
+ * is left alone. */
+static void abandon_wait(ctx_loop_task_t *t) {
+    ctx_loop_t *loop = t->future.loop;
+    switch (t->wait) {
+    case WAIT_SLEEP:
+        ctx__loop_timer_remove(loop, &t->waiter);
+        break;
+    case WAIT_FUTURE:
+        if (t->awaiting_group)
+            return; /* a group's end: its children stop by the same scope
+                       (a child of this one) and the wait ends with them */
+        if (!ctx__loop_future_remove_rec(t->awaiting, &t->waiter))
+            return; /* the future completed: the waiter comes anyway */
+        break;
+    default:
+        return;
+    }
+    t->wait = WAIT_READY;
+    ctx__loop_ready_push(loop, &t->waiter);
+}
+
+static void wake_run(ctx__loop_rec_t *rec) {
+    ctx_loop_task_t *t = CTX__CONTAINER(rec, ctx_loop_task_t, wake);
+    /* Reset before looking: a cancellation after this schedules again. */
+    atomic_exchange_explicit(&t->wake_posted, 0, memory_order_acq_rel);
+    if (!ctx_loop_future_done(&t->future) && !t->in_step && scope_error(t))
+        abandon_wait(t);
+    ctx_loop_task_release(t);
+}
+
+static void wake_drop(ctx__loop_rec_t *rec) {
+    ctx_loop_task_release(CTX__CONTAINER(rec, ctx_loop_task_t, wake));
+}
+
+static const ctx__loop_rec_ops_t wake_ops = {wake_run, wake_drop, NULL};
+
 void ctx__task_destroy(ctx_loop_future_t *f) {
     ctx_loop_task_t *t = task_of(f);
+    unwatch_scope(t);
     ctx_loop_t *loop = ctx__loop_future_finalize(f);
     ctx_loop_future_release(t->awaiting);
     ctx_context_release(t->context);
@@ -116,6 +239,10 @@ static void unlink_task(ctx_loop_t *loop, ctx_loop_task_t *t) {
 static void drop_awaiting(ctx_loop_task_t *t) {
     ctx_loop_future_release(t->awaiting);
     t->awaiting = NULL;
+    if (t->awaiting_group) {
+        ctx__task_group_unref(t->awaiting_group);
+        t->awaiting_group = NULL;
+    }
 }
 
 /* Ends a pending task: the wait is abandoned, arg_release runs, then the
@@ -124,6 +251,7 @@ static void end_task(ctx_loop_task_t *t, int state, int error, void *result, int
     ctx_loop_t *loop = t->future.loop;
     int closing = ctx__loop_closing(loop);
     int release_waiter = 0;
+    unwatch_scope(t);
     if (t->wait == WAIT_SLEEP && !closing) {
         ctx__loop_timer_remove(loop, &t->waiter);
         release_waiter = 1;
@@ -139,6 +267,11 @@ static void end_task(ctx_loop_task_t *t, int state, int error, void *result, int
     }
     ctx__loop_future_complete(&t->future, state, error, result);
     drop_awaiting(t);
+    if (t->group) { /* after the future: the group's awaiter sees it done */
+        ctx_loop_task_group_t *g = t->group;
+        t->group = NULL;
+        ctx__task_group_child_ended(g, state, error);
+    }
     if (release_waiter)
         ctx_loop_task_release(t);
     ctx_loop_task_release(t); /* the loop's */
@@ -147,8 +280,8 @@ static void end_task(ctx_loop_task_t *t, int state, int error, void *result, int
 static void end_with_code(ctx_loop_task_t *t, int rc, void *result) {
     if (rc == 0)
         end_task(t, CTX_LOOP_FUTURE_COMPLETED, 0, result, 0);
-    else if (rc == CTX_ECANCELLED)
-        end_task(t, CTX_LOOP_FUTURE_CANCELLED, CTX_ECANCELLED, NULL, 0);
+    else if (rc == CTX_ECANCELLED || rc == CTX_EDEADLINE)
+        end_task(t, CTX_LOOP_FUTURE_CANCELLED, rc, NULL, 0);
     else
         end_task(t, CTX_LOOP_FUTURE_FAILED, rc, NULL, 0);
 }
@@ -157,12 +290,39 @@ typedef struct step_call {
     ctx_loop_task_t *task;
     void *result;
     int rc;
+    int scope_changed;
+    ctx_cancel_scope_t *scope; /* the new one (retained), if changed */
 } step_call_t;
 
 static void *step_trampoline(void *p) {
     step_call_t *call = p;
-    call->rc = call->task->step(call->task, call->task->arg, &call->result);
+    ctx_loop_task_t *t = call->task;
+    call->rc = t->step(t, t->arg, &call->result);
+    /* The scope the step leaves in the task's context (borrowed from it
+     * while it is current: retained only when it changed). */
+    ctx_cancel_scope_t *scope = NULL;
+    if (ctx_cancel_scope_current(&scope) != 0)
+        scope = NULL;
+    if (scope != t->scope) {
+        call->scope_changed = 1;
+        call->scope = ctx_cancel_scope_retain(scope);
+    }
     return NULL;
+}
+
+/* After a step: watch the scope the step left in the task's context. */
+static void refresh_scope(ctx_loop_task_t *t, step_call_t *call, int run_rc) {
+    if (run_rc == CTX_ENOTCURRENT) {
+        /* The step left another context current: what the trampoline saw
+         * was that one's scope.  Ask the task's context itself. */
+        ctx_cancel_scope_release(call->scope);
+        call->scope = NULL;
+        call->scope_changed = ctx_cancel_scope_get(t->context, &call->scope) == 0 ||
+                              t->scope != NULL;
+    }
+    if (call->scope_changed)
+        watch_scope(t, call->scope);
+    ctx_cancel_scope_release(call->scope);
 }
 
 /* Runs the next step (the waiter just left the ready queue). */
@@ -172,12 +332,13 @@ static void run_step(ctx_loop_task_t *t) {
     void *res = NULL;
     if (t->awaiting)
         code = ctx_loop_future_result(t->awaiting, &res);
-    if (t->must_cancel) {
+    int stop = scope_error(t);
+    if (t->must_cancel || stop) {
         t->must_cancel = 0;
-        code = CTX_ECANCELLED;
+        code = stop ? stop : CTX_ECANCELLED;
         res = NULL;
         if (!t->started) {
-            end_task(t, CTX_LOOP_FUTURE_CANCELLED, CTX_ECANCELLED, NULL, 0);
+            end_task(t, CTX_LOOP_FUTURE_CANCELLED, code, NULL, 0);
             return;
         }
     }
@@ -188,13 +349,16 @@ static void run_step(ctx_loop_task_t *t) {
     t->in_step = 1;
     ctx_loop_task_t *outer = tls_task;
     tls_task = t;
-    step_call_t call = {t, NULL, 0};
+    step_call_t call = {t, NULL, 0, 0, NULL};
     int r = ctx_context_run(t->context, step_trampoline, &call, NULL);
     tls_task = outer;
     t->in_step = 0;
     t->awaited_result = NULL;
-    if (ctx__loop_forked(loop))
+    if (ctx__loop_forked(loop)) {
+        ctx_cancel_scope_release(call.scope);
         return; /* the step forked: in the child the task stays as it is */
+    }
+    refresh_scope(t, &call, r);
     if (r == CTX_ENOTCURRENT) {
         ctx__loop_report(loop, r, "a task step returned with a context of its own still entered");
         if (call.rc >= 0)
@@ -203,8 +367,11 @@ static void run_step(ctx_loop_task_t *t) {
         ctx__loop_report(loop, r, "a task could not enter its context and failed");
         call.rc = r;
     }
-    if (call.rc == CTX_LOOP_TASK_WAIT && t->armed)
+    if (call.rc == CTX_LOOP_TASK_WAIT && t->armed) {
+        if (scope_error(t))
+            abandon_wait(t); /* waiting in a cancelled scope: not for long */
         return;
+    }
     if (call.rc > 0) {
         ctx__loop_report(loop, CTX_EINVAL,
                          call.rc == CTX_LOOP_TASK_WAIT
@@ -232,6 +399,12 @@ static const ctx__loop_rec_ops_t waiter_ops = {waiter_run, waiter_drop, NULL};
 
 int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
                  const ctx_loop_task_options_t *options, ctx_loop_task_t **out) {
+    return ctx__task_new(loop, step, arg, options, NULL, out);
+}
+
+int ctx__task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
+                  const ctx_loop_task_options_t *options, ctx_loop_task_group_t *group,
+                  ctx_loop_task_t **out) {
     if (!loop || !step)
         return CTX_EINVAL;
     if (ctx__loop_forked(loop))
@@ -260,9 +433,13 @@ int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
     atomic_store_explicit(&t->future.refs, out ? 3u : 2u, memory_order_relaxed);
     t->waiter.ops = &waiter_ops;
     t->waiter.heap_index = SIZE_MAX;
+    t->wake.ops = &wake_ops;
+    t->wake.heap_index = SIZE_MAX;
+    atomic_init(&t->wake_posted, 0);
     t->step = step;
     t->arg = arg;
     t->arg_release = o.arg_release;
+    t->group = group; /* the caller's reference to it becomes the task's */
     atomic_init(&t->cancel_requests, 0);
     t->next = loop->tasks;
     if (t->next)
@@ -271,6 +448,16 @@ int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
     ctx__loop_keepalive(loop, +1);
     t->wait = WAIT_READY;
     ctx__loop_ready_push(loop, &t->waiter);
+    /* The scope of its context: the creator's current one (borrowed, the
+     * same map), or the explicit context's. */
+    ctx_cancel_scope_t *scope = NULL;
+    if (!o.context) {
+        if (ctx_cancel_scope_current(&scope) == 0)
+            watch_scope(t, scope);
+    } else if (ctx_cancel_scope_get(o.context, &scope) == 0) {
+        watch_scope(t, scope);
+        ctx_cancel_scope_release(scope);
+    }
     if (out)
         *out = t;
     return 0;
@@ -317,6 +504,16 @@ int ctx_loop_task_sleep(ctx_loop_task_t *t, uint64_t delay_ms) {
     return CTX_LOOP_TASK_WAIT;
 }
 
+int ctx__task_await_group(ctx_loop_task_t *t, ctx_loop_future_t *done,
+                          ctx_loop_task_group_t *group) {
+    int r = ctx_loop_task_await(t, done);
+    if (r == CTX_LOOP_TASK_WAIT) {
+        ctx__task_group_retain(group);
+        t->awaiting_group = group;
+    }
+    return r;
+}
+
 int ctx_loop_task_yield(ctx_loop_task_t *t) {
     if (t && ctx__loop_forked(t->future.loop))
         return CTX_EFORKED;
@@ -359,6 +556,13 @@ int ctx_loop_task_cancel(ctx_loop_task_t *t) {
         ctx__loop_ready_push(loop, &t->waiter);
         break;
     case WAIT_FUTURE:
+        if (t->awaiting_group) {
+            /* Awaiting a group: its children are cancelled and the task
+             * wakes once they all ended (asyncio's TaskGroup). */
+            t->must_cancel = 1;
+            ctx__task_group_cancel_children(t->awaiting_group);
+            break;
+        }
         /* Cancelling the awaited future wakes the task with CTX_ECANCELLED
          * through its outcome; if it is already done, say so explicitly. */
         if (ctx_loop_future_cancel(t->awaiting) != 1)

@@ -142,9 +142,8 @@ ctx_pool_future_t *ctx__pool_current_task(void) { return tls_task; }
 ctx_pool_t *ctx__pool_of_this_thread(void) { return tls_pool; }
 
 int ctx_pool_task_cancelled(void) {
-    ctx_pool_future_t *f = tls_task;
-    /* Only a task with a future can be asked to cancel. */
-    return f && f->pinned ? atomic_load_explicit(&f->cancel_requested, memory_order_relaxed) : 0;
+    /* One mechanism: ctx_pool_future_cancel cancels the task's scope. */
+    return ctx_cancel_check() != 0;
 }
 
 size_t ctx_pool_default_threads(void) {
@@ -170,6 +169,10 @@ static void pool_free(ctx_pool_t *pool) {
     ctx__free(pool, sizeof *pool);
 }
 
+void ctx__pool_retain(ctx_pool_t *pool) {
+    atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
+}
+
 void ctx__pool_release(ctx_pool_t *pool) {
     /* In a fork child the parent's pool is left alone (see fork() above). */
     if (atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_acq_rel) == 1 &&
@@ -177,10 +180,31 @@ void ctx__pool_release(ctx_pool_t *pool) {
         pool_free(pool);
 }
 
-void ctx__pool_finish_cancelled(ctx_pool_t *pool, ctx_pool_future_t *f) {
+/* Ends the future of `f` (its context already dropped), telling its
+ * group, if any, before (a failure cancels the siblings first) and after
+ * (one fewer pending). */
+static void end_task(ctx_pool_future_t *f, int state, int error, void *result) {
+    ctx_pool_group_t *group = f->group;
+    if (group)
+        ctx__group_task_ending(group, f, state, error);
+    ctx__future_finish(f, state, error, result);
+    if (group) {
+        f->group = NULL;
+        ctx__group_task_ended(group);
+    }
+}
+
+/* Drops the task's context; a borrowed scope goes with it. */
+static void drop_task_context(ctx_pool_future_t *f) {
     ctx__future_drop_context(f);
+    if (!f->pinned)
+        f->scope = NULL;
+}
+
+void ctx__pool_finish_cancelled(ctx_pool_t *pool, ctx_pool_future_t *f) {
+    drop_task_context(f);
     atomic_fetch_add_explicit(&pool->cancelled, 1, memory_order_relaxed);
-    ctx__future_finish(f, CTX__F_CANCELLED, CTX_ECANCELLED, NULL);
+    end_task(f, CTX__F_CANCELLED, CTX_ECANCELLED, NULL);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -213,8 +237,8 @@ static int outcome(ctx_pool_future_t *f, int rc, int *error) {
         return CTX__F_COMPLETED;
     }
     f->result = NULL;
-    if (f->error == CTX_ECANCELLED) {
-        *error = CTX_ECANCELLED;
+    if (f->error == CTX_ECANCELLED || f->error == CTX_EDEADLINE) {
+        *error = f->error; /* gave up: asked to, or out of time */
         return CTX__F_CANCELLED;
     }
     *error = f->error < 0 ? f->error : CTX_ECALLBACK;
@@ -224,6 +248,15 @@ static int outcome(ctx_pool_future_t *f, int rc, int *error) {
 /* Runs `f` and ends its future; returns its memory if it died here and can
  * be recycled, else NULL. */
 static ctx_pool_future_t *run_task(ctx__worker_t *self, ctx_pool_future_t *f) {
+    /* A task whose scope is cancelled, or whose deadline has passed, never
+     * starts: it ends cancelled with the scope's error. */
+    int cancelled = f->scope ? ctx__cancel_scope_poll(f->scope) : 0;
+    if (cancelled) {
+        drop_task_context(f);
+        bump(&self->w.cancelled);
+        end_task(f, CTX__F_CANCELLED, cancelled, NULL);
+        return ctx__future_release_keep(f); /* the queue's reference */
+    }
     if (f->timed) {
         uint64_t start = ctx__pool_ticks();
         atomic_store_explicit(&f->start_ticks, start ? start : 1, memory_order_relaxed);
@@ -236,14 +269,14 @@ static ctx_pool_future_t *run_task(ctx__worker_t *self, ctx_pool_future_t *f) {
     tls_task = NULL;
     /* The embedded run leaves the context out of the thread's chain even if
      * the task left contexts of its own entered: it can go now. */
-    ctx__future_drop_context(f);
+    drop_task_context(f);
 
     int error;
     int state = outcome(f, rc, &error);
     bump(state == CTX__F_COMPLETED ? &self->w.completed
          : state == CTX__F_FAILED  ? &self->w.failed
                                    : &self->w.cancelled);
-    ctx__future_finish(f, state, error, f->result);
+    end_task(f, state, error, f->result);
     return ctx__future_release_keep(f); /* the queue's reference */
 }
 
@@ -276,9 +309,9 @@ static void run_light(ctx__worker_t *self, const ctx__slot_t *slot) {
     else
         ctx__context_clear(&ctx);
     int error = rc < 0 ? rc : call.error;
-    bump(error == 0                 ? &self->w.completed
-         : error == CTX_ECANCELLED ? &self->w.cancelled
-                                   : &self->w.failed);
+    bump(error == 0                                            ? &self->w.completed
+         : error == CTX_ECANCELLED || error == CTX_EDEADLINE ? &self->w.cancelled
+                                                              : &self->w.failed);
 }
 
 /* Makes sure this thread has its ctxvar state before the first task, so
@@ -471,6 +504,10 @@ static ctx_pool_future_t *record_for_submit(ctx_pool_t *pool, size_t depth) {
     return ctx__future_alloc((unsigned)depth);
 }
 
+/* submit_light's answer when the captured map holds a cancellation scope:
+ * the task needs a record (nothing was queued or kept). */
+#define CTX__POOL_NEEDS_RECORD 1
+
 /* A light task: the slot alone, no record (see queue.c). */
 static int submit_light(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
                         const ctx__policy_t *policy) {
@@ -479,6 +516,10 @@ static int submit_light(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
     bool borrowed = ctx__policy_borrow_map(policy, &slot.map);
     if (!borrowed && (rc = ctx__policy_capture_map(policy, &slot.map)) != 0)
         return rc;
+    if (!borrowed && ctx__cancel_map_scope(&slot.map)) {
+        ctx__policy_drop_map(slot.map);
+        return CTX__POOL_NEEDS_RECORD;
+    }
     /* A borrowed map is retained by the push itself, next to its lock
      * (queue.c): one full fence less per submit. */
     rc = ctx__queue_push(pool, &slot, borrowed);
@@ -490,8 +531,102 @@ static int submit_light(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
     return rc;
 }
 
-int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
-                       const ctx_pool_submit_options_t *user_options, ctx_pool_future_t **out) {
+/* The task's scope, in a record whose context is made: for a task with a
+ * future, its own scope, a child of its context's (or of its group's),
+ * made now and put into its context (the record keeps a reference:
+ * ctx_pool_future_cancel cancels it); otherwise the scope its context holds
+ * (a group task's context gets the group's).  0 or CTX_ENOMEM (nothing
+ * kept). */
+static int task_scope(ctx_pool_future_t *f, ctx_pool_group_t *group, bool has_group_scope) {
+    ctx_cancel_scope_t *parent =
+        group ? ctx__group_scope(group) : ctx__cancel_map_scope(&f->context_storage.map);
+    if (!f->pinned) {
+        int rc = group && !has_group_scope ? ctx__cancel_context_put(&f->context_storage, parent) : 0;
+        if (rc == 0)
+            f->scope = parent; /* borrowed from the context */
+        return rc;
+    }
+    ctx_cancel_scope_t *own;
+    int rc = ctx_cancel_scope_new(parent, NULL, &own);
+    if (rc != 0)
+        return rc;
+    rc = ctx__cancel_context_put(&f->context_storage, own);
+    if (rc != 0) {
+        ctx_cancel_scope_release(own);
+        return rc;
+    }
+    f->scope = own; /* the record's reference */
+    return 0;
+}
+
+/* A task that needs a record (see ctx__pool_submit). */
+static int submit_record(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
+                         const ctx_pool_submit_options_t *options, const ctx__policy_t *policy,
+                         void *const *frames, size_t depth, bool timed, ctx_pool_group_t *group,
+                         ctx_pool_future_t **out) {
+    ctx_pool_future_t *f = record_for_submit(pool, depth);
+    if (!f)
+        return CTX_ENOMEM;
+    f->pinned = out != NULL;
+    /* A group's COPY task: the submitter's context with the group's scope
+     * already in it (group.c). */
+    bool from_group = group && policy->kind == CTX_POOL_PROPAGATE_COPY;
+    int rc = from_group ? ctx__group_context(group, &f->context_storage)
+                        : ctx__policy_make_context(policy, f);
+    f->has_context = rc == 0;
+    if (rc == 0)
+        rc = task_scope(f, group, from_group);
+    if (rc != 0) {
+        ctx__future_discard(f);
+        return rc;
+    }
+    if (depth)
+        memcpy(f->stack, frames, depth * sizeof *frames);
+    f->fn = fn;
+    f->arg = arg;
+    if (options) {
+        f->arg_release = options->arg_release;
+        f->result_release = options->result_release;
+    }
+    f->pool = pool;
+    f->group = group;
+    if (out)
+        atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
+    if (timed || out) {
+        ctx__future_init_pinned(f); /* line 2: waiters, callbacks, stamps */
+        f->timed = timed;
+        if (timed)
+            f->submit_ticks = ctx__pool_ticks();
+    }
+
+    if (out) /* only a record someone can cancel pins the pool (see above) */
+        atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
+    ctx__slot_t slot = {ctx__slot_record, f, {NULL, 0}};
+    rc = ctx__queue_push(pool, &slot, false);
+    if (rc != 0) {
+        if (out)
+            atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&pool->rejected, rc != CTX_ENOMEM, memory_order_relaxed);
+        f->group = NULL; /* the caller undoes its count */
+        ctx__future_discard(f);
+        return rc;
+    }
+    if (out)
+        *out = f;
+    return 0;
+}
+
+/* 1 if a fire-and-forget task under `policy` would run in a context with a
+ * cancellation scope, as far as the submitter can tell cheaply: then it
+ * takes a record, whose scope a worker checks before running it.  For
+ * CONTEXT and ALLOWLIST the light path looks at the map it captured. */
+static bool submitter_scoped(const ctx__policy_t *policy) {
+    return policy->kind == CTX_POOL_PROPAGATE_COPY && ctx__cancel_current() != NULL;
+}
+
+int ctx__pool_submit(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
+                     const ctx_pool_submit_options_t *user_options, ctx_pool_future_t **out,
+                     ctx_pool_group_t *group) {
     if (!pool || !fn)
         return CTX_EINVAL;
     if (ctx__pool_forked(pool))
@@ -513,54 +648,25 @@ int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
         capture = capture || options->capture_stack;
     }
     /* Fire-and-forget with nothing that needs a record: a light task, but
-     * for one in CTX__POOL_TIME_EVERY, which is stamped (clock.c). */
+     * for one in CTX__POOL_TIME_EVERY, which is stamped (clock.c), and one
+     * whose context has a cancellation scope (a worker checks it). */
     bool timed = out || ++tls_submits % CTX__POOL_TIME_EVERY == 0;
-    if (!timed && !capture && (!options || (!options->arg_release && !options->result_release)))
-        return submit_light(pool, fn, arg, &policy);
-
+    if (!timed && !capture && !group &&
+        (!options || (!options->arg_release && !options->result_release)) &&
+        !submitter_scoped(&policy)) {
+        int rc = submit_light(pool, fn, arg, &policy);
+        if (rc != CTX__POOL_NEEDS_RECORD)
+            return rc;
+    }
+    /* The submitting stack, from the caller of the public submit call. */
     void *frames[CTX__STACK_MAX];
-    size_t depth = capture ? ctx__stack_capture(frames, CTX__STACK_MAX, 1) : 0;
-    ctx_pool_future_t *f = record_for_submit(pool, depth);
-    if (!f)
-        return CTX_ENOMEM;
-    int rc = ctx__policy_make_context(&policy, f);
-    if (rc != 0) {
-        ctx__future_discard(f);
-        return rc;
-    }
-    if (depth)
-        memcpy(f->stack, frames, depth * sizeof *frames);
-    f->fn = fn;
-    f->arg = arg;
-    if (options) {
-        f->arg_release = options->arg_release;
-        f->result_release = options->result_release;
-    }
-    f->pool = pool;
-    if (out) {
-        f->pinned = 1;
-        atomic_store_explicit(&f->refs, 2, memory_order_relaxed);
-    }
-    if (timed) {
-        ctx__future_init_pinned(f); /* line 2: waiters, callbacks, stamps */
-        f->timed = 1;
-        f->submit_ticks = ctx__pool_ticks();
-    }
+    size_t depth = capture ? ctx__stack_capture(frames, CTX__STACK_MAX, 2) : 0;
+    return submit_record(pool, fn, arg, options, &policy, frames, depth, timed, group, out);
+}
 
-    if (out) /* only a record someone can cancel pins the pool (see above) */
-        atomic_fetch_add_explicit(&pool->refs, 1, memory_order_relaxed);
-    ctx__slot_t slot = {ctx__slot_record, f, {NULL, 0}};
-    rc = ctx__queue_push(pool, &slot, false);
-    if (rc != 0) {
-        if (out)
-            atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&pool->rejected, rc != CTX_ENOMEM, memory_order_relaxed);
-        ctx__future_discard(f);
-        return rc;
-    }
-    if (out)
-        *out = f;
-    return 0;
+int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
+                       const ctx_pool_submit_options_t *user_options, ctx_pool_future_t **out) {
+    return ctx__pool_submit(pool, fn, arg, user_options, out, NULL);
 }
 
 int ctx_pool_submit(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg, ctx_pool_future_t **out) {

@@ -89,8 +89,10 @@ void ctx__future_init(ctx_pool_future_t *f) {
     f->pinned = 0;
     f->timed = 0;
     f->has_context = 0;
+    f->scope = NULL;
     f->result_release = NULL;
     f->pool = NULL;
+    f->group = NULL;
     CTX__DEBUG_BORN(f, CTX__KIND_FUTURE);
 }
 
@@ -128,17 +130,28 @@ void ctx__future_drop_context(ctx_pool_future_t *f) {
     }
 }
 
+/* Drops the record's own reference to the task's scope (a record with a
+ * future holds one; see pool_internal.h). */
+static void drop_scope(ctx_pool_future_t *f) {
+    if (f->pinned && f->scope) {
+        ctx_cancel_scope_release(f->scope);
+        f->scope = NULL;
+    }
+}
+
 void ctx__future_discard(ctx_pool_future_t *f) {
     ctx__future_drop_context(f);
+    drop_scope(f);
     record_free(f);
 }
 
-/* Releases what a dead record owns (its result, its pool reference) and
- * returns the pool it referenced, if any. */
+/* Releases what a dead record owns (its result, its scope, its pool
+ * reference) and returns the pool it referenced, if any. */
 static ctx_pool_t *future_clear(ctx_pool_future_t *f) {
     if (atomic_load_explicit(&f->state, memory_order_acquire) == CTX__F_COMPLETED &&
         f->result_release && f->result)
         f->result_release(f->result);
+    drop_scope(f);
     return f->pinned ? f->pool : NULL;
 }
 
@@ -225,7 +238,7 @@ int ctx_pool_future_result(const ctx_pool_future_t *future, void **result) {
     case CTX__F_FAILED:
         return future->error;
     case CTX__F_CANCELLED:
-        return CTX_ECANCELLED;
+        return future->error; /* CTX_ECANCELLED or CTX_EDEADLINE */
     default:
         return CTX_ENOTDONE;
     }
@@ -254,21 +267,40 @@ int ctx_pool_future_cancel(ctx_pool_future_t *future) {
         return CTX_EINVAL;
     CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_cancel");
     int s0 = atomic_load_explicit(&future->state, memory_order_acquire);
-    if (!is_final(s0) && ctx__pool_forked(future->pool))
+    if (is_final(s0))
+        return CTX_POOL_CANCEL_TOO_LATE;
+    if (ctx__pool_forked(future->pool))
         return CTX_EFORKED; /* its pool's locks are the parent's */
+    /* Cancelling the scope runs its callbacks in captured contexts, which
+     * needs this thread's state: made before anything changes. */
+    int err = 0;
+    if (!ctx__tstate_get(&err))
+        return err;
     atomic_store_explicit(&future->cancel_requested, 1, memory_order_relaxed);
+    int status;
     for (;;) {
         int s = atomic_load_explicit(&future->state, memory_order_acquire);
         if (is_final(s))
             return CTX_POOL_CANCEL_TOO_LATE;
-        if (s == CTX__F_CANCELLING)
-            return CTX_POOL_CANCEL_DONE;
-        if (s == CTX__F_RUNNING)
-            return CTX_POOL_CANCEL_RUNNING;
-        if (ctx__pool_cancel_pending(future))
-            return CTX_POOL_CANCEL_DONE;
+        if (s == CTX__F_CANCELLING) {
+            status = CTX_POOL_CANCEL_DONE;
+            break;
+        }
+        if (s == CTX__F_RUNNING) {
+            status = CTX_POOL_CANCEL_RUNNING;
+            break;
+        }
+        if (ctx__pool_cancel_pending(future)) {
+            status = CTX_POOL_CANCEL_DONE;
+            break;
+        }
         /* It left the queue meanwhile: look again. */
     }
+    /* The task's own scope (made at submit, held by the record as long as
+     * the future): a running task sees ctx_cancel_check() fail, and so
+     * does everything it started in copies of its context. */
+    (void)ctx_cancel_scope_cancel(future->scope, NULL);
+    return status;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -322,6 +354,10 @@ static struct stripe *stripe_of(const ctx_pool_future_t *f) {
 #define CTX__WAIT_SPINS 256
 #endif
 
+static bool future_ended(void *f) {
+    return is_final(atomic_load(&((ctx_pool_future_t *)f)->state));
+}
+
 int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_ns) {
     if (!future)
         return CTX_EINVAL;
@@ -332,6 +368,11 @@ int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_ns) {
         return CTX_EINVAL;
     if (ctx__pool_forked(future->pool))
         return CTX_EFORKED; /* no worker will ever end it here */
+    /* The waiter's own scope: a cancelled one ends the wait at once. */
+    ctx_cancel_scope_t *scope = ctx__cancel_current();
+    int err = scope ? ctx__cancel_scope_poll(scope) : 0;
+    if (err)
+        return err;
     if (timeout_ns == 0)
         return CTX_ETIMEDOUT;
     for (int i = 0; i < CTX__WAIT_SPINS; i++) {
@@ -341,25 +382,88 @@ int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_ns) {
     }
 
     pthread_once(&stripes_once, stripes_init);
-    struct timespec deadline;
-    if (timeout_ns > 0)
-        ctx__cond_deadline(stripes_monotonic, timeout_ns, &deadline);
     struct stripe *st = stripe_of(future);
-    int rc = 0;
     pthread_mutex_lock(&st->lock);
-    atomic_fetch_add(&future->waiters, 1);
-    while (!is_final(atomic_load(&future->state))) {
-        if (timeout_ns < 0) {
-            pthread_cond_wait(&st->cond, &st->lock);
-        } else if (pthread_cond_timedwait(&st->cond, &st->lock, &deadline) ==
-                   ETIMEDOUT) {
-            if (!is_final(atomic_load(&future->state)))
-                rc = CTX_ETIMEDOUT;
+    int rc = ctx__pool_block(&st->lock, &st->cond, stripes_monotonic, future_ended, future,
+                             &future->waiters, timeout_ns);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+/* ---- blocking, with the waiter's scope watched ---- */
+
+typedef struct wake_target {
+    pthread_mutex_t *lock;
+    pthread_cond_t *cond;
+} wake_target_t;
+
+/* The wake-up registered on the waiter's scope (runs on the cancelling
+ * thread, never with `lock` held by it). */
+static void wake_waiters(void *arg) {
+    wake_target_t *w = arg;
+    pthread_mutex_lock(w->lock);
+    pthread_cond_broadcast(w->cond);
+    pthread_mutex_unlock(w->lock);
+}
+
+static int64_t later_by(int64_t now, int64_t ns) {
+    return ns < 0 || now > INT64_MAX - ns ? INT64_MAX : now + ns;
+}
+
+int ctx__pool_block(pthread_mutex_t *lock, pthread_cond_t *cond, int monotonic,
+                    bool (*done)(void *arg), void *arg, atomic_int *waiters,
+                    int64_t timeout_ns) {
+    int64_t until = later_by(ctx__monotonic_ns(), timeout_ns); /* INT64_MAX: none */
+    /* Borrowed: this thread's context cannot change while it sleeps. */
+    ctx_cancel_scope_t *scope = ctx__cancel_current();
+    int64_t limit = scope && scope->deadline < until ? scope->deadline : until;
+    wake_target_t target = {lock, cond};
+    ctx_cancel_callback_t cb;
+    if (scope) {
+        /* Registered without `lock`: on a scope cancelled meanwhile the
+         * wake-up runs at once, here, and takes it. */
+        pthread_mutex_unlock(lock);
+        (void)ctx_cancel_callback_init_wakeup(&cb, scope, wake_waiters, &target);
+        pthread_mutex_lock(lock);
+    }
+    if (waiters)
+        atomic_fetch_add(waiters, 1);
+    int rc = 0;
+    bool expired = false;
+    for (;;) {
+        if (done(arg))
+            break;
+        if (scope && (rc = ctx_cancel_scope_error(scope)) != 0)
+            break;
+        if (limit == INT64_MAX) {
+            pthread_cond_wait(cond, lock);
+            continue;
+        }
+        int64_t now = ctx__monotonic_ns();
+        if (now >= limit) {
+            expired = true;
             break;
         }
+        struct timespec ts;
+        ctx__cond_deadline(monotonic, limit - now, &ts);
+        pthread_cond_timedwait(cond, lock, &ts);
     }
-    atomic_fetch_sub(&future->waiters, 1);
-    pthread_mutex_unlock(&st->lock);
+    if (waiters)
+        atomic_fetch_sub(waiters, 1);
+    if (!scope && !expired)
+        return 0; /* done */
+    /* Outside `lock`: a clear waits for a wake-up running on another
+     * thread, and an expired deadline cancels its scope here (callbacks). */
+    pthread_mutex_unlock(lock);
+    if (scope)
+        (void)ctx_cancel_callback_clear(&cb);
+    if (expired && !done(arg)) {
+        /* The scope's deadline (which the poll enforces) or the timeout. */
+        rc = scope ? ctx__cancel_scope_poll(scope) : 0;
+        if (rc == 0)
+            rc = CTX_ETIMEDOUT;
+    }
+    pthread_mutex_lock(lock);
     return rc;
 }
 

@@ -11,6 +11,8 @@
  *   recycle.c      record recycling (no malloc/free per task)
  *   propagation.c  the propagation policy: which context a task gets
  *   future.c       the state machine, waiting and done-callbacks
+ *   group.c        groups (Go's errgroup): wait for all, the first failure
+ *                  cancels the rest
  *   clock.c        the stamps behind queue waits
  *   stack.c        the optional captured call stack
  *   bind.c, thread.c  bound callables and context-inheriting threads
@@ -36,6 +38,7 @@
 
 #include <ctxvar/pool.h>
 
+#include "cancel/cancel_internal.h"
 #include "common/debug.h"
 #include "core/core.h"
 
@@ -97,7 +100,14 @@ struct ctx_pool_future {
      * until the task ran or was cancelled). */
     uint8_t has_context;
     uint8_t has_stack; /* stack_depth > 0: never recycled */
-    int spare_int;
+    /* The task's cancellation scope (src/cancel), checked when a worker
+     * takes the task (a task whose scope is cancelled never runs): NULL
+     * for a task whose context has none; for a fire-and-forget task the
+     * scope its context holds (borrowed from it: valid until the context
+     * is dropped); for a task with a future (`pinned`) the record's own
+     * reference to the task's own scope, a child made at submit, which
+     * ctx_pool_future_cancel cancels (released with the record). */
+    ctx_cancel_scope_t *scope;
 
     /* ---- line 1: the task's context ---- */
     /* A context embedded in the record (core/embed.c), so that a task costs
@@ -107,6 +117,9 @@ struct ctx_pool_future {
     /* A record with a future (`pinned`) holds a pool reference until it is
      * freed, so a cancel through a future never touches a freed pool. */
     ctx_pool_t *pool;
+    /* The group the task belongs to (retained until the task ended), or
+     * NULL (group.c). */
+    ctx_pool_group_t *group;
 
     /* ---- line 2: futures ---- */
     atomic_int cancel_requested; /* the flag a running task may poll */
@@ -172,6 +185,20 @@ void ctx__future_discard(ctx_pool_future_t *f);
  * once per record, by the thread that ran or cancelled the task, while the
  * pool's reference is still held.  f->context must already be released. */
 void ctx__future_finish(ctx_pool_future_t *f, int state, int error, void *result);
+
+/* Blocks the calling thread, `lock` held on entry and on return, until
+ * done(arg) holds, `timeout_ns` passed (negative: no limit), or the
+ * calling thread's current cancellation scope is cancelled (also by its
+ * deadline passing: then it is cancelled here).  `cond` goes with `lock`
+ * and waits on CLOCK_MONOTONIC if `monotonic`.  A wake-up registered on
+ * the scope broadcasts `cond` under `lock`; done(arg) must be made true
+ * under `lock` followed by a broadcast of `cond`, or be watched through
+ * `waiters` (incremented while this sleeps) as the futures' are.
+ * Returns 0 (done), CTX_ETIMEDOUT, CTX_ECANCELLED / CTX_EDEADLINE (the
+ * scope; done(arg) false). */
+int ctx__pool_block(pthread_mutex_t *lock, pthread_cond_t *cond, int monotonic,
+                    bool (*done)(void *arg), void *arg, atomic_int *waiters,
+                    int64_t timeout_ns);
 
 /* ---- the pool (executor.c, queue.c, recycle.c, propagation.c) ---- */
 
@@ -457,6 +484,33 @@ bool ctx__pool_forked(const ctx_pool_t *pool);
  * its context, counts it, ends its future.  Does not drop the queue's
  * reference. */
 void ctx__pool_finish_cancelled(ctx_pool_t *pool, ctx_pool_future_t *f);
+
+/* One more reference to the pool's memory (a group's). */
+void ctx__pool_retain(ctx_pool_t *pool);
+
+/* What ctx_pool_submit_ex does, for a task of `group` (NULL: none): the
+ * task's context gets the group's scope.  Same errors. */
+int ctx__pool_submit(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
+                     const ctx_pool_submit_options_t *options, ctx_pool_future_t **out,
+                     ctx_pool_group_t *group);
+
+/* ---- group.c ---- */
+
+/* The group's scope (borrowed: the group holds it). */
+ctx_cancel_scope_t *ctx__group_scope(const ctx_pool_group_t *group);
+/* Makes `storage` the context of a COPY task of `group`: the calling
+ * thread's current context with the group's scope put in (from the
+ * group's template when the context's map is the one it was made from).
+ * 0 or CTX_ENOMEM (nothing kept). */
+int ctx__group_context(ctx_pool_group_t *group, ctx_context_t *storage);
+/* A task of `group` (record `f`) is about to end with `state`/`error`: a
+ * failure is recorded (the first one) and cancels the group's scope.
+ * Before ctx__future_finish; no lock held. */
+void ctx__group_task_ending(ctx_pool_group_t *group, const ctx_pool_future_t *f, int state,
+                            int error);
+/* A task of `group` has ended (after ctx__future_finish): one fewer
+ * pending, waiters woken at zero, the task's reference dropped. */
+void ctx__group_task_ended(ctx_pool_group_t *group);
 
 /* ---- clock.c ---- */
 

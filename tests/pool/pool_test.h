@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include <ctxvar.h>
+#include <ctxvar/cancel.h>
 #include <ctxvar/pool.h>
 
 #include "../support/support.h"
@@ -126,6 +127,19 @@ static inline int task_nop(void *arg, void **result) {
     (void)arg;
     (void)result;
     return 0;
+}
+
+/* ---- the cancellation module's variable ----
+ * A task with a future runs in a cancellation scope of its own (pool.h),
+ * held by a context variable that the library makes at first use and keeps
+ * for the life of the process.  Tests that count live blocks make it first,
+ * before installing the counting allocator, so that it is not counted as a
+ * block the test leaked (and drop the thread state made meanwhile). */
+static inline void pool_test_make_cancel_var(void) {
+    ctx_token_t *tok = NULL;
+    if (ctx_cancel_enter(NULL, &tok) != 0 || ctx_cancel_exit(tok) != 0)
+        fail_msg("pool_test_make_cancel_var: the cancellation variable could not be made");
+    (void)ctx_thread_release(); /* the thread's state is the test's to count */
 }
 
 /* ---- per-test cleanup ---- */
