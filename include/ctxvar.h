@@ -707,6 +707,17 @@ CTX_EXPORT int ctx_capture_copy(ctx_capture_t *capture, ctx_context_t *ctx);
 CTX_EXPORT int ctx_capture_run(ctx_capture_t *capture, ctx_run_fn fn, void *arg,
                                void **result);
 
+/* ctx_capture_run for a capture only the calling thread can reach while it
+ * runs (a record the caller owns alone: an event loop's handle, run on the
+ * loop thread).  The capture's entered flag is then set and cleared with
+ * plain stores, without the two locked instructions ctx_capture_run needs
+ * to tell a run on another thread: running the same capture on two
+ * threads at once through this call is undefined.  A nested run of it on
+ * this thread is still CTX_EENTERED.  Same effects and errors as
+ * ctx_capture_run otherwise. */
+CTX_EXPORT int ctx_capture_run_exclusive(ctx_capture_t *capture, ctx_run_fn fn, void *arg,
+                                         void **result);
+
 /* Drops what `capture` holds (values no other context holds are released).
  * Any thread, but not while the capture runs.  NULL is ignored. */
 CTX_EXPORT void ctx_capture_clear(ctx_capture_t *capture);

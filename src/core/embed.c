@@ -184,6 +184,14 @@ int ctx_capture_run(ctx_capture_t *capture, ctx_run_fn fn, void *arg, void **res
     return ctx__context_run_embedded((ctx_context_t *)capture, fn, arg, result);
 }
 
+int ctx_capture_run_exclusive(ctx_capture_t *capture, ctx_run_fn fn, void *arg,
+                              void **result) {
+    if (!capture || !fn)
+        return CTX_EINVAL;
+    CTX__DEBUG_CHECK((ctx_context_t *)capture, CTX__KIND_CAPTURE, "ctx_capture_run_exclusive");
+    return ctx__context_run_private((ctx_context_t *)capture, fn, arg, result);
+}
+
 void ctx_capture_clear(ctx_capture_t *capture) {
     if (!capture)
         return;

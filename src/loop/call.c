@@ -7,7 +7,9 @@
  * scheduling: a ctx_capture_t inside the handle (ctx_capture_current: O(1),
  * no allocation of its own, the same map root shared) or the caller's
  * explicit context, retained.  The callback runs inside it with
- * ctx_capture_run / ctx_context_run; no second copy is made, because the
+ * ctx_capture_run_exclusive (only the loop thread reaches a handle while it
+ * runs, so its entered flag needs no locked instruction) or
+ * ctx_context_run; no second copy is made, because the
  * captured copy is already private to this one callback — exactly what asyncio does (Handle keeps
  * copy_context() and calls self._context.run).  An explicit context is run
  * as is, so sets made by the callback land in it, again as in asyncio.
@@ -139,7 +141,7 @@ static void handle_run(ctx__loop_rec_t *rec) {
         return;
     }
     int r = h->context ? ctx_context_run(h->context, call_trampoline, h, NULL)
-                       : ctx_capture_run(&h->capture, call_trampoline, h, NULL);
+                       : ctx_capture_run_exclusive(&h->capture, call_trampoline, h, NULL);
     if (r == CTX_ENOTCURRENT) /* the core keeps the callback's own contexts entered */
         ctx__loop_report(h->loop, r, "a callback returned with a context of its own still entered");
     else if (r)

@@ -321,7 +321,7 @@ static void offload_run(ctx__loop_rec_t *rec) {
     offload_t *o = CTX__CONTAINER(rec, offload_t, rec);
     ctx_loop_t *loop = o->loop;
     ctx__loop_keepalive(loop, -1);
-    int r = ctx_capture_run(&o->capture, offload_done_trampoline, o, NULL);
+    int r = ctx_capture_run_exclusive(&o->capture, offload_done_trampoline, o, NULL);
     if (r == CTX_ENOTCURRENT)
         ctx__loop_report(loop, r, "an offload's callback returned with a context of its own "
                                   "still entered");

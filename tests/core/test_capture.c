@@ -106,6 +106,44 @@ static void test_nested_run_is_eentered(void **state) {
     ctx_var_release(g_var);
 }
 
+/* ctx_capture_run_exclusive: the same run as ctx_capture_run (the snapshot
+ * is seen, sets stay in the capture, the caller's context is current
+ * again afterwards), a nested run of the same capture is CTX_EENTERED, and
+ * NULLs are CTX_EINVAL. */
+static void *run_exclusive_again(void *arg) {
+    (void)arg;
+    return (void *)(intptr_t)ctx_capture_run_exclusive(g_cap, read_var, NULL, NULL);
+}
+
+static void test_run_exclusive(void **state) {
+    (void)state;
+    g_var = new_var("v");
+    ctx_token_t *tok = NULL;
+    assert_int_equal(ctx_var_set(g_var, (void *)1, &tok), 0);
+    ctx_capture_t cap;
+    ctx_capture_current(&cap);
+    g_cap = &cap;
+    assert_int_equal(ctx_var_set(g_var, (void *)2, NULL), 0); /* after the capture */
+    void *seen = NULL;
+    assert_int_equal(ctx_capture_run_exclusive(&cap, read_var, NULL, &seen), 0);
+    assert_ptr_equal(seen, (void *)1);
+    assert_int_equal(ctx_capture_run_exclusive(&cap, set_var, (void *)3, &seen), 0);
+    assert_ptr_equal(seen, (void *)3);
+    assert_int_equal(ctx_capture_run_exclusive(&cap, read_var, NULL, &seen), 0);
+    assert_ptr_equal(seen, (void *)3); /* the set stayed in the capture */
+    assert_ptr_equal(value_of(g_var), (void *)2);
+    assert_int_equal(ctx_capture_run_exclusive(&cap, run_exclusive_again, NULL, &seen), 0);
+    assert_int_equal((int)(intptr_t)seen, CTX_EENTERED);
+    assert_int_equal(ctx_capture_run(&cap, read_var, NULL, &seen), 0); /* flag cleared */
+    assert_int_equal(ctx_capture_run_exclusive(NULL, read_var, NULL, NULL), CTX_EINVAL);
+    assert_int_equal(ctx_capture_run_exclusive(&cap, NULL, NULL, NULL), CTX_EINVAL);
+    ctx_capture_clear(&cap);
+    assert_int_equal(ctx_var_reset(g_var, tok), 0);
+    ctx_token_release(tok);
+    assert_int_equal(ctx_thread_release(), 0);
+    ctx_var_release(g_var);
+}
+
 /* Two threads run the same capture over and over: at most one of them is
  * ever inside it (the other gets CTX_EENTERED), as the header promises. */
 #define RACE_RUNS 200000
@@ -358,6 +396,7 @@ int main(void) {
         cmocka_unit_test(test_run_that_leaves_a_context_entered),
         cmocka_unit_test(test_run_on_another_thread),
         cmocka_unit_test(test_concurrent_runs_exclude_each_other),
+        cmocka_unit_test(test_run_exclusive),
         cmocka_unit_test(test_thread_exit_inside_a_run),
         cmocka_unit_test(test_run_whose_fn_exits_its_context),
         cmocka_unit_test(test_exported_allocator),
