@@ -11,9 +11,9 @@
 #   asan      clang -O1 -g, AddressSanitizer + UndefinedBehaviorSanitizer
 #   tsan      clang -O1 -g, ThreadSanitizer
 #   valgrind  gcc -O2 -g (the plain flags), every test under valgrind memcheck
-# The sanitizer builds use clang so that both compilers build everything with
-# -Werror (CTX_WERROR=ON) on every run; every module must be built
-# (CTX_WITH_LOOP/NATS/PYTHON=ON).
+# The sanitizer builds use clang (clang++ for the C++ grpc module) so that
+# both compilers build everything with -Werror (CTX_WERROR=ON) on every run;
+# every module must be built (CTX_WITH_LOOP/NATS/GRPC/PYTHON=ON).
 #
 # Installs what it needs with apt-get when something is missing, which needs
 # root (CI runs as root); anyone else is told which packages to install.
@@ -40,8 +40,9 @@ for cfg in "${configs[@]}"; do
     esac
 done
 
-packages=("${CTX_BUILD_PACKAGES[@]}" clang valgrind libcmocka-dev libglib2.0-dev libuv1-dev
-    libnats-dev nats-server libmicrohttpd-dev libcurl4-openssl-dev curl doxygen)
+packages=("${CTX_BUILD_PACKAGES[@]}" g++ clang valgrind libcmocka-dev libglib2.0-dev libuv1-dev
+    libnats-dev nats-server libmicrohttpd-dev libcurl4-openssl-dev curl doxygen
+    libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc)
 if ! ctx_python_has_headers; then
     packages+=(python3 python3-dev)
 fi
@@ -65,10 +66,10 @@ summary=()
 failed_tests=()
 start_all=$SECONDS
 
-# run_config NAME CC CFLAGS CMAKE_ARGS...
+# run_config NAME CC CXX CFLAGS CMAKE_ARGS...  (CFLAGS serve C and C++)
 run_config() {
-    local name="$1" cc="$2" cflags="$3"
-    shift 3
+    local name="$1" cc="$2" cxx="$3" cflags="$4"
+    shift 4
     local dir="$CTX_BUILD_ROOT/$name" start=$SECONDS
     local log="$CTX_BUILD_ROOT/$name.build.log"
     local passed=0 failed=0 note=""
@@ -77,9 +78,11 @@ run_config() {
     ctx_log "[$name] configure + build ($cc $cflags${*:+ $*})"
     # Every module must be built (ON: a missing dependency stops the
     # configuration) and warnings are errors.
-    if ! ctx_configure "$dir" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        "-DCMAKE_C_FLAGS_RELWITHDEBINFO=$cflags" -DCTX_BUILD_TESTS=ON -DCTX_WERROR=ON \
-        -DCTX_WITH_LOOP=ON -DCTX_WITH_NATS=ON -DCTX_WITH_PYTHON=ON "$@" >"$log" 2>&1; then
+    if ! ctx_configure "$dir" -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" \
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_C_FLAGS_RELWITHDEBINFO=$cflags" \
+        "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=$cflags" -DCTX_BUILD_TESTS=ON -DCTX_WERROR=ON \
+        -DCTX_WITH_LOOP=ON -DCTX_WITH_NATS=ON -DCTX_WITH_GRPC=ON -DCTX_WITH_PYTHON=ON "$@" \
+        >"$log" 2>&1; then
         cat "$log"
         ctx_log "[$name] CONFIGURE FAILED"
         failed=1
@@ -132,10 +135,10 @@ run_config() {
 
 for cfg in "${configs[@]}"; do
     case "$cfg" in
-    plain) run_config plain gcc "-O2 -g" ;;
-    asan) run_config asan clang "-O1 -g" -DCTX_SANITIZE=address ;;
-    tsan) run_config tsan clang "-O1 -g" -DCTX_SANITIZE=thread ;;
-    valgrind) run_config valgrind gcc "-O2 -g" -DCTX_VALGRIND=ON ;;
+    plain) run_config plain gcc g++ "-O2 -g" ;;
+    asan) run_config asan clang clang++ "-O1 -g" -DCTX_SANITIZE=address ;;
+    tsan) run_config tsan clang clang++ "-O1 -g" -DCTX_SANITIZE=thread ;;
+    valgrind) run_config valgrind gcc g++ "-O2 -g" -DCTX_VALGRIND=ON ;;
     esac
 done
 
