@@ -5,7 +5,7 @@
 #   bash scripts/bench.sh --json      one JSON object on stdout
 #   bash scripts/bench.sh --quick     fewer iterations per round (smoke run)
 #   bash scripts/bench.sh --rounds N  N interleaved rounds per figure (11..64)
-#   bash scripts/bench.sh --only pool only some sections (core,cancel,pool,loop,bus,wire)
+#   bash scripts/bench.sh --only pool only some sections (core,cancel,pool,loop,bus,wire,grpc)
 #
 # The table shows every figure (the median of its rounds, or a ratio of
 # medians), its p10/p90, its spread (flagged when above 30%) and its goal
@@ -13,7 +13,8 @@
 #
 # Arguments are passed to ctxvar_bench unchanged; build messages go to stderr
 # so that --json output stays clean.  Installs what it needs with apt-get
-# (GLib is the pool benchmark's baseline).
+# (GLib is the pool benchmark's baseline; gRPC, protobuf and protoc the
+# grpc section's).
 # Environment: CTX_BUILD_ROOT (default ./build), CTX_JOBS (default 2).
 set -euo pipefail
 
@@ -21,7 +22,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 {
-    ctx_ensure_packages "${CTX_BUILD_PACKAGES[@]}" libglib2.0-dev libuv1-dev libnats-dev nats-server
+    ctx_ensure_packages "${CTX_BUILD_PACKAGES[@]}" libglib2.0-dev libuv1-dev libnats-dev nats-server \
+        g++ libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
     dir="$CTX_BUILD_ROOT/release"
     mkdir -p "$CTX_BUILD_ROOT"
     ctx_log "building ctxvar_bench (Release) in $dir"
