@@ -18,7 +18,10 @@
  *                  ServerContext; Handle() finds it there.  gRPC runs the
  *                  interceptor's POST_RECV_CLOSE hook on one of its
  *                  threads as soon as the call is cancelled or over; there
- *                  IsCancelled() is a plain read, and says which.
+ *                  IsCancelled() is a plain read, and says which; the
+ *                  state leaves the registry then (the newest registration
+ *                  of an address is found first, should gRPC reuse one
+ *                  before the old interceptor is gone).
  *
  *        ServerContext* ──hash──▶ shard[i] ──▶ CallState ──▶ CallState
  *                                 (mutex)       (refs: interceptor,
@@ -124,21 +127,31 @@ class ServerInterceptor final : public ex::Interceptor, public CtxAllocated {
         server_->Register(call_, sc_);
     }
     ~ServerInterceptor() override {
-        server_->Unregister(call_);
+        Unregister();
         call_->Release();
         server_->Release();
     }
     void Intercept(ex::InterceptorBatchMethods *methods) override {
-        /* A callback-API call: IsCancelled() reads what the close said. */
-        if (methods->QueryInterceptionHookPoint(ex::InterceptionHookPoints::POST_RECV_CLOSE))
+        if (methods->QueryInterceptionHookPoint(ex::InterceptionHookPoints::POST_RECV_CLOSE)) {
+            /* A callback-API call: IsCancelled() reads what the close said.
+             * The call is over: Handle() no longer finds it (its
+             * ServerContext's address may serve another call soon). */
             server_->End(call_, sc_->IsCancelled());
+            Unregister();
+        }
         methods->Proceed();
     }
 
   private:
+    void Unregister() {
+        if (registered_.exchange(false, std::memory_order_acq_rel))
+            server_->Unregister(call_);
+    }
+
     ServerState *server_;
     ::grpc::ServerContextBase *sc_;
     CallState *call_;
+    std::atomic<bool> registered_{true};
 };
 
 class ServerFactory final : public ex::ServerInterceptorFactoryInterface, public CtxAllocated {
