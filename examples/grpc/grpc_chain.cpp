@@ -41,6 +41,8 @@
 #include <thread>
 #include <vector>
 
+#include <grpc/grpc.h>
+
 #include "search.grpc.pb.h"
 
 #pragma GCC diagnostic push
@@ -247,6 +249,7 @@ std::unique_ptr<::grpc::Server> Serve(::grpc::Service *service, int *port) {
 } // namespace
 
 int main() {
+    grpc_init(); /* paired with the blocking shutdown at the end (leak checkers) */
     start_ns = ctx_wire_now_ns();
     static ctx_value_ops_t ops = CTX_STRUCT_INIT(ctx_value_ops_t);
     ops.encode = StrEncode;
@@ -333,5 +336,6 @@ int main() {
     ctx_var_release(request_id);
     ctx_cancel_timer_release();
     ctx_thread_release();
+    grpc_shutdown_blocking(); /* gRPC's threads joined, its memory freed */
     return ok ? 0 : 1;
 }

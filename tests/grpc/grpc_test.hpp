@@ -21,6 +21,7 @@
 #ifndef CTX_GRPC_TEST_HPP
 #define CTX_GRPC_TEST_HPP
 
+#include <grpc/grpc.h>
 #include <grpc/support/time.h>
 #include <grpcpp/grpcpp.h>
 
@@ -100,6 +101,16 @@ inline int64_t MonotonicDeadline(gpr_timespec deadline) {
     gpr_timespec left = gpr_time_sub(deadline, gpr_now(deadline.clock_type));
     return NowNs() + left.tv_sec * 1000000000 + left.tv_nsec;
 }
+
+/* gRPC's library state, held by a test from its setup to the end of its
+ * teardown: the last release is a blocking shutdown, so gRPC has freed what
+ * it keeps and joined its threads before valgrind and LeakSanitizer look
+ * (without it, gRPC's shutdown runs on a thread of its own, racing the
+ * process's exit). */
+struct GrpcLibrary {
+    GrpcLibrary() { grpc_init(); }
+    ~GrpcLibrary() { grpc_shutdown_blocking(); }
+};
 
 /* ---- string variables ---- */
 

@@ -44,6 +44,7 @@ int RunRole(const std::string &role, int next_port, pid_t parent) {
     if (getppid() != parent)
         return 3; /* A is gone already */
     alarm(900);
+    GrpcLibrary library;
     Env env;
     if (env.Init() != 0)
         return 2;
@@ -165,6 +166,7 @@ int Stop(Child *c) {
 }
 
 struct World {
+    GrpcLibrary library; /* first made, last gone */
     Env env;
     Child b, c;
     std::unique_ptr<cg::ClientPropagation> client;

@@ -13,6 +13,7 @@ using namespace gt;
 namespace {
 
 struct World {
+    GrpcLibrary library; /* first made, last gone */
     Env env;
     std::unique_ptr<cg::ClientPropagation> client;
     std::unique_ptr<cg::ServerPropagation> ctxsrv;

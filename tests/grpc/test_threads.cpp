@@ -13,12 +13,17 @@ using namespace gt;
 
 namespace {
 
+GrpcLibrary *library;
 Env env;
 
-int setup(void **) { return env.Init(); }
+int setup(void **) {
+    library = new GrpcLibrary;
+    return env.Init();
+}
 
 int teardown(void **) {
     env.Release();
+    delete library;
     ctx_cancel_timer_release();
     ctx_thread_release();
     return 0;
