@@ -102,7 +102,8 @@ static void get_figures(ctx_bench_t *b, long iters) {
     ctx_bench_put_samples(b, "getspecific_ns", &spec, CTX_BENCH_NO_GOAL, "baseline: pthread_getspecific");
     ctx_bench_put_samples(b, "get_hit_ns", &hit, CTX_BENCH_NO_GOAL,
                           "ctx_var_get, repeated (per-thread cache hit)");
-    ctx_bench_put_ratio(b, "get_hit_ratio", &hit, &spec, CTX_BENCH_AT_MOST(1.5),
+    /* Goal: issue 14 (was 1.5). */
+    ctx_bench_put_ratio(b, "get_hit_ratio", &hit, &spec, CTX_BENCH_AT_MOST(1.0),
                         "get_hit / getspecific, ratio of medians");
 }
 
@@ -122,7 +123,8 @@ static void switch_figures(ctx_bench_t *b, long iters, int n, const char *key) {
                              "first ctx_var_get after entering another context");
 }
 
-static void set_reset_figures(ctx_bench_t *b, long iters, int n, const char *key) {
+static void set_reset_figures(ctx_bench_t *b, long iters, int n, const char *key,
+                              ctx_bench_goal_t goal) {
     ctx_var_t **vars;
     ctx_context_t *ctx = context_with(n, &vars);
     ctx_context_enter(ctx);
@@ -133,7 +135,7 @@ static void set_reset_figures(ctx_bench_t *b, long iters, int n, const char *key
                 ctx_token_release(tok); k = (k + 7) % n);
     ctx_context_exit(ctx);
     drop(ctx, vars, n);
-    ctx_bench_put_samples(b, key, &ns, CTX_BENCH_NO_GOAL, "ctx_var_set with a token, then ctx_var_reset");
+    ctx_bench_put_samples(b, key, &ns, goal, "ctx_var_set with a token, then ctx_var_reset");
 }
 
 /* The same in the thread's own context, which no other thread can reach:
@@ -235,9 +237,9 @@ void ctx_bench_core(ctx_bench_t *b) {
     get_figures(b, iters * 4);
     switch_figures(b, iters, 16, "get_after_switch_ns_16");
     switch_figures(b, iters, 1000, "get_after_switch_ns_1000");
-    set_reset_figures(b, iters, 1, "set_reset_ns_1");
-    set_reset_figures(b, iters, 16, "set_reset_ns_16");
-    set_reset_figures(b, iters, 1000, "set_reset_ns_1000");
+    set_reset_figures(b, iters, 1, "set_reset_ns_1", CTX_BENCH_NO_GOAL);
+    set_reset_figures(b, iters, 16, "set_reset_ns_16", CTX_BENCH_AT_MOST(30)); /* issue 14 */
+    set_reset_figures(b, iters, 1000, "set_reset_ns_1000", CTX_BENCH_NO_GOAL);
     set_reset_own_figure(b, iters);
     set_after_copy_figure(b, iters);
     copy_figures(b, iters);

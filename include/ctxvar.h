@@ -23,7 +23,16 @@
  * A value is a `void *` the library stores but never looks into.  Each
  * successful `ctx_var_set` hands the library one *share* of the value; the
  * variable's `release` operation is called exactly once per share, on
- * whatever thread drops the last context, token or map node that refers to it.
+ * whatever thread drops the last context, token or map node that refers to
+ * it, before the ctxvar call that dropped it returns, and never while the
+ * library holds a lock (so it may call back into ctxvar, the same context
+ * included).  Order: the values a context held are released in its
+ * iteration order; a value whose last holder is dropped *inside* a release
+ * operation (a value that owns a context, a token, a capture or a variable)
+ * is not released from inside it: it is released after that operation
+ * returns, in the order the values were dropped, before the library goes
+ * on.  So a chain of any length (a context holding a value that holds a
+ * context ...) is released with constant stack.
  * Values are shared between copies of a context, not copied (the same
  * "shallow copy" as Python): if a value is a mutable structure, a change made
  * through one context is seen through every copy.  The way out is the
@@ -62,6 +71,31 @@
  * while it is entered anywhere fails with CTX_EENTERED.  A token may be used
  * only in the context that made it, hence only in the thread where that
  * context is current.
+ *
+ * fork()
+ * ------
+ * In the child, the thread that called fork() keeps its current context and
+ * every context it had entered, and they work as before (get, set, reset,
+ * run, copies, captures).  The core has no global lock; its pthread_atfork
+ * handler frees the locks of those contexts, which another thread may have
+ * been holding to read one at the moment of the fork.  Contexts entered in
+ * other threads at that moment stay entered for ever in the child (entering
+ * them fails with CTX_EENTERED) and can be read and copied there, unless a
+ * thread was changing one at that very moment: as with any memory another
+ * thread was writing, POSIX says not to touch it in the child.  Objects of
+ * the modules that own threads (pools, loops, buses, NATS bridges) say what
+ * they do in their headers.
+ *
+ * Debug builds
+ * ------------
+ * Releasing a context, token or variable twice, clearing a capture twice,
+ * or using one after that, is undefined behaviour.  A library built with
+ * CTX_DEBUG (CMake -DCTX_DEBUG=ON; scripts/test.sh turns it on with
+ * AddressSanitizer) aborts at once instead, with a line naming the call and
+ * the object on stderr:
+ *     ctxvar: ctx_context_release: context 0x55d1c2a0 already released
+ * Reliable under AddressSanitizer (whose quarantine keeps freed memory from
+ * reuse), best effort otherwise (until the allocator reuses the memory).
  */
 #ifndef CTXVAR_H
 #define CTXVAR_H
@@ -219,8 +253,10 @@ typedef struct ctx_context ctx_context_t;
 typedef struct ctx_token ctx_token_t;
 
 /* Value operations of a variable.  Every member is optional.  `user` is
- * passed back to each of them.  Operations may run on any thread and must not
- * call back into ctxvar for the same context. */
+ * passed back to each of them.  Operations may run on any thread; the
+ * library never holds a lock while it calls them, so they may call ctxvar
+ * functions, on the same context too (see "Values" above for when release
+ * runs). */
 typedef struct ctx_value_ops {
     size_t size; /* sizeof(ctx_value_ops_t): see "Growable structs" */
     /* Drops one share of `value` (see "Values" above): called exactly once
@@ -229,8 +265,9 @@ typedef struct ctx_value_ops {
     void (*release)(void *value, void *user);
     /* Writes a text form of `value` for logs, snprintf-style: at most `cap`
      * bytes including a terminating NUL, returns the length the full text
-     * needs (not counting the NUL), or a negative code on failure.  NULL:
-     * the formatter prints the pointer. */
+     * needs (not counting the NUL), or a negative CTX_E* code on failure
+     * (which ctx_context_format returns as is).  NULL: the formatter prints
+     * the pointer. */
     int (*format)(const void *value, char *buf, size_t cap, void *user);
     /* Makes a private copy of `value` into *out (one share, released later
      * with `release`); returns 0 or a negative code.  Needed by
@@ -306,9 +343,12 @@ CTX_EXPORT int ctx_var_get_or(const ctx_var_t *var, void *fallback, void **out);
  * the thread's context if it has none).  The context holds one share of `value` from now
  * on.  If `token` is not NULL, *token receives a new token (the caller owns it;
  * release it with ctx_token_release) with which ctx_var_reset restores the
- * previous state.  Other copies of the context are unaffected.
- * Errors: CTX_EINVAL, CTX_ENOMEM (nothing changed; `value` stays the
- * caller's), CTX_ESYSTEM (the thread's state could not be registered). */
+ * previous state.  Other copies of the context are unaffected.  The value
+ * it replaces, if no one else holds it, is released before the call
+ * returns, after the change (its release operation sees the new value).
+ * Errors (nothing changed; `value` stays the caller's): CTX_EINVAL,
+ * CTX_ENOMEM (also when the thread had no state yet and none could be
+ * made), CTX_ESYSTEM (the thread's state could not be registered). */
 CTX_EXPORT int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token);
 
 /* Undoes the set that made `token`: restores the value the variable had
@@ -318,7 +358,9 @@ CTX_EXPORT int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token);
  *   CTX_ETOKENCTX   the current context is not the one the token was made in;
  *   CTX_ENOMEM      nothing changed, the token can be used again;
  *   CTX_EINVAL      NULL argument.
- * The token is not released (ctx_token_release does that). */
+ * The value being replaced or removed, if no one else holds it, is released
+ * before the call returns, after the change.  The token is not released
+ * (ctx_token_release does that). */
 CTX_EXPORT int ctx_var_reset(ctx_var_t *var, ctx_token_t *token);
 
 /* The escape from the shallow-copy trap.  Returns in *out a value of `var`
@@ -328,8 +370,26 @@ CTX_EXPORT int ctx_var_reset(ctx_var_t *var, ctx_token_t *token);
  * is set in the current context first.  So the first write after a copy
  * clones once, and later ones reuse the clone.  If the context holds no
  * value but the variable has a default, the default is cloned and set (a
- * mutable default is never modified in place).  The pointer is private only
- * until the context is next copied: ask again after any copy.
+ * mutable default is never modified in place).
+ *
+ * "Private" means no other context, copy, token or map node refers to the
+ * value at the moment of the call; it does not stop other threads from
+ * reading the context while the caller writes.  Writing through the pointer
+ * is safe only while both hold:
+ *   - the context is not copied.  Any copy shares the value again (a copy by
+ *     this thread, e.g. ctx_context_copy_current, ctx_capture_current, a
+ *     pool submit or a loop call that captures, or by another thread with
+ *     ctx_context_copy / ctx_capture_copy).  After a copy, call
+ *     ctx_var_get_for_write again before the next write;
+ *   - no other thread reads the value meanwhile.  Another thread that holds
+ *     a reference to this context may at any time read it: ctx_context_get
+ *     hands it the pointer, ctx_iter_* too, ctx_context_format runs the
+ *     variable's format operation on it, a copy then lets it reach the value
+ *     through the copy.  So either no other thread can reach the context
+ *     (the thread's own context, a context only this thread holds, a pool
+ *     task's), or the program keeps other threads from reading it while it
+ *     writes, or the value synchronises itself (a lock inside it that the
+ *     writer and the format, clone and encode operations all take).
  * Calling thread's current context only.
  * Errors: CTX_ENOTFOUND (no value, no default), CTX_ENOCLONE (a clone was
  * needed and the variable has none), CTX_ENOMEM, CTX_ESYSTEM, the clone's
@@ -352,6 +412,156 @@ CTX_EXPORT int ctx_token_old_value(const ctx_token_t *token, void **out);
 
 /* 1 once the token has been used by a successful reset, 0 before. */
 CTX_EXPORT int ctx_token_used(const ctx_token_t *token);
+
+/* ---- ready-made values: strings and 64-bit integers ----
+ *
+ * The operations most variables need, so that a string or an integer
+ * variable is one call:
+ *
+ *   ctx_var_t *user;
+ *   ctx_var_new_string("user", NULL, &user);       // no default
+ *   ctx_var_set_string(user, "alice", NULL);       // copies the text
+ *   const char *name;
+ *   if (ctx_var_get_string(user, &name) == CTX_VALUE) ...
+ *
+ * A string variable's values are NUL-terminated copies the library owns
+ * (`char *`, as ctx_var_get, ctx_context_get and iteration return them);
+ * an int64 variable's are `int64_t *` blocks it owns.  Both are allocated
+ * with ctx_malloc, released by the release operation; formatted and encoded
+ * as the text itself / in decimal; decoded back (a string must not contain
+ * a NUL byte, an integer is an optional '-' and decimal digits: CTX_EPARSE,
+ * or CTX_ELIMIT out of range); cloned by copying (so ctx_var_get_for_write
+ * works).  Set them with the helpers below, or, to use the operations with
+ * ctx_var_set directly, hand over a block from ctx_malloc of exactly
+ * strlen + 1 bytes / sizeof(int64_t). */
+
+/* The operations (static, valid for ever), to put in ctx_var_options_t.ops:
+ * functions rather than exported data, so that the struct may grow. */
+CTX_EXPORT const ctx_value_ops_t *ctx_value_ops_string(void);
+CTX_EXPORT const ctx_value_ops_t *ctx_value_ops_int64(void);
+
+/* A variable with the string / int64 operations; `default_text` /
+ * `default_value` NULL: no default, else it is copied and becomes the
+ * default.  Errors: CTX_EINVAL (name or out NULL), CTX_ENOMEM. */
+CTX_EXPORT int ctx_var_new_string(const char *name, const char *default_text,
+                                  ctx_var_t **out);
+CTX_EXPORT int ctx_var_new_int64(const char *name, const int64_t *default_value,
+                                 ctx_var_t **out);
+
+/* ctx_var_set of a copy of `text` / of `value`.  Errors: CTX_EINVAL (`var`
+ * NULL or not made with the matching operations; `text` NULL), and those of
+ * ctx_var_set (the copy is freed). */
+CTX_EXPORT int ctx_var_set_string(ctx_var_t *var, const char *text, ctx_token_t **token);
+CTX_EXPORT int ctx_var_set_int64(ctx_var_t *var, int64_t value, ctx_token_t **token);
+
+/* ctx_context_set of a copy.  Errors: CTX_EINVAL (as above, or `ctx`
+ * NULL), and those of ctx_context_set. */
+CTX_EXPORT int ctx_context_set_string(ctx_context_t *ctx, ctx_var_t *var, const char *text);
+CTX_EXPORT int ctx_context_set_int64(ctx_context_t *ctx, ctx_var_t *var, int64_t value);
+
+/* ctx_var_get, typed: CTX_VALUE / CTX_DEFAULT and *out (the string is
+ * borrowed as with ctx_var_get; the integer is copied), or CTX_ENOTFOUND.
+ * CTX_EINVAL: an argument is NULL, `var` was not made with the matching
+ * operations, or (int64) the value found is NULL (set with a plain
+ * ctx_var_set).  Never allocates. */
+CTX_EXPORT int ctx_var_get_string(const ctx_var_t *var, const char **out);
+CTX_EXPORT int ctx_var_get_int64(const ctx_var_t *var, int64_t *out);
+
+/* ---- scoped set: Python's `with var.set(value):` ---- */
+
+/* The machinery of CTX_WITH_VALUE and friends (below). */
+typedef struct ctx__with {
+    ctx_var_t *var;
+    ctx_token_t *token;
+    int once;
+} ctx__with_t;
+
+static inline ctx__with_t ctx__with_started(ctx_var_t *var, ctx_token_t *token, int r, int *rc) {
+    ctx__with_t w = {var, token, r == 0};
+    if (rc)
+        *rc = r;
+    return w;
+}
+
+static inline ctx__with_t ctx__with_value(ctx_var_t *var, void *value, int *rc) {
+    ctx_token_t *token = NULL;
+    int r = ctx_var_set(var, value, &token);
+    return ctx__with_started(var, token, r, rc);
+}
+
+static inline ctx__with_t ctx__with_string(ctx_var_t *var, const char *text, int *rc) {
+    ctx_token_t *token = NULL;
+    int r = ctx_var_set_string(var, text, &token);
+    return ctx__with_started(var, token, r, rc);
+}
+
+static inline ctx__with_t ctx__with_int64(ctx_var_t *var, int64_t value, int *rc) {
+    ctx_token_t *token = NULL;
+    int r = ctx_var_set_int64(var, value, &token);
+    return ctx__with_started(var, token, r, rc);
+}
+
+static inline void ctx__with_end(ctx__with_t *w) {
+    if (w->token) {
+        ctx_var_reset(w->var, w->token);
+        ctx_token_release(w->token);
+        w->token = NULL;
+    }
+    w->once = 0;
+}
+
+#define CTX__CAT2(a, b) a##b
+#define CTX__CAT(a, b) CTX__CAT2(a, b)
+#if defined(__COUNTER__)
+#define CTX__UNIQUE(prefix) CTX__CAT(prefix, __COUNTER__)
+#else
+#define CTX__UNIQUE(prefix) CTX__CAT(prefix, __LINE__)
+#endif
+
+/* Portable: the outer loop's step resets; a break or continue in the block
+ * ends the inner loop, which ends at the outer step.  No return or goto. */
+#define CTX__WITH_LOOP(begin, w)                                                            \
+    for (ctx__with_t w = (begin); w.once; ctx__with_end(&w))                                \
+        for (; w.once; w.once = 0)
+#if defined(__GNUC__)
+/* The block's variable resets when it goes out of scope, however it does. */
+#define CTX__WITH_CLEANUP(begin, w)                                                         \
+    for (ctx__with_t w __attribute__((cleanup(ctx__with_end))) = (begin); w.once; w.once = 0)
+#define CTX__WITH(begin) CTX__WITH_CLEANUP(begin, CTX__UNIQUE(ctx__with_))
+#else
+#define CTX__WITH(begin) CTX__WITH_LOOP(begin, CTX__UNIQUE(ctx__with_))
+#endif
+
+/* Scoped sets: Python's `with var.set(value):`.
+ *
+ *   int rc;
+ *   CTX_WITH_VALUE(request_id, req, &rc) {
+ *       handle();          // request_id is `req` in here
+ *   }                      // and reset to what it was before, here
+ *   if (rc) ...            // the set failed: the block did not run, and
+ *                          // `req` is still the caller's
+ *
+ * Sets `var` to `value` in the current context (ctx_var_set with a token),
+ * runs the block once if that succeeded, then resets the variable and
+ * releases the token.  `rc` (an int *, may be NULL) receives the set's
+ * result before the block runs.  CTX_WITH_STRING(var, text, rc) and
+ * CTX_WITH_INT64(var, value, rc) do the same with ctx_var_set_string /
+ * ctx_var_set_int64 (a copy is set; CTX_EINVAL for a variable of another
+ * kind).
+ *
+ * Which exits reset: with GCC and Clang (and any compiler defining
+ * __GNUC__), every exit from the block: its end, break, continue, return,
+ * and goto out of it (the reset is a cleanup attribute on the block's
+ * variable).  With other compilers: its end, break and continue only; a
+ * return or goto out of the block skips the reset (use a flag and break).
+ * longjmp out of it never resets.  Either way, break and continue act on
+ * the block itself (it is a loop): they leave it, they do not reach a loop
+ * around it.  If the block leaves another context current (entered and not
+ * exited), the reset fails with CTX_ETOKENCTX and the value stays set in
+ * the context where it was made; the token is released all the same. */
+#define CTX_WITH_VALUE(var, value, rc) CTX__WITH(ctx__with_value((var), (value), (rc)))
+#define CTX_WITH_STRING(var, text, rc) CTX__WITH(ctx__with_string((var), (text), (rc)))
+#define CTX_WITH_INT64(var, value, rc) CTX__WITH(ctx__with_int64((var), (value), (rc)))
 
 /* ---------------------------------------------------------------------- */
 /* Contexts                                                                */
@@ -384,8 +594,11 @@ CTX_EXPORT void ctx_context_release(ctx_context_t *ctx);
 
 /* Sets `var` to `value` directly in `ctx`, which must not be entered anywhere:
  * for building a context before handing it to ctx_context_run or a pool
- * (decoders, allowlists).  Ownership as ctx_var_set.  Errors: CTX_EENTERED
- * (also if another thread enters it concurrently), CTX_EINVAL, CTX_ENOMEM. */
+ * (decoders, allowlists).  Ownership as ctx_var_set.  The value it replaces,
+ * if no one else holds it, is released before the call returns, once the
+ * context is free again (its release operation may use the context, even
+ * set it).  Errors: CTX_EENTERED (also if another thread enters it
+ * concurrently), CTX_EINVAL, CTX_ENOMEM. */
 CTX_EXPORT int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value);
 
 /* Makes `ctx` the calling thread's current context; the previous one becomes
@@ -396,9 +609,12 @@ CTX_EXPORT int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value);
 CTX_EXPORT int ctx_context_enter(ctx_context_t *ctx);
 
 /* Leaves `ctx`, which must be the calling thread's current context, and makes
- * the context that was current before its enter current again.  Errors:
- * CTX_ENOTENTERED (not entered at all, or the thread's base context),
- * CTX_ENOTCURRENT (entered, but not current in this thread), CTX_EINVAL. */
+ * the context that was current before its enter current again.  The context
+ * is known by its address only, so the caller must hold a reference to it
+ * (the address of a released context may already belong to a new one).
+ * Errors: CTX_ENOTENTERED (not entered at all, or the thread's base
+ * context), CTX_ENOTCURRENT (entered, but not current in this thread),
+ * CTX_EINVAL. */
 CTX_EXPORT int ctx_context_exit(ctx_context_t *ctx);
 
 /* What ctx_context_run and ctx_capture_run call: fn(arg), whose return
@@ -410,10 +626,13 @@ typedef void *(*ctx_run_fn)(void *arg);
  * in `ctx`.  `ctx` holds a reference to itself while entered, so `fn` may
  * release the caller's.  Calling thread; `ctx` may be any context not
  * entered anywhere.  Returns 0, or an error of ctx_context_enter (then `fn`
- * is not called), or CTX_ENOTCURRENT: fn returned with another context
- * current (it entered contexts it did not exit: `ctx` then stays entered
- * under them, as in Python, until they and it are exited; or it exited
- * `ctx` itself); *result is stored all the same. */
+ * is not called), or CTX_ENOTCURRENT: fn returned with something other than
+ * run's own entry of `ctx` current (it entered contexts it did not exit:
+ * `ctx` then stays entered under them, as in Python, until they and it are
+ * exited; or it exited `ctx` itself, and perhaps entered `ctx` again or a
+ * new context that happens to have ctx's address: run tells entries apart,
+ * not addresses, and leaves those entered); *result is stored all the
+ * same. */
 CTX_EXPORT int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg,
                                void **result);
 
@@ -432,9 +651,14 @@ CTX_EXPORT int ctx_context_is_entered(const ctx_context_t *ctx);
  * assignment would make two owners of one reference).  Sets made while it
  * runs stay in it, as with a context given to ctx_context_run.  Unlike
  * ctx_context_run, a capture is always left when its run returns, so its
- * storage can always be cleared. */
+ * storage can always be cleared.
+ *
+ * Its size is fixed for 1.x: 96 bytes, of which this version uses at most
+ * 64; the rest is room for later versions, so a capture embedded in a
+ * caller's struct never needs a rebuild.  The library writes nothing past
+ * sizeof(ctx_capture_t). */
 typedef struct ctx_capture {
-    void *private_[6];
+    uint64_t private_[12];
 } ctx_capture_t;
 
 /* Stores a copy of the calling thread's current context in `capture`: O(1)
@@ -480,9 +704,10 @@ CTX_EXPORT size_t ctx_context_length(ctx_context_t *ctx);
  * storage.  The snapshot is taken by ctx_iter_init and kept until
  * ctx_iter_clear, whatever later happens to the context.  Order: by key hash
  * (for variables, creation order for the first 32, then interleaved); stable
- * for a given snapshot. */
+ * for a given snapshot.  Fixed size for 1.x (160 bytes, of which this version
+ * uses at most 128); the library writes nothing past sizeof(ctx_iter_t). */
 typedef struct ctx_iter {
-    void *private_[20];
+    uint64_t private_[20];
 } ctx_iter_t;
 
 /* Starts iterating `ctx`.  Returns 0 or CTX_EINVAL.  Call ctx_iter_clear. */
@@ -498,7 +723,8 @@ CTX_EXPORT void ctx_iter_clear(ctx_iter_t *it);
  * `format` operation (or as a pointer), in iteration order.  *len (if not
  * NULL) receives the length of the full text.  Returns 0, or CTX_ETRUNCATED
  * (buf holds the truncated text; *len says how much is needed), CTX_EINVAL,
- * or the code a format operation returned.  Never allocates. */
+ * or the negative code a format operation returned (passed on as is).
+ * Never allocates. */
 CTX_EXPORT int ctx_context_format(ctx_context_t *ctx, char *buf, size_t cap,
                                   size_t *len);
 

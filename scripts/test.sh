@@ -8,12 +8,15 @@
 # ./build, reused between runs):
 #   plain     gcc -O2 -g: every test, plus the checks of the build (label
 #             build: exports, install, consumers, docs, API reference)
-#   asan      clang -O1 -g, AddressSanitizer + UndefinedBehaviorSanitizer
+#   asan      clang -O1 -g, AddressSanitizer + UndefinedBehaviorSanitizer,
+#             CTX_DEBUG=ON (double release / use after release abort)
 #   tsan      clang -O1 -g, ThreadSanitizer
 #   valgrind  gcc -O2 -g (the plain flags), every test under valgrind memcheck
-# The sanitizer builds use clang (clang++ for the C++ grpc module) so that
-# both compilers build everything with -Werror (CTX_WERROR=ON) on every run;
-# every module must be built (CTX_WITH_LOOP/NATS/GRPC/PYTHON=ON).
+# The sanitizer builds use clang so that both compilers build everything with
+# -Werror (CTX_WERROR=ON) on every run; every module must be built
+# (CTX_WITH_LOOP/NATS/GRPC/PYTHON=ON).  The C++ code (the grpc module, the
+# test of include/ctxvar.hpp) is built with the matching C++ compiler (g++,
+# clang++).
 #
 # Installs what it needs with apt-get when something is missing, which needs
 # root (CI runs as root); anyone else is told which packages to install.
@@ -66,10 +69,10 @@ summary=()
 failed_tests=()
 start_all=$SECONDS
 
-# run_config NAME CC CXX CFLAGS CMAKE_ARGS...  (CFLAGS serve C and C++)
+# run_config NAME CC CFLAGS CMAKE_ARGS...
 run_config() {
-    local name="$1" cc="$2" cxx="$3" cflags="$4"
-    shift 4
+    local name="$1" cc="$2" cflags="$3"
+    shift 3
     local dir="$CTX_BUILD_ROOT/$name" start=$SECONDS
     local log="$CTX_BUILD_ROOT/$name.build.log"
     local passed=0 failed=0 note=""
@@ -78,9 +81,9 @@ run_config() {
     ctx_log "[$name] configure + build ($cc $cflags${*:+ $*})"
     # Every module must be built (ON: a missing dependency stops the
     # configuration) and warnings are errors.
-    if ! ctx_configure "$dir" -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" \
-        -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_C_FLAGS_RELWITHDEBINFO=$cflags" \
-        "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=$cflags" -DCTX_BUILD_TESTS=ON -DCTX_WERROR=ON \
+    if ! ctx_configure "$dir" -DCMAKE_C_COMPILER="$cc" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+        "-DCMAKE_C_FLAGS_RELWITHDEBINFO=$cflags" "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=$cflags" \
+        -DCTX_BUILD_TESTS=ON -DCTX_WERROR=ON \
         -DCTX_WITH_LOOP=ON -DCTX_WITH_NATS=ON -DCTX_WITH_GRPC=ON -DCTX_WITH_PYTHON=ON "$@" \
         >"$log" 2>&1; then
         cat "$log"
@@ -135,10 +138,11 @@ run_config() {
 
 for cfg in "${configs[@]}"; do
     case "$cfg" in
-    plain) run_config plain gcc g++ "-O2 -g" ;;
-    asan) run_config asan clang clang++ "-O1 -g" -DCTX_SANITIZE=address ;;
-    tsan) run_config tsan clang clang++ "-O1 -g" -DCTX_SANITIZE=thread ;;
-    valgrind) run_config valgrind gcc g++ "-O2 -g" -DCTX_VALGRIND=ON ;;
+    plain) run_config plain gcc "-O2 -g" -DCMAKE_CXX_COMPILER=g++ ;;
+    asan) run_config asan clang "-O1 -g" -DCMAKE_CXX_COMPILER=clang++ -DCTX_SANITIZE=address \
+        -DCTX_DEBUG=ON ;;
+    tsan) run_config tsan clang "-O1 -g" -DCMAKE_CXX_COMPILER=clang++ -DCTX_SANITIZE=thread ;;
+    valgrind) run_config valgrind gcc "-O2 -g" -DCMAKE_CXX_COMPILER=g++ -DCTX_VALGRIND=ON ;;
     esac
 done
 

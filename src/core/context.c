@@ -10,9 +10,13 @@
  * enter claims the context with a compare-and-swap on the state word that
  * sets the entered flag and takes a reference in one step (so two threads can
  * never both enter it, and the loser gets CTX_EENTERED instead of waiting), links it in front of the thread's current context through `prev`,
- * and starts a new cache epoch.  exit undoes exactly that, and only for the
- * current context.  run is enter, call, exit, holding a reference of its
- * own meanwhile (the function may drop the caller's).
+ * and starts a new cache epoch, which it also stamps on the context
+ * (`entry`).  exit undoes exactly that, and only for the current context.
+ * run is enter, call, exit, holding a reference of its own meanwhile (the
+ * function may drop the caller's).  Before its exit, run checks that the
+ * current context is still its entry: the same address is not enough, since
+ * the function may have exited the context (freeing it) and entered a new
+ * one that the allocator put at the same address; the entry stamp differs.
  *
  * Readers of a context that may be current in another thread (the mapping
  * view, copies, iteration) hold its lock while they look, since its owner may
@@ -42,6 +46,8 @@ ctx_context_t *ctx__context_alloc(void) {
     ctx->embedded = 0;
     ctx->map = CTX__HAMT_EMPTY;
     ctx->prev = NULL;
+    ctx->entry = 0;
+    CTX__DEBUG_BORN(ctx, CTX__KIND_CONTEXT);
     return ctx;
 }
 
@@ -65,6 +71,7 @@ int ctx_context_new(ctx_context_t **out) {
 int ctx_context_copy(ctx_context_t *src, ctx_context_t **out) {
     if (!src || !out)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(src, CTX__KIND_CONTEXT, "ctx_context_copy");
     ctx_context_t *ctx = ctx__context_alloc();
     if (!ctx)
         return CTX_ENOMEM;
@@ -92,9 +99,12 @@ int ctx_context_copy_only(ctx_context_t *src, ctx_var_t *const *vars, size_t n,
                           ctx_context_t **out) {
     if (!src || !out || (n && !vars))
         return CTX_EINVAL;
-    for (size_t i = 0; i < n; i++)
+    CTX__DEBUG_CHECK(src, CTX__KIND_CONTEXT, "ctx_context_copy_only");
+    for (size_t i = 0; i < n; i++) {
         if (!vars[i])
             return CTX_EINVAL;
+        CTX__DEBUG_CHECK(vars[i], CTX__KIND_VAR, "ctx_context_copy_only");
+    }
     ctx_context_t *ctx = ctx__context_alloc();
     if (!ctx)
         return CTX_ENOMEM;
@@ -115,40 +125,50 @@ int ctx_context_copy_only(ctx_context_t *src, ctx_var_t *const *vars, size_t n,
 }
 
 ctx_context_t *ctx_context_retain(ctx_context_t *ctx) {
-    if (ctx)
+    if (ctx) {
+        CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_retain");
         atomic_fetch_add_explicit(&ctx->state, CTX__REF, memory_order_relaxed);
+    }
     return ctx;
 }
 
 void ctx__context_unref(ctx_context_t *ctx, size_t amount) {
     if (atomic_fetch_sub_explicit(&ctx->state, amount, memory_order_acq_rel) != amount)
         return;
+    CTX__DEBUG_DIED(ctx, CTX__KIND_CONTEXT);
     ctx__hamt_release(ctx->map, &ctx__box_ops);
     ctx__free(ctx, sizeof *ctx);
 }
 
 void ctx_context_release(ctx_context_t *ctx) {
-    if (ctx)
+    if (ctx) {
+        CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_release");
         ctx__context_unref(ctx, CTX__REF);
+    }
 }
 
 int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value) {
     if (!ctx || !var)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_set");
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_context_set");
     if (ctx__context_claim(ctx, 0))
         return CTX_EENTERED;
     int r = CTX_ENOMEM;
+    ctx__hamt_item_t *old = NULL;
     ctx__box_t *box = ctx__box_new(var, value);
     if (box) {
         ctx__context_lock(ctx);
-        r = ctx__hamt_assoc_inplace(&ctx->map, &box->item, &ctx__box_ops);
-        if (r == 0)
-            ctx__box_adopted(box);
+        r = ctx__hamt_put_inplace(&ctx->map, &box->item, &ctx__box_ops, &old);
         ctx__context_unlock(ctx);
         if (r)
             ctx__box_discard(box);
     }
     atomic_fetch_sub_explicit(&ctx->state, CTX__ENTERED, memory_order_release);
+    /* The replaced value is released with no lock held and the context free
+     * again, so its release operation may use the context (even set it). */
+    if (old)
+        ctx__hamt_item_release(old, &ctx__box_ops);
     return r;
 }
 
@@ -160,7 +180,7 @@ static int enter(ctx__tstate_t *ts, ctx_context_t *ctx) {
         return CTX_EENTERED;
     ctx->prev = ts->current;
     ts->current = ctx;
-    ts->epoch++;
+    ctx->entry = ++ts->epoch;
     return 0;
 }
 
@@ -182,6 +202,7 @@ static int leave(ctx__tstate_t *ts, ctx_context_t *ctx) {
 int ctx_context_enter(ctx_context_t *ctx) {
     if (!ctx)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_enter");
     int err = 0;
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
@@ -192,12 +213,14 @@ int ctx_context_enter(ctx_context_t *ctx) {
 int ctx_context_exit(ctx_context_t *ctx) {
     if (!ctx)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_exit");
     return leave(ctx__tls, ctx);
 }
 
 int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result) {
     if (!ctx || !fn)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_run");
     int err = 0;
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
@@ -205,19 +228,25 @@ int ctx_context_run(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result)
     int r = enter(ts, ctx); /* with a reference: fn may drop the caller's */
     if (r)
         return r;
+    uint64_t entry = ctx->entry;
     void *res = fn(arg);
     if (result)
         *result = res;
-    /* Compare before touching *ctx: if fn exited ctx itself, it may be gone. */
+    /* Compare the address before touching *ctx: if fn exited ctx itself, it
+     * may be gone.  If the address is current, the context there is alive;
+     * its entry stamp says whether it is still this entry, or fn exited ctx
+     * and entered another context (or ctx again) that now sits there. */
     ts = ctx__tls;
-    if (!ts || ts->current != ctx)
+    if (!ts || ts->current != ctx || ctx->entry != entry)
         return CTX_ENOTCURRENT; /* ctx stays entered (or fn exited it): exit drops it */
     return leave(ts, ctx);
 }
 
 int ctx_context_is_entered(const ctx_context_t *ctx) {
-    return ctx ? (int)(atomic_load_explicit(&ctx->state, memory_order_acquire) & CTX__ENTERED)
-               : 0;
+    if (!ctx)
+        return 0;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_is_entered");
+    return (int)(atomic_load_explicit(&ctx->state, memory_order_acquire) & CTX__ENTERED);
 }
 
 /* ---- mapping view ---- */
@@ -225,6 +254,8 @@ int ctx_context_is_entered(const ctx_context_t *ctx) {
 int ctx_context_get(ctx_context_t *ctx, const ctx_var_t *var, void **out) {
     if (!ctx || !var || !out)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_get");
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_context_get");
     ctx__hamt_item_t *item;
     ctx__context_lock(ctx);
     int found = ctx__hamt_find(&ctx->map, var->hash, var, &ctx__box_ops, &item);
@@ -238,12 +269,15 @@ int ctx_context_contains(ctx_context_t *ctx, const ctx_var_t *var) {
     void *unused;
     if (!ctx || !var)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_contains");
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_context_contains");
     return ctx_context_get(ctx, var, &unused) == 0;
 }
 
 size_t ctx_context_length(ctx_context_t *ctx) {
     if (!ctx)
         return 0;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_length");
     ctx__context_lock(ctx);
     size_t n = ctx->map.count;
     ctx__context_unlock(ctx);
@@ -258,11 +292,13 @@ typedef struct iter_state {
     int live;
 } iter_state_t;
 
-_Static_assert(sizeof(iter_state_t) <= sizeof(ctx_iter_t), "ctx_iter_t too small");
+_Static_assert(sizeof(ctx_iter_t) == 160, "ctx_iter_t is 160 bytes in 1.x");
+_Static_assert(sizeof(iter_state_t) <= 128, "ctx_iter_t: ctxvar.h promises 128 bytes in use");
 
 int ctx_iter_init(ctx_iter_t *it, ctx_context_t *ctx) {
     if (!it || !ctx)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_iter_init");
     iter_state_t *st = (iter_state_t *)it;
     st->snapshot = snapshot(ctx);
     ctx__hamt_iter_init(&st->walk, &st->snapshot);
@@ -304,16 +340,22 @@ static void emit(char *buf, size_t cap, size_t *pos, const char *text, size_t le
     *pos += len;
 }
 
-/* Formats one value in place at *pos, snprintf-style. */
+/* Formats one value in place at *pos, snprintf-style: with the variable's
+ * format operation (whose negative code is passed on), or as a pointer. */
 static int emit_value(char *buf, size_t cap, size_t *pos, const ctx_var_t *var,
                       const void *value) {
+    if (!var->ops.format) {
+        char text[2 + 2 * sizeof(void *) + 8];
+        int len = snprintf(text, sizeof text, "%p", value);
+        emit(buf, cap, pos, text, len > 0 ? (size_t)len : 0);
+        return 0;
+    }
     char scratch[1];
     char *at = *pos < cap ? buf + *pos : scratch;
     size_t room = *pos < cap ? cap - *pos : 0;
-    int n = var->ops.format ? var->ops.format(value, room ? at : scratch, room, var->ops.user)
-                            : snprintf(room ? at : scratch, room, "%p", value);
+    int n = var->ops.format(value, room ? at : scratch, room, var->ops.user);
     if (n < 0)
-        return var->ops.format ? n : CTX_ECALLBACK;
+        return n;
     *pos += (size_t)n;
     return 0;
 }
@@ -321,6 +363,7 @@ static int emit_value(char *buf, size_t cap, size_t *pos, const ctx_var_t *var,
 int ctx_context_format(ctx_context_t *ctx, char *buf, size_t cap, size_t *len) {
     if (!ctx || (!buf && cap))
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_format");
     ctx_iter_t it;
     ctx_var_t *var;
     void *value;

@@ -41,7 +41,23 @@
 #include <ctxvar.h>
 #include <stdatomic.h>
 
+#include "common/debug.h"
 #include "core/hamt.h"
+
+/* CTX_DEBUG's kinds of core objects (common/debug.h).  A context in
+ * caller-owned storage (a capture, a pool task's) is a "capture". */
+#define CTX__KIND_CONTEXT CTX__DEBUG_KIND(0x43545854u, "context", "already released")
+#define CTX__KIND_CAPTURE CTX__DEBUG_KIND(0x43415054u, "capture", "already cleared")
+#define CTX__KIND_TOKEN CTX__DEBUG_KIND(0x544f4b4eu, "token", "already released")
+#define CTX__KIND_VAR CTX__DEBUG_KIND(0x56415231u, "variable", "already released")
+
+/* An entry of the per-thread queue of dead boxes and variables
+ * (release.c). */
+typedef struct ctx__dead {
+    struct ctx__dead *next;
+    ctx_var_t *var;
+    void *value;
+} ctx__dead_t;
 
 struct ctx_var {
     atomic_size_t refs;
@@ -51,6 +67,8 @@ struct ctx_var {
     void *default_value;
     ctx_value_ops_t ops;
     size_t size; /* bytes allocated, name included */
+    ctx__dead_t dead; /* its entry in the release queue once dead */
+    CTX__DEBUG_MEMBER
     char name[];
 };
 
@@ -74,6 +92,11 @@ struct ctx_context {
     int embedded; /* in caller-owned storage (embed.c): never freed here */
     ctx__hamt_t map;
     ctx_context_t *prev; /* the context current before this one's enter */
+    /* While entered: the entering thread's epoch just after the enter.  A
+     * thread's epochs only grow, so this tells one entry from any later one,
+     * of the same context or of another made at the same address. */
+    uint64_t entry;
+    CTX__DEBUG_MEMBER
 };
 
 /* Sets the entered flag and adds `refs` * CTX__REF in one operation: 0, or
@@ -99,6 +122,7 @@ struct ctx_token {
     ctx_var_t *var; /* retained, by `old` when there is one */
     ctx__box_t *old;    /* retained; NULL: the variable had no value */
     atomic_int used;
+    CTX__DEBUG_MEMBER
 };
 
 #define CTX__CACHE_SIZE 64
@@ -126,15 +150,18 @@ ctx__tstate_t *ctx__tstate_get(int *err);
 /* The map operations of a context's map (boxes keyed by variable identity). */
 extern const ctx__hamt_ops_t ctx__box_ops;
 
-/* A new box holding `var` (retained) and `value`, refs = 1 (the creator's);
- * NULL if out of memory.  Once a map holds it, the creator calls
- * ctx__box_adopted *while holding the lock of the context whose map it is*,
- * which drops the creator's reference without an atomic read-modify-write.
+/* A new box holding `var` (retained) and `value`, refs = 1 (the creator's,
+ * which ctx__hamt_put_inplace takes over); NULL if out of memory.
  * ctx__box_discard frees a box no map took (a failed set): the value is not
  * released. */
 ctx__box_t *ctx__box_new(ctx_var_t *var, void *value);
-void ctx__box_adopted(ctx__box_t *box);
 void ctx__box_discard(ctx__box_t *box);
+
+/* release.c: a box whose last reference was dropped (its value is released,
+ * then its variable), and a variable whose last reference was dropped (its
+ * default is released, then its memory freed).  Never recursive: see there. */
+void ctx__release_box(ctx__box_t *box);
+void ctx__release_var(ctx_var_t *var);
 
 static inline ctx_var_t *ctx__box_var(const ctx__box_t *box) {
     return (ctx_var_t *)box->item.key;

@@ -47,6 +47,8 @@ static void init(ctx_context_t *ctx, ctx__hamt_t map) {
     ctx->embedded = 1;
     ctx->map = map;
     ctx->prev = NULL;
+    ctx->entry = 0;
+    CTX__DEBUG_BORN(ctx, CTX__KIND_CAPTURE);
 }
 
 void ctx__context_init_empty(ctx_context_t *storage) { init(storage, CTX__HAMT_EMPTY); }
@@ -65,6 +67,7 @@ void ctx__context_init_copy(ctx_context_t *storage, ctx_context_t *src) {
 }
 
 void ctx__context_clear(ctx_context_t *ctx) {
+    CTX__DEBUG_DIED(ctx, CTX__KIND_CAPTURE);
     ctx__hamt_release(ctx->map, &ctx__box_ops);
     ctx->map = CTX__HAMT_EMPTY;
 }
@@ -78,14 +81,18 @@ int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void
         return CTX_EENTERED;
     ctx->prev = ts->current;
     ts->current = ctx;
-    ts->epoch++;
+    ctx->entry = ++ts->epoch;
 
     void *res = fn(arg);
     if (result)
         *result = res;
 
     /* The thread state cannot have gone: ctx_thread_release refuses while a
-     * context is entered. */
+     * context is entered.  Unlike ctx_context_run, the address is enough:
+     * the storage is the caller's and cannot be freed or reused while it
+     * runs, and fn cannot leave it (no public call reaches it: a nested run
+     * of the same capture is CTX_EENTERED), so if it is current it is still
+     * this entry. */
     ts = ctx__tls;
     int r = 0;
     if (ts->current == ctx) {
@@ -107,17 +114,36 @@ int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void
 
 /* ---- the public face: ctx_capture_t is storage for one context ---- */
 
-_Static_assert(sizeof(ctx_capture_t) >= sizeof(ctx_context_t), "ctx_capture_t too small");
+/* ctxvar.h promises at most 64 of the 96 bytes are used in this version. */
+_Static_assert(sizeof(ctx_capture_t) == 96, "ctx_capture_t is 96 bytes in 1.x");
+_Static_assert(sizeof(ctx_context_t) <= 64, "a context fits the part of a capture in use");
 _Static_assert(_Alignof(ctx_capture_t) >= _Alignof(ctx_context_t), "ctx_capture_t misaligned");
 
+/* CTX_DEBUG: a capture that still holds a context must be cleared before it
+ * captures again (else that context's values leak). */
+static void check_not_live(ctx_context_t *storage, const char *call) {
+#ifdef CTX_DEBUG
+    if (CTX__DEBUG_IS_LIVE(storage, CTX__KIND_CAPTURE))
+        ctx__debug_abort(call, "capture", storage,
+                         "still holds a context: clear it before capturing into it again");
+#else
+    (void)storage;
+    (void)call;
+#endif
+}
+
 void ctx_capture_current(ctx_capture_t *capture) {
-    if (capture)
-        ctx__context_init_copy_current((ctx_context_t *)capture);
+    if (!capture)
+        return;
+    check_not_live((ctx_context_t *)capture, "ctx_capture_current");
+    ctx__context_init_copy_current((ctx_context_t *)capture);
 }
 
 int ctx_capture_copy(ctx_capture_t *capture, ctx_context_t *ctx) {
     if (!capture || !ctx)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_capture_copy");
+    check_not_live((ctx_context_t *)capture, "ctx_capture_copy");
     ctx__context_init_copy((ctx_context_t *)capture, ctx);
     return 0;
 }
@@ -125,10 +151,13 @@ int ctx_capture_copy(ctx_capture_t *capture, ctx_context_t *ctx) {
 int ctx_capture_run(ctx_capture_t *capture, ctx_run_fn fn, void *arg, void **result) {
     if (!capture || !fn)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK((ctx_context_t *)capture, CTX__KIND_CAPTURE, "ctx_capture_run");
     return ctx__context_run_embedded((ctx_context_t *)capture, fn, arg, result);
 }
 
 void ctx_capture_clear(ctx_capture_t *capture) {
-    if (capture)
-        ctx__context_clear((ctx_context_t *)capture);
+    if (!capture)
+        return;
+    CTX__DEBUG_CHECK((ctx_context_t *)capture, CTX__KIND_CAPTURE, "ctx_capture_clear");
+    ctx__context_clear((ctx_context_t *)capture);
 }

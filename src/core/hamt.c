@@ -62,10 +62,18 @@
  * thread holds or can obtain a reference.  The owner must keep readers of the
  * same map value out while it changes it (contexts use their lock).
  *
+ * put_inplace and take_inplace never drop the last reference to an item:
+ * they hand the replaced or removed item back, so that a context can release
+ * it (which runs the variable's release operation, user code) after it has
+ * unlocked.  put takes over the caller's reference to the new item, which
+ * saves the set path an atomic increment; assoc_inplace and without_inplace
+ * are the same operations with the usual retain/release.
+ *
  * Functions: key_eq (identity, then the hook), node_* (allocation and copies),
  * pair (a subtree for two entries that met in one slot), assoc_node and
- * without_node (pure, recursive), *_inplace (iterative walks with a path
- * stack), the iterator, and check/depth for tests.
+ * without_node (pure, recursive), put/take_inplace (iterative walks with a
+ * path stack) and the assoc/without_inplace wrappers, the iterator, and
+ * check/depth for tests.
  */
 #include "core/hamt.h"
 
@@ -551,14 +559,21 @@ static int insert_private(node_t *n, uintptr_t *link, uint32_t pos, uint32_t bit
     return 0;
 }
 
-int ctx__hamt_swap_inplace(ctx__hamt_t *map, item_t *it, const ctx__hamt_ops_t *ops,
-                           item_t **replaced) {
+/* Drops the reference a caller handed over with an item that the operation
+ * ended up retaining on its own as well (it is never the last one). */
+static void item_unref_extra(item_t *it) {
+    atomic_fetch_sub_explicit(&it->refs, 1, memory_order_relaxed);
+}
+
+int ctx__hamt_put_inplace(ctx__hamt_t *map, item_t *it, const ctx__hamt_ops_t *ops,
+                          item_t **replaced) {
     node_t *n = map->root;
     *replaced = NULL;
     if (n == NULL || !unshared(&n->refs))
         goto pure;
     /* `link` is where the pointer to `n` lives: the map's root, tagged as a
-     * node slot for uniformity, or the parent's slot. */
+     * node slot for uniformity, or the parent's slot.  The caller's reference
+     * to `it` becomes the slot's. */
     uintptr_t root_link = node_slot(n);
     uintptr_t *link = &root_link;
     unsigned shift = 0;
@@ -569,9 +584,11 @@ int ctx__hamt_swap_inplace(ctx__hamt_t *map, item_t *it, const ctx__hamt_ops_t *
                 int r = pair(shift, *link, it, &sub, ops);
                 if (r)
                     return r;
-                /* The collision node moved into `sub` (retained there): drop
-                 * the reference the old link held. */
+                /* The collision node and `it` moved into `sub` (retained
+                 * there): drop the references the old link and the caller
+                 * held. */
                 node_release(n, ops);
+                item_unref_extra(it);
                 *link = node_slot(sub);
                 map->count++;
                 break;
@@ -586,13 +603,11 @@ int ctx__hamt_swap_inplace(ctx__hamt_t *map, item_t *it, const ctx__hamt_ops_t *
             }
             if (i < n->count) {
                 *replaced = as_item(n->slot[i]); /* the slot's reference */
-                ctx__hamt_item_retain(it);
                 n->slot[i] = item_slot(it);
                 break;
             }
             if (insert_private(n, link, n->count, 0, item_slot(it)))
                 return CTX_ENOMEM;
-            ctx__hamt_item_retain(it);
             map->count++;
             break;
         }
@@ -601,7 +616,6 @@ int ctx__hamt_swap_inplace(ctx__hamt_t *map, item_t *it, const ctx__hamt_ops_t *
         if (!(n->bits & bit)) {
             if (insert_private(n, link, pos, bit, item_slot(it)))
                 return CTX_ENOMEM;
-            ctx__hamt_item_retain(it);
             map->count++;
             break;
         }
@@ -619,7 +633,6 @@ int ctx__hamt_swap_inplace(ctx__hamt_t *map, item_t *it, const ctx__hamt_ops_t *
             return r;
         if (r) {
             *replaced = as_item(s); /* the slot's reference */
-            ctx__hamt_item_retain(it);
             n->slot[pos] = item_slot(it);
             break;
         }
@@ -629,6 +642,7 @@ int ctx__hamt_swap_inplace(ctx__hamt_t *map, item_t *it, const ctx__hamt_ops_t *
             return r;
         n->slot[pos] = node_slot(sub);
         slot_release(s, ops); /* now held by sub */
+        item_unref_extra(it);
         map->count++;
         break;
     }
@@ -636,6 +650,9 @@ int ctx__hamt_swap_inplace(ctx__hamt_t *map, item_t *it, const ctx__hamt_ops_t *
     return 0;
 
 pure:;
+    /* The path is shared: build the new version, then drop the old one.
+     * Dropping it frees no item: every item of the old version is held by
+     * the new one, by a shared node, or (the replaced one) retained here. */
     item_t *old = NULL;
     int r = ctx__hamt_find(map, it->hash, it->key, ops, &old);
     if (r < 0)
@@ -644,6 +661,7 @@ pure:;
     r = ctx__hamt_assoc(map, it, ops, &nm);
     if (r)
         return r;
+    item_unref_extra(it); /* assoc took its own */
     if (old)
         ctx__hamt_item_retain(old); /* outlives the old map's nodes */
     ctx__hamt_release(*map, ops);
@@ -654,14 +672,17 @@ pure:;
 
 int ctx__hamt_assoc_inplace(ctx__hamt_t *map, item_t *it, const ctx__hamt_ops_t *ops) {
     item_t *old;
-    int r = ctx__hamt_swap_inplace(map, it, ops, &old);
-    if (r == 0 && old)
+    ctx__hamt_item_retain(it); /* the map's, handed over */
+    int r = ctx__hamt_put_inplace(map, it, ops, &old);
+    if (r)
+        item_unref_extra(it);
+    else if (old)
         ctx__hamt_item_release(old, ops);
     return r;
 }
 
-int ctx__hamt_without_inplace(ctx__hamt_t *map, uint32_t hash, const void *key,
-                              const ctx__hamt_ops_t *ops) {
+int ctx__hamt_take_inplace(ctx__hamt_t *map, uint32_t hash, const void *key,
+                           const ctx__hamt_ops_t *ops, item_t **removed) {
     node_t *path[CTX__HAMT_MAX_DEPTH];
     uint32_t at[CTX__HAMT_MAX_DEPTH]; /* slot taken in path[d] */
     node_t *n = map->root;
@@ -731,17 +752,34 @@ int ctx__hamt_without_inplace(ctx__hamt_t *map, uint32_t hash, const void *key,
         path[d]->slot[at[d]] = moved;
     }
     map->count--;
-    slot_release(gone, ops);
+    *removed = as_item(gone); /* the slot's reference */
     return 0;
 
 pure:;
+    /* As in put: dropping the old version frees no item (the removed one is
+     * held by a shared node, and retained here for the caller). */
+    item_t *old = NULL;
+    int r = ctx__hamt_find(map, hash, key, ops, &old);
+    if (r <= 0)
+        return r < 0 ? r : CTX_ENOTFOUND;
     ctx__hamt_t nm;
-    int r = ctx__hamt_without(map, hash, key, ops, &nm);
+    r = ctx__hamt_without(map, hash, key, ops, &nm);
     if (r)
         return r;
+    ctx__hamt_item_retain(old);
     ctx__hamt_release(*map, ops);
     *map = nm;
+    *removed = old;
     return 0;
+}
+
+int ctx__hamt_without_inplace(ctx__hamt_t *map, uint32_t hash, const void *key,
+                              const ctx__hamt_ops_t *ops) {
+    item_t *gone;
+    int r = ctx__hamt_take_inplace(map, hash, key, ops, &gone);
+    if (r == 0)
+        ctx__hamt_item_release(gone, ops);
+    return r;
 }
 
 int ctx__hamt_is_private(const ctx__hamt_t *map, uint32_t hash, const void *key,

@@ -93,16 +93,26 @@ int ctx__hamt_without(const ctx__hamt_t *map, uint32_t hash, const void *key,
 /* The same operations on a map the caller owns exclusively, replacing *map:
  * unshared nodes are reused in place, shared ones copied.  On error *map is
  * unchanged.  The caller must hold the only reference to `*map` (other maps
- * may share its nodes). */
+ * may share its nodes), and keep readers of *map out meanwhile. */
 int ctx__hamt_assoc_inplace(ctx__hamt_t *map, ctx__hamt_item_t *item,
                             const ctx__hamt_ops_t *ops);
-/* ctx__hamt_assoc_inplace that hands the replaced item (with the reference the
- * map held: the caller releases it) to *replaced, or NULL if the key was new.
- * Saves a retain/release pair when the caller keeps the old item anyway. */
-int ctx__hamt_swap_inplace(ctx__hamt_t *map, ctx__hamt_item_t *item,
-                           const ctx__hamt_ops_t *ops, ctx__hamt_item_t **replaced);
 int ctx__hamt_without_inplace(ctx__hamt_t *map, uint32_t hash, const void *key,
                               const ctx__hamt_ops_t *ops);
+
+/* The in-place operations for a caller that must not let an item die in
+ * them (a context holds its lock while it changes its map, and an item's
+ * death runs user code): neither drops the last reference to any item.
+ *
+ * put: adds `item`, taking over the caller's reference to it on success (on
+ * error the caller keeps it), and hands the item it replaced, with the
+ * reference the map held, to *replaced (NULL if the key was new).
+ * take: removes the item of `key` and hands it, with the reference the map
+ * held, to *removed; CTX_ENOTFOUND if there is none.
+ * The caller releases what it was handed, typically after unlocking. */
+int ctx__hamt_put_inplace(ctx__hamt_t *map, ctx__hamt_item_t *item,
+                          const ctx__hamt_ops_t *ops, ctx__hamt_item_t **replaced);
+int ctx__hamt_take_inplace(ctx__hamt_t *map, uint32_t hash, const void *key,
+                           const ctx__hamt_ops_t *ops, ctx__hamt_item_t **removed);
 
 /* 1 if the item of `key` and every node on the path to it is referenced
  * only by `map` (so the item may be modified in place), 0 if not, CTX_ENOTFOUND

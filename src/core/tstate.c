@@ -11,6 +11,21 @@
  *
  * Nothing is global but the key and its pthread_once; a released thread
  * state leaves no trace, so a test can start over.
+ *
+ * fork()
+ * ------
+ * The child is a copy of the forking thread only.  Its thread state, current
+ * context and every context it entered are plain memory that only it
+ * changes, so they keep working, with one exception: a context's lock may
+ * have been held at the moment of the fork by another thread reading the
+ * context (copying it, formatting it...), and that thread does not exist in
+ * the child to let go.  The child handler (pthread_atfork, installed with
+ * the key) therefore unlocks the forking thread's chain of entered contexts,
+ * which no one else can be changing.  The core has no global lock to keep
+ * consistent.  Contexts entered in other threads at the fork stay entered in
+ * the child for ever (CTX_EENTERED), and a context that another thread was
+ * *changing* at the fork is, as POSIX says of any memory another thread was
+ * writing, not to be used in the child.
  */
 #include <pthread.h>
 
@@ -40,8 +55,17 @@ static void tstate_free(ctx__tstate_t *ts) {
 
 static void tstate_destructor(void *p) { tstate_free(p); }
 
+/* In the child of fork(): see "fork()" above. */
+static void tstate_after_fork(void) {
+    ctx__tstate_t *ts = ctx__tls;
+    for (ctx_context_t *ctx = ts ? ts->current : NULL; ctx; ctx = ctx->prev)
+        ctx__context_unlock(ctx);
+}
+
 static void tstate_key_init(void) {
     tstate_key_error = pthread_key_create(&tstate_key, tstate_destructor);
+    if (!tstate_key_error)
+        tstate_key_error = pthread_atfork(NULL, NULL, tstate_after_fork);
 }
 
 ctx__tstate_t *ctx__tstate_get(int *err) {

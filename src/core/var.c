@@ -16,10 +16,15 @@
  * address cannot pass for a live one; reset puts the box back (or removes the
  * variable).  Reference counts are
  * atomic and each costs several nanoseconds, so the set/reset path takes only
- * those it needs: see ctx__box_adopted for how a new box's creator hands its
- * reference to the map without a second atomic operation.  Every
+ * those it needs: a new box's creator hands its reference to the map
+ * (ctx__hamt_put_inplace) instead of the map taking one of its own.  Every
  * operation allocates before it changes anything, so an allocation failure
  * changes nothing.
+ *
+ * No user code runs under a context's lock: a value replaced by set or
+ * removed by reset is handed back by the map operation and released after
+ * the lock is dropped and the cache has seen the change, so its release
+ * operation may read or set the same variable in the same context.
  *
  * get is the hot path: one thread-local load, a cache line indexed by the
  * variable's id, two compares (core.h explains the epoch).  A miss walks the
@@ -45,12 +50,7 @@ static atomic_uint_fast64_t next_var_id = 1;
 
 static void box_free(ctx__hamt_item_t *item, void *user) {
     (void)user;
-    ctx__box_t *box = (ctx__box_t *)item;
-    ctx_var_t *var = ctx__box_var(box);
-    if (var->ops.release)
-        var->ops.release(box->value, var->ops.user);
-    ctx__free(box, sizeof *box);
-    ctx_var_release(var);
+    ctx__release_box((ctx__box_t *)item);
 }
 
 const ctx__hamt_ops_t ctx__box_ops = {NULL, box_free, NULL};
@@ -59,19 +59,11 @@ ctx__box_t *ctx__box_new(ctx_var_t *var, void *value) {
     ctx__box_t *box = ctx__malloc(sizeof *box);
     if (!box)
         return NULL;
-    atomic_init(&box->item.refs, 1); /* the creator's, until ctx__box_adopted */
+    atomic_init(&box->item.refs, 1); /* the creator's, until a map takes it */
     box->item.hash = var->hash;
     box->item.key = ctx_var_retain(var);
     box->value = value;
     return box;
-}
-
-void ctx__box_adopted(ctx__box_t *box) {
-    /* refs is 2: ours and the map's.  Under the context's lock (or with the
-     * context out of every other thread's reach, ctx__context_lock_owned)
-     * nobody else can have reached the box, so ours is dropped with a plain
-     * store. */
-    atomic_store_explicit(&box->item.refs, 1, memory_order_relaxed);
 }
 
 void ctx__box_discard(ctx__box_t *box) {
@@ -104,28 +96,43 @@ int ctx_var_new(const char *name, const ctx_var_options_t *options, ctx_var_t **
     var->default_value = var->has_default ? opts.default_value : NULL;
     var->ops = ops;
     var->size = size;
+    CTX__DEBUG_BORN(var, CTX__KIND_VAR);
     memcpy(var->name, name, len + 1);
     *out = var;
     return 0;
 }
 
 ctx_var_t *ctx_var_retain(ctx_var_t *var) {
-    if (var)
+    if (var) {
+        CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_retain");
         atomic_fetch_add_explicit(&var->refs, 1, memory_order_relaxed);
+    }
     return var;
 }
 
 void ctx_var_release(ctx_var_t *var) {
-    if (!var || atomic_fetch_sub_explicit(&var->refs, 1, memory_order_acq_rel) != 1)
+    if (!var)
         return;
-    if (var->has_default && var->ops.release)
-        var->ops.release(var->default_value, var->ops.user);
-    ctx__free(var, var->size);
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_release");
+    if (atomic_fetch_sub_explicit(&var->refs, 1, memory_order_acq_rel) == 1) {
+        CTX__DEBUG_DIED(var, CTX__KIND_VAR);
+        ctx__release_var(var);
+    }
 }
 
-const char *ctx_var_name(const ctx_var_t *var) { return var ? var->name : NULL; }
+const char *ctx_var_name(const ctx_var_t *var) {
+    if (!var)
+        return NULL;
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_name");
+    return var->name;
+}
 
-const ctx_value_ops_t *ctx_var_ops(const ctx_var_t *var) { return var ? &var->ops : NULL; }
+const ctx_value_ops_t *ctx_var_ops(const ctx_var_t *var) {
+    if (!var)
+        return NULL;
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_ops");
+    return &var->ops;
+}
 
 void ctx__var_force_hash(ctx_var_t *var, uint32_t hash) { var->hash = hash; }
 
@@ -138,8 +145,9 @@ static int get_default(const ctx_var_t *var, void **out) {
     return CTX_DEFAULT;
 }
 
-static int get_slow(ctx__tstate_t *ts, const ctx_var_t *var, void **out,
-                    ctx__cache_entry_t *e) {
+/* Not inlined: the hit path in ctx_var_get then needs no stack frame. */
+__attribute__((noinline)) static int get_slow(ctx__tstate_t *ts, const ctx_var_t *var,
+                                              void **out, ctx__cache_entry_t *e) {
     ctx__hamt_item_t *item;
     int status;
     void *value = NULL;
@@ -161,19 +169,23 @@ static int get_slow(ctx__tstate_t *ts, const ctx_var_t *var, void **out,
 int ctx_var_get(const ctx_var_t *var, void **out) {
     if (!var || !out)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_get");
     ctx__tstate_t *ts = ctx__tls;
     if (!ts)
         return get_default(var, out);
     ctx__cache_entry_t *e = &ts->cache[var->id % CTX__CACHE_SIZE];
     if (e->var_id == var->id && e->epoch == ts->epoch) {
-        if (e->status != CTX_ENOTFOUND)
+        int status = e->status; /* read before *out is written: it may alias */
+        if (status != CTX_ENOTFOUND)
             *out = e->value;
-        return e->status;
+        return status;
     }
     return get_slow(ts, var, out, e);
 }
 
 int ctx_var_get_or(const ctx_var_t *var, void *fallback, void **out) {
+    if (var)
+        CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_get_or");
     int r = ctx_var_get(var, out);
     if (r == CTX_VALUE || r == CTX_EINVAL)
         return r;
@@ -196,6 +208,7 @@ static void note_change(ctx__tstate_t *ts, const ctx_var_t *var, void *value, in
 int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
     if (!var)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_set");
     int err = 0;
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
@@ -212,17 +225,13 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
 
     ctx__hamt_item_t *old = NULL;
     int locked = ctx__context_lock_owned(ctx);
-    int r = ctx__hamt_swap_inplace(&ctx->map, &box->item, &ctx__box_ops, &old);
-    if (r == 0)
-        ctx__box_adopted(box);
+    int r = ctx__hamt_put_inplace(&ctx->map, &box->item, &ctx__box_ops, &old);
     ctx__context_unlock_owned(ctx, locked);
     if (r) {
         ctx__free(tok, sizeof *tok);
         ctx__box_discard(box);
         return r;
     }
-    if (old && !tok)
-        ctx__hamt_item_release(old, &ctx__box_ops);
     note_change(ts, var, value, CTX_VALUE);
     if (tok) {
         tok->ctx = ctx;
@@ -232,7 +241,12 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
         tok->var = old ? var : ctx_var_retain(var);
         tok->old = (ctx__box_t *)old;
         atomic_init(&tok->used, 0);
+        CTX__DEBUG_BORN(tok, CTX__KIND_TOKEN);
         *token = tok;
+    } else if (old) {
+        /* Last: its release operation may read or set the variable, and
+         * must see the new value. */
+        ctx__hamt_item_release(old, &ctx__box_ops);
     }
     return 0;
 }
@@ -240,6 +254,8 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
 int ctx_var_reset(ctx_var_t *var, ctx_token_t *tok) {
     if (!var || !tok)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_reset");
+    CTX__DEBUG_CHECK(tok, CTX__KIND_TOKEN, "ctx_var_reset");
     if (atomic_load_explicit(&tok->used, memory_order_relaxed))
         return CTX_ETOKENUSED;
     if (tok->var != var)
@@ -253,22 +269,29 @@ int ctx_var_reset(ctx_var_t *var, ctx_token_t *tok) {
     ctx_context_t *ctx = tok->ctx;
     ctx__hamt_item_t *gone = NULL;
     int r;
+    if (tok->old)
+        ctx__hamt_item_retain(&tok->old->item); /* the map's; the token keeps its own */
     int locked = ctx__context_lock_owned(ctx);
     if (tok->old)
-        r = ctx__hamt_swap_inplace(&ctx->map, &tok->old->item, &ctx__box_ops, &gone);
+        r = ctx__hamt_put_inplace(&ctx->map, &tok->old->item, &ctx__box_ops, &gone);
     else
-        r = ctx__hamt_without_inplace(&ctx->map, var->hash, var, &ctx__box_ops);
+        r = ctx__hamt_take_inplace(&ctx->map, var->hash, var, &ctx__box_ops, &gone);
     ctx__context_unlock_owned(ctx, locked);
-    if (r)
+    if (r) {
+        if (tok->old) /* never the last reference: the token holds one */
+            ctx__hamt_item_release(&tok->old->item, &ctx__box_ops);
         return r;
-    if (gone) /* released outside the lock: it may run a release operation */
-        ctx__hamt_item_release(gone, &ctx__box_ops);
+    }
     atomic_store_explicit(&tok->used, 1, memory_order_relaxed);
     if (tok->old)
         note_change(ts, var, tok->old->value, CTX_VALUE);
     else
         note_change(ts, var, var->default_value,
                     var->has_default ? CTX_DEFAULT : CTX_ENOTFOUND);
+    /* Released outside the lock and after the change is visible: its
+     * release operation may use the variable and this context. */
+    if (gone)
+        ctx__hamt_item_release(gone, &ctx__box_ops);
     return 0;
 }
 
@@ -277,6 +300,8 @@ int ctx_var_reset(ctx_var_t *var, ctx_token_t *tok) {
 void ctx_token_release(ctx_token_t *tok) {
     if (!tok)
         return;
+    CTX__DEBUG_CHECK(tok, CTX__KIND_TOKEN, "ctx_token_release");
+    CTX__DEBUG_DIED(tok, CTX__KIND_TOKEN);
     if (tok->old)
         ctx__hamt_item_release(&tok->old->item, &ctx__box_ops);
     else
@@ -284,11 +309,17 @@ void ctx_token_release(ctx_token_t *tok) {
     ctx__free(tok, sizeof *tok);
 }
 
-ctx_var_t *ctx_token_var(const ctx_token_t *tok) { return tok ? tok->var : NULL; }
+ctx_var_t *ctx_token_var(const ctx_token_t *tok) {
+    if (!tok)
+        return NULL;
+    CTX__DEBUG_CHECK(tok, CTX__KIND_TOKEN, "ctx_token_var");
+    return tok->var;
+}
 
 int ctx_token_old_value(const ctx_token_t *tok, void **out) {
     if (!tok || !out)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(tok, CTX__KIND_TOKEN, "ctx_token_old_value");
     if (!tok->old)
         return CTX_ENOTFOUND;
     *out = tok->old->value;
@@ -296,7 +327,10 @@ int ctx_token_old_value(const ctx_token_t *tok, void **out) {
 }
 
 int ctx_token_used(const ctx_token_t *tok) {
-    return tok ? atomic_load_explicit(&tok->used, memory_order_relaxed) : 0;
+    if (!tok)
+        return 0;
+    CTX__DEBUG_CHECK(tok, CTX__KIND_TOKEN, "ctx_token_used");
+    return atomic_load_explicit(&tok->used, memory_order_relaxed);
 }
 
 /* ---- the way out of the shallow-copy trap ---- */
@@ -304,6 +338,7 @@ int ctx_token_used(const ctx_token_t *tok) {
 int ctx_var_get_for_write(ctx_var_t *var, void **out) {
     if (!var || !out)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_get_for_write");
     int err = 0;
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)

@@ -458,6 +458,76 @@ static void test_run_exit_inside(void **state) {
     ASSERT_RC(ctx_thread_release(), 0);
 }
 
+/* fn drops the caller's reference, exits the context run entered (which
+ * frees it), and enters a new context that the allocator puts at the same
+ * address: run must see that the current context is not its entry
+ * (CTX_ENOTCURRENT) and leave fn's context entered, as for any context fn
+ * entered and did not exit. */
+typedef struct replaced {
+    ctx_context_t *old;
+    ctx_context_t *fresh;
+    ctx_var_t *var;
+    int exit_rc;
+} replaced_t;
+
+static int replaced_marker;
+
+static void *replace_own_context(void *arg) {
+    replaced_t *r = arg;
+    ctx_context_release(r->old);       /* the caller's reference */
+    r->exit_rc = ctx_context_exit(r->old); /* and run's: freed */
+    if (ctx_context_new(&r->fresh) == 0 && ctx_context_enter(r->fresh) == 0)
+        ctx_var_set(r->var, &replaced_marker, NULL);
+    return NULL;
+}
+
+static void test_run_detects_a_context_replaced_at_the_same_address(void **state) {
+    (void)state;
+    ASSERT_RC(ctx_thread_release(), 0);
+    ctx_test_alloc_install();
+    ctx_var_t *var = make_var("v", NULL, 0, NULL);
+    ASSERT_RC(ctx_var_set(var, NULL, NULL), 0); /* in the thread's own context */
+    ctx_test_alloc_reuse(1); /* a freed block is the next one of its size */
+    replaced_t r = {NULL, NULL, var, -99};
+    ASSERT_RC(ctx_context_new(&r.old), 0);
+    ASSERT_RC(ctx_context_run(r.old, replace_own_context, &r, NULL), CTX_ENOTCURRENT);
+    ASSERT_RC(r.exit_rc, 0);
+    assert_non_null(r.fresh);
+    assert_ptr_equal(r.fresh, r.old); /* the address was reused */
+    /* fn's context stays entered and current. */
+    assert_int_equal(ctx_context_is_entered(r.fresh), 1);
+    EXPECT_GET(var, CTX_VALUE, &replaced_marker);
+    ASSERT_RC(ctx_context_exit(r.fresh), 0);
+    EXPECT_GET(var, CTX_VALUE, NULL);
+    ctx_context_release(r.fresh);
+    ctx_var_release(var);
+    ASSERT_RC(ctx_thread_release(), 0);
+    assert_int_equal(ctx_test_alloc_live_blocks(), 0);
+    ctx_test_alloc_uninstall();
+}
+
+static void *exit_and_enter_again(void *arg) {
+    ctx_context_t *ctx = arg;
+    if (ctx_context_exit(ctx) == 0)
+        ctx_context_enter(ctx);
+    return NULL;
+}
+
+/* fn exits the context run entered and enters it again: the same object is
+ * current, but through fn's entry, which run must leave alone. */
+static void test_run_detects_a_context_entered_again(void **state) {
+    (void)state;
+    ctx_context_t *ctx;
+    ASSERT_RC(ctx_context_new(&ctx), 0);
+    ASSERT_RC(ctx_context_run(ctx, exit_and_enter_again, ctx, NULL), CTX_ENOTCURRENT);
+    assert_int_equal(ctx_context_is_entered(ctx), 1);
+    ASSERT_RC(ctx_thread_release(), CTX_EBUSY);
+    ASSERT_RC(ctx_context_exit(ctx), 0);
+    assert_int_equal(ctx_context_is_entered(ctx), 0);
+    ctx_context_release(ctx);
+    ASSERT_RC(ctx_thread_release(), 0);
+}
+
 /* ---- enter / exit ---- */
 
 static void test_enter_exit(void **state) {
@@ -914,6 +984,8 @@ int main(void) {
         TEST(test_run_holds_reference),
         TEST(test_run_unbalanced),
         TEST(test_run_exit_inside),
+        TEST(test_run_detects_a_context_replaced_at_the_same_address),
+        TEST(test_run_detects_a_context_entered_again),
         TEST(test_enter_exit),
         TEST(test_enter_on_fresh_thread),
         TEST(test_entered_context_outlives_release),

@@ -183,6 +183,18 @@ static void del(ctx__hamt_t *m, int id, uint32_t hash) {
     *m = out;
 }
 
+/* put_inplace with the map's reference taken first, as assoc_inplace does:
+ * the item keeps the caller's reference, and the replaced one is handed
+ * back (the oracle below counts references that way). */
+static int swap_inplace(ctx__hamt_t *m, ctx__hamt_item_t *it, const ctx__hamt_ops_t *ops,
+                        ctx__hamt_item_t **replaced) {
+    ctx__hamt_item_retain(it);
+    int rc = ctx__hamt_put_inplace(m, it, ops, replaced);
+    if (rc)
+        atomic_fetch_sub(&it->refs, 1); /* never the last: the caller holds one */
+    return rc;
+}
+
 static void put_inplace(ctx__hamt_t *m, titem_t *t) {
     int rc = ctx__hamt_assoc_inplace(m, &t->hdr, &OPS);
     if (rc != 0)
@@ -1520,7 +1532,7 @@ static outcome_t run_scenario(const scenario_t *sc) {
         oc.rc = ctx__hamt_is_private(&m, key.hash, &key, &OPS);
         break;
     case OP_SWAP_INPLACE:
-        oc.rc = ctx__hamt_swap_inplace(&m, &item->hdr, &OPS, &replaced);
+        oc.rc = swap_inplace(&m, &item->hdr, &OPS, &replaced);
         break;
     }
     oc.fired = sc->fail_alloc_nth ? ctx_test_alloc_fired() : 0;
@@ -1768,7 +1780,7 @@ static void test_eq_hook_code_becomes_ekey(void **state) {
         ASSERT_RC(ctx__hamt_is_private(&m, 0x42, &k, &OPS), CTX_EKEY);
         ASSERT_RC(ctx__hamt_assoc(&m, &t->hdr, &OPS, &out), CTX_EKEY);
         ASSERT_RC(ctx__hamt_assoc_inplace(&m, &t->hdr, &OPS), CTX_EKEY);
-        ASSERT_RC(ctx__hamt_swap_inplace(&m, &t->hdr, &OPS, &got), CTX_EKEY);
+        ASSERT_RC(swap_inplace(&m, &t->hdr, &OPS, &got), CTX_EKEY);
         assert_true(is_sentinel(out));
         g.fail_id = -1;
         VERIFY(&m, x);
@@ -2064,11 +2076,11 @@ static void test_swap_inplace_hands_back_the_replaced_item(void **state) {
     ctx__hamt_t m = CTX__HAMT_EMPTY;
     titem_t *a = item_new(1, DEEP(0), 0, &fa);
     ctx__hamt_item_t *replaced = (ctx__hamt_item_t *)SENTINEL_ITEM;
-    ASSERT_RC(ctx__hamt_swap_inplace(&m, &a->hdr, &OPS, &replaced), 0);
+    ASSERT_RC(swap_inplace(&m, &a->hdr, &OPS, &replaced), 0);
     assert_null(replaced); /* a new key */
     item_drop(a);
     titem_t *b = item_new(1, DEEP(0), 1, &fb);
-    ASSERT_RC(ctx__hamt_swap_inplace(&m, &b->hdr, &OPS, &replaced), 0);
+    ASSERT_RC(swap_inplace(&m, &b->hdr, &OPS, &replaced), 0);
     assert_ptr_equal(replaced, &a->hdr);
     assert_int_equal(fa, 0);           /* the map's reference is now ours */
     assert_int_equal(refs_of(a), 1);
@@ -2083,7 +2095,7 @@ static void test_swap_inplace_hands_back_the_replaced_item(void **state) {
     free(x);
     ctx__hamt_t copy = ctx__hamt_retain(m);
     titem_t *c = item_new(1, DEEP(0), 2, &fc);
-    ASSERT_RC(ctx__hamt_swap_inplace(&m, &c->hdr, &OPS, &replaced), 0);
+    ASSERT_RC(swap_inplace(&m, &c->hdr, &OPS, &replaced), 0);
     assert_ptr_equal(replaced, &b->hdr);
     item_drop(c);
     ctx__hamt_item_release(replaced, &OPS);
@@ -2097,6 +2109,87 @@ static void test_swap_inplace_hands_back_the_replaced_item(void **state) {
     assert_int_equal(fb, 1);
     ctx__hamt_release(m, &OPS);
     assert_int_equal(fc, 1);
+    assert_clean();
+}
+
+/* put_inplace takes over the caller's reference and take_inplace hands the
+ * removed item back: neither ever drops the last reference to an item (a
+ * context releases what they hand back after unlocking). */
+static void test_put_and_take_inplace_free_no_item(void **state) {
+    (void)state;
+    int fa = 0, fb = 0, fc = 0, fd = 0;
+    ctx__hamt_t m = CTX__HAMT_EMPTY;
+    ctx__hamt_item_t *out = (ctx__hamt_item_t *)SENTINEL_ITEM;
+
+    /* Into the empty map (the persistent path): the caller's reference is
+     * the map's now. */
+    titem_t *a = item_new(1, 0x21u, 0, &fa);
+    ASSERT_RC(ctx__hamt_put_inplace(&m, &a->hdr, &OPS, &out), 0);
+    assert_null(out);
+    assert_int_equal(refs_of(a), 1);
+    /* In place, same key: the old item comes back with the map's reference. */
+    titem_t *b = item_new(1, 0x21u, 1, &fb);
+    ASSERT_RC(ctx__hamt_put_inplace(&m, &b->hdr, &OPS, &out), 0);
+    assert_ptr_equal(out, &a->hdr);
+    assert_int_equal(fa, 0);
+    assert_int_equal(refs_of(a), 1);
+    assert_int_equal(refs_of(b), 1);
+    ctx__hamt_item_release(out, &OPS);
+    assert_int_equal(fa, 1);
+    /* Two keys meeting in one slot (a new subtree) and a hash collision. */
+    titem_t *c = item_new(2, 0x21u ^ (1u << 7), 2, &fc);
+    ASSERT_RC(ctx__hamt_put_inplace(&m, &c->hdr, &OPS, &out), 0);
+    assert_null(out);
+    assert_int_equal(refs_of(c), 1);
+    titem_t *d = item_new(3, 0x21u, 3, &fd);
+    ASSERT_RC(ctx__hamt_put_inplace(&m, &d->hdr, &OPS, &out), 0);
+    assert_null(out);
+    assert_int_equal(refs_of(d), 1);
+    assert_int_equal(m.count, 3);
+    ASSERT_RC(ctx__hamt_check(&m), 0);
+
+    /* A failed put leaves the map and the caller's reference alone. */
+    int fe = 0;
+    titem_t *e = item_new(4, 0x33u, 4, &fe);
+    ctx__hamt_t before = m;
+    ctx_test_alloc_fail_nth(1);
+    out = (ctx__hamt_item_t *)SENTINEL_ITEM;
+    ASSERT_RC(ctx__hamt_put_inplace(&m, &e->hdr, &OPS, &out), CTX_ENOMEM);
+    ctx_test_alloc_fail_nth(0);
+    assert_true(m.root == before.root && m.count == 3);
+    assert_int_equal(refs_of(e), 1);
+    item_drop(e);
+    assert_int_equal(fe, 1);
+
+    /* take, in place: the removed item is handed back, not freed. */
+    tkey_t kb = {1, 0x21u};
+    ASSERT_RC(ctx__hamt_take_inplace(&m, kb.hash, &kb, &OPS, &out), 0);
+    assert_ptr_equal(out, &b->hdr);
+    assert_int_equal(fb, 0);
+    assert_int_equal(refs_of(b), 1);
+    ctx__hamt_item_release(out, &OPS);
+    assert_int_equal(fb, 1);
+    ASSERT_RC(ctx__hamt_check(&m), 0);
+    out = (ctx__hamt_item_t *)SENTINEL_ITEM;
+    ASSERT_RC(ctx__hamt_take_inplace(&m, kb.hash, &kb, &OPS, &out), CTX_ENOTFOUND);
+    assert_ptr_equal(out, SENTINEL_ITEM);
+
+    /* On a shared map (the persistent path) the copy keeps its reference and
+     * the caller gets one of its own. */
+    ctx__hamt_t copy = ctx__hamt_retain(m);
+    tkey_t kc = {2, 0x21u ^ (1u << 7)};
+    ASSERT_RC(ctx__hamt_take_inplace(&m, kc.hash, &kc, &OPS, &out), 0);
+    assert_ptr_equal(out, &c->hdr);
+    assert_int_equal(refs_of(c), 2);
+    ctx__hamt_item_release(out, &OPS);
+    assert_int_equal(fc, 0);
+    assert_int_equal(m.count, 1);
+    assert_int_equal(copy.count, 2);
+    ASSERT_RC(find_key(&copy, 2, kc.hash, NULL), 1);
+    ctx__hamt_release(copy, &OPS);
+    assert_int_equal(fc, 1);
+    ctx__hamt_release(m, &OPS);
+    assert_int_equal(fd, 1);
     assert_clean();
 }
 
@@ -2598,7 +2691,7 @@ static void m_step(model_t *md) {
         g.fail_id = fail_id;
         if (nth)
             ctx_test_alloc_fail_nth(nth);
-        int rc = swap      ? ctx__hamt_swap_inplace(&sl->map, &t->hdr, &OPS, &replaced)
+        int rc = swap      ? swap_inplace(&sl->map, &t->hdr, &OPS, &replaced)
                  : inplace ? ctx__hamt_assoc_inplace(&sl->map, &t->hdr, &OPS)
                            : ctx__hamt_assoc(&sl->map, &t->hdr, &OPS, &out);
         int fired = nth ? ctx_test_alloc_fired() : 0;
@@ -2898,6 +2991,7 @@ int main(void) {
         T(test_inplace_ops_never_show_through_shared_subtrees),
         T(test_is_private_follows_sharing),
         T(test_swap_inplace_hands_back_the_replaced_item),
+        T(test_put_and_take_inplace_free_no_item),
         T(test_empty_map_after_inplace_removal_has_depth_0),
         T(test_without_inplace_of_last_item_gives_empty_map),
         /* 7. allocation failure */

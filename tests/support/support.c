@@ -2,6 +2,7 @@
 #include "support.h"
 
 #include <ctxvar.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -12,6 +13,53 @@ static atomic_int fired;
 static atomic_long live_blocks;
 static atomic_long live_bytes;
 
+/* Reuse mode: freed blocks wait here (newest last) to be handed back by the
+ * next allocation of the same size. */
+#define REUSE_SLOTS 16
+static pthread_mutex_t reuse_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int reuse_on;
+static struct {
+    void *ptr;
+    size_t size;
+} reuse[REUSE_SLOTS];
+static int reuse_count;
+
+static void *reuse_take(size_t size) {
+    void *p = NULL;
+    pthread_mutex_lock(&reuse_lock);
+    for (int i = reuse_count - 1; i >= 0; i--) {
+        if (reuse[i].size == size) {
+            p = reuse[i].ptr;
+            reuse[i] = reuse[--reuse_count];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&reuse_lock);
+    return p;
+}
+
+/* 1 if `ptr` was kept for reuse, 0 if it should be freed. */
+static int reuse_keep(void *ptr, size_t size) {
+    int kept = 0;
+    pthread_mutex_lock(&reuse_lock);
+    if (reuse_count < REUSE_SLOTS) {
+        reuse[reuse_count].ptr = ptr;
+        reuse[reuse_count].size = size;
+        reuse_count++;
+        kept = 1;
+    }
+    pthread_mutex_unlock(&reuse_lock);
+    return kept;
+}
+
+static void reuse_flush(void) {
+    pthread_mutex_lock(&reuse_lock);
+    for (int i = 0; i < reuse_count; i++)
+        free(reuse[i].ptr);
+    reuse_count = 0;
+    pthread_mutex_unlock(&reuse_lock);
+}
+
 static void *test_malloc(size_t size, void *user) {
     (void)user;
     long n = atomic_fetch_add(&attempts, 1) + 1;
@@ -20,7 +68,9 @@ static void *test_malloc(size_t size, void *user) {
         atomic_store(&fired, 1);
         return NULL;
     }
-    void *p = malloc(size);
+    void *p = atomic_load(&reuse_on) ? reuse_take(size) : NULL;
+    if (!p)
+        p = malloc(size);
     if (p) {
         atomic_fetch_add(&live_blocks, 1);
         atomic_fetch_add(&live_bytes, (long)size);
@@ -34,7 +84,14 @@ static void test_free(void *ptr, size_t size, void *user) {
         return;
     atomic_fetch_sub(&live_blocks, 1);
     atomic_fetch_sub(&live_bytes, (long)size);
-    free(ptr);
+    if (!atomic_load(&reuse_on) || !reuse_keep(ptr, size))
+        free(ptr);
+}
+
+void ctx_test_alloc_reuse(int on) {
+    atomic_store(&reuse_on, on);
+    if (!on)
+        reuse_flush();
 }
 
 void ctx_test_alloc_install(void) {
@@ -48,7 +105,10 @@ void ctx_test_alloc_install(void) {
     ctx_set_allocator(&a);
 }
 
-void ctx_test_alloc_uninstall(void) { ctx_set_allocator(NULL); }
+void ctx_test_alloc_uninstall(void) {
+    ctx_set_allocator(NULL);
+    ctx_test_alloc_reuse(0);
+}
 
 void ctx_test_alloc_fail_nth(long n) {
     atomic_store(&fired, 0);

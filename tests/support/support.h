@@ -23,6 +23,11 @@ void ctx_test_alloc_fail_all(int on);
 long ctx_test_alloc_attempts(void);
 /* 1 if an armed failure has fired since it was armed. */
 int ctx_test_alloc_fired(void);
+/* Reuse mode (1 on, 0 off; off frees what it kept): a freed block is kept
+ * and handed back by the next allocation of the same size, so a test can
+ * make the library put a new object at the address of one it just freed,
+ * deterministically.  Uninstalling turns it off. */
+void ctx_test_alloc_reuse(int on);
 /* Blocks allocated through the hook and not yet freed, and their bytes. */
 long ctx_test_alloc_live_blocks(void);
 long ctx_test_alloc_live_bytes(void);

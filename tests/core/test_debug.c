@@ -1,0 +1,224 @@
+/*
+ * test_debug.c — CTX_DEBUG (src/common/debug.h): double release and use
+ * after release of contexts, tokens, captures and variables abort at once
+ * with a message naming the call and the object.
+ *
+ * Death tests: the object is made in this process, then a forked child
+ * misuses it with its stderr on a pipe; the parent asserts that the child
+ * died of SIGABRT and printed exactly the expected line (the object's
+ * address is the same on both sides of fork).  Without CTX_DEBUG the tests
+ * are skipped: misuse is then undefined behaviour, as the header says.
+ */
+#include "core_test.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef void (*misuse_fn)(void *obj);
+
+/* First thing in each test: without CTX_DEBUG there is nothing to test. */
+#ifdef CTX_DEBUG
+#define REQUIRE_DEBUG() ((void)0)
+#else
+#define REQUIRE_DEBUG() skip()
+#endif
+
+/* Runs misuse(obj) in a child; it must abort printing `want` (a line). */
+static void expect_abort(misuse_fn misuse, void *obj, const char *want) {
+#ifndef CTX_DEBUG
+    (void)misuse;
+    (void)obj;
+    (void)want;
+#else
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(fds[1]);
+        misuse(obj);
+        _exit(0); /* not aborted: the parent reports it */
+    }
+    close(fds[1]);
+    char out[2048];
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof out - 1 && (n = read(fds[0], out + len, sizeof out - 1 - len)) > 0)
+        len += (size_t)n;
+    out[len] = '\0';
+    close(fds[0]);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT)
+        fail_msg("the child did not abort (status 0x%x); its stderr: %s", status, out);
+    if (!strstr(out, want))
+        fail_msg("expected \"%s\" on stderr, got: %s", want, out);
+#endif
+}
+
+static char want[256];
+
+static void *nothing(void *arg) { return arg; }
+
+/* ---- contexts ---- */
+
+static void release_twice(void *ctx) {
+    ctx_context_release(ctx);
+    ctx_context_release(ctx);
+}
+
+static void enter_after_release(void *ctx) {
+    ctx_context_release(ctx);
+    ctx_context_enter(ctx);
+}
+
+static void run_after_release(void *ctx) {
+    ctx_context_release(ctx);
+    ctx_context_run(ctx, nothing, NULL, NULL);
+}
+
+static void copy_after_release(void *ctx) {
+    ctx_context_t *copy;
+    ctx_context_release(ctx);
+    ctx_context_copy(ctx, &copy);
+}
+
+static void test_context_misuse(void **state) {
+    (void)state;
+    REQUIRE_DEBUG();
+    ctx_context_t *ctx;
+    ASSERT_RC(ctx_context_new(&ctx), 0);
+    snprintf(want, sizeof want, "ctxvar: ctx_context_release: context %p already released\n",
+             (void *)ctx);
+    expect_abort(release_twice, ctx, want);
+    snprintf(want, sizeof want, "ctxvar: ctx_context_enter: context %p already released\n",
+             (void *)ctx);
+    expect_abort(enter_after_release, ctx, want);
+    snprintf(want, sizeof want, "ctxvar: ctx_context_run: context %p already released\n",
+             (void *)ctx);
+    expect_abort(run_after_release, ctx, want);
+    snprintf(want, sizeof want, "ctxvar: ctx_context_copy: context %p already released\n",
+             (void *)ctx);
+    expect_abort(copy_after_release, ctx, want);
+    ctx_context_release(ctx); /* this process's is still live */
+}
+
+static void release_garbage(void *block) { ctx_context_release(block); }
+
+static void test_not_a_context(void **state) {
+    (void)state;
+    REQUIRE_DEBUG();
+    uint64_t *block = calloc(16, sizeof *block);
+    assert_non_null(block);
+    snprintf(want, sizeof want,
+             "ctxvar: ctx_context_release: context %p is not valid (never made, corrupted, "
+             "or released and its memory reused)\n",
+             (void *)block);
+    expect_abort(release_garbage, block, want);
+    free(block);
+}
+
+/* ---- tokens ---- */
+
+static ctx_var_t *token_var;
+
+static void token_release_twice(void *tok) {
+    ctx_token_release(tok);
+    ctx_token_release(tok);
+}
+
+static void reset_after_release(void *tok) {
+    ctx_token_release(tok);
+    ctx_var_reset(token_var, tok);
+}
+
+static void test_token_misuse(void **state) {
+    (void)state;
+    REQUIRE_DEBUG();
+    token_var = make_var("v", NULL, 0, NULL);
+    ctx_token_t *tok;
+    ASSERT_RC(ctx_var_set(token_var, NULL, &tok), 0);
+    snprintf(want, sizeof want, "ctxvar: ctx_token_release: token %p already released\n",
+             (void *)tok);
+    expect_abort(token_release_twice, tok, want);
+    snprintf(want, sizeof want, "ctxvar: ctx_var_reset: token %p already released\n",
+             (void *)tok);
+    expect_abort(reset_after_release, tok, want);
+    ASSERT_RC(ctx_var_reset(token_var, tok), 0);
+    ctx_token_release(tok);
+    ctx_var_release(token_var);
+}
+
+/* ---- captures ---- */
+
+static void clear_twice(void *cap) {
+    ctx_capture_clear(cap);
+    ctx_capture_clear(cap);
+}
+
+static void run_after_clear(void *cap) {
+    ctx_capture_clear(cap);
+    ctx_capture_run(cap, nothing, NULL, NULL);
+}
+
+static void capture_again(void *cap) { ctx_capture_current(cap); }
+
+static void test_capture_misuse(void **state) {
+    (void)state;
+    REQUIRE_DEBUG();
+    ctx_capture_t cap;
+    ctx_capture_current(&cap);
+    snprintf(want, sizeof want, "ctxvar: ctx_capture_clear: capture %p already cleared\n",
+             (void *)&cap);
+    expect_abort(clear_twice, &cap, want);
+    snprintf(want, sizeof want, "ctxvar: ctx_capture_run: capture %p already cleared\n",
+             (void *)&cap);
+    expect_abort(run_after_clear, &cap, want);
+    snprintf(want, sizeof want,
+             "ctxvar: ctx_capture_current: capture %p still holds a context: clear it "
+             "before capturing into it again\n",
+             (void *)&cap);
+    expect_abort(capture_again, &cap, want);
+    /* Used correctly: cleared once, then captured into again. */
+    ctx_capture_clear(&cap);
+    ctx_capture_current(&cap);
+    ASSERT_RC(ctx_capture_run(&cap, nothing, NULL, NULL), 0);
+    ctx_capture_clear(&cap);
+}
+
+/* ---- variables ---- */
+
+static void var_release_twice(void *var) {
+    ctx_var_release(var);
+    ctx_var_release(var);
+}
+
+static void set_after_release(void *var) {
+    ctx_var_release(var);
+    ctx_var_set(var, NULL, NULL);
+}
+
+static void test_var_misuse(void **state) {
+    (void)state;
+    REQUIRE_DEBUG();
+    ctx_var_t *var = make_var("v", NULL, 0, NULL);
+    snprintf(want, sizeof want, "ctxvar: ctx_var_release: variable %p already released\n",
+             (void *)var);
+    expect_abort(var_release_twice, var, want);
+    snprintf(want, sizeof want, "ctxvar: ctx_var_set: variable %p already released\n",
+             (void *)var);
+    expect_abort(set_after_release, var, want);
+    ctx_var_release(var);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        TEST(test_context_misuse), TEST(test_not_a_context), TEST(test_token_misuse),
+        TEST(test_capture_misuse), TEST(test_var_misuse),
+    };
+    return RUN_TESTS(tests);
+}
