@@ -75,7 +75,7 @@
  *   callback-API call's end: gRPC runs its POST_RECV_CLOSE hook as soon as
  *   the call is cancelled (client cancel, disconnect, deadline) or over,
  *   on one of its threads — the cancellation reaches the handler's scope
- *   within gRPC's own latency (tens of microseconds on loopback).  For the
+ *   within gRPC's own latency (a fraction of a millisecond on loopback).  For the
  *   synchronous API gRPC runs that hook only when someone asks
  *   ServerContext::IsCancelled() (or after the handler returned), so
  *   Handle() registers the call with a watcher thread of the
