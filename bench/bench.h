@@ -4,7 +4,8 @@
  * One binary (ctxvar_bench) runs every module's section in order and prints a
  * table, or with --json one JSON object.  Keys named in the issues are a
  * contract: keep them stable, add freely.  Units: nanoseconds unless the key
- * ends in _ratio or _bytes.
+ * ends in _ratio (x), _bytes, _us or contains _us_per_ (microseconds), ends in
+ * _rps (per second) or _count (a plain number).
  *
  * Methodology (the machine this runs on has 2 processors shared with other
  * people's builds, so one run of anything is at the mercy of the scheduler):

@@ -80,7 +80,7 @@ static void check(int rc, const char *what) {
  * half prefix. */
 static void subscribe_eight(ctx_bus_t *bus, ctx_bus_listener_fn fn) {
     for (int i = 0; i < LISTENERS; i++) {
-        ctx_bus_subscribe_options_t o = {(i & 1) ? CTX_BUS_SCOPED : 0, NULL};
+        ctx_bus_subscribe_options_t o = {sizeof(ctx_bus_subscribe_options_t), (i & 1) ? CTX_BUS_SCOPED : 0, NULL};
         check(ctx_bus_subscribe(bus, (i & 2) ? "bench.*" : "bench.tick", fn, NULL, &o, NULL),
               "subscribe");
     }
@@ -160,7 +160,7 @@ static double time_two_threads(ctx_bus_t *bus, ctx_bus_event_t *ev, long n) {
 /* ---- asynchronous ---- */
 
 static double time_pool(ctx_bus_t *bus, ctx_bus_event_t *ev, long n) {
-    ctx_pool_options_t o = {0};
+    ctx_pool_options_t o = CTX_STRUCT_INIT(ctx_pool_options_t);
     o.threads = 2;
     ctx_pool_t *pool = NULL;
     check(ctx_pool_new(&o, &pool), "pool");

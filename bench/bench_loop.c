@@ -20,6 +20,26 @@
  *   loop_task_step_ns         one step of a task that yields: enter the
  *                             task's context, step, re-arm, exit
  *
+ * The example server (examples/server: issue 14, "a real server"), when the
+ * bench is built with it (CTX_BENCH_HAVE_SERVER): the ctxvar build and the
+ * raw libuv + uv_queue_work build of the same TCP server, each round in a
+ * fresh process of its own (round.c), driven by a load generator in this
+ * process (SERVER_CONNECTIONS connections on loopback, each with one
+ * request in flight); the two builds alternate round by round (the
+ * harness's rotation), SERVER_THREADS workers each.
+ *   loop_server_rps                      requests per second, ctxvar build
+ *   loop_server_raw_rps                  the same, raw build
+ *   loop_server_vs_raw_ratio             ctxvar / raw, ratio of the medians
+ *                                        (goal >= 0.95)
+ *   loop_server_cpu_us_per_request       the server process's CPU (user +
+ *                                        system, all its threads) per
+ *                                        request answered, ctxvar build
+ *   loop_server_raw_cpu_us_per_request   the same, raw build
+ *   loop_server_cpu_ratio                ctxvar / raw CPU per request
+ *   loop_server_mismatch_count           context reads of the ctxvar build
+ *                                        that saw another request's values,
+ *                                        over every round (goal: 0)
+ *
  * Each figure is the MEDIAN of ctx_bench_rounds() rounds (bench.h; it was
  * the best of 9 runs before the harness had rounds), the rounds of the
  * figures and of their baselines interleaved, so a noisy machine disturbs
@@ -171,6 +191,79 @@ static double task_steps(ctx_loop_t *loop, long n) {
     return per_op(t0, n);
 }
 
+/* ---- the example server against the raw libuv server ---- */
+
+#if defined(CTX_BENCH_HAVE_SERVER)
+
+#include <round.h>
+
+#define SERVER_CONNECTIONS 200
+#define SERVER_THREADS 2
+
+typedef struct server_contender {
+    ex_round_config_t config;
+    ctx_bench_samples_t cpu; /* µs per request, one per round */
+    uint64_t mismatches;
+    uint64_t reads;
+    int failures;
+} server_contender_t;
+
+static double server_round(void *arg) {
+    server_contender_t *c = arg;
+    ex_round_result_t got;
+    if (ex_round_run(&c->config, &got) != 0 || got.client_errors || !got.responses) {
+        c->failures++;
+        return 0;
+    }
+    ctx_bench_sample(&c->cpu, got.cpu_us_per_request);
+    c->mismatches += got.mismatches;
+    c->reads += got.reads;
+    return got.rps;
+}
+
+static void bench_server(ctx_bench_t *b) {
+    int quick = ctx_bench_quick(b);
+    unsigned warmup = quick ? 100 : 200, measure = quick ? 300 : 800;
+    server_contender_t ctx = {{EX_SERVER_CTXVAR, SERVER_CONNECTIONS, SERVER_THREADS, 0, warmup,
+                               measure},
+                              {0},
+                              0,
+                              0,
+                              0};
+    server_contender_t raw = ctx;
+    raw.config.kind = EX_SERVER_RAW;
+    ctx_bench_contender_t c[2] = {{"server ctxvar", server_round, &ctx, {0}},
+                                  {"server raw", server_round, &raw, {0}}};
+    ctx_bench_interleave(b, c, 2);
+    if (ctx.failures || raw.failures) {
+        fprintf(stderr, "bench_loop: %d ctxvar and %d raw server rounds failed\n", ctx.failures,
+                raw.failures);
+        abort();
+    }
+    /* The warm-up round's CPU sample is not a round of the figure. */
+    ctx_bench_samples_t ctx_cpu = {0}, raw_cpu = {0};
+    for (int i = 1; i < ctx.cpu.n; i++)
+        ctx_bench_sample(&ctx_cpu, ctx.cpu.v[i]);
+    for (int i = 1; i < raw.cpu.n; i++)
+        ctx_bench_sample(&raw_cpu, raw.cpu.v[i]);
+    ctx_bench_put_samples(b, "loop_server_rps", &c[0].samples, CTX_BENCH_NO_GOAL,
+                          "example server, ctxvar: requests/s (200 connections, loopback)");
+    ctx_bench_put_samples(b, "loop_server_raw_rps", &c[1].samples, CTX_BENCH_NO_GOAL,
+                          "the same server on raw libuv + uv_queue_work");
+    ctx_bench_put_ratio(b, "loop_server_vs_raw_ratio", &c[0].samples, &c[1].samples,
+                        CTX_BENCH_AT_LEAST(0.95), "requests/s, ctxvar / raw");
+    ctx_bench_put_samples(b, "loop_server_cpu_us_per_request", &ctx_cpu, CTX_BENCH_NO_GOAL,
+                          "server process CPU per request, ctxvar");
+    ctx_bench_put_samples(b, "loop_server_raw_cpu_us_per_request", &raw_cpu, CTX_BENCH_NO_GOAL,
+                          "server process CPU per request, raw");
+    ctx_bench_put_ratio(b, "loop_server_cpu_ratio", &ctx_cpu, &raw_cpu, CTX_BENCH_NO_GOAL,
+                        "CPU per request, ctxvar / raw");
+    ctx_bench_put_goal(b, "loop_server_mismatch_count", (double)ctx.mismatches,
+                       CTX_BENCH_AT_MOST(0), "context reads that saw another request's values");
+}
+
+#endif /* CTX_BENCH_HAVE_SERVER */
+
 void ctx_bench_loop(ctx_bench_t *b) {
     int quick = ctx_bench_quick(b);
     long chain_n = quick ? 10000 : 50000; /* per round */
@@ -230,9 +323,85 @@ void ctx_bench_loop(ctx_bench_t *b) {
                         "batch / raw batch: the capture's own cost");
     ctx_bench_put_samples(b, "loop_task_step_ns", &step, CTX_BENCH_NO_GOAL,
                           "one step of a yielding task (enter, step, re-arm)");
+#if defined(CTX_BENCH_HAVE_SERVER)
+    bench_server(b);
+#endif
 }
 
 #else /* no loop module in this build */
+
+/* ---- the example server against the raw libuv server ---- */
+
+#if defined(CTX_BENCH_HAVE_SERVER)
+
+#include <round.h>
+
+#define SERVER_CONNECTIONS 200
+#define SERVER_THREADS 2
+
+typedef struct server_contender {
+    ex_round_config_t config;
+    ctx_bench_samples_t cpu; /* µs per request, one per round */
+    uint64_t mismatches;
+    uint64_t reads;
+    int failures;
+} server_contender_t;
+
+static double server_round(void *arg) {
+    server_contender_t *c = arg;
+    ex_round_result_t got;
+    if (ex_round_run(&c->config, &got) != 0 || got.client_errors || !got.responses) {
+        c->failures++;
+        return 0;
+    }
+    ctx_bench_sample(&c->cpu, got.cpu_us_per_request);
+    c->mismatches += got.mismatches;
+    c->reads += got.reads;
+    return got.rps;
+}
+
+static void bench_server(ctx_bench_t *b) {
+    int quick = ctx_bench_quick(b);
+    unsigned warmup = quick ? 100 : 200, measure = quick ? 300 : 800;
+    server_contender_t ctx = {{EX_SERVER_CTXVAR, SERVER_CONNECTIONS, SERVER_THREADS, 0, warmup,
+                               measure},
+                              {0},
+                              0,
+                              0,
+                              0};
+    server_contender_t raw = ctx;
+    raw.config.kind = EX_SERVER_RAW;
+    ctx_bench_contender_t c[2] = {{"server ctxvar", server_round, &ctx, {0}},
+                                  {"server raw", server_round, &raw, {0}}};
+    ctx_bench_interleave(b, c, 2);
+    if (ctx.failures || raw.failures) {
+        fprintf(stderr, "bench_loop: %d ctxvar and %d raw server rounds failed\n", ctx.failures,
+                raw.failures);
+        abort();
+    }
+    /* The warm-up round's CPU sample is not a round of the figure. */
+    ctx_bench_samples_t ctx_cpu = {0}, raw_cpu = {0};
+    for (int i = 1; i < ctx.cpu.n; i++)
+        ctx_bench_sample(&ctx_cpu, ctx.cpu.v[i]);
+    for (int i = 1; i < raw.cpu.n; i++)
+        ctx_bench_sample(&raw_cpu, raw.cpu.v[i]);
+    ctx_bench_put_samples(b, "loop_server_rps", &c[0].samples, CTX_BENCH_NO_GOAL,
+                          "example server, ctxvar: requests/s (200 connections, loopback)");
+    ctx_bench_put_samples(b, "loop_server_raw_rps", &c[1].samples, CTX_BENCH_NO_GOAL,
+                          "the same server on raw libuv + uv_queue_work");
+    ctx_bench_put_ratio(b, "loop_server_vs_raw_ratio", &c[0].samples, &c[1].samples,
+                        CTX_BENCH_AT_LEAST(0.95), "requests/s, ctxvar / raw");
+    ctx_bench_put_samples(b, "loop_server_cpu_us_per_request", &ctx_cpu, CTX_BENCH_NO_GOAL,
+                          "server process CPU per request, ctxvar");
+    ctx_bench_put_samples(b, "loop_server_raw_cpu_us_per_request", &raw_cpu, CTX_BENCH_NO_GOAL,
+                          "server process CPU per request, raw");
+    ctx_bench_put_ratio(b, "loop_server_cpu_ratio", &ctx_cpu, &raw_cpu, CTX_BENCH_NO_GOAL,
+                        "CPU per request, ctxvar / raw");
+    ctx_bench_put_goal(b, "loop_server_mismatch_count", (double)ctx.mismatches,
+                       CTX_BENCH_AT_MOST(0), "context reads that saw another request's values");
+}
+
+#endif /* CTX_BENCH_HAVE_SERVER */
 
 void ctx_bench_loop(ctx_bench_t *b) { (void)b; }
 

@@ -191,7 +191,17 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 static const char *unit_of(const char *key) {
-    return ends_with(key, "_ratio") || strstr(key, "_ratio_") ? "x" : ends_with(key, "_bytes") ? "B" : "ns";
+    if (ends_with(key, "_ratio") || strstr(key, "_ratio_"))
+        return "x";
+    if (ends_with(key, "_bytes"))
+        return "B";
+    if (ends_with(key, "_us") || strstr(key, "_us_per_"))
+        return "us";
+    if (ends_with(key, "_rps"))
+        return "/s";
+    if (ends_with(key, "_count"))
+        return "";
+    return "ns";
 }
 
 /* 1 met, 0 missed, -1 no goal. */

@@ -174,7 +174,7 @@ static void *unbound_callback(void *arg) {
 static void *request_main(void *arg) {
     request_log_t *log = arg;
     ctx_var_set(request_var, (void *)log->id, NULL);
-    ctx_bus_subscribe_options_t scoped = {CTX_BUS_SCOPED, NULL};
+    ctx_bus_subscribe_options_t scoped = {sizeof(ctx_bus_subscribe_options_t), CTX_BUS_SCOPED, NULL};
     ctx_bus_subscribe(bus, "progress.*", request_listener, log, &scoped, NULL);
 
     publish_progress("progress.start", "the handler", 0, 0);
@@ -203,7 +203,7 @@ static void *request_main(void *arg) {
 int ctx_demo_bus(void) {
     printf("\n== bus: events with context-scoped listeners ==\n");
     ctx_var_options_t vo = {.size = sizeof(ctx_var_options_t), .ops = &text_ops};
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 2;
     if (ctx_var_new("request", &vo, &request_var) || ctx_bus_new(NULL, &bus) ||
         ctx_pool_new(&po, &pool)) {

@@ -127,7 +127,7 @@ int ctx_demo_loop(void) {
     printf("\n== loop: requests as tasks on one libuv loop ==\n");
     int failed = 0;
     ctx_var_options_t opts = {.size = sizeof(ctx_var_options_t), .ops = &text_ops};
-    ctx_pool_options_t pool_opts = {0};
+    ctx_pool_options_t pool_opts = CTX_STRUCT_INIT(ctx_pool_options_t);
     pool_opts.threads = 2;
     if (ctx_var_new("request", &opts, &request_var) || ctx_var_new("user", &opts, &user_var) ||
         ctx_loop_new(NULL, &loop) || ctx_pool_new(&pool_opts, &pool)) {

@@ -140,7 +140,7 @@ int ctx_demo_pool(void) {
     if (ctx_var_new("request", &text, &request_var) != 0 ||
         ctx_var_new("user", &text, &user_var) != 0)
         return 1;
-    ctx_pool_options_t options = {.threads = 2};
+    ctx_pool_options_t options = {.size = sizeof(ctx_pool_options_t), .threads = 2};
     if (ctx_pool_new(&options, &pool) != 0)
         return 1;
     printf("  %d requests at once, each fanning %d steps out to one pool of 2 workers:\n",
@@ -160,7 +160,7 @@ int ctx_demo_pool(void) {
     /* The opt-out, for contrast: the same pool, one submit without
      * propagation.  (Not a log line of any request, so not counted.) */
     ctx_var_set(request_var, (void *)request_ids[0], NULL);
-    ctx_pool_submit_options_t off = {.propagation = CTX_POOL_PROPAGATE_NONE};
+    ctx_pool_submit_options_t off = {.size = sizeof(ctx_pool_submit_options_t), .propagation = CTX_POOL_PROPAGATE_NONE};
     ctx_pool_future_t *f = NULL;
     void *seen = (void *)"?";
     if (ctx_pool_submit_ex(pool, peek_request, NULL, &off, &f) == 0) {
@@ -172,7 +172,7 @@ int ctx_demo_pool(void) {
            seen ? (const char *)seen : "<unset>");
     failures += seen != NULL;
 
-    ctx_pool_stats_t st;
+    ctx_pool_stats_t st = CTX_STRUCT_INIT(ctx_pool_stats_t);
     ctx_pool_stats(pool, &st);
     ctx_pool_release(pool);
     ctx_var_release(request_var);

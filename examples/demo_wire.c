@@ -1,8 +1,10 @@
 /*
  * demo_wire.c — context across processes: the W3C codecs on the
  * specifications' own examples, a request's context turned into headers
- * and back, and one hop over NATS with the request's context printed on the
- * far side (a nats-server is started by the demo when the binary is
+ * and back (its deadline arriving as a cancellation scope), and one hop
+ * over NATS with the request's context printed on the far side, then a
+ * request with 100 ms to live to a slow service: both ends stop at the
+ * deadline (a nats-server is started by the demo when the binary is
  * installed; the hop is skipped, with a line saying so, when it is not).
  */
 #define _GNU_SOURCE
@@ -21,6 +23,7 @@
 #include <unistd.h>
 
 #include <ctxvar.h>
+#include <ctxvar/cancel.h>
 #include <ctxvar/wire.h>
 #if defined(CTX_HAVE_NATS)
 #include <ctxvar/nats.h>
@@ -148,6 +151,15 @@ static void *headers_round_trip(void *arg) {
     CHECK(rc == 0 && strcmp(get(far, user), "amélie") == 0 && strcmp(get(far, request_id), "req-42") == 0,
           "request and user arrive");
     CHECK(strcmp(get(far, secret), "-") == 0, "an unregistered variable stays home");
+    ctx_cancel_scope_t *scope = NULL;
+    int64_t left = -1;
+    int has_scope = ctx_cancel_scope_get(far, &scope) == 0;
+    if (has_scope)
+        ctx_cancel_scope_remaining(scope, &left);
+    CHECK(has_scope && left > 0 && left <= 2000000000 && ctx_cancel_scope_error(scope) == 0,
+          "the deadline arrives as a cancellation scope with %.1f ms left: work run in that "
+          "context stops when the caller's time is up", (double)left / 1e6);
+    ctx_cancel_scope_release(scope);
     ctx_context_release(far);
     ctx_wire_headers_release(h);
     return NULL;
@@ -169,6 +181,20 @@ static void far_side(ctx_nats_t *bridge, natsMsg *msg, void *arg) {
         ctx_wire_traceparent_trace_id(&tp, far_trace, sizeof far_trace);
     set(served_by, "orders-service");
     ctx_nats_respond(bridge, msg, "accepted", 8);
+}
+
+/* A slow service: works until its caller's time is up. */
+static int64_t slow_deadline, slow_woke;
+static int slow_stopped = 1;
+
+static void slow_side(ctx_nats_t *bridge, natsMsg *msg, void *arg) {
+    (void)arg;
+    ctx_wire_deadline_get(wire, NULL, &slow_deadline);
+    slow_stopped = ctx_cancel_sleep(-1); /* the work: until the scope is cancelled */
+    slow_woke = ctx_wire_now_ns();
+    printf("    far side: stopped at its deadline (%s), %.3f ms after it\n", ctx_strerror(slow_stopped),
+           (double)(slow_woke - slow_deadline) / 1e6);
+    ctx_nats_respond(bridge, msg, "too late", 8); /* dropped: nobody waits */
 }
 
 typedef struct hop {
@@ -197,6 +223,25 @@ static void *request_over_nats(void *arg) {
     return NULL;
 }
 
+/* A request with 100 ms to live, to the slow service. */
+static void *request_in_time(void *arg) {
+    hop_t *hop = arg;
+    ctx_cancel_options_t o = CTX_STRUCT_INIT(ctx_cancel_options_t);
+    o.timeout_ns = 100000000;
+    ctx_token_t *tok;
+    if (ctx_cancel_enter_child(&o, NULL, &tok) != 0)
+        return NULL;
+    natsMsg *reply = NULL;
+    int64_t start = ctx_wire_now_ns();
+    hop->rc = ctx_nats_request(hop->client, "demo.slow", "report", 6, 10000, &reply, NULL);
+    printf("    client: %s after %.1f ms (its own timeout: 10 s)\n", ctx_strerror(hop->rc),
+           (double)(ctx_wire_now_ns() - start) / 1e6);
+    if (hop->rc == 0)
+        natsMsg_Destroy(reply);
+    ctx_cancel_exit(tok);
+    return NULL;
+}
+
 static void nats_hop(void) {
     printf("\n  One hop over NATS:\n");
     const char *bin = ctx_example_nats_server_path();
@@ -213,10 +258,11 @@ static void nats_hop(void) {
     printf("    started %s on %s\n", bin, url);
     natsConnection *client_nc = NULL, *service_nc = NULL;
     ctx_nats_t *client = NULL, *service = NULL;
-    ctx_nats_sub_t *sub = NULL;
+    ctx_nats_sub_t *sub = NULL, *slow = NULL;
     int ok = ctx_nats_connect(url, &client_nc) == 0 && ctx_nats_connect(url, &service_nc) == 0 &&
              ctx_nats_new(client_nc, wire, &client) == 0 && ctx_nats_new(service_nc, wire, &service) == 0 &&
              ctx_nats_subscribe(service, "demo.orders", NULL, far_side, NULL, &sub) == 0 &&
+             ctx_nats_subscribe(service, "demo.slow", NULL, slow_side, NULL, &slow) == 0 &&
              natsConnection_Flush(service_nc) == NATS_OK;
     CHECK(ok, "two connections and a subscription");
     if (ok) {
@@ -230,7 +276,20 @@ static void nats_hop(void) {
         CHECK(strcmp(far_user, "amélie") == 0 && strcmp(far_trace, hop.trace) == 0,
               "the far side ran in the request's context (user, trace %s)", hop.trace);
         CHECK(strstr(hop.back, "served_by=orders-service") != NULL, "the reply carried the far side's context back");
+        printf("\n    A request with 100 ms to live, to a slow service:\n");
+        hop_t late = {client, -1, "", ""};
+        ctx_context_new(&ctx);
+        ctx_context_run(ctx, request_in_time, &late, NULL);
+        ctx_context_release(ctx);
+        CHECK(late.rc == CTX_EDEADLINE, "the request ended at its deadline (CTX_EDEADLINE), not at its timeout");
+        if (slow)
+            ctx_nats_unsubscribe(slow); /* waits for the far side to finish */
+        slow = NULL;
+        CHECK(slow_stopped == CTX_EDEADLINE && slow_woke >= slow_deadline,
+              "the far side, in a scope with the caller's time left, stopped at that deadline too");
     }
+    if (slow)
+        ctx_nats_unsubscribe(slow);
     if (sub)
         ctx_nats_unsubscribe(sub);
     ctx_nats_release(client);
@@ -272,5 +331,6 @@ int ctx_demo_wire(void) {
     ctx_var_release(served_by);
     ctx_var_release(secret);
     ctx_wire_release(wire);
+    ctx_cancel_timer_release(); /* the deadlines' timer thread: idle now */
     return checks_failed;
 }

@@ -2,8 +2,12 @@
  * lines "name: value" (up to CTX_WIRE_HEADERS_MAX_PAIRS of them); extract
  * must succeed (non-strict mode never fails but for memory), the context
  * must inject, and what it injects must pass a strict extract and give a
- * context of the same size. */
+ * context of the same size.  A grpc-timeout that was used gives the
+ * context a cancellation scope, and the time sent on is never more than
+ * the time received. */
 #include <string.h>
+
+#include <ctxvar/cancel.h>
 
 #include "fuzz.h"
 
@@ -91,6 +95,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(ctx_wire_traceparent_parse(tp, strlen(tp), &back) == 0);
         FUZZ_CHECK(memcmp(&back, &sent.parent, sizeof back) == 0);
         FUZZ_CHECK((back.flags & ~CTX_WIRE_TRACE_FLAGS_KNOWN) == 0);
+    }
+    ctx_cancel_scope_t *scope = NULL;
+    int has_scope = ctx_cancel_scope_get(ctx, &scope) == 0;
+    FUZZ_CHECK(has_scope == (rep.deadline == 1));
+    if (has_scope) {
+        int64_t deadline, received = 0;
+        int has_deadline = ctx_cancel_scope_deadline(scope, &deadline) == 0;
+        FUZZ_CHECK(sent.deadline == has_deadline);
+        const char *t = NULL;
+        FUZZ_CHECK(ctx_wire_headers_get(h, "grpc-timeout", &t, NULL) == 0);
+        FUZZ_CHECK(ctx_wire_timeout_parse(t, strlen(t), &received) == 0);
+        FUZZ_CHECK(!has_deadline || sent.timeout_ns <= received);
+        ctx_cancel_scope_release(scope);
     }
     ctx_context_t *again = NULL;
     FUZZ_CHECK(ctx_wire_extract(wire, &oc, CTX_WIRE_STRICT, &again, NULL) == 0);

@@ -7,9 +7,10 @@ this repository).  Before it is imported:
 
   * ``sys.modules['contextvars']`` is replaced by ``_ctxvar`` (ContextVar,
     Context, Token, copy_context on the ctxvar core);
-  * ``_testcapi.hamt`` is set to ``_ctxvar.hamt`` (the core's HAMT with Python
-    hashing and equality), on the real ``_testcapi`` when the interpreter has
-    one, else on a stand-in module;
+  * ``hamt`` is set to ``_ctxvar.hamt`` (the core's HAMT with Python hashing
+    and equality) on ``_testcapi`` (where 3.11 and 3.12 take it from) and on
+    ``_testinternalcapi`` (3.13), on the real modules when the interpreter
+    has them, else on stand-ins;
   * the ``cpu`` resource is enabled, so ``test_hamt_stress`` runs.
 
 The run fails (exit status 1) if any case fails, errors, is skipped, or if the
@@ -41,16 +42,17 @@ import unittest
 
 
 def install_binding():
-    """Make `contextvars` and `_testcapi.hamt` the binding's; return it."""
+    """Make `contextvars` and `hamt` the binding's; return it."""
     import _ctxvar
 
     sys.modules["contextvars"] = _ctxvar
-    try:
-        import _testcapi
-    except ImportError:
-        _testcapi = types.ModuleType("_testcapi")
-        sys.modules["_testcapi"] = _testcapi
-    _testcapi.hamt = _ctxvar.hamt
+    for name in ("_testcapi", "_testinternalcapi"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            module = types.ModuleType(name)
+            sys.modules[name] = module
+        module.hamt = _ctxvar.hamt
     return _ctxvar
 
 
@@ -121,8 +123,11 @@ def main():
 
     if args.stdlib:
         import contextvars as binding
-        import _testcapi
-        binding.hamt, binding._drain, binding._stats = _testcapi.hamt, (lambda: None), dict
+        try:
+            from _testinternalcapi import hamt
+        except ImportError:
+            from _testcapi import hamt
+        binding.hamt, binding._drain, binding._stats = hamt, (lambda: None), dict
     else:
         binding = install_binding()
     module = import_test_module(binding)

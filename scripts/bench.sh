@@ -1,26 +1,44 @@
 #!/usr/bin/env bash
-# scripts/bench.sh — builds ctxvar (Release) and runs ctxvar_bench.
+# scripts/bench.sh — builds ctxvar (Release), runs ctxvar_bench and the
+# Python binding's benchmark (bench/bench_python.py: ctxvar / contextvars
+# ratios measured in the same run).
 #
-#   bash scripts/bench.sh             table of figures
-#   bash scripts/bench.sh --json      one JSON object on stdout
+#   bash scripts/bench.sh             tables of figures
+#   bash scripts/bench.sh --json      one JSON object on stdout (both sets of keys)
 #   bash scripts/bench.sh --quick     fewer iterations per round (smoke run)
 #   bash scripts/bench.sh --rounds N  N interleaved rounds per figure (11..64)
 #   bash scripts/bench.sh --only pool only some sections (core,cancel,pool,loop,bus,wire,grpc)
+#   bash scripts/bench.sh --python    the Python figures only
 #
 # The table shows every figure (the median of its rounds, or a ratio of
 # medians), its p10/p90, its spread (flagged when above 30%) and its goal
 # with a check or a cross; bench/bench.h explains the method.
 #
-# Arguments are passed to ctxvar_bench unchanged; build messages go to stderr
-# so that --json output stays clean.  Installs what it needs with apt-get
-# (GLib is the pool benchmark's baseline; gRPC, protobuf and protoc the
-# grpc section's).
+# Other arguments are passed to ctxvar_bench unchanged; build messages go to
+# stderr so that --json output stays clean.  Installs what it needs with
+# apt-get (GLib is the pool benchmark's baseline; gRPC, protobuf and protoc
+# the grpc section's).  Without python3 and its headers the Python figures
+# are left out.
 # Environment: CTX_BUILD_ROOT (default ./build), CTX_JOBS (default 2).
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+json=0
+python_only=0
+bench_args=()
+py_args=()
+for arg in "$@"; do
+    case "$arg" in
+    --json) json=1; bench_args+=("$arg"); py_args+=("$arg") ;;
+    --quick) bench_args+=("$arg"); py_args+=("$arg") ;;
+    --python) python_only=1 ;;
+    *) bench_args+=("$arg") ;;
+    esac
+done
+
+with_python=0
 {
     ctx_ensure_packages "${CTX_BUILD_PACKAGES[@]}" libglib2.0-dev libuv1-dev libnats-dev nats-server \
         g++ libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
@@ -29,7 +47,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
     ctx_log "building ctxvar_bench (Release) in $dir"
     ctx_configure "$dir" -DCMAKE_BUILD_TYPE=Release -DCTX_BUILD_TESTS=OFF >"$dir.configure.log" 2>&1 ||
         { cat "$dir.configure.log"; exit 1; }
-    cmake --build "$dir" -j "$CTX_JOBS" --target ctxvar_bench >"$dir.build.log" 2>&1 ||
+    targets=(ctxvar_bench)
+    if ctx_python_has_headers; then
+        targets+=(ctxvar_python)
+        with_python=1
+    else
+        ctx_log "python3 with its headers not found: no Python figures"
+    fi
+    cmake --build "$dir" -j "$CTX_JOBS" --target "${targets[@]}" >"$dir.build.log" 2>&1 ||
         { tail -n 80 "$dir.build.log"; exit 1; }
     # OpenTelemetry JS, the baseline of traceparent_extract_vs_otel_js_ratio
     # (bench/bench_wire.c): installed once with npm into <build root>/otel-js;
@@ -44,6 +69,35 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
             ctx_log "npm install failed (see $otel.log): the OpenTelemetry JS figures are skipped"
     fi
     export CTX_BENCH_OTEL_DIR="$otel"
-    ctx_log "running ctxvar_bench $*"
 } 1>&2
-exec "$dir/ctxvar_bench" "$@"
+
+run_python() {
+    PYTHONPATH="$dir/src/python:$CTX_ROOT/python" python3 "$CTX_ROOT/bench/bench_python.py" "${py_args[@]}"
+}
+
+if [ "$python_only" = 1 ]; then
+    [ "$with_python" = 1 ] || { echo "no Python binding built" >&2; exit 1; }
+    ctx_log "running bench_python.py ${py_args[*]}" >&2
+    run_python
+    exit
+fi
+ctx_log "running ctxvar_bench ${bench_args[*]}" >&2
+if [ "$json" = 0 ]; then
+    "$dir/ctxvar_bench" "${bench_args[@]}"
+    if [ "$with_python" = 1 ]; then
+        echo
+        ctx_log "running bench_python.py ${py_args[*]}" >&2
+        run_python
+    fi
+    exit
+fi
+c_json="$("$dir/ctxvar_bench" "${bench_args[@]}")"
+if [ "$with_python" = 0 ]; then
+    printf '%s\n' "$c_json"
+    exit
+fi
+ctx_log "running bench_python.py ${py_args[*]}" >&2
+py_json="$(run_python)"
+# One JSON object: the C figures, then the Python ones.
+python3 -c 'import json, sys; a = json.loads(sys.argv[1]); a.update(json.loads(sys.argv[2])); print(json.dumps(a, indent=2))' \
+    "$c_json" "$py_json"

@@ -16,6 +16,11 @@
  *                    left as grpc-timeout, and as curl's own timeout);
  *   GET /downstream  answers with what it received, decoded the same way.
  *
+ * The deadline a caller sends (grpc-timeout) is the decoded context's
+ * cancellation scope (ctxvar/cancel.h): once the caller's time is up,
+ * ctx_cancel_check() says so and /hello skips its downstream call
+ * ("downstream-skipped=EDEADLINE") instead of working for nobody.
+ *
  * Both answers are one line of "key=value" words; /hello's is followed by
  * the downstream's.  Usage: ctxvar_http_example [--port N] (0, the default,
  * picks a free port).  Listens on 127.0.0.1 only, prints
@@ -39,6 +44,7 @@
 #include <microhttpd.h>
 
 #include <ctxvar.h>
+#include <ctxvar/cancel.h>
 #include <ctxvar/wire.h>
 
 /* ---- the variables that cross: plain heap strings ---- */
@@ -180,7 +186,11 @@ static void *handle(void *arg) {
         ctx_wire_trace_start(wire, NULL, CTX_WIRE_TRACE_FLAG_SAMPLED, NULL);
     describe(me, sizeof me);
     char down[4096];
-    call_downstream(down, sizeof down);
+    int err = ctx_cancel_check(); /* has the caller given up on us? */
+    if (err != 0)
+        snprintf(down, sizeof down, "downstream-skipped=%s\n", ctx_error_name(err));
+    else
+        call_downstream(down, sizeof down);
     snprintf(r->reply, sizeof r->reply, "hello %s\n%s", me, down);
     return NULL;
 }
@@ -278,6 +288,7 @@ int main(int argc, char **argv) {
     sigwait(&stop, &sig);
     MHD_stop_daemon(d);
     curl_global_cleanup();
+    ctx_cancel_timer_release(); /* the deadlines' timer thread, for leak checkers */
     ctx_var_release(user_var);
     ctx_var_release(tenant_var);
     ctx_wire_release(wire);

@@ -2,8 +2,8 @@
 # test_http_example.sh EXAMPLE CURL — starts the HTTP example on a free
 # 127.0.0.1 port, calls it with curl, checks that the request's context was
 # decoded, carried to the downstream call (same trace, a new parent-id, the
-# same baggage, less time left) and that bad headers are dropped, not fatal;
-# then stops it.  Every wait is bounded; the server is killed on any exit.
+# same baggage, less time left), that bad headers are dropped, not fatal,
+# and that a caller's expired deadline stops the work; then stops it.  Every wait is bounded; the server is killed on any exit.
 set -u
 example="$1"
 curl="$2"
@@ -59,6 +59,13 @@ r="$("$curl" -sS --max-time 20 \
 check "bad traceparent dropped (a new trace), bad members dropped, good kept" "$r" \
     '^hello trace=[0-9a-f]{32} parent=[0-9a-f]{16} user=bob tenant=- left_ms=-1$'
 if printf '%s\n' "$r" | grep -q 4bf92f3577b34da6a3ce929d0e0e4736; then echo "FAIL the uppercase trace-id was used"; fail=1; fi
+
+# 4. the caller's time is up: the deadline is the context's cancellation
+#    scope, so the service does not call downstream for nobody
+r="$("$curl" -sS --max-time 20 -H 'grpc-timeout: 0n' "$base/hello")"
+check "an expired deadline arrives expired" "$r" '^hello trace=[0-9a-f]{32} parent=[0-9a-f]{16} user=- tenant=- left_ms=0$'
+check "... and the downstream call is skipped" "$r" '^downstream-skipped=EDEADLINE$'
+if printf '%s\n' "$r" | grep -q '^downstream '; then echo "FAIL the downstream was called after the deadline"; fail=1; fi
 
 r="$("$curl" -sS --max-time 20 -o /dev/null -w '%{http_code}' "$base/nowhere")"
 check "unknown path" "$r" '^404$'

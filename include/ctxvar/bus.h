@@ -109,11 +109,30 @@
  *   | event new/retain/release/accessors    | anything, any thread          |
  *   | stats, shutdown, wait_idle            | anything (wait_idle not from  |
  *   |                                       | a delivery of the same bus)   |
- *   | destroy                               | no other call through the     |
+ *   | release (the bus)                     | no other call through the     |
  *   |                                       | creator's pointer             |
  * Listeners may publish (nested, synchronously or not), subscribe and
  * unsubscribe.  A bus uses a mutex for subscribe/unsubscribe, a short
  * spinlock to take the global snapshot, and no lock during delivery.
+ *
+ * Locks: no user function runs under a lock of the bus — listeners, the
+ * error handler, user_release and data_release are called after every lock
+ * is let go — so they may call any bus function on the same bus, and no
+ * other thread's call waits for them.
+ *
+ * fork()
+ * ------
+ * The child of a fork() has a copy of every bus, with locks that threads
+ * which do not exist in the child may have held, and asynchronous
+ * deliveries queued on pool workers or loops that do not run there.  A bus
+ * made before the fork is unusable in the child: publish (of every kind),
+ * subscribe, unsubscribe, shutdown, stats and wait_idle return CTX_EFORKED
+ * and call no listener (wait_idle does not wait for deliveries that can
+ * never end), and ctx_bus_listener_visible says 0.  ctx_bus_release and
+ * ctx_bus_listener_release return at once in the child, take no lock and
+ * call no user_release: what the bus held at the fork stays allocated until
+ * the child exits or execs.  Events belong to no bus and work as usual, as
+ * do buses made in the child.
  *
  * Errors are the negative CTX_E* codes of ctxvar.h; see each function.
  */
@@ -148,7 +167,8 @@ typedef struct ctx_loop ctx_loop_t;
  * reference goes, data_release(data) is called once (if data_release is not
  * NULL), on the thread that dropped it.  Any thread.
  * Errors (data stays the caller's, data_release is never called):
- * CTX_EINVAL (topic NULL, empty or containing '*'; out NULL), CTX_ENOMEM. */
+ * CTX_EINVAL (topic or out NULL), CTX_EPARSE (topic empty or containing
+ * '*'), CTX_ENOMEM. */
 CTX_EXPORT int ctx_bus_event_new(const char *topic, void *data,
                                      void (*data_release)(void *data),
                                      ctx_bus_event_t **out);
@@ -182,8 +202,10 @@ CTX_EXPORT void *ctx_bus_event_data(const ctx_bus_event_t *event);
 typedef void (*ctx_bus_error_fn)(ctx_bus_t *bus, ctx_bus_listener_t *listener,
                                  ctx_bus_event_t *event, int code, void *user);
 
-/* How ctx_bus_new makes a bus (a NULL pointer: every default). */
+/* Options of ctx_bus_new: NULL, or CTX_STRUCT_INIT(ctx_bus_options_t) and
+ * the members wanted. */
 typedef struct ctx_bus_options {
+    size_t size; /* sizeof(ctx_bus_options_t): CTX_STRUCT_INIT */
     /* The error handler; NULL: one line on stderr per failure. */
     ctx_bus_error_fn on_error;
     void *error_user; /* passed to on_error */
@@ -192,8 +214,8 @@ typedef struct ctx_bus_options {
 /* Creates a bus (`options` NULL: defaults).  The bus creates one context
  * variable of its own (named "ctx_bus.listeners") for its scoped listeners.
  * *out is the caller's (ctx_bus_release).  Any thread.
- * Errors: CTX_EINVAL (out NULL), CTX_ENOMEM, CTX_ESYSTEM (a mutex or
- * condition variable could not be made). */
+ * Errors: CTX_EINVAL (out NULL, options with a wrong size), CTX_ENOMEM,
+ * CTX_ESYSTEM (a mutex or condition variable could not be made). */
 CTX_EXPORT int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out);
 
 /* Stops the bus: every later publish of any kind fails with CTX_ESHUTDOWN
@@ -204,7 +226,7 @@ CTX_EXPORT int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out);
  * queued — is not interrupted and still delivers to its snapshot: an
  * accepted event is never lost.  Does not wait (ctx_bus_wait_idle does).
  * Calling it again is harmless.  Any thread, a listener too.
- * Returns 0, or CTX_EINVAL (NULL). */
+ * Returns 0, CTX_EINVAL (NULL) or CTX_EFORKED (see "fork()"). */
 CTX_EXPORT int ctx_bus_shutdown(ctx_bus_t *bus);
 
 /* Waits until no asynchronous delivery of the bus is queued or running (and
@@ -213,7 +235,8 @@ CTX_EXPORT int ctx_bus_shutdown(ctx_bus_t *bus);
  * Deliveries queued on a loop make progress only while that loop runs: do
  * not wait on the loop thread for them.  Any thread.
  * Returns 0 (idle), CTX_ETIMEDOUT, CTX_EBUSY (called from an asynchronous
- * delivery of this bus: it would wait for itself), CTX_EINVAL (NULL). */
+ * delivery of this bus: it would wait for itself), CTX_EINVAL (NULL),
+ * CTX_EFORKED (see "fork()": nothing is waited for). */
 CTX_EXPORT int ctx_bus_wait_idle(ctx_bus_t *bus, int64_t timeout_ns);
 
 /* Shuts the bus down (ctx_bus_shutdown) and drops the caller's reference.
@@ -223,11 +246,14 @@ CTX_EXPORT int ctx_bus_wait_idle(ctx_bus_t *bus, int64_t timeout_ns);
  * listener lists are released with the last context holding them.  For an
  * orderly end: ctx_bus_shutdown, ctx_bus_wait_idle, ctx_bus_release.  NULL is
  * ignored.  Call it once, when no other thread uses the creator's pointer;
- * listener handles stay usable. */
+ * listener handles stay usable.  Never blocks for long (in a child of
+ * fork(), never at all: see "fork()"). */
 CTX_EXPORT void ctx_bus_release(ctx_bus_t *bus);
 
-/* A snapshot of a bus's counters. */
+/* A snapshot of a bus's counters.  Set `size` before the call
+ * (CTX_STRUCT_INIT(ctx_bus_stats_t)): the bus writes no further. */
 typedef struct ctx_bus_stats {
+    size_t size;                /* sizeof(ctx_bus_stats_t): CTX_STRUCT_INIT */
     size_t global_listeners;    /* global listeners subscribed now */
     uint64_t listener_failures; /* listener calls that returned an error */
     uint64_t rejected;          /* publishes refused by a shut-down bus */
@@ -239,7 +265,9 @@ typedef struct ctx_bus_stats {
 } ctx_bus_stats_t;
 
 /* Fills *out with the bus's counters now (each read atomically, not all at
- * one instant).  Any thread.  Returns 0, or CTX_EINVAL (bus or out NULL). */
+ * one instant), at most out->size bytes of them.  Any thread.  Returns 0,
+ * CTX_EINVAL (bus or out NULL, out->size smaller than a size_t),
+ * CTX_EFORKED. */
 CTX_EXPORT int ctx_bus_stats(ctx_bus_t *bus, ctx_bus_stats_t *out);
 
 /* ---------------------------------------------------------------------- */
@@ -258,9 +286,10 @@ typedef int (*ctx_bus_listener_fn)(ctx_bus_listener_t *self, ctx_bus_event_t *ev
  * it the listener is global. */
 #define CTX_BUS_SCOPED 1u
 
-/* How ctx_bus_subscribe subscribes (a NULL pointer: a global listener, no
- * user_release). */
+/* Options of ctx_bus_subscribe: NULL, or
+ * CTX_STRUCT_INIT(ctx_bus_subscribe_options_t) and the members wanted. */
 typedef struct ctx_bus_subscribe_options {
+    size_t size;    /* sizeof(ctx_bus_subscribe_options_t): CTX_STRUCT_INIT */
     unsigned flags; /* CTX_BUS_* */
     /* Called once with `user` when nothing can call the listener any more:
      * it was unsubscribed (or, for a global listener, the bus shut down), its
@@ -283,9 +312,10 @@ typedef struct ctx_bus_subscribe_options {
  * the listener stays until the bus shuts down (global) or its contexts die
  * (scoped).  Any thread, a listener too (see "Delivery and order").
  * Errors (fn is never called, user_release neither; user stays the
- * caller's; *out untouched): CTX_EINVAL (bus or fn NULL, malformed
- * pattern, unknown flags), CTX_ENOMEM, CTX_ESHUTDOWN (the bus is shut
- * down). */
+ * caller's; *out untouched): CTX_EINVAL (bus or fn NULL, unknown flags,
+ * options with a wrong size), CTX_EPARSE (a malformed pattern: see
+ * "Topics"), CTX_ENOMEM, CTX_ESHUTDOWN (the bus is shut down),
+ * CTX_EFORKED. */
 CTX_EXPORT int ctx_bus_subscribe(ctx_bus_t *bus, const char *pattern,
                                      ctx_bus_listener_fn fn, void *user,
                                      const ctx_bus_subscribe_options_t *options,
@@ -301,7 +331,8 @@ CTX_EXPORT int ctx_bus_subscribe(ctx_bus_t *bus, const char *pattern,
  * the next change of the list); a scoped one is marked, skipped by every
  * delivery, and dropped from a context's list at that context's next scoped
  * subscribe or when the context dies.
- * Returns 0, CTX_ENOTFOUND (already unsubscribed), CTX_EINVAL (NULL). */
+ * Returns 0, CTX_ENOTFOUND (already unsubscribed), CTX_EINVAL (NULL),
+ * CTX_EFORKED (a listener of a bus made before fork()). */
 CTX_EXPORT int ctx_bus_unsubscribe(ctx_bus_listener_t *listener);
 
 /* 1 if a publish made now from the calling thread's current context would
@@ -332,7 +363,7 @@ CTX_EXPORT void ctx_bus_listener_release(ctx_bus_listener_t *listener);
  * allowed.
  * Returns the number of listeners called (failed ones included; 0 if none
  * matched), or CTX_ESHUTDOWN (the bus is shut down: nothing delivered),
- * CTX_EINVAL (bus or event NULL). */
+ * CTX_EINVAL (bus or event NULL), CTX_EFORKED (nothing delivered). */
 CTX_EXPORT int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event);
 
 /* Delivers `event` asynchronously on `pool`: takes the snapshot now and
@@ -348,7 +379,9 @@ CTX_EXPORT int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event);
  *   CTX_ESHUTDOWN  the bus is shut down, or the pool is;
  *   CTX_EFULL      the pool's bounded queue is full (and it fails when full);
  *   CTX_ENOMEM;
- *   CTX_EINVAL     bus, event or pool NULL. */
+ *   CTX_EINVAL     bus, event or pool NULL;
+ *   CTX_EFORKED    the bus (or the pool) was made before fork();
+ *   and the pool's other submit errors, if it has more. */
 CTX_EXPORT int ctx_bus_publish_pool(ctx_bus_t *bus, ctx_bus_event_t *event,
                                         ctx_pool_t *pool);
 
@@ -364,7 +397,8 @@ CTX_EXPORT int ctx_bus_publish_pool(ctx_bus_t *bus, ctx_bus_event_t *event,
  * Returns the number of listeners that matched at publish, or (nothing
  * delivered, nothing kept): CTX_ESHUTDOWN (the bus is shut down),
  * CTX_ECLOSED (the loop is closed or closing), CTX_ENOMEM, CTX_EINVAL (bus,
- * event or loop NULL). */
+ * event or loop NULL), CTX_EFORKED (the bus or the loop was made before
+ * fork()). */
 CTX_EXPORT int ctx_bus_publish_loop(ctx_bus_t *bus, ctx_bus_event_t *event,
                                         ctx_loop_t *loop);
 

@@ -54,9 +54,17 @@
  * loop-thread-only unless its comment says "any thread".  The any-thread
  * functions (ctx_loop_call_soon_threadsafe, future completion, ...) work
  * from every thread, the loop thread included; called from another thread
- * they hand their work to the loop through a locked inbox and wake it with
- * a uv_async_t.  A loop may move to another thread only while no thread runs
- * it.
+ * they hand their work to the loop through a lock-free inbox and wake it
+ * with a uv_async_t.  A loop may move to another thread only while no
+ * thread runs it.
+ *
+ * Locks: the loop holds none while user code runs.  Callbacks, task steps,
+ * done-callbacks, arg_release, result_release and the error handler are
+ * called with no lock of the module held, so they may call any function
+ * of the module, on the same loop, future or task, and another thread's
+ * any-thread calls never wait for them.  (A future's state change and
+ * callback list share a spinlock held for a few pointer moves; the inbox
+ * takes no lock at all.)
  *
  * Ownership (libuv's rule)
  * ------------------------
@@ -77,6 +85,27 @@
  * ends every pending task cancelled, and closes the libuv handles the module
  * owns.  From then on every call that would schedule something on the loop
  * fails with CTX_ECLOSED and the callback is never called.
+ *
+ * fork()
+ * ------
+ * The child of a fork() has a copy of every loop but none of the threads
+ * that ran them or handed them work, and a uv loop whose kernel state (the
+ * epoll instance, the async descriptor) it shares with the parent: polling
+ * it there would take the parent's events.  So a loop made before the fork
+ * is unusable in the child: every call that would schedule, run, stop,
+ * close, complete or cancel something on it, its futures, tasks or handles
+ * returns CTX_EFORKED and does nothing; calls that only read
+ * (ctx_loop_future_state / _done / _result, ctx_loop_task_done / _result,
+ * ctx_loop_handle_cancelled / _when, ctx_loop_is_closed, ctx_loop_time)
+ * answer from the state the fork copied.  Releasing them in the child never
+ * blocks and takes no lock; what the loop held at the fork (scheduled
+ * callbacks, tasks, its uv loop and libuv handles) stays allocated until
+ * the child exits or execs, since freeing it would mean running the uv
+ * loop.  A child that forked from inside a callback of the loop comes back
+ * out of the loop's dispatch: no more of the loop's callbacks run there,
+ * and the module's handles stop keeping the uv loop busy.  Loops made in
+ * the child work as usual.  The ctx_loop_uv_* helpers wrap libuv handles
+ * of the caller's and follow libuv's own rules (uv_loop_fork).
  *
  * Times are libuv's loop time: milliseconds, ctx_loop_time(), cached at the
  * start of each loop iteration (uv_now); as with uv_timer_start, a delay
@@ -126,7 +155,8 @@ typedef struct ctx_loop_task ctx_loop_task_t;
  *   CTX_EENTERED     a callback's explicit context, or a task's, was
  *                    entered elsewhere when it became due (the callback is
  *                    skipped, its arg_release still called; the task fails);
- *   CTX_ENOMEM       the loop thread's ctxvar state could not be made on
+ *   CTX_ENOMEM, CTX_ESYSTEM
+ *                    the loop thread's ctxvar state could not be made on
  *                    first use (likewise);
  *   CTX_ENOTCURRENT  a callback or task step returned with a context of its
  *                    own still entered (a bug in it: the thread's current
@@ -134,17 +164,23 @@ typedef struct ctx_loop_task ctx_loop_task_t;
  *   CTX_EINVAL       a task step returned CTX_LOOP_TASK_WAIT without arming a
  *                    wait, or an unknown status (the task fails).
  * `what` is a short static description.  The default handler writes one
- * line on stderr. */
+ * line on stderr.  The handler runs with no lock held and may call any
+ * function of the module. */
 typedef void (*ctx_loop_error_fn)(ctx_loop_t *loop, int code, const char *what,
                                   void *user);
 
 /* Creates a loop over `uv` (the caller's loop, initialised and not closed;
  * the caller keeps owning it and may go on using it for its own handles),
- * or, with `uv` NULL, over a uv_loop_t of its own.  The module adds three
- * handles to the uv loop (an idle, a timer and an async handle); they keep
- * uv_run going only while the module has something to do (a callback ready
- * or due, a pending task, work offloaded to a pool in flight).  *out holds
- * the caller's reference.  Call on the thread that will run the loop.
+ * or, with `uv` NULL, over a uv_loop_t of its own.  The module adds four
+ * handles to the uv loop (a check, an idle, a timer and an async handle);
+ * they keep uv_run going only while the module has something to do (a
+ * callback ready or due, a pending task, work offloaded to a pool in
+ * flight).  Ready callbacks run in the check phase of each iteration, right
+ * after poll, so what an I/O callback schedules runs in the same iteration.
+ * The loop reuses the records of callbacks, tasks and offloads that ended
+ * on its thread, keeping at most 1024 spares of each kind (freed by
+ * ctx_loop_close).  *out holds the caller's reference.  Call on the thread
+ * that will run the loop.
  * Errors: CTX_EINVAL (out NULL), CTX_ENOMEM, CTX_ESYSTEM (libuv could not
  * make its loop or handles).  Nothing is left behind on error. */
 CTX_EXPORT int ctx_loop_new(uv_loop_t *uv, ctx_loop_t **out);
@@ -157,27 +193,29 @@ CTX_EXPORT uv_loop_t *ctx_loop_uv(const ctx_loop_t *loop);
 /* uv_run on the loop (UV_RUN_DEFAULT, UV_RUN_ONCE or UV_RUN_NOWAIT), making
  * the calling thread the loop thread.  Returns uv_run's result (non-zero if
  * the uv loop still has active handles or requests), or CTX_EINVAL (NULL,
- * mode out of range), CTX_ECLOSED, CTX_EBUSY (the loop is already running:
- * runs do not nest).  Equivalent to uv_run(ctx_loop_uv(loop), mode) except
+ * mode out of range), CTX_ECLOSED, CTX_EBUSY (the loop is already running,
+ * or called from one of its callbacks: runs do not nest), CTX_EFORKED (a
+ * loop made before fork(): see "fork()").  Equivalent to uv_run(ctx_loop_uv(loop), mode) except
  * that ctx_loop_stop and nesting are tracked. */
 CTX_EXPORT int ctx_loop_run(ctx_loop_t *loop, uv_run_mode mode);
 
 /* Runs the loop until `future` (or a task's future) is done: asyncio's
  * run_until_complete.  While it runs, the loop keeps waiting even when
  * nothing it knows of is pending (the future may be completed by another
- * thread).  It returns after the loop iteration in which the future became
+ * thread, which then wakes it).  It returns after the loop iteration in which the future became
  * done; callbacks that the completion scheduled and that did not run in
  * that iteration run on the next run.  Returns 0 when the future is done
  * (its outcome is read with ctx_loop_future_result), CTX_ENOTDONE
  * (ctx_loop_stop was called first),
  * CTX_EINVAL (NULL, or a future of another loop), CTX_ECLOSED, CTX_EBUSY
- * (the loop is already running). */
+ * (the loop is already running, or called from one of its callbacks),
+ * CTX_EFORKED. */
 CTX_EXPORT int ctx_loop_run_until_done(ctx_loop_t *loop,
                                             ctx_loop_future_t *future);
 
 /* Makes the current ctx_loop_run / ctx_loop_run_until_done return after the
  * current loop iteration (uv_stop).  Callbacks already taken for this
- * iteration still run.  Returns 0 or CTX_EINVAL.  Loop thread. */
+ * iteration still run.  Returns 0, CTX_EINVAL or CTX_EFORKED.  Loop thread. */
 CTX_EXPORT int ctx_loop_stop(ctx_loop_t *loop);
 
 /* The loop time in milliseconds (uv_now): the clock of call_at.  Loop
@@ -199,10 +237,11 @@ CTX_EXPORT uint64_t ctx_loop_time(const ctx_loop_t *loop);
  * CTX_ECLOSED or reports "done") until its last reference is released.
  * Calling it again is harmless.  Loop thread; not from a callback running
  * on the loop.
- * Returns 0, CTX_EINVAL (NULL), CTX_EBUSY (called while the loop runs: a
- * callback, task step or ctx_loop_run is in progress; nothing was done; or
- * the loop's own uv_loop_t still holds handles the caller added: the module
- * is closed but uv_loop_close failed; close them and call again). */
+ * Returns 0, CTX_EINVAL (NULL), CTX_EFORKED (a loop made before fork():
+ * nothing was done), CTX_EBUSY (called while the loop runs: a callback,
+ * task step or ctx_loop_run is in progress; nothing was done; or the loop's
+ * own uv_loop_t still holds handles the caller added: the module is closed
+ * but uv_loop_close failed; close them and call again). */
 CTX_EXPORT int ctx_loop_close(ctx_loop_t *loop);
 
 /* 1 once ctx_loop_close has begun, else 0 (1 for NULL).  Any thread. */
@@ -216,7 +255,8 @@ CTX_EXPORT ctx_loop_t *ctx_loop_retain(ctx_loop_t *loop);
  * Futures, tasks and handles hold references of their own, so the memory
  * may outlive the caller's.  Close the loop first: the last reference of a
  * loop that was never closed cannot close it safely (it may be running on
- * another thread) and leaks it.  Any thread. */
+ * another thread) and leaks it (in a child of fork(), that is the rule: see
+ * "fork()").  Never blocks.  Any thread. */
 CTX_EXPORT void ctx_loop_release(ctx_loop_t *loop);
 
 /* The loop whose callback or task step is running on the calling thread
@@ -224,7 +264,7 @@ CTX_EXPORT void ctx_loop_release(ctx_loop_t *loop);
 CTX_EXPORT ctx_loop_t *ctx_loop_current(void);
 
 /* Replaces the loop's error handler (see ctx_loop_error_fn); NULL restores
- * the default.  Returns 0 or CTX_EINVAL.  Loop thread. */
+ * the default.  Returns 0, CTX_EINVAL or CTX_EFORKED.  Loop thread. */
 CTX_EXPORT int ctx_loop_set_error_handler(ctx_loop_t *loop,
                                                ctx_loop_error_fn fn, void *user);
 
@@ -235,9 +275,12 @@ CTX_EXPORT int ctx_loop_set_error_handler(ctx_loop_t *loop,
 /* A scheduled callback; runs on the loop thread. */
 typedef void (*ctx_loop_callback_fn)(void *arg);
 
-/* Options of the scheduling calls (NULL, or a zeroed struct: capture the
- * current context, no arg_release). */
+/* Options of the scheduling calls and of done-callbacks.  NULL, or
+ * CTX_STRUCT_INIT(ctx_loop_call_options_t) with nothing else set: capture
+ * the current context, no arg_release.  A struct with a wrong `size` (see
+ * CTX_STRUCT_INIT in ctxvar.h) makes the call fail with CTX_EINVAL. */
 typedef struct ctx_loop_call_options {
+    size_t size; /* sizeof(ctx_loop_call_options_t): CTX_STRUCT_INIT */
     /* Run the callback in this context itself instead of a private copy of
      * the caller's current one: its sets land in it.  Retained until the
      * callback ran or was dropped.  If it is entered somewhere when the
@@ -257,11 +300,12 @@ typedef struct ctx_loop_call_options {
  * callbacks run wait for the next iteration, as in asyncio), inside a copy
  * of the calling thread's current context taken now (or options->context).
  * If `handle` is not NULL, *handle receives a reference to cancel it with.
- * Costs one small allocation (the record, which captures the context: a
- * ctx_capture_t, O(1)).
+ * Costs one record (which captures the context: a ctx_capture_t, O(1)),
+ * allocated, or reused from the loop's spares once callbacks have run.
  * Loop thread.
  * Errors (fn never runs; arg stays the caller's; *handle untouched):
- * CTX_EINVAL (loop or fn NULL), CTX_ENOMEM, CTX_ECLOSED. */
+ * CTX_EINVAL (loop or fn NULL, options with a wrong size), CTX_ENOMEM,
+ * CTX_ECLOSED, CTX_EFORKED. */
 CTX_EXPORT int ctx_loop_call_soon(ctx_loop_t *loop, ctx_loop_callback_fn fn,
                                        void *arg,
                                        const ctx_loop_call_options_t *options,
@@ -291,7 +335,7 @@ CTX_EXPORT int ctx_loop_call_at(ctx_loop_t *loop, uint64_t when_ms,
  * The handle may be cancelled only on the loop thread.  Any thread.
  * Errors (fn never runs; arg stays the caller's): CTX_EINVAL, CTX_ENOMEM,
  * CTX_ECLOSED (also when the loop closes concurrently: then fn never runs
- * either). */
+ * either), CTX_EFORKED. */
 CTX_EXPORT int ctx_loop_call_soon_threadsafe(
     ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg,
     const ctx_loop_call_options_t *options, ctx_loop_handle_t **handle);
@@ -299,7 +343,8 @@ CTX_EXPORT int ctx_loop_call_soon_threadsafe(
 /* Cancels a scheduled callback: it will not run, its context is released
  * and its arg_release called now, on this thread.  Returns 1 if this call
  * cancelled it, 0 if it had already run, is running, was cancelled or was
- * dropped by a closing loop; CTX_EINVAL for NULL.  Loop thread. */
+ * dropped by a closing loop; CTX_EINVAL for NULL; CTX_EFORKED (a handle of
+ * a loop made before fork()).  Loop thread. */
 CTX_EXPORT int ctx_loop_handle_cancel(ctx_loop_handle_t *handle);
 
 /* 1 if the callback was cancelled (or dropped by ctx_loop_close) and will
@@ -331,8 +376,10 @@ typedef enum ctx_loop_future_state {
     CTX_LOOP_FUTURE_CANCELLED = 3  /* cancelled */
 } ctx_loop_future_state_t;
 
-/* How ctx_loop_future_new makes a future (a NULL pointer: every default). */
+/* Options of ctx_loop_future_new: NULL, or
+ * CTX_STRUCT_INIT(ctx_loop_future_options_t) and the members wanted. */
 typedef struct ctx_loop_future_options {
+    size_t size; /* sizeof(ctx_loop_future_options_t): CTX_STRUCT_INIT */
     /* Called once with the result of a completed future when the future is
      * destroyed (its last reference released, on that thread): the future
      * owns its result.  NULL: the result is a plain value it never frees. */
@@ -344,7 +391,8 @@ typedef void (*ctx_loop_future_done_fn)(ctx_loop_future_t *future, void *user);
 
 /* Creates a pending future of `loop` (options NULL: defaults).  *out holds
  * the caller's reference.  Any thread.
- * Errors: CTX_EINVAL, CTX_ENOMEM, CTX_ECLOSED. */
+ * Errors: CTX_EINVAL (loop or out NULL, options with a wrong size),
+ * CTX_ENOMEM, CTX_ECLOSED, CTX_EFORKED. */
 CTX_EXPORT int ctx_loop_future_new(ctx_loop_t *loop,
                                         const ctx_loop_future_options_t *options,
                                         ctx_loop_future_t **out);
@@ -367,13 +415,14 @@ CTX_EXPORT ctx_loop_t *ctx_loop_future_loop(const ctx_loop_future_t *future);
  * (nothing done; `result` stays the caller's):
  *   CTX_ECANCELLED  the future was cancelled first (a normal race);
  *   CTX_EINVAL      NULL, already done, or the future of a task (tasks end
- *                   by returning from their step). */
+ *                   by returning from their step);
+ *   CTX_EFORKED     a future of a loop made before fork(). */
 CTX_EXPORT int ctx_loop_future_set_result(ctx_loop_future_t *future,
                                                void *result);
 
 /* Fails the future with `code` (negative; CTX_ECANCELLED cancels it) and
  * schedules its done-callbacks.  Any thread.  Returns 0, CTX_ECANCELLED,
- * CTX_EINVAL (as set_result; also for a code >= 0). */
+ * CTX_EINVAL (as set_result; also for a code >= 0), CTX_EFORKED. */
 CTX_EXPORT int ctx_loop_future_set_error(ctx_loop_future_t *future,
                                               int code);
 
@@ -382,7 +431,7 @@ CTX_EXPORT int ctx_loop_future_set_error(ctx_loop_future_t *future,
  * made by ctx_loop_wrap_future / ctx_loop_run_in_pool also cancels the pool
  * future it follows.  Returns 1 if this call cancelled it (for a task: if
  * cancellation was requested), 0 if it was already done, CTX_EINVAL for
- * NULL.  Any thread (loop thread for a task's future). */
+ * NULL, CTX_EFORKED.  Any thread (loop thread for a task's future). */
 CTX_EXPORT int ctx_loop_future_cancel(ctx_loop_future_t *future);
 
 /* The state now (PENDING for NULL).  Any thread. */
@@ -407,8 +456,8 @@ CTX_EXPORT int ctx_loop_future_result(const ctx_loop_future_t *future,
  * stays alive until its callbacks ran; a future whose last reference goes
  * while it is still pending drops them (their arg_release runs) rather than
  * being kept alive by them.  Any thread.
- * Errors (fn never runs; user stays the caller's): CTX_EINVAL, CTX_ENOMEM,
- * CTX_ECLOSED. */
+ * Errors (fn never runs; user stays the caller's): CTX_EINVAL (NULL,
+ * options with a wrong size), CTX_ENOMEM, CTX_ECLOSED, CTX_EFORKED. */
 CTX_EXPORT int ctx_loop_future_add_done_callback(
     ctx_loop_future_t *future, ctx_loop_future_done_fn fn, void *user,
     const ctx_loop_call_options_t *options);
@@ -436,8 +485,10 @@ CTX_EXPORT int ctx_loop_future_add_done_callback(
  * then ends the task abandons the wait harmlessly. */
 typedef int (*ctx_loop_task_step_fn)(ctx_loop_task_t *task, void *arg, void **result);
 
-/* How ctx_loop_task_new makes a task (a NULL pointer: every default). */
+/* Options of ctx_loop_task_new: NULL, or
+ * CTX_STRUCT_INIT(ctx_loop_task_options_t) and the members wanted. */
 typedef struct ctx_loop_task_options {
+    size_t size; /* sizeof(ctx_loop_task_options_t): CTX_STRUCT_INIT */
     /* The task's context: NULL means a copy of the creator's current
      * context taken at creation; otherwise this context itself (retained),
      * which the task's sets then change (asyncio's create_task(context=)).
@@ -458,7 +509,8 @@ typedef struct ctx_loop_task_options {
  * until it ends.  If `out` is not NULL, *out receives the caller's
  * reference.  Loop thread.
  * Errors (step never runs; arg stays the caller's): CTX_EINVAL (loop or
- * step NULL), CTX_ENOMEM, CTX_ECLOSED. */
+ * step NULL, options with a wrong size), CTX_ENOMEM, CTX_ECLOSED,
+ * CTX_EFORKED. */
 CTX_EXPORT int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
                                  const ctx_loop_task_options_t *options,
                                  ctx_loop_task_t **out);
@@ -488,7 +540,8 @@ CTX_EXPORT ctx_loop_task_t *ctx_loop_task_current(void);
  * outcome is read in the next step with ctx_loop_task_awaited.
  * Returns CTX_LOOP_TASK_WAIT, or CTX_EINVAL (NULL; not called from this task's
  * running step; a wait is already armed; a future of another loop; the
- * task's own future).  Never allocates.  Loop thread: from the task's own
+ * task's own future), or CTX_EFORKED (a step that called fork(), in the
+ * child).  Never allocates.  Loop thread: from the task's own
  * running step. */
 CTX_EXPORT int ctx_loop_task_await(ctx_loop_task_t *task, ctx_loop_future_t *future);
 
@@ -515,8 +568,8 @@ CTX_EXPORT int ctx_loop_task_yield(ctx_loop_task_t *task);
  * pool future (a queued fn never runs; a running one sees
  * ctx_pool_task_cancelled()) and wakes the task at once with CTX_ECANCELLED.
  * Rules and returns as ctx_loop_task_await, plus the errors of
- * ctx_pool_submit_ex (CTX_ENOMEM, CTX_EFULL, CTX_ESHUTDOWN: fn never runs,
- * arg stays the caller's). */
+ * ctx_pool_submit_ex (CTX_ENOMEM, CTX_EFULL, CTX_ESHUTDOWN, ...: fn never
+ * runs, arg stays the caller's). */
 CTX_EXPORT int ctx_loop_task_offload(ctx_loop_task_t *task, ctx_pool_t *pool,
                                      ctx_pool_task_fn fn, void *arg,
                                      const ctx_pool_submit_options_t *options);
@@ -539,9 +592,9 @@ CTX_EXPORT int ctx_loop_task_awaited(const ctx_loop_task_t *task, void **result)
  * if it sleeps, the sleep ends now; either way its next step sees
  * CTX_ECANCELLED from ctx_loop_task_awaited.  A task that has not run its first
  * step ends CANCELLED without running it.  Returns 1 if the request was
- * made, 0 if the task is already done, CTX_EINVAL for NULL.  Loop thread
- * (from another thread: ctx_loop_call_soon_threadsafe a callback that
- * calls it). */
+ * made, 0 if the task is already done, CTX_EINVAL for NULL, CTX_EFORKED.
+ * Loop thread (from another thread: ctx_loop_call_soon_threadsafe a
+ * callback that calls it). */
 CTX_EXPORT int ctx_loop_task_cancel(ctx_loop_task_t *task);
 
 /* How many times cancellation was requested (asyncio's cancelling()).
@@ -563,7 +616,8 @@ CTX_EXPORT int ctx_loop_task_done(const ctx_loop_task_t *task);
  * completed on the loop with the pool future's outcome (result borrowed
  * from the pool future, which it keeps alive), and cancelling it cancels
  * the pool future.  Keeps the loop running until it is done.  Loop thread.
- * Errors: CTX_EINVAL, CTX_ENOMEM, CTX_ECLOSED. */
+ * Errors: CTX_EINVAL, CTX_ENOMEM, CTX_ECLOSED, CTX_EFORKED, and those of
+ * ctx_pool_future_add_done_callback. */
 CTX_EXPORT int ctx_loop_wrap_future(ctx_loop_t *loop, ctx_pool_future_t *pool_future,
                                          ctx_loop_future_t **out);
 
@@ -572,11 +626,38 @@ CTX_EXPORT int ctx_loop_wrap_future(ctx_loop_t *loop, ctx_pool_future_t *pool_fu
  * `options` (by default, as the pool is configured: a copy of the caller's
  * current context), and *out is a loop future of its outcome.  Loop thread.
  * Errors (fn never runs; arg stays the caller's): those of
- * ctx_pool_submit_ex, CTX_ECLOSED. */
+ * ctx_pool_submit_ex, CTX_ENOMEM, CTX_ECLOSED, CTX_EFORKED (the loop was
+ * made before fork()). */
 CTX_EXPORT int ctx_loop_run_in_pool(ctx_loop_t *loop, ctx_pool_t *pool,
                                          ctx_pool_task_fn fn, void *arg,
                                          const ctx_pool_submit_options_t *options,
                                          ctx_loop_future_t **out);
+
+/* Called on the loop thread once work handed over with ctx_loop_offload is
+ * over: `rc` is what fn returned (CTX_ECANCELLED if the pool dropped the
+ * work unrun: a pool shut down with CTX_POOL_SHUTDOWN_CANCEL), `result` what
+ * fn stored (NULL if it did not run); the callback owns the result. */
+typedef void (*ctx_loop_offload_done_fn)(void *arg, int rc, void *result);
+
+/* uv_queue_work on a ctxvar pool, with contexts: runs fn(arg, &result) on
+ * `pool` as ctx_pool_submit_ex would (`options`: the pool's submit options;
+ * by default fn runs in a copy of the caller's current context), then
+ * done(arg, rc, result) on the loop thread, in a private copy of the context
+ * current at this call (as a ctx_loop_call_soon callback).  No future: one
+ * record carries the work to the pool and back, and nothing can cancel it —
+ * the lean hand-off for work whose outcome one callback consumes
+ * (ctx_loop_run_in_pool makes a future instead).  The loop keeps running
+ * while the work is out.  options->arg_release (if given) is called once
+ * with `arg` after done returned, on the loop thread, or instead of done if
+ * the loop closed before the work came back (then on the thread that ended
+ * the work); options->result_release (if given) is called with fn's result
+ * only in that case (done owns it otherwise).  Loop thread.
+ * Errors (fn and done never run; arg stays the caller's): CTX_EINVAL (loop,
+ * pool, fn or done NULL), CTX_ENOMEM, CTX_ECLOSED, CTX_EFORKED, and those
+ * of ctx_pool_submit_ex. */
+CTX_EXPORT int ctx_loop_offload(ctx_loop_t *loop, ctx_pool_t *pool, ctx_pool_task_fn fn,
+                                void *arg, ctx_loop_offload_done_fn done,
+                                const ctx_pool_submit_options_t *options);
 
 /* ---------------------------------------------------------------------- */
 /* libuv callbacks in the context captured when they were armed            */

@@ -21,11 +21,19 @@
  *                       process publishes them on its own bus inside the
  *                       publisher's context.
  *
- * Deadlines: a request made in a context with a deadline waits at most until
- * that deadline (the smaller of the two timeouts), and a request whose
- * deadline has already passed is not sent (CTX_ETIMEDOUT).  The receiver
- * sees the time left as its own deadline (grpc-timeout, re-encoded at every
- * hop, so it shrinks along a chain of requests).
+ * Deadlines and cancellation (ctxvar/cancel.h).  A request made in a
+ * context with a cancellation scope waits at most until the earlier of its
+ * own timeout and the scope's deadline, wakes up as soon as the scope is
+ * cancelled (from any thread, or by its deadline), and says which ended
+ * it: CTX_ETIMEDOUT (its own timeout), CTX_EDEADLINE (the scope's
+ * deadline), CTX_ECANCELLED (the scope was cancelled).  Nothing is sent
+ * once the scope is cancelled or its deadline has passed.  The message
+ * carries the time left (grpc-timeout, re-encoded at every hop, so it
+ * shrinks along a chain of requests), and the receiver's callback runs in a
+ * scope whose deadline is that time left (ctx_wire_extract): the callback,
+ * and everything it starts with a copy of its context (pool tasks,
+ * threads, loop tasks, further requests), sees ctx_cancel_check() turn
+ * CTX_EDEADLINE when the caller's time is up.
  *
  * The connection stays the caller's: create it (ctx_nats_connect is a
  * convenience with reconnection turned on), keep it alive while the bridge
@@ -118,8 +126,12 @@ CTX_EXPORT int ctx_nats_connect(const char *url, natsConnection **out);
 CTX_EXPORT int ctx_nats_new(natsConnection *nc, ctx_wire_t *wire, ctx_nats_t **out);
 
 /* Drops the caller's reference (NULL ignored).  Subscriptions keep the
- * bridge alive until they are unsubscribed.  Never touches libnats, so it
- * also works in a child of fork().  Any thread. */
+ * bridge alive until they are unsubscribed.  The last reference ends the
+ * bridge's reply subscription if requests with a cancellation scope made
+ * one (see ctx_nats_request): it unsubscribes it and waits until libnats
+ * no longer delivers to it, so the connection must not be destroyed yet
+ * (open or closed is fine).  In a child of fork() it never touches
+ * libnats.  Any thread. */
 CTX_EXPORT void ctx_nats_release(ctx_nats_t *bridge);
 
 /* The connection and the registry (borrowed: valid while the bridge
@@ -171,17 +183,36 @@ CTX_EXPORT int ctx_nats_publish(ctx_nats_t *bridge, const char *subject, const v
  * ctx_nats_publish.  Thread: any, one at a time per message. */
 CTX_EXPORT int ctx_nats_publish_msg(ctx_nats_t *bridge, natsMsg *msg);
 
-/* Sends a request with the current context and waits for the reply, at
- * most `timeout_ms` milliseconds and never past the current context's
- * deadline.  On success *reply is the caller's (natsMsg_Destroy) and, if
- * `reply_ctx` is not NULL, *reply_ctx is a new context decoded from the
- * reply's headers (the responder's context; the caller's to release).
- * Errors: CTX_ETIMEDOUT (no reply in time, or the deadline had already
- * passed: then nothing is sent), CTX_ENOTFOUND (no responders), CTX_EINVAL,
- * CTX_ENOMEM, CTX_ECLOSED, CTX_EPARSE (the reply's header block is
- * unreadable and reply_ctx was asked for), CTX_EFORKED, CTX_ESYSTEM.  On
- * error nothing is returned.  Any thread, a subscription callback
- * included. */
+/* Sends a request with the current context and waits for the reply.  The
+ * wait ends at the first of: the reply; `timeout_ms` milliseconds; the
+ * deadline of the current context's cancellation scope; the cancellation
+ * of that scope, from any thread (a wake-up registered on the scope ends
+ * the wait at once).  Nothing is sent if the scope is cancelled, or its
+ * deadline has passed, when the request would leave.  What came first is
+ * decided when it happens, not when the waiting thread gets to run: a
+ * reply that arrived before the cancellation or the end of the wait is
+ * returned, one that arrived after them is dropped (with a scope; libnats'
+ * own request decides as libnats does).
+ * Without a scope this is libnats' own request.  With one it is the
+ * bridge's: one reply subscription per bridge ("_INBOX.<nuid>.*", libnats'
+ * default inbox prefix whatever the connection's custom one; made by the
+ * first such request, ended by ctx_nats_release); on a connection without
+ * natsOptions_SetSendAsap the request leaves with libnats' flusher, about
+ * a millisecond later (ctx_nats_connect sets it).
+ * On success *reply is the caller's (natsMsg_Destroy) and, if `reply_ctx`
+ * is not NULL, *reply_ctx is a new context decoded from the reply's
+ * headers (the responder's context; the caller's to release).
+ * Errors: CTX_ETIMEDOUT (no reply within timeout_ms), CTX_EDEADLINE (the
+ * scope's deadline came first — also when it had passed before the send:
+ * then nothing was sent), CTX_ECANCELLED (the scope was cancelled, before
+ * the send — nothing was sent — or during the wait), CTX_ENOTFOUND (no
+ * responders), CTX_EINVAL, CTX_ENOMEM, CTX_ECLOSED (the connection is
+ * closed, also while the request waits), CTX_EPARSE (the reply's header
+ * block is unreadable and reply_ctx was asked for), CTX_EFORKED,
+ * CTX_ESYSTEM.  On error nothing is returned.  Any thread, a subscription
+ * callback included (with natsOptions_UseGlobalMessageDelivery the reply
+ * of a request with a scope is delivered by that pool: a callback waiting
+ * on a pool thread needs another one free). */
 CTX_EXPORT int ctx_nats_request(ctx_nats_t *bridge, const char *subject, const void *data,
                                      int len, int64_t timeout_ms, natsMsg **reply,
                                      ctx_context_t **reply_ctx);
@@ -200,8 +231,12 @@ CTX_EXPORT int ctx_nats_respond(ctx_nats_t *bridge, natsMsg *request, const void
 
 /* A message callback: runs on a libnats delivery thread, inside a new
  * context decoded from msg's headers (entered for the call, released after
- * it; sets made by the callback die with it, except what it sends on).
- * `msg` is borrowed for the call (the bridge destroys it afterwards). */
+ * it; sets made by the callback die with it, except what it sends on).  If
+ * the message carried a grpc-timeout, that context has a cancellation
+ * scope with the caller's remaining deadline (ctxvar/cancel.h): the
+ * callback and every copy of its context see ctx_cancel_check() turn
+ * CTX_EDEADLINE when the caller's time is up.  `msg` is borrowed for the
+ * call (the bridge destroys it afterwards). */
 typedef void (*ctx_nats_msg_fn)(ctx_nats_t *bridge, natsMsg *msg, void *user);
 
 /* Subscribes fn to `subject` (NATS wildcards allowed), in queue group
@@ -277,8 +312,10 @@ typedef struct ctx_nats_bus_codec {
  * A topic that is not a valid NATS subject token sequence, an encode
  * failure or a failed publish is a listener failure (the bus's error
  * handler sees the code).  Errors: CTX_EINVAL (NULL, prefix not a NATS
- * subject without wildcards, a codec whose size is wrong), CTX_ENOMEM,
- * CTX_ESHUTDOWN (bus shut down), CTX_EFORKED.  Any thread. */
+ * subject without wildcards, a codec whose size is wrong), CTX_EPARSE (a
+ * malformed bus pattern), CTX_ENOMEM, CTX_ESHUTDOWN (bus shut down),
+ * CTX_EFORKED (the bridge or the bus was made before fork()).  Any
+ * thread. */
 CTX_EXPORT int ctx_nats_bus_forward(ctx_nats_t *bridge, ctx_bus_t *bus, const char *pattern,
                                          const char *prefix, const ctx_nats_bus_codec_t *codec,
                                          ctx_bus_listener_t **out);

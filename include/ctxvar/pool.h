@@ -27,6 +27,14 @@
  * default), nothing (opt-out), a copy of a given context, or only an
  * allowlist of variables from the submitter's context.
  *
+ * A copy shares the submitter's values; they are released when no context
+ * refers to them any more.  A task with a future drops its context when it
+ * returns.  A fire-and-forget task's worker drops the reference it held on
+ * the submitter's values together with others of the same context, at the
+ * latest when it next waits for work or after 64 more tasks of that
+ * context, so such values may outlive the task by that much (it saves two
+ * cache-line transfers per task).  ctx_pool_release always drops them.
+ *
  * Ownership (libuv's rule)
  * ------------------------
  * A call that fails never runs the callback it was given, and everything it
@@ -34,6 +42,33 @@
  * successful submit hands `arg` to the task; if the submit options name an
  * `arg_release`, the pool calls it exactly once when it is done with `arg`
  * (after the task returned, or when the task was cancelled before it ran).
+ *
+ * fork()
+ * ------
+ * After fork() the child has only the thread that forked.  A pool made
+ * before the fork has no workers there and its locks may be held forever,
+ * so in the child every call that needs its workers or its locks fails with
+ * CTX_EFORKED: ctx_pool_submit, ctx_pool_submit_ex, ctx_pool_shutdown,
+ * ctx_pool_stats, and, on a future of that pool that has not ended,
+ * ctx_pool_future_wait, ctx_pool_future_cancel and
+ * ctx_pool_future_add_done_callback (an ended future answers as usual).
+ * ctx_pool_release of such a pool returns 0 at once: it joins nothing and
+ * frees nothing (the memory is the child's copy of the parent's, and goes
+ * when the child exits); its futures may be released as usual.
+ * ctx_pool_thread_join of a thread started before the fork fails with
+ * CTX_EFORKED (the handle is freed).  Pools, threads and bound callables
+ * made in the child work normally, and the child's current context keeps
+ * working (it is plain memory).  A task that calls fork() must not return
+ * in the child (exec or _exit there): its worker does not exist.
+ *
+ * Debug builds
+ * ------------
+ * Built with -DCTX_DEBUG=ON, a future or a bound callable used after its
+ * last reference was released, or released once too often, aborts at once
+ * with a line naming the call and the object ("ctxvar:
+ * ctx_pool_future_release: future 0x... already released"); such a build
+ * also stops recycling task records, so that AddressSanitizer sees every
+ * use after release.  Without it, such misuse is undefined behaviour.
  *
  * Errors are the negative CTX_E* codes of ctxvar.h; see each function.
  */
@@ -98,8 +133,16 @@ typedef enum ctx_pool_full {
     CTX_POOL_FULL_FAIL = 1  /* fail at once with CTX_EFULL */
 } ctx_pool_full_t;
 
+/* Options, per-submit options, bound-callable options and stats follow the
+ * growth rule of ctxvar.h: the first member is the struct's size, set by
+ * CTX_STRUCT_INIT(type) (every other member zero: the defaults); the
+ * library reads a smaller (older) struct's missing members as zero, refuses
+ * a larger (newer) one whose unknown members are not all zero (CTX_EINVAL),
+ * refuses a size below the 1.0 layout (CTX_EINVAL), and writes stats no
+ * further than the caller's size.  A NULL options pointer means defaults. */
 /* How ctx_pool_new makes a pool (a NULL pointer: every default). */
 typedef struct ctx_pool_options {
+    size_t size; /* sizeof(ctx_pool_options_t): CTX_STRUCT_INIT */
     /* Worker threads, started at creation and kept until shutdown.
      * 0: the number of online processors (ctx_pool_default_threads). */
     size_t threads;
@@ -124,6 +167,7 @@ typedef struct ctx_pool_options {
 /* Per-submit options (all members optional: a zeroed struct means "as the
  * pool is configured", exactly like ctx_pool_submit). */
 typedef struct ctx_pool_submit_options {
+    size_t size; /* sizeof(ctx_pool_submit_options_t): CTX_STRUCT_INIT */
     /* DEFAULT: the pool's policy.  CONTEXT uses `context` (borrowed for the
      * duration of the call: it is copied).  ALLOWLIST uses `allowlist`
      * (borrowed for the duration of the call). */
@@ -156,6 +200,7 @@ typedef enum ctx_pool_shutdown_mode {
  * each updated just before the future it counts becomes done, so after
  * ctx_pool_future_wait returns the task is counted). */
 typedef struct ctx_pool_stats {
+    size_t size;             /* set by the caller (CTX_STRUCT_INIT); kept */
     size_t threads;          /* workers the pool was created with */
     size_t queued;           /* tasks waiting in the queue now */
     size_t running;          /* tasks taken by a worker and not yet finished
@@ -165,7 +210,10 @@ typedef struct ctx_pool_stats {
     uint64_t failed;         /* futures ended FAILED */
     uint64_t cancelled;      /* futures ended CANCELLED */
     uint64_t rejected;       /* submits refused: CTX_EFULL or CTX_ESHUTDOWN */
-    uint64_t max_queue_wait_ns; /* longest time a task waited in the queue */
+    uint64_t max_queue_wait_ns; /* longest time a timed task waited in the
+                                   queue: every task with a future is timed,
+                                   and one fire-and-forget task in 16 (the
+                                   clock costs more than an empty task) */
 } ctx_pool_stats_t;
 
 /* The number of online processors (at least 1): the default pool size.
@@ -177,9 +225,12 @@ CTX_EXPORT size_t ctx_pool_default_threads(void);
  * On success *out is the caller's, to be destroyed with ctx_pool_release.
  * The workers start with no context of their own; tasks never run in it.
  * Any thread.
- * Errors: CTX_EINVAL (out NULL; a policy value out of range; CONTEXT without
- * a context; ALLOWLIST with a NULL list or a NULL variable in it; more than
- * 4096 threads), CTX_ENOMEM, CTX_ESYSTEM (a worker could not be started).
+ * Errors: CTX_EINVAL (out NULL; options->size below the 1.0 layout, or a
+ * larger struct whose members this library does not know are not all zero;
+ * a propagation or when_full value out of range; CONTEXT without a context;
+ * ALLOWLIST with a NULL list or a NULL variable in it; more than 4096
+ * threads), CTX_ENOMEM, CTX_ESYSTEM (a worker, lock or semaphore could not
+ * be made, or the fork handler could not be installed).
  * On error nothing is left running and nothing the caller passed is kept. */
 CTX_EXPORT int ctx_pool_new(const ctx_pool_options_t *options,
                             ctx_pool_t **out);
@@ -188,26 +239,30 @@ CTX_EXPORT int ctx_pool_new(const ctx_pool_options_t *options,
  * policy (by default a private copy of the calling thread's current
  * context, captured now).  If `out` is not NULL, *out receives a future
  * (the caller owns one reference: ctx_pool_future_release); with NULL the task
- * runs fire-and-forget.  Costs at most one record, with the task's context
- * inside it (a thread submitting a stream of tasks reuses the records of
- * finished ones: it keeps up to 256 spare records, about 47 KB, freed when it
- * exits or calls ctx_pool_release).
+ * runs fire-and-forget.  A fire-and-forget task costs 32 bytes of the queue
+ * and no allocation of its own; a task with a future costs one record, with
+ * the task's context inside it (a thread submitting a stream of tasks reuses
+ * the records of finished ones: it keeps up to 32 spare records, about 8 KB,
+ * freed when it exits or calls ctx_pool_release).
  * Any thread, including the pool's own tasks (but a task that waits for a
  * task queued behind it on a one-worker pool waits forever).
  * Errors (then fn never runs, `arg` stays the caller's, *out is untouched):
  *   CTX_EINVAL     pool or fn NULL;
- *   CTX_ENOMEM     no memory for the record or the context copy;
+ *   CTX_ENOMEM     no memory for the record, the context copy or a new
+ *                  queue segment (4 KB, one per 127 tasks);
  *   CTX_EFULL      the bounded queue is full and the pool fails when full;
  *   CTX_ESHUTDOWN  ctx_pool_shutdown has begun (also for a submit that was
- *                  waiting for room when it began). */
+ *                  waiting for room when it began);
+ *   CTX_EFORKED    the pool was made before the fork() this process is a
+ *                  child of (see fork() above). */
 CTX_EXPORT int ctx_pool_submit(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
                                ctx_pool_future_t **out);
 
 /* ctx_pool_submit with per-task options (NULL: as ctx_pool_submit).
- * Additional errors: CTX_EINVAL (a policy value out of range; CONTEXT with
- * a NULL context; ALLOWLIST with a NULL list or a NULL variable), and those
- * of ctx_context_copy / ctx_context_copy_only.  On error neither fn nor
- * arg_release is called. */
+ * Additional errors: CTX_EINVAL (options->size below the 1.0 layout, or a
+ * larger struct whose unknown members are not all zero; a policy value out
+ * of range; CONTEXT with a NULL context; ALLOWLIST with a NULL list or a
+ * NULL variable).  On error neither fn nor arg_release is called. */
 CTX_EXPORT int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_pool_task_fn fn, void *arg,
                                   const ctx_pool_submit_options_t *options,
                                   ctx_pool_future_t **out);
@@ -223,20 +278,24 @@ CTX_EXPORT int ctx_pool_submit_ex(ctx_pool_t *pool, ctx_pool_task_fn fn, void *a
  * this pool's own tasks: then it only begins the shutdown and returns.
  * Calling it again (any mode, any thread) is harmless: the first call's mode
  * wins, and the later call waits as the first one does.
- * Returns 0, or CTX_EINVAL (pool NULL or mode out of range). */
+ * Returns 0, or CTX_EINVAL (pool NULL or mode out of range), CTX_EFORKED
+ * (see fork() above). */
 CTX_EXPORT int ctx_pool_shutdown(ctx_pool_t *pool, ctx_pool_shutdown_mode_t mode);
 
 /* Shuts the pool down (DRAIN, if no shutdown has begun), joins the workers
  * and drops the caller's reference.  Futures of the pool stay valid (each
  * keeps the pool's memory, not its threads, until released).  Call it once,
  * from a thread that is not one of the pool's workers, when no other thread
- * will call ctx_pool_submit on it any more.
+ * will call ctx_pool_submit on it any more.  In a fork() child, for a pool
+ * made before the fork: returns 0 at once (see fork() above).
  * Returns 0, or CTX_EINVAL (NULL), CTX_EBUSY (called from one of this pool's
  * own tasks: nothing done). */
 CTX_EXPORT int ctx_pool_release(ctx_pool_t *pool);
 
-/* Fills *out with a snapshot of the pool's counters.  Any thread.
- * Errors: CTX_EINVAL. */
+/* Fills *out with a snapshot of the pool's counters, up to out->size bytes
+ * (set it with CTX_STRUCT_INIT; it is kept).  Any thread.
+ * Errors (*out untouched): CTX_EINVAL (pool or out NULL, out->size smaller
+ * than a size_t), CTX_EFORKED (see fork() above). */
 CTX_EXPORT int ctx_pool_stats(ctx_pool_t *pool, ctx_pool_stats_t *out);
 
 /* ---------------------------------------------------------------------- */
@@ -282,10 +341,12 @@ CTX_EXPORT ctx_pool_future_state_t ctx_pool_future_state(const ctx_pool_future_t
 CTX_EXPORT int ctx_pool_future_done(const ctx_pool_future_t *future);
 
 /* Waits until the future ends, at most `timeout_ns` nanoseconds
- * (CTX_WAIT_FOREVER, or any negative value: no limit; 0: just look).  Any thread, but a task must
- * not wait for a task that can only run after it on the same pool.
+ * (CTX_WAIT_FOREVER, or any negative value: no limit; 0: just look).  Any
+ * thread, but a task must not wait for a task that can only run after it
+ * on the same pool.
  * Returns 0 (ended; its arg_release has run), CTX_ETIMEDOUT, CTX_EINVAL
- * (NULL, or a task waiting for its own future). */
+ * (NULL, or a task waiting for its own future), CTX_EFORKED (not ended, and
+ * its pool was made before the fork() this process is a child of). */
 CTX_EXPORT int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_ns);
 
 /* The outcome, without waiting:
@@ -308,7 +369,8 @@ CTX_EXPORT int ctx_pool_future_result(const ctx_pool_future_t *future, void **re
  *   CTX_POOL_CANCEL_RUNNING   it is running: its cancellation flag is set (see
  *                        ctx_pool_task_cancelled); it ends as the task decides;
  *   CTX_POOL_CANCEL_TOO_LATE  it had already ended.
- * CTX_EINVAL for NULL.  Any thread. */
+ * Errors: CTX_EINVAL (NULL), CTX_EFORKED (not ended, and its pool was made
+ * before the fork() this process is a child of).  Any thread. */
 CTX_EXPORT int ctx_pool_future_cancel(ctx_pool_future_t *future);
 
 /* 1 if ctx_pool_future_cancel was called on the future, else 0.  Any thread. */
@@ -329,29 +391,33 @@ CTX_EXPORT int ctx_pool_task_cancelled(void);
  * the callbacks added before it).  A callback's sets stay in
  * its copy.  A callback must not release the future's last reference nor
  * wait for another future of a full pool.  Any thread.
- * Errors (fn is then never called; user stays the caller's): CTX_EINVAL,
- * CTX_ENOMEM. */
+ * Errors (fn is then never called; user stays the caller's): CTX_EINVAL
+ * (future or fn NULL), CTX_ENOMEM, CTX_EFORKED (not ended, and its pool
+ * was made before the fork() this process is a child of). */
 CTX_EXPORT int ctx_pool_future_add_done_callback(ctx_pool_future_t *future,
                                             ctx_pool_future_done_fn fn, void *user);
 
 /* The call stack captured when the task was submitted (see capture_stack):
  * 0 with *frames (borrowed, valid while the future lives) and *count return
  * addresses, innermost first, starting at the caller of the submit;
- * CTX_ENOTFOUND if none was captured; CTX_EINVAL.  Any thread. */
+ * CTX_ENOTFOUND if none was captured; CTX_EINVAL (an argument NULL).  Any
+ * thread. */
 CTX_EXPORT int ctx_pool_future_stack(const ctx_pool_future_t *future,
                                 void *const **frames, size_t *count);
 
 /* Writes the captured stack as text, one frame per line ("#0 symbol+off
  * [addr]" where the platform can name it), into `buf` (NUL terminated, at
  * most `cap` bytes); *len (if not NULL) receives the full length.
- * Returns 0, CTX_ETRUNCATED, CTX_ENOTFOUND (no stack), CTX_EINVAL.
+ * Returns 0, CTX_ETRUNCATED (cap 0, or the text did not fit: *len says how
+ * much is needed), CTX_ENOTFOUND (no stack), CTX_EINVAL (future NULL, or
+ * buf NULL with cap > 0).
  * Symbol names need the program linked with -rdynamic.  Any thread. */
 CTX_EXPORT int ctx_pool_future_format_stack(const ctx_pool_future_t *future, char *buf,
                                        size_t cap, size_t *len);
 
 /* How long the task waited in the queue (submit to start), in nanoseconds:
  * 0 and *ns, or CTX_ENOTFOUND if it never started (pending or cancelled
- * before running), CTX_EINVAL. */
+ * before running), CTX_EINVAL (an argument NULL).  Any thread. */
 CTX_EXPORT int ctx_pool_future_queue_wait(const ctx_pool_future_t *future, uint64_t *ns);
 
 /* ---------------------------------------------------------------------- */
@@ -369,7 +435,8 @@ typedef void *(*ctx_pool_bound_fn)(void *arg, void *call_arg);
 
 /* How ctx_pool_bound_new binds (a NULL pointer: every default). */
 typedef struct ctx_pool_bound_options {
-    unsigned flags; /* CTX_BIND_* */
+    size_t size;    /* sizeof(ctx_pool_bound_options_t): CTX_STRUCT_INIT */
+    unsigned flags; /* CTX_POOL_BOUND_* */
     /* Bind to a copy of this context instead of the current one (borrowed
      * for the call). */
     ctx_context_t *context;
@@ -380,8 +447,9 @@ typedef struct ctx_pool_bound_options {
 /* Captures the calling thread's current context (O(1) copy; or a copy of
  * options->context) and binds fn and arg to it.  *out is the caller's
  * reference (ctx_pool_bound_release).  Any thread.
- * Errors (arg stays the caller's): CTX_EINVAL (fn or out NULL, unknown
- * flags), CTX_ENOMEM. */
+ * Errors (arg stays the caller's): CTX_EINVAL (fn or out NULL;
+ * options->size below the 1.0 layout, or a larger struct whose unknown
+ * members are not all zero; unknown flags), CTX_ENOMEM. */
 CTX_EXPORT int ctx_pool_bound_new(ctx_pool_bound_fn fn, void *arg,
                             const ctx_pool_bound_options_t *options,
                             ctx_pool_bound_t **out);
@@ -391,9 +459,11 @@ CTX_EXPORT int ctx_pool_bound_new(ctx_pool_bound_fn fn, void *arg,
  * fresh copy of the captured context (its sets are dropped afterwards), so
  * any number of threads may call at once; with CTX_POOL_BOUND_SHARED every call
  * runs in the one captured context.  Any thread.
- * Errors (fn not called): CTX_EINVAL (bound NULL), CTX_ENOMEM (no copy),
- * CTX_EENTERED (shared, and a call is already running: a concurrent or
- * nested call).  CTX_ENOTCURRENT: fn ran but left a context entered. */
+ * Errors (fn not called): CTX_EINVAL (bound NULL), CTX_ENOMEM (no memory
+ * for the copy, or for the calling thread's ctxvar state), CTX_ESYSTEM (the
+ * thread's ctxvar state could not be registered), CTX_EENTERED (shared, and
+ * a call is already running: a concurrent or nested call).
+ * CTX_ENOTCURRENT: fn ran but left a context entered. */
 CTX_EXPORT int ctx_pool_bound_call(ctx_pool_bound_t *bound, void *call_arg,
                              void **result);
 
@@ -431,15 +501,19 @@ CTX_EXPORT void ctx_pool_bound_release(ctx_pool_bound_t *bound);
  * once); with NULL the thread is detached and cleans up after itself.
  * Any thread.
  * Errors (fn never runs; arg stays the caller's): CTX_EINVAL (fn NULL,
- * unknown flags), CTX_ENOMEM, CTX_ESYSTEM (pthread_create failed). */
+ * unknown flags), CTX_ENOMEM, CTX_ESYSTEM (pthread_create failed, or the
+ * fork handler could not be installed). */
 CTX_EXPORT int ctx_pool_thread_create(ctx_run_fn fn, void *arg, unsigned flags,
                                  ctx_pool_thread_t **out);
 
 /* Waits for the thread to finish, stores fn's return value in *result (if
  * not NULL) and frees the handle.  Any thread but the one joined.
- * Returns 0; CTX_ENOMEM if, with CTX_POOL_THREAD_INHERIT, the new thread could not
- * enter its context (fn did not run); CTX_ENOTCURRENT if fn left a context
- * entered; CTX_EINVAL (NULL); CTX_ESYSTEM (pthread_join failed; the handle is
+ * Returns 0; CTX_ENOMEM or CTX_ESYSTEM if, with CTX_POOL_THREAD_INHERIT, the
+ * new thread could not enter its context (it could not make its ctxvar
+ * state; fn did not run); CTX_ENOTCURRENT if fn left a context
+ * entered; CTX_EINVAL (NULL); CTX_EFORKED (the thread was started before the
+ * fork() this process is a child of: not joined, the handle is freed);
+ * CTX_ESYSTEM (pthread_join failed; the handle is
  * still freed). */
 CTX_EXPORT int ctx_pool_thread_join(ctx_pool_thread_t *thread, void **result);
 

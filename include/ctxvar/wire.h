@@ -15,9 +15,12 @@
  *              here, each with the `encode` / `decode` value operations of
  *              the core (ctxvar.h) and a baggage key, cross the wire;
  *              everything else stays in the process.  The registry also owns
- *              two built-in variables: the trace (traceparent + tracestate)
- *              and the deadline (an absolute monotonic time, sent as a
- *              relative `grpc-timeout` with the time remaining at each hop).
+ *              a built-in variable, the trace (traceparent + tracestate).
+ *   deadline   the deadline of the context's cancellation scope
+ *              (ctxvar/cancel.h): sent as a relative `grpc-timeout` with
+ *              the time left at each hop, and received as a scope whose
+ *              deadline stops the work done for the caller (one deadline,
+ *              not two: see "Deadlines" below).
  *   inject /   ctx_wire_inject writes a context into a carrier;
  *   extract    ctx_wire_extract builds a new (not entered) context from a
  *              carrier, in O(number of entries), never trusting its input.
@@ -53,10 +56,29 @@
  *                 never looked at.  Members whose key is not registered
  *                 are dropped; a repeated key keeps its first member.
  *   grpc-timeout  malformed or repeated: dropped (the context has no
- *                 deadline).
+ *                 scope and no deadline).
  *
  * With CTX_WIRE_STRICT, ctx_wire_extract fails instead of dropping (unknown
  * baggage keys are still just ignored).
+ *
+ * Deadlines
+ * ---------
+ * A context's deadline is its cancellation scope's (ctxvar/cancel.h); the
+ * wire adds no second one.
+ *   extract  a valid grpc-timeout of t gives the new context a scope of
+ *            its own: a root (the remote caller's time, which nothing in
+ *            this process can extend or cancel) whose deadline is now + t
+ *            (t = 0, sent for an expired deadline, makes a scope born
+ *            cancelled with CTX_EDEADLINE).  Code that runs in the context
+ *            (ctx_context_run, a NATS handler), and every copy of it (pool
+ *            tasks, loop tasks, ...), sees ctx_cancel_check() turn
+ *            CTX_EDEADLINE when the caller's time is up.
+ *   inject   sends the time left until the deadline of the context's
+ *            scope (rounded down; "0n" once it has passed).  A scope
+ *            without a deadline, or no scope, sends no grpc-timeout.
+ *   ctx_wire_deadline_set / _get / _remaining  are views of that scope.
+ * Deadlines only shrink: a child scope never outlives its parent's
+ * deadline, and each hop sends what is left when it sends.
  *
  * Threads
  * -------
@@ -517,14 +539,14 @@ typedef struct ctx_wire ctx_wire_t;
 /* At most this many registered variables (the baggage member limit). */
 #define CTX_WIRE_MAX_VARS 64
 
-/* A new registry with its two built-in variables (trace and deadline) and
- * no registered variable; the caller owns one reference.  Any thread.
+/* A new registry with its built-in variable (the trace) and no registered
+ * variable; the caller owns one reference.  Any thread.
  * Errors: CTX_EINVAL, CTX_ENOMEM. */
 CTX_EXPORT int ctx_wire_new(ctx_wire_t **out);
 /* One more reference; returns `w`.  Any thread. */
 CTX_EXPORT ctx_wire_t *ctx_wire_retain(ctx_wire_t *w);
 /* Drops a reference (NULL ignored); the last one releases the registered
- * variables and the built-in ones.  Any thread. */
+ * variables and the built-in one.  Any thread. */
 CTX_EXPORT void ctx_wire_release(ctx_wire_t *w);
 
 /* Lets `var` cross the wire as baggage member `baggage_key` (NUL
@@ -544,12 +566,13 @@ CTX_EXPORT void ctx_wire_release(ctx_wire_t *w);
  * Thread: one thread, before any other thread uses the registry. */
 CTX_EXPORT int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *baggage_key);
 
-/* The built-in variables (borrowed: valid while the registry lives).  Their
- * values are private: use the calls below.  They format for logs
- * ("00-…-01" and "12.5ms left"), so ctx_context_format shows them.  Any
- * thread. */
+/* The built-in trace variable (borrowed: valid while the registry lives).
+ * Its values are private: use the calls below.  It formats for logs
+ * ("00-…-01;tracestate"), so ctx_context_format shows it.  Any thread.
+ * (There is no deadline variable any more — ctx_wire_deadline_var is gone:
+ * the deadline is the cancellation scope's, which ctx_context_format shows
+ * as "ctxvar.cancel=active, 12.500ms left".) */
 CTX_EXPORT ctx_var_t *ctx_wire_trace_var(ctx_wire_t *w);
-CTX_EXPORT ctx_var_t *ctx_wire_deadline_var(ctx_wire_t *w);
 
 /* Every call below takes the context it acts on: `ctx` NULL means the
  * calling thread's current context; any other context is read as it is
@@ -581,18 +604,31 @@ CTX_EXPORT int ctx_wire_trace_set(ctx_wire_t *w, ctx_context_t *ctx,
 CTX_EXPORT int ctx_wire_trace_start(ctx_wire_t *w, ctx_context_t *ctx, uint8_t flags,
                                     ctx_wire_traceparent_t *out);
 
-/* Gives `ctx` a deadline `timeout_ns` from now (replacing any deadline it
- * had; saturating).  Errors: CTX_EINVAL, CTX_EENTERED, CTX_ENOMEM.  Any
- * thread. */
+/* Gives `ctx` a deadline `timeout_ns` from now: its scope becomes a new
+ * child of the scope it had (a root if none) with that timeout
+ * (ctx_cancel_enter_child for the current context, kept like a
+ * ctx_var_set without a token; ctx_cancel_context_set for another one).
+ * Deadlines only shrink: the context's deadline becomes the earlier of the
+ * one it had and now + timeout_ns, and cancelling the scope it had still
+ * cancels it.  timeout_ns <= 0: the deadline has passed (the scope is born
+ * cancelled with CTX_EDEADLINE); one so large that now + timeout_ns
+ * overflows: no deadline of its own.  To cancel the scope or take it
+ * back, use ctxvar/cancel.h directly (ctx_cancel_enter_child and
+ * ctx_cancel_exit).  Errors: CTX_EINVAL, CTX_EENTERED (ctx not NULL and
+ * entered), CTX_ENOMEM, CTX_ESYSTEM (the timer thread could not be
+ * started); nothing changed.  Any thread. */
 CTX_EXPORT int ctx_wire_deadline_set(ctx_wire_t *w, ctx_context_t *ctx, int64_t timeout_ns);
 
-/* The deadline of `ctx`: 0 and *deadline_ns (absolute, on
- * ctx_wire_now_ns's clock), or CTX_ENOTFOUND, CTX_EINVAL.  Any thread. */
+/* The deadline of the scope of `ctx` (ctx_cancel_scope_deadline): 0 and
+ * *deadline_ns (absolute, on ctx_wire_now_ns's clock), or CTX_ENOTFOUND
+ * (no scope, or a scope without a deadline), CTX_EINVAL.  Any thread. */
 CTX_EXPORT int ctx_wire_deadline_get(ctx_wire_t *w, ctx_context_t *ctx,
                                      int64_t *deadline_ns);
 
-/* The time left until the deadline of `ctx`: 0 and *remaining_ns (<= 0
- * once it has passed), or CTX_ENOTFOUND, CTX_EINVAL.  Any thread. */
+/* The time left until the deadline of the scope of `ctx`
+ * (ctx_cancel_scope_remaining): 0 and *remaining_ns (0 once it has
+ * passed), or CTX_ENOTFOUND (no scope, or no deadline), CTX_EINVAL.  What
+ * ctx_wire_inject sends.  Any thread. */
 CTX_EXPORT int ctx_wire_deadline_remaining(ctx_wire_t *w, ctx_context_t *ctx,
                                            int64_t *remaining_ns);
 
@@ -628,7 +664,8 @@ typedef struct ctx_wire_inject_report {
  *                             traceparent (new parent-id) unless
  *                             CTX_WIRE_SAME_PARENT; the tracestate as is;
  *                             reserved trace-flags written as zero;
- *   grpc-timeout              if it has a deadline: the time left now;
+ *   grpc-timeout              if its cancellation scope has a deadline:
+ *                             the time left now (see "Deadlines" above);
  *   baggage                   one member per registered variable with a
  *                             value in the context (defaults are not sent),
  *                             in registration order, text from `encode`.
@@ -670,14 +707,16 @@ typedef struct ctx_wire_extract_report {
 } ctx_wire_extract_report_t;
 
 /* Builds a new context (not entered; the caller owns it) from `carrier`'s
- * headers: the trace, the deadline (now + grpc-timeout) and every
+ * headers: the trace, a cancellation scope with the deadline (a root scope
+ * whose deadline is now + grpc-timeout: see "Deadlines" above) and every
  * registered baggage member.  O(number of entries); reads at most the
  * limits above of each header; never trusts the input: drops as documented
  * at the top of this header, or with CTX_WIRE_STRICT fails instead.
  * `report` (may be NULL) says what was used and dropped; it is written on
  * success and on a strict-mode failure.
  * Returns 0, or CTX_EINVAL (NULL, carrier without iterate, a carrier or
- * report whose size is wrong), CTX_ENOMEM, CTX_EPARSE / CTX_ELIMIT
+ * report whose size is wrong), CTX_ENOMEM, CTX_ESYSTEM (the timer thread
+ * a deadline needs could not be started), CTX_EPARSE / CTX_ELIMIT
  * (strict only), the carrier's negative code (a positive result of
  * iterate is CTX_ECALLBACK, never success).  On error *out is untouched
  * and no value is leaked.  Uses about 32 KiB of stack.  Any thread (the

@@ -50,10 +50,11 @@ int ctx__bus_delivery_prepare(ctx_bus_t *bus, ctx_bus_event_t *event,
     if (!bus || !event)
         return CTX_EINVAL;
     ctx__bus_snapshot_t snap;
-    if (ctx__bus_snapshot_take(bus, &snap) != 0) {
+    int rc = ctx__bus_snapshot_take(bus, &snap);
+    if (rc == CTX_ESHUTDOWN)
         atomic_fetch_add_explicit(&bus->rejected, 1, memory_order_relaxed);
-        return CTX_ESHUTDOWN;
-    }
+    if (rc)
+        return rc;
     size_t n = ctx__bus_snapshot_count(&snap, event);
     if (n == 0) {
         ctx__bus_snapshot_drop(&snap);
@@ -121,7 +122,7 @@ int ctx_bus_publish_pool(ctx_bus_t *bus, ctx_bus_event_t *event, ctx_pool_t *poo
     int n = ctx__bus_delivery_prepare(bus, event, &d);
     if (n <= 0)
         return n;
-    ctx_pool_submit_options_t options = {0};
+    ctx_pool_submit_options_t options = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
     options.propagation = CTX_POOL_PROPAGATE_COPY;
     options.arg_release = pool_job_release;
     int rc = ctx_pool_submit_ex(pool, pool_job, d, &options, NULL);

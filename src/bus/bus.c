@@ -47,17 +47,31 @@
 #include "bus/bus_internal.h"
 #include "common/common.h"
 
-void ctx__bus_snap_lock(ctx_bus_t *bus) {
-    ctx__spin_lock(&bus->snap_lock);
+/* ---- fork ---- */
+
+atomic_uint ctx__bus_fork_generation;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_child(void) {
+    atomic_fetch_add_explicit(&ctx__bus_fork_generation, 1, memory_order_relaxed);
 }
+
+static void fork_install(void) { pthread_atfork(NULL, NULL, fork_child); }
+
+void ctx__bus_fork_watch(void) { pthread_once(&fork_once, fork_install); }
 
 int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
     if (!out)
         return CTX_EINVAL;
+    ctx_bus_options_t o = CTX_STRUCT_INIT(ctx_bus_options_t);
+    if (options && ctx__struct_in(&o, sizeof o, options, CTX__BUS_OPTIONS_V1) != 0)
+        return CTX_EINVAL;
+    ctx__bus_fork_watch();
     ctx_bus_t *bus = ctx__bus_malloc(sizeof *bus);
     if (!bus)
         return CTX_ENOMEM;
     memset(bus, 0, sizeof *bus);
+    bus->generation = atomic_load_explicit(&ctx__bus_fork_generation, memory_order_relaxed);
     ctx_var_options_t vo = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &ctx__bus_list_ops};
     int err = ctx_var_new("ctx_bus.listeners", &vo, &bus->scoped_var);
     if (err) {
@@ -83,8 +97,8 @@ int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
     atomic_init(&bus->shut, 0);
     atomic_init(&bus->global, NULL);
     atomic_init(&bus->next_seq, 1);
-    bus->on_error = options ? options->on_error : NULL;
-    bus->error_user = options ? options->error_user : NULL;
+    bus->on_error = o.on_error;
+    bus->error_user = o.error_user;
     atomic_init(&bus->failures, 0);
     atomic_init(&bus->rejected, 0);
     atomic_init(&bus->async_accepted, 0);
@@ -97,6 +111,8 @@ int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
 void ctx__bus_release(ctx_bus_t *bus) {
     if (!bus || atomic_fetch_sub_explicit(&bus->refs, 1, memory_order_acq_rel) != 1)
         return;
+    if (ctx__bus_forked(bus))
+        return; /* its locks may be held by threads the child does not have */
     /* No record refers to the bus any more, so no list does: `global` is
      * NULL (shutdown dropped it, and nothing could subscribe since). */
     pthread_cond_destroy(&bus->idle_cond);
@@ -109,6 +125,8 @@ void ctx__bus_release(ctx_bus_t *bus) {
 int ctx_bus_shutdown(ctx_bus_t *bus) {
     if (!bus)
         return CTX_EINVAL;
+    if (ctx__bus_forked(bus))
+        return CTX_EFORKED;
     pthread_mutex_lock(&bus->write_lock);
     ctx__bus_list_t *old = NULL;
     if (!atomic_load_explicit(&bus->shut, memory_order_relaxed)) {
@@ -129,6 +147,11 @@ int ctx_bus_shutdown(ctx_bus_t *bus) {
 void ctx_bus_release(ctx_bus_t *bus) {
     if (!bus)
         return;
+    if (ctx__bus_forked(bus)) {
+        /* In the child: no lock, no user callback; the memory stays. */
+        atomic_fetch_sub_explicit(&bus->refs, 1, memory_order_relaxed);
+        return;
+    }
     ctx_bus_shutdown(bus);
     ctx__bus_release(bus);
 }
@@ -141,23 +164,25 @@ static size_t live_count(const ctx__bus_list_t *list) {
 }
 
 int ctx_bus_stats(ctx_bus_t *bus, ctx_bus_stats_t *out) {
-    if (!bus || !out)
+    if (!bus || !out || out->size < sizeof(size_t))
         return CTX_EINVAL;
-    memset(out, 0, sizeof *out);
+    if (ctx__bus_forked(bus))
+        return CTX_EFORKED;
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     ctx__bus_snap_lock(bus);
     ctx__bus_list_t *global =
         ctx__bus_list_retain(atomic_load_explicit(&bus->global, memory_order_relaxed));
     ctx__bus_snap_unlock(bus);
-    out->global_listeners = live_count(global);
+    st.global_listeners = live_count(global);
     ctx__bus_list_release(global);
-    out->listener_failures = atomic_load_explicit(&bus->failures, memory_order_relaxed);
-    out->rejected = atomic_load_explicit(&bus->rejected, memory_order_relaxed);
-    out->async_dropped = atomic_load_explicit(&bus->async_dropped, memory_order_relaxed);
+    st.listener_failures = atomic_load_explicit(&bus->failures, memory_order_relaxed);
+    st.rejected = atomic_load_explicit(&bus->rejected, memory_order_relaxed);
+    st.async_dropped = atomic_load_explicit(&bus->async_dropped, memory_order_relaxed);
     pthread_mutex_lock(&bus->idle_lock);
-    out->async_accepted = atomic_load_explicit(&bus->async_accepted, memory_order_relaxed);
-    out->async_pending = bus->pending;
+    st.async_accepted = atomic_load_explicit(&bus->async_accepted, memory_order_relaxed);
+    st.async_pending = bus->pending;
     pthread_mutex_unlock(&bus->idle_lock);
-    return 0;
+    return ctx__struct_out(out, &st, sizeof st);
 }
 
 void ctx__bus_report(ctx_bus_t *bus, ctx_bus_listener_t *listener, ctx_bus_event_t *event,
@@ -188,6 +213,8 @@ void ctx__bus_pending_done(ctx_bus_t *bus) {
 int ctx_bus_wait_idle(ctx_bus_t *bus, int64_t timeout_ns) {
     if (!bus)
         return CTX_EINVAL;
+    if (ctx__bus_forked(bus))
+        return CTX_EFORKED;
     if (ctx__bus_delivering() == bus)
         return CTX_EBUSY;
     struct timespec deadline;

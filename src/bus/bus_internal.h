@@ -39,6 +39,15 @@
 
 #include <ctxvar.h>
 
+#include "common/common.h"
+
+/* ---- public structs that grow (docs/api-rules.md) ----
+ * The first published (1.0) size of a struct: through its last 1.0 member.
+ * A member added later goes after it and leaves this size as it is. */
+#define CTX__SIZE_THROUGH(type, member) (offsetof(type, member) + sizeof(((type *)0)->member))
+#define CTX__BUS_OPTIONS_V1 CTX__SIZE_THROUGH(ctx_bus_options_t, error_user)
+#define CTX__BUS_SUBSCRIBE_OPTIONS_V1 CTX__SIZE_THROUGH(ctx_bus_subscribe_options_t, user_release)
+
 /* ---- allocation ----
  * Through the core's allocator (ctx_set_allocator, and the tests' failing
  * allocator): ctx_malloc is exported, so the shared library reaches it too. */
@@ -87,6 +96,7 @@ struct ctx_bus_listener {
 /* An immutable list of listeners, sorted by seq; each one retained. */
 typedef struct ctx__bus_list {
     atomic_size_t refs;
+    uint64_t id;     /* unique for the process's life (delivery plans key on it) */
     size_t count;
     size_t capacity; /* entries allocated (the size to free) */
     ctx_bus_listener_t *items[];
@@ -97,7 +107,12 @@ static inline ctx__bus_list_t *ctx__bus_list_retain(ctx__bus_list_t *list) {
         atomic_fetch_add_explicit(&list->refs, 1, memory_order_relaxed);
     return list;
 }
-void ctx__bus_list_release(ctx__bus_list_t *list);
+/* Frees a list whose last reference went (its entries released). */
+void ctx__bus_list_free(ctx__bus_list_t *list);
+static inline void ctx__bus_list_release(ctx__bus_list_t *list) {
+    if (list && atomic_fetch_sub_explicit(&list->refs, 1, memory_order_acq_rel) == 1)
+        ctx__bus_list_free(list);
+}
 
 /* 1 if the first n bytes of a and b are equal.  Topics are short, and a
  * call to memcmp costs more than comparing them here a word at a time: 8
@@ -179,7 +194,22 @@ struct ctx_bus {
     pthread_cond_t idle_cond;
     int idle_monotonic; /* idle_cond uses CLOCK_MONOTONIC */
     uint64_t pending;
+    /* ctx__bus_fork_generation when the bus was made (see fork below). */
+    unsigned generation;
 };
+
+/* ---- fork() (bus.c) ----
+ * The child of a fork() gets a copy of every bus, with locks that threads
+ * which do not exist in the child may have held, and asynchronous
+ * deliveries queued on executors whose threads are gone.  A pthread_atfork
+ * child handler bumps the generation; a bus made in an earlier generation
+ * is unusable there: its calls answer CTX_EFORKED, and releases in the
+ * child free nothing (no lock is taken, no user callback runs). */
+extern atomic_uint ctx__bus_fork_generation;
+void ctx__bus_fork_watch(void);
+static inline int ctx__bus_forked(const ctx_bus_t *bus) {
+    return bus->generation != atomic_load_explicit(&ctx__bus_fork_generation, memory_order_relaxed);
+}
 
 static inline ctx_bus_t *ctx__bus_retain(ctx_bus_t *bus) {
     atomic_fetch_add_explicit(&bus->refs, 1, memory_order_relaxed);
@@ -191,7 +221,7 @@ static inline int ctx__bus_is_shut(const ctx_bus_t *bus) {
     return atomic_load_explicit(&bus->shut, memory_order_acquire);
 }
 
-void ctx__bus_snap_lock(ctx_bus_t *bus);
+static inline void ctx__bus_snap_lock(ctx_bus_t *bus) { ctx__spin_lock(&bus->snap_lock); }
 static inline void ctx__bus_snap_unlock(ctx_bus_t *bus) {
     atomic_store_explicit(&bus->snap_lock, 0, memory_order_release);
 }
@@ -213,7 +243,8 @@ typedef struct ctx__bus_snapshot {
 } ctx__bus_snapshot_t;
 
 /* Takes the listeners a publish made now from the current context reaches.
- * Returns 0, or CTX_ESHUTDOWN (counted as rejected; *snap empty). */
+ * Returns 0, CTX_ESHUTDOWN (*snap empty; the caller counts it as
+ * rejected), or CTX_EFORKED (a bus made before fork(): *snap empty). */
 int ctx__bus_snapshot_take(ctx_bus_t *bus, ctx__bus_snapshot_t *snap);
 void ctx__bus_snapshot_drop(ctx__bus_snapshot_t *snap);
 

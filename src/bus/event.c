@@ -30,8 +30,10 @@ uint32_t ctx__bus_hash(const char *s, size_t len) {
 
 int ctx_bus_event_new(const char *topic, void *data, void (*data_release)(void *data),
                       ctx_bus_event_t **out) {
-    if (!topic || !out || !topic[0] || strchr(topic, '*'))
+    if (!topic || !out)
         return CTX_EINVAL;
+    if (!topic[0] || strchr(topic, '*'))
+        return CTX_EPARSE;
     size_t len = strlen(topic);
     ctx_bus_event_t *ev = ctx__bus_malloc(sizeof *ev + len + 1);
     if (!ev)

@@ -75,7 +75,8 @@ ctx_bus_listener_t *ctx_bus_listener_retain(ctx_bus_listener_t *listener) {
 }
 
 void ctx_bus_listener_release(ctx_bus_listener_t *listener) {
-    if (listener && atomic_fetch_sub_explicit(&listener->refs, 1, memory_order_acq_rel) == 1)
+    if (listener && atomic_fetch_sub_explicit(&listener->refs, 1, memory_order_acq_rel) == 1 &&
+        !ctx__bus_forked(listener->bus)) /* in a child of fork(): the memory stays */
         listener_free(listener);
 }
 
@@ -83,7 +84,7 @@ const char *ctx_bus_listener_pattern(const ctx_bus_listener_t *listener) {
     return listener ? listener->pattern : NULL;
 }
 
-/* Parses `pattern` into kind/hash/len.  0 or CTX_EINVAL. */
+/* Parses `pattern` into kind/hash/len.  0 or CTX_EPARSE. */
 static int parse_pattern(const char *pattern, int *kind, uint32_t *hash, size_t *len) {
     size_t n = strlen(pattern);
     const char *star = strchr(pattern, '*');
@@ -95,7 +96,7 @@ static int parse_pattern(const char *pattern, int *kind, uint32_t *hash, size_t 
     }
     if (!star) {
         if (n == 0)
-            return CTX_EINVAL;
+            return CTX_EPARSE;
         *kind = CTX__BUS_MATCH_EXACT;
         *hash = ctx__bus_hash(pattern, n);
         *len = n;
@@ -103,7 +104,7 @@ static int parse_pattern(const char *pattern, int *kind, uint32_t *hash, size_t 
     }
     /* "prefix.*": the star last, after a dot, after at least one byte. */
     if (star != pattern + n - 1 || n < 3 || pattern[n - 2] != '.')
-        return CTX_EINVAL;
+        return CTX_EPARSE;
     *kind = CTX__BUS_MATCH_PREFIX;
     *len = n - 1;
     return 0;
@@ -148,9 +149,7 @@ static size_t list_bytes(size_t capacity) {
     return sizeof(ctx__bus_list_t) + capacity * sizeof(ctx_bus_listener_t *);
 }
 
-void ctx__bus_list_release(ctx__bus_list_t *list) {
-    if (!list || atomic_fetch_sub_explicit(&list->refs, 1, memory_order_acq_rel) != 1)
-        return;
+void ctx__bus_list_free(ctx__bus_list_t *list) {
     for (size_t i = 0; i < list->count; i++)
         ctx_bus_listener_release(list->items[i]);
     ctx__bus_free(list, list_bytes(list->capacity));
@@ -173,7 +172,9 @@ static ctx__bus_list_t *list_rebuild(const ctx__bus_list_t *old, ctx_bus_listene
         *err = CTX_ENOMEM;
         return NULL;
     }
+    static atomic_uint_fast64_t next_list_id = 1;
     atomic_init(&list->refs, 1);
+    list->id = atomic_fetch_add_explicit(&next_list_id, 1, memory_order_relaxed);
     list->capacity = live;
     size_t n = 0;
     for (size_t i = 0; old && i < old->count && n < live - (add ? 1 : 0); i++)
@@ -264,9 +265,14 @@ static int subscribe_scoped(ctx_bus_t *bus, ctx_bus_listener_t *l) {
 
 int ctx_bus_subscribe(ctx_bus_t *bus, const char *pattern, ctx_bus_listener_fn fn, void *user,
                       const ctx_bus_subscribe_options_t *options, ctx_bus_listener_t **out) {
-    unsigned flags = options ? options->flags : 0;
+    ctx_bus_subscribe_options_t o = CTX_STRUCT_INIT(ctx_bus_subscribe_options_t);
+    if (options && ctx__struct_in(&o, sizeof o, options, CTX__BUS_SUBSCRIBE_OPTIONS_V1) != 0)
+        return CTX_EINVAL;
+    unsigned flags = o.flags;
     if (!bus || !fn || (flags & ~CTX_BUS_SCOPED))
         return CTX_EINVAL;
+    if (ctx__bus_forked(bus))
+        return CTX_EFORKED;
     if (ctx__bus_is_shut(bus))
         return CTX_ESHUTDOWN;
     int err;
@@ -280,7 +286,7 @@ int ctx_bus_subscribe(ctx_bus_t *bus, const char *pattern, ctx_bus_listener_fn f
     }
     /* Success: from now on the record owns `user`.  Only the subscriber's
      * reference can make it die before this store, and it is still held. */
-    l->user_release = options ? options->user_release : NULL;
+    l->user_release = o.user_release;
     if (out)
         *out = l;
     else
@@ -293,6 +299,8 @@ int ctx_bus_subscribe(ctx_bus_t *bus, const char *pattern, ctx_bus_listener_fn f
 int ctx_bus_unsubscribe(ctx_bus_listener_t *listener) {
     if (!listener)
         return CTX_EINVAL;
+    if (ctx__bus_forked(listener->bus))
+        return CTX_EFORKED;
     if (atomic_exchange_explicit(&listener->removed, 1, memory_order_acq_rel))
         return CTX_ENOTFOUND;
     if (listener->flags & CTX_BUS_SCOPED)

@@ -26,10 +26,11 @@
  *
  * So a synchronous publish costs: one load of `shut`, the spinlock and a
  * retain/release of the global list (three atomic read-modify-writes, the
- * bulk of the bus's own cost), a cache hit for the scoped list, and per
- * listener one acquire load of `removed`, the match (integer compares and a
- * word-wise compare of the topic, see ctx__bus_bytes_equal) and the call.
- * It never allocates.
+ * bulk of the bus's own cost), a cache hit for the scoped list, the check of
+ * the thread's delivery plan (below), and per listener one acquire load of
+ * `removed` and the call (without a plan: also the merge step and the match,
+ * integer compares and a word-wise compare of the topic, see
+ * ctx__bus_bytes_equal).  It never allocates.
  *
  * Delivery merges the two lists, each sorted by seq, so listeners run in the
  * order they were subscribed, global and scoped interleaved:
@@ -40,6 +41,19 @@
  * Before each call it checks `removed` again (an earlier listener, or another
  * thread, may have unsubscribed it), then the topic.  A failing listener is
  * reported (ctx__bus_report) and the delivery goes on.
+ *
+ * Delivery plans.  The merge and the matches depend only on the two lists
+ * and the topic, and a program publishes the same topics through the same
+ * lists again and again; so each thread keeps the outcome of its last
+ * outermost synchronous publish — the matching listeners, in order — keyed
+ * by the lists' ids (unique for the process's life: a list freed and another
+ * made at the same address cannot be mistaken for it) and the topic (its
+ * bytes, not just its hash).  A publish that finds its plan calls those
+ * listeners, checking only `removed`.  The plan holds no reference: it is
+ * used only while the snapshot holds the very lists it was made from, which
+ * hold the listeners.  Publishes nested in a listener read the plan if it
+ * is theirs, but only the outermost one writes it (a nested write would
+ * change it under the delivery walking it).
  */
 #include <string.h>
 
@@ -48,6 +62,8 @@
 int ctx__bus_snapshot_take(ctx_bus_t *bus, ctx__bus_snapshot_t *snap) {
     snap->global = NULL;
     snap->scoped = NULL;
+    if (ctx__bus_forked(bus))
+        return CTX_EFORKED;
     if (ctx__bus_is_shut(bus))
         return CTX_ESHUTDOWN;
     /* A racy peek: when there is no global list, skip the lock.  A global
@@ -133,6 +149,68 @@ size_t ctx__bus_deliver(ctx_bus_t *bus, const ctx__bus_snapshot_t *snap,
     return n;
 }
 
+/* ---- delivery plans (see the essay) ---- */
+
+#define PLAN_LISTENERS 16
+#define PLAN_TOPIC 64
+
+typedef struct plan {
+    uint64_t global_id, scoped_id; /* 0: no list */
+    uint32_t hash;
+    size_t len;                    /* 0: no plan */
+    size_t count;
+    char topic[PLAN_TOPIC];
+    ctx_bus_listener_t *items[PLAN_LISTENERS];
+} plan_t;
+
+static _Thread_local plan_t plan;
+
+static inline uint64_t list_id(const ctx__bus_list_t *list) { return list ? list->id : 0; }
+
+static inline int plan_fits(const ctx__bus_snapshot_t *snap, const ctx_bus_event_t *event) {
+    return plan.len == event->len && plan.hash == event->hash &&
+           plan.global_id == list_id(snap->global) && plan.scoped_id == list_id(snap->scoped) &&
+           ctx__bus_bytes_equal(plan.topic, event->topic, event->len);
+}
+
+/* Makes the plan of this snapshot and topic (if it fits in one). */
+static void plan_make(const ctx__bus_snapshot_t *snap, const ctx_bus_event_t *event) {
+    plan.len = 0;
+    if (event->len > PLAN_TOPIC)
+        return;
+    merge_t m;
+    merge_init(&m, snap);
+    size_t n = 0;
+    ctx_bus_listener_t *l;
+    while ((l = merge_next(&m)) != NULL) {
+        if (!ctx__bus_match(l, event))
+            continue;
+        if (n == PLAN_LISTENERS)
+            return;
+        plan.items[n++] = l;
+    }
+    plan.count = n;
+    plan.global_id = list_id(snap->global);
+    plan.scoped_id = list_id(snap->scoped);
+    plan.hash = event->hash;
+    memcpy(plan.topic, event->topic, event->len);
+    plan.len = event->len;
+}
+
+static size_t deliver_planned(ctx_bus_t *bus, ctx_bus_event_t *event) {
+    size_t n = 0;
+    for (size_t i = 0; i < plan.count; i++) {
+        ctx_bus_listener_t *l = plan.items[i];
+        if (ctx__bus_listener_removed(l))
+            continue;
+        int rc = l->fn(l, event, l->user);
+        n++;
+        if (rc < 0)
+            ctx__bus_report(bus, l, event, rc);
+    }
+    return n;
+}
+
 /* ---- synchronous deliveries on this thread ---- */
 
 /* How deep this thread is in synchronous deliveries, and the scoped lists
@@ -183,6 +261,8 @@ static void release_deferred(void) {
 int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event) {
     if (!bus || !event)
         return CTX_EINVAL;
+    if (ctx__bus_forked(bus))
+        return CTX_EFORKED;
     if (ctx__bus_is_shut(bus)) {
         atomic_fetch_add_explicit(&bus->rejected, 1, memory_order_relaxed);
         return CTX_ESHUTDOWN;
@@ -207,8 +287,13 @@ int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event) {
         return 0;
     /* The snapshot's records hold the bus, so a listener that destroys it
      * leaves it alive until the release below; nothing touches it after. */
+    int planned = plan_fits(&snap, event);
+    if (!planned && sync_state.depth == 0) {
+        plan_make(&snap, event);
+        planned = plan.len != 0; /* topics are never empty */
+    }
     sync_state.depth++;
-    size_t n = ctx__bus_deliver(bus, &snap, event);
+    size_t n = planned ? deliver_planned(bus, event) : ctx__bus_deliver(bus, &snap, event);
     if (--sync_state.depth == 0 && sync_state.deferred)
         release_deferred(); /* also frees a slot reserved by a failed subscribe */
     ctx__bus_list_release(snap.global);

@@ -36,7 +36,7 @@ int ctx_bus_publish_loop(ctx_bus_t *bus, ctx_bus_event_t *event, ctx_loop_t *loo
     int n = ctx__bus_delivery_prepare(bus, event, &d);
     if (n <= 0)
         return n;
-    ctx_loop_call_options_t options = {0};
+    ctx_loop_call_options_t options = CTX_STRUCT_INIT(ctx_loop_call_options_t);
     options.arg_release = loop_job_release;
     int rc = ctx_loop_call_soon_threadsafe(loop, loop_job, d, &options, NULL);
     if (rc != 0) {

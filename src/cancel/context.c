@@ -40,6 +40,9 @@ static int value_format(const void *value, char *buf, size_t cap, void *user) {
                        : err == 0               ? "active"
                        : err == CTX_EDEADLINE ? "deadline exceeded"
                                                 : "cancelled";
+    int64_t left;
+    if (value && err == 0 && ctx_cancel_scope_remaining(value, &left) == 0)
+        return snprintf(buf, cap, "%s, %.3fms left", text, (double)left / 1e6);
     return snprintf(buf, cap, "%s", text);
 }
 

@@ -31,6 +31,7 @@
 #include "common/common.h"
 #include "core/alloc.h"
 #include "core/core.h"
+#include "core/provider.h"
 
 void ctx__context_lock(ctx_context_t *ctx) {
     ctx__spin_lock(&ctx->lock);
@@ -83,6 +84,11 @@ int ctx_context_copy(ctx_context_t *src, ctx_context_t **out) {
 int ctx_context_copy_current(ctx_context_t **out) {
     if (!out)
         return CTX_EINVAL;
+    if (ctx__provider_installed()) { /* a host's context (provider.c) */
+        int r = ctx__provided_copy(out);
+        if (r != CTX__NOT_PROVIDED)
+            return r;
+    }
     ctx__tstate_t *ts = ctx__tls;
     if (!ts)
         return ctx_context_new(out);
@@ -181,6 +187,7 @@ static int enter(ctx__tstate_t *ts, ctx_context_t *ctx) {
     ctx->prev = ts->current;
     ts->current = ctx;
     ctx->entry = ++ts->epoch;
+    ctx__provider_switched(); /* provider.c */
     return 0;
 }
 
@@ -196,6 +203,7 @@ static int leave(ctx__tstate_t *ts, ctx_context_t *ctx) {
     ctx->prev = NULL;
     ts->epoch++;
     ctx__context_unref(ctx, CTX__ENTERED + CTX__REF);
+    ctx__provider_switched(); /* provider.c */
     return 0;
 }
 
@@ -388,6 +396,11 @@ int ctx_context_format(ctx_context_t *ctx, char *buf, size_t cap, size_t *len) {
 }
 
 int ctx_context_format_current(char *buf, size_t cap, size_t *len) {
+    if (ctx__provider_installed()) { /* a host's context (provider.c) */
+        int r = ctx__provided_format(buf, cap, len);
+        if (r != CTX__NOT_PROVIDED)
+            return r;
+    }
     ctx__tstate_t *ts = ctx__tls;
     if (ts)
         return ctx_context_format(ts->current, buf, cap, len);

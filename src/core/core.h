@@ -228,5 +228,9 @@ void ctx__context_clear(ctx_context_t *ctx);
  * CTX_ENOTCURRENT is returned (fn ran; *result is stored).  Other errors
  * (fn not called): CTX_EENTERED, CTX_ENOMEM / CTX_ESYSTEM (no thread state). */
 int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result);
+/* ctx__context_run_embedded for storage no other thread can reach (a pool
+ * worker's task context on its own stack): the same, without atomic
+ * read-modify-writes of the entered flag. */
+int ctx__context_run_private(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result);
 
 #endif /* CTX_CORE_CORE_H */

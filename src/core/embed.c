@@ -39,6 +39,7 @@
  *   same storage is refused (CTX_ETOKENCTX) by a later one.
  */
 #include "core/core.h"
+#include "core/provider.h"
 
 static void init(ctx_context_t *ctx, ctx__hamt_t map) {
     atomic_init(&ctx->state, CTX__REF);
@@ -54,6 +55,8 @@ static void init(ctx_context_t *ctx, ctx__hamt_t map) {
 void ctx__context_init_empty(ctx_context_t *storage) { init(storage, CTX__HAMT_EMPTY); }
 
 void ctx__context_init_copy_current(ctx_context_t *storage) {
+    if (ctx__provider_installed() && ctx__provided_init_copy(storage) == 0)
+        return; /* a host's context (provider.c) */
     ctx__tstate_t *ts = ctx__tls;
     /* The current context changes only in this thread: no lock needed. */
     init(storage, ts ? ctx__hamt_retain(ts->current->map) : CTX__HAMT_EMPTY);
@@ -72,16 +75,28 @@ void ctx__context_clear(ctx_context_t *ctx) {
     ctx->map = CTX__HAMT_EMPTY;
 }
 
-int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result) {
+/* The entered flag of storage only the calling thread can reach: a plain
+ * load and store, no read-modify-write (a locked instruction is a full
+ * fence, and a pool worker runs one of these per task). */
+static int claim_private(ctx_context_t *ctx) {
+    size_t s = atomic_load_explicit(&ctx->state, memory_order_relaxed);
+    if (s & CTX__ENTERED)
+        return CTX_EENTERED;
+    atomic_store_explicit(&ctx->state, s + CTX__ENTERED, memory_order_relaxed);
+    return 0;
+}
+
+static int run_stored(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result, int private_storage) {
     int err = 0;
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
         return err;
-    if (ctx__context_claim(ctx, 0))
+    if (private_storage ? claim_private(ctx) : ctx__context_claim(ctx, 0))
         return CTX_EENTERED;
     ctx->prev = ts->current;
     ts->current = ctx;
     ctx->entry = ++ts->epoch;
+    ctx__provider_switched(); /* provider.c */
 
     void *res = fn(arg);
     if (result)
@@ -108,8 +123,22 @@ int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void
     }
     ctx->prev = NULL;
     ts->epoch++;
-    atomic_fetch_sub_explicit(&ctx->state, CTX__ENTERED, memory_order_release);
+    if (private_storage)
+        atomic_store_explicit(&ctx->state,
+                              atomic_load_explicit(&ctx->state, memory_order_relaxed) - CTX__ENTERED,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_sub_explicit(&ctx->state, CTX__ENTERED, memory_order_release);
+    ctx__provider_switched(); /* provider.c */
     return r;
+}
+
+int ctx__context_run_embedded(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result) {
+    return run_stored(ctx, fn, arg, result, 0);
+}
+
+int ctx__context_run_private(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result) {
+    return run_stored(ctx, fn, arg, result, 1);
 }
 
 /* ---- the public face: ctx_capture_t is storage for one context ---- */

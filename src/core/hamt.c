@@ -170,6 +170,15 @@ void ctx__hamt_release(ctx__hamt_t map, const ctx__hamt_ops_t *ops) {
         node_release(map.root, ops);
 }
 
+void ctx__hamt_release_n(ctx__hamt_t map, size_t n, const ctx__hamt_ops_t *ops) {
+    if (!map.root || n == 0)
+        return;
+    /* The caller holds n references: n - 1 of them cannot be the last. */
+    if (n > 1)
+        atomic_fetch_sub_explicit(&map.root->refs, n - 1, memory_order_release);
+    node_release(map.root, ops);
+}
+
 /* 1 equal, 0 different, CTX_EKEY if the hook failed. */
 static int key_eq(const item_t *it, uint32_t hash, const void *key,
                   const ctx__hamt_ops_t *ops) {

@@ -41,6 +41,7 @@
 #include "common/common.h"
 #include "core/alloc.h"
 #include "core/core.h"
+#include "core/provider.h"
 
 /* Variables count up from 1 on their own counter (creating one is rare), so
  * their ids, hence hashes, are dense: see the essay above. */
@@ -170,6 +171,11 @@ int ctx_var_get(const ctx_var_t *var, void **out) {
     if (!var || !out)
         return CTX_EINVAL;
     CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_get");
+    if (ctx__provider_installed()) { /* a host's context (provider.c) */
+        int r = ctx__provided_get(var, out);
+        if (r != CTX__NOT_PROVIDED)
+            return r;
+    }
     ctx__tstate_t *ts = ctx__tls;
     if (!ts)
         return get_default(var, out);
@@ -209,6 +215,11 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
     if (!var)
         return CTX_EINVAL;
     CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_set");
+    if (ctx__provider_installed()) { /* a host's context (provider.c) */
+        int r = ctx__provided_set(var, value, token);
+        if (r != CTX__NOT_PROVIDED)
+            return r;
+    }
     int err = 0;
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
@@ -260,6 +271,11 @@ int ctx_var_reset(ctx_var_t *var, ctx_token_t *tok) {
         return CTX_ETOKENUSED;
     if (tok->var != var)
         return CTX_ETOKENVAR;
+    if (ctx__provider_installed()) { /* a host's context (provider.c) */
+        int r = ctx__provided_reset(var, tok);
+        if (r != CTX__NOT_PROVIDED)
+            return r;
+    }
     /* The current context is alive, so its id may be read; ids are never
      * reused, so a dead context's address can't pass for it. */
     ctx__tstate_t *ts = ctx__tls;
@@ -302,6 +318,8 @@ void ctx_token_release(ctx_token_t *tok) {
         return;
     CTX__DEBUG_CHECK(tok, CTX__KIND_TOKEN, "ctx_token_release");
     CTX__DEBUG_DIED(tok, CTX__KIND_TOKEN);
+    if (!tok->ctx && ctx__provided_token_release(tok)) /* made in a host's context */
+        return;
     if (tok->old)
         ctx__hamt_item_release(&tok->old->item, &ctx__box_ops);
     else
@@ -339,6 +357,11 @@ int ctx_var_get_for_write(ctx_var_t *var, void **out) {
     if (!var || !out)
         return CTX_EINVAL;
     CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_get_for_write");
+    if (ctx__provider_installed()) { /* a host's context (provider.c) */
+        int r = ctx__provided_get_for_write(var, out);
+        if (r != CTX__NOT_PROVIDED)
+            return r;
+    }
     int err = 0;
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)

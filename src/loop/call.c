@@ -33,17 +33,37 @@
  * one thread at a time and need no atomic read-modify-write; nor do they
  * touch the loop's reference count: they never outlive the loop's open
  * state (close drops them all).
+ *
+ * Recycling.  A handle that ran on the loop thread goes to the loop's
+ * spare handles, and a handle made on the loop thread comes from there when
+ * it can (loop_internal.h, "spares"): handles are too large for the
+ * allocator's per-thread caches, and a loop that schedules as much as it
+ * runs stops calling the allocator for them.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "loop/loop_internal.h"
 
-static void handle_unref(ctx_loop_handle_t *h) {
+/* ---- memory: the allocator, or the loop's spares on the loop thread ---- */
+
+static ctx_loop_handle_t *handle_alloc(ctx_loop_t *loop, int on_loop, int *spare) {
+    return ctx__loop_spare_take_from(&loop->spare_handles, on_loop, spare);
+}
+
+/* Frees `h` (whose context is gone); `on_loop`: on the loop thread. */
+static void handle_free(ctx_loop_handle_t *h, int on_loop) {
+    ctx_loop_t *loop = h->loop;
+    int holds_loop = h->holds_loop;
+    ctx__loop_spare_give(&loop->spare_handles, h, on_loop && !ctx__loop_closing(loop));
+    if (holds_loop)
+        ctx_loop_release(loop);
+}
+
+/* Drops the place's (or a holder's) reference; the last frees. */
+static void handle_unref(ctx_loop_handle_t *h, int on_loop) {
     /* A handle nobody was given has one reference, the place's: no atomic. */
     if (h->holds_loop && atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) != 1)
         return;
-    if (h->holds_loop)
-        ctx_loop_release(h->loop);
-    ctx__loop_free(h, sizeof *h);
+    handle_free(h, on_loop);
 }
 
 /* What a handle gives back once it ran or will never run. */
@@ -79,7 +99,7 @@ static void handle_run(ctx__loop_rec_t *rec) {
         atomic_store_explicit(&h->state, CTX__H_RUNNING, memory_order_relaxed);
     else if (!atomic_compare_exchange_strong_explicit(&h->state, &expected, CTX__H_RUNNING,
                                                       memory_order_acq_rel, memory_order_acquire)) {
-        handle_unref(h); /* cancelled: finished already */
+        handle_unref(h, 1); /* cancelled: finished already */
         return;
     }
     int r = h->context ? ctx_context_run(h->context, call_trampoline, h, NULL)
@@ -88,10 +108,14 @@ static void handle_run(ctx__loop_rec_t *rec) {
         ctx__loop_report(h->loop, r, "a callback returned with a context of its own still entered");
     else if (r)
         ctx__loop_report(h->loop, r, "a callback could not enter its context and was skipped");
-    atomic_store_explicit(&h->state, CTX__H_DONE,
-                          h->holds_loop ? memory_order_release : memory_order_relaxed);
+    /* (A memory order that is not a constant compiles to the strongest:
+     * spell each out.) */
+    if (h->holds_loop)
+        atomic_store_explicit(&h->state, CTX__H_DONE, memory_order_release);
+    else
+        atomic_store_explicit(&h->state, CTX__H_DONE, memory_order_relaxed);
     handle_finish(h);
-    handle_unref(h);
+    handle_unref(h, 1);
 }
 
 static void handle_drop(ctx__loop_rec_t *rec) {
@@ -104,7 +128,7 @@ static void handle_drop(ctx__loop_rec_t *rec) {
         ctx_loop_future_release(h->future);
         h->future = NULL;
     }
-    handle_unref(h);
+    handle_unref(h, 0);
 }
 
 static void done_scheduled(ctx__loop_rec_t *rec, ctx_loop_future_t *future) {
@@ -115,14 +139,16 @@ static void done_scheduled(ctx__loop_rec_t *rec, ctx_loop_future_t *future) {
 static const ctx__loop_rec_ops_t call_ops = {handle_run, handle_drop, NULL};
 static const ctx__loop_rec_ops_t done_ops = {handle_run, handle_drop, done_scheduled};
 
-ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, ctx_loop_callback_fn fn,
+ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, int on_loop, ctx_loop_callback_fn fn,
                                         ctx_loop_future_done_fn done_fn, void *arg,
                                         const ctx_loop_call_options_t *options, int *err) {
-    ctx_loop_handle_t *h = ctx__loop_malloc(sizeof *h);
+    int spare;
+    ctx_loop_handle_t *h = handle_alloc(loop, on_loop, &spare);
     if (!h) {
         *err = CTX_ENOMEM;
         return NULL;
     }
+    h->spare = spare;
     ctx_context_t *context = NULL;
     if (options && options->context)
         context = ctx_context_retain(options->context);
@@ -153,9 +179,11 @@ void ctx__loop_handle_discard(ctx_loop_handle_t *h) {
         ctx_capture_clear(&h->capture);
     if (h->future)
         ctx_loop_future_release(h->future);
-    if (h->holds_loop)
-        ctx_loop_release(h->loop);
-    ctx__loop_free(h, sizeof *h);
+    ctx_loop_t *loop = h->loop;
+    int holds_loop = h->holds_loop;
+    ctx__loop_spare_undo(&loop->spare_handles, h, h->spare); /* as it was */
+    if (holds_loop)
+        ctx_loop_release(loop);
 }
 
 /* Hands a reference to the caller (before the record is scheduled). */
@@ -171,10 +199,15 @@ int ctx_loop_call_soon(ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg,
                        const ctx_loop_call_options_t *options, ctx_loop_handle_t **handle) {
     if (!loop || !fn)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
+    ctx_loop_call_options_t local;
+    int err = ctx__loop_call_options_in(options, &local, &options);
+    if (err)
+        return err;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
-    int err;
-    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, fn, NULL, arg, options, &err);
+    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, 1, fn, NULL, arg, options, &err);
     if (!h)
         return err;
     h->when = uv_now(loop->uv);
@@ -189,10 +222,15 @@ int ctx_loop_call_at(ctx_loop_t *loop, uint64_t when_ms, ctx_loop_callback_fn fn
                      const ctx_loop_call_options_t *options, ctx_loop_handle_t **handle) {
     if (!loop || !fn)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
+    ctx_loop_call_options_t local;
+    int err = ctx__loop_call_options_in(options, &local, &options);
+    if (err)
+        return err;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
-    int err;
-    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, fn, NULL, arg, options, &err);
+    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, 1, fn, NULL, arg, options, &err);
     if (!h)
         return err;
     h->when = when_ms;
@@ -223,12 +261,17 @@ int ctx_loop_call_soon_threadsafe(ctx_loop_t *loop, ctx_loop_callback_fn fn, voi
                                   ctx_loop_handle_t **handle) {
     if (!loop || !fn)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
     if (atomic_load_explicit(&loop->closing, memory_order_acquire))
         return CTX_ECLOSED;
     if (ctx__loop_on_thread(loop))
         return ctx_loop_call_soon(loop, fn, arg, options, handle);
-    int err;
-    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, fn, NULL, arg, options, &err);
+    ctx_loop_call_options_t local;
+    int err = ctx__loop_call_options_in(options, &local, &options);
+    if (err)
+        return err;
+    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, 0, fn, NULL, arg, options, &err);
     if (!h)
         return err;
     give_out(h, handle);
@@ -245,6 +288,8 @@ int ctx_loop_call_soon_threadsafe(ctx_loop_t *loop, ctx_loop_callback_fn fn, voi
 int ctx_loop_handle_cancel(ctx_loop_handle_t *h) {
     if (!h)
         return CTX_EINVAL;
+    if (ctx__loop_forked(h->loop))
+        return CTX_EFORKED;
     int expected = CTX__H_SCHEDULED;
     if (!atomic_compare_exchange_strong_explicit(&h->state, &expected, CTX__H_CANCELLED,
                                                  memory_order_acq_rel, memory_order_acquire))
@@ -252,7 +297,7 @@ int ctx_loop_handle_cancel(ctx_loop_handle_t *h) {
     handle_finish(h);
     if (h->rec.heap_index != SIZE_MAX) { /* still in the timer heap: free it now */
         ctx__loop_timer_remove(h->loop, &h->rec);
-        handle_unref(h);
+        handle_unref(h, 1);
     }
     return 1;
 }
@@ -271,5 +316,5 @@ ctx_loop_handle_t *ctx_loop_handle_retain(ctx_loop_handle_t *h) {
 
 void ctx_loop_handle_release(ctx_loop_handle_t *h) {
     if (h)
-        handle_unref(h);
+        handle_unref(h, 0);
 }

@@ -31,7 +31,6 @@
  * returning from its step) and cancelling it is ctx_loop_task_cancel.
  */
 #define _POSIX_C_SOURCE 200809L
-#include "common/common.h"
 #include "loop/loop_internal.h"
 
 #include <sched.h>
@@ -61,12 +60,17 @@ int ctx_loop_future_new(ctx_loop_t *loop, const ctx_loop_future_options_t *optio
                         ctx_loop_future_t **out) {
     if (!loop || !out)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
+    ctx_loop_future_options_t o = CTX_STRUCT_INIT(ctx_loop_future_options_t);
+    if (options && ctx__struct_in(&o, sizeof o, options, CTX__LOOP_FUTURE_OPTIONS_V1) != 0)
+        return CTX_EINVAL;
     if (atomic_load_explicit(&loop->closing, memory_order_acquire))
         return CTX_ECLOSED;
     ctx_loop_future_t *f = ctx__loop_malloc(sizeof *f);
     if (!f)
         return CTX_ENOMEM;
-    ctx__loop_future_init(f, loop, CTX__LF_PLAIN, options ? options->result_release : NULL);
+    ctx__loop_future_init(f, loop, CTX__LF_PLAIN, o.result_release);
     *out = f;
     return 0;
 }
@@ -77,12 +81,19 @@ ctx_loop_future_t *ctx_loop_future_retain(ctx_loop_future_t *f) {
     return f;
 }
 
-void ctx__loop_future_finalize(ctx_loop_future_t *f) {
+ctx_loop_t *ctx__loop_future_finalize(ctx_loop_future_t *f) {
     ctx__loop_list_drop(&f->callbacks);
     if (atomic_load_explicit(&f->state, memory_order_acquire) == CTX_LOOP_FUTURE_COMPLETED &&
         f->result_release)
         f->result_release(f->result);
-    ctx_loop_release(f->loop);
+    return f->loop;
+}
+
+/* Frees a plain future (its last reference went). */
+static void plain_destroy(ctx_loop_future_t *f) {
+    ctx_loop_t *loop = ctx__loop_future_finalize(f);
+    ctx__loop_free(f, sizeof *f);
+    ctx_loop_release(loop);
 }
 
 void ctx_loop_future_release(ctx_loop_future_t *f) {
@@ -96,8 +107,7 @@ void ctx_loop_future_release(ctx_loop_future_t *f) {
         ctx__wrap_destroy(f);
         break;
     default:
-        ctx__loop_future_finalize(f);
-        ctx__loop_free(f, sizeof *f);
+        plain_destroy(f);
         break;
     }
 }
@@ -125,7 +135,19 @@ int ctx__loop_future_complete(ctx_loop_future_t *f, int state, int error, void *
     ctx__loop_list_t list = f->callbacks;
     f->callbacks.head = f->callbacks.tail = NULL;
     future_unlock(f);
-    schedule_callbacks(f, &list);
+    if (list.head) {
+        schedule_callbacks(f, &list); /* from another thread: wakes the loop */
+        return 0;
+    }
+    /* Nothing to hand over, but ctx_loop_run_until_done may be waiting for
+     * this very future on the loop thread: wake it.  (The fence pairs with
+     * the one after run_until_done publishes `awaited`: either it sees the
+     * new state, or this sees `awaited`.) */
+    if (!ctx__loop_on_thread(f->loop)) {
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&f->loop->awaited, memory_order_relaxed) == f)
+            ctx__loop_wake(f->loop);
+    }
     return 0;
 }
 
@@ -145,12 +167,16 @@ void ctx__loop_future_add_rec(ctx_loop_future_t *f, ctx__loop_rec_t *rec) {
 int ctx_loop_future_set_result(ctx_loop_future_t *f, void *result) {
     if (!f || f->kind == CTX__LF_TASK)
         return CTX_EINVAL;
+    if (ctx__loop_forked(f->loop))
+        return CTX_EFORKED;
     return ctx__loop_future_complete(f, CTX_LOOP_FUTURE_COMPLETED, 0, result);
 }
 
 int ctx_loop_future_set_error(ctx_loop_future_t *f, int code) {
     if (!f || f->kind == CTX__LF_TASK || code >= 0)
         return CTX_EINVAL;
+    if (ctx__loop_forked(f->loop))
+        return CTX_EFORKED;
     if (code == CTX_ECANCELLED) {
         int r = ctx__loop_future_complete(f, CTX_LOOP_FUTURE_CANCELLED, CTX_ECANCELLED, NULL);
         if (r == 0 && f->kind == CTX__LF_WRAP)
@@ -163,6 +189,8 @@ int ctx_loop_future_set_error(ctx_loop_future_t *f, int code) {
 int ctx_loop_future_cancel(ctx_loop_future_t *f) {
     if (!f)
         return CTX_EINVAL;
+    if (ctx__loop_forked(f->loop))
+        return CTX_EFORKED;
     if (f->kind == CTX__LF_TASK)
         return ctx__task_cancel_future(f);
     if (ctx__loop_future_complete(f, CTX_LOOP_FUTURE_CANCELLED, CTX_ECANCELLED, NULL) != 0)
@@ -202,11 +230,17 @@ int ctx_loop_future_add_done_callback(ctx_loop_future_t *f, ctx_loop_future_done
                                       void *user, const ctx_loop_call_options_t *options) {
     if (!f || !fn)
         return CTX_EINVAL;
+    if (ctx__loop_forked(f->loop))
+        return CTX_EFORKED;
+    ctx_loop_call_options_t local;
+    int err = ctx__loop_call_options_in(options, &local, &options);
+    if (err)
+        return err;
     ctx_loop_t *loop = f->loop;
     if (atomic_load_explicit(&loop->closing, memory_order_acquire))
         return CTX_ECLOSED;
-    int err;
-    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, NULL, fn, user, options, &err);
+    int on_loop = ctx__loop_on_thread(loop);
+    ctx_loop_handle_t *h = ctx__loop_handle_new(loop, on_loop, NULL, fn, user, options, &err);
     if (!h)
         return err;
     future_lock(f);
@@ -218,7 +252,7 @@ int ctx_loop_future_add_done_callback(ctx_loop_future_t *f, ctx_loop_future_done
     future_unlock(f);
     /* Already done: schedule it now, or fail without calling anything. */
     h->future = ctx_loop_future_retain(f);
-    if (ctx__loop_on_thread(loop)) {
+    if (on_loop) {
         if (ctx__loop_closing(loop)) {
             ctx__loop_handle_discard(h);
             return CTX_ECLOSED;

@@ -3,57 +3,82 @@
  *
  * asyncio's _run_once does, each iteration: poll for I/O (not blocking if
  * callbacks are ready), move the timers that are due to the ready queue, run
- * the callbacks that were ready when the iteration began.  A ctx_loop_t does
- * the same with three libuv handles of its own on the caller's uv loop:
+ * the callbacks that were ready at that point.  A ctx_loop_t does the same
+ * with four libuv handles of its own on the caller's uv loop:
  *
  *   uv_run iteration:  timers ─► pending ─► idle ─► prepare ─► poll ─► check ─► closing
- *                        │                  │                   │
- *               one uv_timer_t:      one uv_idle_t:       one uv_async_t:
- *               due records of       runs the ready       moves the inbox
- *               the heap go to       queue as it was      (records from other
- *               the ready queue      on entry; active     threads) to the
- *                                    only while records   ready queue
- *                                    are ready, so poll
- *                                    does not block then
+ *                        │                  │                   │         │
+ *               one uv_timer_t:      one uv_idle_t:       one uv_async_t: one uv_check_t:
+ *               due records of       active while         moves the inbox runs the ready
+ *               the heap go to       records are ready,   (records from   queue as it is
+ *               the ready queue      so poll does not     other threads)  on entry
+ *                                    block; does nothing  to the ready
+ *                                                         queue
  *
- * The ready queue is taken whole at the start of each idle callback, so
- * callbacks scheduled by callbacks run on the next iteration and I/O gets
- * its turn in between (asyncio's fairness).  The timer is armed for the
- * earliest record of the heap only.
+ * The ready queue runs in the check phase, right after poll, so what I/O
+ * callbacks, the inbox and due timers made ready runs in the same
+ * iteration: a request read from a socket starts its task, and a result
+ * handed back by a pool worker reaches its callback, without waiting for
+ * one more turn of the loop (one more epoll_wait).  The queue is taken
+ * whole when the check callback starts, so callbacks scheduled by
+ * callbacks run on the next iteration and I/O gets its turn in between
+ * (asyncio's fairness).  The timer is armed for the earliest record of the
+ * heap only.
  *
- * Staying alive.  The idle handle is active only while records are ready,
- * the timer only while the heap holds records, so both keep uv_run going
- * exactly while something is scheduled.  The async handle is unref'd except
- * while `keepalive` is non-zero: pending tasks and wrapped pool futures
- * count there, since they will be woken from elsewhere (a future completed
- * by another thread, a pool worker) and uv_run must not return under them.
+ * Staying alive.  The check and idle handles are active only while records
+ * are ready, the timer only while the heap holds records, so they keep
+ * uv_run going exactly while something is scheduled.  The async handle is
+ * unref'd except while `keepalive` is non-zero: pending tasks and wrapped
+ * pool futures count there, since they will be woken from elsewhere (a
+ * future completed by another thread, a pool worker) and uv_run must not
+ * return under them.
  *
- * Threads.  Everything but the inbox belongs to the loop thread.  Other
- * threads push records into the inbox under `inbox_lock` and call
- * uv_async_send while still holding it; ctx_loop_close sets `closing` under
- * the same lock before it closes the async handle, so no thread can send to
- * a closed handle, and a record is either taken by the loop or refused
- * (CTX_ECLOSED) — never lost.  "Am I the loop thread?" is answered by
- * comparing `owner` with a per-thread id (never reused); the loop thread
- * stores its id each time one of the module's uv callbacks runs (and in
- * ctx_loop_run), and until then nobody is the owner, so any-thread calls
- * take the inbox, which is always correct.  ctx_loop_run also moves the
- * inbox to the ready queue before it starts: what other threads handed
- * over before the loop ran must not wait for a wake-up that an unref'd
- * async handle would not keep uv_run alive for.
+ * Threads and the inbox.  Everything but the inbox belongs to the loop
+ * thread.  The inbox is a lock-free stack (a Treiber stack: push with one
+ * compare-and-swap, take everything with one exchange, newest on top, so
+ * the loop reverses what it takes to run it in the order it was handed
+ * over).  A thread that hands over records pushes them and calls
+ * uv_async_send only if the stack was empty: whoever made it non-empty has
+ * a wake-up on its way, and the loop takes the whole stack when it comes,
+ * so a burst of completions from pool workers costs one wake-up.  Nothing
+ * is locked, so a worker handing over a result never waits for the loop
+ * thread, nor the loop thread for a worker (a mutex here made them sleep on
+ * each other under load).
+ *
+ * Closing against handing over.  ctx_loop_close swaps the stack for the
+ * CTX__LOOP_INBOX_CLOSED mark: a push either came before (its records are
+ * in what close took, and dropped) or sees the mark and is refused
+ * (CTX_ECLOSED, the records stay the caller's) — never lost.  A pusher's
+ * uv_async_send must not touch the async handle once it is closed, so
+ * pushers count themselves in `senders` from before their push to after
+ * their send, and close waits for `senders` to read 0 after swapping in
+ * the mark (both sequentially consistent: a pusher either sees the mark or
+ * is seen by close).  That wait is a few instructions and one write(2)
+ * long.
+ *
+ * "Am I the loop thread?" is answered by comparing `owner` with a
+ * per-thread id (never reused); the loop thread stores its id each time
+ * one of the module's uv callbacks runs (and in ctx_loop_run), and until
+ * then nobody is the owner, so any-thread calls take the inbox, which is
+ * always correct.  ctx_loop_run also moves the inbox to the ready queue
+ * before it starts: what other threads handed over before the loop ran
+ * must not wait for a wake-up that an unref'd async handle would not keep
+ * uv_run alive for.
  *
  * Closing.  ctx_loop_close (loop thread, outside any callback) sets
- * `closing`, drops every record it holds (inbox, ready queue, heap), ends
- * the pending tasks, then uv_close's the three handles.  Each handle holds a
- * reference to the loop until its close callback, so the memory outlives
- * them; an owned uv loop is then run once (NOWAIT, to let those close
- * callbacks run) and uv_loop_close'd.  From `closing` on, scheduling fails
- * with CTX_ECLOSED and records handed over late are dropped on the thread
- * that hands them over.
+ * `closing`, takes the inbox, drops every record it holds (inbox, ready
+ * queue, heap), ends the pending tasks, frees the spare records,
+ * then uv_close's the four handles.  Each handle holds a reference to the
+ * loop until its close callback, so the memory outlives them; an owned uv
+ * loop is then run once (NOWAIT, to let those close callbacks run) and
+ * uv_loop_close'd.  From `closing` on, scheduling fails with CTX_ECLOSED
+ * and records handed over late are dropped on the thread that hands them
+ * over.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "loop/loop_internal.h"
 
+#include <sched.h>
 #include <stdio.h>
 
 static _Thread_local uint64_t thread_id; /* 0 until the thread needs one */
@@ -66,6 +91,39 @@ static uint64_t my_thread_id(void) {
     if (!thread_id)
         thread_id = atomic_fetch_add_explicit(&next_thread_id, 1, memory_order_relaxed);
     return thread_id;
+}
+
+/* ---- fork ---- */
+
+atomic_uint ctx__loop_fork_generation;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_child(void) {
+    atomic_fetch_add_explicit(&ctx__loop_fork_generation, 1, memory_order_relaxed);
+}
+
+static void fork_install(void) { pthread_atfork(NULL, NULL, fork_child); }
+
+void ctx__loop_fork_watch(void) { pthread_once(&fork_once, fork_install); }
+
+/* In a child of fork(): a callback of the parent's loop that was running
+ * when the process forked returned into the module's dispatch.  Nothing
+ * more runs; the module's handles stop keeping the uv loop busy or alive
+ * (what was scheduled stays where it is, as everything of the loop does in
+ * the child).  Returns 1 if so. */
+static int forked_stop(ctx_loop_t *loop) {
+    if (!ctx__loop_forked(loop))
+        return 0;
+    if (!loop->handles_closed) {
+        uv_idle_stop(&loop->idle);
+        uv_check_stop(&loop->check);
+        uv_timer_stop(&loop->timer);
+        if (loop->async_refd) {
+            uv_unref((uv_handle_t *)&loop->async);
+            loop->async_refd = 0;
+        }
+    }
+    return 1;
 }
 
 /* ---- small helpers ---- */
@@ -138,27 +196,54 @@ ctx_loop_t *ctx_loop_current(void) { return tls_current_loop; }
 
 /* ---- ready queue ---- */
 
-static void on_idle(uv_idle_t *idle);
+static void on_check(uv_check_t *check);
 
-void ctx__loop_ready_push(ctx_loop_t *loop, ctx__loop_rec_t *rec) {
-    ctx__loop_list_push(&loop->ready, rec);
-    uv_idle_start(&loop->idle, on_idle); /* a no-op when already active */
+/* Poll must not block while records are ready; the idle handle says so. */
+static void on_idle(uv_idle_t *idle) { (void)idle; }
+
+static void ready_started(ctx_loop_t *loop) {
+    uv_idle_start(&loop->idle, on_idle);
+    uv_check_start(&loop->check, on_check);
 }
 
-static void on_idle(uv_idle_t *idle) {
-    ctx_loop_t *loop = CTX__CONTAINER(idle, ctx_loop_t, idle);
+void ctx__loop_ready_push(ctx_loop_t *loop, ctx__loop_rec_t *rec) {
+    if (!loop->ready.head)
+        ready_started(loop);
+    ctx__loop_list_push(&loop->ready, rec);
+}
+
+/* Appends `list` (emptied) to the ready queue. */
+static void ready_splice(ctx_loop_t *loop, ctx__loop_list_t *list) {
+    if (!list->head)
+        return;
+    if (!loop->ready.head)
+        ready_started(loop);
+    ctx__loop_list_splice(&loop->ready, list);
+}
+
+static void on_check(uv_check_t *check) {
+    ctx_loop_t *loop = CTX__CONTAINER(check, ctx_loop_t, check);
     ctx_loop_t *prev = dispatch_begin(loop);
     /* The queue as it is now; what the callbacks schedule waits. */
     ctx__loop_rec_t *rec = loop->ready.head;
     loop->ready.head = loop->ready.tail = NULL;
     while (rec) {
+        if (forked_stop(loop)) { /* left as they are (see fork) */
+            loop->ready.head = loop->ready.tail = rec;
+            while (loop->ready.tail->next)
+                loop->ready.tail = loop->ready.tail->next;
+            dispatch_end(loop, prev);
+            return;
+        }
         ctx__loop_rec_t *next = rec->next;
         rec->next = NULL;
         rec->ops->run(rec);
         rec = next;
     }
-    if (!loop->ready.head)
+    if (!loop->ready.head) {
         uv_idle_stop(&loop->idle);
+        uv_check_stop(&loop->check);
+    }
     dispatch_end(loop, prev);
 }
 
@@ -178,6 +263,8 @@ static void arm_timer(ctx_loop_t *loop) {
 
 static void on_timer(uv_timer_t *timer) {
     ctx_loop_t *loop = CTX__CONTAINER(timer, ctx_loop_t, timer);
+    if (forked_stop(loop))
+        return;
     ctx_loop_t *prev = dispatch_begin(loop);
     uint64_t now = uv_now(loop->uv);
     ctx__loop_rec_t *top;
@@ -209,38 +296,64 @@ void ctx__loop_timer_remove(ctx_loop_t *loop, ctx__loop_rec_t *rec) {
 
 /* ---- inbox ---- */
 
+/* The stack `top` (newest first) as a list in the order it was pushed. */
+static ctx__loop_list_t inbox_list(ctx__loop_rec_t *top) {
+    ctx__loop_list_t list = {top, top};
+    CTX__LIST_REVERSE(ctx__loop_rec_t, list.head, next);
+    return list;
+}
+
 /* Moves what other threads handed over to the ready queue. */
 static void drain_inbox(ctx_loop_t *loop) {
-    ctx__loop_list_t got;
-    pthread_mutex_lock(&loop->inbox_lock);
-    got = loop->inbox;
-    loop->inbox.head = loop->inbox.tail = NULL;
-    pthread_mutex_unlock(&loop->inbox_lock);
-    if (got.head) {
-        ctx__loop_list_splice(&loop->ready, &got);
-        uv_idle_start(&loop->idle, on_idle);
-    }
+    ctx__loop_rec_t *top = atomic_load_explicit(&loop->inbox, memory_order_relaxed);
+    if (!top || top == CTX__LOOP_INBOX_CLOSED)
+        return;
+    /* Only close (this thread) swaps in the mark: this takes a list. */
+    top = atomic_exchange_explicit(&loop->inbox, NULL, memory_order_acquire);
+    ctx__loop_list_t got = inbox_list(top);
+    ready_splice(loop, &got);
 }
 
 static void on_async(uv_async_t *async) {
     ctx_loop_t *loop = CTX__CONTAINER(async, ctx_loop_t, async);
+    if (forked_stop(loop))
+        return;
     ctx_loop_t *prev = dispatch_begin(loop);
     drain_inbox(loop);
     dispatch_end(loop, prev);
 }
 
-/* Appends `list` to the inbox and wakes the loop; CTX_ECLOSED if closing
- * (list untouched). */
+/* Pushes `list` on the inbox and wakes the loop if the inbox was empty;
+ * CTX_ECLOSED if the loop closed (list untouched). */
 static int post_list(ctx_loop_t *loop, ctx__loop_list_t *list) {
-    pthread_mutex_lock(&loop->inbox_lock);
-    if (atomic_load_explicit(&loop->closing, memory_order_relaxed)) {
-        pthread_mutex_unlock(&loop->inbox_lock);
-        return CTX_ECLOSED;
-    }
-    ctx__loop_list_splice(&loop->inbox, list);
-    uv_async_send(&loop->async); /* under the lock: the handle is open */
-    pthread_mutex_unlock(&loop->inbox_lock);
+    ctx__loop_rec_t *oldest = list->head, *newest = list->tail;
+    CTX__LIST_REVERSE(ctx__loop_rec_t, list->head, next); /* newest first */
+    atomic_fetch_add_explicit(&loop->senders, 1, memory_order_seq_cst);
+    ctx__loop_rec_t *top = atomic_load_explicit(&loop->inbox, memory_order_seq_cst);
+    do {
+        if (top == CTX__LOOP_INBOX_CLOSED) {
+            atomic_fetch_sub_explicit(&loop->senders, 1, memory_order_release);
+            oldest->next = NULL;
+            list->head = newest;
+            CTX__LIST_REVERSE(ctx__loop_rec_t, list->head, next);
+            list->tail = newest;
+            return CTX_ECLOSED;
+        }
+        oldest->next = top;
+    } while (!atomic_compare_exchange_weak_explicit(&loop->inbox, &top, newest,
+                                                    memory_order_seq_cst, memory_order_seq_cst));
+    if (!top) /* else whoever made it non-empty has a wake-up on its way */
+        uv_async_send(&loop->async);
+    atomic_fetch_sub_explicit(&loop->senders, 1, memory_order_release);
+    list->head = list->tail = NULL;
     return 0;
+}
+
+void ctx__loop_wake(ctx_loop_t *loop) {
+    atomic_fetch_add_explicit(&loop->senders, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&loop->inbox, memory_order_seq_cst) != CTX__LOOP_INBOX_CLOSED)
+        uv_async_send(&loop->async);
+    atomic_fetch_sub_explicit(&loop->senders, 1, memory_order_release);
 }
 
 int ctx__loop_post(ctx_loop_t *loop, ctx__loop_rec_t *rec) {
@@ -257,8 +370,7 @@ void ctx__loop_schedule_list(ctx_loop_t *loop, ctx__loop_list_t *list) {
             ctx__loop_list_drop(list);
             return;
         }
-        ctx__loop_list_splice(&loop->ready, list);
-        uv_idle_start(&loop->idle, on_idle);
+        ready_splice(loop, list);
         return;
     }
     if (post_list(loop, list) != 0)
@@ -278,10 +390,25 @@ void ctx__loop_keepalive(ctx_loop_t *loop, int delta) {
     }
 }
 
+/* ---- spares ---- */
+
+void ctx__loop_spares_init(ctx_loop_t *loop) {
+    loop->spare_handles.size = sizeof(ctx_loop_handle_t);
+    loop->spare_tasks.size = ctx__loop_task_size();
+    loop->spare_wraps.size = ctx__loop_wrap_size();
+    loop->spare_offloads.size = ctx__loop_offload_size();
+}
+
+void ctx__loop_spares_free(ctx_loop_t *loop) {
+    ctx__loop_spares_clear(&loop->spare_handles);
+    ctx__loop_spares_clear(&loop->spare_tasks);
+    ctx__loop_spares_clear(&loop->spare_wraps);
+    ctx__loop_spares_clear(&loop->spare_offloads);
+}
+
 /* ---- lifecycle ---- */
 
 static void loop_free(ctx_loop_t *loop) {
-    pthread_mutex_destroy(&loop->inbox_lock);
     ctx__loop_heap_free(&loop->heap);
     ctx__loop_free(loop, sizeof *loop);
 }
@@ -289,13 +416,12 @@ static void loop_free(ctx_loop_t *loop) {
 int ctx_loop_new(uv_loop_t *uv, ctx_loop_t **out) {
     if (!out)
         return CTX_EINVAL;
+    ctx__loop_fork_watch();
     ctx_loop_t *loop = ctx__loop_calloc(sizeof *loop);
     if (!loop)
         return CTX_ENOMEM;
-    if (pthread_mutex_init(&loop->inbox_lock, NULL) != 0) {
-        ctx__loop_free(loop, sizeof *loop);
-        return CTX_ESYSTEM;
-    }
+    loop->generation = atomic_load_explicit(&ctx__loop_fork_generation, memory_order_relaxed);
+    ctx__loop_spares_init(loop);
     if (!uv) {
         uv = ctx__loop_malloc(sizeof *uv);
         if (!uv) {
@@ -323,11 +449,15 @@ int ctx_loop_new(uv_loop_t *uv, ctx_loop_t **out) {
         return ctx__loop_uv_error(r) == CTX_ENOMEM ? CTX_ENOMEM : CTX_ESYSTEM;
     }
     uv_unref((uv_handle_t *)&loop->async);
+    uv_check_init(uv, &loop->check);
     uv_idle_init(uv, &loop->idle);
     uv_timer_init(uv, &loop->timer);
-    loop->handles_open = 3;
-    atomic_init(&loop->refs, 1u + 3u); /* the caller's + one per handle */
+    loop->handles_open = 4;
+    atomic_init(&loop->refs, 1u + 4u); /* the caller's + one per handle */
     atomic_init(&loop->owner, 0);
+    atomic_init(&loop->inbox, NULL);
+    atomic_init(&loop->senders, 0);
+    atomic_init(&loop->awaited, NULL);
     atomic_init(&loop->closing, 0);
     loop->error_fn = default_error_handler;
     *out = loop;
@@ -343,6 +473,8 @@ uv_loop_t *ctx_loop_uv(const ctx_loop_t *loop) {
 int ctx_loop_run(ctx_loop_t *loop, uv_run_mode mode) {
     if (!loop || (mode != UV_RUN_DEFAULT && mode != UV_RUN_ONCE && mode != UV_RUN_NOWAIT))
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
     if (loop->running || loop->dispatching)
@@ -360,6 +492,8 @@ int ctx_loop_run(ctx_loop_t *loop, uv_run_mode mode) {
 int ctx_loop_run_until_done(ctx_loop_t *loop, ctx_loop_future_t *future) {
     if (!loop || !future || future->loop != loop)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
     if (loop->running || loop->dispatching)
@@ -369,8 +503,13 @@ int ctx_loop_run_until_done(ctx_loop_t *loop, ctx_loop_future_t *future) {
     loop->stop_requested = 0;
     drain_inbox(loop);
     ctx__loop_keepalive(loop, +1);
+    /* A thread that completes the future wakes the loop even when nothing
+     * else of the loop waits for it (no done-callback to hand over). */
+    atomic_store_explicit(&loop->awaited, future, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst); /* see ctx__loop_future_complete */
     while (!ctx_loop_future_done(future) && !loop->stop_requested && !ctx__loop_closing(loop))
         uv_run(loop->uv, UV_RUN_ONCE);
+    atomic_store_explicit(&loop->awaited, NULL, memory_order_relaxed);
     ctx__loop_keepalive(loop, -1);
     loop->running = 0;
     return ctx_loop_future_done(future) ? 0 : CTX_ENOTDONE;
@@ -379,6 +518,8 @@ int ctx_loop_run_until_done(ctx_loop_t *loop, ctx_loop_future_t *future) {
 int ctx_loop_stop(ctx_loop_t *loop) {
     if (!loop)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
     loop->stop_requested = 1;
     if (!(loop->owns_uv && loop->uv_closed))
         uv_stop(loop->uv);
@@ -409,6 +550,8 @@ void ctx_loop_release(ctx_loop_t *loop) {
 int ctx_loop_set_error_handler(ctx_loop_t *loop, ctx_loop_error_fn fn, void *user) {
     if (!loop)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
     loop->error_fn = fn ? fn : default_error_handler;
     loop->error_user = fn ? user : NULL;
     return 0;
@@ -439,18 +582,22 @@ static int finish_uv(ctx_loop_t *loop) {
 int ctx_loop_close(ctx_loop_t *loop) {
     if (!loop)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
     if (loop->handles_closed)
         return finish_uv(loop);
     if (loop->running || loop->dispatching)
         return CTX_EBUSY;
     claim_thread(loop);
 
-    ctx__loop_list_t inbox;
-    pthread_mutex_lock(&loop->inbox_lock);
-    atomic_store_explicit(&loop->closing, 1, memory_order_release);
-    inbox = loop->inbox;
-    loop->inbox.head = loop->inbox.tail = NULL;
-    pthread_mutex_unlock(&loop->inbox_lock);
+    atomic_store_explicit(&loop->closing, 1, memory_order_seq_cst);
+    ctx__loop_rec_t *top =
+        atomic_exchange_explicit(&loop->inbox, CTX__LOOP_INBOX_CLOSED, memory_order_seq_cst);
+    /* Pushers that got in before the mark finish their uv_async_send before
+     * the async handle is closed below. */
+    while (atomic_load_explicit(&loop->senders, memory_order_acquire) != 0)
+        sched_yield();
+    ctx__loop_list_t inbox = inbox_list(top);
 
     /* Drop what is scheduled.  Dropping runs user code (arg_release); it
      * can schedule nothing any more. */
@@ -473,10 +620,13 @@ int ctx_loop_close(ctx_loop_t *loop) {
         uv_unref((uv_handle_t *)&loop->async);
         loop->async_refd = 0;
     }
+    ctx__loop_spares_free(loop);
     loop->handles_closed = 1;
+    uv_check_stop(&loop->check);
     uv_idle_stop(&loop->idle);
     uv_timer_stop(&loop->timer);
-    loop->idle.data = loop->timer.data = loop->async.data = loop;
+    loop->check.data = loop->idle.data = loop->timer.data = loop->async.data = loop;
+    uv_close((uv_handle_t *)&loop->check, on_handle_closed);
     uv_close((uv_handle_t *)&loop->idle, on_handle_closed);
     uv_close((uv_handle_t *)&loop->timer, on_handle_closed);
     uv_close((uv_handle_t *)&loop->async, on_handle_closed);

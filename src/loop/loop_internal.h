@@ -45,6 +45,30 @@
 
 #include <ctxvar.h>
 
+#include "common/common.h"
+
+/* ---- public structs that grow (docs/api-rules.md) ----
+ * The first published (1.0) size of a struct: through its last 1.0 member.
+ * A member added later goes after it and leaves this size as it is. */
+#define CTX__SIZE_THROUGH(type, member) (offsetof(type, member) + sizeof(((type *)0)->member))
+#define CTX__LOOP_CALL_OPTIONS_V1 CTX__SIZE_THROUGH(ctx_loop_call_options_t, arg_release)
+#define CTX__LOOP_FUTURE_OPTIONS_V1 CTX__SIZE_THROUGH(ctx_loop_future_options_t, result_release)
+#define CTX__LOOP_TASK_OPTIONS_V1 CTX__SIZE_THROUGH(ctx_loop_task_options_t, result_release)
+
+/* Reads the caller's call options (NULL: defaults) into *local and points
+ * *use at what to go by: NULL for defaults, else local.  0 or CTX_EINVAL. */
+static inline int ctx__loop_call_options_in(const ctx_loop_call_options_t *options,
+                                            ctx_loop_call_options_t *local,
+                                            const ctx_loop_call_options_t **use) {
+    *use = NULL;
+    if (!options)
+        return 0;
+    int r = ctx__struct_in(local, sizeof *local, options, CTX__LOOP_CALL_OPTIONS_V1);
+    if (r == 0)
+        *use = local;
+    return r;
+}
+
 /* ---- allocation ----
  * Through the core's allocator (ctx_set_allocator, and the tests' failing
  * allocator): ctx_malloc is exported, so the shared library reaches it too. */
@@ -141,15 +165,89 @@ void ctx__loop_heap_free(ctx__loop_heap_t *h);
 /* The loop (loop.c)                                                       */
 /* ---------------------------------------------------------------------- */
 
+/* The inbox's mark once the loop closed: no record is taken any more. */
+#define CTX__LOOP_INBOX_CLOSED ((ctx__loop_rec_t *)(uintptr_t)1)
+
+/* ---- spares: records a loop keeps for reuse (loop thread only) ----
+ * A record the loop is done with goes on a list of spares of its kind
+ * instead of back to the allocator, and the next record of that kind made
+ * on the loop thread comes from there: a program that schedules as much as
+ * it runs stops calling the allocator for its records.  Only the loop
+ * thread touches the lists (records made or ended on other threads, or
+ * once the loop is closing, use the allocator); close frees them.  The
+ * first word of a spare is its link. */
+#define CTX__LOOP_SPARES_MAX 1024
+
+typedef struct ctx__loop_spares {
+    void *head;
+    size_t count;
+    size_t size; /* bytes of one record (for the allocator) */
+} ctx__loop_spares_t;
+
+/* A record of s->size bytes: a spare (on the loop thread) or the
+ * allocator's (uninitialised either way), or NULL.  *spare (if not NULL)
+ * says which, for ctx__loop_spare_undo. */
+static inline void *ctx__loop_spare_take_from(ctx__loop_spares_t *s, int on_loop, int *spare) {
+    void *p = on_loop ? s->head : NULL;
+    if (spare)
+        *spare = p != NULL;
+    if (!p)
+        return ctx_malloc(s->size);
+    memcpy(&s->head, p, sizeof(void *));
+    s->count--;
+    return p;
+}
+
+static inline void *ctx__loop_spare_take(ctx__loop_spares_t *s, int on_loop) {
+    return ctx__loop_spare_take_from(s, on_loop, NULL);
+}
+
+/* Gives back a record: kept as a spare if `keep` (the loop thread, not
+ * closing) and there is room, else freed. */
+static inline void ctx__loop_spare_give(ctx__loop_spares_t *s, void *p, int keep) {
+    if (keep && s->count < CTX__LOOP_SPARES_MAX) {
+        memcpy(p, &s->head, sizeof(void *));
+        s->head = p;
+        s->count++;
+    } else {
+        ctx_free(p, s->size);
+    }
+}
+
+/* Puts back a record taken by a call that then failed, where it came from:
+ * a failing call leaves the spares and the allocator as they were. */
+static inline void ctx__loop_spare_undo(ctx__loop_spares_t *s, void *p, int spare) {
+    if (spare) {
+        memcpy(p, &s->head, sizeof(void *));
+        s->head = p;
+        s->count++;
+    } else {
+        ctx_free(p, s->size);
+    }
+}
+
+/* Frees every spare. */
+static inline void ctx__loop_spares_clear(ctx__loop_spares_t *s) {
+    while (s->head) {
+        void *p = s->head;
+        memcpy(&s->head, p, sizeof(void *));
+        ctx_free(p, s->size);
+    }
+    s->count = 0;
+}
+
 struct ctx_loop {
     atomic_uint refs;
     uv_loop_t *uv;
     int owns_uv;
     int uv_closed;     /* the owned uv loop was uv_loop_close'd */
-    uv_idle_t idle;    /* active while the ready queue is not empty */
+    uv_check_t check;  /* runs the ready queue, after poll; active while
+                          records are ready */
+    uv_idle_t idle;    /* active while records are ready: poll does not
+                          block (its callback does nothing) */
     uv_timer_t timer;  /* armed for the earliest record of the heap */
     uv_async_t async;  /* wakes the loop for the inbox; ref'd iff keepalive */
-    int handles_open;  /* of the three, not yet through their close callback */
+    int handles_open;  /* of the four, not yet through their close callback */
 
     /* Loop thread only. */
     ctx__loop_list_t ready;
@@ -161,20 +259,46 @@ struct ctx_loop {
     int running;           /* inside ctx_loop_run / run_until_done */
     int dispatching;       /* inside one of the module's uv callbacks */
     int stop_requested;
-    int handles_closed;    /* uv_close was called on the three handles */
+    int handles_closed;    /* uv_close was called on the four handles */
     ctx_loop_error_fn error_fn;
     void *error_user;
+    ctx__loop_spares_t spare_handles;  /* call.c */
+    ctx__loop_spares_t spare_tasks;    /* task.c */
+    ctx__loop_spares_t spare_wraps;    /* offload.c */
+    ctx__loop_spares_t spare_offloads; /* offload.c */
 
     /* Written on the loop thread; read anywhere to ask "am I the loop
      * thread?" (a per-thread id, never reused; 0 until the loop runs). */
     atomic_uint_fast64_t owner;
 
-    /* The inbox: records handed over by other threads. */
-    pthread_mutex_t inbox_lock;
-    ctx__loop_list_t inbox;
-    /* Set once, under inbox_lock, by ctx_loop_close (on the loop thread). */
+    /* The inbox: records handed over by other threads, a lock-free stack
+     * (newest on top), CTX__LOOP_INBOX_CLOSED once closed; `senders` counts
+     * the threads between their push and the end of their uv_async_send. */
+    _Atomic(ctx__loop_rec_t *) inbox;
+    atomic_int senders;
+    /* The future ctx_loop_run_until_done waits for (set on the loop thread,
+     * read by completing threads: they wake the loop for it). */
+    _Atomic(ctx_loop_future_t *) awaited;
+    /* Set once, by ctx_loop_close (on the loop thread). */
     atomic_int closing;
+    /* ctx__loop_fork_generation when the loop was made (see fork below). */
+    unsigned generation;
 };
+
+/* ---- fork() (loop.c) ----
+ * The child of a fork() gets a copy of every loop, but none of the threads
+ * that ran them or handed them work, and a uv loop whose kernel state (the
+ * epoll instance, the async descriptor) it shares with the parent.  A
+ * pthread_atfork child handler bumps the generation; a loop made in an
+ * earlier generation is unusable: its calls answer CTX_EFORKED. */
+extern atomic_uint ctx__loop_fork_generation;
+/* Installs the handler (once per process). */
+void ctx__loop_fork_watch(void);
+/* 1 if `loop` was made before a fork() that made this process. */
+static inline int ctx__loop_forked(const ctx_loop_t *loop) {
+    return loop->generation !=
+           atomic_load_explicit(&ctx__loop_fork_generation, memory_order_relaxed);
+}
 
 /* 1 if the calling thread is known to be the loop thread. */
 int ctx__loop_on_thread(const ctx_loop_t *loop);
@@ -182,6 +306,12 @@ int ctx__loop_on_thread(const ctx_loop_t *loop);
 /* Loop thread: 1 if the loop is closing or closed. */
 static inline int ctx__loop_closing(const ctx_loop_t *loop) {
     return atomic_load_explicit(&loop->closing, memory_order_relaxed);
+}
+
+/* Any thread: 1 if a record ended now may become a spare (see spares): the
+ * caller is the loop thread and the loop is not closing. */
+static inline int ctx__loop_may_keep(const ctx_loop_t *loop) {
+    return ctx__loop_on_thread(loop) && !ctx__loop_closing(loop);
 }
 
 /* Loop thread: appends `rec` to the ready queue (the loop must not be
@@ -203,6 +333,9 @@ void ctx__loop_schedule_list(ctx_loop_t *loop, ctx__loop_list_t *list);
 /* Any thread: hands `rec` to the loop through the inbox.  0, or
  * CTX_ECLOSED (the record was not taken; the caller still owns it). */
 int ctx__loop_post(ctx_loop_t *loop, ctx__loop_rec_t *rec);
+
+/* Any thread: wakes the loop (uv_async_send) unless it closed. */
+void ctx__loop_wake(ctx_loop_t *loop);
 
 /* Loop thread: counts something that must keep uv_run going (a pending
  * task, a wrapped future in flight): +1 or -1. */
@@ -237,16 +370,22 @@ struct ctx_loop_handle {
     uint64_t when;
     atomic_uint refs;
     atomic_int state;
+    int spare; /* the record came from the loop's spares */
 };
 
 /* A new handle with one reference (the place's), state SCHEDULED, context
  * captured as `options` say; for a call record (fn) or a done-callback
- * (done_fn).  NULL with *err = CTX_ENOMEM. */
-ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, ctx_loop_callback_fn fn,
+ * (done_fn).  `on_loop`: the caller is on the loop thread (the record may
+ * come from the loop's spares).  NULL with *err = CTX_ENOMEM. */
+ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, int on_loop, ctx_loop_callback_fn fn,
                                         ctx_loop_future_done_fn done_fn, void *arg,
                                         const ctx_loop_call_options_t *options, int *err);
 /* Frees a handle that was never scheduled (a failed call): no arg_release. */
 void ctx__loop_handle_discard(ctx_loop_handle_t *h);
+/* Sizes the loop's spare lists (ctx_loop_new). */
+void ctx__loop_spares_init(ctx_loop_t *loop);
+/* Loop thread, closing: frees every spare record. */
+void ctx__loop_spares_free(ctx_loop_t *loop);
 
 /* ---------------------------------------------------------------------- */
 /* Futures (future.c)                                                      */
@@ -278,13 +417,19 @@ int ctx__loop_future_complete(ctx_loop_future_t *f, int state, int error, void *
  * `scheduled` hook is called either way at scheduling time). */
 void ctx__loop_future_add_rec(ctx_loop_future_t *f, ctx__loop_rec_t *rec);
 
-/* Frees a future of kind PLAIN or the parts common to every kind (called
- * when the last reference goes). */
-void ctx__loop_future_finalize(ctx_loop_future_t *f);
+/* Releases what a future holds, for every kind (called when the last
+ * reference goes), but its reference to its loop: returns the loop, which
+ * the caller releases once the future's memory is given back. */
+ctx_loop_t *ctx__loop_future_finalize(ctx_loop_future_t *f);
 
 /* ---------------------------------------------------------------------- */
 /* Tasks (task.c) and offloading (offload.c)                               */
 /* ---------------------------------------------------------------------- */
+
+/* The sizes of the records the loop keeps spares of. */
+size_t ctx__loop_task_size(void);
+size_t ctx__loop_wrap_size(void);
+size_t ctx__loop_offload_size(void);
 
 /* Loop thread, closing: ends every pending task CANCELLED without a step. */
 void ctx__task_close_all(ctx_loop_t *loop);

@@ -10,7 +10,8 @@
  * call (ctx_context_run on the task's own context: no copy per step) and
  * the step's return value says what happens next.
  *
- * Layout: one allocation per task.
+ * Layout: one record per task (from the loop's spares when one is there:
+ * loop_internal.h), plus its context.
  *
  *   ctx_loop_task_t ┌───────────────────────┐
  *              │ future (first member) │ the task *is* its future: refs,
@@ -91,12 +92,15 @@ void ctx_loop_task_release(ctx_loop_task_t *t) {
         ctx_loop_future_release(&t->future);
 }
 
+size_t ctx__loop_task_size(void) { return sizeof(ctx_loop_task_t); }
+
 void ctx__task_destroy(ctx_loop_future_t *f) {
     ctx_loop_task_t *t = task_of(f);
-    ctx__loop_future_finalize(f);
+    ctx_loop_t *loop = ctx__loop_future_finalize(f);
     ctx_loop_future_release(t->awaiting);
     ctx_context_release(t->context);
-    ctx__loop_free(t, sizeof *t);
+    ctx__loop_spare_give(&loop->spare_tasks, t, ctx__loop_may_keep(loop));
+    ctx_loop_release(loop);
 }
 
 static void unlink_task(ctx_loop_t *loop, ctx_loop_task_t *t) {
@@ -189,6 +193,8 @@ static void run_step(ctx_loop_task_t *t) {
     tls_task = outer;
     t->in_step = 0;
     t->awaited_result = NULL;
+    if (ctx__loop_forked(loop))
+        return; /* the step forked: in the child the task stays as it is */
     if (r == CTX_ENOTCURRENT) {
         ctx__loop_report(loop, r, "a task step returned with a context of its own still entered");
         if (call.rc >= 0)
@@ -228,28 +234,35 @@ int ctx_loop_task_new(ctx_loop_t *loop, ctx_loop_task_step_fn step, void *arg,
                  const ctx_loop_task_options_t *options, ctx_loop_task_t **out) {
     if (!loop || !step)
         return CTX_EINVAL;
+    if (ctx__loop_forked(loop))
+        return CTX_EFORKED;
+    ctx_loop_task_options_t o = CTX_STRUCT_INIT(ctx_loop_task_options_t);
+    if (options && ctx__struct_in(&o, sizeof o, options, CTX__LOOP_TASK_OPTIONS_V1) != 0)
+        return CTX_EINVAL;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
-    ctx_loop_task_t *t = ctx__loop_calloc(sizeof *t);
+    int spare;
+    ctx_loop_task_t *t = ctx__loop_spare_take_from(&loop->spare_tasks, 1, &spare);
     if (!t)
         return CTX_ENOMEM;
-    if (options && options->context) {
-        t->context = ctx_context_retain(options->context);
+    memset(t, 0, sizeof *t);
+    if (o.context) {
+        t->context = ctx_context_retain(o.context);
     } else {
         int r = ctx_context_copy_current(&t->context);
         if (r) {
-            ctx__loop_free(t, sizeof *t);
+            ctx__loop_spare_undo(&loop->spare_tasks, t, spare);
             return r;
         }
     }
-    ctx__loop_future_init(&t->future, loop, CTX__LF_TASK, options ? options->result_release : NULL);
+    ctx__loop_future_init(&t->future, loop, CTX__LF_TASK, o.result_release);
     /* The loop's reference, the waiter's, and the caller's if wanted. */
     atomic_store_explicit(&t->future.refs, out ? 3u : 2u, memory_order_relaxed);
     t->waiter.ops = &waiter_ops;
     t->waiter.heap_index = SIZE_MAX;
     t->step = step;
     t->arg = arg;
-    t->arg_release = options ? options->arg_release : NULL;
+    t->arg_release = o.arg_release;
     atomic_init(&t->cancel_requests, 0);
     t->next = loop->tasks;
     if (t->next)
@@ -272,6 +285,8 @@ int ctx__task_can_arm(const ctx_loop_task_t *t) {
 }
 
 int ctx_loop_task_await(ctx_loop_task_t *t, ctx_loop_future_t *f) {
+    if (t && ctx__loop_forked(t->future.loop))
+        return CTX_EFORKED;
     if (!ctx__task_can_arm(t) || !f || f->loop != t->future.loop || f == &t->future)
         return CTX_EINVAL;
     ctx_loop_future_retain(f);
@@ -285,6 +300,8 @@ int ctx_loop_task_await(ctx_loop_task_t *t, ctx_loop_future_t *f) {
 }
 
 int ctx_loop_task_sleep(ctx_loop_task_t *t, uint64_t delay_ms) {
+    if (t && ctx__loop_forked(t->future.loop))
+        return CTX_EFORKED;
     if (!ctx__task_can_arm(t))
         return CTX_EINVAL;
     ctx_loop_t *loop = t->future.loop;
@@ -301,6 +318,8 @@ int ctx_loop_task_sleep(ctx_loop_task_t *t, uint64_t delay_ms) {
 }
 
 int ctx_loop_task_yield(ctx_loop_task_t *t) {
+    if (t && ctx__loop_forked(t->future.loop))
+        return CTX_EFORKED;
     if (!ctx__task_can_arm(t))
         return CTX_EINVAL;
     drop_awaiting(t);
@@ -322,6 +341,8 @@ int ctx_loop_task_awaited(const ctx_loop_task_t *t, void **result) {
 int ctx_loop_task_cancel(ctx_loop_task_t *t) {
     if (!t)
         return CTX_EINVAL;
+    if (ctx__loop_forked(t->future.loop))
+        return CTX_EFORKED;
     if (ctx_loop_future_done(&t->future))
         return 0;
     atomic_fetch_add_explicit(&t->cancel_requests, 1, memory_order_relaxed);

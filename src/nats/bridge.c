@@ -49,8 +49,17 @@
  * may be held forever), and release / unsubscribe free only this module's
  * memory.
  *
- * Requests honour the context's deadline: the wait is the smaller of the
- * given timeout and the time left, and nothing is sent once it has passed.
+ * Requests (request.c) wait at most until the earlier of their timeout and
+ * their scope's deadline, and wake up when the scope is cancelled; the
+ * bridge ends their reply subscription with its last reference.
+ *
+ * Handlers run in the context extracted from the message, so a message that
+ * carried a grpc-timeout runs its callback in a cancellation scope whose
+ * deadline is the caller's time left: the callback and every copy of its
+ * context (pool tasks, threads, loop tasks) see ctx_cancel_check() turn
+ * CTX_EDEADLINE when the caller's time is up.  The context — and with it
+ * the scope and its timer entry, unless copies still hold them — is
+ * released right after the callback.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -171,6 +180,11 @@ int ctx_nats_new(natsConnection *nc, ctx_wire_t *wire, ctx_nats_t **out) {
         ctx__nats_free(b, sizeof *b);
         return rc;
     }
+    if ((rc = ctx__nats_requests_init(b)) != 0) {
+        ctx_var_release(b->forwarded);
+        ctx__nats_free(b, sizeof *b);
+        return rc;
+    }
     atomic_init(&b->refs, 1);
     b->fork_gen = ctx__nats_fork_gen();
     ctx_wire_traceparent_t id;
@@ -191,6 +205,8 @@ ctx_nats_t *ctx__nats_retain(ctx_nats_t *b) {
 void ctx_nats_release(ctx_nats_t *b) {
     if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
         return;
+    if (!ctx__nats_requests_release(b, ctx__nats_forked(b)))
+        return; /* see request.c: kept for a libnats callback */
     ctx_wire_release(b->wire);
     ctx_var_release(b->forwarded);
     ctx__nats_free(b, sizeof *b);
@@ -313,9 +329,9 @@ int ctx_nats_inject(ctx_nats_t *b, ctx_context_t *ctx, natsMsg *msg,
     return ctx_wire_inject(b->wire, ctx, &c, 0, report);
 }
 
-static int inject_fresh(ctx_nats_t *b, natsMsg *msg) {
+int ctx__nats_inject_fresh(ctx_nats_t *b, natsMsg *msg, ctx_wire_inject_report_t *report) {
     ctx_wire_carrier_t c = {sizeof c, msg_iterate, NULL, fresh_set, msg};
-    return ctx_wire_inject(b->wire, NULL, &c, 0, NULL);
+    return ctx_wire_inject(b->wire, NULL, &c, 0, report);
 }
 
 int ctx_nats_extract(ctx_nats_t *b, natsMsg *msg, ctx_context_t **out,
@@ -330,8 +346,8 @@ int ctx_nats_extract(ctx_nats_t *b, natsMsg *msg, ctx_context_t **out,
 
 /* ---- publish, request, respond ---- */
 
-static int new_msg(const char *subject, const char *reply, const void *data, int len,
-                   natsMsg **out) {
+int ctx__nats_new_msg(const char *subject, const char *reply, const void *data, int len,
+                      natsMsg **out) {
     if (!subject || len < 0 || (!data && len > 0))
         return CTX_EINVAL;
     return ctx__nats_error(natsMsg_Create(out, subject, reply, (const char *)data, len));
@@ -350,50 +366,14 @@ int ctx_nats_publish(ctx_nats_t *b, const char *subject, const void *data, int l
     if (ctx__nats_forked(b))
         return CTX_EFORKED;
     natsMsg *msg = NULL;
-    int rc = new_msg(subject, NULL, data, len, &msg);
+    int rc = ctx__nats_new_msg(subject, NULL, data, len, &msg);
     if (rc != 0)
         return rc;
-    rc = inject_fresh(b, msg);
+    rc = ctx__nats_inject_fresh(b, msg, NULL);
     if (rc >= 0)
         rc = ctx__nats_error(natsConnection_PublishMsg(b->nc, msg));
     natsMsg_Destroy(msg);
     return rc;
-}
-
-int ctx_nats_request(ctx_nats_t *b, const char *subject, const void *data, int len,
-                     int64_t timeout_ms, natsMsg **reply, ctx_context_t **reply_ctx) {
-    if (!b || !reply || timeout_ms < 0)
-        return CTX_EINVAL;
-    if (ctx__nats_forked(b))
-        return CTX_EFORKED;
-    int64_t left;
-    if (ctx_wire_deadline_remaining(b->wire, NULL, &left) == 0) {
-        if (left <= 0)
-            return CTX_ETIMEDOUT; /* the deadline has passed: do not send */
-        int64_t ms = left / 1000000 + (left % 1000000 != 0);
-        if (ms < timeout_ms)
-            timeout_ms = ms;
-    }
-    natsMsg *msg = NULL;
-    int rc = new_msg(subject, NULL, data, len, &msg);
-    if (rc != 0)
-        return rc;
-    rc = inject_fresh(b, msg);
-    natsMsg *r = NULL;
-    if (rc >= 0)
-        rc = ctx__nats_error(natsConnection_RequestMsg(&r, b->nc, msg, timeout_ms));
-    natsMsg_Destroy(msg);
-    if (rc < 0)
-        return rc;
-    if (reply_ctx) {
-        rc = ctx_nats_extract(b, r, reply_ctx, NULL);
-        if (rc != 0) {
-            natsMsg_Destroy(r);
-            return rc;
-        }
-    }
-    *reply = r;
-    return 0;
 }
 
 int ctx_nats_respond(ctx_nats_t *b, natsMsg *request, const void *data, int len) {

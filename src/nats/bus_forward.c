@@ -150,7 +150,8 @@ int ctx_nats_bus_forward(ctx_nats_t *b, ctx_bus_t *bus, const char *pattern, con
     int rc = route_new(b, prefix, codec, &r);
     if (rc != 0)
         return rc;
-    ctx_bus_subscribe_options_t opts = {.user_release = route_free};
+    ctx_bus_subscribe_options_t opts = CTX_STRUCT_INIT(ctx_bus_subscribe_options_t);
+    opts.user_release = route_free;
     rc = ctx_bus_subscribe(bus, pattern, forward_listener, r, &opts, out);
     if (rc != 0)
         route_free(r);

@@ -10,6 +10,7 @@
 #include <ctxvar.h>
 #include <ctxvar/nats.h>
 #include <ctxvar/wire.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 /* Allocation goes through the core's exported allocator (ctx_malloc), so
@@ -17,6 +18,19 @@
  * library as well as the static one. */
 static inline void *ctx__nats_malloc(size_t size) { return ctx_malloc(size); }
 static inline void ctx__nats_free(void *p, size_t size) { ctx_free(p, size); }
+
+/* A request waiting for its reply (request.c). */
+typedef struct ctx__nats_pending ctx__nats_pending_t;
+
+#define CTX__NATS_PENDING_BUCKETS 64
+
+/* The states of a bridge's reply subscription (request.c). */
+enum {
+    CTX__NATS_MUX_NONE,   /* not made yet */
+    CTX__NATS_MUX_OPEN,   /* replies arrive */
+    CTX__NATS_MUX_CLOSED, /* it ended with the connection */
+    CTX__NATS_MUX_BROKEN  /* libnats refused its completion callback */
+};
 
 struct ctx_nats {
     atomic_size_t refs;
@@ -30,6 +44,19 @@ struct ctx_nats {
     /* A random id of this bridge, sent with forwarded bus events so that a
      * bridge that both forwards and receives a prefix skips its own. */
     char origin[17];
+    /* Requests with a cancellation scope (request.c): the reply
+     * subscription ("mux") and the requests waiting on it, under
+     * req_lock; mux_init_lock makes the mux once. */
+    pthread_mutex_t req_lock;
+    pthread_mutex_t mux_init_lock;
+    pthread_cond_t mux_cond; /* mux_complete became 1 */
+    natsSubscription *mux;
+    int mux_state;    /* CTX__NATS_MUX_* */
+    int mux_complete; /* its completion callback has run */
+    char mux_prefix[64]; /* "_INBOX.<nuid>." */
+    size_t mux_prefix_len;
+    uint64_t next_id;
+    ctx__nats_pending_t *pending[CTX__NATS_PENDING_BUCKETS];
 };
 
 /* The header that carries it. */
@@ -55,6 +82,21 @@ ctx_nats_t *ctx__nats_retain(ctx_nats_t *bridge);
  * printable non-space ASCII other than '*' and '>', separated by single
  * dots. */
 int ctx__nats_subject_valid(const char *s, size_t n);
+
+/* A message to `subject` (reply subject `reply`, may be NULL) with `len`
+ * bytes of `data`: 0, CTX_EINVAL, or a libnats status mapped. */
+int ctx__nats_new_msg(const char *subject, const char *reply, const void *data, int len,
+                      natsMsg **out);
+/* Injects the current context into a message made by ctx__nats_new_msg
+ * (no header to replace); what ctx_wire_inject returns. */
+int ctx__nats_inject_fresh(ctx_nats_t *bridge, natsMsg *msg, ctx_wire_inject_report_t *report);
+
+/* request.c: the bridge's part of requests.  _init: 0 or CTX_ESYSTEM.
+ * _release (last reference): ends the reply subscription (not in a child
+ * of fork()) and returns 1, or 0 if the bridge's memory must be kept (a
+ * callback of libnats may still use it). */
+int ctx__nats_requests_init(ctx_nats_t *bridge);
+int ctx__nats_requests_release(ctx_nats_t *bridge, int forked);
 
 /* ctx_nats_subscribe, plus a function ctx_nats_unsubscribe calls with
  * `user` once no callback can run any more (not called on failure). */

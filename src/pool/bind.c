@@ -29,6 +29,7 @@
  */
 #include "pool_internal.h"
 
+#include "common/common.h"
 #include "core/alloc.h"
 
 #include <stdatomic.h>
@@ -41,22 +42,28 @@ struct ctx_pool_bound {
     void *arg;
     void (*arg_release)(void *arg);
     ctx_context_t *context;
+    CTX__DEBUG_MEMBER /* CTX_DEBUG: live or released (common/debug.h) */
 };
+
+#define CTX__KIND_BOUND CTX__DEBUG_KIND(0x424f554eu, "bound callable", "already released")
 
 int ctx_pool_bound_new(ctx_pool_bound_fn fn, void *arg, const ctx_pool_bound_options_t *options,
                  ctx_pool_bound_t **out) {
     if (!fn || !out)
         return CTX_EINVAL;
-    unsigned flags = options ? options->flags : 0;
+    ctx_pool_bound_options_t o = CTX_STRUCT_INIT(ctx_pool_bound_options_t);
+    if (options &&
+        ctx__struct_in(&o, sizeof o, options, CTX__SIZE_1_0(ctx_pool_bound_options_t, arg_release)))
+        return CTX_EINVAL;
+    unsigned flags = o.flags;
     if (flags & ~CTX_POOL_BOUND_SHARED)
         return CTX_EINVAL;
     ctx_pool_bound_t *b = ctx__malloc(sizeof *b);
     if (!b)
         return CTX_ENOMEM;
     memset(b, 0, sizeof *b);
-    int rc = options && options->context
-                 ? ctx_context_copy(options->context, &b->context)
-                 : ctx_context_copy_current(&b->context);
+    int rc = o.context ? ctx_context_copy(o.context, &b->context)
+                       : ctx_context_copy_current(&b->context);
     if (rc != 0) {
         ctx__free(b, sizeof *b);
         return rc;
@@ -65,7 +72,8 @@ int ctx_pool_bound_new(ctx_pool_bound_fn fn, void *arg, const ctx_pool_bound_opt
     b->flags = flags;
     b->fn = fn;
     b->arg = arg;
-    b->arg_release = options ? options->arg_release : NULL;
+    b->arg_release = o.arg_release;
+    CTX__DEBUG_BORN(b, CTX__KIND_BOUND);
     *out = b;
     return 0;
 }
@@ -83,6 +91,7 @@ static void *bind_trampoline(void *p) {
 int ctx_pool_bound_call(ctx_pool_bound_t *bound, void *call_arg, void **result) {
     if (!bound)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(bound, CTX__KIND_BOUND, "ctx_pool_bound_call");
     bind_call_t call = {bound, call_arg};
     void *r = NULL;
     int rc;
@@ -113,15 +122,20 @@ void ctx_pool_bound_trampoline_void(void *bound) {
 }
 
 ctx_pool_bound_t *ctx_pool_bound_retain(ctx_pool_bound_t *bound) {
-    if (bound)
+    if (bound) {
+        CTX__DEBUG_CHECK(bound, CTX__KIND_BOUND, "ctx_pool_bound_retain");
         atomic_fetch_add_explicit(&bound->refs, 1, memory_order_relaxed);
+    }
     return bound;
 }
 
 void ctx_pool_bound_release(ctx_pool_bound_t *bound) {
-    if (!bound ||
-        atomic_fetch_sub_explicit(&bound->refs, 1, memory_order_acq_rel) != 1)
+    if (!bound)
         return;
+    CTX__DEBUG_CHECK(bound, CTX__KIND_BOUND, "ctx_pool_bound_release");
+    if (atomic_fetch_sub_explicit(&bound->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    CTX__DEBUG_DIED(bound, CTX__KIND_BOUND);
     ctx_context_release(bound->context);
     if (bound->arg_release)
         bound->arg_release(bound->arg);

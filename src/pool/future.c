@@ -69,46 +69,74 @@
 static ctx__done_cb_t cb_done_sentinel;
 #define CTX__CB_DONE (&cb_done_sentinel)
 
+/* Records start on a cache line (pool_internal.h: lines 0 and 1 are all a
+ * fire-and-forget task touches), so the allocation has room to align. */
+#define CTX__LINE 64
+
 static size_t record_size(size_t depth) {
-    return sizeof(struct ctx_pool_future) + depth * sizeof(void *);
+    return sizeof(struct ctx_pool_future) + depth * sizeof(void *) + CTX__LINE - 1;
 }
 
 void ctx__future_init(ctx_pool_future_t *f) {
-    memset(f, 0, sizeof *f);
+    f->link = NULL;
+    f->fn = NULL;
+    f->arg = NULL;
+    f->arg_release = NULL;
+    f->result = NULL;
     atomic_init(&f->state, CTX__F_PENDING);
-    atomic_init(&f->waiters, 0);
-    atomic_init(&f->cancel_requested, 0);
     atomic_init(&f->refs, 1);
-    atomic_init(&f->callbacks, NULL);
+    f->error = 0;
+    f->pinned = 0;
+    f->timed = 0;
+    f->has_context = 0;
+    f->result_release = NULL;
+    f->pool = NULL;
+    CTX__DEBUG_BORN(f, CTX__KIND_FUTURE);
+}
+
+void ctx__future_init_pinned(ctx_pool_future_t *f) {
+    atomic_init(&f->cancel_requested, 0);
+    f->submit_ticks = 0;
     atomic_init(&f->start_ticks, 0);
+    atomic_init(&f->waiters, 0);
+    atomic_init(&f->callbacks, NULL);
 }
 
 ctx_pool_future_t *ctx__future_alloc(unsigned stack_depth) {
-    ctx_pool_future_t *f = ctx__malloc(record_size(stack_depth));
-    if (!f)
+    void *block = ctx__malloc(record_size(stack_depth));
+    if (!block)
         return NULL;
+    ctx_pool_future_t *f =
+        (ctx_pool_future_t *)(((uintptr_t)block + CTX__LINE - 1) & ~(uintptr_t)(CTX__LINE - 1));
     ctx__future_init(f);
+    ctx__future_init_pinned(f);
+    f->block = block;
     f->stack_depth = stack_depth;
+    f->has_stack = stack_depth != 0;
     return f;
 }
 
+static void record_free(ctx_pool_future_t *f) {
+    CTX__DEBUG_DIED(f, CTX__KIND_FUTURE);
+    ctx__free(f->block, record_size(f->stack_depth));
+}
+
 void ctx__future_drop_context(ctx_pool_future_t *f) {
-    if (f->context) {
-        ctx__context_clear(f->context);
-        f->context = NULL;
+    if (f->has_context) {
+        ctx__context_clear(&f->context_storage);
+        f->has_context = 0;
     }
 }
 
 void ctx__future_discard(ctx_pool_future_t *f) {
     ctx__future_drop_context(f);
-    ctx__free(f, record_size(f->stack_depth));
+    record_free(f);
 }
 
 /* Releases what a dead record owns (its result, its pool reference) and
  * returns the pool it referenced, if any. */
 static ctx_pool_t *future_clear(ctx_pool_future_t *f) {
-    if (atomic_load_explicit(&f->state, memory_order_acquire) ==
-            CTX__F_COMPLETED &&
+    if (atomic_load_explicit(&f->state, memory_order_acquire) == CTX__F_COMPLETED &&
         f->result_release && f->result)
         f->result_release(f->result);
     return f->pinned ? f->pool : NULL;
@@ -116,15 +144,23 @@ static ctx_pool_t *future_clear(ctx_pool_future_t *f) {
 
 static void future_free(ctx_pool_future_t *f) {
     ctx_pool_t *pool = future_clear(f);
-    ctx__free(f, record_size(f->stack_depth));
+    record_free(f);
     if (pool)
         ctx__pool_release(pool);
 }
 
 ctx_pool_future_t *ctx__future_release_keep(ctx_pool_future_t *f) {
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+    /* A fire-and-forget record has one reference, the queue's, and no other
+     * thread can reach it: no atomic read-modify-write needed. */
+    if (f->pinned && atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return NULL;
-    if (f->stack_depth != 0) {
+#ifdef CTX_DEBUG
+    /* No recycling: a freed record is what lets AddressSanitizer's
+     * quarantine and the debug word catch a use after release. */
+    future_free(f);
+    return NULL;
+#else
+    if (f->has_stack) {
         future_free(f);
         return NULL;
     }
@@ -132,21 +168,24 @@ ctx_pool_future_t *ctx__future_release_keep(ctx_pool_future_t *f) {
     if (pool)
         ctx__pool_release(pool);
     return f;
+#endif
 }
 
-void ctx__future_free_memory(ctx_pool_future_t *f) {
-    ctx__free(f, record_size(0));
-}
+void ctx__future_free_memory(ctx_pool_future_t *f) { record_free(f); }
 
 ctx_pool_future_t *ctx_pool_future_retain(ctx_pool_future_t *future) {
-    if (future)
+    if (future) {
+        CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_retain");
         atomic_fetch_add_explicit(&future->refs, 1, memory_order_relaxed);
+    }
     return future;
 }
 
 void ctx_pool_future_release(ctx_pool_future_t *future) {
-    if (future &&
-        atomic_fetch_sub_explicit(&future->refs, 1, memory_order_acq_rel) == 1)
+    if (!future)
+        return;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_release");
+    if (atomic_fetch_sub_explicit(&future->refs, 1, memory_order_acq_rel) == 1)
         future_free(future);
 }
 
@@ -161,18 +200,22 @@ static int is_final(int s) {
 ctx_pool_future_state_t ctx_pool_future_state(const ctx_pool_future_t *future) {
     if (!future)
         return CTX_POOL_FUTURE_PENDING;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_state");
     int s = atomic_load_explicit(&future->state, memory_order_acquire);
     return s == CTX__F_CANCELLING ? CTX_POOL_FUTURE_PENDING : (ctx_pool_future_state_t)s;
 }
 
 int ctx_pool_future_done(const ctx_pool_future_t *future) {
-    return future &&
-           is_final(atomic_load_explicit(&future->state, memory_order_acquire));
+    if (!future)
+        return 0;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_done");
+    return is_final(atomic_load_explicit(&future->state, memory_order_acquire));
 }
 
 int ctx_pool_future_result(const ctx_pool_future_t *future, void **result) {
     if (!future)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_result");
     int s = atomic_load_explicit(&future->state, memory_order_acquire);
     switch (s) {
     case CTX__F_COMPLETED:
@@ -189,14 +232,16 @@ int ctx_pool_future_result(const ctx_pool_future_t *future, void **result) {
 }
 
 int ctx_pool_future_cancel_requested(const ctx_pool_future_t *future) {
-    return future ? atomic_load_explicit(&future->cancel_requested,
-                                         memory_order_relaxed)
-                  : 0;
+    if (!future)
+        return 0;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_cancel_requested");
+    return atomic_load_explicit(&future->cancel_requested, memory_order_relaxed);
 }
 
 int ctx_pool_future_queue_wait(const ctx_pool_future_t *future, uint64_t *ns) {
     if (!future || !ns)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_queue_wait");
     uint64_t start = atomic_load_explicit(&future->start_ticks, memory_order_relaxed);
     if (start == 0)
         return CTX_ENOTFOUND; /* pending, or cancelled before it started */
@@ -207,6 +252,10 @@ int ctx_pool_future_queue_wait(const ctx_pool_future_t *future, uint64_t *ns) {
 int ctx_pool_future_cancel(ctx_pool_future_t *future) {
     if (!future)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_cancel");
+    int s0 = atomic_load_explicit(&future->state, memory_order_acquire);
+    if (!is_final(s0) && ctx__pool_forked(future->pool))
+        return CTX_EFORKED; /* its pool's locks are the parent's */
     atomic_store_explicit(&future->cancel_requested, 1, memory_order_relaxed);
     for (;;) {
         int s = atomic_load_explicit(&future->state, memory_order_acquire);
@@ -235,8 +284,24 @@ static struct stripe {
 static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
 static int stripes_monotonic; /* cond uses CLOCK_MONOTONIC */
 
+static atomic_bool stripes_ready;
+
 static void stripes_init(void) {
     for (int i = 0; i < CTX__STRIPES; i++) {
+        pthread_mutex_init(&stripes[i].lock, NULL);
+        ctx__cond_init_monotonic(&stripes[i].cond, &stripes_monotonic);
+    }
+    atomic_store(&stripes_ready, true);
+}
+
+void ctx__future_after_fork(void) {
+    /* A parent thread may have held a stripe's lock or waited on its
+     * condition: in the child, whose only thread is this one, both are
+     * made anew (destroying them could wait for threads that are gone). */
+    if (!atomic_load(&stripes_ready))
+        return;
+    for (int i = 0; i < CTX__STRIPES; i++) {
+        memset(&stripes[i], 0, sizeof stripes[i]);
         pthread_mutex_init(&stripes[i].lock, NULL);
         ctx__cond_init_monotonic(&stripes[i].cond, &stripes_monotonic);
     }
@@ -260,10 +325,13 @@ static struct stripe *stripe_of(const ctx_pool_future_t *f) {
 int ctx_pool_future_wait(ctx_pool_future_t *future, int64_t timeout_ns) {
     if (!future)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_wait");
     if (is_final(atomic_load_explicit(&future->state, memory_order_acquire)))
         return 0;
     if (future == ctx__pool_current_task())
         return CTX_EINVAL;
+    if (ctx__pool_forked(future->pool))
+        return CTX_EFORKED; /* no worker will ever end it here */
     if (timeout_ns == 0)
         return CTX_ETIMEDOUT;
     for (int i = 0; i < CTX__WAIT_SPINS; i++) {
@@ -361,6 +429,10 @@ int ctx_pool_future_add_done_callback(ctx_pool_future_t *future, ctx_pool_future
                                  void *user) {
     if (!future || !fn)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_add_done_callback");
+    if (!is_final(atomic_load_explicit(&future->state, memory_order_acquire)) &&
+        ctx__pool_forked(future->pool))
+        return CTX_EFORKED; /* it would never run */
     ctx__done_cb_t *cb = ctx__malloc(sizeof *cb);
     if (!cb)
         return CTX_ENOMEM;

@@ -60,6 +60,7 @@ int ctx_pool_future_stack(const ctx_pool_future_t *future, void *const **frames,
                      size_t *count) {
     if (!future || !frames || !count)
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_stack");
     if (future->stack_depth == 0)
         return CTX_ENOTFOUND;
     *frames = future->stack;
@@ -82,6 +83,7 @@ int ctx_pool_future_format_stack(const ctx_pool_future_t *future, char *buf, siz
                             size_t *len) {
     if (!future || (!buf && cap > 0))
         return CTX_EINVAL;
+    CTX__DEBUG_CHECK(future, CTX__KIND_FUTURE, "ctx_pool_future_format_stack");
     if (future->stack_depth == 0)
         return CTX_ENOTFOUND;
     if (cap > 0)

@@ -38,6 +38,7 @@ struct ctx_pool_thread {
     void *result;
     int error;
     int detached;
+    unsigned generation; /* the fork generation it was started in */
 };
 
 static void *thread_main(void *p) {
@@ -59,6 +60,8 @@ int ctx_pool_thread_create(ctx_run_fn fn, void *arg, unsigned flags,
                       ctx_pool_thread_t **out) {
     if (!fn || (flags & ~CTX_POOL_THREAD_INHERIT))
         return CTX_EINVAL;
+    if (ctx__pool_fork_watch() != 0)
+        return CTX_ESYSTEM;
     ctx_pool_thread_t *t = ctx__malloc(sizeof *t);
     if (!t)
         return CTX_ENOMEM;
@@ -66,6 +69,7 @@ int ctx_pool_thread_create(ctx_run_fn fn, void *arg, unsigned flags,
     t->fn = fn;
     t->arg = arg;
     t->detached = out == NULL;
+    t->generation = ctx__pool_fork_generation();
     if (flags & CTX_POOL_THREAD_INHERIT) {
         int rc = ctx_context_copy_current(&t->context);
         if (rc != 0) {
@@ -101,6 +105,10 @@ fail:
 int ctx_pool_thread_join(ctx_pool_thread_t *thread, void **result) {
     if (!thread)
         return CTX_EINVAL;
+    if (thread->generation != ctx__pool_fork_generation()) {
+        ctx__free(thread, sizeof *thread); /* the thread is the parent's */
+        return CTX_EFORKED;
+    }
     int rc = pthread_join(thread->tid, NULL) == 0 ? thread->error : CTX_ESYSTEM;
     if (result && rc != CTX_ESYSTEM)
         *result = thread->result;

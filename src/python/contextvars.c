@@ -1,58 +1,52 @@
 /*
  * contextvars.c — ContextVar, Token, Context and copy_context: CPython's
- * `contextvars` (Python/context.c of CPython 3.11: same behaviour, error types
- * and messages) on the ctxvar core.
+ * `contextvars` (Python/context.c: same behaviour, error types and
+ * messages), with the values kept where asyncio switches them: inside
+ * Python's own current Context, as a snapshot of a core context
+ * (snapshot.c).
  *
  * Objects
  * -------
  *
- *   ContextVar ──▶ ctx_var_t (one reference; name as UTF-8; no core default:
- *                  the default stays a Python attribute, since get(default)
- *                  outranks it)
+ *   ContextVar ──▶ ctx_var_t of the shared core (one reference)
+ *                  made here: values are records (ctxpy.h), default a Python attribute
+ *                  wrapping a C variable (from_capsule): values are C values,
+ *                  seen from Python as str through the variable's encode/decode
  *
- *   Context ──▶ ctx_context_t ──▶ map ──▶ core box (var, value) ──▶ value box
- *                                                                  ├ ContextVar (strong)
- *                                                                  └ value      (strong)
+ *   Context ──▶ snapshot (its variables; immutable, shared with copies)
+ *           └─▶ contextvars.Context made at the first run() (lazily, so that
+ *               copy_context() is one object and no Python context): run()
+ *               enters it, with the hidden variable holding the snapshot
  *
- *   Token ──▶ ctx_token_t (retains the previous core box) ; ContextVar (strong)
+ *   Token ──▶ the ContextVar, the previous value, the contextvars.Context it
+ *             was made in, and the hidden variable's own token (which
+ *             restores the previous snapshot in one step when nothing else
+ *             was set since)
  *
- * A stored value is a *value box* (ctxpy_box_t): the ContextVar object and
- * the value, each held by a strong reference.  One box is one share in the
- * core's terms: made by ContextVar.set, released by the core (the variable's
- * release operation) when no context, copy or token refers to it.  Because
- * the box holds the ContextVar object, iterating a context yields live
- * ContextVar objects even when the program dropped its own reference, and a
- * core variable never outlives its Python object: the C variable is retained
- * only by the ContextVar and by core boxes, and each core box holds a value
- * box that holds the ContextVar.  The release operation only queues the box
- * (module.c); the references are dropped by ctxpy_drain.
+ * The three operations, where the current snapshot S0 is found by
+ * ctxpy_current (cached):
  *
- * The current context is the core's per-OS-thread current context; the
- * thread guard (module.c) gives it the lifetime of the Python thread state.
- * Context.run is ctx_context_enter / call / ctx_context_exit; the core refuses
- * to enter a context entered anywhere (CTX_EENTERED), which is CPython's
- * RuntimeError.
+ *   get    a per-variable cache keyed like ctxpy_current's: (thread id,
+ *          context version, generation) → value.  A hit is three compares.
+ *   set    S1 = S0 + (var → value) (ctxpy_snapshot_with: the pairs copied
+ *          with one change, and the core context too if C made S0 have one),
+ *          stored in the hidden variable (ctxpy_publish).
+ *   reset  if the current snapshot is still S1: the hidden variable's token
+ *          puts S0 back; otherwise a new snapshot with the old value.
  *
- * Garbage collection
- * ------------------
- * Contexts copy in O(1) by sharing map nodes, so one value box may be
- * reachable from several Context objects while its references are counted
- * once.  A traversal that visited shared boxes from each context would make
- * the collector count more references than exist and free live objects.  So
- * a Context visits only the boxes it owns alone: those whose map path (root,
- * nodes, core box) has a reference count of one (ctx__hamt_is_private).
- * Shared boxes are treated as referenced from outside — the safe direction —
- * and become visible to the collector as soon as the sharing ends (the usual
- * case: a value set inside a context, which copies its path first).  A
- * context that is entered is not traversed at all: it is alive (its thread
- * holds it) and its map may change.  A Token likewise visits the previous box
- * only while it alone holds it.  Everything that changes a map runs with the
- * GIL held, so what a traversal sees cannot change between the collector's
- * passes.
+ * When C code has entered a context through ctxvar on this thread
+ * (ctxpy_current returns NULL: a pool task or a C function that calls back
+ * into Python), that context comes first, for Python as for C (host.h): the
+ * operations then go through the core's own ctx_var_get/set/reset, and
+ * Context.run runs a copy of its snapshot with ctx_context_run.
  *
- * Functions, in order: value boxes; ContextVar; Token and Token.MISSING;
- * Context (mapping, run, copy, comparison, GC); the context iterator;
- * copy_context; ctxpy_contextvars_ready.
+ * Garbage collection: every reference here is a real one and visited once
+ * (snapshot.c explains how the snapshots' shared maps are counted).
+ *
+ * Functions, in order: C values as str; the C-variable registry;
+ * ContextVar; Token and Token.MISSING; Context (mapping, run, copy,
+ * comparison); the iterator; copy_context; the native-thread test hook;
+ * ctxpy_contextvars_ready.
  */
 #include "ctxpy.h"
 
@@ -66,33 +60,55 @@
 #define CTXPY_HASH_POINTER(p) _Py_HashPointer(p)
 #endif
 
+#define CAPSULE_NAME "ctxvar.ctx_var_t"
+
 typedef struct {
     PyObject_HEAD
     ctx_var_t *var;
     PyObject *name;
     PyObject *default_value; /* NULL: none */
     Py_hash_t hash;
+    int c_values; /* a C variable: values are C values, str in Python */
+    /* The last lookup: valid while (thread id, context version, generation)
+     * are unchanged.  c_value is borrowed for our variables (the snapshot
+     * holds it), a strong reference for C variables; NULL: no value. */
+    uint64_t c_tsid, c_ver, c_gen;
+    PyObject *c_value;
+    PyObject *weakreflist;
 } var_object;
 
 typedef struct {
     PyObject_HEAD
-    ctx_token_t *token; /* NULL only while being built */
     var_object *var;
+    PyObject *context;        /* the contextvars.Context it was made in */
+    PyObject *hidden_token;   /* restores `prev`, the snapshot before the set */
+    ctxpy_snapshot_t *prev;   /* borrowed: hidden_token keeps it */
+    ctxpy_snapshot_t *made;   /* the snapshot the set made: identity only */
+    uint64_t made_serial;
+    PyObject *old;            /* the previous value, once asked for */
+    int old_known;            /* `old` is set (NULL there: Token.MISSING) */
+    ctx_token_t *core;        /* a set inside a context C entered */
+    int used;
 } token_object;
 
 typedef struct {
     PyObject_HEAD
-    ctx_context_t *ctx; /* NULL after the garbage collector cleared it */
+    ctxpy_snapshot_t *snap; /* NULL only after the collector cleared it */
+    PyObject *pycontext;    /* made by the first run() */
     PyObject *weakreflist;
+    int entered;
 } context_object;
 
 enum { ITER_KEYS, ITER_VALUES, ITER_ITEMS };
 
 typedef struct {
     PyObject_HEAD
-    ctx_iter_t it;
+    ctxpy_snapshot_t *snap;
+    ctx_iter_t it;      /* over the core context, if the snapshot had one */
+    Py_ssize_t index;   /* else over its pairs */
     Py_ssize_t len;
     int kind;
+    int core;
     int live;
 } context_iter_object;
 
@@ -101,58 +117,158 @@ typedef struct {
 #define Context_Check(o) Py_IS_TYPE((o), &ctxpy_Context_Type)
 
 static PyObject *token_missing; /* the Token.MISSING singleton */
+/* contextvars.Context.run's C function, from PyContext_Type's method table. */
+typedef PyObject *(*context_run_fn)(PyObject *, PyObject *const *, Py_ssize_t, PyObject *);
+static context_run_fn std_context_run;
 
 /* ---------------------------------------------------------------------- */
-/* Value boxes                                                             */
+/* C values seen from Python                                               */
 /* ---------------------------------------------------------------------- */
 
-typedef struct {
-    ctxpy_deferred_t node;
-    PyObject *var;   /* the ContextVar */
-    PyObject *value;
-} ctxpy_box_t;
-
-static void box_finish(ctxpy_deferred_t *node) {
-    ctxpy_box_t *box = (ctxpy_box_t *)node;
-    PyObject *var = box->var, *value = box->value;
-    PyMem_Free(box);
-    ctxpy_count_box(-1);
-    Py_DECREF(value);
-    Py_DECREF(var);
+static PyObject *c_value_to_str(const ctx_var_t *var, const void *value) {
+    const ctx_value_ops_t *ops = ctx_var_ops(var);
+    int (*text)(const void *, char *, size_t, void *) = ops->encode ? ops->encode : ops->format;
+    if (!text)
+        return PyLong_FromVoidPtr((void *)value);
+    char small[256];
+    int n = text(value, small, sizeof small, ops->user);
+    if (n < 0)
+        return ctxpy_error(n);
+    if ((size_t)n < sizeof small)
+        return PyUnicode_DecodeUTF8(small, n, "surrogateescape");
+    char *big = PyMem_Malloc((size_t)n + 1);
+    if (!big)
+        return PyErr_NoMemory();
+    int m = text(value, big, (size_t)n + 1, ops->user);
+    PyObject *s = m < 0 ? ctxpy_error(m)
+                        : PyUnicode_DecodeUTF8(big, m < n ? m : n, "surrogateescape");
+    PyMem_Free(big);
+    return s;
 }
 
-/* The variables' release operation: any thread, maybe inside a core call. */
-static void box_release(void *value, void *user) {
-    (void)user;
-    ctxpy_defer(&((ctxpy_box_t *)value)->node);
+PyObject *ctxpy_value_object(ctx_var_t *var, void *value) {
+    if (ctxpy_is_record_var(var))
+        return Py_NewRef(((ctxpy_record_t *)value)->value);
+    return c_value_to_str(var, value);
 }
 
-static const ctx_value_ops_t box_ops = {.size = sizeof(ctx_value_ops_t),.release = box_release};
-
-static ctxpy_box_t *box_new(var_object *var, PyObject *value) {
-    ctxpy_box_t *box = PyMem_Malloc(sizeof *box);
-    if (!box) {
-        PyErr_NoMemory();
-        return NULL;
+/* One share of a C value for `str`, by the variable's decode operation. */
+static int c_value_from_str(var_object *self, PyObject *str, void **out) {
+    const ctx_value_ops_t *ops = ctx_var_ops(self->var);
+    if (!ops->decode) {
+        PyErr_Format(PyExc_TypeError, "%R wraps a C variable without a decode operation",
+                     self);
+        return -1;
     }
-    ctxpy_count_box(1);
-    box->node.next = NULL;
-    box->node.finish = box_finish;
-    box->var = Py_NewRef((PyObject *)var);
-    box->value = Py_NewRef(value);
-    return box;
+    if (!PyUnicode_Check(str)) {
+        PyErr_Format(PyExc_TypeError, "%R takes str values, got %R", self, str);
+        return -1;
+    }
+    Py_ssize_t len;
+    const char *text = PyUnicode_AsUTF8AndSize(str, &len);
+    if (!text)
+        return -1;
+    int r = ops->decode(text, (size_t)len, out, ops->user);
+    if (r) {
+        if (r == CTX_EPARSE)
+            PyErr_Format(PyExc_ValueError, "%R cannot hold %R", self, str);
+        else
+            ctxpy_error(r < 0 ? r : CTX_ECALLBACK);
+        return -1;
+    }
+    return 0;
 }
 
-/* Visits a box held by a single owner. */
-static int box_visit(const ctxpy_box_t *box, visitproc visit, void *arg) {
-    Py_VISIT(box->value);
-    Py_VISIT(box->var);
+static void c_value_discard(ctx_var_t *var, void *value) {
+    const ctx_value_ops_t *ops = ctx_var_ops(var);
+    if (ops->release)
+        ops->release(value, ops->user);
+}
+
+/* What the core stores for `value` set through `self` in a core context (a
+ * context C entered, or any set of a C variable): a record or a C value
+ * (*out), or -1 with an exception. */
+static int share_new(var_object *self, PyObject *value, void **out) {
+    if (self->c_values)
+        return c_value_from_str(self, value, out);
+    ctxpy_record_t *r = ctxpy_record_new((PyObject *)self, value);
+    if (!r)
+        return -1;
+    *out = r;
     return 0;
+}
+
+static void share_discard(var_object *self, void *share) {
+    if (self->c_values)
+        c_value_discard(self->var, share);
+    else
+        ctxpy_record_discard(share);
+}
+
+/* ---------------------------------------------------------------------- */
+/* C variables: one ContextVar object per core variable                    */
+/* ---------------------------------------------------------------------- */
+
+static PyObject *c_wrappers; /* {int(ctx_var_t *): weakref to its ContextVar} */
+
+static PyObject *weakref_target(PyObject *ref) {
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *obj = NULL;
+    if (PyWeakref_GetRef(ref, &obj) < 0)
+        PyErr_Clear();
+    return obj;
+#else
+    PyObject *obj = PyWeakref_GetObject(ref);
+    return obj == Py_None ? NULL : Py_NewRef(obj);
+#endif
+}
+
+static PyObject *var_wrap_c(ctx_var_t *var);
+
+PyObject *ctxpy_var_object(ctx_var_t *var, void *value) {
+    if (ctxpy_is_record_var(var))
+        return Py_NewRef(((ctxpy_record_t *)value)->var);
+    return var_wrap_c(var);
+}
+
+ctx_var_t *ctxpy_var_core(PyObject *var) { return ((var_object *)var)->var; }
+
+/* The value of `var` in `snap`: 0 and a new reference in *out (NULL if it
+ * has none), or -1 with an exception. */
+static int snapshot_lookup(ctxpy_snapshot_t *snap, var_object *var, PyObject **out) {
+    *out = NULL;
+    if (!var->c_values) {
+        *out = Py_XNewRef(ctxpy_snapshot_get(snap, (PyObject *)var));
+        return 0;
+    }
+    void *value; /* C variables' values are in the core context only */
+    if (!snap->ctx || ctx_context_get(snap->ctx, var->var, &value) != 0)
+        return 0;
+    return (*out = ctxpy_value_object(var->var, value)) ? 0 : -1;
 }
 
 /* ---------------------------------------------------------------------- */
 /* ContextVar                                                              */
 /* ---------------------------------------------------------------------- */
+
+static var_object *var_alloc(PyObject *name, PyObject *def) {
+    Py_hash_t name_hash = PyObject_Hash(name);
+    if (name_hash == -1)
+        return NULL;
+    var_object *self = PyObject_GC_New(var_object, &ctxpy_ContextVar_Type);
+    if (!self)
+        return NULL;
+    self->var = NULL;
+    self->name = Py_NewRef(name);
+    self->default_value = Py_XNewRef(def);
+    self->c_values = 0;
+    self->c_tsid = self->c_ver = self->c_gen = 0;
+    self->c_value = NULL;
+    self->weakreflist = NULL;
+    Py_hash_t hash = CTXPY_HASH_POINTER(self) ^ name_hash;
+    self->hash = hash == -1 ? -2 : hash;
+    return self;
+}
 
 static PyObject *var_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     (void)type;
@@ -165,47 +281,119 @@ static PyObject *var_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
         PyErr_SetString(PyExc_TypeError, "context variable name must be a str");
         return NULL;
     }
-    Py_hash_t name_hash = PyObject_Hash(name);
-    if (name_hash == -1)
-        return NULL;
     const char *cname = PyUnicode_AsUTF8(name);
     if (!cname) { /* lone surrogates: the core's copy is for logs only */
         PyErr_Clear();
         cname = "<unencodable name>";
     }
-
-    var_object *self = PyObject_GC_New(var_object, &ctxpy_ContextVar_Type);
+    var_object *self = var_alloc(name, def);
     if (!self)
         return NULL;
-    self->var = NULL;
-    self->name = Py_NewRef(name);
-    self->default_value = Py_XNewRef(def);
-    ctx_var_options_t options = {.size = sizeof(ctx_var_options_t), .ops = &box_ops};
+    ctx_var_options_t options = CTX_STRUCT_INIT(ctx_var_options_t);
+    options.ops = &ctxpy_record_ops;
     int r = ctx_var_new(cname, &options, &self->var);
     if (r) {
         Py_DECREF(self);
         return ctxpy_error(r);
     }
-    Py_hash_t hash = CTXPY_HASH_POINTER(self) ^ name_hash;
-    self->hash = hash == -1 ? -2 : hash;
     PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+static void *read_default(void *arg) {
+    void *value = NULL;
+    return ctx_var_get((ctx_var_t *)arg, &value) == CTX_DEFAULT ? value : arg;
+}
+
+/* The ContextVar for C variable `var` (made once, kept in c_wrappers while
+ * it lives); new reference or NULL. */
+static PyObject *var_wrap_c(ctx_var_t *var) {
+    PyObject *key = PyLong_FromVoidPtr(var);
+    if (!key)
+        return NULL;
+    PyObject *ref = PyDict_GetItemWithError(c_wrappers, key);
+    if (ref) {
+        PyObject *existing = weakref_target(ref);
+        if (existing) {
+            Py_DECREF(key);
+            return existing;
+        }
+    } else if (PyErr_Occurred()) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    const char *cname = ctx_var_name(var);
+    PyObject *name = PyUnicode_DecodeUTF8(cname, (Py_ssize_t)strlen(cname), "surrogateescape");
+    /* The variable's default, read in an empty context. */
+    PyObject *def = NULL;
+    ctx_context_t *empty = NULL;
+    int r = name ? ctx_context_new(&empty) : 0;
+    void *found = var;
+    if (name && r == 0)
+        r = ctx_context_run(empty, read_default, var, &found);
+    ctx_context_release(empty);
+    if (name && r) {
+        Py_CLEAR(name);
+        ctxpy_error(r);
+    }
+    if (name && found != var && !(def = c_value_to_str(var, found)))
+        Py_CLEAR(name);
+    var_object *self = name ? var_alloc(name, def) : NULL;
+    Py_XDECREF(name);
+    Py_XDECREF(def);
+    if (!self) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    self->var = ctx_var_retain(var);
+    self->c_values = 1;
+    PyObject_GC_Track(self);
+    ref = PyWeakref_NewRef((PyObject *)self, NULL);
+    if (!ref || PyDict_SetItem(c_wrappers, key, ref) < 0) {
+        Py_XDECREF(ref);
+        Py_DECREF(key);
+        Py_DECREF(self);
+        return NULL;
+    }
+    Py_DECREF(ref);
+    Py_DECREF(key);
     return (PyObject *)self;
 }
 
 static int var_tp_traverse(var_object *self, visitproc visit, void *arg) {
     Py_VISIT(self->name);
     Py_VISIT(self->default_value);
+    if (self->c_values)
+        Py_VISIT(self->c_value);
     return 0;
 }
 
+static void var_forget(var_object *self) {
+    self->c_tsid = 0;
+    if (self->c_values)
+        Py_CLEAR(self->c_value);
+    else
+        self->c_value = NULL;
+}
+
 static int var_tp_clear(var_object *self) {
-    /* The name stays: the object may still be reached (boxes hold it). */
+    /* The name stays: the object may still be reached (records name it). */
     Py_CLEAR(self->default_value);
+    var_forget(self);
     return 0;
 }
 
 static void var_tp_dealloc(var_object *self) {
     PyObject_GC_UnTrack(self);
+    if (self->c_values && c_wrappers) { /* first: weakref callbacks may wrap again */
+        PyObject *key = PyLong_FromVoidPtr(self->var);
+        if (!key || PyDict_DelItem(c_wrappers, key) < 0)
+            PyErr_Clear();
+        Py_XDECREF(key);
+    }
+    if (self->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    var_forget(self);
     ctx_var_release(self->var);
     Py_CLEAR(self->name);
     Py_CLEAR(self->default_value);
@@ -222,6 +410,42 @@ static PyObject *var_tp_repr(var_object *self) {
     return PyUnicode_FromFormat("<ContextVar name=%R at %p>", self->name, self);
 }
 
+/* Remembers the value `obj` (NULL: none) for the current key. */
+static void var_remember(var_object *self, PyThreadState *ts, uint64_t gen, PyObject *obj) {
+    if (self->c_values)
+        Py_XSETREF(self->c_value, Py_XNewRef(obj));
+    else
+        self->c_value = obj;
+    self->c_tsid = ts->id;
+    self->c_ver = ts->context_ver;
+    self->c_gen = gen;
+}
+
+/* The value in the current context: 0 and a new reference in *out (NULL if
+ * none), or -1 with an exception. */
+static int var_lookup(var_object *self, PyThreadState *ts, PyObject **out) {
+    *out = NULL;
+    uint64_t gen = ctxpy_gen();
+    ctxpy_snapshot_t *snap = ctxpy_current(ts);
+    if (snap) {
+        if (snapshot_lookup(snap, self, out) < 0)
+            return -1;
+        var_remember(self, ts, gen, *out);
+        return 0;
+    }
+    void *value; /* a context C entered */
+    int r = ctx_var_get(self->var, &value);
+    if (r == CTX_VALUE) {
+        if (!(*out = ctxpy_value_object(self->var, value)))
+            return -1;
+    } else if (r != CTX_ENOTFOUND && r != CTX_DEFAULT) {
+        ctxpy_error(r);
+        return -1;
+    }
+    var_forget(self);
+    return 0;
+}
+
 PyDoc_STRVAR(var_get_doc,
              "get($self, default=<unrepresentable>, /)\n--\n\n"
              "Return a value for the context variable for the current context.\n\n"
@@ -236,12 +460,18 @@ static PyObject *var_get(var_object *self, PyObject *const *args, Py_ssize_t nar
         PyErr_Format(PyExc_TypeError, "get expected at most 1 argument, got %zd", nargs);
         return NULL;
     }
-    void *value;
-    int r = ctx_var_get(self->var, &value);
-    if (r == CTX_VALUE)
-        return Py_NewRef(((ctxpy_box_t *)value)->value);
-    if (r != CTX_ENOTFOUND && r != CTX_DEFAULT)
-        return ctxpy_error(r);
+    PyThreadState *ts = CTXPY_TSTATE();
+    PyObject *value;
+    if (self->c_tsid == ts->id && self->c_ver == ts->context_ver && self->c_gen == ctxpy_gen()) {
+        value = self->c_value;
+        if (value)
+            return Py_NewRef(value);
+    } else {
+        if (var_lookup(self, ts, &value) < 0)
+            return NULL;
+        if (value)
+            return value;
+    }
     if (nargs == 1)
         return Py_NewRef(args[0]);
     if (self->default_value)
@@ -257,30 +487,91 @@ PyDoc_STRVAR(var_set_doc,
              "Returns a Token object that can be used to restore the variable to its previous\n"
              "value via the `ContextVar.reset()` method.");
 
-static PyObject *var_set(var_object *self, PyObject *value) {
-    if (ctxpy_thread_guard() < 0)
-        return NULL;
-    /* Everything is allocated before the core call, so a failure changes
-     * nothing. */
-    token_object *tok = PyObject_GC_New(token_object, &ctxpy_Token_Type);
+static ctxpy_freelist_t token_freelist, context_freelist;
+
+static token_object *token_alloc(var_object *var) {
+    token_object *tok = (token_object *)ctxpy_freelist_new(&token_freelist, &ctxpy_Token_Type);
     if (!tok)
         return NULL;
-    tok->token = NULL;
-    tok->var = (var_object *)Py_NewRef((PyObject *)self);
-    ctxpy_box_t *box = box_new(self, value);
-    if (!box) {
-        Py_DECREF(tok);
-        return NULL;
+    tok->var = (var_object *)Py_NewRef((PyObject *)var);
+    tok->context = tok->hidden_token = tok->old = NULL;
+    tok->prev = tok->made = NULL;
+    tok->made_serial = 0;
+    tok->old_known = 0;
+    tok->core = NULL;
+    tok->used = 0;
+    return tok;
+}
+
+/* The value the variable had before the set (borrowed; NULL: none), or -1
+ * with an exception. */
+static int token_old(token_object *tok, PyObject **out) {
+    if (!tok->old_known) {
+        if (snapshot_lookup(tok->prev ? tok->prev : ctxpy_empty, tok->var, &tok->old) < 0)
+            return -1;
+        tok->old_known = 1;
     }
-    int r = ctx_var_set(self->var, box, &tok->token);
+    *out = tok->old;
+    return 0;
+}
+
+/* Set inside a context C entered: the core's own set. */
+static PyObject *var_set_core(var_object *self, token_object *tok, void *share) {
+    if (!self->c_values)
+        ctxpy_record_own(share); /* C may keep that context anywhere */
+    int r = ctx_var_set(self->var, share, &tok->core);
     if (r) {
-        box_finish(&box->node);
+        share_discard(self, share);
         Py_DECREF(tok);
         return ctxpy_error(r);
     }
+    var_forget(self);
     PyObject_GC_Track(tok);
     ctxpy_drain();
     return (PyObject *)tok;
+}
+
+static PyObject *var_set(var_object *self, PyObject *value) {
+    /* Everything that can fail comes before the publish, so a failure
+     * changes nothing. */
+    token_object *tok = token_alloc(self);
+    if (!tok)
+        return NULL;
+    PyThreadState *ts = CTXPY_TSTATE();
+    ctxpy_snapshot_t *cur = ctxpy_current(ts);
+    void *share = NULL;
+    if ((!cur || self->c_values) && share_new(self, value, &share) < 0) {
+        Py_DECREF(tok);
+        return NULL;
+    }
+    if (!cur)
+        return var_set_core(self, tok, share);
+    ctxpy_snapshot_t *next = self->c_values ? ctxpy_snapshot_with_c(cur, self->var, share, 0)
+                                            : ctxpy_snapshot_with(cur, (PyObject *)self, value);
+    if (!next)
+        goto fail;
+    /* `next` owns the share now. */
+    tok->hidden_token = ctxpy_publish(next);
+    Py_DECREF(next); /* the current Context holds it, if published */
+    if (!tok->hidden_token) {
+        Py_DECREF(tok);
+        ctxpy_drain();
+        return NULL;
+    }
+    tok->prev = cur; /* the hidden token holds it (or it is the empty one) */
+    tok->made = next;
+    tok->made_serial = next->serial;
+    tok->context = Py_NewRef(ts->context);
+    var_remember(self, ts, ctxpy_gen(), value);
+    PyObject_GC_Track(tok);
+    ctxpy_drain();
+    return (PyObject *)tok;
+
+fail:
+    if (share)
+        share_discard(self, share);
+    Py_DECREF(tok);
+    return NULL;
 }
 
 PyDoc_STRVAR(var_reset_doc,
@@ -289,26 +580,8 @@ PyDoc_STRVAR(var_reset_doc,
              "The variable is reset to the value it had before the `ContextVar.set()` that\n"
              "created the token was used.");
 
-static PyObject *var_reset(var_object *self, PyObject *arg) {
-    if (!Token_Check(arg)) {
-        PyErr_Format(PyExc_TypeError, "expected an instance of Token, got %R", arg);
-        return NULL;
-    }
-    token_object *tok = (token_object *)arg;
-    /* CPython's order of checks. */
-    if (ctx_token_used(tok->token)) {
-        PyErr_Format(PyExc_RuntimeError, "%R has already been used once", tok);
-        return NULL;
-    }
-    if (tok->var != self) {
-        PyErr_Format(PyExc_ValueError, "%R was created by a different ContextVar", tok);
-        return NULL;
-    }
-    int r = ctx_var_reset(self->var, tok->token);
-    ctxpy_drain();
-    switch (r) {
-    case 0:
-        Py_RETURN_NONE;
+static PyObject *token_error(token_object *tok, int code) {
+    switch (code) {
     case CTX_ETOKENUSED:
         PyErr_Format(PyExc_RuntimeError, "%R has already been used once", tok);
         return NULL;
@@ -319,14 +592,130 @@ static PyObject *var_reset(var_object *self, PyObject *arg) {
         PyErr_Format(PyExc_ValueError, "%R was created in a different Context", tok);
         return NULL;
     default:
-        return ctxpy_error(r);
+        return ctxpy_error(code);
     }
+}
+
+static int token_used(token_object *tok) {
+    return tok->core ? ctx_token_used(tok->core) : tok->used;
+}
+
+static PyObject *var_reset(var_object *self, PyObject *arg) {
+    if (!Token_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "expected an instance of Token, got %R", arg);
+        return NULL;
+    }
+    token_object *tok = (token_object *)arg;
+    /* CPython's order of checks. */
+    if (token_used(tok))
+        return token_error(tok, CTX_ETOKENUSED);
+    if (tok->var != self)
+        return token_error(tok, CTX_ETOKENVAR);
+    if (tok->core) {
+        int r = ctx_var_reset(self->var, tok->core);
+        var_forget(self);
+        ctxpy_drain();
+        if (r)
+            return token_error(tok, r);
+        Py_RETURN_NONE;
+    }
+    PyThreadState *ts = CTXPY_TSTATE();
+    ctxpy_snapshot_t *cur = ctxpy_current(ts);
+    if (!cur || ts->context != tok->context)
+        return token_error(tok, CTX_ETOKENCTX);
+    if (cur == tok->made && cur->serial == tok->made_serial) {
+        /* Nothing was set since: the snapshot before the set comes back. */
+        if (PyContextVar_Reset(ctxpy_hidden, tok->hidden_token) < 0)
+            return NULL;
+        ctxpy_restored(tok->prev);
+    } else {
+        void *share = NULL;
+        PyObject *old;
+        if (token_old(tok, &old) < 0 ||
+            (old && self->c_values && share_new(self, old, &share) < 0))
+            return NULL;
+        ctxpy_snapshot_t *next =
+            self->c_values ? ctxpy_snapshot_with_c(cur, self->var, share, old == NULL)
+                           : ctxpy_snapshot_with(cur, (PyObject *)self, old);
+        if (!next) {
+            if (share)
+                share_discard(self, share);
+            return NULL;
+        }
+        PyObject *hidden = ctxpy_publish(next);
+        Py_DECREF(next);
+        if (!hidden) {
+            ctxpy_drain();
+            return NULL;
+        }
+        Py_DECREF(hidden);
+    }
+    tok->used = 1;
+    var_forget(self);
+    ctxpy_drain();
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(var_capsule_doc,
+             "capsule($self, /)\n--\n\n"
+             "A capsule named \"ctxvar.ctx_var_t\" holding this variable's ctx_var_t *\n"
+             "(valid while the capsule lives), for C code that shares the variable.\n"
+             "C code may read its values with ctx_var_get: a value set from Python is\n"
+             "a pointer whose first member is the object (PyObject *, borrowed).  Only\n"
+             "Python sets it (its values are the binding's records); a variable both\n"
+             "sides set is made in C and wrapped with ContextVar.from_capsule.");
+
+static void capsule_destructor(PyObject *capsule) {
+    Py_XDECREF((PyObject *)PyCapsule_GetContext(capsule));
+}
+
+static PyObject *var_capsule(var_object *self, PyObject *unused) {
+    (void)unused;
+    PyObject *capsule = PyCapsule_New(self->var, CAPSULE_NAME, capsule_destructor);
+    if (!capsule)
+        return NULL;
+    if (PyCapsule_SetContext(capsule, Py_NewRef((PyObject *)self)) < 0) {
+        Py_DECREF(self);
+        Py_DECREF(capsule);
+        return NULL;
+    }
+    return capsule;
+}
+
+PyDoc_STRVAR(var_from_capsule_doc,
+             "from_capsule(capsule, /)\n--\n\n"
+             "The ContextVar for the ctx_var_t * in a capsule named \"ctxvar.ctx_var_t\".\n\n"
+             "For a variable made by ContextVar(), the same object.  For a variable\n"
+             "made in C, one ContextVar per variable (made on first use): its values\n"
+             "are str, converted with the variable's encode (or format) operation\n"
+             "when read and its decode operation when set, and its default is the\n"
+             "C variable's.  Python and C then see the same values, per thread and\n"
+             "per asyncio task.");
+
+static PyObject *var_from_capsule(PyObject *cls, PyObject *capsule) {
+    (void)cls;
+    ctx_var_t *var = PyCapsule_GetPointer(capsule, CAPSULE_NAME);
+    if (!var)
+        return NULL;
+    if (ctxpy_is_record_var(var)) {
+        PyObject *owner = PyCapsule_GetContext(capsule);
+        if (!owner || !Var_Check(owner) || ((var_object *)owner)->var != var) {
+            PyErr_SetString(PyExc_ValueError,
+                            "this capsule's variable holds Python objects but was not "
+                            "made by ContextVar.capsule()");
+            return NULL;
+        }
+        return Py_NewRef(owner);
+    }
+    return var_wrap_c(var);
 }
 
 static PyMethodDef var_methods[] = {
     {"get", (PyCFunction)(void (*)(void))var_get, METH_FASTCALL, var_get_doc},
-    {"set", (PyCFunction)(void (*)(void))var_set, METH_O, var_set_doc},
-    {"reset", (PyCFunction)(void (*)(void))var_reset, METH_O, var_reset_doc},
+    {"set", (PyCFunction)var_set, METH_O, var_set_doc},
+    {"reset", (PyCFunction)var_reset, METH_O, var_reset_doc},
+    {"capsule", (PyCFunction)var_capsule, METH_NOARGS, var_capsule_doc},
+    {"from_capsule", (PyCFunction)var_from_capsule, METH_O | METH_CLASS, var_from_capsule_doc},
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, PyDoc_STR("See PEP 585")},
     {NULL, NULL, 0, NULL},
 };
@@ -349,6 +738,7 @@ PyTypeObject ctxpy_ContextVar_Type = {
                         "A context variable: its value is looked up in the current context."),
     .tp_traverse = (traverseproc)var_tp_traverse,
     .tp_clear = (inquiry)var_tp_clear,
+    .tp_weaklistoffset = offsetof(var_object, weakreflist),
     .tp_methods = var_methods,
     .tp_members = var_members,
     .tp_new = var_tp_new,
@@ -368,27 +758,33 @@ static PyObject *token_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds
 
 static int token_tp_traverse(token_object *self, visitproc visit, void *arg) {
     Py_VISIT(self->var);
-    /* The previous value, while this token is the only holder of its box. */
-    if (self->token && self->token->old &&
-        atomic_load_explicit(&self->token->old->item.refs, memory_order_acquire) == 1) {
-        int r = box_visit(self->token->old->value, visit, arg);
-        if (r)
-            return r;
-    }
+    Py_VISIT(self->context);
+    Py_VISIT(self->hidden_token);
+    Py_VISIT(self->old);
+    return 0;
+}
+
+static int token_tp_clear(token_object *self) {
+    self->prev = NULL;
+    Py_CLEAR(self->context);
+    Py_CLEAR(self->hidden_token);
+    Py_CLEAR(self->old);
     return 0;
 }
 
 static void token_tp_dealloc(token_object *self) {
     PyObject_GC_UnTrack(self);
-    ctx_token_release(self->token);
+    token_tp_clear(self);
+    if (self->core)
+        ctx_token_release(self->core);
     Py_CLEAR(self->var);
-    PyObject_GC_Del(self);
+    ctxpy_freelist_free(&token_freelist, (PyObject *)self);
     ctxpy_drain();
 }
 
 static PyObject *token_tp_repr(token_object *self) {
-    return PyUnicode_FromFormat("<Token%s var=%R at %p>",
-                                ctx_token_used(self->token) ? " used" : "", self->var, self);
+    return PyUnicode_FromFormat("<Token%s var=%R at %p>", token_used(self) ? " used" : "",
+                                self->var, self);
 }
 
 static PyObject *token_get_var(token_object *self, void *unused) {
@@ -398,10 +794,27 @@ static PyObject *token_get_var(token_object *self, void *unused) {
 
 static PyObject *token_get_old_value(token_object *self, void *unused) {
     (void)unused;
-    void *old;
-    if (ctx_token_old_value(self->token, &old) != 0)
-        return Py_NewRef(token_missing);
-    return Py_NewRef(((ctxpy_box_t *)old)->value);
+    if (self->core) {
+        void *old;
+        if (ctx_token_old_value(self->core, &old) != 0)
+            return Py_NewRef(token_missing);
+        return ctxpy_value_object(self->var->var, old);
+    }
+    PyObject *old;
+    if (token_old(self, &old) < 0)
+        return NULL;
+    return Py_NewRef(old ? old : token_missing);
+}
+
+static PyObject *token_enter(token_object *self, PyObject *unused) {
+    (void)unused;
+    return Py_NewRef((PyObject *)self);
+}
+
+static PyObject *token_exit(token_object *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)args;
+    (void)nargs;
+    return var_reset(self->var, (PyObject *)self);
 }
 
 static PyGetSetDef token_getset[] = {
@@ -412,6 +825,9 @@ static PyGetSetDef token_getset[] = {
 
 static PyMethodDef token_methods[] = {
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, PyDoc_STR("See PEP 585")},
+    {"__enter__", (PyCFunction)token_enter, METH_NOARGS, PyDoc_STR("Returns the token.")},
+    {"__exit__", (PyCFunction)(void (*)(void))token_exit, METH_FASTCALL,
+     PyDoc_STR("Resets the variable with this token.")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -426,6 +842,7 @@ PyTypeObject ctxpy_Token_Type = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = PyDoc_STR("What ContextVar.set returns; ContextVar.reset(token) undoes that set."),
     .tp_traverse = (traverseproc)token_tp_traverse,
+    .tp_clear = (inquiry)token_tp_clear,
     .tp_methods = token_methods,
     .tp_getset = token_getset,
     .tp_new = token_tp_new,
@@ -449,26 +866,40 @@ PyTypeObject ctxpy_TokenMissing_Type = {
 /* Context                                                                 */
 /* ---------------------------------------------------------------------- */
 
-/* A new Context object owning `ctx` (released on failure). */
-static PyObject *context_wrap(ctx_context_t *ctx) {
-    context_object *self = PyObject_GC_New(context_object, &ctxpy_Context_Type);
-    if (!self) {
-        ctx_context_release(ctx);
-        ctxpy_drain();
+/* A new Context holding `snap` (a new reference is taken). */
+static PyObject *context_new_from(ctxpy_snapshot_t *snap) {
+    context_object *self =
+        (context_object *)ctxpy_freelist_new(&context_freelist, &ctxpy_Context_Type);
+    if (!self)
         return NULL;
-    }
-    self->ctx = ctx;
+    self->snap = (ctxpy_snapshot_t *)Py_NewRef((PyObject *)snap);
+    self->pycontext = NULL;
     self->weakreflist = NULL;
+    self->entered = 0;
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
 
-/* The core context, or NULL with RuntimeError if the collector cleared it. */
-static ctx_context_t *context_get_ctx(context_object *self) {
-    if (!self->ctx)
-        PyErr_SetString(PyExc_RuntimeError,
-                        "this Context was cleared by the garbage collector");
-    return self->ctx;
+/* The snapshot, brought up to date if the context is being run (its sets
+ * are in its contextvars.Context until the run returns); borrowed. */
+static ctxpy_snapshot_t *context_snapshot(context_object *self) {
+    if (self->entered && self->pycontext) {
+        PyThreadState *ts = CTXPY_TSTATE();
+        ctxpy_snapshot_t *now = NULL;
+        PyObject *owned = NULL;
+        if (ts->context == self->pycontext) {
+            now = ctxpy_current(ts);
+        } else if ((owned = PyObject_GetItem(self->pycontext, ctxpy_hidden))) {
+            now = (ctxpy_snapshot_t *)owned;
+        } else {
+            PyErr_Clear();
+            now = ctxpy_empty;
+        }
+        if (now && now != self->snap)
+            Py_SETREF(self->snap, (ctxpy_snapshot_t *)Py_NewRef((PyObject *)now));
+        Py_XDECREF(owned);
+    }
+    return self->snap ? self->snap : ctxpy_empty;
 }
 
 static int check_key(PyObject *key) {
@@ -485,71 +916,43 @@ static PyObject *context_tp_new(PyTypeObject *type, PyObject *args, PyObject *kw
         PyErr_SetString(PyExc_TypeError, "Context() does not accept any arguments");
         return NULL;
     }
-    ctx_context_t *ctx;
-    int r = ctx_context_new(&ctx);
-    if (r)
-        return ctxpy_error(r);
-    return context_wrap(ctx);
+    return context_new_from(ctxpy_empty);
 }
 
 static int context_tp_traverse(context_object *self, visitproc visit, void *arg) {
-    ctx_context_t *ctx = self->ctx;
-    if (!ctx || ctx_context_is_entered(ctx))
-        return 0;
-    int r = 0;
-    ctx__context_lock(ctx);
-    ctx__hamt_iter_t walk;
-    ctx__hamt_iter_init(&walk, &ctx->map);
-    ctx__hamt_item_t *item;
-    while (r == 0 && (item = ctx__hamt_iter_next(&walk))) {
-        if (ctx__hamt_is_private(&ctx->map, item->hash, item->key, &ctx__box_ops) == 1)
-            r = box_visit(((ctx__box_t *)item)->value, visit, arg);
-    }
-    ctx__context_unlock(ctx);
-    return r;
+    Py_VISIT(self->snap);
+    Py_VISIT(self->pycontext);
+    return 0;
 }
 
 static int context_tp_clear(context_object *self) {
-    ctx_context_t *ctx = self->ctx;
-    self->ctx = NULL;
-    ctx_context_release(ctx);
-    ctxpy_drain();
+    Py_CLEAR(self->snap);
+    Py_CLEAR(self->pycontext);
     return 0;
 }
 
 static void context_tp_dealloc(context_object *self) {
+    /* No trashcan: a chain of contexts nested as values passes through
+     * snapshots, whose dealloc has one. */
     PyObject_GC_UnTrack(self);
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
-    ctx_context_t *ctx = self->ctx;
-    self->ctx = NULL;
-    ctx_context_release(ctx);
-    PyObject_GC_Del(self);
+    context_tp_clear(self);
+    ctxpy_freelist_free(&context_freelist, (PyObject *)self);
     ctxpy_drain();
 }
 
 static Py_ssize_t context_tp_len(context_object *self) {
-    ctx_context_t *ctx = context_get_ctx(self);
-    return ctx ? (Py_ssize_t)ctx_context_length(ctx) : -1;
+    return ctxpy_snapshot_len(context_snapshot(self));
 }
 
 /* 1 and a new reference in *out, 0 if absent, -1 on error. */
 static int context_lookup(context_object *self, PyObject *key, PyObject **out) {
     if (check_key(key) < 0)
         return -1;
-    ctx_context_t *ctx = context_get_ctx(self);
-    if (!ctx)
+    if (snapshot_lookup(context_snapshot(self), (var_object *)key, out) < 0)
         return -1;
-    void *value;
-    int r = ctx_context_get(ctx, ((var_object *)key)->var, &value);
-    if (r == CTX_ENOTFOUND)
-        return 0;
-    if (r) {
-        ctxpy_error(r);
-        return -1;
-    }
-    *out = Py_NewRef(((ctxpy_box_t *)value)->value);
-    return 1;
+    return *out != NULL;
 }
 
 static PyObject *context_tp_subscript(context_object *self, PyObject *key) {
@@ -573,16 +976,19 @@ static int context_tp_contains(context_object *self, PyObject *key) {
 }
 
 static PyObject *context_iter_new(context_object *self, int kind) {
-    ctx_context_t *ctx = context_get_ctx(self);
-    if (!ctx)
-        return NULL;
-    context_iter_object *it = PyObject_New(context_iter_object, &ctxpy_ContextIter_Type);
+    ctxpy_snapshot_t *snap = context_snapshot(self);
+    context_iter_object *it = PyObject_GC_New(context_iter_object, &ctxpy_ContextIter_Type);
     if (!it)
         return NULL;
-    it->len = (Py_ssize_t)ctx_context_length(ctx);
+    it->snap = (ctxpy_snapshot_t *)Py_NewRef((PyObject *)snap);
+    it->len = ctxpy_snapshot_len(snap);
     it->kind = kind;
-    ctx_iter_init(&it->it, ctx);
+    it->index = 0;
+    it->core = snap->ctx != NULL;
     it->live = 1;
+    if (it->core)
+        ctx_iter_init(&it->it, snap->ctx);
+    PyObject_GC_Track(it);
     return (PyObject *)it;
 }
 
@@ -594,37 +1000,59 @@ static PyObject *context_tp_richcompare(PyObject *v, PyObject *w, int op) {
     if (!Context_Check(v) || !Context_Check(w) || (op != Py_EQ && op != Py_NE))
         Py_RETURN_NOTIMPLEMENTED;
     int equal = 1;
-    if (v != w) {
-        ctx_context_t *a = context_get_ctx((context_object *)v);
-        ctx_context_t *b = a ? context_get_ctx((context_object *)w) : NULL;
-        if (!b)
-            return NULL;
-        if (ctx_context_length(a) != ctx_context_length(b)) {
-            equal = 0;
-        } else {
-            /* A snapshot of `a`; values of `b` held while compared, since
-             * __eq__ may change `b`. */
-            ctx_iter_t it;
-            ctx_var_t *var;
-            void *a_value;
-            ctx_iter_init(&it, a);
-            while (equal == 1 && ctx_iter_next(&it, &var, &a_value)) {
-                void *b_value;
-                if (ctx_context_get(b, var, &b_value) != 0) {
+    ctxpy_snapshot_t *a = context_snapshot((context_object *)v);
+    ctxpy_snapshot_t *b = context_snapshot((context_object *)w);
+    if (a != b) {
+        /* Hold both: __eq__ below may run anything. */
+        Py_INCREF(a);
+        Py_INCREF(b);
+        if (!a->ctx && !b->ctx) {
+            /* Variables made in Python only: compare the pairs. */
+            if (a->n != b->n)
+                equal = 0;
+            for (Py_ssize_t i = 0; equal == 1 && i < a->n; i++) {
+                PyObject *y = ctxpy_snapshot_get(b, a->pairs[2 * i]);
+                if (!y) {
                     equal = 0;
                     break;
                 }
-                PyObject *x = Py_NewRef(((ctxpy_box_t *)a_value)->value);
-                PyObject *y = Py_NewRef(((ctxpy_box_t *)b_value)->value);
+                PyObject *x = Py_NewRef(a->pairs[2 * i + 1]);
+                Py_INCREF(y);
                 equal = PyObject_RichCompareBool(x, y, Py_EQ);
                 Py_DECREF(x);
                 Py_DECREF(y);
             }
-            ctx_iter_clear(&it);
-            ctxpy_drain();
-            if (equal < 0)
-                return NULL;
+        } else {
+            ctx_context_t *actx = ctxpy_snapshot_core(a);
+            ctx_context_t *bctx = actx ? ctxpy_snapshot_core(b) : NULL;
+            if (!bctx)
+                equal = -1;
+            else if (ctx_context_length(actx) != ctx_context_length(bctx))
+                equal = 0;
+            else {
+                ctx_iter_t it;
+                ctx_var_t *var;
+                void *a_value, *b_value;
+                ctx_iter_init(&it, actx);
+                while (equal == 1 && ctx_iter_next(&it, &var, &a_value)) {
+                    if (ctx_context_get(bctx, var, &b_value) != 0) {
+                        equal = 0;
+                        break;
+                    }
+                    PyObject *x = ctxpy_value_object(var, a_value);
+                    PyObject *y = x ? ctxpy_value_object(var, b_value) : NULL;
+                    equal = y ? PyObject_RichCompareBool(x, y, Py_EQ) : -1;
+                    Py_XDECREF(x);
+                    Py_XDECREF(y);
+                }
+                ctx_iter_clear(&it);
+            }
         }
+        Py_DECREF(a);
+        Py_DECREF(b);
+        ctxpy_drain();
+        if (equal < 0)
+            return NULL;
     }
     if (op == Py_NE)
         equal = !equal;
@@ -671,14 +1099,64 @@ static PyObject *context_items(context_object *self, PyObject *unused) {
 
 static PyObject *context_copy(context_object *self, PyObject *unused) {
     (void)unused;
-    ctx_context_t *ctx = context_get_ctx(self);
-    if (!ctx)
+    context_object *copy = (context_object *)context_new_from(context_snapshot(self));
+    if (copy && self->pycontext && !(copy->pycontext = PyContext_Copy(self->pycontext)))
+        Py_CLEAR(copy);
+    return (PyObject *)copy;
+}
+
+/* ctx_context_run's function for a run inside a context C entered. */
+typedef struct {
+    PyObject *fn;
+    PyObject *const *args;
+    size_t nargsf;
+    PyObject *kwnames;
+    PyObject *result;
+} call_t;
+
+static void *call_python(void *arg) {
+    call_t *c = arg;
+    c->result = PyObject_Vectorcall(c->fn, c->args, c->nargsf, c->kwnames);
+    return NULL;
+}
+
+/* Context.run while a context entered through ctxvar is current (Python
+ * code called back from C): that context comes first for Python as for C,
+ * so the run enters a core copy of this Context's snapshot above it. */
+static PyObject *context_run_core(context_object *self, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames) {
+    ctx_context_t *ctx, *src = ctxpy_snapshot_escape(self->snap); /* C may copy it */
+    if (!src)
         return NULL;
-    ctx_context_t *copy;
-    int r = ctx_context_copy(ctx, &copy);
+    int r = ctx_context_copy(src, &ctx);
     if (r)
         return ctxpy_error(r);
-    return context_wrap(copy);
+    call_t call = {args[0], args + 1, nargsf - 1, kwnames, NULL};
+    self->entered = 1;
+    r = ctx_context_run(ctx, call_python, &call, NULL);
+    self->entered = 0;
+    if (r == 0) {
+        ctxpy_snapshot_t *after = ctxpy_snapshot_new(ctx);
+        if (after) {
+            after->escaped = 1; /* every record in it is core-owned */
+            Py_SETREF(self->snap, after);
+            ctx = NULL;
+        } else {
+            Py_CLEAR(call.result);
+        }
+    }
+    ctx_context_release(ctx); /* unless the new snapshot took it */
+    ctxpy_drain();
+    if (r) {
+        Py_XDECREF(call.result);
+        if (r == CTX_ENOTCURRENT)
+            PyErr_SetString(PyExc_RuntimeError, "cannot exit context: thread state "
+                                                "references a different context object");
+        else
+            ctxpy_error(r);
+        return NULL;
+    }
+    return call.result;
 }
 
 static PyObject *context_run(context_object *self, PyObject *const *args, Py_ssize_t nargs,
@@ -687,33 +1165,55 @@ static PyObject *context_run(context_object *self, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_TypeError, "run() missing 1 required positional argument");
         return NULL;
     }
-    ctx_context_t *ctx = context_get_ctx(self);
-    if (!ctx || ctxpy_thread_guard() < 0)
-        return NULL;
-    int r = ctx_context_enter(ctx);
-    if (r == CTX_EENTERED) {
+    if (self->entered) {
         PyErr_Format(PyExc_RuntimeError, "cannot enter context: %R is already entered", self);
         return NULL;
     }
-    if (r)
-        return ctxpy_error(r);
-
-    PyObject *result = PyObject_Vectorcall(args[0], args + 1, (size_t)nargs - 1, kwnames);
-
-    r = ctx_context_exit(ctx);
-    ctxpy_drain();
-    if (r) {
-        Py_XDECREF(result);
-        if (r == CTX_ENOTENTERED)
-            PyErr_Format(PyExc_RuntimeError, "cannot exit context: %R has not been entered",
-                         self);
-        else if (r == CTX_ENOTCURRENT)
-            PyErr_SetString(PyExc_RuntimeError, "cannot exit context: thread state "
-                                                "references a different context object");
-        else
-            ctxpy_error(r);
+    if (!self->snap) {
+        PyErr_SetString(PyExc_RuntimeError, "this Context was cleared by the garbage collector");
         return NULL;
     }
+    PyThreadState *ts = CTXPY_TSTATE();
+    if (ctxpy_core_entered(ts))
+        return context_run_core(self, args, (size_t)nargs, kwnames);
+
+    /* The first run makes the contextvars.Context this one runs in: a copy
+     * of the caller's (the standard library's variables look as there),
+     * holding this Context's snapshot. */
+    int first = self->pycontext == NULL;
+    if (first && !(self->pycontext = PyContext_CopyCurrent()))
+        return NULL;
+    if (first) {
+        if (PyContext_Enter(self->pycontext) < 0)
+            return NULL;
+        PyObject *hidden = NULL;
+        if (ctxpy_current(ts) != self->snap && !(hidden = ctxpy_publish(self->snap))) {
+            PyContext_Exit(self->pycontext);
+            Py_CLEAR(self->pycontext);
+            return NULL;
+        }
+        Py_XDECREF(hidden);
+        if (PyContext_Exit(self->pycontext) < 0)
+            return NULL;
+    }
+    /* The standard library's Context.run on it (enter, call, exit, all in
+     * one call into libpython). */
+    self->entered = 1;
+    uint64_t gen = ctxpy_gen();
+    PyObject *result = std_context_run(self->pycontext, args, nargs, kwnames);
+    self->entered = 0;
+    if (ctxpy_gen() != gen) { /* the call set something: the snapshot now */
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyObject *now = PyObject_GetItem(self->pycontext, ctxpy_hidden);
+        if (!now) {
+            PyErr_Clear();
+            now = Py_NewRef((PyObject *)ctxpy_empty);
+        }
+        Py_SETREF(self->snap, (ctxpy_snapshot_t *)now);
+        PyErr_Restore(type, value, traceback);
+    }
+    ctxpy_drain();
     return result;
 }
 
@@ -732,7 +1232,10 @@ static PyMethodDef context_methods[] = {
      PyDoc_STR("copy($self, /)\n--\n\nReturn a shallow copy of the context object.")},
     {"run", (PyCFunction)(void (*)(void))context_run, METH_FASTCALL | METH_KEYWORDS,
      PyDoc_STR("run(callable, *args, **kwargs)\n\nCall callable(*args, **kwargs) in this "
-               "context and return its result.")},
+               "context and return its result.\n\nStandard-library context variables "
+               "inside the call are those of a contextvars.Context this Context keeps: a "
+               "copy of the caller's, made by its first run (or copied from the Context "
+               "that copy() was called on).")},
     {NULL, NULL, 0, NULL},
 };
 
@@ -769,37 +1272,75 @@ PyTypeObject ctxpy_Context_Type = {
 /* The context iterator: keys(), values(), items(), iter(ctx)              */
 /* ---------------------------------------------------------------------- */
 
-/* Like CPython's, it is its own iterator, over a snapshot taken when it was
- * made, and its len() is the snapshot's size. */
+/* Like CPython's, it is its own iterator, over the snapshot current when it
+ * was made, and its len() is the snapshot's size. */
 
 static void context_iter_finish(context_iter_object *self) {
     if (self->live) {
         self->live = 0;
-        ctx_iter_clear(&self->it);
+        if (self->core)
+            ctx_iter_clear(&self->it);
         ctxpy_drain();
     }
 }
 
-static void context_iter_dealloc(context_iter_object *self) {
+static int context_iter_traverse(context_iter_object *self, visitproc visit, void *arg) {
+    Py_VISIT(self->snap);
+    return 0;
+}
+
+static int context_iter_clear(context_iter_object *self) {
     context_iter_finish(self);
-    PyObject_Free(self);
+    Py_CLEAR(self->snap);
+    return 0;
+}
+
+static void context_iter_dealloc(context_iter_object *self) {
+    PyObject_GC_UnTrack(self);
+    context_iter_clear(self);
+    PyObject_GC_Del(self);
 }
 
 static PyObject *context_iter_next(context_iter_object *self) {
     ctx_var_t *var;
     void *value;
-    if (!self->live || !ctx_iter_next(&self->it, &var, &value)) {
+    PyObject *key, *obj, *pair;
+    if (self->live && !self->core) {
+        /* Its pairs (a snapshot the collector cleared has none). */
+        ctxpy_snapshot_t *s = self->snap;
+        if (!s || self->index >= s->n) {
+            context_iter_finish(self);
+            return NULL;
+        }
+        key = s->pairs[2 * self->index];
+        obj = s->pairs[2 * self->index++ + 1];
+        switch (self->kind) {
+        case ITER_KEYS:
+            return Py_NewRef(key);
+        case ITER_VALUES:
+            return Py_NewRef(obj);
+        default:
+            return PyTuple_Pack(2, key, obj);
+        }
+    }
+    /* A snapshot the collector cleared has dropped its objects. */
+    if (!self->live || !self->snap || !self->snap->ctx ||
+        !ctx_iter_next(&self->it, &var, &value)) {
         context_iter_finish(self);
         return NULL;
     }
-    ctxpy_box_t *box = value;
     switch (self->kind) {
     case ITER_KEYS:
-        return Py_NewRef(box->var);
+        return ctxpy_var_object(var, value);
     case ITER_VALUES:
-        return Py_NewRef(box->value);
+        return ctxpy_value_object(var, value);
     default:
-        return PyTuple_Pack(2, box->var, box->value);
+        key = ctxpy_var_object(var, value);
+        obj = key ? ctxpy_value_object(var, value) : NULL;
+        pair = obj ? PyTuple_Pack(2, key, obj) : NULL;
+        Py_XDECREF(key);
+        Py_XDECREF(obj);
+        return pair;
     }
 }
 
@@ -816,53 +1357,73 @@ PyTypeObject ctxpy_ContextIter_Type = {
     .tp_dealloc = (destructor)context_iter_dealloc,
     .tp_as_mapping = &context_iter_as_mapping,
     .tp_getattro = PyObject_GenericGetAttr,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)context_iter_traverse,
+    .tp_clear = (inquiry)context_iter_clear,
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)context_iter_next,
 };
 
 /* ---------------------------------------------------------------------- */
-/* copy_context and type setup                                             */
+/* copy_context                                                            */
 /* ---------------------------------------------------------------------- */
 
 PyObject *ctxpy_copy_context(PyObject *module, PyObject *unused) {
     (void)module;
     (void)unused;
+    ctxpy_snapshot_t *snap = ctxpy_current(CTXPY_TSTATE());
+    if (snap)
+        return context_new_from(snap);
+    /* A context C entered is current: copy it. */
     ctx_context_t *copy;
     int r = ctx_context_copy_current(&copy);
     if (r)
         return ctxpy_error(r);
-    return context_wrap(copy);
+    snap = ctxpy_snapshot_new(copy);
+    if (!snap) {
+        ctx_context_release(copy);
+        ctxpy_drain();
+        return NULL;
+    }
+    snap->escaped = 1; /* its records came from a C context: core-owned */
+    PyObject *ctx = context_new_from(snap);
+    Py_DECREF(snap);
+    return ctx;
 }
 
-/* A test hook for the thread-exit path: a native thread, which has no Python
- * thread state and never holds the GIL, sets a value in its own base context
- * and exits; the core's pthread key destructor then releases that context,
- * and the value box lands in the deferred queue. */
+/* ---------------------------------------------------------------------- */
+/* A test hook for the thread-exit path                                    */
+/* ---------------------------------------------------------------------- */
+
+/* A native thread, which has no Python thread state and never holds the
+ * GIL, sets a value in its own context and exits; the core's pthread key
+ * destructor then releases that context, and the record's references land
+ * in the deferred queue. */
 typedef struct {
     ctx_var_t *var;
-    ctxpy_box_t *box;
+    ctxpy_record_t *record;
     int rc;
 } native_job_t;
 
 static void *native_set_main(void *arg) {
     native_job_t *job = arg;
-    job->rc = ctx_var_set(job->var, job->box, NULL);
+    job->rc = ctx_var_set(job->var, job->record, NULL);
     return NULL;
 }
 
 PyObject *ctxpy_set_in_native_thread(PyObject *module, PyObject *const *args,
                                      Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 2 || !Var_Check(args[0])) {
+    if (nargs != 2 || !Var_Check(args[0]) || ((var_object *)args[0])->c_values) {
         PyErr_SetString(PyExc_TypeError, "_set_in_native_thread(var, value)");
         return NULL;
     }
     var_object *var = (var_object *)args[0];
-    ctxpy_box_t *box = box_new(var, args[1]);
-    if (!box)
+    ctxpy_record_t *record = ctxpy_record_new((PyObject *)var, args[1]);
+    if (!record)
         return NULL;
-    native_job_t job = {var->var, box, 0};
+    ctxpy_record_own(record);
+    native_job_t job = {var->var, record, 0};
     pthread_t thread;
     int err;
     Py_BEGIN_ALLOW_THREADS
@@ -871,7 +1432,7 @@ PyObject *ctxpy_set_in_native_thread(PyObject *module, PyObject *const *args,
         pthread_join(thread, NULL);
     Py_END_ALLOW_THREADS
     if (err || job.rc) {
-        box_finish(&box->node);
+        ctxpy_record_discard(record);
         if (err) {
             errno = err;
             return PyErr_SetFromErrno(PyExc_OSError);
@@ -894,6 +1455,15 @@ int ctxpy_contextvars_ready(PyObject *module) {
         if (PyDict_SetItemString(ctxpy_Token_Type.tp_dict, "MISSING", token_missing) < 0)
             return -1;
         PyType_Modified(&ctxpy_Token_Type);
+    }
+    if (!c_wrappers && !(c_wrappers = PyDict_New()))
+        return -1;
+    for (PyMethodDef *m = PyContext_Type.tp_methods; m && m->ml_name && !std_context_run; m++)
+        if (!strcmp(m->ml_name, "run") && m->ml_flags == (METH_FASTCALL | METH_KEYWORDS))
+            std_context_run = (context_run_fn)(void (*)(void))m->ml_meth;
+    if (!std_context_run) {
+        PyErr_SetString(PyExc_ImportError, "_ctxvar: contextvars.Context has no run method");
+        return -1;
     }
     const char *names[] = {"ContextVar", "Token", "Context"};
     for (size_t i = 0; i < 3; i++)

@@ -1,13 +1,17 @@
 /*
  * pyhamt.c — Hamt: the core's persistent map (ctx__hamt_*) as an immutable
  * Python mapping with Python keys, what CPython's tests reach as
- * `_testcapi.hamt()` (CPython's own is Python/hamt.c).
+ * `_testcapi.hamt()` (CPython's own is Python/hamt.c).  The map code is a
+ * private copy of src/core/hamt.c compiled into this module with hidden
+ * visibility (hamt_alloc.c gives it an allocator); nothing here touches the
+ * shared core library.
  *
  *   Hamt object ──▶ ctx__hamt_t (root reference, count)
- *                        │  nodes shared with every map derived from it
- *                        ▼
- *                   item: { ctx__hamt_item_t hdr (refs, hash, key), deferred
- *                           node, value }          key and value are strong
+ *     │                  │  nodes shared with every map derived from it
+ *     │                  ▼
+ *     │             item: { ctx__hamt_item_t hdr (refs, hash, key), value }
+ *     │                     key and value borrowed
+ *     └──── one reference to every key and value in its map ────┘
  *
  * `set` and `delete` return a new Hamt (ctx__hamt_assoc / ctx__hamt_without),
  * or the same object when nothing changes: setting a key to the value it
@@ -22,30 +26,37 @@
  * the operation (the core then returns CTX_EKEY and changes nothing) and
  * propagates.
  *
- * Items are freed through the deferred-release queue (module.c): the core's
- * item_free only queues them, so a __del__ never runs inside a map operation,
- * and dropping a long chain of nested maps is iterative.
- *
- * Garbage collection: as for contexts (contextvars.c), a Hamt visits only the
- * items whose whole path is referenced by it alone (ctx__hamt_is_private,
- * looked up by identity so no Python code runs during a traversal); items
- * shared with other maps count as referenced from outside.  Maps are
- * immutable and only changed under the GIL, so a traversal's view is stable.
+ * References and the garbage collector: map nodes are shared between Hamt
+ * objects in a way the collector cannot see, so items hold no references at
+ * all; each Hamt object holds its own reference to every key and value of
+ * its map, in an array (`refs`: made from its parent's with one change, then
+ * one increment each: O(n), a tight loop) that its tp_traverse visits.  Every reference is then seen once, and a cycle through values
+ * shared by any number of Hamts is collected by one gc.collect().  Items
+ * stay valid while any Hamt holding them lives, since that Hamt holds their
+ * objects; they are freed by the map code, always with the GIL held.  Deep
+ * chains of maps nested as values are freed through the trashcan.
  *
  * Iterators (keys(), values(), items(), iter(h)) hold the Hamt they walk and
  * are their own iterators; len() of one is the map's size (as CPython's).
  */
 #include "ctxpy.h"
 
+#include "core/alloc.h"
+#include "core/hamt.h"
+
 typedef struct {
-    ctx__hamt_item_t hdr; /* hdr.key: the key object (strong) */
-    ctxpy_deferred_t node;
-    PyObject *value;
+    ctx__hamt_item_t hdr; /* hdr.key: the key object (borrowed) */
+    PyObject *value;      /* borrowed */
 } item_t;
+
+static long live_items; /* GIL */
+
+long ctxpy_items_alive(void) { return live_items; }
 
 typedef struct {
     PyObject_HEAD
     ctx__hamt_t map;
+    PyObject **refs; /* key, value, key, value, ...: one reference each */
     PyObject *weakreflist;
 } hamt_object;
 
@@ -70,18 +81,10 @@ static item_t *item_of(const ctx__hamt_item_t *hdr) {
 /* Items and the map operations                                            */
 /* ---------------------------------------------------------------------- */
 
-static void item_finish(ctxpy_deferred_t *node) {
-    item_t *item = (item_t *)((char *)node - offsetof(item_t, node));
-    PyObject *key = (PyObject *)item->hdr.key, *value = item->value;
-    PyMem_Free(item);
-    ctxpy_count_item(-1);
-    Py_DECREF(value);
-    Py_DECREF(key);
-}
-
 static void item_free(ctx__hamt_item_t *hdr, void *user) {
     (void)user;
-    ctxpy_defer(&item_of(hdr)->node);
+    live_items--;
+    ctx__free(item_of(hdr), sizeof(item_t));
 }
 
 static int key_eq(const void *a, const void *b, void *user) {
@@ -91,23 +94,19 @@ static int key_eq(const void *a, const void *b, void *user) {
 }
 
 static const ctx__hamt_ops_t python_ops = {key_eq, item_free, NULL};
-/* For traversals: the key looked up is the stored object itself. */
-static const ctx__hamt_ops_t identity_ops = {NULL, item_free, NULL};
 
-/* The item with one reference (the caller's). */
+/* The item with one reference (the caller's); key and value borrowed. */
 static item_t *item_new(uint32_t hash, PyObject *key, PyObject *value) {
-    item_t *item = PyMem_Malloc(sizeof *item);
+    item_t *item = ctx__malloc(sizeof *item);
     if (!item) {
         PyErr_NoMemory();
         return NULL;
     }
-    ctxpy_count_item(1);
+    live_items++;
     atomic_init(&item->hdr.refs, 1);
     item->hdr.hash = hash;
-    item->hdr.key = Py_NewRef(key);
-    item->node.next = NULL;
-    item->node.finish = item_finish;
-    item->value = Py_NewRef(value);
+    item->hdr.key = key;
+    item->value = value;
     return item;
 }
 
@@ -151,24 +150,58 @@ static int map_find(hamt_object *self, PyObject *key, uint32_t *hash, item_t **i
 /* Hamt                                                                    */
 /* ---------------------------------------------------------------------- */
 
-/* A new Hamt owning `map` (released on failure). */
-static PyObject *hamt_wrap(ctx__hamt_t map) {
-    hamt_object *self = PyObject_GC_New(hamt_object, &ctxpy_Hamt_Type);
-    if (!self) {
-        ctx__hamt_release(map, &python_ops);
-        ctxpy_drain();
-        return NULL;
+enum { DERIVE_ADD, DERIVE_REPLACE, DERIVE_REMOVE };
+
+/* A new Hamt owning `map` (released on failure), which is `from`'s map with
+ * `key` (the stored key object) added with `value`, its value replaced by
+ * `value`, or removed; NULL `from`: the empty map. */
+static PyObject *hamt_derive(hamt_object *from, ctx__hamt_t map, PyObject *key,
+                             PyObject *value, int how) {
+    size_t n = map.count * 2, had = from ? from->map.count * 2 : 0;
+    PyObject **refs = NULL;
+    hamt_object *self = NULL;
+    if (n && !(refs = PyMem_Malloc(n * sizeof *refs))) {
+        PyErr_NoMemory();
+        goto fail;
     }
+    if (!(self = PyObject_GC_New(hamt_object, &ctxpy_Hamt_Type)))
+        goto fail;
+    size_t at = 0; /* the pair of `key` in from->refs */
+    if (how != DERIVE_ADD)
+        while (at < had && from->refs[at] != key)
+            at += 2;
+    if (how == DERIVE_REMOVE) {
+        if (at)
+            memcpy(refs, from->refs, at * sizeof *refs);
+        if (had > at + 2)
+            memcpy(refs + at, from->refs + at + 2, (had - at - 2) * sizeof *refs);
+    } else if (had) {
+        memcpy(refs, from->refs, had * sizeof *refs);
+    }
+    if (how == DERIVE_REPLACE)
+        refs[at + 1] = value;
+    else if (how == DERIVE_ADD && key) {
+        refs[had] = key;
+        refs[had + 1] = value;
+    }
+    for (size_t i = 0; i < n; i++)
+        Py_INCREF(refs[i]);
     self->map = map;
+    self->refs = refs;
     self->weakreflist = NULL;
     PyObject_GC_Track(self);
     return (PyObject *)self;
+
+fail:
+    PyMem_Free(refs);
+    ctx__hamt_release(map, &python_ops);
+    return NULL;
 }
 
 PyObject *ctxpy_hamt_new_empty(PyObject *module, PyObject *unused) {
     (void)module;
     (void)unused;
-    return hamt_wrap(CTX__HAMT_EMPTY);
+    return hamt_derive(NULL, CTX__HAMT_EMPTY, NULL, NULL, DERIVE_ADD);
 }
 
 static PyObject *hamt_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
@@ -177,46 +210,42 @@ static PyObject *hamt_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "Hamt() does not accept any arguments");
         return NULL;
     }
-    return hamt_wrap(CTX__HAMT_EMPTY);
+    return hamt_derive(NULL, CTX__HAMT_EMPTY, NULL, NULL, DERIVE_ADD);
 }
 
 static int hamt_tp_traverse(hamt_object *self, visitproc visit, void *arg) {
-    ctx__hamt_iter_t walk;
-    ctx__hamt_iter_init(&walk, &self->map);
-    ctx__hamt_item_t *hdr;
-    while ((hdr = ctx__hamt_iter_next(&walk))) {
-        if (ctx__hamt_is_private(&self->map, hdr->hash, hdr->key, &identity_ops) == 1) {
-            Py_VISIT((PyObject *)hdr->key);
-            Py_VISIT(item_of(hdr)->value);
-        }
-    }
+    for (size_t i = 0; i < self->map.count * 2; i++)
+        Py_VISIT(self->refs[i]);
     return 0;
 }
 
 static int hamt_tp_clear(hamt_object *self) {
     ctx__hamt_t map = self->map;
+    PyObject **refs = self->refs;
     self->map = CTX__HAMT_EMPTY;
-    ctx__hamt_release(map, &python_ops);
-    ctxpy_drain();
+    self->refs = NULL;
+    ctx__hamt_release(map, &python_ops); /* items hold no references */
+    for (size_t i = 0; i < map.count * 2; i++)
+        Py_DECREF(refs[i]);
+    PyMem_Free(refs);
     return 0;
 }
 
 static void hamt_tp_dealloc(hamt_object *self) {
     PyObject_GC_UnTrack(self);
+    Py_TRASHCAN_BEGIN(self, hamt_tp_dealloc)
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
-    ctx__hamt_t map = self->map;
-    self->map = CTX__HAMT_EMPTY;
-    ctx__hamt_release(map, &python_ops);
+    hamt_tp_clear(self);
     PyObject_GC_Del(self);
-    ctxpy_drain();
+    Py_TRASHCAN_END
 }
 
 static Py_ssize_t hamt_tp_len(hamt_object *self) { return (Py_ssize_t)self->map.count; }
 
 static PyObject *hamt_tp_subscript(hamt_object *self, PyObject *key) {
     uint32_t hash;
-    item_t *item;
+    item_t *item = NULL;
     int r = map_find(self, key, &hash, &item);
     if (r < 0)
         return NULL;
@@ -229,7 +258,7 @@ static PyObject *hamt_tp_subscript(hamt_object *self, PyObject *key) {
 
 static int hamt_tp_contains(hamt_object *self, PyObject *key) {
     uint32_t hash;
-    item_t *item;
+    item_t *item = NULL;
     return map_find(self, key, &hash, &item);
 }
 
@@ -242,7 +271,7 @@ static PyObject *hamt_get(hamt_object *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     uint32_t hash;
-    item_t *item;
+    item_t *item = NULL;
     int r = map_find(self, args[0], &hash, &item);
     if (r < 0)
         return NULL;
@@ -258,7 +287,7 @@ static PyObject *hamt_set(hamt_object *self, PyObject *const *args, Py_ssize_t n
     }
     PyObject *key = args[0], *value = args[1];
     uint32_t hash;
-    item_t *existing;
+    item_t *existing = NULL;
     int r = map_find(self, key, &hash, &existing);
     if (r < 0)
         return NULL;
@@ -271,24 +300,22 @@ static PyObject *hamt_set(hamt_object *self, PyObject *const *args, Py_ssize_t n
     if (!item)
         return NULL;
     ctx__hamt_t out;
+    int how = r == 1 ? DERIVE_REPLACE : DERIVE_ADD;
     r = ctx__hamt_assoc(&self->map, &item->hdr, &python_ops, &out);
     ctx__hamt_item_release(&item->hdr, &python_ops); /* the map holds its own */
-    PyObject *result = r ? map_error(r) : hamt_wrap(out);
-    ctxpy_drain();
-    return result;
+    return r ? map_error(r) : hamt_derive(self, out, key, value, how);
 }
 
 static PyObject *hamt_delete(hamt_object *self, PyObject *key) {
     uint32_t hash;
-    if (hash_key(key, &hash) < 0)
-        return NULL;
+    item_t *existing = NULL;
+    int r = map_find(self, key, &hash, &existing);
+    if (r <= 0)
+        return r < 0 ? NULL : Py_NewRef((PyObject *)self);
+    PyObject *stored = (PyObject *)existing->hdr.key;
     ctx__hamt_t out;
-    int r = ctx__hamt_without(&self->map, hash, key, &python_ops, &out);
-    if (r == CTX_ENOTFOUND)
-        return Py_NewRef((PyObject *)self);
-    PyObject *result = r ? map_error(r) : hamt_wrap(out);
-    ctxpy_drain();
-    return result;
+    r = ctx__hamt_without(&self->map, hash, stored, &python_ops, &out);
+    return r ? map_error(r) : hamt_derive(self, out, stored, NULL, DERIVE_REMOVE);
 }
 
 static PyObject *hamt_tp_richcompare(PyObject *v, PyObject *w, int op) {

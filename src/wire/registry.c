@@ -7,8 +7,6 @@
  *   ctx_wire_t ─┬─ refs, used (registration closed once set)
  *               ├─ trace_var     "ctx.trace":    trace_value_t (parent +
  *               │                                normalised tracestate)
- *               ├─ deadline_var  "ctx.deadline": deadline_value_t (absolute
- *               │                                CLOCK_MONOTONIC ns)
  *               └─ regs[0..count)  { var (retained), baggage key }
  *
  * Registration happens before use, on one thread; the first inject,
@@ -16,10 +14,24 @@
  * read-only and every call may run on any thread without a lock.  (A
  * register after that fails with CTX_ESEALED rather than racing.)
  *
- * Values of the built-in variables are immutable heap records, released by
- * the variables' `release` operation when no context holds them any more;
- * they also have a `format` operation, so a log line made with
- * ctx_context_format shows the trace and the deadline.
+ * The trace's values are immutable heap records, released by the
+ * variable's `release` operation when no context holds them any more; it
+ * also has a `format` operation, so a log line made with ctx_context_format
+ * shows the trace.
+ *
+ * The deadline is not a variable of the registry: it is the deadline of the
+ * context's cancellation scope (ctxvar/cancel.h), so that the one deadline
+ * a request has is both what crosses the wire and what stops its work.
+ *
+ *   extract   grpc-timeout t  ─▶  a new root scope (the remote caller's
+ *                                 time: no local parent) with deadline
+ *                                 now + t, set in the new context
+ *                                 (ctx_cancel_context_set);
+ *   inject    the scope of the context (NULL: the current one) ─▶ the time
+ *             left until its deadline, rounded down, as grpc-timeout;
+ *   ctx_wire_deadline_set   a child of the context's scope with that
+ *             timeout (so a deadline only ever shrinks);
+ *   ctx_wire_deadline_get / _remaining   read the scope's deadline.
  *
  * inject reads the context (ctx_context_get, or ctx_var_get for the current
  * context), builds every header text first in stack buffers — a child
@@ -38,16 +50,20 @@
  * repeated key) is decoded by its variable's `decode` and set in the new
  * context with
  * ctx_context_set — O(1) amortised per entry, so the whole extract is
- * O(number of entries).  The trace is set last, because whether the
- * tracestate may be used depends on the traceparent (§3.3 of Trace Context:
- * no valid traceparent, no tracestate), which may come after it.  Only an
- * allocation failure (or, with CTX_WIRE_STRICT, any drop) fails the call;
- * then the half-built context is released, which releases every value
- * already in it.
+ * O(number of entries).  The trace and the scope are set last, because
+ * whether the tracestate may be used depends on the traceparent (§3.3 of
+ * Trace Context: no valid traceparent, no tracestate), which may come after
+ * it, and because a scope with a deadline takes a place in the timer
+ * facility that a failed extract should not have touched.  Only an
+ * allocation failure, the timer thread failing to start (or, with
+ * CTX_WIRE_STRICT, any drop) fails the call; then the half-built context
+ * is released, which releases every value already in it (and the scope).
  */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <ctxvar/cancel.h>
 
 #include "wire/wire_internal.h"
 
@@ -61,7 +77,6 @@ struct ctx_wire {
     atomic_size_t refs;
     atomic_int used;
     ctx_var_t *trace_var;
-    ctx_var_t *deadline_var;
     size_t count;
     reg_t regs[CTX_WIRE_MAX_VARS];
 };
@@ -74,10 +89,6 @@ typedef struct trace_value {
     size_t state_len;
     char state[]; /* normalised, NUL terminated */
 } trace_value_t;
-
-typedef struct deadline_value {
-    int64_t at_ns;
-} deadline_value_t;
 
 static void trace_release(void *value, void *user) {
     (void)user;
@@ -97,22 +108,7 @@ static int trace_format(const void *value, char *buf, size_t cap, void *user) {
     return snprintf(buf, cap, "%s", tp);
 }
 
-static void deadline_release(void *value, void *user) {
-    (void)user;
-    ctx__wire_free(value, sizeof(deadline_value_t));
-}
-
-static int deadline_format(const void *value, char *buf, size_t cap, void *user) {
-    (void)user;
-    int64_t left = ((const deadline_value_t *)value)->at_ns - ctx_wire_now_ns();
-    if (left <= 0)
-        return snprintf(buf, cap, "expired");
-    return snprintf(buf, cap, "%.3fms left", (double)left / 1e6);
-}
-
 static const ctx_value_ops_t trace_ops = {.size = sizeof(ctx_value_ops_t),.release = trace_release, .format = trace_format};
-static const ctx_value_ops_t deadline_ops = {.size = sizeof(ctx_value_ops_t),.release = deadline_release,
-                                             .format = deadline_format};
 
 static trace_value_t *trace_value_new(const ctx_wire_traceparent_t *parent, const char *state,
                                       size_t state_len) {
@@ -129,21 +125,6 @@ static trace_value_t *trace_value_new(const ctx_wire_traceparent_t *parent, cons
     return t;
 }
 
-static deadline_value_t *deadline_value_new(int64_t at_ns) {
-    deadline_value_t *d = ctx__wire_malloc(sizeof *d);
-    if (d)
-        d->at_ns = at_ns;
-    return d;
-}
-
-static int64_t add_saturating(int64_t a, int64_t b) {
-    if (b > 0 && a > INT64_MAX - b)
-        return INT64_MAX;
-    if (b < 0 && a < INT64_MIN - b)
-        return INT64_MIN;
-    return a + b;
-}
-
 /* ---- the registry ---- */
 
 int ctx_wire_new(ctx_wire_t **out) {
@@ -156,13 +137,7 @@ int ctx_wire_new(ctx_wire_t **out) {
     atomic_init(&w->refs, 1);
     atomic_init(&w->used, 0);
     ctx_var_options_t topt = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &trace_ops};
-    ctx_var_options_t dopt = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &deadline_ops};
     int rc = ctx_var_new("ctx.trace", &topt, &w->trace_var);
-    if (rc == 0) {
-        rc = ctx_var_new("ctx.deadline", &dopt, &w->deadline_var);
-        if (rc != 0)
-            ctx_var_release(w->trace_var);
-    }
     if (rc != 0) {
         ctx__wire_free(w, sizeof *w);
         return rc;
@@ -185,7 +160,6 @@ void ctx_wire_release(ctx_wire_t *w) {
         ctx__wire_free(w->regs[i].key, w->regs[i].key_len + 1);
     }
     ctx_var_release(w->trace_var);
-    ctx_var_release(w->deadline_var);
     ctx__wire_free(w, sizeof *w);
 }
 
@@ -223,7 +197,6 @@ int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *baggage_key) {
 }
 
 ctx_var_t *ctx_wire_trace_var(ctx_wire_t *w) { return w ? w->trace_var : NULL; }
-ctx_var_t *ctx_wire_deadline_var(ctx_wire_t *w) { return w ? w->deadline_var : NULL; }
 
 /* The value of `var` in ctx (NULL: current): 0 or CTX_ENOTFOUND. */
 static int lookup(ctx_context_t *ctx, ctx_var_t *var, void **value) {
@@ -302,34 +275,75 @@ int ctx_wire_trace_start(ctx_wire_t *w, ctx_context_t *ctx, uint8_t flags,
     return rc;
 }
 
+/* ---- the deadline: a view of the context's cancellation scope ---- */
+
+/* The scope of ctx (NULL: the current context): 0 and *scope, borrowed for
+ * the current context, else a reference in *owned as well (release it);
+ * CTX_ENOTFOUND if it has none. */
+static int scope_of(ctx_context_t *ctx, ctx_cancel_scope_t **scope, ctx_cancel_scope_t **owned) {
+    *owned = NULL;
+    if (!ctx)
+        return ctx_cancel_scope_current(scope);
+    int rc = ctx_cancel_scope_get(ctx, scope);
+    if (rc == 0)
+        *owned = *scope;
+    return rc;
+}
+
+/* grpc-timeout's "no time left" (0, or what a hop sent as 0n) is a
+ * deadline that has passed; the options read 0 as "none". */
+static ctx_cancel_options_t timeout_options(int64_t timeout_ns) {
+    ctx_cancel_options_t o = CTX_STRUCT_INIT(ctx_cancel_options_t);
+    o.timeout_ns = timeout_ns > 0 ? timeout_ns : -1;
+    return o;
+}
+
 int ctx_wire_deadline_set(ctx_wire_t *w, ctx_context_t *ctx, int64_t timeout_ns) {
     if (!w)
         return CTX_EINVAL;
     mark_used(w);
-    deadline_value_t *d = deadline_value_new(add_saturating(ctx_wire_now_ns(), timeout_ns));
-    if (!d)
-        return CTX_ENOMEM;
-    return store(ctx, w->deadline_var, d);
+    ctx_cancel_options_t o = timeout_options(timeout_ns);
+    if (!ctx) { /* a set in the current context that stays: no token kept */
+        ctx_token_t *token;
+        int rc = ctx_cancel_enter_child(&o, NULL, &token);
+        if (rc == 0)
+            ctx_token_release(token);
+        return rc;
+    }
+    if (ctx_context_is_entered(ctx))
+        return CTX_EENTERED;
+    ctx_cancel_scope_t *parent = NULL, *child = NULL;
+    int rc = ctx_cancel_scope_get(ctx, &parent);
+    if (rc == 0 || rc == CTX_ENOTFOUND)
+        rc = ctx_cancel_scope_new(parent, &o, &child);
+    ctx_cancel_scope_release(parent);
+    if (rc == 0)
+        rc = ctx_cancel_context_set(ctx, child);
+    ctx_cancel_scope_release(child); /* the context holds it now, or nobody */
+    return rc;
 }
 
 int ctx_wire_deadline_get(ctx_wire_t *w, ctx_context_t *ctx, int64_t *deadline_ns) {
     if (!w || !deadline_ns)
         return CTX_EINVAL;
     mark_used(w);
-    void *v;
-    int rc = lookup(ctx, w->deadline_var, &v);
+    ctx_cancel_scope_t *scope, *owned;
+    int rc = scope_of(ctx, &scope, &owned);
     if (rc == 0)
-        *deadline_ns = ((const deadline_value_t *)v)->at_ns;
+        rc = ctx_cancel_scope_deadline(scope, deadline_ns);
+    ctx_cancel_scope_release(owned);
     return rc;
 }
 
 int ctx_wire_deadline_remaining(ctx_wire_t *w, ctx_context_t *ctx, int64_t *remaining_ns) {
-    int64_t at;
-    if (!remaining_ns)
+    if (!w || !remaining_ns)
         return CTX_EINVAL;
-    int rc = ctx_wire_deadline_get(w, ctx, &at);
+    mark_used(w);
+    ctx_cancel_scope_t *scope, *owned;
+    int rc = scope_of(ctx, &scope, &owned);
     if (rc == 0)
-        *remaining_ns = add_saturating(at, -ctx_wire_now_ns());
+        rc = ctx_cancel_scope_remaining(scope, remaining_ns);
+    ctx_cancel_scope_release(owned);
     return rc;
 }
 
@@ -365,8 +379,13 @@ static void build_trace_deadline(ctx_wire_t *w, ctx_context_t *ctx, unsigned fla
         }
     }
     o->timeout_len = -1;
-    if (lookup(ctx, w->deadline_var, &v) == 0) {
-        int64_t left = add_saturating(((const deadline_value_t *)v)->at_ns, -ctx_wire_now_ns());
+    ctx_cancel_scope_t *scope, *owned;
+    int64_t left;
+    int rc = scope_of(ctx, &scope, &owned);
+    if (rc == 0)
+        rc = ctx_cancel_scope_remaining(scope, &left);
+    ctx_cancel_scope_release(owned);
+    if (rc == 0) {
         o->timeout_len = ctx_wire_timeout_format(left, o->timeout, sizeof o->timeout);
         if (o->timeout_len > 0 &&
             ctx_wire_timeout_parse(o->timeout, (size_t)o->timeout_len, &rep->timeout_ns) == 0)
@@ -626,6 +645,19 @@ static void finish_tracestate(extract_t *x) {
     }
 }
 
+/* Gives the new context a root scope (the remote caller's time: nothing
+ * local can cancel it) with the deadline grpc-timeout gave. */
+static int set_deadline(ctx_context_t *ctx, int64_t timeout_ns) {
+    ctx_cancel_options_t o = timeout_options(timeout_ns);
+    ctx_cancel_scope_t *scope;
+    int rc = ctx_cancel_scope_new(NULL, &o, &scope);
+    if (rc != 0)
+        return rc;
+    rc = ctx_cancel_context_set(ctx, scope);
+    ctx_cancel_scope_release(scope); /* the context holds it now, or nobody */
+    return rc;
+}
+
 /* Sets the trace and the deadline found in the new context. */
 static int set_found(extract_t *x) {
     extract_state_t *s = &x->s;
@@ -637,12 +669,8 @@ static int set_found(extract_t *x) {
         if (rc != 0 && t)
             trace_release(t, NULL);
     }
-    if (rc == 0 && s->rep.deadline == 1) {
-        deadline_value_t *d = deadline_value_new(add_saturating(ctx_wire_now_ns(), s->timeout_ns));
-        rc = d ? ctx_context_set(s->ctx, s->w->deadline_var, d) : CTX_ENOMEM;
-        if (rc != 0 && d)
-            deadline_release(d, NULL);
-    }
+    if (rc == 0 && s->rep.deadline == 1)
+        rc = set_deadline(s->ctx, s->timeout_ns);
     return rc;
 }
 

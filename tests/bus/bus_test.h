@@ -202,7 +202,7 @@ static inline void record_error(ctx_bus_t *bus, ctx_bus_listener_t *listener,
 
 static inline ctx_bus_t *new_bus(error_log_t *errors) {
     ctx_bus_t *bus = NULL;
-    ctx_bus_options_t o = {record_error, errors};
+    ctx_bus_options_t o = {sizeof(ctx_bus_options_t), record_error, errors};
     if (errors)
         memset(errors, 0, sizeof *errors);
     ASSERT_RC(ctx_bus_new(errors ? &o : NULL, &bus), 0);
@@ -211,7 +211,7 @@ static inline ctx_bus_t *new_bus(error_log_t *errors) {
 
 static inline ctx_bus_listener_t *subscribe(ctx_bus_t *bus, const char *pattern,
                                             ctx_bus_listener_fn fn, void *user, unsigned flags) {
-    ctx_bus_subscribe_options_t o = {flags, NULL};
+    ctx_bus_subscribe_options_t o = {sizeof(ctx_bus_subscribe_options_t), flags, NULL};
     ctx_bus_listener_t *l = NULL;
     ASSERT_RC(ctx_bus_subscribe(bus, pattern, fn, user, &o, &l), 0);
     assert_non_null(l);

@@ -44,7 +44,7 @@ static ctx_bus_listener_t *inner_new;
 static int inner_subscriber(ctx_bus_listener_t *self, ctx_bus_event_t *event, void *user) {
     (void)self;
     (void)event;
-    ctx_bus_subscribe_options_t so = {CTX_BUS_SCOPED, note_user_release};
+    ctx_bus_subscribe_options_t so = {sizeof(ctx_bus_subscribe_options_t), CTX_BUS_SCOPED, note_user_release};
     inner_rc = ctx_bus_subscribe(user, "other", nop_listener, NULL, &so, &inner_new);
     return 0;
 }
@@ -140,8 +140,8 @@ static void run_faults(int fresh) {
 
     /* Subscribe, global and scoped: a failure subscribes nothing and keeps
      * `user` (no user_release). */
-    ctx_bus_subscribe_options_t go = {0, note_user_release};
-    ctx_bus_subscribe_options_t so = {CTX_BUS_SCOPED, note_user_release};
+    ctx_bus_subscribe_options_t go = {sizeof(ctx_bus_subscribe_options_t), 0, note_user_release};
+    ctx_bus_subscribe_options_t so = {sizeof(ctx_bus_subscribe_options_t), CTX_BUS_SCOPED, note_user_release};
     ctx_bus_listener_t *g = NULL, *s = NULL;
     FAULT_LOOP(ctx_bus_subscribe(bus, "t", nop_listener, NULL, &go, &g), rc, {
         assert_null(g);
@@ -199,7 +199,7 @@ static void run_faults(int fresh) {
 
     /* Pool publish: a failure delivers nothing, keeps nothing. */
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     /* Warm the worker up first (its per-thread state is made by its first
@@ -208,7 +208,7 @@ static void run_faults(int fresh) {
     ASSERT_RC(ctx_pool_submit(pool, warm_up, NULL, &warm), 0);
     ASSERT_RC(ctx_pool_future_wait(warm, CTX_WAIT_FOREVER), 0);
     ctx_pool_future_release(warm);
-    ctx_bus_stats_t st;
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     FAULT_LOOP(ctx_bus_publish_pool(bus, ev, pool), rc, {
         ASSERT_RC(ctx_bus_stats(bus, &st), 0);
         assert_int_equal(st.async_pending, 0);

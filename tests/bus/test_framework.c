@@ -132,7 +132,7 @@ static void *request_main(void *arg) {
     long id = (long)(intptr_t)arg;
     OFF_MAIN_CHECK(ctx_var_set(request_var, IV(id), NULL) == 0);
 
-    ctx_bus_subscribe_options_t scoped = {CTX_BUS_SCOPED, on_listener_release};
+    ctx_bus_subscribe_options_t scoped = {sizeof(ctx_bus_subscribe_options_t), CTX_BUS_SCOPED, on_listener_release};
     OFF_MAIN_CHECK(ctx_bus_subscribe(bus, "progress.*", record_listener, &listeners[id],
                                      &scoped, NULL) == 0);
 
@@ -174,7 +174,7 @@ static void test_framework_scenario(void **state) {
     (void)state;
     request_var = new_var("request_id");
     bus = new_bus(NULL);
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 3;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     pthread_mutex_init(&worker_queue.lock, NULL);

@@ -59,7 +59,7 @@ static void publish_series(long who) {
 
 static void *publisher_main(void *arg) {
     long who = (long)(intptr_t)arg;
-    ctx_bus_subscribe_options_t o = {CTX_BUS_SCOPED, NULL};
+    ctx_bus_subscribe_options_t o = {sizeof(ctx_bus_subscribe_options_t), CTX_BUS_SCOPED, NULL};
     OFF_MAIN_CHECK(ctx_bus_subscribe(bus, "ui.*", record_listener, &scoped_recorders[who],
                                      &o, NULL) == 0);
     publish_series(who);
@@ -108,7 +108,7 @@ static void test_loop_delivery_carries_context(void **state) {
         }
         recorder_destroy(r);
     }
-    ctx_bus_stats_t st;
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     ASSERT_RC(ctx_bus_stats(bus, &st), 0);
     assert_int_equal(st.async_accepted, (uint64_t)expected_total);
     assert_int_equal(st.async_pending, 0);
@@ -145,7 +145,7 @@ static void test_loop_close_drops_and_releases(void **state) {
         ASSERT_RC(ctx_bus_publish_loop(bus, ev, loop), 1);
         ctx_bus_event_release(ev);
     }
-    ctx_bus_stats_t st;
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     ASSERT_RC(ctx_bus_stats(bus, &st), 0);
     assert_int_equal(st.async_pending, (uint64_t)n);
     assert_int_equal(atomic_load(&data_released), 0); /* the bus holds them */

@@ -52,7 +52,7 @@ static void test_pool_delivery_carries_context(void **state) {
     request_var = new_var("request");
     ctx_bus_t *bus = new_bus(NULL);
     ctx_pool_t *pools[2];
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 2;
     ASSERT_RC(ctx_pool_new(&po, &pools[0]), 0);
     po.propagation = CTX_POOL_PROPAGATE_NONE; /* the bus asks for COPY anyway */
@@ -82,7 +82,7 @@ static void test_pool_delivery_carries_context(void **state) {
         assert_int_equal(atomic_load(&payloads[i].tracked.released), 1);
     assert_int_equal(get_int(request_var), 100000 + n - 1); /* untouched */
 
-    ctx_bus_stats_t st;
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     ASSERT_RC(ctx_bus_stats(bus, &st), 0);
     assert_int_equal(st.async_accepted, (uint64_t)n);
     assert_int_equal(st.async_pending, 0);
@@ -115,7 +115,7 @@ static recorder_t publisher_recorders[PUBLISHERS];
 static void *publisher_main(void *arg) {
     long id = (long)(intptr_t)arg;
     OFF_MAIN_CHECK(ctx_var_set(request_var, IV(id), NULL) == 0);
-    ctx_bus_subscribe_options_t o = {CTX_BUS_SCOPED, NULL};
+    ctx_bus_subscribe_options_t o = {sizeof(ctx_bus_subscribe_options_t), CTX_BUS_SCOPED, NULL};
     OFF_MAIN_CHECK(ctx_bus_subscribe(shared_bus, "tick", record_listener,
                                      &publisher_recorders[id], &o, NULL) == 0);
     int n = SCALED(300, 10, 60);
@@ -133,7 +133,7 @@ static void test_pool_publishers_stay_apart(void **state) {
     (void)state;
     request_var = new_var("request");
     shared_bus = new_bus(NULL);
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 3;
     ASSERT_RC(ctx_pool_new(&po, &shared_pool), 0);
     atomic_store(&data_released, 0);
@@ -179,7 +179,7 @@ static void test_single_worker_keeps_order(void **state) {
     (void)state;
     ctx_bus_t *bus = new_bus(NULL);
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     long next_global = 0, next_scoped = 0;
@@ -221,7 +221,7 @@ static void test_pool_refusals(void **state) {
     (void)state;
     ctx_bus_t *bus = new_bus(NULL);
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     recorder_t r;
@@ -233,7 +233,7 @@ static void test_pool_refusals(void **state) {
     ASSERT_RC(ctx_pool_shutdown(pool, CTX_POOL_SHUTDOWN_DRAIN), 0);
     ctx_bus_event_t *ev = new_event("t", 1);
     ASSERT_RC(ctx_bus_publish_pool(bus, ev, pool), CTX_ESHUTDOWN);
-    ctx_bus_stats_t st;
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     ASSERT_RC(ctx_bus_stats(bus, &st), 0);
     assert_int_equal(st.async_accepted, 0);
     assert_int_equal(st.async_pending, 0);

@@ -79,7 +79,8 @@ static int subscribing_listener(ctx_bus_listener_t *self, ctx_bus_event_t *event
     (void)event;
     (void)user;
     if (!new_global) {
-        ctx_bus_subscribe_options_t g = {0, NULL}, s = {CTX_BUS_SCOPED, NULL};
+        ctx_bus_subscribe_options_t g = CTX_STRUCT_INIT(ctx_bus_subscribe_options_t);
+        ctx_bus_subscribe_options_t s = {sizeof(ctx_bus_subscribe_options_t), CTX_BUS_SCOPED, NULL};
         OFF_MAIN_CHECK(ctx_bus_subscribe(sub_bus, "t", record_listener, &rec_new_global, &g,
                                          &new_global) == 0);
         OFF_MAIN_CHECK(ctx_bus_subscribe(sub_bus, "t", record_listener, &rec_new_scoped, &s,
@@ -134,7 +135,7 @@ static int storm_listener(ctx_bus_listener_t *self, ctx_bus_event_t *event, void
         return 0;
     int live = 0; /* storm listeners subscribed and not unsubscribed */
     for (int i = 0; i < STORM; i++) {
-        ctx_bus_subscribe_options_t so = {CTX_BUS_SCOPED, NULL};
+        ctx_bus_subscribe_options_t so = {sizeof(ctx_bus_subscribe_options_t), CTX_BUS_SCOPED, NULL};
         OFF_MAIN_CHECK(ctx_bus_subscribe(storm_bus, "t", record_listener, &storm_rec, &so,
                                          &storm_listeners[i]) == 0);
         live++;
@@ -214,13 +215,13 @@ static void test_failing_listeners(void **state) {
     assert_int_equal(atomic_load(&errors.count), 2);
     assert_int_equal(atomic_load(&errors.last_code), CTX_ENOMEM);
     assert_ptr_equal(atomic_load(&errors.last_listener), ld);
-    ctx_bus_stats_t st;
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     ASSERT_RC(ctx_bus_stats(bus, &st), 0);
     assert_int_equal(st.listener_failures, 2);
 
     /* Asynchronously: reported on the worker, counted the same. */
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 2;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     int n = SCALED(50, 5, 20);
@@ -257,7 +258,7 @@ static void test_default_error_handler(void **state) {
     ctx_bus_listener_t *l = subscribe(bus, "t.*", record_listener, &r, 0);
     fprintf(stderr, "(one expected error line follows)\n");
     assert_int_equal(publish_int(bus, "t.x", 0), 1);
-    ctx_bus_stats_t st;
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     ASSERT_RC(ctx_bus_stats(bus, &st), 0);
     assert_int_equal(st.listener_failures, 1);
     ctx_bus_listener_release(l);
@@ -320,7 +321,7 @@ static void test_publish_after_shutdown(void **state) {
     ctx_bus_listener_t *g = subscribe(bus, "t", record_listener, &r, 0);
     ctx_bus_listener_t *s = subscribe(bus, "t", record_listener, &r, CTX_BUS_SCOPED);
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     atomic_store(&data_released, 0);
@@ -334,14 +335,14 @@ static void test_publish_after_shutdown(void **state) {
     assert_int_equal(ctx_bus_listener_visible(s), 0);
     ctx_bus_listener_t *l = NULL;
     ASSERT_RC(ctx_bus_subscribe(bus, "t", record_listener, &r, NULL, &l), CTX_ESHUTDOWN);
-    ctx_bus_subscribe_options_t so = {CTX_BUS_SCOPED, NULL};
+    ctx_bus_subscribe_options_t so = {sizeof(ctx_bus_subscribe_options_t), CTX_BUS_SCOPED, NULL};
     ASSERT_RC(ctx_bus_subscribe(bus, "t", record_listener, &r, &so, &l), CTX_ESHUTDOWN);
     assert_null(l);
     ASSERT_RC(ctx_pool_release(pool), 0);
     ctx_bus_event_release(ev);
     assert_int_equal(atomic_load(&data_released), 1);
     assert_int_equal(recorder_count(&r), 0); /* nothing delivered */
-    ctx_bus_stats_t st;
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     ASSERT_RC(ctx_bus_stats(bus, &st), 0);
     assert_int_equal(st.rejected, 2);
     assert_int_equal(st.global_listeners, 0);
@@ -364,7 +365,7 @@ typedef struct opener_args {
 
 static void *open_when_dropped(void *arg) {
     opener_args_t *a = arg;
-    ctx_bus_stats_t st;
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     do {
         short_nap();
         ctx_bus_stats(a->bus, &st);
@@ -384,7 +385,7 @@ static void shutdown_with_events_in_flight(ctx_pool_shutdown_mode_t pool_mode) {
     ctx_bus_listener_t *g = subscribe(bus, "t", record_listener, &r, 0);
     ctx_bus_listener_t *s = subscribe(bus, "t", record_listener, &r, CTX_BUS_SCOPED);
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     gate_t gate;
@@ -403,7 +404,7 @@ static void shutdown_with_events_in_flight(ctx_pool_shutdown_mode_t pool_mode) {
     ctx_bus_event_t *ev = new_event("t", -1);
     ASSERT_RC(ctx_bus_publish_pool(bus, ev, pool), CTX_ESHUTDOWN);
     ctx_bus_event_release(ev);
-    ctx_bus_stats_t st;
+    ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
     ASSERT_RC(ctx_bus_stats(bus, &st), 0);
     assert_int_equal(st.async_pending, (uint64_t)n);
     assert_int_equal(atomic_load(&data_released), 1); /* only the refused one */
@@ -463,11 +464,11 @@ static void test_destroy_with_events_in_flight(void **state) {
     ctx_bus_t *bus = new_bus(NULL);
     recorder_t r;
     recorder_init(&r, 1, NULL);
-    ctx_bus_subscribe_options_t so = {CTX_BUS_SCOPED, NULL};
+    ctx_bus_subscribe_options_t so = {sizeof(ctx_bus_subscribe_options_t), CTX_BUS_SCOPED, NULL};
     ASSERT_RC(ctx_bus_subscribe(bus, "t", record_listener, &r, NULL, NULL), 0);
     ASSERT_RC(ctx_bus_subscribe(bus, "t", record_listener, &r, &so, NULL), 0);
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 1;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
     gate_t gate;
@@ -580,7 +581,7 @@ static void *stress_main(void *arg) {
             }
             {
                 int scoped = slot & 1;
-                ctx_bus_subscribe_options_t o = {scoped ? CTX_BUS_SCOPED : 0, NULL};
+                ctx_bus_subscribe_options_t o = {sizeof(ctx_bus_subscribe_options_t), scoped ? CTX_BUS_SCOPED : 0, NULL};
                 OFF_MAIN_CHECK(ctx_bus_subscribe(stress_bus, slot < 4 ? "s.*" : "s.x",
                                                  stress_listener, IV(scoped ? id : -1), &o,
                                                  &mine[slot]) == 0);
@@ -621,7 +622,7 @@ static void test_concurrent_subscribe_unsubscribe_publish(void **state) {
     ctx_test_alloc_install();
     stress_var = new_var("publisher");
     stress_bus = new_bus(NULL);
-    ctx_pool_options_t po = {0};
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
     po.threads = 2;
     ASSERT_RC(ctx_pool_new(&po, &stress_pool), 0);
     atomic_store(&stress_calls, 0);

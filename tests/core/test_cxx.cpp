@@ -254,7 +254,7 @@ static void test_pool_submit(void **state) {
     ctx_context_t *ctx;
     ASSERT_RC(ctx_context_new(&ctx), 0);
     ASSERT_RC(ctx_context_set(ctx, var, &b), 0);
-    ctx_pool_submit_options_t so{};
+    ctx_pool_submit_options_t so = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
     so.propagation = CTX_POOL_PROPAGATE_CONTEXT;
     so.context = ctx;
     std::atomic<void *> in_task{nullptr};

@@ -109,7 +109,7 @@ static void test_explicit_context_is_used_itself(void **state) {
     ASSERT_RC(ctx_context_set(ctx, x, IV(5)), 0);
     set_int(x, 1);
     seen_t a = {x, 0, 6, 0, 0, NULL, NULL};
-    ctx_loop_call_options_t opts = {ctx, count_release};
+    ctx_loop_call_options_t opts = {sizeof(ctx_loop_call_options_t), ctx, count_release};
     released = 0;
     ASSERT_RC(ctx_loop_call_soon(loop, record, &a, &opts, NULL), 0);
     run_loop(loop);
@@ -196,7 +196,7 @@ static void test_cancel(void **state) {
     ctx_var_t *x = new_var("x");
     ctx_loop_t *loop = new_loop(NULL);
     seen_t a = {x, 0, -1, 0, 0, NULL, NULL}, b = a, c = a;
-    ctx_loop_call_options_t opts = {NULL, count_release};
+    ctx_loop_call_options_t opts = {sizeof(ctx_loop_call_options_t), NULL, count_release};
     ctx_loop_handle_t *ha, *hb, *hc;
     released = 0;
     ASSERT_RC(ctx_loop_call_soon(loop, record, &a, &opts, &ha), 0);
@@ -287,7 +287,7 @@ static void *ts_thread(void *arg) {
         set_int(s->seq, i);
         ts_call_t *c = malloc(sizeof *c);
         *c = (ts_call_t){s, me->thread, i};
-        ctx_loop_call_options_t opts = {NULL, free_call};
+        ctx_loop_call_options_t opts = {sizeof(ctx_loop_call_options_t), NULL, free_call};
         ASSERT_RC(ctx_loop_call_soon_threadsafe(s->loop, ts_callback, c, &opts, NULL), 0);
     }
     ctx_thread_release();
@@ -364,7 +364,7 @@ static void test_errors(void **state) {
 
     /* Closed: every scheduling call fails and nothing is ever called. */
     released = 0;
-    ctx_loop_call_options_t opts = {NULL, count_release};
+    ctx_loop_call_options_t opts = {sizeof(ctx_loop_call_options_t), NULL, count_release};
     ctx_loop_future_t *f;
     ASSERT_RC(ctx_loop_future_new(loop, NULL, &f), 0);
     ASSERT_RC(ctx_loop_close(loop), 0);
@@ -471,7 +471,7 @@ static void test_allocation_failure(void **state) {
     }
     set_int(x, 3);
     seen_t s = {x, 0, -1, 0, 0, NULL, NULL};
-    ctx_loop_call_options_t opts = {NULL, count_release};
+    ctx_loop_call_options_t opts = {sizeof(ctx_loop_call_options_t), NULL, count_release};
     released = 0;
     int ok = 0;
     /* Each scheduling call, failed at every allocation it makes. */

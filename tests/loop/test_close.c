@@ -85,7 +85,7 @@ static int waiter_step(ctx_loop_task_t *task, void *arg, void **result) {
     case 3:
         return ctx_loop_task_yield(task);
     default: {
-        ctx_pool_submit_options_t opts = {0};
+        ctx_pool_submit_options_t opts = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
         opts.arg_release = count_offload_release;
         return ctx_loop_task_offload(task, w->pool, blocked_work, NULL, &opts);
     }
@@ -100,7 +100,7 @@ static void *complete_later(void *arg) {
 }
 
 static void *post_from_thread(void *arg) {
-    ctx_loop_call_options_t opts = {NULL, count_release};
+    ctx_loop_call_options_t opts = {sizeof(ctx_loop_call_options_t), NULL, count_release};
     for (int i = 0; i < 5; i++)
         ASSERT_RC(ctx_loop_call_soon_threadsafe(arg, must_not_run, NULL, &opts, NULL), 0);
     ctx_thread_release();
@@ -111,7 +111,7 @@ static void test_close_with_everything_pending(void **state) {
     (void)state;
     ctx_var_t *x = new_var("x");
     ctx_pool_t *pool;
-    ctx_pool_options_t popts = {0};
+    ctx_pool_options_t popts = CTX_STRUCT_INIT(ctx_pool_options_t);
     popts.threads = 1;
     ASSERT_RC(ctx_pool_new(&popts, &pool), 0);
     ctx_loop_t *loop = new_loop(NULL);
@@ -121,7 +121,7 @@ static void test_close_with_everything_pending(void **state) {
     atomic_store(&gate, 0);
     atomic_store(&offload_released, 0);
     set_int(x, 1);
-    ctx_loop_task_options_t topts = {NULL, count_release, NULL};
+    ctx_loop_task_options_t topts = {sizeof(ctx_loop_task_options_t), NULL, count_release, NULL};
 
     /* Tasks: sleeping, awaiting a future, awaiting a task, yielding,
      * offloaded, and one never started. */
@@ -139,13 +139,13 @@ static void test_close_with_everything_pending(void **state) {
     assert_true(ctx_loop_run(loop, UV_RUN_NOWAIT) > 0); /* each reaches its wait */
     ctx_context_t *explicit_ctx;
     ASSERT_RC(ctx_context_new(&explicit_ctx), 0);
-    ctx_loop_task_options_t eopts = {explicit_ctx, count_release, NULL};
+    ctx_loop_task_options_t eopts = {sizeof(ctx_loop_task_options_t), explicit_ctx, count_release, NULL};
     w[6] = (waiter_t){loop, pool, awaited, NULL, 0, 0};
     ASSERT_RC(ctx_loop_task_new(loop, waiter_step, &w[6], &eopts, &t[6]), 0); /* never started */
 
     /* Callbacks: ready, timers (one held), done-callbacks. */
-    ctx_loop_call_options_t copts = {NULL, count_release};
-    ctx_loop_call_options_t ropts = {NULL, release_and_reschedule};
+    ctx_loop_call_options_t copts = {sizeof(ctx_loop_call_options_t), NULL, count_release};
+    ctx_loop_call_options_t ropts = {sizeof(ctx_loop_call_options_t), NULL, release_and_reschedule};
     ctx_loop_handle_t *held;
     closing_loop = loop;
     reschedule_rc = 0;
@@ -239,7 +239,7 @@ static void race_release(void *arg) {
 static void *racer(void *arg) {
     race_t *r = arg;
     ctx_loop_t *loop = ctx_loop_retain(r->loop); /* the memory stays valid */
-    ctx_loop_call_options_t opts = {NULL, race_release};
+    ctx_loop_call_options_t opts = {sizeof(ctx_loop_call_options_t), NULL, race_release};
     for (;;) {
         race_arg_t *a = malloc(sizeof *a);
         a->race = r;
@@ -296,8 +296,8 @@ static void test_close_over_a_user_loop(void **state) {
     ASSERT_RC(ctx_loop_new(&uv, &loop), 0);
     atomic_store(&released, 0);
     atomic_store(&closed_flag, 1);
-    ctx_loop_call_options_t copts = {NULL, count_release};
-    ctx_loop_task_options_t topts = {NULL, count_release, NULL};
+    ctx_loop_call_options_t copts = {sizeof(ctx_loop_call_options_t), NULL, count_release};
+    ctx_loop_task_options_t topts = {sizeof(ctx_loop_task_options_t), NULL, count_release, NULL};
     ASSERT_RC(ctx_loop_task_new(loop, long_sleeper, NULL, &topts, NULL), 0);
     assert_true(uv_run(&uv, UV_RUN_NOWAIT) > 0);
     ASSERT_RC(ctx_loop_call_later(loop, 1000000, must_not_run, NULL, &copts, NULL), 0);

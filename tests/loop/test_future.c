@@ -17,7 +17,7 @@ static void release_result(void *result) {
 static void test_states_and_errors(void **state) {
     (void)state;
     ctx_loop_t *loop = new_loop(NULL);
-    ctx_loop_future_options_t opts = {release_result};
+    ctx_loop_future_options_t opts = {sizeof(ctx_loop_future_options_t), release_result};
     ctx_loop_future_t *f, *g, *h;
     results_released = 0;
     ASSERT_RC(ctx_loop_future_new(loop, &opts, &f), 0);
@@ -109,7 +109,7 @@ static void test_done_callbacks(void **state) {
     ASSERT_RC(ctx_loop_future_new(loop, NULL, &f), 0);
     int clock = 0;
     cb_seen_t a = {x, &clock, 0, 0, NULL, 0, 0}, b = a, c = a, d = a;
-    ctx_loop_call_options_t opts = {NULL, seen_release};
+    ctx_loop_call_options_t opts = {sizeof(ctx_loop_call_options_t), NULL, seen_release};
     set_int(x, 1);
     ASSERT_RC(ctx_loop_future_add_done_callback(f, on_done, &a, &opts), 0);
     set_int(x, 2);
@@ -118,7 +118,7 @@ static void test_done_callbacks(void **state) {
     ctx_context_t *ctx;
     ASSERT_RC(ctx_context_new(&ctx), 0);
     ASSERT_RC(ctx_context_set(ctx, x, IV(30)), 0);
-    ctx_loop_call_options_t in_ctx = {ctx, seen_release};
+    ctx_loop_call_options_t in_ctx = {sizeof(ctx_loop_call_options_t), ctx, seen_release};
     ASSERT_RC(ctx_loop_future_add_done_callback(f, on_done, &c, &in_ctx), 0);
     set_int(x, 3);
     ASSERT_RC(ctx_loop_future_set_result(f, IV(9)), 0);
@@ -154,7 +154,7 @@ static void test_pending_future_dies_with_callbacks(void **state) {
     ASSERT_RC(ctx_loop_future_new(loop, NULL, &f), 0);
     int clock = 0;
     cb_seen_t a = {x, &clock, 0, 0, NULL, 0, 0};
-    ctx_loop_call_options_t opts = {NULL, seen_release};
+    ctx_loop_call_options_t opts = {sizeof(ctx_loop_call_options_t), NULL, seen_release};
     ASSERT_RC(ctx_loop_future_add_done_callback(f, on_done, &a, &opts), 0);
     ctx_loop_future_release(f); /* never completed */
     assert_int_equal(a.released, 1);
@@ -303,8 +303,47 @@ static void test_completion_from_other_threads(void **state) {
     ctx_var_release(s.var);
 }
 
+/* ---- run_until_done, woken by a completion that hands nothing over ---- */
+
+typedef struct completer {
+    ctx_loop_future_t *future;
+    int round;
+} completer_t;
+
+static void *complete_later(void *arg) {
+    completer_t *c = arg;
+    /* Sometimes at once, sometimes after the loop went to sleep in poll. */
+    if (c->round % 2) {
+        struct timespec nap = {0, 2000000};
+        nanosleep(&nap, NULL);
+    }
+    ctx_loop_future_set_result(c->future, IV(c->round));
+    return NULL;
+}
+
+static void test_run_until_done_wakes_for_another_thread(void **state) {
+    (void)state;
+    /* The future has no done-callback, nothing else is scheduled: only the
+     * completing thread can wake the loop (this hung before it did). */
+    ctx_loop_t *loop = new_loop(NULL);
+    for (int round = 0; round < SCALED(40, 6, 10); round++) {
+        completer_t c = {NULL, round};
+        ASSERT_RC(ctx_loop_future_new(loop, NULL, &c.future), 0);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, complete_later, &c), 0);
+        ASSERT_RC(ctx_loop_run_until_done(loop, c.future), 0);
+        void *res = NULL;
+        ASSERT_RC(ctx_loop_future_result(c.future, &res), 0);
+        assert_ptr_equal(res, IV(round));
+        pthread_join(t, NULL);
+        ctx_loop_future_release(c.future);
+    }
+    close_loop(loop);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_run_until_done_wakes_for_another_thread, release_thread),
         cmocka_unit_test_teardown(test_states_and_errors, release_thread),
         cmocka_unit_test_teardown(test_done_callbacks, release_thread),
         cmocka_unit_test_teardown(test_pending_future_dies_with_callbacks, release_thread),

@@ -225,7 +225,7 @@ static void test_task_context_is_a_copy_taken_at_creation(void **state) {
     ASSERT_RC(ctx_context_new(&ctx), 0);
     ASSERT_RC(ctx_context_set(ctx, x, IV(7)), 0);
     probe_t q = {x, {0}, 0};
-    ctx_loop_task_options_t opts = {ctx, NULL, NULL};
+    ctx_loop_task_options_t opts = {sizeof(ctx_loop_task_options_t), ctx, NULL, NULL};
     ASSERT_RC(ctx_loop_task_new(loop, probe_step, &q, &opts, &t), 0);
     assert_ptr_equal(ctx_loop_task_context(t), ctx);
     run_loop(loop);
@@ -417,7 +417,7 @@ static void test_cancel_a_sleeping_task(void **state) {
     ctx_loop_t *loop = new_loop(NULL);
     sleeper_t s = {0};
     s.loop = loop;
-    ctx_loop_task_options_t opts = {NULL, sleeper_release, NULL};
+    ctx_loop_task_options_t opts = {sizeof(ctx_loop_task_options_t), NULL, sleeper_release, NULL};
     ctx_loop_task_t *t;
     ASSERT_RC(ctx_loop_task_new(loop, sleeper_step, &s, &opts, &t), 0);
     run_loop(loop); /* returns: the long sleep is gone */
@@ -448,7 +448,7 @@ static void test_cancel_before_the_first_step(void **state) {
     (void)state;
     ctx_loop_t *loop = new_loop(NULL);
     sleeper_t s = {0};
-    ctx_loop_task_options_t opts = {NULL, sleeper_release, NULL};
+    ctx_loop_task_options_t opts = {sizeof(ctx_loop_task_options_t), NULL, sleeper_release, NULL};
     ctx_loop_task_t *t;
     ASSERT_RC(ctx_loop_task_new(loop, sleeper_step, &s, &opts, &t), 0);
     ASSERT_RC(ctx_loop_future_cancel(ctx_loop_task_future(t)), 1); /* = ctx_loop_task_cancel */
@@ -697,7 +697,7 @@ static void test_task_result_and_done_callback(void **state) {
     (void)state;
     ctx_var_t *x = new_var("x");
     ctx_loop_t *loop = new_loop(NULL);
-    ctx_loop_task_options_t opts = {NULL, NULL, release_result};
+    ctx_loop_task_options_t opts = {sizeof(ctx_loop_task_options_t), NULL, NULL, release_result};
     ctx_loop_task_t *t;
     results_released = 0;
     ASSERT_RC(ctx_loop_task_new(loop, malloc_result_step, NULL, &opts, &t), 0);

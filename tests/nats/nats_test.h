@@ -44,6 +44,7 @@
 
 #include <ctxvar.h>
 #include <ctxvar/bus.h>
+#include <ctxvar/cancel.h>
 #include <ctxvar/nats.h>
 #include <ctxvar/wire.h>
 
@@ -340,6 +341,17 @@ static inline int bus_decode(const char *topic, const char *bytes, size_t len, v
 
 static const ctx_nats_bus_codec_t bus_codec = {
     .size = sizeof(ctx_nats_bus_codec_t), .encode = bus_encode, .decode = bus_decode, .release = free};
+
+/* ---- the end of a process's tests ---- */
+
+/* Drops the calling thread's state and stops the cancel module's timer
+ * thread (deadlines crossed in grpc-timeout headers start it), so valgrind
+ * sees no thread at exit.  0, or -1 if a deadline was left pending (a
+ * context leaked somewhere). */
+static inline int release_thread_and_timer(void) {
+    ctx_thread_release();
+    return ctx_cancel_timer_release() == 0 ? 0 : -1;
+}
 
 /* ---- a subscription's counts (ctx_nats_sub_stats) ---- */
 

@@ -46,8 +46,7 @@ static int group_teardown(void **state) {
         server_stop(&G.server);
     if (G.v.wire)
         vars_done(&G.v);
-    ctx_thread_release();
-    return 0;
+    return release_thread_and_timer();
 }
 
 /* The value of header `name` (exact spelling) in msg, or NULL. */

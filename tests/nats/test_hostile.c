@@ -56,8 +56,7 @@ static int group_teardown(void **state) {
         server_stop(&G.server);
     if (G.v.wire)
         vars_done(&G.v);
-    ctx_thread_release();
-    return 0;
+    return release_thread_and_timer();
 }
 
 /* ---- what the two subscriptions saw, by case number (the payload) ---- */

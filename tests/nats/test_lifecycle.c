@@ -2,7 +2,8 @@
  * test_lifecycle.c — the bridge's contracts around its edges, over a real
  * nats-server on loopback:
  *
- *   fork        a bridge (with a live subscription and bus routes) made
+ *   fork        a bridge (with a live subscription, bus routes and the
+ *               reply subscription of requests with a scope) made
  *               before fork() answers every call in the child with
  *               CTX_EFORKED, its subscription and the bridge release there
  *               at once (no hang), the child's own contexts keep working,
@@ -51,8 +52,7 @@ static int group_teardown(void **state) {
         server_stop(&G.server);
     if (G.v.wire)
         vars_done(&G.v);
-    ctx_thread_release();
-    return 0;
+    return release_thread_and_timer();
 }
 
 static int counted;
@@ -98,6 +98,10 @@ static void child_after_fork(ctx_nats_sub_t *sub, ctx_bus_t *bus, ctx_nats_sub_t
     CHILD_CHECK(10, ctx_nats_publish(G.b, "ctx.fork", "x", 1) == CTX_EFORKED);
     CHILD_CHECK(11, ctx_nats_request(G.b, "ctx.fork", "x", 1, 100, &reply, NULL) == CTX_EFORKED);
     CHILD_CHECK(12, reply == NULL);
+    ctx_token_t *tok = NULL; /* a request with a scope: the bridge's own path */
+    CHILD_CHECK(26, ctx_cancel_enter_child(NULL, NULL, &tok) == 0);
+    CHILD_CHECK(27, ctx_nats_request(G.b, "ctx.fork", "x", 1, 100, &reply, NULL) == CTX_EFORKED);
+    CHILD_CHECK(28, ctx_cancel_exit(tok) == 0);
     CHILD_CHECK(13, ctx_nats_subscribe(G.b, "ctx.fork", NULL, on_count, NULL, &s2) == CTX_EFORKED);
     CHILD_CHECK(14, natsMsg_Create(&m, "ctx.fork", "reply.to", "x", 1) == NATS_OK);
     CHILD_CHECK(15, ctx_nats_inject(G.b, NULL, m, NULL) == CTX_EFORKED);
@@ -129,6 +133,13 @@ static void test_fork_with_live_bridge(void **state) {
     assert_int_equal(natsConnection_Flush(G.nc), NATS_OK);
     ASSERT_RC(ctx_nats_publish(G.b, "ctx.fork", "x", 1), 0);
     assert_true(wait_count(sub, 1));
+    /* a request with a scope gives the bridge its reply subscription, which
+     * the child's release must leave to libnats (not touch it) */
+    ctx_token_t *tok;
+    natsMsg *reply = NULL;
+    ASSERT_RC(ctx_cancel_enter_child(NULL, NULL, &tok), 0);
+    ASSERT_RC(ctx_nats_request(G.b, "ctx.fork.nobody", "x", 1, 5000 * SLOW, &reply, NULL), CTX_ENOTFOUND);
+    ASSERT_RC(ctx_cancel_exit(tok), 0);
     /* the child gets its own reference to release, as a real program would */
     ctx_nats_t *extra = NULL;
     ASSERT_RC(ctx_nats_new(G.nc, G.v.wire, &extra), 0);

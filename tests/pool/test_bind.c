@@ -96,7 +96,7 @@ static void test_bind_void_callback_and_arg_release(void **state) {
     ctx_context_t *given = NULL;
     ASSERT_RC(ctx_context_new(&given), 0);
     ASSERT_RC(ctx_context_set(given, req_var, &marks[3]), 0);
-    ctx_pool_bound_options_t o = {.context = given, .arg_release = count_arg_release};
+    ctx_pool_bound_options_t o = {.size = sizeof(ctx_pool_bound_options_t), .context = given, .arg_release = count_arg_release};
     ctx_pool_bound_t *b = NULL;
     ASSERT_RC(ctx_pool_bound_new(record_seen, &marks[6], &o, &b), 0);
     ctx_context_release(given); /* the bound callable has its own copy */
@@ -114,7 +114,7 @@ static void test_bind_void_callback_and_arg_release(void **state) {
 
     ASSERT_RC(ctx_pool_bound_new(NULL, NULL, NULL, &b), CTX_EINVAL);
     ASSERT_RC(ctx_pool_bound_new(record_seen, NULL, NULL, NULL), CTX_EINVAL);
-    ASSERT_RC(ctx_pool_bound_new(record_seen, NULL, &(ctx_pool_bound_options_t){.flags = 0x80}, &b),
+    ASSERT_RC(ctx_pool_bound_new(record_seen, NULL, &(ctx_pool_bound_options_t){.size = sizeof(ctx_pool_bound_options_t), .flags = 0x80}, &b),
               CTX_EINVAL);
     ASSERT_RC(ctx_pool_bound_call(NULL, NULL, NULL), CTX_EINVAL);
     assert_null(ctx_pool_bound_trampoline(NULL));
@@ -195,7 +195,7 @@ static void test_bind_shared(void **state) {
     (void)state;
     req_var = pool_make_var("request", NULL, 0);
     ASSERT_RC(ctx_var_set(req_var, &marks[0], NULL), 0);
-    ASSERT_RC(ctx_pool_bound_new(shared_fn, NULL, &(ctx_pool_bound_options_t){.flags = CTX_POOL_BOUND_SHARED},
+    ASSERT_RC(ctx_pool_bound_new(shared_fn, NULL, &(ctx_pool_bound_options_t){.size = sizeof(ctx_pool_bound_options_t), .flags = CTX_POOL_BOUND_SHARED},
                            &shared_bound),
               0);
     void *r = NULL;
@@ -241,7 +241,7 @@ static void test_bind_out_of_memory(void **state) {
     atomic_store(&arg_released, 0);
     ctx_test_alloc_install();
     long base = ctx_test_alloc_live_blocks();
-    ctx_pool_bound_options_t o = {.arg_release = count_arg_release};
+    ctx_pool_bound_options_t o = {.size = sizeof(ctx_pool_bound_options_t), .arg_release = count_arg_release};
     for (long n = 1;; n++) {
         ctx_pool_bound_t *b = NULL;
         ctx_test_alloc_fail_nth(n);

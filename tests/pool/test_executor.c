@@ -29,7 +29,7 @@ static void reset_counts(void) {
 
 static ctx_pool_t *new_pool(size_t threads, size_t capacity, ctx_pool_full_t full) {
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t o = {.threads = threads, .queue_capacity = capacity,
+    ctx_pool_options_t o = {.size = sizeof(ctx_pool_options_t), .threads = threads, .queue_capacity = capacity,
                             .when_full = full};
     ASSERT_RC(ctx_pool_new(&o, &pool), 0);
     return pool;
@@ -43,7 +43,7 @@ static void test_create_defaults_and_invalid(void **state) {
     (void)state;
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(NULL, &pool), 0);
-    ctx_pool_stats_t st;
+    ctx_pool_stats_t st = CTX_STRUCT_INIT(ctx_pool_stats_t);
     ASSERT_RC(ctx_pool_stats(pool, &st), 0);
     assert_true(ctx_pool_default_threads() >= 1);
     assert_int_equal(st.threads, ctx_pool_default_threads());
@@ -52,14 +52,14 @@ static void test_create_defaults_and_invalid(void **state) {
 
     ctx_pool_t *never = NULL;
     ASSERT_RC(ctx_pool_new(NULL, NULL), CTX_EINVAL);
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 100000}, &never), CTX_EINVAL);
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.propagation = (ctx_pool_propagation_t)9}, &never),
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 100000}, &never), CTX_EINVAL);
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .propagation = (ctx_pool_propagation_t)9}, &never),
               CTX_EINVAL);
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.when_full = (ctx_pool_full_t)5}, &never),
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .when_full = (ctx_pool_full_t)5}, &never),
               CTX_EINVAL);
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.propagation = CTX_POOL_PROPAGATE_CONTEXT}, &never),
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .propagation = CTX_POOL_PROPAGATE_CONTEXT}, &never),
               CTX_EINVAL);
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.propagation = CTX_POOL_PROPAGATE_ALLOWLIST}, &never),
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .propagation = CTX_POOL_PROPAGATE_ALLOWLIST}, &never),
               CTX_EINVAL);
     assert_null(never);
 
@@ -118,7 +118,7 @@ static void test_bounded_fail(void **state) {
     gate_init(&gate);
     ASSERT_RC(ctx_pool_submit(pool, task_gate, &gate, NULL), 0);
     gate_await_arrivals(&gate, 1); /* running: not in the queue */
-    ctx_pool_submit_options_t o = {.arg_release = count_arg_release};
+    ctx_pool_submit_options_t o = {.size = sizeof(ctx_pool_submit_options_t), .arg_release = count_arg_release};
     ctx_pool_future_t *a = NULL, *b = NULL;
     ASSERT_RC(ctx_pool_submit_ex(pool, task_count, NULL, &o, &a), 0);
     ASSERT_RC(ctx_pool_submit_ex(pool, task_count, NULL, &o, &b), 0);
@@ -131,7 +131,7 @@ static void test_bounded_fail(void **state) {
     ASSERT_RC(ctx_pool_future_cancel(a), CTX_POOL_CANCEL_DONE);
     ASSERT_RC(ctx_pool_submit_ex(pool, task_count, NULL, &o, NULL), 0);
 
-    ctx_pool_stats_t st;
+    ctx_pool_stats_t st = CTX_STRUCT_INIT(ctx_pool_stats_t);
     ASSERT_RC(ctx_pool_stats(pool, &st), 0);
     assert_int_equal(st.queued, 2);
     assert_int_equal(st.running, 1);
@@ -156,7 +156,7 @@ typedef struct blocked_submit {
 
 static void *submit_may_block(void *arg) {
     blocked_submit_t *s = arg;
-    ctx_pool_submit_options_t o = {.arg_release = count_arg_release};
+    ctx_pool_submit_options_t o = {.size = sizeof(ctx_pool_submit_options_t), .arg_release = count_arg_release};
     s->rc = ctx_pool_submit_ex(s->pool, task_count, NULL, &o, NULL);
     atomic_store(&s->returned, 1);
     return NULL;
@@ -211,7 +211,7 @@ static void test_shutdown_wakes_blocked_submitters(void **state) {
     ASSERT_RC(ctx_pool_submit(pool, task_gate, &gate, NULL), 0);
     gate_await_arrivals(&gate, 1);
     ctx_pool_future_t *queued = NULL;
-    ctx_pool_submit_options_t o = {.arg_release = count_arg_release};
+    ctx_pool_submit_options_t o = {.size = sizeof(ctx_pool_submit_options_t), .arg_release = count_arg_release};
     ASSERT_RC(ctx_pool_submit_ex(pool, task_count, NULL, &o, &queued), 0);
 
     blocked_submit_t s[2];
@@ -258,7 +258,7 @@ static void shutdown_case(ctx_pool_shutdown_mode_t mode) {
     ASSERT_RC(ctx_pool_submit(pool, task_gate, &gate, &running), 0);
     gate_await_arrivals(&gate, 1);
     ctx_pool_future_t *f[N];
-    ctx_pool_submit_options_t o = {.arg_release = count_arg_release};
+    ctx_pool_submit_options_t o = {.size = sizeof(ctx_pool_submit_options_t), .arg_release = count_arg_release};
     for (int i = 0; i < N; i++)
         ASSERT_RC(ctx_pool_submit_ex(pool, task_count, NULL, &o, &f[i]), 0);
 
@@ -285,7 +285,7 @@ static void shutdown_case(ctx_pool_shutdown_mode_t mode) {
                                                     : CTX_POOL_FUTURE_CANCELLED);
         ctx_pool_future_release(f[i]);
     }
-    ctx_pool_stats_t st;
+    ctx_pool_stats_t st = CTX_STRUCT_INIT(ctx_pool_stats_t);
     ASSERT_RC(ctx_pool_stats(pool, &st), 0);
     assert_int_equal(st.queued, 0);
     assert_int_equal(st.completed + st.cancelled + st.failed, st.submitted);
@@ -444,7 +444,7 @@ static void test_stats(void **state) {
     gate_await_arrivals(&gate, 1);
     ctx_pool_future_t *waited = NULL;
     ASSERT_RC(ctx_pool_submit(pool, task_count, NULL, &waited), 0);
-    ctx_pool_stats_t st;
+    ctx_pool_stats_t st = CTX_STRUCT_INIT(ctx_pool_stats_t);
     ASSERT_RC(ctx_pool_stats(pool, &st), 0);
     assert_int_equal(st.threads, 1);
     assert_int_equal(st.running, 1);

@@ -24,7 +24,7 @@ static int task_fail(void *arg, void **result) {
 
 static ctx_pool_t *new_pool(size_t threads) {
     ctx_pool_t *pool = NULL;
-    ctx_pool_options_t o = {.threads = threads};
+    ctx_pool_options_t o = {.size = sizeof(ctx_pool_options_t), .threads = threads};
     ASSERT_RC(ctx_pool_new(&o, &pool), 0);
     return pool;
 }
@@ -61,7 +61,7 @@ static void test_outcomes(void **state) {
     uint64_t waited = 0;
     ASSERT_RC(ctx_pool_future_queue_wait(ok, &waited), 0);
 
-    ctx_pool_stats_t st;
+    ctx_pool_stats_t st = CTX_STRUCT_INIT(ctx_pool_stats_t);
     ASSERT_RC(ctx_pool_stats(pool, &st), 0);
     assert_int_equal(st.completed, 1);
     assert_int_equal(st.failed, 2);
@@ -210,7 +210,7 @@ static void test_cancel_pending(void **state) {
 
     enum { N = 16 };
     ctx_pool_future_t *f[N];
-    ctx_pool_submit_options_t o = {.arg_release = count_arg_release};
+    ctx_pool_submit_options_t o = {.size = sizeof(ctx_pool_submit_options_t), .arg_release = count_arg_release};
     for (int i = 0; i < N; i++)
         ASSERT_RC(ctx_pool_submit_ex(pool, task_count, &marks[0], &o, &f[i]), 0);
     /* Cancel every other one; each ends at once, its arg released here. */
@@ -224,7 +224,7 @@ static void test_cancel_pending(void **state) {
         ASSERT_RC(ctx_pool_future_cancel(f[i]), CTX_POOL_CANCEL_TOO_LATE);
     }
     assert_int_equal(atomic_load(&arg_releases), N / 2);
-    ctx_pool_stats_t st;
+    ctx_pool_stats_t st = CTX_STRUCT_INIT(ctx_pool_stats_t);
     ASSERT_RC(ctx_pool_stats(pool, &st), 0);
     assert_int_equal(st.queued, N / 2); /* cancelled ones left the queue */
     assert_int_equal(st.cancelled, N / 2);
@@ -433,7 +433,7 @@ static void test_refcount_and_result_release(void **state) {
     (void)state;
     atomic_store(&results_released, 0);
     ctx_pool_t *pool = new_pool(2);
-    ctx_pool_submit_options_t o = {.result_release = count_result_release};
+    ctx_pool_submit_options_t o = {.size = sizeof(ctx_pool_submit_options_t), .result_release = count_result_release};
     ctx_pool_future_t *f = NULL;
     ASSERT_RC(ctx_pool_submit_ex(pool, task_result, &marks[0], &o, &f), 0);
     ASSERT_RC(ctx_pool_future_wait(f, CTX_WAIT_FOREVER), 0);
@@ -473,13 +473,13 @@ static void test_stack_capture(void **state) {
     (void)state;
     ctx_pool_t *plain = new_pool(1);
     ctx_pool_t *capturing = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 1, .capture_stack = 1},
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 1, .capture_stack = 1},
                            &capturing),
               0);
     ctx_pool_future_t *none = NULL, *pooled = NULL, *asked = NULL;
     ASSERT_RC(submit_from_here(plain, NULL, &none), 0);
     ASSERT_RC(submit_from_here(capturing, NULL, &pooled), 0);
-    ctx_pool_submit_options_t o = {.capture_stack = 1};
+    ctx_pool_submit_options_t o = {.size = sizeof(ctx_pool_submit_options_t), .capture_stack = 1};
     ASSERT_RC(submit_from_here(plain, &o, &asked), 0);
 
     void *const *frames = NULL;

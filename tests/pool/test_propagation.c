@@ -62,7 +62,7 @@ static void test_eval_two_queries(void **state) {
     feedback_t seen[2][FEEDBACKS];
 
     /* Propagation on (the default): every function sees its own query. */
-    ctx_pool_options_t on = {.threads = 2};
+    ctx_pool_options_t on = {.size = sizeof(ctx_pool_options_t), .threads = 2};
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&on, &pool), 0);
     for (int round = 0; round < SCALED(50); round++)
@@ -71,7 +71,7 @@ static void test_eval_two_queries(void **state) {
 
     /* Propagation off: what goes wrong is that no function sees its query
      * (they run in an empty context; the request is lost). */
-    ctx_pool_options_t off = {.threads = 2, .propagation = CTX_POOL_PROPAGATE_NONE};
+    ctx_pool_options_t off = {.size = sizeof(ctx_pool_options_t), .threads = 2, .propagation = CTX_POOL_PROPAGATE_NONE};
     ASSERT_RC(ctx_pool_new(&off, &pool), 0);
     assert_int_equal(run_two_queries(pool, seen), 0);
     for (int q = 0; q < 2; q++)
@@ -140,7 +140,7 @@ static void test_eval_stale_lazy_worker(void **state) {
     }
 
     ctx_pool_t *pool = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 1}, &pool), 0);
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 1}, &pool), 0);
     assert_int_equal(run_two_queries(pool, seen), 2 * FEEDBACKS);
     ASSERT_RC(ctx_pool_release(pool), 0);
     ctx_var_release(request_var);
@@ -178,9 +178,9 @@ static void test_pipeline_logger(void **state) {
     ASSERT_RC(ctx_var_set(logger_var, (void *)stage_logger, &token), 0);
 
     ctx_pool_t *on = NULL, *off = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2}, &on), 0);
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 2}, &on), 0);
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){
-                               .threads = 2, .propagation = CTX_POOL_PROPAGATE_NONE},
+                               .size = sizeof(ctx_pool_options_t), .threads = 2, .propagation = CTX_POOL_PROPAGATE_NONE},
                            &off),
               0);
     for (int i = 0; i < SCALED(100); i++) {
@@ -188,10 +188,10 @@ static void test_pipeline_logger(void **state) {
         /* Off for the whole pool: the tasks see the default logger. */
         assert_ptr_equal(logger_seen(off, NULL), root_logger);
         /* Off for one submit on a propagating pool. */
-        ctx_pool_submit_options_t opt_out = {.propagation = CTX_POOL_PROPAGATE_NONE};
+        ctx_pool_submit_options_t opt_out = {.size = sizeof(ctx_pool_submit_options_t), .propagation = CTX_POOL_PROPAGATE_NONE};
         assert_ptr_equal(logger_seen(on, &opt_out), root_logger);
         /* And back on for one submit on a non-propagating pool. */
-        ctx_pool_submit_options_t opt_in = {.propagation = CTX_POOL_PROPAGATE_COPY};
+        ctx_pool_submit_options_t opt_in = {.size = sizeof(ctx_pool_submit_options_t), .propagation = CTX_POOL_PROPAGATE_COPY};
         assert_ptr_equal(logger_seen(off, &opt_in), stage_logger);
     }
     ASSERT_RC(ctx_pool_release(on), 0);
@@ -218,10 +218,10 @@ static void test_worker_reuse(void **state) {
     (void)state;
     scratch_var = pool_make_var("scratch", NULL, 0);
     ctx_pool_t *pool = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 1}, &pool), 0);
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 1}, &pool), 0);
     ctx_pool_t *none = NULL;
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){
-                               .threads = 1, .propagation = CTX_POOL_PROPAGATE_NONE},
+                               .size = sizeof(ctx_pool_options_t), .threads = 1, .propagation = CTX_POOL_PROPAGATE_NONE},
                            &none),
               0);
     for (int i = 0; i < SCALED(1000); i++) {
@@ -259,7 +259,7 @@ static void test_siblings_and_submitter_isolated(void **state) {
     scratch_var = pool_make_var("scratch", NULL, 0);
     ASSERT_RC(ctx_var_set(scratch_var, &marks[3], NULL), 0);
     ctx_pool_t *pool = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2}, &pool), 0);
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 2}, &pool), 0);
     pthread_barrier_init(&sibling_barrier, NULL, 2);
     for (int round = 0; round < SCALED(200); round++) {
         ctx_pool_future_t *a = NULL, *b = NULL;
@@ -306,9 +306,9 @@ static void test_creator_context_not_pinned(void **state) {
     ctx_token_t *token = NULL;
     ASSERT_RC(ctx_var_set(scratch_var, &marks[0], &token), 0);
     ctx_pool_t *copy = NULL, *none = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2}, &copy), 0);
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 2}, &copy), 0);
     ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){
-                               .threads = 2, .propagation = CTX_POOL_PROPAGATE_NONE},
+                               .size = sizeof(ctx_pool_options_t), .threads = 2, .propagation = CTX_POOL_PROPAGATE_NONE},
                            &none),
               0);
     ASSERT_RC(ctx_var_reset(scratch_var, token), 0);
@@ -374,7 +374,7 @@ static void test_explicit_context(void **state) {
 
     /* Per pool. */
     ctx_pool_t *pool = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2,
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 2,
                                                  .propagation = CTX_POOL_PROPAGATE_CONTEXT,
                                                  .context = given},
                            &pool),
@@ -384,8 +384,8 @@ static void test_explicit_context(void **state) {
     assert_null(p.b);
     /* Per submit, on a pool that otherwise propagates. */
     ctx_pool_t *copy = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2}, &copy), 0);
-    ctx_pool_submit_options_t o = {.propagation = CTX_POOL_PROPAGATE_CONTEXT, .context = given};
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 2}, &copy), 0);
+    ctx_pool_submit_options_t o = {.size = sizeof(ctx_pool_submit_options_t), .propagation = CTX_POOL_PROPAGATE_CONTEXT, .context = given};
     p = run_pair(copy, &o);
     assert_ptr_equal(p.a, &marks[0]);
     assert_null(p.b);
@@ -401,7 +401,7 @@ static void test_explicit_context(void **state) {
     assert_int_equal(ctx_context_is_entered(given), 0);
 
     /* Bad options: nothing runs. */
-    ctx_pool_submit_options_t bad = {.propagation = CTX_POOL_PROPAGATE_CONTEXT};
+    ctx_pool_submit_options_t bad = {.size = sizeof(ctx_pool_submit_options_t), .propagation = CTX_POOL_PROPAGATE_CONTEXT};
     ctx_pool_future_t *f = (ctx_pool_future_t *)&marks[0];
     ASSERT_RC(ctx_pool_submit_ex(copy, read_pair, NULL, &bad, &f), CTX_EINVAL);
     assert_ptr_equal(f, (ctx_pool_future_t *)&marks[0]);
@@ -425,7 +425,7 @@ static void test_allowlist(void **state) {
 
     ctx_var_t *only_a[] = {var_a, unset};
     ctx_pool_t *pool = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2,
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 2,
                                                  .propagation = CTX_POOL_PROPAGATE_ALLOWLIST,
                                                  .allowlist = only_a,
                                                  .allowlist_len = 2},
@@ -438,7 +438,7 @@ static void test_allowlist(void **state) {
     assert_null(p.b);
 
     ctx_var_t *only_b[] = {var_b};
-    ctx_pool_submit_options_t o = {.propagation = CTX_POOL_PROPAGATE_ALLOWLIST,
+    ctx_pool_submit_options_t o = {.size = sizeof(ctx_pool_submit_options_t), .propagation = CTX_POOL_PROPAGATE_ALLOWLIST,
                               .allowlist = only_b,
                               .allowlist_len = 1};
     p = run_pair(pool, &o);
@@ -458,7 +458,7 @@ static void test_allowlist(void **state) {
     o.allowlist_len = 2;
     ASSERT_RC(ctx_pool_submit_ex(pool, read_pair, NULL, &o, NULL), CTX_EINVAL);
     ctx_pool_t *bad = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.propagation = CTX_POOL_PROPAGATE_ALLOWLIST,
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .propagation = CTX_POOL_PROPAGATE_ALLOWLIST,
                                                  .allowlist = with_null,
                                                  .allowlist_len = 2},
                            &bad),
@@ -495,7 +495,7 @@ static void test_task_values_released_when_done(void **state) {
     ASSERT_RC(ctx_var_new("owned", &vo, &owned), 0);
     atomic_store(&released_values, 0);
     ctx_pool_t *pool = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2}, &pool), 0);
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 2}, &pool), 0);
     for (int i = 1; i <= SCALED(100); i++) {
         ctx_pool_future_t *f = NULL;
         ASSERT_RC(ctx_pool_submit(pool, set_owned, owned, &f), 0);

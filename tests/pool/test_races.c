@@ -106,7 +106,7 @@ static void *submitter_main(void *arg) {
     OFF_MAIN_CHECK(ctx_var_set(submitter_var, &submitter_ids[k], NULL) == 0);
     ctx_pool_future_t *ring[RING] = {NULL};
     slot_t *ring_slot[RING] = {NULL};
-    ctx_pool_submit_options_t o = {.arg_release = race_arg_release};
+    ctx_pool_submit_options_t o = {.size = sizeof(ctx_pool_submit_options_t), .arg_release = race_arg_release};
     for (int i = 0; i < PER_SUBMITTER; i++) {
         slot_t *s = &slots[(size_t)k * (size_t)PER_SUBMITTER + (size_t)i];
         ctx_pool_future_t *f = NULL;
@@ -140,7 +140,7 @@ static void *submitter_main(void *arg) {
      * arg never released, future untouched. */
     while (!atomic_load(&shutdown_returned))
         short_nap();
-    ctx_pool_submit_options_t late = {.arg_release = late_arg_release};
+    ctx_pool_submit_options_t late = {.size = sizeof(ctx_pool_submit_options_t), .arg_release = late_arg_release};
     ctx_pool_future_t *f = NULL;
     OFF_MAIN_CHECK(ctx_pool_submit_ex(race_pool, late_task, NULL, &late, &f) ==
                    CTX_ESHUTDOWN);
@@ -165,7 +165,7 @@ static void race_case(size_t capacity, ctx_pool_shutdown_mode_t mode) {
     ctx_test_alloc_install();
     long base_blocks = ctx_test_alloc_live_blocks();
     submitter_var = pool_make_var("submitter", NULL, 0);
-    ctx_pool_options_t po = {.threads = 2, .queue_capacity = capacity};
+    ctx_pool_options_t po = {.size = sizeof(ctx_pool_options_t), .threads = 2, .queue_capacity = capacity};
     ASSERT_RC(ctx_pool_new(&po, &race_pool), 0);
 
     ctx_pool_thread_t *threads[SUBMITTERS];
@@ -179,7 +179,7 @@ static void race_case(size_t capacity, ctx_pool_shutdown_mode_t mode) {
     for (int k = 0; k < SUBMITTERS; k++)
         ASSERT_RC(ctx_pool_thread_join(threads[k], NULL), 0);
 
-    ctx_pool_stats_t st;
+    ctx_pool_stats_t st = CTX_STRUCT_INIT(ctx_pool_stats_t);
     ASSERT_RC(ctx_pool_stats(race_pool, &st), 0);
     uint64_t accepted = 0, refused = 0, completed = 0, gave_up = 0, never_ran = 0;
     uint64_t cancelled_by_submitters = 0;
@@ -292,14 +292,14 @@ static void test_submit_out_of_memory(void **state) {
     ctx_var_t *allow[] = {a};
 
     ctx_pool_t *pool = NULL;
-    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.threads = 2}, &pool), 0);
+    ASSERT_RC(ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 2}, &pool), 0);
     const ctx_pool_propagation_t policies[] = {CTX_POOL_PROPAGATE_COPY, CTX_POOL_PROPAGATE_NONE,
                                           CTX_POOL_PROPAGATE_CONTEXT,
                                           CTX_POOL_PROPAGATE_ALLOWLIST};
     int failures_seen = 0;
     for (int p = 0; p < 4; p++) {
         for (int capture = 0; capture < 2; capture++) {
-            ctx_pool_submit_options_t o = {.propagation = policies[p],
+            ctx_pool_submit_options_t o = {.size = sizeof(ctx_pool_submit_options_t), .propagation = policies[p],
                                       .context = given,
                                       .allowlist = allow,
                                       .allowlist_len = 1,
@@ -365,7 +365,7 @@ static void test_submit_out_of_memory(void **state) {
     for (long n = 1;; n++) {
         ctx_pool_t *p = NULL;
         ctx_test_alloc_fail_nth(n);
-        int rc = ctx_pool_new(&(ctx_pool_options_t){.threads = 2,
+        int rc = ctx_pool_new(&(ctx_pool_options_t){.size = sizeof(ctx_pool_options_t), .threads = 2,
                                                     .propagation = CTX_POOL_PROPAGATE_ALLOWLIST,
                                                     .allowlist = allow,
                                                     .allowlist_len = 1},
@@ -391,8 +391,62 @@ static void test_submit_out_of_memory(void **state) {
     ctx_test_alloc_uninstall();
 }
 
+/* Fire-and-forget submits allocate nothing but, once per 127 tasks, a
+ * queue segment: every submit is tried first with the next allocation
+ * failing.  A refused one (CTX_ENOMEM) must not run, must leave nothing
+ * behind, and is tried again without failures; every accepted one runs
+ * exactly once; no memory is left. */
+static atomic_int light_runs;
+
+static int light_task(void *arg, void **result) {
+    (void)arg;
+    (void)result;
+    atomic_fetch_add(&light_runs, 1);
+    return 0;
+}
+
+static void test_light_submit_out_of_memory(void **state) {
+    (void)state;
+    ctx_test_alloc_install();
+    long base_blocks = ctx_test_alloc_live_blocks();
+    ctx_var_t *v = pool_make_var("v", NULL, 0);
+    ASSERT_RC(ctx_var_set(v, &light_runs, NULL), 0); /* something to carry */
+    ctx_pool_t *pool = NULL;
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
+    po.threads = 1;
+    ASSERT_RC(ctx_pool_new(&po, &pool), 0);
+    gate_t gate;
+    gate_init(&gate);
+    ASSERT_RC(ctx_pool_submit(pool, task_gate, &gate, NULL), 0);
+    gate_await_arrivals(&gate, 1); /* what follows stays queued */
+    atomic_store(&light_runs, 0);
+    int accepted = 0, refused = 0;
+    for (int i = 0; i < 400; i++) {
+        ctx_test_alloc_fail_nth(1);
+        int rc = ctx_pool_submit(pool, light_task, NULL, NULL);
+        ctx_test_alloc_fail_nth(0);
+        if (rc == CTX_ENOMEM) {
+            refused++;
+            assert_int_equal(atomic_load(&light_runs), 0); /* held: nothing ran */
+            rc = ctx_pool_submit(pool, light_task, NULL, NULL);
+        }
+        ASSERT_RC(rc, 0);
+        accepted++;
+    }
+    assert_true(refused >= 2); /* 400 tasks need new segments */
+    gate_open(&gate);
+    ASSERT_RC(ctx_pool_release(pool), 0);
+    assert_int_equal(atomic_load(&light_runs), accepted);
+    gate_destroy(&gate);
+    ctx_var_release(v);
+    ASSERT_RC(ctx_thread_release(), 0);
+    assert_int_equal(ctx_test_alloc_live_blocks(), base_blocks);
+    ctx_test_alloc_uninstall();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_light_submit_out_of_memory, pool_teardown),
         cmocka_unit_test_teardown(test_race_unbounded_drain, pool_teardown),
         cmocka_unit_test_teardown(test_race_unbounded_cancel, pool_teardown),
         cmocka_unit_test_teardown(test_race_bounded_cancel, pool_teardown),

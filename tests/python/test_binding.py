@@ -2,9 +2,10 @@
 collector, failing allocations, deep structures, and leak accounting.
 
 Every test checks at the end that the binding's live objects (core blocks,
-value boxes, map items: `_ctxvar._stats()`) are back where they started.
+value records, map items: `_ctxvar._stats()`) are back where they started.
 """
 
+import contextvars
 import gc
 import os
 import sys
@@ -257,6 +258,113 @@ class GarbageCollectionTest(BindingTestCase):
         self.assertTrue(Context().run(fun))
 
 
+class SharedCycleTest(BindingTestCase):
+    """Cycles through values that several contexts, snapshots or maps share
+    are collected by one gc.collect(), as with contextvars."""
+
+    def count_alive(self, refs):
+        return sum(1 for r in refs if r() is not None)
+
+    def test_issue_scenario_contexts_and_copies(self):
+        var = ContextVar("var")
+        refs = []
+        for _ in range(1000):
+            c = Context()
+            h = Obj()
+            c.run(var.set, h)
+            h.ctx, h.snapshot = c, c.copy()
+            refs += [weakref.ref(c), weakref.ref(h.snapshot), weakref.ref(h)]
+        del c, h
+        gc.collect()
+        self.assertEqual(self.count_alive(refs), 0)
+
+    def test_value_shared_by_derived_contexts(self):
+        # Sets after the first derive new maps that share its record.
+        a, b, c = ContextVar("a"), ContextVar("b"), ContextVar("c")
+        refs = []
+        for i in range(100):
+            h = Obj()
+            ctx = Context()
+
+            def fill():
+                a.set(h)
+                held = [copy_context()]
+                b.set(i)
+                held.append(copy_context())
+                c.set(i)
+                held.append(copy_context())
+                return held
+
+            h.held = ctx.run(fill) + [ctx]
+            refs += [weakref.ref(x) for x in h.held] + [weakref.ref(h)]
+        del h, ctx, fill
+        gc.collect()
+        self.assertEqual(self.count_alive(refs), 0)
+
+    def test_value_shared_by_standard_library_copies(self):
+        # Python's own copies share the snapshot that holds the value.
+        var = ContextVar("var")
+        refs = []
+        for _ in range(100):
+            h = Obj()
+
+            def inside():
+                var.set(h)
+                return [contextvars.copy_context() for _ in range(3)]
+
+            h.copies = contextvars.Context().run(inside)
+            refs += [weakref.ref(x) for x in h.copies] + [weakref.ref(h)]
+        del h, inside
+        gc.collect()
+        self.assertEqual(self.count_alive(refs), 0)
+
+    def test_value_shared_by_tokens(self):
+        var = ContextVar("var")
+        refs = []
+        for _ in range(100):
+            h = Obj()
+            ctx = Context()
+
+            def inside():
+                var.set(h)
+                return var.set("next")  # its old value is h
+
+            h.token = ctx.run(inside)
+            h.ctx = ctx
+            refs += [weakref.ref(h), weakref.ref(ctx)]
+        del h, ctx, inside
+        gc.collect()
+        self.assertEqual(self.count_alive(refs), 0)
+
+    def test_value_shared_by_hamts(self):
+        refs = []
+        for i in range(300):
+            h = Obj()
+            m1 = hamt().set("k", h).set(i, i)
+            m2 = m1.set("other", 1)
+            m3 = m2.delete(i)
+            h.maps = [m1, m2, m3]
+            refs += [weakref.ref(m) for m in h.maps] + [weakref.ref(h)]
+        del h, m1, m2, m3
+        gc.collect()
+        self.assertEqual(self.count_alive(refs), 0)
+
+    def test_shared_values_survive_a_collection_while_held(self):
+        var = ContextVar("var")
+        keep = []
+        for _ in range(50):
+            h = Obj()
+            ctx = Context()
+            ctx.run(var.set, h)
+            h.ctx = ctx
+            keep.append(ctx.copy())  # only the copy is held from outside
+        del h, ctx
+        gc.collect()
+        for c in keep:
+            self.assertIsInstance(c[var], Obj)
+            self.assertIsInstance(c[var].ctx[var], Obj)
+
+
 class ErrorTest(BindingTestCase):
     def test_hash_and_eq_errors_change_nothing(self):
         class Key:
@@ -305,6 +413,9 @@ class ErrorTest(BindingTestCase):
         def attempt():
             tok = var.set("new")
             var.reset(tok)
+            _ctxvar._c_copy_len()  # C's view: a core context and a mirror
+            tok = var.set("core")  # now a core context is kept up to date too
+            var.reset(tok)
             c = copy_context().copy()
             c.run(var.set, "in copy")
             h = hamt().set(1, 1).set(2, 2).delete(1)
@@ -349,6 +460,8 @@ class ErrorTest(BindingTestCase):
 
             def inner():
                 tokens = [v.set(i) for i, v in enumerate(variables)]
+                if _ctxvar._c_copy_len() != len(variables):  # C's view, then core sets
+                    raise AssertionError("C's copy")
                 snap = copy_context()
                 for v, t in zip(reversed(variables), reversed(tokens)):
                     v.reset(t)
@@ -474,13 +587,19 @@ class StructureTest(BindingTestCase):
             self.assertEqual(list(it), [])
             self.assertEqual(len(it), 1)  # like CPython's: the map's size
 
-    def test_main_thread_release(self):
+    def test_values_live_in_pythons_context(self):
+        # ctxvar's values are kept in the thread's contextvars.Context (a
+        # hidden standard-library variable holds them), so a copy made by the
+        # standard library carries them, and they go when reset.
         var = ContextVar("var")
         value = Obj()
         ref = weakref.ref(value)
-        var.set(value)  # the main thread's own context
+        tok = var.set(value)
+        self.assertIs(contextvars.copy_context().run(var.get), value)
+        self.assertIn(_ctxvar._hidden, contextvars.copy_context())
         del value
-        _ctxvar._thread_release()
+        var.reset(tok)
+        del tok
         self.assertIsNone(ref())
         with self.assertRaises(LookupError):
             var.get()

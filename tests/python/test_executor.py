@@ -204,6 +204,54 @@ class ExecutorTest(unittest.TestCase):
         with self.assertRaises(RuntimeError):
             pool.submit(int)
 
+    def test_initializer_values_are_visible_to_tasks(self):
+        # What the initializer sets in its worker (both kinds of variable) is
+        # seen by that worker's tasks, under the submitter's own values.
+        connection = ContextVar("connection", default="none")
+        std_connection = std_contextvars.ContextVar("std_connection", default="none")
+
+        def init():
+            connection.set(f"conn-{threading.get_ident()}")
+            std_connection.set("std-conn")
+            self.var.set("from initializer")
+
+        def task():
+            seen = (connection.get().startswith("conn-"), std_connection.get(), self.var.get())
+            connection.set("changed by a task")  # never reaches the next task
+            return seen
+
+        def submitter(pool, set_var):
+            if set_var:
+                self.var.set("from submitter")
+            return [pool.submit(task).result() for _ in range(3)]
+
+        with ThreadPoolExecutor(max_workers=1, initializer=init) as pool:
+            plain = Context().run(submitter, pool, False)
+            mine = Context().run(submitter, pool, True)
+        self.assertEqual(plain, [(True, "std-conn", "from initializer")] * 3)
+        self.assertEqual(mine, [(True, "std-conn", "from submitter")] * 3)
+
+        # Without propagation tasks run in the worker's own context: the
+        # initializer's values, and what earlier tasks set.
+        with ThreadPoolExecutor(max_workers=1, initializer=init,
+                                propagate_context=False) as pool:
+            first = pool.submit(task).result()
+            second = pool.submit(lambda: connection.get()).result()
+        self.assertEqual(first, (True, "std-conn", "from initializer"))
+        self.assertEqual(second, "changed by a task")
+
+    def test_dir_and_help_list_the_executor(self):
+        import pydoc
+
+        self.assertTrue({"ThreadPoolExecutor", "bind"} <= set(dir(ctxvar)))
+        text = pydoc.render_doc(ctxvar, renderer=pydoc.plaintext)
+        self.assertIn("class ThreadPoolExecutor", text)
+        self.assertIn("bind(fn)", text)
+
+    def test_docstring_says_what_the_initializer_sets(self):
+        self.assertIn("initializer", ThreadPoolExecutor.__doc__)
+        self.assertIn("visible", ThreadPoolExecutor.__doc__)
+
 
 class BindTest(unittest.TestCase):
     def test_bind(self):

@@ -8,7 +8,8 @@
  *                structs, unknown tails, zero sizes;
  *   contexts     the trace and deadline setters take the context they act
  *                on: an extracted context is read and completed without
- *                being entered; an entered one is refused (CTX_EENTERED);
+ *                being entered; an entered one is refused (CTX_EENTERED)
+ *                and left as it was (its scope too);
  *   logs         the inject report names what was sent, and the span-id
  *                formatter prints the span id of that call;
  *   no lock      value operations and carrier callbacks run under no lock
@@ -38,6 +39,7 @@ static int setup(void **state) {
 static int teardown(void **state) {
     (void)state;
     ctx_thread_release();
+    wire_timer_teardown();
     ctx_wire_release(fx.w);
     ctx_var_release(fx.user);
     ctx_var_release(fx.tenant);
@@ -260,6 +262,8 @@ static void test_explicit_context(void **state) {
     ASSERT_RC(ctx_wire_trace_get(fx.w, fresh, &tp, NULL, NULL), 0);
     assert_memory_equal(&tp, &started, sizeof tp);
     ASSERT_RC(ctx_wire_deadline_get(fx.w, fresh, &left), CTX_ENOTFOUND);
+    ctx_cancel_scope_t *none;
+    ASSERT_RC(ctx_cancel_scope_get(fresh, &none), CTX_ENOTFOUND); /* no scope made */
     ctx_context_release(fresh);
     ctx_context_release(ctx);
     ctx_wire_headers_release(h);

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include <ctxvar.h>
+#include <ctxvar/cancel.h>
 #include <ctxvar/wire.h>
 
 #include "../support/support.h"
@@ -128,6 +129,16 @@ static inline const char *header(ctx_wire_headers_t *h, const char *name) {
     if (ctx_wire_headers_get(h, name, &v, &n) != 0)
         return NULL;
     return v;
+}
+
+/* Ends a test that may have made deadlines (extracted grpc-timeouts,
+ * ctx_wire_deadline_set): none may be left in the timer facility, and its
+ * thread is stopped (so valgrind sees no thread and no heap at exit). */
+static inline void wire_timer_teardown(void) {
+    ctx_cancel_stats_t st = CTX_STRUCT_INIT(ctx_cancel_stats_t);
+    ASSERT_RC(ctx_cancel_stats(&st), 0);
+    assert_int_equal(st.timers_pending, 0);
+    ASSERT_RC(ctx_cancel_timer_release(), 0);
 }
 
 static inline int release_thread(void **state) {

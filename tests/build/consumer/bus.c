@@ -24,8 +24,9 @@ int main(void) {
     ctx_bus_t *bus;
     ctx_bus_event_t *event;
     ctx_context_t *elsewhere;
-    ctx_bus_subscribe_options_t scoped = {.flags = CTX_BUS_SCOPED};
+    ctx_bus_subscribe_options_t scoped = CTX_STRUCT_INIT(ctx_bus_subscribe_options_t);
     void *delivered = NULL;
+    scoped.flags = CTX_BUS_SCOPED;
     if (ctx_bus_new(NULL, &bus) != 0 || ctx_bus_event_new("request.done", NULL, NULL, &event) != 0)
         return 1;
     if (ctx_bus_subscribe(bus, "request.*", listener, NULL, &scoped, NULL) != 0)
