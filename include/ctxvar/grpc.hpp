@@ -304,8 +304,10 @@ struct ServerStats {
     uint64_t calls_cancelled = 0;           /* ended by kCauseCallCancelled */
     uint64_t calls_deadline = 0;            /* ended by their deadline */
     uint64_t calls_finished = 0;            /* ended by kCauseCallFinished */
-    uint64_t decode_failures = 0;           /* handlers run in an empty
-                                               context: out of memory */
+    uint64_t decode_failures = 0;           /* handlers run without their
+                                               call's context (in an empty
+                                               one, or the thread's own):
+                                               out of memory */
     uint64_t calls_without_interceptor = 0; /* callback-API calls handled
                                                without this object's
                                                interceptor (see Handle) */

@@ -153,8 +153,8 @@ struct ServerState : CtxAllocated {
 
 /* Runs run(arg) exactly once: in a fresh copy of `ctx` (a capture), or,
  * when that cannot be done (ctx null, the thread has no ctxvar state and
- * none can be made), directly. */
-void RunIn(ctx_context_t *ctx, void (*run)(void *), void *arg) noexcept;
+ * none can be made), directly.  Returns whether it ran in the copy. */
+bool RunIn(ctx_context_t *ctx, void (*run)(void *), void *arg) noexcept;
 
 } // namespace detail
 } // namespace grpc

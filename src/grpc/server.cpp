@@ -120,6 +120,13 @@ void RunEmpty(void (*run)(void *), void *arg) {
     ctx_context_release(empty);
 }
 
+/* Runs run(arg) in a copy of the call's context; if even that fails (the
+ * thread's ctxvar state could not be made), it ran outside it: counted. */
+void RunInCall(ServerState *server, CallState *call, void (*run)(void *), void *arg) {
+    if (!RunIn(call->ctx, run, arg))
+        Bump(server->decode_failures);
+}
+
 class ServerInterceptor final : public ex::Interceptor, public CtxAllocated {
   public:
     ServerInterceptor(ServerState *server, ::grpc::ServerContextBase *sc, CallState *call) noexcept
@@ -180,15 +187,17 @@ class ServerFactory final : public ex::ServerInterceptorFactoryInterface, public
 
 } // namespace
 
-void RunIn(ctx_context_t *ctx, void (*run)(void *), void *arg) noexcept {
+bool RunIn(ctx_context_t *ctx, void (*run)(void *), void *arg) noexcept {
     RunArgs a{run, arg, false};
     ctx_capture_t capture;
     if (ctx && ctx_capture_copy(&capture, ctx) == 0) {
         ctx_capture_run(&capture, Trampoline, &a, nullptr);
         ctx_capture_clear(&capture);
     }
-    if (!a.ran)
-        run(arg);
+    if (a.ran)
+        return true;
+    run(arg);
+    return false;
 }
 
 /* ---- CallState ---- */
@@ -349,7 +358,7 @@ void ServerPropagation::HandleSync(::grpc::ServerContext *sc, void (*run)(void *
     }
     detail::WatchEntry entry{sc, call};
     bool watched = state_->watcher.Add(&entry);
-    detail::RunIn(call->ctx, run, arg);
+    detail::RunInCall(state_, call, run, arg);
     bool cancelled = watched && state_->watcher.Remove(&entry);
     if (!cancelled)
         cancelled = sc->IsCancelled(); /* still the handler's time: safe */
@@ -368,7 +377,7 @@ void ServerPropagation::HandleCallback(::grpc::CallbackServerContext *sc, void (
             return;
         }
     }
-    detail::RunIn(call->ctx, run, arg);
+    detail::RunInCall(state_, call, run, arg);
     call->Release();
 }
 

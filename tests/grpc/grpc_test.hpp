@@ -442,9 +442,13 @@ class Node {
                 return req->wait_started() ? rec->started : rec->done;
             });
         }
-        /* The scope ends when the call does, a moment after the task. */
-        if (!req->wait_started() && rec->scope)
+        /* The scope ends when the call does, a moment after the task; its
+         * callbacks (ours among them) run a moment after it reports it. */
+        if (!req->wait_started() && rec->scope) {
             WaitUntil([&] { return ctx_cancel_scope_error(rec->scope) != 0; }, 30000);
+            if (rec->registered)
+                WaitUntil([&] { return rec->cancelled_ns.load() != 0; }, 30000);
+        }
         std::lock_guard<std::mutex> lock(rec->mu);
         out->set_started(rec->started);
         out->set_done(rec->done);

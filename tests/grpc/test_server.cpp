@@ -178,7 +178,9 @@ void client_cancel(Chain::Stub *stub, const std::string &request_id, bool slow) 
     assert_int_equal(r.task_error(), CTX_ECANCELLED);
     assert_int_equal(r.scope_error(), CTX_ECANCELLED);
     assert_int_equal(r.cause_code(), cg::kCauseCallCancelled);
-    assert_true(r.cancelled_ns() >= cancelled_at);
+    if (r.cancelled_ns() < cancelled_at)
+        fail_msg("the scope was cancelled %lld us before the client cancelled (task error %d)",
+                 (long long)(cancelled_at - r.cancelled_ns()) / 1000, r.task_error());
     assert_int_equal(r.late_steps(), 0);
 }
 
