@@ -12,6 +12,7 @@
  *              GetReport returns what the slow task and the call's scope
  *              did.
  *   servers    StartServer (127.0.0.1, a port the kernel picks), NewStub.
+ *   callers    InScope (a scope entered for a test's calls), GetReport.
  *
  * Time: every timestamp is CLOCK_MONOTONIC (ctx_wire_now_ns), which every
  * process of the host shares, so the chain test compares them across
@@ -617,6 +618,42 @@ inline std::unique_ptr<Chain::Stub> NewStub(cg::ClientPropagation *client, int p
         channel = ::grpc::CreateChannel(target, ::grpc::InsecureChannelCredentials());
     }
     return Chain::NewStub(channel);
+}
+
+/* Enters a child of the current scope (if any) with `timeout_ns` (0: no
+ * deadline of its own) in the current context; leaves it when destroyed. */
+struct InScope {
+    ctx_cancel_scope_t *scope = nullptr;
+    ctx_token_t *token = nullptr;
+    explicit InScope(int64_t timeout_ns) {
+        ctx_cancel_options_t o = CTX_STRUCT_INIT(ctx_cancel_options_t);
+        o.timeout_ns = timeout_ns;
+        if (ctx_cancel_enter_child(&o, &scope, &token) != 0)
+            fail_msg("cannot enter a scope");
+    }
+    int64_t Deadline() const {
+        int64_t d = 0;
+        ctx_cancel_scope_deadline(scope, &d);
+        return d;
+    }
+    ~InScope() {
+        ctx_cancel_exit(token);
+        ctx_cancel_scope_release(scope);
+    }
+};
+
+/* Asks `stub` for the report of `request_id` (`started`: as soon as its slow
+ * task has started; else once it has ended); fails the test if there is none. */
+inline Report GetReport(Chain::Stub *stub, const std::string &request_id, bool started) {
+    ::grpc::ClientContext cc;
+    ReportRequest req;
+    req.set_request_id(request_id);
+    req.set_wait_started(started);
+    Report report;
+    ::grpc::Status st = stub->GetReport(&cc, req, &report);
+    if (!st.ok() || !report.found())
+        fail_msg("no report for %s: %s", request_id.c_str(), st.error_message().c_str());
+    return report;
 }
 
 /* The line "name: value" of a Seen's metadata, or "". */

@@ -210,39 +210,6 @@ int teardown(void **) {
     return 0;
 }
 
-Report GetReport(Chain::Stub *stub, const std::string &request_id, bool started) {
-    ::grpc::ClientContext cc;
-    ReportRequest req;
-    req.set_request_id(request_id);
-    req.set_wait_started(started);
-    Report report;
-    ::grpc::Status st = stub->GetReport(&cc, req, &report);
-    if (!st.ok() || !report.found())
-        fail_msg("no report for %s: %s", request_id.c_str(), st.error_message().c_str());
-    return report;
-}
-
-/* A's scope for a request (entered in the current context). */
-struct InScope {
-    ctx_cancel_scope_t *scope = nullptr;
-    ctx_token_t *token = nullptr;
-    explicit InScope(int64_t timeout_ns) {
-        ctx_cancel_options_t o = CTX_STRUCT_INIT(ctx_cancel_options_t);
-        o.timeout_ns = timeout_ns;
-        if (ctx_cancel_enter_child(&o, &scope, &token) != 0)
-            fail_msg("cannot enter a scope");
-    }
-    int64_t Deadline() const {
-        int64_t d = 0;
-        ctx_cancel_scope_deadline(scope, &d);
-        return d;
-    }
-    ~InScope() {
-        ctx_cancel_exit(token);
-        ctx_cancel_scope_release(scope);
-    }
-};
-
 /* The deadline A gives a request: 100 ms (longer where everything is
  * slower, so that the request reaches C in time). */
 const int64_t kDeadlineNs = 100 * 1000000LL * SLOW;

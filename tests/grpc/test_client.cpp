@@ -156,27 +156,6 @@ void same_parent_option(void **) {
     assert_true(sent.compare(36, 16, span) == 0);
 }
 
-/* Enters a new scope with `timeout_ns` (0: none) in the current context. */
-struct InScope {
-    ctx_cancel_scope_t *scope = nullptr;
-    ctx_token_t *token = nullptr;
-    explicit InScope(int64_t timeout_ns) {
-        ctx_cancel_options_t o = CTX_STRUCT_INIT(ctx_cancel_options_t);
-        o.timeout_ns = timeout_ns;
-        if (ctx_cancel_enter_child(&o, &scope, &token) != 0)
-            fail_msg("cannot enter a scope");
-    }
-    int64_t Deadline() const {
-        int64_t d = 0;
-        ctx_cancel_scope_deadline(scope, &d);
-        return d;
-    }
-    ~InScope() {
-        ctx_cancel_exit(token);
-        ctx_cancel_scope_release(scope);
-    }
-};
-
 /* ApplyDeadline: the scope's time left becomes the call's deadline. */
 void apply_deadline(void **) {
     FreshContext fresh;

@@ -76,18 +76,6 @@ void AddHeaders(::grpc::ClientContext *cc, const std::string &request_id,
     cc->AddMetadata("baggage", "request-id=" + request_id + ",secret=nope");
 }
 
-Report GetReport(Chain::Stub *stub, const std::string &request_id, bool started) {
-    ::grpc::ClientContext cc;
-    ReportRequest req;
-    req.set_request_id(request_id);
-    req.set_wait_started(started);
-    Report report;
-    ::grpc::Status st = stub->GetReport(&cc, req, &report);
-    if (!st.ok() || !report.found())
-        fail_msg("no report for %s: %s", request_id.c_str(), st.error_message().c_str());
-    return report;
-}
-
 cg::ServerStats Stats() {
     cg::ServerStats s;
     ASSERT_RC(w->ctxsrv->Stats(&s), 0);
