@@ -13,6 +13,7 @@
  *              did.
  *   servers    StartServer (127.0.0.1, a port the kernel picks), NewStub.
  *   callers    InScope (a scope entered for a test's calls), GetReport.
+ *   growth     CheckOptionsGrowth, CheckStatsGrowth: the growth rule.
  *
  * Time: every timestamp is CLOCK_MONOTONIC (ctx_wire_now_ns), which every
  * process of the host shares, so the chain test compares them across
@@ -48,6 +49,8 @@ extern "C" {
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -618,6 +621,54 @@ inline std::unique_ptr<Chain::Stub> NewStub(cg::ClientPropagation *client, int p
         channel = ::grpc::CreateChannel(target, ::grpc::InsecureChannelCredentials());
     }
     return Chain::NewStub(channel);
+}
+
+/* ---- the growth rule ---- */
+
+/* P::Create(wire, options, out) under the growth rule: an older caller's
+ * options (only `size`, smaller than the 1.0 layout) and a newer caller's
+ * with a non-zero tail are refused and make nothing; a newer caller's with
+ * a zero tail is accepted. */
+template <class P, class O> void CheckOptionsGrowth(ctx_wire_t *wire) {
+    std::unique_ptr<P> p;
+    O small;
+    small.size = sizeof(size_t);
+    ASSERT_RC(P::Create(wire, &small, &p), CTX_EINVAL);
+    assert_null(p.get());
+    struct Bigger {
+        O o;
+        uint64_t more;
+    } big;
+    big.o.size = sizeof big;
+    big.more = 3;
+    ASSERT_RC(P::Create(wire, &big.o, &p), CTX_EINVAL);
+    assert_null(p.get());
+    big.more = 0;
+    ASSERT_RC(P::Create(wire, &big.o, &p), 0);
+    assert_non_null(p.get());
+}
+
+/* p->Stats(out) under the growth rule: an older caller's struct (`size`
+ * and the first counter, `calls`) gets that counter and nothing past it;
+ * a size too small for `size` itself, or no struct, is CTX_EINVAL.  No call
+ * may run meanwhile (the counters are compared). */
+template <class S, class P> void CheckStatsGrowth(const P *p) {
+    struct Small {
+        size_t size;
+        uint64_t calls;
+        uint64_t guard;
+    } s;
+    s.size = offsetof(Small, guard);
+    s.calls = UINT64_MAX;
+    s.guard = 0xfeedface;
+    ASSERT_RC(p->Stats(reinterpret_cast<S *>(&s)), 0);
+    S full;
+    ASSERT_RC(p->Stats(&full), 0);
+    assert_true(s.calls == full.calls);
+    assert_int_equal(s.guard, 0xfeedface);
+    s.size = 0;
+    ASSERT_RC(p->Stats(reinterpret_cast<S *>(&s)), CTX_EINVAL);
+    ASSERT_RC(p->Stats(nullptr), CTX_EINVAL);
 }
 
 /* Enters a child of the current scope (if any) with `timeout_ns` (0: no
