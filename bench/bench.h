@@ -157,5 +157,7 @@ void ctx_bench_pool(ctx_bench_t *b);
 void ctx_bench_loop(ctx_bench_t *b);
 void ctx_bench_bus(ctx_bench_t *b);
 void ctx_bench_wire(ctx_bench_t *b);
+/* C++ (bench_grpc.cpp), built when the grpc module is (CTX_BENCH_GRPC). */
+void ctx_bench_grpc(ctx_bench_t *b);
 
 #endif

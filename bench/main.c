@@ -6,7 +6,8 @@
  *   ctxvar_bench --quick         fewer iterations per round, 11 rounds
  *   ctxvar_bench --rounds N      N rounds per comparison (11..64; default 21)
  *   ctxvar_bench --only a,b      only the named sections (core, cancel, pool, loop,
- *                                bus, wire)
+ *                                bus, wire, grpc: the last when the grpc module
+ *                                is built)
  *
  * How figures are measured (interleaved rounds, medians, ratio of medians,
  * spread) is explained in bench.h.
@@ -284,6 +285,9 @@ typedef struct section {
 static const section_t sections[] = {
     {"core", ctx_bench_core}, {"cancel", ctx_bench_cancel}, {"pool", ctx_bench_pool},
     {"loop", ctx_bench_loop}, {"bus", ctx_bench_bus},       {"wire", ctx_bench_wire},
+#if defined(CTX_BENCH_GRPC)
+    {"grpc", ctx_bench_grpc},
+#endif
 };
 #define SECTIONS (int)(sizeof sections / sizeof sections[0])
 
@@ -303,7 +307,7 @@ static int selected(const char *list, const char *name) {
 }
 
 static int usage(const char *argv0) {
-    fprintf(stderr, "usage: %s [--json] [--quick] [--rounds N] [--only core,cancel,pool,loop,bus,wire]\n", argv0);
+    fprintf(stderr, "usage: %s [--json] [--quick] [--rounds N] [--only core,cancel,pool,loop,bus,wire,grpc]\n", argv0);
     return 2;
 }
 

@@ -145,7 +145,7 @@ function(_ctx_module_common target defines)
             $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>
     PRIVATE ${PROJECT_SOURCE_DIR}/src)
   if(CMAKE_C_COMPILER_ID MATCHES "GNU|Clang")
-    target_compile_options(${target} PRIVATE -Wmissing-prototypes)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:C>:-Wmissing-prototypes>)
   endif()
   if(defines)
     target_compile_definitions(${target} PUBLIC ${defines})
@@ -187,6 +187,7 @@ function(ctx_add_module)
     get_target_property(soversion ctxvar SOVERSION)
     set_target_properties(${shared} PROPERTIES
       C_VISIBILITY_PRESET hidden
+      CXX_VISIBILITY_PRESET hidden
       VISIBILITY_INLINES_HIDDEN ON
       VERSION ${version}
       SOVERSION ${soversion}

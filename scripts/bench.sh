@@ -7,7 +7,7 @@
 #   bash scripts/bench.sh --json      one JSON object on stdout (both sets of keys)
 #   bash scripts/bench.sh --quick     fewer iterations per round (smoke run)
 #   bash scripts/bench.sh --rounds N  N interleaved rounds per figure (11..64)
-#   bash scripts/bench.sh --only pool only some sections (core,cancel,pool,loop,bus,wire)
+#   bash scripts/bench.sh --only pool only some sections (core,cancel,pool,loop,bus,wire,grpc)
 #   bash scripts/bench.sh --python    the Python figures only
 #
 # The table shows every figure (the median of its rounds, or a ratio of
@@ -16,8 +16,9 @@
 #
 # Other arguments are passed to ctxvar_bench unchanged; build messages go to
 # stderr so that --json output stays clean.  Installs what it needs with
-# apt-get (GLib is the pool benchmark's baseline).  Without python3 and its
-# headers the Python figures are left out.
+# apt-get (GLib is the pool benchmark's baseline; gRPC, protobuf and protoc
+# the grpc section's).  Without python3 and its headers the Python figures
+# are left out.
 # Environment: CTX_BUILD_ROOT (default ./build), CTX_JOBS (default 2).
 set -euo pipefail
 
@@ -39,7 +40,8 @@ done
 
 with_python=0
 {
-    ctx_ensure_packages "${CTX_BUILD_PACKAGES[@]}" libglib2.0-dev libuv1-dev libnats-dev nats-server
+    ctx_ensure_packages "${CTX_BUILD_PACKAGES[@]}" libglib2.0-dev libuv1-dev libnats-dev nats-server \
+        g++ libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
     dir="$CTX_BUILD_ROOT/release"
     mkdir -p "$CTX_BUILD_ROOT"
     ctx_log "building ctxvar_bench (Release) in $dir"

@@ -7,7 +7,9 @@
 #
 # PREFIX is an installation (ctest `build_install` makes it), LIBDIR its
 # library directory relative to PREFIX.  For each module (tests/build/
-# consumer/<module>.c: every module has one):
+# consumer/<module>.c: every module has one; a C++ module, grpc, has
+# <module>.cpp instead, built with $CTX_CONSUMER_CXX, default c++, as
+# C++17):
 #   shared        cc app.c $(pkg-config --cflags --libs ctxvar-<m>)
 #                 (loop.c calls libuv itself: ctxvar-loop libuv) must need
 #                 libctxvar*.so; runs with LD_LIBRARY_PATH
@@ -16,7 +18,9 @@
 #                 has libuv's archive); runs without LD_LIBRARY_PATH
 #   fully static  cc -static app.c $(pkg-config --static --cflags --libs
 #                 ctxvar-<m>), for the modules whose every dependency has an
-#                 archive (all but nats: Debian ships no libnats archive);
+#                 archive (all but nats: Debian ships no libnats archive, and
+#                 grpc: gRPC's archives need a dozen more that Debian does
+#                 not all ship);
 #                 must have no dynamic section; runs
 #   CMake         find_package(ctxvar CONFIG REQUIRED COMPONENTS <modules>),
 #                 ctxvar::<m> and ctxvar::<m>_static (consumer/CMakeLists.txt)
@@ -62,10 +66,17 @@ pc_name() {
     if [ "$1" = core ]; then echo ctxvar; else echo "ctxvar-$1"; fi
 }
 
-cflags=(-std=c11 -Wall -Wextra -Werror)
+cxx="${CTX_CONSUMER_CXX:-c++}"
 for m in "${modules[@]}"; do
     pc="$(pc_name "$m")"
     app="$src/$m.c"
+    cc_m="$cc"
+    cflags=(-std=c11 -Wall -Wextra -Werror)
+    if [ -f "$src/$m.cpp" ]; then
+        app="$src/$m.cpp"
+        cc_m="$cxx"
+        cflags=(-std=c++17 -Wall -Wextra -Werror)
+    fi
     echo "== $m ($pc)"
     if [ ! -f "$app" ]; then
         fail "no consumer program for module $m: add tests/build/consumer/$m.c"
@@ -76,7 +87,7 @@ for m in "${modules[@]}"; do
     also=()
     if [ "$m" = loop ]; then also=(libuv); fi
     # shellcheck disable=SC2046 # pkg-config output is meant to be split
-    if run "$m shared: build" "$cc" "${cflags[@]}" $(pkg-config --cflags "$pc" "${also[@]}") "$app" \
+    if run "$m shared: build" "$cc_m" "${cflags[@]}" $(pkg-config --cflags "$pc" "${also[@]}") "$app" \
         -o "$work/$m-shared" $(pkg-config --libs "$pc" "${also[@]}"); then
         if ! needed "$work/$m-shared" | grep -q '^libctxvar'; then
             fail "$m-shared does not need a libctxvar shared library"
@@ -85,7 +96,7 @@ for m in "${modules[@]}"; do
     fi
 
     # shellcheck disable=SC2046
-    if run "$m static: build" "$cc" "${cflags[@]}" $(pkg-config --cflags "$pc-static") "$app" \
+    if run "$m static: build" "$cc_m" "${cflags[@]}" $(pkg-config --cflags "$pc-static") "$app" \
         -o "$work/$m-static" $(pkg-config --libs "$pc-static"); then
         if needed "$work/$m-static" | grep -q '^libctxvar'; then
             fail "$m-static needs a libctxvar shared library: $(needed "$work/$m-static" | tr '\n' ' ')"
@@ -96,7 +107,7 @@ for m in "${modules[@]}"; do
         run "$m static: run" env -u LD_LIBRARY_PATH "$work/$m-static"
     fi
 
-    if [ "$m" != nats ]; then
+    if [ "$m" != nats ] && [ "$m" != grpc ]; then
         # shellcheck disable=SC2046
         if run "$m fully static: build" "$cc" "${cflags[@]}" -static $(pkg-config --static --cflags "$pc") \
             "$app" -o "$work/$m-full" $(pkg-config --static --libs "$pc"); then
@@ -111,7 +122,8 @@ done
 echo "== CMake: find_package(ctxvar CONFIG REQUIRED COMPONENTS ${modules[*]})"
 modules_list="$(IFS=';'; echo "${modules[*]}")"
 if run "cmake: configure" "$cmake" -S "$src" -B "$work/cmake" "-DCMAKE_PREFIX_PATH=$prefix" \
-    "-DCMAKE_C_COMPILER=$cc" "-DCTX_MODULES=$modules_list" "-DCMAKE_C_FLAGS=-Wall -Wextra -Werror" &&
+    "-DCMAKE_C_COMPILER=$cc" "-DCTX_MODULES=$modules_list" "-DCMAKE_C_FLAGS=-Wall -Wextra -Werror" \
+    "-DCMAKE_CXX_COMPILER=$(command -v "$cxx")" "-DCMAKE_CXX_FLAGS=-Wall -Wextra -Werror" &&
     run "cmake: build" "$cmake" --build "$work/cmake" -j 2; then
     for m in "${modules[@]}"; do
         # The shared libraries of a scratch prefix are found as the
@@ -158,7 +170,7 @@ expect_missing unknown "component 'coffee' no such component" \
     "$cmake" "-DCMAKE_PREFIX_PATH=$prefix" -DWANT="pool;coffee"
 # An installation without the nats module: this one's package, told so.
 cp -r "$prefix" "$work/partial"
-sed -i -E 's/^(set\(_ctxvar_installed .*);nats\)$/\1)/' "$work/partial/$libdir/cmake/ctxvar/ctxvarConfig.cmake"
+sed -i -E 's/^(set\(_ctxvar_installed .*);nats([;)])/\1\2/' "$work/partial/$libdir/cmake/ctxvar/ctxvarConfig.cmake"
 expect_missing not-built "component 'nats' not built in this installation" \
     "$cmake" "-DCMAKE_PREFIX_PATH=$work/partial" -DWANT="wire;nats"
 if [[ " ${modules[*]} " == *" loop "* ]]; then

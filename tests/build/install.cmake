@@ -5,7 +5,8 @@
 # the two pkg-config files (with the right version) and the CMake component.
 #
 # Inputs: -DBUILD_DIR -DPREFIX -DLIBDIR (relative to PREFIX) -DVERSION
-#         -DMODULES=<m>,... (those built: core pool loop bus wire nats)
+#         -DMODULES=<m>,... (those built: core pool loop bus wire nats grpc;
+#         grpc's header is grpc.hpp)
 #         -DLIBRARY_MODULES=<m>,... (those in libctxvar: core pool)
 #         -DSHARED=ON|OFF
 cmake_policy(VERSION 3.21)
@@ -34,7 +35,11 @@ foreach(m IN LISTS modules)
   else()
     set(base ctxvar_${m})
     set(pc ctxvar-${m})
-    list(APPEND expected "${PREFIX}/include/ctxvar/${m}.h"
+    set(header "${m}.h")
+    if(m STREQUAL "grpc")
+      set(header "grpc.hpp")
+    endif()
+    list(APPEND expected "${PREFIX}/include/ctxvar/${header}"
                          "${lib}/cmake/ctxvar/ctxvar-${m}-targets.cmake")
   endif()
   list(APPEND expected "${lib}/lib${base}.a" "${lib}/pkgconfig/${pc}.pc"

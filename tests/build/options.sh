@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # tests/build/options.sh — ctest `build_options`: what configuring ctxvar
 # does when an optional dependency is missing.  pkg-config is pointed at an
-# empty directory, so that libuv and libnats are "not installed":
+# empty directory, so that libuv, libnats and gRPC are "not installed":
 #   CTX_WITH_LOOP=ON     the configuration fails and names libuv
 #   CTX_WITH_NATS=ON     the configuration fails and names libnats
+#   CTX_WITH_GRPC=ON     the configuration fails and names gRPC C++
 #   AUTO (the default)   it succeeds, builds core, pool, bus and wire, says
-#                        it skipped loop and nats, and why; -Werror is off
-#                        (CTX_WERROR defaults to OFF for users)
+#                        it skipped loop, nats and grpc, and why; -Werror is
+#                        off (CTX_WERROR defaults to OFF for users)
 #
 #   options.sh SOURCE_DIR WORK CMAKE CC
 set -euo pipefail
@@ -54,13 +55,20 @@ if configure nats-on -DCTX_WITH_NATS=ON; then
 fi
 expect nats-on "CTX_WITH_NATS=ON, but the nats module cannot be built: libnats"
 
+if configure grpc-on -DCTX_WITH_GRPC=ON; then
+    echo "FAIL: CTX_WITH_GRPC=ON without gRPC: the configuration succeeded" >&2
+    failures=$((failures + 1))
+fi
+expect grpc-on "CTX_WITH_GRPC=ON, but the grpc module cannot be built: gRPC C++"
+
 if ! configure auto; then
     cat "$work/auto.log" >&2
-    echo "FAIL: AUTO without libuv and libnats: the configuration failed" >&2
+    echo "FAIL: AUTO without libuv, libnats and gRPC: the configuration failed" >&2
     failures=$((failures + 1))
 fi
 expect auto "ctxvar: loop module skipped: libuv"
 expect auto "ctxvar: nats module skipped: libnats"
+expect auto "ctxvar: grpc module skipped: gRPC C++"
 expect auto "ctxvar: modules built: core cancel pool bus wire;"
 if ! grep -q '^CTX_WERROR:BOOL=OFF$' "$work/auto/CMakeCache.txt" 2>/dev/null; then
     echo "FAIL: CTX_WERROR does not default to OFF" >&2
