@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_bus.c — the bus module's figures (an event bus with
  * context-scoped listeners).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_cancel.c — the cancel module's figures (cancellation and
  * deadlines carried by the context).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_core.c — the core's figures (its JSON keys are a contract).
  *

@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: MIT */
 /*
- * bench_grpc.cpp — the grpc module's figures (issue: grpc benchmark keys),
+ * bench_grpc.cpp — the grpc module's figures (its JSON keys are a contract),
  * the C++ part of the C program ctxvar_bench: compiled when the grpc module
  * and protoc are there (src/grpc/CMakeLists.txt defines CTX_BENCH_GRPC), it
  * gives main.c the section ctx_bench_grpc (extern "C").

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_loop.c — the loop module's figures (its JSON keys are a contract).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_pool.c — the pool module's figures (issues 14 and the pool's own).
  *

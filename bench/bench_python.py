@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """bench_python.py — the Python binding's figures: ctxvar against the
 standard library's contextvars, measured in the same run.
 

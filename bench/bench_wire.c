@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_wire.c — the wire module's figures (its JSON keys are a contract).
  *

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # CtxCheckExports.cmake — the ctest `build_exports` (libctxvar.so) and
 # `build_<module>_exports` of each module built as its own shared library
 # (cmake -P; the latter added by ctx_add_exports_check in CtxTesting.cmake):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # CtxModule.cmake — how every ctxvar module becomes a library users can
 # install and link: options for optional dependencies, the libraries, their
 # CMake package component and their pkg-config files.

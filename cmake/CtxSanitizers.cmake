@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # CtxSanitizers.cmake — the CTX_SANITIZE and CTX_VALGRIND modes.
 #
 # Sets, for cmake/CtxTesting.cmake:

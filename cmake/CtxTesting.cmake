@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # CtxTesting.cmake — cmocka, the shared test support library, ctx_add_test.
 #
 #   ctx_add_test(NAME <target> MODULE <module> SOURCES <file>...

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * demo.c — the ctxvar demo: runs each part in turn and says whether every
  * check it made held.  Exit status 0 only if all of them did.

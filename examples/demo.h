@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* demo.h — the demo's parts, one file each, run in order by demo.c. Each part
  * prints what it shows and returns 0 if everything it checked held. */
 #ifndef CTX_DEMO_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * demo_bus.c — events with context: the agent-framework story, fixed.
  *

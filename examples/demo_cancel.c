@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * demo_cancel.c — cancellation and deadlines that travel with the context.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * demo_core.c — the core, shown the way a new user meets it: a request id in
  * a context variable, Python's contextvars examples translated to C, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * demo_loop.c — context through an event loop: a few "requests" handled as
  * tasks interleaving on one libuv loop thread, the way an asyncio server

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * demo_pool.c — context across threads: a few concurrent "requests", each
  * with its own request id and user in context variables, fan their work out

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * demo_wire.c — context across processes: the W3C codecs on the
  * specifications' own examples, a request's context turned into headers

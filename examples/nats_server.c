@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* nats_server.c — see nats_server.h. */
 #define _GNU_SOURCE
 #include "nats_server.h"

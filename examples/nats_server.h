@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * nats_server.h — a private nats-server on a free loopback port, for the
  * demo's NATS hop and the benchmark's round trip (examples/nats_server.c;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fuzz.h — what the fuzz targets share: a check that aborts (so libFuzzer
  * and the standalone driver both report it), and the entry point.

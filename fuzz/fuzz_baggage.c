@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_baggage.c — ctx_wire_baggage_parse: no crash, no read past the limits;
  * decoded values are never longer than the input; every member kept
  * re-encodes (ctx_wire_baggage_append) to text that decodes to the same bytes

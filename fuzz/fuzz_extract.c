@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_extract.c — ctx_wire_extract over whole header sets: the input is
  * lines "name: value" (up to CTX_WIRE_HEADERS_MAX_PAIRS of them); extract
  * must succeed (non-strict mode never fails but for memory), the context

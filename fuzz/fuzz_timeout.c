@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_timeout.c — ctx_wire_timeout_parse: no crash, no overflow (UBSan);
  * a parsed timeout formats and parses back to no more than itself. */
 #include "fuzz.h"

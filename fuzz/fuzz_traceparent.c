@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_traceparent.c — ctx_wire_traceparent_parse: no crash; it agrees with
  * a plain byte-by-byte reference parser written from the grammar (the
  * library decodes eight digits at a time); what parses formats (as version

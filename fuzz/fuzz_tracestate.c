@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fuzz_tracestate.c — ctx_wire_tracestate_parse / normalize / get / put: no
  * crash; a valid list normalises to a valid list with as many members;
  * every member can be looked up; put keeps the list valid and within 32. */

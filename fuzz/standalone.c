@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * standalone.c — a main() for the fuzz targets when libFuzzer is not
  * available (gcc-only machines): runs every file of the given corpus

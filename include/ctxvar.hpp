@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ctxvar.hpp — C++17 wrappers over the core and the pool (header-only).
  *

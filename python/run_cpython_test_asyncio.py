@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Run CPython's own asyncio context tests against ctxvar's binding.
 
 The tests are the copies that ship with the running Python (the

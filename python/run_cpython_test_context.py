@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Run CPython's own test_context against ctxvar's binding.
 
 The test module is the copy that ships with the running Python

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # scripts/bench.sh — builds ctxvar (Release), runs ctxvar_bench and the
 # Python binding's benchmark (bench/bench_python.py: ctxvar / contextvars
 # ratios measured in the same run).

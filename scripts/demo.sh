@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # scripts/demo.sh — builds ctxvar (Release) and runs the demo.
 # Installs what it needs with apt-get (only when something is missing).
 # Environment: CTX_BUILD_ROOT (default ./build), CTX_JOBS (default 2).

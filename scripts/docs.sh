@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # scripts/docs.sh — the API reference: HTML rendered from the public headers
 # with Doxygen (docs/Doxyfile; the headers' comments are read through
 # scripts/doxygen-filter.awk).

@@ -1,9 +1,11 @@
+# SPDX-License-Identifier: MIT
 # scripts/doxygen-filter.awk — Doxygen's INPUT_FILTER for ctxvar's headers.
 #
 # The headers document every declaration in ordinary C comments, written to
 # be read in the header itself.  This filter lets Doxygen read the same
 # comments, so there is one text and no markup in the headers:
-#   - the file's first comment becomes its @file documentation;
+#   - the file's first comment (after the SPDX license line, which stays a
+#     plain comment) becomes its @file documentation;
 #   - a comment that opens a line becomes a documentation block (`/**`) for
 #     what follows it; when several declarations at file scope follow it
 #     before a blank line (`typedef struct a a_t; typedef struct b b_t;`, two
@@ -165,6 +167,10 @@ END {
         }
         before = substr(line, 1, start - 1)
         rest = substr(line, start + 2)
+        if (line ~ /SPDX-License-Identifier/) { # the license line stays plain
+            emit(k, line)
+            continue
+        }
         if (!seen_comment) { # the file's own comment
             seen_comment = 1
             emit(k, before "/** @file" body(rest))

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # shellcheck shell=bash
 # scripts/lib.sh — shared by demo.sh, test.sh and bench.sh (sourced, not run).
 #

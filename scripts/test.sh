@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # scripts/test.sh — the whole test suite, four ways.
 #
 #   bash scripts/test.sh              plain, asan, tsan, valgrind

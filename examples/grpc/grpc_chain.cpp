@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * grpc_chain.cpp — two gRPC services and a client, every hop in its
  * caller's context: the deadline cuts off the slow branch.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * http_service.c — a small HTTP service that runs every request inside the
  * context decoded from its headers and carries that context on the HTTP

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # test_http_example.sh EXAMPLE CURL — starts the HTTP example on a free
 # 127.0.0.1 port, calls it with curl, checks that the request's context was
 # decoded, carried to the downstream call (same trace, a new parent-id, the

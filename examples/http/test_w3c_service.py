@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """test_w3c_service.py SERVICE — checks examples/http/w3c_service.c the way
 the W3C Trace Context suite drives it, without the suite (which needs
 aiohttp and a download): this script plays the harness.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * w3c_service.c — a test service for the W3C Trace Context test suite
  * (test/ of the w3c/trace-context repository), written with the wire API

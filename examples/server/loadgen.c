@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * loadgen.c — the load generator for the example server: many connections
  * on loopback, each a closed loop (send one request, wait for its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * main.c — ctxvar_server_example: the example TCP server of the loop module
  * (server.h) from the command line.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * round.c — one measured run of a server build: the server in a process of
  * its own, the load generator in the caller's.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * round.h — one measured run of a server build against the load generator,
  * the server in a process of its own (round.c).  Used by the example's

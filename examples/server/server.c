@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * server.c — the TCP plumbing both builds of the example server share:
  * listening, accepting, reading 16-byte frames, writing replies, closing

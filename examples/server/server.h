@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * server.h — the example TCP server of the loop module, in two builds of
  * one program, and the load generator that drives them.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * server_ctx.c — the example server's request pipeline on ctxvar: the way a
  * libuv service would carry a request's context through its stages.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * server_internal.h — what the server's files share: the connection, the
  * reply, and the pipeline each build of the server plugs into server.c.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * server_raw.c — the example server's request pipeline on raw libuv: the
  * baseline the ctxvar build is measured against.  The same stages, written

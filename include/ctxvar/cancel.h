@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ctxvar/cancel.h — cancellation and deadlines carried by the context (the
  * cancel module, part of libctxvar).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ctxvar/grpc.hpp — the context across gRPC calls (the grpc module, C++17,
  * over gRPC C++ 1.51 or later).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ctxvar/host.h — hosting ctxvar inside a runtime that has a current
  * context of its own (part of the core library, libctxvar).

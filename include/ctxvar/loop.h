@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ctxvar/loop.h — propagation through an event loop (the loop module).
  *

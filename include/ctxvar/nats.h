@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ctxvar/nats.h — context across processes over NATS (the nats module).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ctxvar/pool.h — propagation across threads (the pool module).
  *

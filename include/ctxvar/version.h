@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* ctxvar/version.h — the version of the headers (ctx_version() gives the
  * library's). */
 #ifndef CTXVAR_VERSION_H

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """ctxvar_build — the PEP 517 build backend behind `pip install .` and
 `pip wheel .` (pyproject.toml names it, with backend-path, so pip needs
 nothing from a package index: no setuptools, no wheel).

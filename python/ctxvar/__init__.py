@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """ctxvar for Python: the `contextvars` API (PEP 567) on the ctxvar C core.
 
     from ctxvar import ContextVar, Context, Token, copy_context

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """A ThreadPoolExecutor that runs each task in a copy of the submitter's context.
 
 The problem it fixes

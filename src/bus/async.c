@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * async.c — asynchronous delivery: the delivery record every asynchronous
  * publish makes, and the pool publish.  (The loop publish, the other

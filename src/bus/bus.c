@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bus.c — the bus itself: creation, shutdown, destruction, counters, waiting
  * for idle, and the error report of a failed listener.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bus_internal.h — what the bus module's files share (internal, `ctx__`).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * event.c — events: a topic, a data pointer, a reference count.
  *

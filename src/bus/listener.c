@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * listener.c — listener records, patterns, the immutable listener lists,
  * subscribe and unsubscribe.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * publish.c — snapshots and delivery: what every publish does, and the
  * synchronous ctx_bus_publish.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * publish_loop.c — asynchronous delivery on a ctxvar loop (libuv).
  *

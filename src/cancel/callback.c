@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * callback.c — callbacks on cancellation (Go's AfterFunc, .NET's Register),
  * and the waits built on them.

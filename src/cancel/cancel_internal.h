@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cancel_internal.h — the structures behind ctxvar/cancel.h, shared by
  * scope.c (scopes, the cancellation walk), callback.c (registrations and

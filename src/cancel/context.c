@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * context.c — where a context keeps its scope, and every call that reads or
  * changes it.

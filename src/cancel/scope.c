@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * scope.c — cancellation scopes: making them, cancelling a subtree, causes,
  * deadlines, and the reference graph that keeps it all leak-free.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * common/common.h — what every ctxvar library shares internally (libuv's
  * uv-common.h): one copy of each small primitive instead of one per module.

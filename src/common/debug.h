@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * common/debug.h — CTX_DEBUG: double release and use after release become
  * an immediate abort that names the object and the call.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * alloc.c — the pluggable allocator, the recycling of the core's small
  * blocks, the version calls and the error table.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * context.c — contexts: copies, enter/exit/run, the mapping view, iteration
  * and the log formatter.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * core.h — the structures behind ctxvar.h, shared by var.c, context.c and
  * tstate.c (internal).

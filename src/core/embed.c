@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * embed.c — contexts in storage a caller owns (the pool's task records,
  * and the public ctx_capture_t that the loop and users build on).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * hamt.c — a persistent hash array mapped trie with an in-place fast path.
  *

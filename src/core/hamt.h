@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * hamt.h — the persistent map under every context (internal, `ctx__` prefix).
  *

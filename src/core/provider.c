@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * provider.c — a host's own current context (include/ctxvar/host.h): the
  * Python binding makes the context of the running asyncio task current for

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * provider.h — the context provider's hooks in the core (internal; the
  * public side is include/ctxvar/host.h, the code provider.c).

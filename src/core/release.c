@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * release.c — the end of value boxes and variables, in constant stack.
  *

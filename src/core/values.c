@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * values.c — ready-made value operations: strings and 64-bit integers.
  *

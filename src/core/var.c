@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * var.c — variables, value boxes, tokens: get, set, reset, get_for_write.
  *

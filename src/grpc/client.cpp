@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * client.cpp — the client side: ClientPropagation, its interceptor, and
  * ApplyDeadline.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * grpc_internal.hpp — what the grpc module's sources share (private).
  *

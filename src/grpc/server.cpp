@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * server.cpp — the server side: ServerPropagation, its interceptor, the
  * call registry and Handle().

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * struct_shim.c — src/common/common.h's growth-rule helpers and clock,
  * callable from the grpc module's C++ sources (see struct_shim.h).

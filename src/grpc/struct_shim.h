@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * struct_shim.h — the growth rule's helpers (src/common/common.h) for the
  * grpc module's C++ sources, which cannot include common.h (it uses C11

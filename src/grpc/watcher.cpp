@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * watcher.cpp — the thread that notices a sync handler's call being
  * cancelled while the handler runs.

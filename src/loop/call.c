@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * call.c — call_soon, call_later, call_at, call_soon_threadsafe, and the
  * handles they return (asyncio's Handle and TimerHandle).

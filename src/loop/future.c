@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * future.c — loop futures (asyncio.Future): a state, an outcome and a list
  * of records to schedule on the loop when the state becomes final.

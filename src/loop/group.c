@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * group.c — task groups (asyncio's TaskGroup, trio's nursery): a parent
  * task spawns children and waits for all of them; the first failure

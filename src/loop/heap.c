@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * heap.c — the loop's timer heap: a binary min-heap of records ordered by
  * (when, seq).

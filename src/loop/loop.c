@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * loop.c — the loop object: asyncio's scheduler laid over a uv_loop_t.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * loop_internal.h — what the loop module's files share (internal, `ctx__`).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * offload.c — work handed to a pool from the loop: ctx_loop_wrap_future
  * (asyncio's wrap_future), ctx_loop_run_in_pool (run_in_executor, with the

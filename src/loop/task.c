@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * task.c — tasks (asyncio.Task): a step function driven on the loop inside
  * the task's own context, waiting between steps.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * uvcb.c — libuv's own callbacks, run in the context captured when the
  * handle or request was armed.

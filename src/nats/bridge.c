@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bridge.c — the NATS bridge: a carrier over message headers, publish,
  * request, respond, and subscriptions whose callbacks run in the context

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bus_forward.c — bus events across processes: a bus listener that sends
  * events over NATS in their publisher's context, and a NATS subscription

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * nats_internal.h — what the nats module's files share (internal).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * request.c — ctx_nats_request: a request that waits at most until the
  * earlier of its own timeout and its scope's deadline, wakes up when its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bind.c — bound callables: capture the current context now, call later.
  *

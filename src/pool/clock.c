@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * clock.c — the timestamps behind queue waits, cheap enough to take twice
  * per task.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * executor.c — the context-propagating thread pool: its public face and its
  * workers.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * future.c — the outcome of a submitted task: wait, result, cancel,
  * done-callbacks, reference counting.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * group.c — pool groups: Go's errgroup on the pool.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pool_internal.h — what the pool module's files share (internal, `ctx__`).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * propagation.c — which context a pool task runs in (the propagation
  * policy).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * queue.c — the pool's queue and how its workers sleep and wake up.
  *

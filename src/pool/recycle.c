@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * recycle.c — task records are reused, not freed and allocated per task.
  *

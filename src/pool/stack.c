@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * stack.c — the submitting call stack kept in a future, for debugging a
  * failed or slow task (ctx_pool_options_t.capture_stack).

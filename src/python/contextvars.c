@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * contextvars.c — ContextVar, Token, Context and copy_context: CPython's
  * `contextvars` (Python/context.c: same behaviour, error types and

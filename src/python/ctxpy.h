@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ctxpy.h — what the Python binding's source files share (internal to
  * src/python; the extension module is `_ctxvar`).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * hamt_alloc.c — the allocator of the module's private copy of the core's
  * map (src/core/hamt.c, compiled into this module with hidden visibility

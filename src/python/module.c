@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * module.c — the `_ctxvar` extension module: Python's `contextvars` on the
  * shared ctxvar core (libctxvar, the library C code links), plus a private

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pyhamt.c — Hamt: the core's persistent map (ctx__hamt_*) as an immutable
  * Python mapping with Python keys, what CPython's tests reach as

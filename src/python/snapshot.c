@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * snapshot.c — where ctxvar's values live under Python, so that asyncio's
  * context switches are ctxvar's too, and so that C code sees them.

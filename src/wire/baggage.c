@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * baggage.c — W3C Baggage: parse (with percent-decoding and the limits),
  * and build (with percent-encoding).

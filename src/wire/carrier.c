@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * carrier.c — the carrier interface's helpers and the ready-made carrier,
  * an ordered list of header pairs.

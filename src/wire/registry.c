@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * registry.c — which variables cross the wire, and the two directions:
  * inject (context → headers) and extract (headers → new context).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * timeout.c — deadlines on the wire: gRPC's `grpc-timeout`.
  *

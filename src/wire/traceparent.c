@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * traceparent.c — W3C Trace Context `traceparent`, and the id generator.
  *

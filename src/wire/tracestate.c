@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * tracestate.c — W3C Trace Context `tracestate`: validate, normalise, look
  * up, update.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * wire_internal.h — what the wire module's files share (internal).
  *

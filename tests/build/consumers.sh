@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # tests/build/consumers.sh — ctest `build_consumers`: programs outside the
 # source tree built against an installed ctxvar, the ways the README says,
 # for every module that was built, and run.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # tests/build/docs.sh — ctest `build_docs`: the documentation's code works.
 #
 #   docs.sh --prefix P --libdir L --work W --cc CC [--cc CC]...

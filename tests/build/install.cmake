@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # tests/build/install.cmake — ctest `build_install` (cmake -P), the setup of
 # the consumer and documentation checks: installs the build tree into a
 # fresh scratch prefix, as a user would (`cmake --install --prefix`), and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # tests/build/options.sh — ctest `build_options`: what configuring ctxvar
 # does when an optional dependency is missing.  pkg-config is pointed at an
 # empty directory, so that libuv, libnats and gRPC are "not installed":

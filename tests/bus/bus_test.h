@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bus_test.h — what the bus module's tests share (tests/bus/test_*.c):
  * cmocka, assertion macros that print error names, iteration scaling under

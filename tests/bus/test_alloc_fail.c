@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_alloc_fail.c — out-of-memory fault injection over every bus
  * operation that allocates (in the spirit of SQLite's *fault.test).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_fork.c — a bus made before fork() in the child (bus.h, "fork()").
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_framework.c — an agent framework's listeners in a context variable, in C.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_listeners.c — the bus on one thread and its copies: events, topics
  * and patterns, global and scoped visibility, delivery order, the context

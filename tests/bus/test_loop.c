@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_loop.c — asynchronous delivery on a ctx_loop_t (libuv): listeners run
  * on the loop thread, in a private copy of the context each publisher had

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_plans.c — the per-thread delivery plans of synchronous publishes
  * (publish.c): a plan is reused only for the very lists and topic it was

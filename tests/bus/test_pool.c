@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_pool.c — asynchronous delivery through a ctx_pool_t: every listener
  * runs in a private copy of the context the publisher had when it

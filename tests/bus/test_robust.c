@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_robust.c — the bus under stress and misuse: unsubscribe and
  * subscribe during a delivery, failing listeners, shutdown with events in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_structs.c — the growth rule (docs/api-rules.md) on the bus's public
  * structs: ctx_bus_options_t and ctx_bus_subscribe_options_t (inputs),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cancel_test.h — what the cancel module's tests share: cmocka, the public
  * headers, the failing allocator, and small helpers (options, a counted

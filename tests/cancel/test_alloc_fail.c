@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_alloc_fail.c — out-of-memory fault injection over every function of
  * the cancel module that allocates (SQLite's *fault.test): for each, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_callback.c — callbacks on cancellation (Go's AfterFunc tests,
  * .NET's Register/Dispose) and the waits built on them.

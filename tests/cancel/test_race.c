@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_race.c — 8 threads race cancels, registrations, clears, child
  * creation (some with deadlines that expire during the round) and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_scope.c — the semantics of Go's context tests (context_test.go),
  * re-expressed for scopes: parents cancel children and never the other way

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_threads.c — copies of a context in pool-like threads share its
  * scope.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * core_test.h — what the core's public-API tests share (tests/core/test_*.c,
  * except test_hamt.c): cmocka, a few assertion macros that print error names,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_alloc_fail.c — out-of-memory fault injection over every public
  * operation that may allocate, in the spirit of SQLite's *fault.test.

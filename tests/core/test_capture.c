@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_capture.c — ctx_capture_t: copy_context() + run in caller-owned
  * storage.  Each test checks one promise of the header: the capture is a

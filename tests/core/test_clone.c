@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_clone.c — the shallow-copy trap and its way out.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_context.c — contexts through the public API: new, copy (O(1),
  * independent), copy_current, copy_only, ctx_context_set, new_from (a context

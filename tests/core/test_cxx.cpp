@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_cxx.cpp — include/ctxvar.hpp, the C++17 wrappers, built with the C++
  * compiler that matches the configuration's C compiler (g++ in the plain and

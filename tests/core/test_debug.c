@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_debug.c — CTX_DEBUG (src/common/debug.h): double release and use
  * after release of contexts, tokens, captures and variables abort at once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_fork.c — fork(): the child's current context keeps working
  * (src/core/tstate.c, "fork()").

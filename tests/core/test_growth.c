@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_growth.c — the core's public structs can grow without breaking
  * programs built against an older or newer header (docs/api-rules.md).

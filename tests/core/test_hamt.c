@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_hamt.c — tests of the persistent HAMT behind every context
  * (src/core/hamt.h).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_provider.c — a host's current context (ctxvar/host.h).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_python_examples.c — the examples of Python's contextvars documentation
  * (docs.python.org/3/library/contextvars.html) and of PEP 567, translated to

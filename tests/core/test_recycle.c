@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_recycle.c — the small blocks each thread keeps for reuse
  * (src/core/alloc.c, "Recycling") are all given back: at thread exit, also

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_release.c — when and where a variable's release operation runs.
  *

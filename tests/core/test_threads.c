@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_threads.c — the core across threads: a new thread starts in an empty
  * context; threads are isolated; tokens are bound to their context; a

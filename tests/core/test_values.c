@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_values.c — the conveniences of ctxvar.h: ready-made string and int64
  * value operations with their typed helpers, and the scoped set

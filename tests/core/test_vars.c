@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_vars.c — variables and tokens through the public API: get (value /
  * default / not found), set, reset and Python's token rules and errors, value

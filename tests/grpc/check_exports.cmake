@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # check_exports.cmake — ctest `build_grpc_exports` (cmake -P): the C++
 # counterpart of cmake/CtxCheckExports.cmake for libctxvar_grpc.so.
 #   - every exported (defined, dynamic) symbol, demangled, belongs to the

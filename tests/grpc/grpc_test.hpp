@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * grpc_test.hpp — what the grpc module's tests share (C++17, cmocka).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_chain.cpp — three processes on loopback: A → B → C.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_client.cpp — the client side (ClientPropagation, ApplyDeadline), in
  * one process, against two servers on 127.0.0.1: a "raw" sync server with

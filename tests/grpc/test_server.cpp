@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_server.cpp — the server side (ServerPropagation), in one process:
  * a sync server and a callback server with the interceptor, a callback

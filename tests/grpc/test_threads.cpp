@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_threads.cpp — the server side's own concurrency, without a network:
  * Handle() called from 8 threads at once with ServerContexts made by hand

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fork_test.h — running checks in a child of fork() from a cmocka test
  * (tests/loop and tests/bus).

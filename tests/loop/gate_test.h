@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gate_test.h — "no user callback under a library lock" (docs/api-rules.md),
  * tested the same way for every path (tests/loop/test_locks.c,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * loop_test.h — what the loop module's tests share: cmocka, assertion
  * macros that print error names, int-valued variables, an error handler

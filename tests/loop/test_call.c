@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_call.c — scheduling callbacks: call_soon, call_later, call_at and
  * call_soon_threadsafe run each callback in the context captured when it was

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_cancel.c — the loop and cancellation scopes (ctxvar/cancel.h):
  *   - call_soon / call_later / call_at / call_soon_threadsafe callbacks

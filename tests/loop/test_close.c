@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_close.c — closing a loop with work still scheduled (run under
  * valgrind: nothing may leak): ready callbacks, timers, the threadsafe

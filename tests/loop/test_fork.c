@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_fork.c — a loop made before fork() in the child (loop.h, "fork()").
  *

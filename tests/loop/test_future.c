@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_future.c — loop futures: the state machine and its error codes,
  * result ownership, done-callbacks (in the context captured when each was

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_group.c — loop task groups (asyncio's TaskGroup):
  *   - the parent's next step comes once every child ended, with 0; children

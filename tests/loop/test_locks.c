@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_locks.c — no user callback of the loop module runs under one of its
  * locks (docs/api-rules.md), one test per path: a scheduled callback, an

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_offload.c — work offloaded from the loop to a ctx_pool_t (run under
  * TSan): a task's offloaded function runs on a worker in a copy of the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_server.c — the example server (examples/server) end to end, for
  * correctness: each build serves on a thread of this process while the load

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_structs.c — the growth rule (docs/api-rules.md) on the loop's option
  * structs: ctx_loop_call_options_t, ctx_loop_future_options_t and

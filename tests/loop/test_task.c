@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_task.c — tasks: the isolation example of asyncio's documentation
  * translated (two tasks set a variable, sleep, wake and read their own value

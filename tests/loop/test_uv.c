@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_uv.c — libuv's own callbacks in the context captured when the handle
  * or request was armed: timers (one-shot, repeating, restarted from their

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * nats_test.h — what the nats module's tests share: a nats-server of their
  * own on a free loopback port (started, restarted and stopped by the

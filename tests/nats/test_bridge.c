@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_bridge.c — the NATS bridge between two processes over a real
  * nats-server on loopback: a request's context arrives in the other process

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_cancel.c — requests and handlers under cancellation scopes
  * (ctxvar/cancel.h), over a real nats-server on

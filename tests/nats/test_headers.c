@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_headers.c — the bridge's header-level calls over a real nats-server
  * on loopback (one process: the messages still go through the server):

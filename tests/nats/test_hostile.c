@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_hostile.c — messages with hostile header blocks, sent RAW over the
  * NATS protocol (a TCP socket speaking CONNECT / HPUB to a real

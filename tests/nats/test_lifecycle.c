@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_lifecycle.c — the bridge's contracts around its edges, over a real
  * nats-server on loopback:

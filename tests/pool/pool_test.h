@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pool_test.h — what the pool module's tests share (tests/pool/test_*.c):
  * cmocka, assertion macros that print error names, a gate that holds tasks

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_bind.c — bound callables (capture now, call later from any thread)
  * and the thread helper (empty or inherited context).

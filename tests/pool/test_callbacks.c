@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_callbacks.c — no user callback runs under a pool lock (docs/api-rules.md), one test per path a callback can run on:
  *

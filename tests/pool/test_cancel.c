@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_cancel.c — the pool and cancellation scopes (ctxvar/cancel.h):
  *   - a task whose scope is cancelled, or whose deadline has passed, when a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_cancel_race.c — cancellation racing with the pool's workers (run it
  * under TSan: scripts/test.sh tsan):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_debug.c — CTX_DEBUG (src/common/debug.h) for the pool's futures and
  * bound callables: a double release, or a use after release, aborts at once

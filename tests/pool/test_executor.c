@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_executor.c — the pool itself: creation and options, FIFO order, the
  * bounded queue (fail or wait when full), shutdown (drain or cancel, from

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_fork.c — fork() with a live pool (docs/api-rules.md).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_future.c — futures: outcomes, waiting with a timeout, cancelling a
  * pending and a running task, done-callbacks and the context they run in,

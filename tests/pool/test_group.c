@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_group.c — pool groups (Go's errgroup): every task awaited; the
  * first failure cancels the siblings (queued ones never start, running ones

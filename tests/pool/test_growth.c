@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_growth.c — the pool's public structs follow the growth rule
  * (docs/api-rules.md): ctx_pool_options_t, ctx_pool_submit_options_t and

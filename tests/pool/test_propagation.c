@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_propagation.c — which context a pool task runs in.
  *

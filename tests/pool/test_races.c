@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_races.c — the pool under fire, and out of memory.
  *

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """check_packaging.py ROOT WORKDIR — `pip wheel .` and `pip install .` work
 offline, and what they install is one core shared with C.
 

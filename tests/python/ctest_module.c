@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ctest_module.c — `_ctxvar_ctest`, a C extension built for the tests: it
  * links the same shared libctxvar as the Python binding (and libctxvar_loop

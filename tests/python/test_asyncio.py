@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """ctxvar under asyncio, side by side with the standard library.
 
 Every scenario is written once against a `contextvars`-like module and run

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The Python binding beyond CPython's test_context: threads, the garbage
 collector, failing allocations, deep structures, and leak accounting.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """One core for Python and C: a C extension (_ctxvar_ctest, ctest_module.c)
 linked with the same shared libctxvar as the binding calls ctx_var_get and
 ctx_var_set on variables it shares with Python.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """ctxvar.ThreadPoolExecutor: each task runs in a copy of the submitter's context.
 
 The scenario that motivates it: a server handles two requests one after the

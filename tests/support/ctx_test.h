@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * ctx_test.h — what every cmocka test file of ctxvar shares: cmocka with the
  * headers it needs before it, an assertion that names error codes, and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* support.c — the counting, failing allocator and the RNG of support.h. */
 #include "support.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * support.h — what every ctxvar test shares: a counting allocator that can be
  * told to fail, and a seeded random generator.

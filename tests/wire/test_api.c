@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_api.c — the wire module's 1.0 API contracts (docs/api-rules.md):
  *

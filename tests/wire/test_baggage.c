@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_baggage.c — W3C Baggage: the specification's examples, OWS, keys,
  * values, properties, percent-decoding (with U+FFFD for broken UTF-8) and

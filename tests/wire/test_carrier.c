@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_carrier.c — the carrier helpers and the header list: case-insensitive
  * names, order, set replacing every spelling, the limits, bad names and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_context.c — the registry, inject and extract: registration rules,
  * round trips (encode → decode → the same context), the child parent-id,

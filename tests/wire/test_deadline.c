@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_deadline.c — the wire's deadline is the cancellation scope's
  * (ctxvar/cancel.h):

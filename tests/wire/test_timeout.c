@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_timeout.c — grpc-timeout: every unit, the 8-digit bound, what is
  * not the grammar, saturation, formatting in the finest unit that fits,

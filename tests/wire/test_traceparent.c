@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_traceparent.c — W3C Trace Context `traceparent`: the specification's
  * examples, every field rule (length, separators, lowercase hex, all-zero

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_tracestate.c — W3C Trace Context `tracestate`: the specification's
  * examples, the Level 2 key grammar (every length bound, '@' anywhere), the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_w3c.c — the W3C Trace Context test suite (test/test.py of the
  * w3c/trace-context repository, SPEC_LEVEL=2, STRICT_LEVEL=2), re-expressed

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * wire_test.h — what the wire module's tests share: cmocka, assertion
  * macros that print error names, string-valued variables with encode /

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program outside the source tree: the bus.  A scoped listener hears an
  * event published from its context, and not one published elsewhere. */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program outside the source tree: cancel.  A copy of the context sees the
  * cancellation of the scope it was copied with, a callback runs in the
  * context it was registered in, and a deadline expires. */

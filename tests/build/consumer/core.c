@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program outside the source tree, as a user writes it: the core.  The
  * header's version must be the library's, and a value set inside a copy of
  * the context must stay in that copy. */

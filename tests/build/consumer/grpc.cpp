@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program outside the source tree: grpc (C++17).  The client side makes
  * a channel with its interceptor and gives a ClientContext the time left of
  * a context's scope; the server side makes its interceptor factory and runs

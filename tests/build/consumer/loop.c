@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program outside the source tree: the loop.  A callback scheduled with
  * call_soon runs in the context it was scheduled from. */
 #define _POSIX_C_SOURCE 200809L

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program outside the source tree: the nats module.  The context (a
  * trace, and a cancellation scope's deadline) is written into a NATS
  * message's headers through the module's carrier (no server needed), with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program outside the source tree: the pool.  A task sees the value its
  * submitter had set. */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A program outside the source tree: the wire.  A context with a trace and
  * a deadline is written into headers and read back into a new context with
  * the same trace id, whose deadline is a cancellation scope. */
