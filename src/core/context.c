@@ -164,33 +164,11 @@ void ctx_context_release(ctx_context_t *ctx) {
     }
 }
 
-/* ctx_context_set on a context whose state is one reference and no entered
- * flag, seen with acquire ordering: that reference is the caller's, so no
- * other thread holds the context, and none can enter it, read it or take a
- * reference to it (only a holder can).  Such a context — a fresh one being
- * filled by a decoder, most often — is changed without the claim and the
- * lock (three locked instructions less), as drop_ref in hamt.c ends a
- * count of 1 without one. */
-static int set_alone(ctx_context_t *ctx, ctx_var_t *var, void *value) {
-    ctx__box_t *box = ctx__box_new(var, value);
-    if (!box)
-        return CTX_ENOMEM;
-    ctx__hamt_item_t *old = NULL;
-    int r = ctx__hamt_put_inplace(&ctx->map, &box->item, &ctx__box_ops, &old);
-    if (r)
-        ctx__box_discard(box);
-    if (old) /* the release operation may use the context: it is as before */
-        ctx__hamt_item_release(old, &ctx__box_ops);
-    return r;
-}
-
 int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value) {
     if (!ctx || !var)
         return CTX_EINVAL;
     CTX__DEBUG_CHECK(ctx, CTX__KIND_CONTEXT, "ctx_context_set");
     CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_context_set");
-    if (atomic_load_explicit(&ctx->state, memory_order_acquire) == CTX__REF && !ctx->embedded)
-        return set_alone(ctx, var, value);
     if (ctx__context_claim(ctx, 0))
         return CTX_EENTERED;
     int r = CTX_ENOMEM;

@@ -101,20 +101,13 @@ struct ctx_context {
 };
 
 /* Sets the entered flag and adds `refs` * CTX__REF in one operation: 0, or
- * CTX_EENTERED if the flag was set already (nothing changed).  A state of
- * one reference and no flag, seen with acquire ordering, is the caller's
- * alone (no other thread holds the context, so none can enter it or take a
- * reference): a plain store then does it (the argument of drop_ref in
- * hamt.c).  Not for embedded storage (embed.c), whose one reference is
- * nominal: two threads may run the same capture at once.  Leaving has no such shortcut: while entered, the caller may
- * hand its reference to another thread, which may drop it at any time. */
+ * CTX_EENTERED if the flag was set already (nothing changed).  Always a
+ * compare-and-swap, even when the state shows a single reference: the
+ * holder of that reference may share the pointer with other threads (a
+ * context is borrowed, not retained, by whoever its holder lets use it),
+ * so one reference does not mean one thread. */
 static inline int ctx__context_claim(ctx_context_t *ctx, size_t refs) {
-    size_t s = atomic_load_explicit(&ctx->state, memory_order_acquire);
-    if (s == CTX__REF && !ctx->embedded) {
-        atomic_store_explicit(&ctx->state, s + CTX__ENTERED + refs * CTX__REF,
-                              memory_order_relaxed);
-        return 0;
-    }
+    size_t s = atomic_load_explicit(&ctx->state, memory_order_relaxed);
     do {
         if (s & CTX__ENTERED)
             return CTX_EENTERED;
