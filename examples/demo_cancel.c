@@ -70,8 +70,8 @@ static int64_t now_ns(void) {
 static void say(const char *branch, const char *what, int rc) {
     void *id = NULL;
     ctx_var_get(request_var, &id);
+    pthread_mutex_lock(&log_lock); /* the time taken inside: lines in order */
     double ms = (double)(now_ns() - start_ns) / 1e6;
-    pthread_mutex_lock(&log_lock);
     printf("    %+7.1f ms  [%s] %-6s %s%s%s\n", ms, id ? (const char *)id : "no request", branch,
            what, rc ? ": " : "", rc ? ctx_error_name(rc) : "");
     pthread_mutex_unlock(&log_lock);
@@ -104,11 +104,18 @@ static int with_nats;
 static int run_job(void *arg, void **result) {
     (void)result;
     const job_t *job = arg;
-    char what[64];
+    char what[128];
     snprintf(what, sizeof what, "%s started", job->name);
     started("pool", what);
     int rc = ctx_cancel_sleep(job->work_ns); /* the work, as long as it may */
     snprintf(what, sizeof what, rc ? "%s stopped" : "%s done", job->name);
+    /* Why: a group stopped by a failing task carries its code as the cause. */
+    ctx_cancel_scope_t *scope = NULL;
+    ctx_cancel_cause_t cause = CTX_STRUCT_INIT(ctx_cancel_cause_t);
+    if (rc == CTX_ECANCELLED && ctx_cancel_scope_current(&scope) == 0 &&
+        ctx_cancel_scope_cause(scope, &cause) == CTX_ECANCELLED && cause.code)
+        snprintf(what, sizeof what, "%s stopped (its group stopped: a sibling ended with %s)",
+                 job->name, ctx_error_name(cause.code));
     say("pool", what, rc);
     return rc;
 }
