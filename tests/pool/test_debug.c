@@ -13,54 +13,7 @@
  * skipped: misuse is then undefined behaviour, as pool.h says.
  */
 #include "pool_test.h"
-
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-typedef void (*misuse_fn)(void *obj);
-
-#ifdef CTX_DEBUG
-#define REQUIRE_DEBUG() ((void)0)
-#else
-#define REQUIRE_DEBUG() skip()
-#endif
-
-/* Runs misuse(obj) in a child; it must abort printing `want`. */
-static void expect_abort(misuse_fn misuse, void *obj, const char *want) {
-#ifndef CTX_DEBUG
-    (void)misuse;
-    (void)obj;
-    (void)want;
-#else
-    int fds[2];
-    assert_int_equal(pipe(fds), 0);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        close(fds[0]);
-        close(fds[1]);
-        misuse(obj);
-        _exit(0); /* not aborted: the parent reports it */
-    }
-    close(fds[1]);
-    char out[2048];
-    size_t len = 0;
-    ssize_t n;
-    while (len < sizeof out - 1 && (n = read(fds[0], out + len, sizeof out - 1 - len)) > 0)
-        len += (size_t)n;
-    out[len] = '\0';
-    close(fds[0]);
-    int status = 0;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGABRT)
-        fail_msg("the child did not abort (status 0x%x); its stderr: %s", status, out);
-    if (!strstr(out, want))
-        fail_msg("expected \"%s\" on stderr, got: %s", want, out);
-#endif
-}
+#include "../support/death.h"
 
 static char want[256];
 
