@@ -148,9 +148,19 @@ typedef struct ctx__tstate {
 
 extern _Thread_local ctx__tstate_t *ctx__tls;
 
+/* Makes the calling thread's state (ctx__tstate_get's slow path). */
+ctx__tstate_t *ctx__tstate_make(int *err);
+
 /* The calling thread's state, made (with an empty base context) on first
- * use.  NULL with *err = CTX_ENOMEM / CTX_ESYSTEM if it cannot be made. */
-ctx__tstate_t *ctx__tstate_get(int *err);
+ * use.  NULL with *err = CTX_ENOMEM / CTX_ESYSTEM if it cannot be made.
+ * Inline: every run, enter and set starts here, and after the first call
+ * it is one thread-local load. */
+static inline ctx__tstate_t *ctx__tstate_get(int *err) {
+    ctx__tstate_t *ts = ctx__tls;
+    if (__builtin_expect(ts != NULL, 1))
+        return ts;
+    return ctx__tstate_make(err);
+}
 
 /* The map operations of a context's map (boxes keyed by variable identity). */
 extern const ctx__hamt_ops_t ctx__box_ops;

@@ -69,10 +69,8 @@ static void tstate_key_init(void) {
         tstate_key_error = pthread_atfork(NULL, NULL, tstate_after_fork);
 }
 
-ctx__tstate_t *ctx__tstate_get(int *err) {
-    ctx__tstate_t *ts = ctx__tls;
-    if (ts)
-        return ts;
+ctx__tstate_t *ctx__tstate_make(int *err) {
+    ctx__tstate_t *ts;
     pthread_once(&tstate_once, tstate_key_init);
     if (tstate_key_error) {
         *err = CTX_ESYSTEM;
