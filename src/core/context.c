@@ -103,7 +103,7 @@ int ctx_context_copy_current(ctx_context_t **out) {
     ctx_context_t *ctx = ctx__context_alloc();
     if (!ctx)
         return CTX_ENOMEM;
-    ctx->map = ctx__hamt_retain(ts->current->map);
+    ctx->map = ctx__reserve_take(ts);
     *out = ctx;
     return 0;
 }
@@ -259,6 +259,7 @@ static int enter(ctx__tstate_t *ts, ctx_context_t *ctx) {
     ctx->prev = ts->current;
     ts->current = ctx;
     ctx->entry = ++ts->epoch;
+    ctx__reserve_check(ts);
     ctx__provider_switched(); /* provider.c */
     return 0;
 }
@@ -274,6 +275,7 @@ static int leave(ctx__tstate_t *ts, ctx_context_t *ctx) {
     ts->current = ctx->prev;
     ctx->prev = NULL;
     ts->epoch++;
+    ctx__reserve_check(ts);
     ctx__context_unref(ctx, CTX__ENTERED + CTX__REF);
     ctx__provider_switched(); /* provider.c */
     return 0;

@@ -144,9 +144,33 @@ typedef struct ctx__tstate {
     ctx_context_t *base;
     uint64_t epoch;
     ctx__cache_entry_t cache[CTX__CACHE_SIZE];
+    /* Spare references to the current map's root (reserve.c). */
+    ctx__hamt_node_t *reserve_root;
+    size_t reserve_spare;
 } ctx__tstate_t;
 
 extern _Thread_local ctx__tstate_t *ctx__tls;
+
+/* ---- the reserve of references to the current map (reserve.c) ---- */
+
+/* A new reference to ts->current's map, from the thread's reserve. */
+ctx__hamt_t ctx__reserve_take(ctx__tstate_t *ts);
+/* Drops a reference to `map`: back into the calling thread's reserve when
+ * `map` is its current map, else the ordinary way.  Any thread. */
+void ctx__reserve_give(ctx__hamt_t map);
+/* Drops every spare reference. */
+void ctx__reserve_flush(ctx__tstate_t *ts);
+/* After the current context or its map changed: no spares for a map that
+ * is not the current one (reserve.c, "the invariant"). */
+static inline void ctx__reserve_check(ctx__tstate_t *ts) {
+    if (ts->reserve_spare && ts->current->map.root != ts->reserve_root)
+        ctx__reserve_flush(ts);
+}
+/* Before a change of the current map: no spares (reserve.c). */
+static inline void ctx__reserve_drain(ctx__tstate_t *ts) {
+    if (ts->reserve_spare)
+        ctx__reserve_flush(ts);
+}
 
 /* Makes the calling thread's state (ctx__tstate_get's slow path). */
 ctx__tstate_t *ctx__tstate_make(int *err);

@@ -60,7 +60,7 @@ void ctx__context_init_copy_current(ctx_context_t *storage) {
         return; /* a host's context (provider.c) */
     ctx__tstate_t *ts = ctx__tls;
     /* The current context changes only in this thread: no lock needed. */
-    init(storage, ts ? ctx__hamt_retain(ts->current->map) : CTX__HAMT_EMPTY);
+    init(storage, ts ? ctx__reserve_take(ts) : CTX__HAMT_EMPTY);
 }
 
 void ctx__context_init_copy(ctx_context_t *storage, ctx_context_t *src) {
@@ -72,7 +72,7 @@ void ctx__context_init_copy(ctx_context_t *storage, ctx_context_t *src) {
 
 void ctx__context_clear(ctx_context_t *ctx) {
     CTX__DEBUG_DIED(ctx, CTX__KIND_CAPTURE);
-    ctx__hamt_release(ctx->map, &ctx__box_ops);
+    ctx__reserve_give(ctx->map);
     ctx->map = CTX__HAMT_EMPTY;
 }
 
@@ -97,6 +97,7 @@ static int run_stored(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **resul
     ctx->prev = ts->current;
     ts->current = ctx;
     ctx->entry = ++ts->epoch;
+    ctx__reserve_check(ts);
     ctx__provider_switched(); /* provider.c */
 
     void *res = fn(arg);
@@ -124,6 +125,7 @@ static int run_stored(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **resul
     }
     ctx->prev = NULL;
     ts->epoch++;
+    ctx__reserve_check(ts);
     if (private_storage)
         atomic_store_explicit(&ctx->state,
                               atomic_load_explicit(&ctx->state, memory_order_relaxed) - CTX__ENTERED,

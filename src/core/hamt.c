@@ -192,6 +192,12 @@ void ctx__hamt_release(ctx__hamt_t map, const ctx__hamt_ops_t *ops) {
         node_release(map.root, ops);
 }
 
+ctx__hamt_t ctx__hamt_retain_n(ctx__hamt_t map, size_t n) {
+    if (map.root)
+        atomic_fetch_add_explicit(&map.root->refs, n, memory_order_relaxed);
+    return map;
+}
+
 void ctx__hamt_release_n(ctx__hamt_t map, size_t n, const ctx__hamt_ops_t *ops) {
     if (!map.root || n == 0)
         return;

@@ -75,6 +75,8 @@ ctx__hamt_t ctx__hamt_retain(ctx__hamt_t map);
 void ctx__hamt_release(ctx__hamt_t map, const ctx__hamt_ops_t *ops);
 /* Drops `n` references to the same map at once (one atomic operation for
  * n - 1 of them): what n calls of ctx__hamt_release would do. */
+/* n new references at once (one atomic add); returns the map. */
+ctx__hamt_t ctx__hamt_retain_n(ctx__hamt_t map, size_t n);
 void ctx__hamt_release_n(ctx__hamt_t map, size_t n, const ctx__hamt_ops_t *ops);
 
 /* Looks up the item with `key` (of hash `hash`): 1 and *out (borrowed), 0 if

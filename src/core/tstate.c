@@ -40,6 +40,7 @@ static pthread_once_t tstate_once = PTHREAD_ONCE_INIT;
 static int tstate_key_error;
 
 static void tstate_free(ctx__tstate_t *ts) {
+    ctx__reserve_flush(ts);
     /* Leave whatever is still entered, innermost first. */
     while (ts->current != ts->base) {
         ctx_context_t *ctx = ts->current;

@@ -239,6 +239,7 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
     }
 
     ctx__hamt_item_t *old = NULL;
+    ctx__reserve_drain(ts); /* before the map changes (reserve.c) */
     int locked = ctx__context_lock_owned(ctx);
     int r = ctx__hamt_put_inplace(&ctx->map, &box->item, &ctx__box_ops, &old);
     ctx__context_unlock_owned(ctx, locked);
@@ -291,6 +292,7 @@ int ctx_var_reset(ctx_var_t *var, ctx_token_t *tok) {
     int r;
     if (tok->old)
         ctx__hamt_item_retain(&tok->old->item); /* the map's; the token keeps its own */
+    ctx__reserve_drain(ts); /* before the map changes (reserve.c) */
     int locked = ctx__context_lock_owned(ctx);
     if (tok->old)
         r = ctx__hamt_put_inplace(&ctx->map, &tok->old->item, &ctx__box_ops, &gone);
@@ -370,6 +372,8 @@ int ctx_var_get_for_write(ctx_var_t *var, void **out) {
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
         return err;
+    /* Spare references would make the map look shared (reserve.c). */
+    ctx__reserve_drain(ts);
     const ctx__hamt_t *map = &ts->current->map;
     ctx__hamt_item_t *item = NULL;
     const void *source;

@@ -191,7 +191,7 @@ int ctx__policy_capture_map(const ctx__policy_t *policy, ctx__hamt_t *out) {
         /* What ctx__context_init_copy_current takes, without the rest of a
          * context: the current context changes only in this thread. */
         ctx__tstate_t *ts = ctx__tls;
-        *out = ts ? ctx__hamt_retain(ts->current->map) : CTX__HAMT_EMPTY;
+        *out = ts ? ctx__reserve_take(ts) : CTX__HAMT_EMPTY; /* reserve.c */
         return 0;
     }
     if (policy->kind == CTX_POOL_PROPAGATE_NONE) {
