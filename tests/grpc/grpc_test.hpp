@@ -388,16 +388,27 @@ class Node {
     /* The slow task: steps of 2 ms, each noting when it began and asking
      * ctx_cancel_check() first, until the scope is cancelled; then
      * done(status) (on the pool thread).  Runs in a copy of the current
-     * context (the pool's propagation). */
+     * context (the pool's propagation).  A task whose scope ends before a
+     * worker reaches it never starts (the pool skips it): its arg_release
+     * then finishes the record and the call, with the scope's error. */
     int StartSlow(std::shared_ptr<Record> rec, std::function<void(::grpc::Status)> done,
                   ctx_pool_future_t **future) {
         struct Task {
             std::shared_ptr<Record> rec;
             std::function<void(::grpc::Status)> done;
+            bool ran;
+            void End(int err) {
+                rec->Finish(err);
+                done(::grpc::Status(err == CTX_EDEADLINE ? ::grpc::StatusCode::DEADLINE_EXCEEDED
+                                                         : ::grpc::StatusCode::CANCELLED,
+                                    ran ? "the slow task was cancelled"
+                                        : "the slow task was cancelled before it started"));
+            }
         };
-        auto *t = new Task{std::move(rec), std::move(done)};
+        auto *t = new Task{std::move(rec), std::move(done), false};
         auto run = [](void *arg, void **) -> int {
-            std::unique_ptr<Task> task(static_cast<Task *>(arg));
+            Task *task = static_cast<Task *>(arg);
+            task->ran = true;
             Record &r = *task->rec;
             {
                 std::lock_guard<std::mutex> lock(r.mu);
@@ -415,15 +426,20 @@ class Node {
                 }
                 SleepMs(2);
             }
-            if (!err)
-                err = CTX_ETIMEDOUT;
-            r.Finish(err);
-            task->done(::grpc::Status(err == CTX_EDEADLINE ? ::grpc::StatusCode::DEADLINE_EXCEEDED
-                                                           : ::grpc::StatusCode::CANCELLED,
-                                      "the slow task was cancelled"));
+            task->End(err ? err : CTX_ETIMEDOUT);
             return 0;
         };
-        int rc = ctx_pool_submit(env_.pool, run, t, future);
+        auto release = [](void *arg) {
+            std::unique_ptr<Task> task(static_cast<Task *>(arg));
+            if (task->ran)
+                return;
+            ctx_cancel_scope_t *scope = task->rec->scope;
+            int err = scope ? ctx_cancel_scope_error(scope) : 0;
+            task->End(err ? err : CTX_ECANCELLED);
+        };
+        ctx_pool_submit_options_t o = CTX_STRUCT_INIT(ctx_pool_submit_options_t);
+        o.arg_release = +release;
+        int rc = ctx_pool_submit_ex(env_.pool, run, t, &o, future);
         if (rc != 0)
             delete t;
         return rc;
