@@ -55,9 +55,13 @@ static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
 static void fork_child(void) {
     atomic_fetch_add_explicit(&ctx__bus_fork_generation, 1, memory_order_relaxed);
+    ctx__bus_rcu_after_fork();
 }
 
-static void fork_install(void) { pthread_atfork(NULL, NULL, fork_child); }
+static void fork_install(void) {
+    ctx__bus_rcu_init();
+    pthread_atfork(NULL, NULL, fork_child);
+}
 
 void ctx__bus_fork_watch(void) { pthread_once(&fork_once, fork_install); }
 
@@ -94,7 +98,6 @@ int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
         return CTX_ESYSTEM;
     }
     atomic_init(&bus->refs, 1);
-    atomic_init(&bus->snap_lock, 0);
     atomic_init(&bus->shut, 0);
     atomic_init(&bus->global, NULL);
     atomic_init(&bus->next_seq, 1);
@@ -131,17 +134,16 @@ int ctx_bus_shutdown(ctx_bus_t *bus) {
     pthread_mutex_lock(&bus->write_lock);
     ctx__bus_list_t *old = NULL;
     if (!atomic_load_explicit(&bus->shut, memory_order_relaxed)) {
-        ctx__bus_snap_lock(bus);
+        /* `shut` first: a publisher that loads the NULL below sees it. */
         atomic_store_explicit(&bus->shut, 1, memory_order_release);
         old = atomic_load_explicit(&bus->global, memory_order_relaxed);
-        atomic_store_explicit(&bus->global, NULL, memory_order_relaxed);
-        ctx__bus_snap_unlock(bus);
+        atomic_store_explicit(&bus->global, NULL, memory_order_release);
     }
     pthread_mutex_unlock(&bus->write_lock);
     /* May run user_release callbacks, and may drop the records' references
      * to the bus: the caller's pointer must keep it alive (the creator's
      * reference, or a handle's record). */
-    ctx__bus_list_release(old);
+    ctx__bus_retire(bus, old);
     return 0;
 }
 
@@ -170,12 +172,9 @@ int ctx_bus_stats(ctx_bus_t *bus, ctx_bus_stats_t *out) {
     if (ctx__bus_forked(bus))
         return CTX_EFORKED;
     ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
-    ctx__bus_snap_lock(bus);
-    ctx__bus_list_t *global =
-        ctx__bus_list_retain(atomic_load_explicit(&bus->global, memory_order_relaxed));
-    ctx__bus_snap_unlock(bus);
-    st.global_listeners = live_count(global);
-    ctx__bus_list_release(global);
+    ctx__bus_read_enter(bus);
+    st.global_listeners = live_count(atomic_load_explicit(&bus->global, memory_order_acquire));
+    ctx__bus_read_exit();
     st.listener_failures = atomic_load_explicit(&bus->failures, memory_order_relaxed);
     st.rejected = atomic_load_explicit(&bus->rejected, memory_order_relaxed);
     st.async_dropped = atomic_load_explicit(&bus->async_dropped, memory_order_relaxed);

@@ -100,6 +100,11 @@ typedef struct ctx__bus_list {
     uint64_t id;     /* unique for the process's life (delivery plans key on it) */
     size_t count;
     size_t capacity; /* entries allocated (the size to free) */
+    /* A global list replaced by a writer waits in reclaim.c's queue until no
+     * publisher can be reading it (set by ctx__bus_retire). */
+    uint64_t retired_epoch;
+    const ctx_bus_t *retired_bus;
+    struct ctx__bus_list *retired_next;
     ctx_bus_listener_t *items[];
 } ctx__bus_list_t;
 
@@ -172,17 +177,20 @@ extern const ctx_value_ops_t ctx__bus_list_ops;
 /* ---- the bus (bus.c) ---- */
 
 struct ctx_bus {
-    atomic_size_t refs; /* creator's, each listener's, each async delivery's */
-    /* Guards the pointer `global` against the swap that replaces it while a
-     * publisher retains it: a spinlock held for a load and an increment. */
-    atomic_int snap_lock;
+    /* What every publish reads, and only writers write (one line). */
+    unsigned generation; /* ctx__bus_fork_generation when made (fork below) */
     atomic_int shut;
-    /* Written under write_lock *and* snap_lock; read under either (and
-     * peeked at without: see ctx__bus_snapshot_take). */
+    /* Written (release) under write_lock; read by publishers inside a read
+     * section (ctx__bus_read_enter) without a lock or a reference: a list
+     * replaced here is retired (ctx__bus_retire), not released. */
     _Atomic(ctx__bus_list_t *) global;
+    ctx_var_t *scoped_var;
+    /* Written by others (a line's worth of padding keeps them off the
+     * publishers' line, without asking malloc for an alignment). */
+    char pad_[64];
+    atomic_size_t refs; /* creator's, each listener's, each async delivery's */
     /* Serialises subscribe/unsubscribe of global listeners and shutdown. */
     pthread_mutex_t write_lock;
-    ctx_var_t *scoped_var;
     atomic_uint_fast64_t next_seq;
     ctx_bus_error_fn on_error;
     void *error_user;
@@ -195,8 +203,6 @@ struct ctx_bus {
     pthread_cond_t idle_cond;
     int idle_monotonic; /* idle_cond uses CLOCK_MONOTONIC */
     uint64_t pending;
-    /* ctx__bus_fork_generation when the bus was made (see fork below). */
-    unsigned generation;
 };
 
 /* ---- fork() (bus.c) ----
@@ -222,9 +228,103 @@ static inline int ctx__bus_is_shut(const ctx_bus_t *bus) {
     return atomic_load_explicit(&bus->shut, memory_order_acquire);
 }
 
-static inline void ctx__bus_snap_lock(ctx_bus_t *bus) { ctx__spin_lock(&bus->snap_lock); }
-static inline void ctx__bus_snap_unlock(ctx_bus_t *bus) {
-    atomic_store_explicit(&bus->snap_lock, 0, memory_order_release);
+/* ---- the read side of global lists (reclaim.c: see its essay) ---- */
+
+enum {
+    CTX__BUS_READER_NEW = 0,     /* not registered yet */
+    CTX__BUS_READER_REGISTERED,  /* in the registry */
+    CTX__BUS_READER_ANONYMOUS,   /* could not register: counts in `anonymous` */
+    CTX__BUS_READER_GONE         /* its thread is exiting: anonymous too */
+};
+
+/* A thread's reader record (static thread-local storage). */
+typedef struct ctx__bus_reader {
+    atomic_uint_fast64_t epoch;     /* 0: in no publish; else the epoch at entry */
+    _Atomic(const ctx_bus_t *) bus; /* the outermost publish's bus, or CTX__BUS_ANY */
+    unsigned depth;                 /* read sections nested on this thread */
+    int state;                      /* CTX__BUS_READER_* */
+    struct ctx__bus_reader *next;   /* the registry (under reclaim.c's lock) */
+} ctx__bus_reader_t;
+
+/* Shared by all buses; written only by writers (retirements). */
+typedef struct ctx__bus_rcu {
+    atomic_uint_fast64_t epoch;       /* starts at 1 */
+    atomic_size_t retired;            /* lists retired, not yet freed */
+    atomic_uint_fast64_t retired_max; /* the newest retirement's epoch */
+    atomic_size_t anonymous;          /* unregistered readers inside a section */
+    int asymmetric;                   /* writers use membarrier: readers only
+                                         need a compiler barrier */
+} ctx__bus_rcu_t;
+
+#define CTX__BUS_ANY ((const ctx_bus_t *)(uintptr_t)1)
+
+extern ctx__bus_rcu_t ctx__bus_rcu;
+extern _Thread_local ctx__bus_reader_t ctx__bus_reader;
+
+/* Once per process, before the first bus exists (ctx_bus_new). */
+void ctx__bus_rcu_init(void);
+/* Puts the reader in the registry (or makes it anonymous). */
+void ctx__bus_reader_register(ctx__bus_reader_t *r);
+/* Frees the retired lists no reader holds any more. */
+void ctx__bus_reclaim(void);
+/* Hands a global list just replaced in bus->global (the bus's reference to
+ * it) to reclamation: released once no publisher can be reading it — at
+ * once, if none is.  No lock of the bus may be held (it may run user code). */
+void ctx__bus_retire(ctx_bus_t *bus, ctx__bus_list_t *list);
+/* The fork() child handler's part (bus.c calls it). */
+void ctx__bus_rcu_after_fork(void);
+
+static inline void ctx__bus_read_barrier(void) {
+    if (ctx__bus_rcu.asymmetric)
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+}
+
+/* Enters a read section on `bus`: until the matching exit, every global list
+ * of the bus loaded (acquire) from bus->global stays allocated.  Nests.
+ * Never fails, never allocates, takes no lock (but at a thread's first
+ * publish, to register it). */
+static inline void ctx__bus_read_enter(const ctx_bus_t *bus) {
+    ctx__bus_reader_t *r = &ctx__bus_reader;
+    if (r->depth++ == 0) {
+        if (__builtin_expect(r->state != CTX__BUS_READER_REGISTERED, 0)) {
+            ctx__bus_reader_register(r);
+            if (r->state != CTX__BUS_READER_REGISTERED) {
+                atomic_fetch_add_explicit(&ctx__bus_rcu.anonymous, 1, memory_order_seq_cst);
+                return;
+            }
+        }
+        atomic_store_explicit(&r->bus, bus, memory_order_release);
+        atomic_store_explicit(&r->epoch,
+                              atomic_load_explicit(&ctx__bus_rcu.epoch, memory_order_acquire),
+                              memory_order_release);
+        ctx__bus_read_barrier();
+    } else if (r->state == CTX__BUS_READER_REGISTERED &&
+               atomic_load_explicit(&r->bus, memory_order_relaxed) != bus &&
+               atomic_load_explicit(&r->bus, memory_order_relaxed) != CTX__BUS_ANY) {
+        atomic_store_explicit(&r->bus, CTX__BUS_ANY, memory_order_release);
+        ctx__bus_read_barrier();
+    }
+}
+
+/* Leaves the read section; the outermost exit frees what this thread was the
+ * last to hold (may run user code: call it with no lock held). */
+static inline void ctx__bus_read_exit(void) {
+    ctx__bus_reader_t *r = &ctx__bus_reader;
+    if (--r->depth != 0)
+        return;
+    uint64_t e = 0;
+    if (__builtin_expect(r->state == CTX__BUS_READER_REGISTERED, 1)) {
+        e = atomic_load_explicit(&r->epoch, memory_order_relaxed);
+        atomic_store_explicit(&r->epoch, 0, memory_order_release);
+        ctx__bus_read_barrier();
+    } else {
+        atomic_fetch_sub_explicit(&ctx__bus_rcu.anonymous, 1, memory_order_seq_cst);
+    }
+    if (__builtin_expect(atomic_load_explicit(&ctx__bus_rcu.retired, memory_order_relaxed) != 0, 0) &&
+        e < atomic_load_explicit(&ctx__bus_rcu.retired_max, memory_order_relaxed))
+        ctx__bus_reclaim();
 }
 
 /* Counts a failed listener call and tells the error handler. */

@@ -226,11 +226,9 @@ static int subscribe_global(ctx_bus_t *bus, ctx_bus_listener_t *l) {
         pthread_mutex_unlock(&bus->write_lock);
         return err;
     }
-    ctx__bus_snap_lock(bus);
-    atomic_store_explicit(&bus->global, list, memory_order_relaxed);
-    ctx__bus_snap_unlock(bus);
+    atomic_store_explicit(&bus->global, list, memory_order_release);
     pthread_mutex_unlock(&bus->write_lock);
-    ctx__bus_list_release(old);
+    ctx__bus_retire(bus, old);
     return 0;
 }
 
@@ -319,11 +317,9 @@ int ctx_bus_unsubscribe(ctx_bus_listener_t *listener) {
         pthread_mutex_unlock(&bus->write_lock);
         return 0;
     }
-    ctx__bus_snap_lock(bus);
-    atomic_store_explicit(&bus->global, list, memory_order_relaxed);
-    ctx__bus_snap_unlock(bus);
+    atomic_store_explicit(&bus->global, list, memory_order_release);
     pthread_mutex_unlock(&bus->write_lock);
-    ctx__bus_list_release(old);
+    ctx__bus_retire(bus, old);
     return 0;
 }
 

@@ -67,19 +67,15 @@ int ctx__bus_snapshot_take(ctx_bus_t *bus, ctx__bus_snapshot_t *snap) {
         return CTX_EFORKED;
     if (ctx__bus_is_shut(bus))
         return CTX_ESHUTDOWN;
-    /* A racy peek: when there is no global list, skip the lock.  A global
-     * subscribe concurrent with this publish may or may not be seen, as it
-     * would with the lock. */
-    if (atomic_load_explicit(&bus->global, memory_order_relaxed)) {
-        ctx__bus_snap_lock(bus);
-        if (atomic_load_explicit(&bus->shut, memory_order_relaxed)) {
-            ctx__bus_snap_unlock(bus);
-            return CTX_ESHUTDOWN;
-        }
-        snap->global =
-            ctx__bus_list_retain(atomic_load_explicit(&bus->global, memory_order_relaxed));
-        ctx__bus_snap_unlock(bus);
+    /* The list cannot be freed between the load and the retain. */
+    ctx__bus_read_enter(bus);
+    ctx__bus_list_t *global = atomic_load_explicit(&bus->global, memory_order_acquire);
+    if (ctx__bus_is_shut(bus)) {
+        ctx__bus_read_exit();
+        return CTX_ESHUTDOWN;
     }
+    snap->global = ctx__bus_list_retain(global);
+    ctx__bus_read_exit();
     void *value = NULL;
     if (ctx_var_get(bus->scoped_var, &value) == CTX_VALUE)
         snap->scoped = ctx__bus_list_retain(value);
@@ -161,7 +157,14 @@ typedef struct plan {
     size_t len;                    /* 0: no plan */
     size_t count;
     char topic[PLAN_TOPIC];
-    ctx_bus_listener_t *items[PLAN_LISTENERS];
+    /* What a call needs, side by side (fn and user never change once
+     * subscribed): the walk reads one array, and each record only for
+     * `removed`. */
+    struct plan_entry {
+        ctx_bus_listener_t *listener;
+        ctx_bus_listener_fn fn;
+        void *user;
+    } items[PLAN_LISTENERS];
 } plan_t;
 
 static _Thread_local plan_t plan;
@@ -188,7 +191,7 @@ static void plan_make(const ctx__bus_snapshot_t *snap, const ctx_bus_event_t *ev
             continue;
         if (n == PLAN_LISTENERS)
             return;
-        plan.items[n++] = l;
+        plan.items[n++] = (struct plan_entry){l, l->fn, l->user};
     }
     plan.count = n;
     plan.global_id = list_id(snap->global);
@@ -199,15 +202,17 @@ static void plan_make(const ctx__bus_snapshot_t *snap, const ctx_bus_event_t *ev
 }
 
 static size_t deliver_planned(ctx_bus_t *bus, ctx_bus_event_t *event) {
+    /* The plan does not change while it is walked (only the outermost
+     * publish writes it), so the bounds stay in registers across calls. */
+    const struct plan_entry *it = plan.items, *end = it + plan.count;
     size_t n = 0;
-    for (size_t i = 0; i < plan.count; i++) {
-        ctx_bus_listener_t *l = plan.items[i];
-        if (ctx__bus_listener_removed(l))
+    for (; it != end; it++) {
+        if (ctx__bus_listener_removed(it->listener))
             continue;
-        int rc = l->fn(l, event, l->user);
+        int rc = it->fn(it->listener, event, it->user);
         n++;
-        if (rc < 0)
-            ctx__bus_report(bus, l, event, rc);
+        if (__builtin_expect(rc < 0, 0))
+            ctx__bus_report(bus, it->listener, event, rc);
     }
     return n;
 }
@@ -268,26 +273,26 @@ int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event) {
         atomic_fetch_add_explicit(&bus->rejected, 1, memory_order_relaxed);
         return CTX_ESHUTDOWN;
     }
-    ctx__bus_snapshot_t snap = {NULL, NULL};
-    if (atomic_load_explicit(&bus->global, memory_order_relaxed)) {
-        ctx__bus_snap_lock(bus);
-        if (atomic_load_explicit(&bus->shut, memory_order_relaxed)) {
-            ctx__bus_snap_unlock(bus);
-            atomic_fetch_add_explicit(&bus->rejected, 1, memory_order_relaxed);
-            return CTX_ESHUTDOWN;
-        }
-        snap.global =
-            ctx__bus_list_retain(atomic_load_explicit(&bus->global, memory_order_relaxed));
-        ctx__bus_snap_unlock(bus);
+    ctx__bus_snapshot_t snap;
+    /* Borrowed for the section: see reclaim.c. */
+    ctx__bus_read_enter(bus);
+    snap.global = atomic_load_explicit(&bus->global, memory_order_acquire);
+    if (ctx__bus_is_shut(bus)) {
+        ctx__bus_read_exit();
+        atomic_fetch_add_explicit(&bus->rejected, 1, memory_order_relaxed);
+        return CTX_ESHUTDOWN;
     }
     /* Borrowed: see ctx__bus_sync_depth. */
     void *value = NULL;
-    if (ctx_var_get(bus->scoped_var, &value) == CTX_VALUE)
-        snap.scoped = value;
-    if (!snap.global && !snap.scoped)
+    snap.scoped = ctx_var_get(bus->scoped_var, &value) == CTX_VALUE ? value : NULL;
+    if (!snap.global && !snap.scoped) {
+        ctx__bus_read_exit();
         return 0;
+    }
     /* The snapshot's records hold the bus, so a listener that destroys it
-     * leaves it alive until the release below; nothing touches it after. */
+     * leaves it alive until the section ends (its global list is retired,
+     * not freed; a scoped list is held by the context); nothing touches the
+     * bus after. */
     int planned = plan_fits(&snap, event);
     if (!planned && sync_state.depth == 0) {
         plan_make(&snap, event);
@@ -297,6 +302,6 @@ int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event) {
     size_t n = planned ? deliver_planned(bus, event) : ctx__bus_deliver(bus, &snap, event);
     if (--sync_state.depth == 0 && sync_state.deferred)
         release_deferred(); /* also frees a slot reserved by a failed subscribe */
-    ctx__bus_list_release(snap.global);
+    ctx__bus_read_exit();
     return n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
 }
