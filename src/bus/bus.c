@@ -101,6 +101,7 @@ int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
     atomic_init(&bus->shut, 0);
     atomic_init(&bus->global, NULL);
     atomic_init(&bus->next_seq, 1);
+    atomic_init(&bus->unsubscribes, 0);
     bus->on_error = o.on_error;
     bus->error_user = o.error_user;
     atomic_init(&bus->failures, 0);

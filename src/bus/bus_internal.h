@@ -59,6 +59,7 @@ static inline void ctx__bus_free(void *p, size_t size) { ctx_free(p, size); }
 
 struct ctx_bus_event {
     atomic_size_t refs;
+    uint64_t id;   /* unique for the process's life (delivery plans key on it) */
     void *data;
     void (*data_release)(void *data);
     uint32_t hash; /* ctx__bus_hash of the topic */
@@ -185,6 +186,9 @@ struct ctx_bus {
      * replaced here is retired (ctx__bus_retire), not released. */
     _Atomic(ctx__bus_list_t *) global;
     ctx_var_t *scoped_var;
+    /* Unsubscribes of the bus's listeners so far (each after it set the
+     * listener's `removed`): delivery plans check it instead of every flag. */
+    atomic_uint_fast64_t unsubscribes;
     /* Written by others (a line's worth of padding keeps them off the
      * publishers' line, without asking malloc for an alignment). */
     char pad_[64];
@@ -231,17 +235,19 @@ static inline int ctx__bus_is_shut(const ctx_bus_t *bus) {
 /* ---- the read side of global lists (reclaim.c: see its essay) ---- */
 
 enum {
-    CTX__BUS_READER_NEW = 0,     /* not registered yet */
-    CTX__BUS_READER_REGISTERED,  /* in the registry */
-    CTX__BUS_READER_ANONYMOUS,   /* could not register: counts in `anonymous` */
-    CTX__BUS_READER_GONE         /* its thread is exiting: anonymous too */
+    CTX__BUS_READER_NEW = 0,    /* not registered yet */
+    CTX__BUS_READER_FAST,       /* registered, writers use membarrier: the
+                                   inline path below, compiler barriers only */
+    CTX__BUS_READER_FENCED,     /* registered, no membarrier: full fences */
+    CTX__BUS_READER_ANONYMOUS   /* could not register (or its thread is
+                                   exiting): counts in `anonymous` */
 };
 
 /* A thread's reader record (static thread-local storage). */
 typedef struct ctx__bus_reader {
-    atomic_uint_fast64_t epoch;     /* 0: in no publish; else the epoch at entry */
-    _Atomic(const ctx_bus_t *) bus; /* the outermost publish's bus, or CTX__BUS_ANY */
-    unsigned depth;                 /* read sections nested on this thread */
+    atomic_uint_fast64_t epoch;     /* 0: in no section; else the epoch at entry */
+    _Atomic(const ctx_bus_t *) bus; /* the outermost section's bus, or CTX__BUS_ANY */
+    unsigned depth;                 /* sections nested on this thread */
     int state;                      /* CTX__BUS_READER_* */
     struct ctx__bus_reader *next;   /* the registry (under reclaim.c's lock) */
 } ctx__bus_reader_t;
@@ -251,9 +257,8 @@ typedef struct ctx__bus_rcu {
     atomic_uint_fast64_t epoch;       /* starts at 1 */
     atomic_size_t retired;            /* lists retired, not yet freed */
     atomic_uint_fast64_t retired_max; /* the newest retirement's epoch */
-    atomic_size_t anonymous;          /* unregistered readers inside a section */
-    int asymmetric;                   /* writers use membarrier: readers only
-                                         need a compiler barrier */
+    atomic_size_t anonymous;          /* anonymous readers inside a section */
+    int asymmetric;                   /* writers use membarrier */
 } ctx__bus_rcu_t;
 
 #define CTX__BUS_ANY ((const ctx_bus_t *)(uintptr_t)1)
@@ -263,8 +268,15 @@ extern _Thread_local ctx__bus_reader_t ctx__bus_reader;
 
 /* Once per process, before the first bus exists (ctx_bus_new). */
 void ctx__bus_rcu_init(void);
-/* Puts the reader in the registry (or makes it anonymous). */
-void ctx__bus_reader_register(ctx__bus_reader_t *r);
+/* The outermost entry and exit of a reader not in the FAST state (a new
+ * thread's first, fenced and anonymous readers). */
+void ctx__bus_read_enter_slow(ctx__bus_reader_t *r, const ctx_bus_t *bus);
+void ctx__bus_read_exit_slow(ctx__bus_reader_t *r);
+/* A nested entry on another bus: the record now covers every bus. */
+void ctx__bus_read_widen(ctx__bus_reader_t *r);
+/* After an outermost exit that saw something retired: frees what a reader
+ * that entered at `epoch` may have been the last to hold. */
+void ctx__bus_read_exited(uint64_t epoch);
 /* Frees the retired lists no reader holds any more. */
 void ctx__bus_reclaim(void);
 /* Hands a global list just replaced in bus->global (the bus's reference to
@@ -274,38 +286,26 @@ void ctx__bus_retire(ctx_bus_t *bus, ctx__bus_list_t *list);
 /* The fork() child handler's part (bus.c calls it). */
 void ctx__bus_rcu_after_fork(void);
 
-static inline void ctx__bus_read_barrier(void) {
-    if (ctx__bus_rcu.asymmetric)
-        atomic_signal_fence(memory_order_seq_cst);
-    else
-        atomic_thread_fence(memory_order_seq_cst);
-}
-
 /* Enters a read section on `bus`: until the matching exit, every global list
  * of the bus loaded (acquire) from bus->global stays allocated.  Nests.
  * Never fails, never allocates, takes no lock (but at a thread's first
- * publish, to register it). */
+ * entry, to register it). */
 static inline void ctx__bus_read_enter(const ctx_bus_t *bus) {
     ctx__bus_reader_t *r = &ctx__bus_reader;
-    if (r->depth++ == 0) {
-        if (__builtin_expect(r->state != CTX__BUS_READER_REGISTERED, 0)) {
-            ctx__bus_reader_register(r);
-            if (r->state != CTX__BUS_READER_REGISTERED) {
-                atomic_fetch_add_explicit(&ctx__bus_rcu.anonymous, 1, memory_order_seq_cst);
-                return;
-            }
-        }
-        atomic_store_explicit(&r->bus, bus, memory_order_release);
-        atomic_store_explicit(&r->epoch,
-                              atomic_load_explicit(&ctx__bus_rcu.epoch, memory_order_acquire),
-                              memory_order_release);
-        ctx__bus_read_barrier();
-    } else if (r->state == CTX__BUS_READER_REGISTERED &&
-               atomic_load_explicit(&r->bus, memory_order_relaxed) != bus &&
-               atomic_load_explicit(&r->bus, memory_order_relaxed) != CTX__BUS_ANY) {
-        atomic_store_explicit(&r->bus, CTX__BUS_ANY, memory_order_release);
-        ctx__bus_read_barrier();
+    if (r->depth++ != 0) {
+        if (__builtin_expect(atomic_load_explicit(&r->bus, memory_order_relaxed) != bus, 0))
+            ctx__bus_read_widen(r);
+        return;
     }
+    if (__builtin_expect(r->state != CTX__BUS_READER_FAST, 0)) {
+        ctx__bus_read_enter_slow(r, bus);
+        return;
+    }
+    atomic_store_explicit(&r->bus, bus, memory_order_release);
+    atomic_store_explicit(&r->epoch,
+                          atomic_load_explicit(&ctx__bus_rcu.epoch, memory_order_acquire),
+                          memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst); /* membarrier does the rest */
 }
 
 /* Leaves the read section; the outermost exit frees what this thread was the
@@ -314,17 +314,15 @@ static inline void ctx__bus_read_exit(void) {
     ctx__bus_reader_t *r = &ctx__bus_reader;
     if (--r->depth != 0)
         return;
-    uint64_t e = 0;
-    if (__builtin_expect(r->state == CTX__BUS_READER_REGISTERED, 1)) {
-        e = atomic_load_explicit(&r->epoch, memory_order_relaxed);
-        atomic_store_explicit(&r->epoch, 0, memory_order_release);
-        ctx__bus_read_barrier();
-    } else {
-        atomic_fetch_sub_explicit(&ctx__bus_rcu.anonymous, 1, memory_order_seq_cst);
+    if (__builtin_expect(r->state != CTX__BUS_READER_FAST, 0)) {
+        ctx__bus_read_exit_slow(r);
+        return;
     }
-    if (__builtin_expect(atomic_load_explicit(&ctx__bus_rcu.retired, memory_order_relaxed) != 0, 0) &&
-        e < atomic_load_explicit(&ctx__bus_rcu.retired_max, memory_order_relaxed))
-        ctx__bus_reclaim();
+    uint64_t e = atomic_load_explicit(&r->epoch, memory_order_relaxed);
+    atomic_store_explicit(&r->epoch, 0, memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst);
+    if (__builtin_expect(atomic_load_explicit(&ctx__bus_rcu.retired, memory_order_relaxed) != 0, 0))
+        ctx__bus_read_exited(e);
 }
 
 /* Counts a failed listener call and tells the error handler. */

@@ -302,6 +302,9 @@ int ctx_bus_unsubscribe(ctx_bus_listener_t *listener) {
         return CTX_EFORKED;
     if (atomic_exchange_explicit(&listener->removed, 1, memory_order_acq_rel))
         return CTX_ENOTFOUND;
+    /* After the flag: a delivery that sees the count moved reads the flags
+     * (publish.c, "Delivery plans"). */
+    atomic_fetch_add_explicit(&listener->bus->unsubscribes, 1, memory_order_seq_cst);
     if (listener->flags & CTX_BUS_SCOPED)
         return 0; /* pruned lazily (see the essay) */
     ctx_bus_t *bus = listener->bus; /* alive: the caller's handle holds it */

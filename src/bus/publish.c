@@ -70,7 +70,7 @@ int ctx__bus_snapshot_take(ctx_bus_t *bus, ctx__bus_snapshot_t *snap) {
     /* The list cannot be freed between the load and the retain. */
     ctx__bus_read_enter(bus);
     ctx__bus_list_t *global = atomic_load_explicit(&bus->global, memory_order_acquire);
-    if (ctx__bus_is_shut(bus)) {
+    if (!global && ctx__bus_is_shut(bus)) { /* as in ctx_bus_publish */
         ctx__bus_read_exit();
         return CTX_ESHUTDOWN;
     }
@@ -153,6 +153,8 @@ size_t ctx__bus_deliver(ctx_bus_t *bus, const ctx__bus_snapshot_t *snap,
 
 typedef struct plan {
     uint64_t global_id, scoped_id; /* 0: no list */
+    uint64_t unsubscribes;         /* the bus's count when the plan was made */
+    uint64_t event_id;             /* an event known to carry `topic` (0: none) */
     uint32_t hash;
     size_t len;                    /* 0: no plan */
     size_t count;
@@ -171,65 +173,92 @@ static _Thread_local plan_t plan;
 
 static inline uint64_t list_id(const ctx__bus_list_t *list) { return list ? list->id : 0; }
 
-static inline int plan_fits(const ctx__bus_snapshot_t *snap, const ctx_bus_event_t *event) {
-    return plan.len == event->len && plan.hash == event->hash &&
-           plan.global_id == list_id(snap->global) && plan.scoped_id == list_id(snap->scoped) &&
-           ctx__bus_bytes_equal(plan.topic, event->topic, event->len);
+/* The same lists, and the same event as last time (ids are never reused, so
+ * the event's topic is known) or an event with the same topic (then
+ * remembered: the walk does not read event_id, so a nested publish may set
+ * it). */
+static inline int plan_fits(const ctx_bus_t *bus, const ctx__bus_snapshot_t *snap,
+                            const ctx_bus_event_t *event) {
+    if (plan.global_id != list_id(snap->global) || plan.scoped_id != list_id(snap->scoped) ||
+        plan.unsubscribes != atomic_load_explicit(&bus->unsubscribes, memory_order_acquire))
+        return 0;
+    if (plan.event_id == event->id)
+        return plan.len != 0;
+    if (plan.len != event->len || plan.hash != event->hash ||
+        !ctx__bus_bytes_equal(plan.topic, event->topic, event->len))
+        return 0;
+    plan.event_id = event->id;
+    return 1;
 }
 
-/* Makes the plan of this snapshot and topic (if it fits in one). */
-static void plan_make(const ctx__bus_snapshot_t *snap, const ctx_bus_event_t *event) {
+/* Makes the plan of this snapshot and topic (if it fits in one): the
+ * listeners that match and are not unsubscribed, the bus's count of
+ * unsubscribes read before their flags. */
+static void plan_make(const ctx_bus_t *bus, const ctx__bus_snapshot_t *snap,
+                      const ctx_bus_event_t *event) {
     plan.len = 0;
     if (event->len > PLAN_TOPIC)
         return;
+    uint64_t unsubscribes = atomic_load_explicit(&bus->unsubscribes, memory_order_acquire);
     merge_t m;
     merge_init(&m, snap);
     size_t n = 0;
     ctx_bus_listener_t *l;
     while ((l = merge_next(&m)) != NULL) {
-        if (!ctx__bus_match(l, event))
+        if (!ctx__bus_match(l, event) || ctx__bus_listener_removed(l))
             continue;
         if (n == PLAN_LISTENERS)
             return;
         plan.items[n++] = (struct plan_entry){l, l->fn, l->user};
     }
     plan.count = n;
+    plan.unsubscribes = unsubscribes;
     plan.global_id = list_id(snap->global);
     plan.scoped_id = list_id(snap->scoped);
     plan.hash = event->hash;
     memcpy(plan.topic, event->topic, event->len);
     plan.len = event->len;
+    plan.event_id = event->id;
 }
 
-static size_t deliver_planned(ctx_bus_t *bus, ctx_bus_event_t *event) {
-    /* The plan does not change while it is walked (only the outermost
-     * publish writes it), so the bounds stay in registers across calls. */
+/* Calls the plan's listeners; returns how many were called.  The plan does
+ * not change while it is walked (only the outermost publish writes it), so
+ * its bounds stay in registers across the calls.  Before each call: if no
+ * unsubscribe of the bus happened since the plan was made, no listener of it
+ * is unsubscribed; otherwise the listener's flag says. */
+static int deliver_planned(ctx_bus_t *bus, ctx_bus_event_t *event) {
     const struct plan_entry *it = plan.items, *end = it + plan.count;
-    size_t n = 0;
+    uint64_t unsubscribes = plan.unsubscribes;
+    int skipped = 0;
     for (; it != end; it++) {
-        if (ctx__bus_listener_removed(it->listener))
+        if (__builtin_expect(
+                atomic_load_explicit(&bus->unsubscribes, memory_order_acquire) != unsubscribes, 0) &&
+            ctx__bus_listener_removed(it->listener)) {
+            skipped++;
             continue;
+        }
         int rc = it->fn(it->listener, event, it->user);
-        n++;
         if (__builtin_expect(rc < 0, 0))
             ctx__bus_report(bus, it->listener, event, rc);
     }
-    return n;
+    return (int)(end - plan.items) - skipped;
 }
 
 /* ---- synchronous deliveries on this thread ---- */
 
-/* How deep this thread is in synchronous deliveries, and the scoped lists
- * replaced meanwhile (each with a reference held for it). */
+/* The scoped lists replaced during this thread's synchronous deliveries
+ * (each with a reference held for it).  How deep the thread is in them is
+ * the depth of its read sections (ctx__bus_reader.depth): the other
+ * sections (snapshots, stats) run no user code, so no scoped subscribe
+ * happens inside them. */
 typedef struct sync_state {
-    unsigned depth;
     size_t count, capacity;
     ctx__bus_list_t **deferred;
 } sync_state_t;
 
 static _Thread_local sync_state_t sync_state;
 
-unsigned ctx__bus_sync_depth(void) { return sync_state.depth; }
+unsigned ctx__bus_sync_depth(void) { return ctx__bus_reader.depth; }
 
 int ctx__bus_defer_reserve(void) {
     sync_state_t *st = &sync_state;
@@ -269,15 +298,14 @@ int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event) {
         return CTX_EINVAL;
     if (ctx__bus_forked(bus))
         return CTX_EFORKED;
-    if (ctx__bus_is_shut(bus)) {
-        atomic_fetch_add_explicit(&bus->rejected, 1, memory_order_relaxed);
-        return CTX_ESHUTDOWN;
-    }
     ctx__bus_snapshot_t snap;
-    /* Borrowed for the section: see reclaim.c. */
+    /* Borrowed for the section: see reclaim.c.  A shut-down bus has no
+     * global list (shutdown sets `shut`, then stores NULL), so `shut` needs
+     * a look only when there is none; a list loaded while shutdown runs is
+     * a publish made before it. */
     ctx__bus_read_enter(bus);
     snap.global = atomic_load_explicit(&bus->global, memory_order_acquire);
-    if (ctx__bus_is_shut(bus)) {
+    if (!snap.global && ctx__bus_is_shut(bus)) {
         ctx__bus_read_exit();
         atomic_fetch_add_explicit(&bus->rejected, 1, memory_order_relaxed);
         return CTX_ESHUTDOWN;
@@ -293,15 +321,20 @@ int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event) {
      * leaves it alive until the section ends (its global list is retired,
      * not freed; a scoped list is held by the context); nothing touches the
      * bus after. */
-    int planned = plan_fits(&snap, event);
-    if (!planned && sync_state.depth == 0) {
-        plan_make(&snap, event);
+    int planned = plan_fits(bus, &snap, event);
+    if (!planned && ctx__bus_reader.depth == 1) { /* the outermost delivery */
+        plan_make(bus, &snap, event);
         planned = plan.len != 0; /* topics are never empty */
     }
-    sync_state.depth++;
-    size_t n = planned ? deliver_planned(bus, event) : ctx__bus_deliver(bus, &snap, event);
-    if (--sync_state.depth == 0 && sync_state.deferred)
-        release_deferred(); /* also frees a slot reserved by a failed subscribe */
+    int n;
+    if (planned) {
+        n = deliver_planned(bus, event);
+    } else {
+        size_t all = ctx__bus_deliver(bus, &snap, event);
+        n = all > (size_t)INT32_MAX ? INT32_MAX : (int)all;
+    }
     ctx__bus_read_exit();
-    return n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
+    if (__builtin_expect(sync_state.deferred != NULL, 0) && ctx__bus_reader.depth == 0)
+        release_deferred(); /* also frees a slot reserved by a failed subscribe */
+    return n;
 }

@@ -145,7 +145,7 @@ static int heavy_barrier(void) {
     return -1;
 }
 
-/* ---- registry ---- */
+/* ---- registry and the readers' slow paths ---- */
 
 static void reader_unregister(void *arg) {
     ctx__bus_reader_t *r = arg;
@@ -156,8 +156,12 @@ static void reader_unregister(void *arg) {
             break;
         }
     pthread_mutex_unlock(&lock);
+    /* A publish from a later destructor of this thread counts itself as
+     * anonymous.  A thread that exits inside a publish (pthread_exit from a
+     * listener) never returns to it: it holds nothing from now on. */
     atomic_store_explicit(&r->epoch, 0, memory_order_release);
-    r->state = CTX__BUS_READER_GONE;
+    r->state = CTX__BUS_READER_ANONYMOUS;
+    r->depth = 0;
 }
 
 static void rcu_init(void) {
@@ -168,9 +172,7 @@ static void rcu_init(void) {
 
 void ctx__bus_rcu_init(void) { pthread_once(&init_once, rcu_init); }
 
-void ctx__bus_reader_register(ctx__bus_reader_t *r) {
-    if (r->state != CTX__BUS_READER_NEW)
-        return; /* anonymous for good, or after its key's destructor ran */
+static void reader_register(ctx__bus_reader_t *r) {
     if (!reader_key_ok || pthread_setspecific(reader_key, r) != 0) {
         r->state = CTX__BUS_READER_ANONYMOUS;
         return;
@@ -179,7 +181,54 @@ void ctx__bus_reader_register(ctx__bus_reader_t *r) {
     r->next = registry;
     registry = r;
     pthread_mutex_unlock(&lock);
-    r->state = CTX__BUS_READER_REGISTERED;
+    r->state = ctx__bus_rcu.asymmetric ? CTX__BUS_READER_FAST : CTX__BUS_READER_FENCED;
+}
+
+void ctx__bus_read_enter_slow(ctx__bus_reader_t *r, const ctx_bus_t *bus) {
+    if (r->state == CTX__BUS_READER_NEW)
+        reader_register(r);
+    if (r->state == CTX__BUS_READER_ANONYMOUS) {
+        atomic_fetch_add_explicit(&ctx__bus_rcu.anonymous, 1, memory_order_seq_cst);
+        return;
+    }
+    atomic_store_explicit(&r->bus, bus, memory_order_release);
+    atomic_store_explicit(&r->epoch,
+                          atomic_load_explicit(&ctx__bus_rcu.epoch, memory_order_acquire),
+                          memory_order_release);
+    if (r->state == CTX__BUS_READER_FENCED)
+        atomic_thread_fence(memory_order_seq_cst);
+    else
+        atomic_signal_fence(memory_order_seq_cst);
+}
+
+void ctx__bus_read_exit_slow(ctx__bus_reader_t *r) {
+    uint64_t e = 0; /* anonymous: may have blocked anything */
+    if (r->state == CTX__BUS_READER_ANONYMOUS) {
+        atomic_fetch_sub_explicit(&ctx__bus_rcu.anonymous, 1, memory_order_seq_cst);
+    } else {
+        e = atomic_load_explicit(&r->epoch, memory_order_relaxed);
+        atomic_store_explicit(&r->epoch, 0, memory_order_release);
+        atomic_thread_fence(memory_order_seq_cst);
+    }
+    if (atomic_load_explicit(&ctx__bus_rcu.retired, memory_order_relaxed) != 0)
+        ctx__bus_read_exited(e);
+}
+
+void ctx__bus_read_widen(ctx__bus_reader_t *r) {
+    if (r->state == CTX__BUS_READER_ANONYMOUS ||
+        atomic_load_explicit(&r->bus, memory_order_relaxed) == CTX__BUS_ANY)
+        return;
+    atomic_store_explicit(&r->bus, CTX__BUS_ANY, memory_order_release);
+    if (r->state == CTX__BUS_READER_FENCED)
+        atomic_thread_fence(memory_order_seq_cst);
+    else
+        atomic_signal_fence(memory_order_seq_cst);
+}
+
+void ctx__bus_read_exited(uint64_t epoch) {
+    /* A reader that entered at or after the newest retirement blocked none. */
+    if (epoch < atomic_load_explicit(&ctx__bus_rcu.retired_max, memory_order_relaxed))
+        ctx__bus_reclaim();
 }
 
 /* ---- reclamation ---- */
@@ -261,7 +310,7 @@ void ctx__bus_rcu_after_fork(void) {
     pthread_mutex_init(&lock, NULL);
     ctx__bus_reader_t *me = &ctx__bus_reader;
     registry = NULL;
-    if (me->state == CTX__BUS_READER_REGISTERED) {
+    if (me->state == CTX__BUS_READER_FAST || me->state == CTX__BUS_READER_FENCED) {
         me->next = NULL;
         registry = me;
     }
@@ -269,6 +318,9 @@ void ctx__bus_rcu_after_fork(void) {
     atomic_store_explicit(&ctx__bus_rcu.retired, 0, memory_order_relaxed);
     atomic_store_explicit(&ctx__bus_rcu.anonymous, me->state == CTX__BUS_READER_ANONYMOUS && me->depth ? 1 : 0,
                           memory_order_relaxed);
-    if (ctx__bus_rcu.asymmetric && !membarrier_register())
+    if (ctx__bus_rcu.asymmetric && !membarrier_register()) {
         ctx__bus_rcu.asymmetric = 0; /* the only thread: switching is safe */
+        if (me->state == CTX__BUS_READER_FAST)
+            me->state = CTX__BUS_READER_FENCED;
+    }
 }
