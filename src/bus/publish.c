@@ -299,23 +299,30 @@ int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event) {
     if (ctx__bus_forked(bus))
         return CTX_EFORKED;
     ctx__bus_snapshot_t snap;
-    /* Borrowed for the section: see reclaim.c.  A shut-down bus has no
-     * global list (shutdown sets `shut`, then stores NULL), so `shut` needs
-     * a look only when there is none; a list loaded while shutdown runs is
-     * a publish made before it. */
-    ctx__bus_read_enter(bus);
-    snap.global = atomic_load_explicit(&bus->global, memory_order_acquire);
-    if (!snap.global && ctx__bus_is_shut(bus)) {
-        ctx__bus_read_exit();
-        atomic_fetch_add_explicit(&bus->rejected, 1, memory_order_relaxed);
-        return CTX_ESHUTDOWN;
-    }
-    /* Borrowed: see ctx__bus_sync_depth. */
+    /* The scoped list is borrowed: see ctx__bus_sync_depth. */
     void *value = NULL;
     snap.scoped = ctx_var_get(bus->scoped_var, &value) == CTX_VALUE ? value : NULL;
-    if (!snap.global && !snap.scoped) {
-        ctx__bus_read_exit();
+    /* A shut-down bus has no global list (shutdown sets `shut`, then stores
+     * NULL), so `shut` needs a look only when there is none; a list loaded
+     * while shutdown runs is a publish made before it.  With no list at all
+     * (a racy peek: a concurrent subscribe may or may not be seen) there is
+     * nothing to deliver and no section to enter. */
+    if (!snap.scoped && !atomic_load_explicit(&bus->global, memory_order_acquire)) {
+        if (ctx__bus_is_shut(bus))
+            goto rejected;
         return 0;
+    }
+    /* The global list is borrowed for the section: see reclaim.c. */
+    ctx__bus_read_enter(bus);
+    snap.global = atomic_load_explicit(&bus->global, memory_order_acquire);
+    if (!snap.global) {
+        int shut = ctx__bus_is_shut(bus);
+        if (shut || !snap.scoped) {
+            ctx__bus_read_exit();
+            if (shut)
+                goto rejected;
+            return 0;
+        }
     }
     /* The snapshot's records hold the bus, so a listener that destroys it
      * leaves it alive until the section ends (its global list is retired,
@@ -337,4 +344,7 @@ int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event) {
     if (__builtin_expect(sync_state.deferred != NULL, 0) && ctx__bus_reader.depth == 0)
         release_deferred(); /* also frees a slot reserved by a failed subscribe */
     return n;
+rejected:
+    atomic_fetch_add_explicit(&bus->rejected, 1, memory_order_relaxed);
+    return CTX_ESHUTDOWN;
 }
