@@ -5,34 +5,37 @@
  *
  *   ctx_bus_t
  *   ┌──────────────────────────────┐
- *   │ refs                         │◀── creator, every listener record,
- *   │ snap_lock (spin) ─┐          │    every asynchronous delivery
- *   │ write_lock (mutex)┴▶ global ─┼──▶ ctx__bus_list_t (immutable)
- *   │ shut                         │
+ *   │ generation, shut             │    what every publish reads (one line,
+ *   │ global ──────────────────────┼──▶ ctx__bus_list_t (immutable)
  *   │ scoped_var ──────────────────┼──▶ ctx_var_t: each context's value is
- *   │ next_seq                     │    its ctx__bus_list_t of scoped ones
- *   │ on_error, counters           │
+ *   │ unsubscribes                 │    its ctx__bus_list_t of scoped ones
+ *   │ (a line of padding)          │
+ *   │ refs                         │◀── creator, every listener record,
+ *   │ write_lock (mutex)           │    every asynchronous delivery
+ *   │ next_seq, on_error, counters │
  *   │ idle_lock/idle_cond, pending │    asynchronous deliveries in flight
  *   └──────────────────────────────┘
  *
- * Two locks, for two kinds of caller.  Writers (a global subscribe or
- * unsubscribe, shutdown) take write_lock, a mutex, and may allocate under
- * it; they are rare.  Publishers only need to read `global` and retain it
- * before a writer can replace and release it; they take snap_lock, a
- * spinlock held for a load and an increment, and writers take it only for
- * the pointer store.  So a publish never waits for an allocation, and no lock
- * is held while a listener runs (a listener may subscribe, unsubscribe or
- * publish).
+ * One lock, for writers.  Writers (a global subscribe or unsubscribe,
+ * shutdown) take write_lock, a mutex, and may allocate under it; they are
+ * rare.  They replace `global` (a release store) and hand the old list to
+ * reclamation (ctx__bus_retire, after the mutex is let go: it may run
+ * user_release).  Publishers take no lock: they load `global` inside a read
+ * section (reclaim.c), which keeps the list alive until they leave it.  So
+ * a publish never waits for a writer, and no lock is held while a listener
+ * runs (a listener may subscribe, unsubscribe or publish).
  *
  * Lifetime.  The bus is reference counted: the creator's reference goes
  * with ctx_bus_release; every listener record holds one (so a handle can
  * unsubscribe after destroy, and a scoped listener alive in some context
  * keeps the variable's owner alive); every asynchronous delivery holds one
  * until it finished.  Shutdown drops the global list, which is the only
- * reference from the bus to its records, so after shutdown nothing forms a
- * cycle and the last release frees the bus.  `shut` only goes from 0 to 1,
- * under write_lock and snap_lock, so a publisher that saw it 0 while holding
- * snap_lock also saw the global list intact.
+ * reference from the bus to its records (it is retired like any replaced
+ * list: a publish still running keeps it, and with it the bus, until it
+ * returns), so after shutdown nothing forms a cycle and the last release
+ * frees the bus.  `shut` only goes from 0 to 1, under write_lock, and is
+ * stored before `global` becomes NULL: a publisher that loads NULL sees it
+ * (publish.c).
  *
  * Pending deliveries are counted under idle_lock (an asynchronous publish
  * already costs a pool or loop record, a context copy and a delivery record,

@@ -9,6 +9,8 @@
  *               for idle, error reports
  *   publish.c   taking a snapshot and delivering it (every publish goes
  *               through it), ctx_bus_publish
+ *   reclaim.c   the read side of the global lists: read sections, retired
+ *               lists, their reclamation (epoch-based, membarrier)
  *   async.c     the asynchronous delivery record and the pool publish
  *   publish_loop.c  the loop publish (built only with the loop module)
  *
@@ -25,7 +27,9 @@
  * a new list.  Every list holds a reference to each listener it names; each
  * listener holds a reference to its bus; the bus holds its global list
  * until shutdown (that cycle is broken by ctx_bus_shutdown, which
- * ctx_bus_release calls).
+ * ctx_bus_release calls).  A global list the bus lets go is retired
+ * (reclaim.c): its reference is dropped once no synchronous publish, which
+ * reads the list without one, can still hold it.
  */
 #ifndef CTX_BUS_INTERNAL_H
 #define CTX_BUS_INTERNAL_H

@@ -17,8 +17,10 @@
  *
  * Two kinds of list, one representation:
  *   - the bus's global list, replaced (never changed) under the bus's
- *     write_lock by each global subscribe or unsubscribe; a publisher takes
- *     it under the short snap_lock and retains it;
+ *     write_lock by each global subscribe or unsubscribe; a publisher reads
+ *     it inside a read section without a reference, so the list replaced is
+ *     retired (reclaim.c), not released: freed once no publisher can hold
+ *     it;
  *   - the scoped lists: values of the bus's context variable.  A scoped
  *     subscribe reads the current context's list, builds a new one holding
  *     its live entries plus the new record (appended: its seq is the largest
@@ -38,7 +40,8 @@
  *
  * Unsubscribe works by handle from anywhere, without finding the contexts
  * that hold a record: it sets `removed` (once; the first caller wins), which
- * every delivery checks before each call.  A global record is also dropped
+ * every delivery checks before each call, then bumps the bus's
+ * `unsubscribes` count (which a planned delivery checks instead: publish.c).  A global record is also dropped
  * from the global list at once (a new list without it; if that allocation
  * fails the flag suffices and the next change drops it).  A scoped record is
  * pruned lazily: by the next scoped subscribe in a context that holds it, or

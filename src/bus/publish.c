@@ -6,32 +6,51 @@
  * A snapshot is the pair of lists a publish made now, from this thread's
  * current context, reaches:
  *
- *   global  bus->global, retained under snap_lock (NULL: none; the common
- *           "no global listener" case reads the pointer without the lock);
+ *   global  bus->global, loaded inside a read section (reclaim.c) without a
+ *           lock or a reference (NULL: none);
  *   scoped  the value of the bus's variable in the current context
  *           (ctx_var_get: a per-thread cache hit).
  *
  * Both lists must outlive every listener call of the delivery, and a
  * listener may replace either: a global subscribe or unsubscribe (on any
- * thread) releases the old global list, a scoped subscribe ctx_var_set's a
- * new list into this very context and drops the old one's share.  Lists are
- * immutable, so holding a reference is all the protection a delivery needs,
- * and no lock is held while a listener runs.  The global list is retained.
- * The scoped list is not, in a synchronous publish: it belongs to this
- * thread's current context, which no other thread changes, and the only
- * code that replaces the bus's variable there is a scoped subscribe — which,
- * while a synchronous delivery runs on its thread (sync_state.depth > 0),
- * keeps the list it replaces alive (a reference parked in sync_state) until
- * the outermost delivery returns.  Asynchronous deliveries cross threads and
- * retain both (ctx__bus_snapshot_take).
+ * thread) replaces the global list, a scoped subscribe ctx_var_set's a new
+ * list into this very context and drops the old one's share.  Lists are
+ * immutable, so keeping the one read alive is all the protection a delivery
+ * needs, and no lock is held while a listener runs.
+ *   - The global list: a synchronous publish runs its whole delivery inside
+ *     a read section of the bus (ctx__bus_read_enter/exit: a few stores to
+ *     the thread's own reader record); a writer that replaced the list
+ *     retires it, and it is freed only once no section that could have
+ *     loaded it is still open — by the writer if none is, else by the last
+ *     such publisher as it leaves.  No lock, no read-modify-write, no write
+ *     to a line another thread reads.
+ *   - The scoped list belongs to this thread's current context, which no
+ *     other thread changes, and the only code that replaces the bus's
+ *     variable there is a scoped subscribe — which, while a synchronous
+ *     delivery runs on its thread (its read sections are open:
+ *     ctx__bus_sync_depth() > 0), keeps the list it replaces alive (a
+ *     reference parked in sync_state) until the outermost delivery returns.
+ *   - Asynchronous deliveries cross threads and retain both
+ *     (ctx__bus_snapshot_take: the global list is retained inside a short
+ *     read section).
  *
- * So a synchronous publish costs: one load of `shut`, the spinlock and a
- * retain/release of the global list (three atomic read-modify-writes, the
- * bulk of the bus's own cost), a cache hit for the scoped list, the check of
- * the thread's delivery plan (below), and per listener one acquire load of
- * `removed` and the call (without a plan: also the merge step and the match,
- * integer compares and a word-wise compare of the topic, see
- * ctx__bus_bytes_equal).  It never allocates.
+ * `shut` is read only when there is no global list: shutdown sets it and
+ * then stores NULL, so a publish that loaded a list began before shutdown
+ * ended (it delivers, as a publish made just before would), and one that
+ * loads the NULL sees `shut`.  A publish with neither list (a racy peek at
+ * the global pointer, as a concurrent subscribe may or may not be seen)
+ * enters no section at all.
+ *
+ * So a synchronous publish costs: the fork check, a cache hit for the
+ * scoped list, the section's stores to the thread's record (and one load of
+ * the shared `retired` hint at its end), the check of the thread's delivery
+ * plan (below), and per listener one load of the bus's unsubscribe count and
+ * the call (without a plan: also the merge step, the `removed` flag and the
+ * match, integer compares and a word-wise compare of the topic, see
+ * ctx__bus_bytes_equal).  It never allocates (but a thread's first publish
+ * registers its reader record, under a mutex).  Several threads publishing
+ * at once share no written line (reclaim.c: how that holds with 16–64
+ * publishers, and what a writer then costs).
  *
  * Delivery merges the two lists, each sorted by seq, so listeners run in the
  * order they were subscribed, global and scoped interleaved:
@@ -46,15 +65,26 @@
  * Delivery plans.  The merge and the matches depend only on the two lists
  * and the topic, and a program publishes the same topics through the same
  * lists again and again; so each thread keeps the outcome of its last
- * outermost synchronous publish — the matching listeners, in order — keyed
- * by the lists' ids (unique for the process's life: a list freed and another
- * made at the same address cannot be mistaken for it) and the topic (its
- * bytes, not just its hash).  A publish that finds its plan calls those
- * listeners, checking only `removed`.  The plan holds no reference: it is
- * used only while the snapshot holds the very lists it was made from, which
- * hold the listeners.  Publishes nested in a listener read the plan if it
- * is theirs, but only the outermost one writes it (a nested write would
- * change it under the delivery walking it).
+ * outermost synchronous publish — the matching listeners not unsubscribed,
+ * in order, each with its fn and user — keyed by the lists' ids (unique for
+ * the process's life: a list freed and another made at the same address
+ * cannot be mistaken for it), the bus's unsubscribe count when it was made,
+ * and the topic: the id of the last event seen with it (event ids are never
+ * reused either), else its bytes.  The plan holds no reference: it is used
+ * only while the snapshot holds the very lists it was made from, which hold
+ * the listeners.  Publishes nested in a listener read the plan if it is
+ * theirs, but only the outermost one writes it (a nested write would change
+ * it under the delivery walking it; the remembered event id is not read by
+ * the walk, so a nested publish may update it).
+ *
+ * Unsubscribes and plans.  ctx_bus_unsubscribe sets the listener's `removed`
+ * flag and then bumps its bus's `unsubscribes` count.  Before each call a
+ * planned delivery compares the count with the plan's: equal, no listener
+ * of the plan was unsubscribed by anything that happened before this load
+ * (an unsubscribe that returned before it bumped the count first); moved,
+ * it reads the listener's flag, as an unplanned delivery does.  The
+ * outermost publish makes a new plan when the count moved, so the flags are
+ * read once per unsubscribe, not once per call.
  */
 #include <string.h>
 

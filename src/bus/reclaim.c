@@ -26,13 +26,17 @@
  *   retired lists (under `lock`): each list with the epoch and the bus it
  *     was retired at (fields of the list itself: retiring never allocates)
  *
- * Reader (ctx__bus_read_enter/exit, inline in bus_internal.h), at the
- * outermost publish of a thread: store bus, store epoch (the global epoch
- * read with acquire), then load `bus->global`; at the end store epoch 0.
- * Nested publishes only count depth (a nested publish on another bus
- * widens the record to CTX__BUS_ANY, which blocks every bus's reclamation:
- * conservative, and rare).  No lock, no read-modify-write, no write to a
- * shared line.
+ * Reader (ctx__bus_read_enter/exit, inline in bus_internal.h; a
+ * synchronous publish holds its section for its whole delivery, a snapshot
+ * for an asynchronous one or the stats only while they retain or count), at
+ * the outermost section of a thread: store bus, store epoch (the global
+ * epoch read with acquire), then load `bus->global`; at the end store epoch
+ * 0, then read `retired`.  Nested sections only count depth (one on
+ * another bus widens the record to CTX__BUS_ANY, which blocks every bus's
+ * reclamation until the outermost exit: conservative, and rare).  No lock,
+ * no read-modify-write, no write to a line another reader reads; the
+ * reader's state (FAST: membarrier is in use) picks the inline path, every
+ * other state (not yet registered, FENCED, ANONYMOUS) the out-of-line one.
  *
  * Writer (ctx__bus_retire), after it swapped `bus->global` (release):
  *   1. under `lock`: epoch + 1 = E, stamp the old list with (E, bus),
@@ -58,7 +62,9 @@
  * a full barrier, so the reader's side needs only a compiler barrier.
  * Without it (another system, an old kernel, a sandbox refusing the call)
  * the reader executes a full fence after its stores (one per entry, one per
- * exit: still no shared write).
+ * exit: still no shared write).  Should membarrier fail after it was
+ * registered (it does not, short of a kernel bug), the writer keeps the
+ * list for good: a leak rather than a use after free.
  *
  * Who frees.  The writer's own scan frees what no reader holds.  What a
  * reader held is freed when the last such reader leaves: a reader leaving
