@@ -176,9 +176,9 @@ int ctx_bus_stats(ctx_bus_t *bus, ctx_bus_stats_t *out) {
     if (ctx__bus_forked(bus))
         return CTX_EFORKED;
     ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
-    ctx__bus_read_enter(bus);
+    uint64_t ticket = ctx__bus_read_enter(bus);
     st.global_listeners = live_count(atomic_load_explicit(&bus->global, memory_order_acquire));
-    ctx__bus_read_exit();
+    ctx__bus_read_exit(ticket);
     st.listener_failures = atomic_load_explicit(&bus->failures, memory_order_relaxed);
     st.rejected = atomic_load_explicit(&bus->rejected, memory_order_relaxed);
     st.async_dropped = atomic_load_explicit(&bus->async_dropped, memory_order_relaxed);

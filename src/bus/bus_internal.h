@@ -274,7 +274,7 @@ extern _Thread_local ctx__bus_reader_t ctx__bus_reader;
 void ctx__bus_rcu_init(void);
 /* The outermost entry and exit of a reader not in the FAST state (a new
  * thread's first, fenced and anonymous readers). */
-void ctx__bus_read_enter_slow(ctx__bus_reader_t *r, const ctx_bus_t *bus);
+uint64_t ctx__bus_read_enter_slow(ctx__bus_reader_t *r, const ctx_bus_t *bus);
 void ctx__bus_read_exit_slow(ctx__bus_reader_t *r);
 /* A nested entry on another bus: the record now covers every bus. */
 void ctx__bus_read_widen(ctx__bus_reader_t *r);
@@ -293,40 +293,40 @@ void ctx__bus_rcu_after_fork(void);
 /* Enters a read section on `bus`: until the matching exit, every global list
  * of the bus loaded (acquire) from bus->global stays allocated.  Nests.
  * Never fails, never allocates, takes no lock (but at a thread's first
- * entry, to register it). */
-static inline void ctx__bus_read_enter(const ctx_bus_t *bus) {
+ * entry, to register it).  Returns the ticket to give to the exit: 0 for a
+ * nested section, else not 0 (the outermost). */
+static inline uint64_t ctx__bus_read_enter(const ctx_bus_t *bus) {
     ctx__bus_reader_t *r = &ctx__bus_reader;
     if (r->depth++ != 0) {
         if (__builtin_expect(atomic_load_explicit(&r->bus, memory_order_relaxed) != bus, 0))
             ctx__bus_read_widen(r);
-        return;
+        return 0;
     }
-    if (__builtin_expect(r->state != CTX__BUS_READER_FAST, 0)) {
-        ctx__bus_read_enter_slow(r, bus);
-        return;
-    }
+    if (__builtin_expect(r->state != CTX__BUS_READER_FAST, 0))
+        return ctx__bus_read_enter_slow(r, bus);
+    uint64_t e = atomic_load_explicit(&ctx__bus_rcu.epoch, memory_order_acquire);
     atomic_store_explicit(&r->bus, bus, memory_order_release);
-    atomic_store_explicit(&r->epoch,
-                          atomic_load_explicit(&ctx__bus_rcu.epoch, memory_order_acquire),
-                          memory_order_release);
+    atomic_store_explicit(&r->epoch, e, memory_order_release);
     atomic_signal_fence(memory_order_seq_cst); /* membarrier does the rest */
+    return e;
 }
 
-/* Leaves the read section; the outermost exit frees what this thread was the
- * last to hold (may run user code: call it with no lock held). */
-static inline void ctx__bus_read_exit(void) {
+/* Leaves the read section entered with `ticket`; the outermost exit frees
+ * what this thread was the last to hold (may run user code: call it with no
+ * lock held). */
+static inline void ctx__bus_read_exit(uint64_t ticket) {
     ctx__bus_reader_t *r = &ctx__bus_reader;
-    if (--r->depth != 0)
+    r->depth--;
+    if (ticket == 0)
         return;
     if (__builtin_expect(r->state != CTX__BUS_READER_FAST, 0)) {
         ctx__bus_read_exit_slow(r);
         return;
     }
-    uint64_t e = atomic_load_explicit(&r->epoch, memory_order_relaxed);
     atomic_store_explicit(&r->epoch, 0, memory_order_release);
     atomic_signal_fence(memory_order_seq_cst);
     if (__builtin_expect(atomic_load_explicit(&ctx__bus_rcu.retired, memory_order_relaxed) != 0, 0))
-        ctx__bus_read_exited(e);
+        ctx__bus_read_exited(ticket);
 }
 
 /* Counts a failed listener call and tells the error handler. */

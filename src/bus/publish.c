@@ -98,14 +98,14 @@ int ctx__bus_snapshot_take(ctx_bus_t *bus, ctx__bus_snapshot_t *snap) {
     if (ctx__bus_is_shut(bus))
         return CTX_ESHUTDOWN;
     /* The list cannot be freed between the load and the retain. */
-    ctx__bus_read_enter(bus);
+    uint64_t ticket = ctx__bus_read_enter(bus);
     ctx__bus_list_t *global = atomic_load_explicit(&bus->global, memory_order_acquire);
     if (!global && ctx__bus_is_shut(bus)) { /* as in ctx_bus_publish */
-        ctx__bus_read_exit();
+        ctx__bus_read_exit(ticket);
         return CTX_ESHUTDOWN;
     }
     snap->global = ctx__bus_list_retain(global);
-    ctx__bus_read_exit();
+    ctx__bus_read_exit(ticket);
     void *value = NULL;
     if (ctx_var_get(bus->scoped_var, &value) == CTX_VALUE)
         snap->scoped = ctx__bus_list_retain(value);
@@ -343,12 +343,12 @@ int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event) {
         return 0;
     }
     /* The global list is borrowed for the section: see reclaim.c. */
-    ctx__bus_read_enter(bus);
+    uint64_t ticket = ctx__bus_read_enter(bus);
     snap.global = atomic_load_explicit(&bus->global, memory_order_acquire);
     if (!snap.global) {
         int shut = ctx__bus_is_shut(bus);
         if (shut || !snap.scoped) {
-            ctx__bus_read_exit();
+            ctx__bus_read_exit(ticket);
             if (shut)
                 goto rejected;
             return 0;
@@ -359,7 +359,7 @@ int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event) {
      * not freed; a scoped list is held by the context); nothing touches the
      * bus after. */
     int planned = plan_fits(bus, &snap, event);
-    if (!planned && ctx__bus_reader.depth == 1) { /* the outermost delivery */
+    if (!planned && ticket != 0) { /* the outermost delivery */
         plan_make(bus, &snap, event);
         planned = plan.len != 0; /* topics are never empty */
     }
@@ -370,8 +370,8 @@ int ctx_bus_publish(ctx_bus_t *bus, ctx_bus_event_t *event) {
         size_t all = ctx__bus_deliver(bus, &snap, event);
         n = all > (size_t)INT32_MAX ? INT32_MAX : (int)all;
     }
-    ctx__bus_read_exit();
-    if (__builtin_expect(sync_state.deferred != NULL, 0) && ctx__bus_reader.depth == 0)
+    ctx__bus_read_exit(ticket);
+    if (__builtin_expect(sync_state.deferred != NULL, 0) && ticket != 0)
         release_deferred(); /* also frees a slot reserved by a failed subscribe */
     return n;
 rejected:

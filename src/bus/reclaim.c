@@ -190,21 +190,21 @@ static void reader_register(ctx__bus_reader_t *r) {
     r->state = ctx__bus_rcu.asymmetric ? CTX__BUS_READER_FAST : CTX__BUS_READER_FENCED;
 }
 
-void ctx__bus_read_enter_slow(ctx__bus_reader_t *r, const ctx_bus_t *bus) {
+uint64_t ctx__bus_read_enter_slow(ctx__bus_reader_t *r, const ctx_bus_t *bus) {
     if (r->state == CTX__BUS_READER_NEW)
         reader_register(r);
     if (r->state == CTX__BUS_READER_ANONYMOUS) {
         atomic_fetch_add_explicit(&ctx__bus_rcu.anonymous, 1, memory_order_seq_cst);
-        return;
+        return 1; /* an outermost ticket (its value is not used) */
     }
+    uint64_t e = atomic_load_explicit(&ctx__bus_rcu.epoch, memory_order_acquire);
     atomic_store_explicit(&r->bus, bus, memory_order_release);
-    atomic_store_explicit(&r->epoch,
-                          atomic_load_explicit(&ctx__bus_rcu.epoch, memory_order_acquire),
-                          memory_order_release);
+    atomic_store_explicit(&r->epoch, e, memory_order_release);
     if (r->state == CTX__BUS_READER_FENCED)
         atomic_thread_fence(memory_order_seq_cst);
     else
         atomic_signal_fence(memory_order_seq_cst);
+    return e; /* never 0: the epoch starts at 1 */
 }
 
 void ctx__bus_read_exit_slow(ctx__bus_reader_t *r) {
