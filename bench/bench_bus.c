@@ -9,9 +9,12 @@
  * "prefix.*" pattern — each listener an empty function that bumps a
  * counter.  The event is made once and published again and again (events
  * are immutable; a publish borrows it), so the figure is the bus's own
- * cost: the global snapshot (spinlock, retain), the scoped list (a
- * ctx_var_get cache hit, retain), the in-order merge, 8 `removed` checks,
- * 8 matches, 8 indirect calls, two releases.  Each figure is the MEDIAN
+ * cost: the global list read in a read section (src/bus/reclaim.c: stores
+ * to the thread's own record, no lock, no reference), the scoped list (a
+ * ctx_var_get cache hit, borrowed), the thread's delivery plan (the
+ * in-order merge and the 8 matches, made once and reused while the lists,
+ * the topic and the bus's unsubscribe count stay the same), 8 unsubscribe
+ * checks and 8 indirect calls.  Each figure is the MEDIAN
  * of ctx_bench_rounds() timed rounds (bench.h); the synchronous figures and
  * their baseline are measured in the same interleaved rounds, and
  * bus_publish_vs_direct_ratio is the ratio of their medians.
@@ -23,8 +26,8 @@
  *   bus_publish_ns_0            publish with no listener at all
  *   bus_publish_ns_8_2threads   bus_publish_ns_8 with two threads
  *                               publishing at once from copies of the same
- *                               context (shared lists: their reference
- *                               counts and the spinlock are contended)
+ *                               context (shared lists, read by both:
+ *                               the read side writes no shared line)
  *   bus_event_publish_release_ns_8  event_new + publish + release: the
  *                               cost with an event made per publish
  *   bus_publish_pool_ns_8       asynchronous through a 2-worker pool, per

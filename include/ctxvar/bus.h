@@ -113,8 +113,10 @@
  *   | release (the bus)                     | no other call through the     |
  *   |                                       | creator's pointer             |
  * Listeners may publish (nested, synchronously or not), subscribe and
- * unsubscribe.  A bus uses a mutex for subscribe/unsubscribe, a short
- * spinlock to take the global snapshot, and no lock during delivery.
+ * unsubscribe.  A bus uses a mutex for subscribe/unsubscribe and no lock to
+ * publish: a publish reads the global listeners without a lock and without
+ * writing to memory that other publishers read, so publishers on many
+ * threads do not slow each other down.
  *
  * Locks: no user function runs under a lock of the bus — listeners, the
  * error handler, user_release and data_release are called after every lock

@@ -5,34 +5,37 @@
  *
  *   ctx_bus_t
  *   ┌──────────────────────────────┐
- *   │ refs                         │◀── creator, every listener record,
- *   │ snap_lock (spin) ─┐          │    every asynchronous delivery
- *   │ write_lock (mutex)┴▶ global ─┼──▶ ctx__bus_list_t (immutable)
- *   │ shut                         │
+ *   │ generation, shut             │    what every publish reads (one line,
+ *   │ global ──────────────────────┼──▶ ctx__bus_list_t (immutable)
  *   │ scoped_var ──────────────────┼──▶ ctx_var_t: each context's value is
- *   │ next_seq                     │    its ctx__bus_list_t of scoped ones
- *   │ on_error, counters           │
+ *   │ unsubscribes                 │    its ctx__bus_list_t of scoped ones
+ *   │ (a line of padding)          │
+ *   │ refs                         │◀── creator, every listener record,
+ *   │ write_lock (mutex)           │    every asynchronous delivery
+ *   │ next_seq, on_error, counters │
  *   │ idle_lock/idle_cond, pending │    asynchronous deliveries in flight
  *   └──────────────────────────────┘
  *
- * Two locks, for two kinds of caller.  Writers (a global subscribe or
- * unsubscribe, shutdown) take write_lock, a mutex, and may allocate under
- * it; they are rare.  Publishers only need to read `global` and retain it
- * before a writer can replace and release it; they take snap_lock, a
- * spinlock held for a load and an increment, and writers take it only for
- * the pointer store.  So a publish never waits for an allocation, and no lock
- * is held while a listener runs (a listener may subscribe, unsubscribe or
- * publish).
+ * One lock, for writers.  Writers (a global subscribe or unsubscribe,
+ * shutdown) take write_lock, a mutex, and may allocate under it; they are
+ * rare.  They replace `global` (a release store) and hand the old list to
+ * reclamation (ctx__bus_retire, after the mutex is let go: it may run
+ * user_release).  Publishers take no lock: they load `global` inside a read
+ * section (reclaim.c), which keeps the list alive until they leave it.  So
+ * a publish never waits for a writer, and no lock is held while a listener
+ * runs (a listener may subscribe, unsubscribe or publish).
  *
  * Lifetime.  The bus is reference counted: the creator's reference goes
  * with ctx_bus_release; every listener record holds one (so a handle can
  * unsubscribe after destroy, and a scoped listener alive in some context
  * keeps the variable's owner alive); every asynchronous delivery holds one
  * until it finished.  Shutdown drops the global list, which is the only
- * reference from the bus to its records, so after shutdown nothing forms a
- * cycle and the last release frees the bus.  `shut` only goes from 0 to 1,
- * under write_lock and snap_lock, so a publisher that saw it 0 while holding
- * snap_lock also saw the global list intact.
+ * reference from the bus to its records (it is retired like any replaced
+ * list: a publish still running keeps it, and with it the bus, until it
+ * returns), so after shutdown nothing forms a cycle and the last release
+ * frees the bus.  `shut` only goes from 0 to 1, under write_lock, and is
+ * stored before `global` becomes NULL: a publisher that loads NULL sees it
+ * (publish.c).
  *
  * Pending deliveries are counted under idle_lock (an asynchronous publish
  * already costs a pool or loop record, a context copy and a delivery record,
@@ -55,9 +58,13 @@ static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
 static void fork_child(void) {
     atomic_fetch_add_explicit(&ctx__bus_fork_generation, 1, memory_order_relaxed);
+    ctx__bus_rcu_after_fork();
 }
 
-static void fork_install(void) { pthread_atfork(NULL, NULL, fork_child); }
+static void fork_install(void) {
+    ctx__bus_rcu_init();
+    pthread_atfork(NULL, NULL, fork_child);
+}
 
 void ctx__bus_fork_watch(void) { pthread_once(&fork_once, fork_install); }
 
@@ -94,10 +101,10 @@ int ctx_bus_new(const ctx_bus_options_t *options, ctx_bus_t **out) {
         return CTX_ESYSTEM;
     }
     atomic_init(&bus->refs, 1);
-    atomic_init(&bus->snap_lock, 0);
     atomic_init(&bus->shut, 0);
     atomic_init(&bus->global, NULL);
     atomic_init(&bus->next_seq, 1);
+    atomic_init(&bus->unsubscribes, 0);
     bus->on_error = o.on_error;
     bus->error_user = o.error_user;
     atomic_init(&bus->failures, 0);
@@ -131,17 +138,16 @@ int ctx_bus_shutdown(ctx_bus_t *bus) {
     pthread_mutex_lock(&bus->write_lock);
     ctx__bus_list_t *old = NULL;
     if (!atomic_load_explicit(&bus->shut, memory_order_relaxed)) {
-        ctx__bus_snap_lock(bus);
+        /* `shut` first: a publisher that loads the NULL below sees it. */
         atomic_store_explicit(&bus->shut, 1, memory_order_release);
         old = atomic_load_explicit(&bus->global, memory_order_relaxed);
-        atomic_store_explicit(&bus->global, NULL, memory_order_relaxed);
-        ctx__bus_snap_unlock(bus);
+        atomic_store_explicit(&bus->global, NULL, memory_order_release);
     }
     pthread_mutex_unlock(&bus->write_lock);
     /* May run user_release callbacks, and may drop the records' references
      * to the bus: the caller's pointer must keep it alive (the creator's
      * reference, or a handle's record). */
-    ctx__bus_list_release(old);
+    ctx__bus_retire(bus, old);
     return 0;
 }
 
@@ -170,12 +176,9 @@ int ctx_bus_stats(ctx_bus_t *bus, ctx_bus_stats_t *out) {
     if (ctx__bus_forked(bus))
         return CTX_EFORKED;
     ctx_bus_stats_t st = CTX_STRUCT_INIT(ctx_bus_stats_t);
-    ctx__bus_snap_lock(bus);
-    ctx__bus_list_t *global =
-        ctx__bus_list_retain(atomic_load_explicit(&bus->global, memory_order_relaxed));
-    ctx__bus_snap_unlock(bus);
-    st.global_listeners = live_count(global);
-    ctx__bus_list_release(global);
+    uint64_t ticket = ctx__bus_read_enter(bus);
+    st.global_listeners = live_count(atomic_load_explicit(&bus->global, memory_order_acquire));
+    ctx__bus_read_exit(ticket);
     st.listener_failures = atomic_load_explicit(&bus->failures, memory_order_relaxed);
     st.rejected = atomic_load_explicit(&bus->rejected, memory_order_relaxed);
     st.async_dropped = atomic_load_explicit(&bus->async_dropped, memory_order_relaxed);

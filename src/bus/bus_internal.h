@@ -9,6 +9,8 @@
  *               for idle, error reports
  *   publish.c   taking a snapshot and delivering it (every publish goes
  *               through it), ctx_bus_publish
+ *   reclaim.c   the read side of the global lists: read sections, retired
+ *               lists, their reclamation (epoch-based, membarrier)
  *   async.c     the asynchronous delivery record and the pool publish
  *   publish_loop.c  the loop publish (built only with the loop module)
  *
@@ -25,7 +27,9 @@
  * a new list.  Every list holds a reference to each listener it names; each
  * listener holds a reference to its bus; the bus holds its global list
  * until shutdown (that cycle is broken by ctx_bus_shutdown, which
- * ctx_bus_release calls).
+ * ctx_bus_release calls).  A global list the bus lets go is retired
+ * (reclaim.c): its reference is dropped once no synchronous publish, which
+ * reads the list without one, can still hold it.
  */
 #ifndef CTX_BUS_INTERNAL_H
 #define CTX_BUS_INTERNAL_H
@@ -59,6 +63,7 @@ static inline void ctx__bus_free(void *p, size_t size) { ctx_free(p, size); }
 
 struct ctx_bus_event {
     atomic_size_t refs;
+    uint64_t id;   /* unique for the process's life (delivery plans key on it) */
     void *data;
     void (*data_release)(void *data);
     uint32_t hash; /* ctx__bus_hash of the topic */
@@ -100,6 +105,11 @@ typedef struct ctx__bus_list {
     uint64_t id;     /* unique for the process's life (delivery plans key on it) */
     size_t count;
     size_t capacity; /* entries allocated (the size to free) */
+    /* A global list replaced by a writer waits in reclaim.c's queue until no
+     * publisher can be reading it (set by ctx__bus_retire). */
+    uint64_t retired_epoch;
+    const ctx_bus_t *retired_bus;
+    struct ctx__bus_list *retired_next;
     ctx_bus_listener_t *items[];
 } ctx__bus_list_t;
 
@@ -172,17 +182,23 @@ extern const ctx_value_ops_t ctx__bus_list_ops;
 /* ---- the bus (bus.c) ---- */
 
 struct ctx_bus {
-    atomic_size_t refs; /* creator's, each listener's, each async delivery's */
-    /* Guards the pointer `global` against the swap that replaces it while a
-     * publisher retains it: a spinlock held for a load and an increment. */
-    atomic_int snap_lock;
+    /* What every publish reads, and only writers write (one line). */
+    unsigned generation; /* ctx__bus_fork_generation when made (fork below) */
     atomic_int shut;
-    /* Written under write_lock *and* snap_lock; read under either (and
-     * peeked at without: see ctx__bus_snapshot_take). */
+    /* Written (release) under write_lock; read by publishers inside a read
+     * section (ctx__bus_read_enter) without a lock or a reference: a list
+     * replaced here is retired (ctx__bus_retire), not released. */
     _Atomic(ctx__bus_list_t *) global;
+    ctx_var_t *scoped_var;
+    /* Unsubscribes of the bus's listeners so far (each after it set the
+     * listener's `removed`): delivery plans check it instead of every flag. */
+    atomic_uint_fast64_t unsubscribes;
+    /* Written by others (a line's worth of padding keeps them off the
+     * publishers' line, without asking malloc for an alignment). */
+    char pad_[64];
+    atomic_size_t refs; /* creator's, each listener's, each async delivery's */
     /* Serialises subscribe/unsubscribe of global listeners and shutdown. */
     pthread_mutex_t write_lock;
-    ctx_var_t *scoped_var;
     atomic_uint_fast64_t next_seq;
     ctx_bus_error_fn on_error;
     void *error_user;
@@ -195,8 +211,6 @@ struct ctx_bus {
     pthread_cond_t idle_cond;
     int idle_monotonic; /* idle_cond uses CLOCK_MONOTONIC */
     uint64_t pending;
-    /* ctx__bus_fork_generation when the bus was made (see fork below). */
-    unsigned generation;
 };
 
 /* ---- fork() (bus.c) ----
@@ -222,9 +236,97 @@ static inline int ctx__bus_is_shut(const ctx_bus_t *bus) {
     return atomic_load_explicit(&bus->shut, memory_order_acquire);
 }
 
-static inline void ctx__bus_snap_lock(ctx_bus_t *bus) { ctx__spin_lock(&bus->snap_lock); }
-static inline void ctx__bus_snap_unlock(ctx_bus_t *bus) {
-    atomic_store_explicit(&bus->snap_lock, 0, memory_order_release);
+/* ---- the read side of global lists (reclaim.c: see its essay) ---- */
+
+enum {
+    CTX__BUS_READER_NEW = 0,    /* not registered yet */
+    CTX__BUS_READER_FAST,       /* registered, writers use membarrier: the
+                                   inline path below, compiler barriers only */
+    CTX__BUS_READER_FENCED,     /* registered, no membarrier: full fences */
+    CTX__BUS_READER_ANONYMOUS   /* could not register (or its thread is
+                                   exiting): counts in `anonymous` */
+};
+
+/* A thread's reader record (static thread-local storage). */
+typedef struct ctx__bus_reader {
+    atomic_uint_fast64_t epoch;     /* 0: in no section; else the epoch at entry */
+    _Atomic(const ctx_bus_t *) bus; /* the outermost section's bus, or CTX__BUS_ANY */
+    unsigned depth;                 /* sections nested on this thread */
+    int state;                      /* CTX__BUS_READER_* */
+    struct ctx__bus_reader *next;   /* the registry (under reclaim.c's lock) */
+} ctx__bus_reader_t;
+
+/* Shared by all buses; written only by writers (retirements). */
+typedef struct ctx__bus_rcu {
+    atomic_uint_fast64_t epoch;       /* starts at 1 */
+    atomic_size_t retired;            /* lists retired, not yet freed */
+    atomic_uint_fast64_t retired_max; /* the newest retirement's epoch */
+    atomic_size_t anonymous;          /* anonymous readers inside a section */
+    int asymmetric;                   /* writers use membarrier */
+} ctx__bus_rcu_t;
+
+#define CTX__BUS_ANY ((const ctx_bus_t *)(uintptr_t)1)
+
+extern ctx__bus_rcu_t ctx__bus_rcu;
+extern _Thread_local ctx__bus_reader_t ctx__bus_reader;
+
+/* Once per process, before the first bus exists (ctx_bus_new). */
+void ctx__bus_rcu_init(void);
+/* The outermost entry and exit of a reader not in the FAST state (a new
+ * thread's first, fenced and anonymous readers). */
+uint64_t ctx__bus_read_enter_slow(ctx__bus_reader_t *r, const ctx_bus_t *bus);
+void ctx__bus_read_exit_slow(ctx__bus_reader_t *r);
+/* A nested entry on another bus: the record now covers every bus. */
+void ctx__bus_read_widen(ctx__bus_reader_t *r);
+/* After an outermost exit that saw something retired: frees what a reader
+ * that entered at `epoch` may have been the last to hold. */
+void ctx__bus_read_exited(uint64_t epoch);
+/* Frees the retired lists no reader holds any more. */
+void ctx__bus_reclaim(void);
+/* Hands a global list just replaced in bus->global (the bus's reference to
+ * it) to reclamation: released once no publisher can be reading it — at
+ * once, if none is.  No lock of the bus may be held (it may run user code). */
+void ctx__bus_retire(ctx_bus_t *bus, ctx__bus_list_t *list);
+/* The fork() child handler's part (bus.c calls it). */
+void ctx__bus_rcu_after_fork(void);
+
+/* Enters a read section on `bus`: until the matching exit, every global list
+ * of the bus loaded (acquire) from bus->global stays allocated.  Nests.
+ * Never fails, never allocates, takes no lock (but at a thread's first
+ * entry, to register it).  Returns the ticket to give to the exit: 0 for a
+ * nested section, else not 0 (the outermost). */
+static inline uint64_t ctx__bus_read_enter(const ctx_bus_t *bus) {
+    ctx__bus_reader_t *r = &ctx__bus_reader;
+    if (r->depth++ != 0) {
+        if (__builtin_expect(atomic_load_explicit(&r->bus, memory_order_relaxed) != bus, 0))
+            ctx__bus_read_widen(r);
+        return 0;
+    }
+    if (__builtin_expect(r->state != CTX__BUS_READER_FAST, 0))
+        return ctx__bus_read_enter_slow(r, bus);
+    uint64_t e = atomic_load_explicit(&ctx__bus_rcu.epoch, memory_order_acquire);
+    atomic_store_explicit(&r->bus, bus, memory_order_release);
+    atomic_store_explicit(&r->epoch, e, memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst); /* membarrier does the rest */
+    return e;
+}
+
+/* Leaves the read section entered with `ticket`; the outermost exit frees
+ * what this thread was the last to hold (may run user code: call it with no
+ * lock held). */
+static inline void ctx__bus_read_exit(uint64_t ticket) {
+    ctx__bus_reader_t *r = &ctx__bus_reader;
+    r->depth--;
+    if (ticket == 0)
+        return;
+    if (__builtin_expect(r->state != CTX__BUS_READER_FAST, 0)) {
+        ctx__bus_read_exit_slow(r);
+        return;
+    }
+    atomic_store_explicit(&r->epoch, 0, memory_order_release);
+    atomic_signal_fence(memory_order_seq_cst);
+    if (__builtin_expect(atomic_load_explicit(&ctx__bus_rcu.retired, memory_order_relaxed) != 0, 0))
+        ctx__bus_read_exited(ticket);
 }
 
 /* Counts a failed listener call and tells the error handler. */

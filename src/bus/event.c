@@ -20,6 +20,18 @@
 
 #include "bus/bus_internal.h"
 
+/* A new event id: unique for the process's life, taken from a block this
+ * thread reserved (one shared increment per 1024 events). */
+static uint64_t next_event_id(void) {
+    static atomic_uint_fast64_t blocks = 1;
+    static _Thread_local uint64_t next, end;
+    if (next == end) {
+        next = atomic_fetch_add_explicit(&blocks, 1024, memory_order_relaxed);
+        end = next + 1024;
+    }
+    return next++;
+}
+
 uint32_t ctx__bus_hash(const char *s, size_t len) {
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < len; i++) {
@@ -40,6 +52,7 @@ int ctx_bus_event_new(const char *topic, void *data, void (*data_release)(void *
     if (!ev)
         return CTX_ENOMEM;
     atomic_init(&ev->refs, 1);
+    ev->id = next_event_id();
     ev->data = data;
     ev->data_release = data_release;
     ev->hash = ctx__bus_hash(topic, len);

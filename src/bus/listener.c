@@ -17,8 +17,10 @@
  *
  * Two kinds of list, one representation:
  *   - the bus's global list, replaced (never changed) under the bus's
- *     write_lock by each global subscribe or unsubscribe; a publisher takes
- *     it under the short snap_lock and retains it;
+ *     write_lock by each global subscribe or unsubscribe; a publisher reads
+ *     it inside a read section without a reference, so the list replaced is
+ *     retired (reclaim.c), not released: freed once no publisher can hold
+ *     it;
  *   - the scoped lists: values of the bus's context variable.  A scoped
  *     subscribe reads the current context's list, builds a new one holding
  *     its live entries plus the new record (appended: its seq is the largest
@@ -38,7 +40,8 @@
  *
  * Unsubscribe works by handle from anywhere, without finding the contexts
  * that hold a record: it sets `removed` (once; the first caller wins), which
- * every delivery checks before each call.  A global record is also dropped
+ * every delivery checks before each call, then bumps the bus's
+ * `unsubscribes` count (which a planned delivery checks instead: publish.c).  A global record is also dropped
  * from the global list at once (a new list without it; if that allocation
  * fails the flag suffices and the next change drops it).  A scoped record is
  * pruned lazily: by the next scoped subscribe in a context that holds it, or
@@ -226,11 +229,9 @@ static int subscribe_global(ctx_bus_t *bus, ctx_bus_listener_t *l) {
         pthread_mutex_unlock(&bus->write_lock);
         return err;
     }
-    ctx__bus_snap_lock(bus);
-    atomic_store_explicit(&bus->global, list, memory_order_relaxed);
-    ctx__bus_snap_unlock(bus);
+    atomic_store_explicit(&bus->global, list, memory_order_release);
     pthread_mutex_unlock(&bus->write_lock);
-    ctx__bus_list_release(old);
+    ctx__bus_retire(bus, old);
     return 0;
 }
 
@@ -304,6 +305,9 @@ int ctx_bus_unsubscribe(ctx_bus_listener_t *listener) {
         return CTX_EFORKED;
     if (atomic_exchange_explicit(&listener->removed, 1, memory_order_acq_rel))
         return CTX_ENOTFOUND;
+    /* After the flag: a delivery that sees the count moved reads the flags
+     * (publish.c, "Delivery plans"). */
+    atomic_fetch_add_explicit(&listener->bus->unsubscribes, 1, memory_order_seq_cst);
     if (listener->flags & CTX_BUS_SCOPED)
         return 0; /* pruned lazily (see the essay) */
     ctx_bus_t *bus = listener->bus; /* alive: the caller's handle holds it */
@@ -319,11 +323,9 @@ int ctx_bus_unsubscribe(ctx_bus_listener_t *listener) {
         pthread_mutex_unlock(&bus->write_lock);
         return 0;
     }
-    ctx__bus_snap_lock(bus);
-    atomic_store_explicit(&bus->global, list, memory_order_relaxed);
-    ctx__bus_snap_unlock(bus);
+    atomic_store_explicit(&bus->global, list, memory_order_release);
     pthread_mutex_unlock(&bus->write_lock);
-    ctx__bus_list_release(old);
+    ctx__bus_retire(bus, old);
     return 0;
 }
 

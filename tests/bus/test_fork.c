@@ -11,6 +11,12 @@
  * ctx_bus_listener_visible says 0; releasing the handles and the bus returns
  * (no lock taken, no user_release run); events and a bus made in the child
  * work.  In the parent: the delivery finishes and the bus goes on.
+ *
+ * Then a fork while another thread is inside a synchronous publish nested
+ * in another (its reader record covers every bus): in the child, a bus
+ * made there frees a listener as soon as it is unsubscribed and released
+ * (the child's registry does not keep the thread it lacks); in the parent
+ * the same waits for that publish to return.
  */
 #include "bus_test.h"
 
@@ -152,10 +158,95 @@ static void test_bus_made_before_fork_is_unusable_in_the_child(void **state) {
 #endif
 }
 
+/* ---- a fork while another thread is inside a publish ----
+ * That thread's reader record (reclaim.c) says it may hold any bus's lists
+ * (a publish nested in a publish on another bus).  The child does not have
+ * the thread: a bus made there frees an unsubscribed listener at once. */
+
+static atomic_int nested_entered, nested_may_return;
+static ctx_bus_t *inner_bus;
+
+static int blocking_inner(ctx_bus_listener_t *self, ctx_bus_event_t *event, void *user) {
+    (void)self;
+    (void)event;
+    (void)user;
+    atomic_store(&nested_entered, 1);
+    while (!atomic_load(&nested_may_return))
+        short_nap();
+    return 0;
+}
+
+static int publishing_outer(ctx_bus_listener_t *self, ctx_bus_event_t *event, void *user) {
+    (void)self;
+    (void)user;
+    return ctx_bus_publish(inner_bus, event) == 1 ? 0 : CTX_EINVAL;
+}
+
+static void *nested_publisher(void *arg) {
+    ctx_bus_t *outer = arg;
+    ctx_bus_event_t *ev = NULL;
+    if (ctx_bus_event_new("warm", NULL, NULL, &ev) == 0) { /* registers the thread */
+        ctx_bus_publish(outer, ev);
+        ctx_bus_event_release(ev);
+    }
+    if (ctx_bus_event_new("n", NULL, NULL, &ev) == 0) {
+        ctx_bus_publish(outer, ev);
+        ctx_bus_event_release(ev);
+    }
+    ctx_thread_release();
+    return NULL;
+}
+
+static void test_fork_while_a_thread_publishes(void **state) {
+    (void)state;
+    ctx_bus_t *outer = new_bus(NULL);
+    inner_bus = new_bus(NULL);
+    atomic_store(&nested_entered, 0);
+    atomic_store(&nested_may_return, 0);
+    atomic_store(&user_releases, 0);
+    ASSERT_RC(ctx_bus_subscribe(outer, "n", publishing_outer, NULL, NULL, NULL), 0);
+    ASSERT_RC(ctx_bus_subscribe(inner_bus, "n", blocking_inner, NULL, NULL, NULL), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, nested_publisher, outer), 0);
+    while (!atomic_load(&nested_entered))
+        short_nap();
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        ctx_bus_t *fresh = NULL;
+        CHILD_CHECK_RC(ctx_bus_new(NULL, &fresh), 0);
+        ctx_bus_listener_t *l = subscribe_counted(fresh, "c", count_listener, 0);
+        ctx_bus_event_t *ev = NULL;
+        CHILD_CHECK_RC(ctx_bus_event_new("c", NULL, NULL, &ev), 0);
+        CHILD_CHECK_RC(ctx_bus_publish(fresh, ev), 1);
+        CHILD_CHECK_RC(ctx_bus_unsubscribe(l), 0);
+        ctx_bus_listener_release(l);
+        CHILD_CHECK(atomic_load(&user_releases) == 1); /* nothing holds it */
+        CHILD_CHECK_RC(ctx_bus_publish(fresh, ev), 0);
+        ctx_bus_event_release(ev);
+        ctx_bus_release(fresh);
+        child_exit();
+    }
+    assert_int_equal(wait_child(pid), 0);
+
+    /* The parent: the same, once the nested publish returned. */
+    ctx_bus_listener_t *l = subscribe_counted(inner_bus, "c", count_listener, 0);
+    ASSERT_RC(ctx_bus_unsubscribe(l), 0);
+    ctx_bus_listener_release(l);
+    assert_int_equal(atomic_load(&user_releases), 0); /* the blocked publish may hold it */
+    atomic_store(&nested_may_return, 1);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(atomic_load(&user_releases), 1);
+    ctx_bus_release(outer);
+    ctx_bus_release(inner_bus);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_bus_made_before_fork_is_unusable_in_the_child,
                                   release_thread),
+        cmocka_unit_test_teardown(test_fork_while_a_thread_publishes, release_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
