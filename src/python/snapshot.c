@@ -504,6 +504,13 @@ static int copy_without(ctx_context_t *from, ctx_var_t *var, ctx_context_t **out
     return r;
 }
 
+/* Copies n pointers, taking a reference to each (reading the source, not
+ * the copy just written: no load waits on a wide store of memcpy's). */
+static inline void copy_refs(PyObject **dst, PyObject *const *src, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        dst[i] = Py_NewRef(src[i]);
+}
+
 /* `from`'s pairs with `var` set to `value` (NULL: removed), references
  * taken; untracked, no core context. */
 static ctxpy_snapshot_t *pairs_with(ctxpy_snapshot_t *from, PyObject *var, PyObject *value) {
@@ -515,21 +522,19 @@ static ctxpy_snapshot_t *pairs_with(ctxpy_snapshot_t *from, PyObject *var, PyObj
         return NULL;
     PyObject **src = from->pairs, **dst = s->pairs;
     size_t before = (size_t)(2 * at), after = (size_t)(2 * (from->n - at));
-    memcpy(dst, src, before * sizeof *dst);
+    copy_refs(dst, src, before);
     if (value) {
-        dst[before] = var;
-        dst[before + 1] = value;
+        dst[before] = Py_NewRef(var);
+        dst[before + 1] = Py_NewRef(value);
         if (found)
-            memcpy(dst + before + 2, src + before + 2, (after - 2) * sizeof *dst);
+            copy_refs(dst + before + 2, src + before + 2, after - 2);
         else
-            memcpy(dst + before + 2, src + before, after * sizeof *dst);
+            copy_refs(dst + before + 2, src + before, after);
     } else if (found) {
-        memcpy(dst + before, src + before + 2, (after - 2) * sizeof *dst);
+        copy_refs(dst + before, src + before + 2, after - 2);
     } else {
-        memcpy(dst + before, src + before, after * sizeof *dst);
+        copy_refs(dst + before, src + before, after);
     }
-    for (Py_ssize_t i = 0; i < 2 * n; i++)
-        Py_INCREF(dst[i]);
     return s;
 }
 
