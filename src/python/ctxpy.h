@@ -233,8 +233,10 @@ static inline void ctxpy_undo_clear(ctxpy_undo_t *undo) {
  * and 3.13 without free threading, so that the binding stores its snapshot
  * in the current Context's map itself (snapshot.c: one map insert and no
  * contextvars token per set).  layout.c checks these against CPython's own
- * definitions at compile time; other versions use the public API. */
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED)
+ * definitions at compile time; other versions, and builds defining
+ * CTXPY_PUBLIC_API_ONLY, use the public API (PyContextVar_Set/Reset). */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED) && \
+    !defined(CTXPY_PUBLIC_API_ONLY)
 #define CTXPY_DIRECT 1
 typedef struct {
     PyObject_HEAD
