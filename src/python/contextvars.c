@@ -19,10 +19,10 @@
  *               copy_context() is one object and no Python context): run()
  *               enters it, with the hidden variable holding the snapshot
  *
- *   Token ──▶ the ContextVar, the previous value, the contextvars.Context it
- *             was made in, and the hidden variable's own token (which
- *             restores the previous snapshot in one step when nothing else
- *             was set since)
+ *   Token ──▶ the ContextVar, the previous snapshot, the contextvars.Context
+ *             it was made in, and what undoes its publish (ctxpy_undo_t: the
+ *             Context's maps before and after the set, which restore the
+ *             previous snapshot in one step when nothing was set since)
  *
  * The three operations, where the current snapshot S0 is found by
  * ctxpy_current (cached):
@@ -32,8 +32,10 @@
  *   set    S1 = S0 + (var → value) (ctxpy_snapshot_with: the pairs copied
  *          with one change, and the core context too if C made S0 have one),
  *          stored in the hidden variable (ctxpy_publish).
- *   reset  if the current snapshot is still S1: the hidden variable's token
- *          puts S0 back; otherwise a new snapshot with the old value.
+ *   reset  if the current snapshot is still S1: S0 comes back
+ *          (ctxpy_unpublish: the Context's map from before the set, if the
+ *          map is still the one the set made); otherwise a new snapshot with
+ *          the old value.
  *
  * When C code has entered a context through ctxvar on this thread
  * (ctxpy_current returns NULL: a pool task or a C function that calls back
@@ -82,8 +84,8 @@ typedef struct {
     PyObject_HEAD
     var_object *var;
     PyObject *context;        /* the contextvars.Context it was made in */
-    PyObject *hidden_token;   /* restores `prev`, the snapshot before the set */
-    ctxpy_snapshot_t *prev;   /* borrowed: hidden_token keeps it */
+    ctxpy_undo_t undo;        /* undoes the set's publish (ctxpy_unpublish) */
+    ctxpy_snapshot_t *prev;   /* the snapshot before the set (a reference) */
     ctxpy_snapshot_t *made;   /* the snapshot the set made: identity only */
     uint64_t made_serial;
     PyObject *old;            /* the previous value, once asked for */
@@ -495,7 +497,8 @@ static token_object *token_alloc(var_object *var) {
     if (!tok)
         return NULL;
     tok->var = (var_object *)Py_NewRef((PyObject *)var);
-    tok->context = tok->hidden_token = tok->old = NULL;
+    tok->context = tok->old = NULL;
+    tok->undo.before = tok->undo.after = NULL;
     tok->prev = tok->made = NULL;
     tok->made_serial = 0;
     tok->old_known = 0;
@@ -552,14 +555,16 @@ static PyObject *var_set(var_object *self, PyObject *value) {
     if (!next)
         goto fail;
     /* `next` owns the share now. */
-    tok->hidden_token = ctxpy_publish(next);
+    Py_INCREF(cur); /* the publish may drop the Context's reference */
+    int published = ctxpy_publish(next, &tok->undo);
     Py_DECREF(next); /* the current Context holds it, if published */
-    if (!tok->hidden_token) {
+    if (published < 0) {
+        Py_DECREF(cur);
         Py_DECREF(tok);
         ctxpy_drain();
         return NULL;
     }
-    tok->prev = cur; /* the hidden token holds it (or it is the empty one) */
+    tok->prev = cur;
     tok->made = next;
     tok->made_serial = next->serial;
     tok->context = Py_NewRef(ts->context);
@@ -626,9 +631,8 @@ static PyObject *var_reset(var_object *self, PyObject *arg) {
         return token_error(tok, CTX_ETOKENCTX);
     if (cur == tok->made && cur->serial == tok->made_serial) {
         /* Nothing was set since: the snapshot before the set comes back. */
-        if (PyContextVar_Reset(ctxpy_hidden, tok->hidden_token) < 0)
+        if (ctxpy_unpublish(&tok->undo, tok->prev) < 0)
             return NULL;
-        ctxpy_restored(tok->prev);
     } else {
         void *share = NULL;
         PyObject *old;
@@ -643,13 +647,12 @@ static PyObject *var_reset(var_object *self, PyObject *arg) {
                 share_discard(self, share);
             return NULL;
         }
-        PyObject *hidden = ctxpy_publish(next);
+        int published = ctxpy_publish(next, NULL);
         Py_DECREF(next);
-        if (!hidden) {
+        if (published < 0) {
             ctxpy_drain();
             return NULL;
         }
-        Py_DECREF(hidden);
     }
     tok->used = 1;
     var_forget(self);
@@ -760,15 +763,17 @@ static PyObject *token_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds
 static int token_tp_traverse(token_object *self, visitproc visit, void *arg) {
     Py_VISIT(self->var);
     Py_VISIT(self->context);
-    Py_VISIT(self->hidden_token);
+    Py_VISIT(self->undo.before);
+    Py_VISIT(self->undo.after);
+    Py_VISIT(self->prev);
     Py_VISIT(self->old);
     return 0;
 }
 
 static int token_tp_clear(token_object *self) {
-    self->prev = NULL;
+    Py_CLEAR(self->prev);
     Py_CLEAR(self->context);
-    Py_CLEAR(self->hidden_token);
+    ctxpy_undo_clear(&self->undo);
     Py_CLEAR(self->old);
     return 0;
 }
@@ -1187,13 +1192,11 @@ static PyObject *context_run(context_object *self, PyObject *const *args, Py_ssi
     if (first) {
         if (PyContext_Enter(self->pycontext) < 0)
             return NULL;
-        PyObject *hidden = NULL;
-        if (ctxpy_current(ts) != self->snap && !(hidden = ctxpy_publish(self->snap))) {
+        if (ctxpy_current(ts) != self->snap && ctxpy_publish(self->snap, NULL) < 0) {
             PyContext_Exit(self->pycontext);
             Py_CLEAR(self->pycontext);
             return NULL;
         }
-        Py_XDECREF(hidden);
         if (PyContext_Exit(self->pycontext) < 0)
             return NULL;
     }

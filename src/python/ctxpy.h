@@ -205,11 +205,59 @@ ctxpy_snapshot_t *ctxpy_snapshot_with(ctxpy_snapshot_t *from, PyObject *var, PyO
  * NULL with an exception (the share stays the caller's). */
 ctxpy_snapshot_t *ctxpy_snapshot_with_c(ctxpy_snapshot_t *from, ctx_var_t *var, void *share,
                                         int remove);
-/* Makes `snap` the current snapshot; returns the contextvars token of the
- * hidden variable (new reference) or NULL with an exception. */
-PyObject *ctxpy_publish(ctxpy_snapshot_t *snap);
-/* After the hidden variable's token put `snap` back as the current one. */
-void ctxpy_restored(ctxpy_snapshot_t *snap);
+/* What undoes a publish (ctxpy_unpublish): two strong references or NULLs.
+ * Direct stores (CTXPY_DIRECT): the current Context's map before the publish
+ * and the map it made (kept for its identity); otherwise the hidden
+ * variable's contextvars token in `before`. */
+typedef struct {
+    PyObject *before;
+    PyObject *after;
+} ctxpy_undo_t;
+/* Makes `snap` the current snapshot (the current Context holds it); fills
+ * `undo` if not NULL.  0, or -1 with an exception (nothing changed). */
+int ctxpy_publish(ctxpy_snapshot_t *snap, ctxpy_undo_t *undo);
+/* Undoes the publish `undo` recorded, in the Context it was made in, which
+ * must be current with the published snapshot still current: `prev` (the
+ * snapshot current before it) is current again, and `undo` is cleared.  0,
+ * or -1 with an exception (nothing changed). */
+int ctxpy_unpublish(ctxpy_undo_t *undo, ctxpy_snapshot_t *prev);
+/* Drops undo's references. */
+static inline void ctxpy_undo_clear(ctxpy_undo_t *undo) {
+    Py_CLEAR(undo->before);
+    Py_CLEAR(undo->after);
+}
+
+/* ---- CPython's Context and ContextVar objects ----
+ *
+ * Their layout (Include/internal/pycore_context.h), the same in 3.11, 3.12
+ * and 3.13 without free threading, so that the binding stores its snapshot
+ * in the current Context's map itself (snapshot.c: one map insert and no
+ * contextvars token per set).  layout.c checks these against CPython's own
+ * definitions at compile time; other versions, and builds defining
+ * CTXPY_PUBLIC_API_ONLY, use the public API (PyContextVar_Set/Reset). */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(Py_GIL_DISABLED) && \
+    !defined(CTXPY_PUBLIC_API_ONLY)
+#define CTXPY_DIRECT 1
+typedef struct {
+    PyObject_HEAD
+    PyObject *ctx_prev;
+    PyObject *ctx_vars; /* the map (a hamt): replaced, never changed */
+    PyObject *ctx_weakreflist;
+    int ctx_entered;
+} ctxpy_pycontext_t;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *var_name;
+    PyObject *var_default;
+    PyObject *var_cached; /* borrowed; valid for (tsid, tsver) */
+    uint64_t var_cached_tsid;
+    uint64_t var_cached_tsver;
+    Py_hash_t var_hash;
+} ctxpy_pycontextvar_t;
+#else
+#define CTXPY_DIRECT 0
+#endif
 /* The core context to hand to C for `snap` (C will copy it and keep the
  * copy): its mirror, made on first use.  Borrowed, or NULL with an
  * exception. */

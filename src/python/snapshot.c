@@ -27,7 +27,8 @@
  * any values of variables made in C.  A set derives a new snapshot (a copy
  * of the pairs with one change, and, if the old snapshot had a core context,
  * an O(1) core copy with the same change) and stores it in the hidden
- * variable (PyContextVar_Set); the previous snapshot stays valid for every
+ * variable (ctxpy_publish: one insert into the current Context's map, "Storing
+ * the snapshot directly" below); the previous snapshot stays valid for every
  * context and token that still holds it.  A program that never hands its
  * values to C never builds a core context: its sets cost a small array copy.
  *
@@ -503,6 +504,13 @@ static int copy_without(ctx_context_t *from, ctx_var_t *var, ctx_context_t **out
     return r;
 }
 
+/* Copies n pointers, taking a reference to each (reading the source, not
+ * the copy just written: no load waits on a wide store of memcpy's). */
+static inline void copy_refs(PyObject **dst, PyObject *const *src, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        dst[i] = Py_NewRef(src[i]);
+}
+
 /* `from`'s pairs with `var` set to `value` (NULL: removed), references
  * taken; untracked, no core context. */
 static ctxpy_snapshot_t *pairs_with(ctxpy_snapshot_t *from, PyObject *var, PyObject *value) {
@@ -514,21 +522,19 @@ static ctxpy_snapshot_t *pairs_with(ctxpy_snapshot_t *from, PyObject *var, PyObj
         return NULL;
     PyObject **src = from->pairs, **dst = s->pairs;
     size_t before = (size_t)(2 * at), after = (size_t)(2 * (from->n - at));
-    memcpy(dst, src, before * sizeof *dst);
+    copy_refs(dst, src, before);
     if (value) {
-        dst[before] = var;
-        dst[before + 1] = value;
+        dst[before] = Py_NewRef(var);
+        dst[before + 1] = Py_NewRef(value);
         if (found)
-            memcpy(dst + before + 2, src + before + 2, (after - 2) * sizeof *dst);
+            copy_refs(dst + before + 2, src + before + 2, after - 2);
         else
-            memcpy(dst + before + 2, src + before, after * sizeof *dst);
+            copy_refs(dst + before + 2, src + before, after);
     } else if (found) {
-        memcpy(dst + before, src + before + 2, (after - 2) * sizeof *dst);
+        copy_refs(dst + before, src + before + 2, after - 2);
     } else {
-        memcpy(dst + before, src + before, after * sizeof *dst);
+        copy_refs(dst + before, src + before, after);
     }
-    for (Py_ssize_t i = 0; i < 2 * n; i++)
-        Py_INCREF(dst[i]);
     return s;
 }
 
@@ -592,8 +598,8 @@ ctxpy_snapshot_t *ctxpy_snapshot_with_c(ctxpy_snapshot_t *from, ctx_var_t *var, 
     return s;
 }
 
-void ctxpy_restored(ctxpy_snapshot_t *snap) {
-    PyThreadState *ts = CTXPY_TSTATE();
+/* The current snapshot is `snap` now, on this thread. */
+static void now_current(PyThreadState *ts, ctxpy_snapshot_t *snap) {
     ctxpy_publishes++;
     cur_gen = ctxpy_gen();
     cur_tsid = ts->id;
@@ -601,18 +607,150 @@ void ctxpy_restored(ctxpy_snapshot_t *snap) {
     cur_snap = snap;
 }
 
-PyObject *ctxpy_publish(ctxpy_snapshot_t *snap) {
+#if CTXPY_DIRECT
+/* Storing the snapshot directly
+ * -----------------------------
+ * PyContextVar_Set makes a contextvars token on every call (an object the
+ * collector tracks) and looks the old value up for it; a set of ctxvar has
+ * no use for either.  So the hidden variable's entry goes into the current
+ * Context's map through the map type's own `set` and `delete` (the methods
+ * CPython's tests call on `_testcapi.hamt()`: one persistent-map insert with
+ * path copying), and the new map replaces the Context's, as contextvar_set
+ * does, with the hidden variable's per-thread cache updated likewise.
+ *
+ * The publish keeps the map it replaced and the one it made (`undo`): a
+ * reset that finds the Context's map still the one it made, in the same
+ * Context, nothing having been set there since, puts the previous map back
+ * as it was: no map operation at all. */
+static PyCFunction hamt_set_fn;    /* METH_VARARGS: (key, value) → new map */
+static PyCFunction hamt_delete_fn; /* METH_O: key → new map; KeyError if absent */
+static PyObject *hamt_set_args;    /* (hidden, None): the value is swapped in */
+
+/* The current Context, made now if the thread has none; NULL with an
+ * exception. */
+static ctxpy_pycontext_t *current_pycontext(PyThreadState *ts) {
+    if (!ts->context) { /* made on first use, as contextvars does */
+        PyObject *copy = PyContext_CopyCurrent();
+        if (!copy)
+            return NULL;
+        Py_DECREF(copy);
+    }
+    return (ctxpy_pycontext_t *)ts->context;
+}
+
+/* `vars` with the hidden variable holding `snap` (the empty snapshot: the
+ * entry removed, as when ctxvar never set anything).  New reference, or
+ * NULL with an exception. */
+static PyObject *map_with(PyObject *vars, ctxpy_snapshot_t *snap) {
+    if (snap == ctxpy_empty) {
+        PyObject *map = hamt_delete_fn(vars, ctxpy_hidden);
+        if (!map && PyErr_ExceptionMatches(PyExc_KeyError)) {
+            PyErr_Clear();
+            map = Py_NewRef(vars);
+        }
+        return map;
+    }
+    /* The tuple is only ever this module's (refcount 1), and the method
+     * keeps no reference to it. */
+    PyObject *args = hamt_set_args;
+    PyTuple_SET_ITEM(args, 1, (PyObject *)snap);
+    PyObject *map = hamt_set_fn(vars, args);
+    PyTuple_SET_ITEM(args, 1, Py_None);
+    return map;
+}
+
+/* Installs `map` (its reference is the Context's now) as `ctx`'s; `snap`
+ * is the hidden variable's value in it. */
+static void install_map(PyThreadState *ts, ctxpy_pycontext_t *ctx, PyObject *map,
+                        ctxpy_snapshot_t *snap) {
+    PyObject *old = ctx->ctx_vars;
+    ctx->ctx_vars = map;
+    ctxpy_pycontextvar_t *hidden = (ctxpy_pycontextvar_t *)ctxpy_hidden;
+    hidden->var_cached = snap == ctxpy_empty ? NULL : (PyObject *)snap;
+    hidden->var_cached_tsid = ts->id;
+    hidden->var_cached_tsver = ts->context_ver;
+    now_current(ts, snap);
+    Py_DECREF(old); /* last: may run arbitrary deallocators */
+}
+
+int ctxpy_publish(ctxpy_snapshot_t *snap, ctxpy_undo_t *undo) {
+    PyThreadState *ts = CTXPY_TSTATE();
+    ctxpy_pycontext_t *ctx = current_pycontext(ts);
+    if (!ctx)
+        return -1;
+    PyObject *map = map_with(ctx->ctx_vars, snap);
+    if (!map)
+        return -1;
+    if (undo) {
+        undo->before = Py_NewRef(ctx->ctx_vars);
+        undo->after = Py_NewRef(map);
+    }
+    install_map(ts, ctx, map, snap);
+    return 0;
+}
+
+int ctxpy_unpublish(ctxpy_undo_t *undo, ctxpy_snapshot_t *prev) {
+    PyThreadState *ts = CTXPY_TSTATE();
+    ctxpy_pycontext_t *ctx = (ctxpy_pycontext_t *)ts->context;
+    PyObject *map;
+    if (ctx->ctx_vars == undo->after) { /* nothing set here since */
+        map = undo->before;
+        undo->before = NULL;
+    } else if (!(map = map_with(ctx->ctx_vars, prev))) {
+        return -1;
+    }
+    install_map(ts, ctx, map, prev);
+    ctxpy_undo_clear(undo);
+    return 0;
+}
+
+/* Finds the map type's set and delete methods. */
+static int direct_ready(void) {
+    PyObject *empty = PyContext_New();
+    if (!empty)
+        return -1;
+    PyTypeObject *map_type = Py_TYPE(((ctxpy_pycontext_t *)empty)->ctx_vars);
+    for (PyMethodDef *m = map_type->tp_methods; m && m->ml_name; m++) {
+        if (strcmp(m->ml_name, "set") == 0 && m->ml_flags == METH_VARARGS)
+            hamt_set_fn = m->ml_meth;
+        else if (strcmp(m->ml_name, "delete") == 0 && m->ml_flags == METH_O)
+            hamt_delete_fn = m->ml_meth;
+    }
+    Py_DECREF(empty);
+    if (!hamt_set_fn || !hamt_delete_fn) {
+        PyErr_SetString(PyExc_ImportError,
+                        "_ctxvar: this interpreter's context map has no set/delete methods");
+        return -1;
+    }
+    hamt_set_args = PyTuple_Pack(2, ctxpy_hidden, Py_None);
+    return hamt_set_args ? 0 : -1;
+}
+#else
+/* The public API: the hidden variable's own tokens. */
+int ctxpy_publish(ctxpy_snapshot_t *snap, ctxpy_undo_t *undo) {
     PyObject *token = PyContextVar_Set(ctxpy_hidden, (PyObject *)snap);
     if (!token)
-        return NULL;
-    PyThreadState *ts = CTXPY_TSTATE();
-    ctxpy_publishes++;
-    cur_gen = ctxpy_gen();
-    cur_tsid = ts->id;
-    cur_ver = ts->context_ver;
-    cur_snap = snap; /* the current Context holds it now */
-    return token;
+        return -1;
+    now_current(CTXPY_TSTATE(), snap); /* the current Context holds it now */
+    if (undo) {
+        undo->before = token;
+        undo->after = NULL;
+    } else {
+        Py_DECREF(token);
+    }
+    return 0;
 }
+
+int ctxpy_unpublish(ctxpy_undo_t *undo, ctxpy_snapshot_t *prev) {
+    if (PyContextVar_Reset(ctxpy_hidden, undo->before) < 0)
+        return -1;
+    now_current(CTXPY_TSTATE(), prev);
+    ctxpy_undo_clear(undo);
+    return 0;
+}
+
+static int direct_ready(void) { return 0; }
+#endif
 
 /* ---------------------------------------------------------------------- */
 /* The provider: C code's view of the current snapshot                     */
@@ -648,9 +786,7 @@ static int provider_publish(ctx_context_t *ctx, void *user) {
     int r = CTX_ENOMEM;
     ctxpy_snapshot_t *s = ctxpy_snapshot_new(ctx);
     if (s) {
-        PyObject *token = ctxpy_publish(s);
-        if (token) {
-            Py_DECREF(token);
+        if (ctxpy_publish(s, NULL) == 0) {
             r = 0;
         } else {
             s->ctx = NULL; /* ctx stays the core's */
@@ -731,7 +867,7 @@ int ctxpy_snapshot_ready(PyObject *module) {
     if (ctxpy_hidden)
         return 0;
     ctxpy_hidden = PyContextVar_New("ctxvar", NULL);
-    if (!ctxpy_hidden)
+    if (!ctxpy_hidden || direct_ready() < 0)
         return -1;
     ctxpy_empty = snapshot_alloc(0);
     if (!ctxpy_empty)

@@ -606,5 +606,133 @@ class StructureTest(BindingTestCase):
             var.get()
 
 
+class DirectStoreTest(BindingTestCase):
+    """A set stores the snapshot in the current contextvars.Context's map
+    itself, and a reset with nothing set since puts the previous map back
+    (snapshot.c): the standard library must see exactly what its own set and
+    reset of the hidden variable would have left."""
+
+    def test_reset_leaves_the_standard_library_as_it_was(self):
+        hidden = _ctxvar._hidden
+        std = contextvars.ContextVar("std")
+        var = ContextVar("var")
+
+        def body():
+            std.set("s")
+            self.assertIsNone(hidden.get(None))
+            tok = var.set(1)
+            snap = hidden.get()  # the hidden variable's cache follows the set
+            self.assertIsNotNone(snap)
+            self.assertIn(hidden, contextvars.copy_context())
+            self.assertEqual(std.get(), "s")
+            var.reset(tok)
+            self.assertIsNone(hidden.get(None))  # and the reset
+            self.assertNotIn(hidden, contextvars.copy_context())
+            self.assertEqual(dict(contextvars.copy_context()), {std: "s"})
+            self.assertEqual(tok.old_value, Token.MISSING)
+
+        contextvars.Context().run(body)
+
+    def test_reset_after_a_standard_library_set(self):
+        # The Context's map is no longer the one the set made: the reset
+        # stores the previous snapshot into the current map, keeping the
+        # standard library's later set.
+        hidden = _ctxvar._hidden
+        std = contextvars.ContextVar("std")
+        var = ContextVar("var")
+
+        def body():
+            outer = var.set("outer")
+            tok = var.set("inner")
+            std_tok = std.set("s")
+            var.reset(tok)
+            self.assertEqual(var.get(), "outer")
+            self.assertEqual(std.get(), "s")
+            std.reset(std_tok)
+            with self.assertRaises(LookupError):
+                std.get()
+            self.assertEqual(var.get(), "outer")
+            var.reset(outer)
+            with self.assertRaises(LookupError):
+                var.get()
+            self.assertNotIn(hidden, contextvars.copy_context())  # removed, not emptied
+
+            # A standard-library set and reset in between also replace the map.
+            tok = var.set(1)
+            std.reset(std.set(2))
+            var.reset(tok)
+            with self.assertRaises(LookupError):
+                var.get()
+            self.assertNotIn(hidden, contextvars.copy_context())
+
+        contextvars.Context().run(body)
+
+    def test_old_value_after_reset_and_collection(self):
+        var = ContextVar("var")
+        first = Obj("first")
+        ref = weakref.ref(first)
+
+        def body():
+            var.set(first)
+            tok = var.set(Obj("second"))
+            var.reset(tok)
+            var.set(Obj("third"))  # nothing but the token holds "first" now
+            return tok
+
+        tok = Context().run(body)
+        del first
+        gc.collect()
+        self.assertIs(tok.old_value, ref())
+        self.assertEqual(tok.old_value.name, "first")
+        del tok
+        gc.collect()
+        self.assertIsNone(ref())
+
+    def test_cycle_through_the_maps_a_token_keeps(self):
+        # The token keeps the maps before and after its set: a cycle through
+        # them is collected.
+        var = ContextVar("var")
+        holder = Obj()
+        ref = weakref.ref(holder)
+
+        def body():
+            holder.ref = var.set(holder)
+
+        contextvars.Context().run(body)
+        del holder
+        gc.collect()
+        self.assertIsNone(ref())
+
+    def test_first_set_on_a_new_thread(self):
+        # The thread has no contextvars.Context yet: the set makes it.
+        var = ContextVar("var")
+        seen = []
+
+        def worker():
+            tok = var.set("w")
+            seen.append(var.get())
+            seen.append(contextvars.copy_context().run(var.get))
+            var.reset(tok)
+            seen.append(var.get("gone"))
+            seen.append(_ctxvar._hidden in contextvars.copy_context())
+
+        t = threading.Thread(target=worker)
+        t.start()
+        t.join()
+        self.assertEqual(seen, ["w", "w", "gone", False])
+
+    def test_reset_in_another_context_changes_nothing(self):
+        var = ContextVar("var")
+        tok = var.set(1)
+        try:
+            with self.assertRaises(ValueError):
+                contextvars.copy_context().run(var.reset, tok)
+            self.assertEqual(var.get(), 1)
+        finally:
+            var.reset(tok)
+        with self.assertRaises(LookupError):
+            var.get()
+
+
 if __name__ == "__main__":
     unittest.main()
