@@ -75,6 +75,7 @@
 
 typedef struct reg {
     ctx_var_t *var;
+    const ctx_value_ops_t *ops; /* ctx_var_ops(var), looked up once */
     char *key; /* NUL terminated */
     size_t key_len;
 } reg_t;
@@ -235,6 +236,7 @@ int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *baggage_key) {
         slot = (slot + 1) % INDEX_SLOTS;
     w->index[slot] = (uint8_t)(w->count + 1);
     w->regs[w->count].var = ctx_var_retain(var);
+    w->regs[w->count].ops = ops;
     w->regs[w->count].key = key;
     w->regs[w->count].key_len = key_len;
     w->count++;
@@ -553,6 +555,25 @@ static void extract_init(extract_state_t *s, ctx_wire_t *w) {
     /* s->scan: zeroed at the first baggage header (rep.baggage says so) */
 }
 
+/* memcmp(a, b, n) == 0 for n >= 1, inline for the short keys baggage
+ * usually has: two overlapping loads of 8 (or 4) bytes from each side, all
+ * within the n bytes. */
+static inline int key_equal(const char *a, const char *b, size_t n) {
+    uint64_t x0, x1, y0, y1;
+    if (n >= 8 && n <= 16) {
+        memcpy(&x0, a, 8), memcpy(&x1, a + n - 8, 8);
+        memcpy(&y0, b, 8), memcpy(&y1, b + n - 8, 8);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    if (n >= 4 && n < 8) {
+        uint32_t u0, u1, v0, v1;
+        memcpy(&u0, a, 4), memcpy(&u1, a + n - 4, 4);
+        memcpy(&v0, b, 4), memcpy(&v1, b + n - 4, 4);
+        return ((u0 ^ v0) | (u1 ^ v1)) == 0;
+    }
+    return memcmp(a, b, n) == 0;
+}
+
 /* The registration of baggage key `key` (key_len >= 1), or -1: a probe of
  * the index, usually one compare. */
 static int find_reg(const ctx_wire_t *w, const char *key, size_t key_len) {
@@ -561,7 +582,7 @@ static int find_reg(const ctx_wire_t *w, const char *key, size_t key_len) {
         if (at == 0)
             return -1;
         const reg_t *r = &w->regs[at - 1];
-        if (r->key_len == key_len && memcmp(r->key, key, key_len) == 0)
+        if (r->key_len == key_len && key_equal(r->key, key, key_len))
             return (int)(at - 1);
     }
 }
@@ -578,7 +599,7 @@ static int on_member(const ctx_wire_baggage_member_t *m, void *user) {
         return 0;
     }
     const reg_t *r = &x->w->regs[i];
-    const ctx_value_ops_t *ops = ctx_var_ops(r->var);
+    const ctx_value_ops_t *ops = r->ops;
     void *value = NULL;
     int rc = ops->decode(m->value, m->value_len, &value, ops->user);
     if (rc == CTX_ENOMEM) {
