@@ -313,6 +313,13 @@ static void test_new_from(void **state) {
         ctx_var_release(vars[i]);
 }
 
+static uint64_t xorshift(uint64_t *x) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
 /* The one-pass builder (a root written directly when the first hash
  * fragments differ, puts otherwise) against new + sets, for random lists
  * of variables whose hashes are forced to meet: in the root's fragment
@@ -327,7 +334,7 @@ static void test_new_from_random_hashes(void **state) {
     for (int i = 0; i < POOL; i++)
         vars[i] = make_var("h", NULL, 0, ops_release());
     uint64_t x = 0x2545F4914F6CDD1Dull;
-#define NEXT() (x ^= x << 13, x ^= x >> 7, x ^= x << 17, x)
+#define NEXT() xorshift(&x)
     int flat_shapes = 0;
     for (int round = 0; round < CTX_SCALED(600, 60, 60); round++) {
         /* hashes: from 4 fragments (often meeting) to all 32, a few full
