@@ -37,7 +37,6 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <sched.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -261,14 +260,16 @@ static int build(ctx__hamt_t *map, ctx_var_t *const *vars, void *const *values, 
     if (n == 0 || n > FLAT_MAX)
         return build_by_puts(map, vars, values, n, NULL);
     ctx__box_t *boxes[FLAT_MAX];
-    for (size_t i = 0; i < n; i++)
+    ctx__hamt_item_t *items[FLAT_MAX];
+    for (size_t i = 0; i < n; i++) {
         if (!(boxes[i] = ctx__box_new(vars[i], values[i]))) {
             while (i > 0)
                 ctx__box_discard(boxes[--i]);
             return CTX_ENOMEM;
         }
-    _Static_assert(offsetof(ctx__box_t, item) == 0, "a box is its item");
-    int r = ctx__hamt_build_flat(map, (ctx__hamt_item_t *const *)(void *)boxes, n);
+        items[i] = &boxes[i]->item;
+    }
+    int r = ctx__hamt_build_flat(map, items, n);
     if (r == CTX__HAMT_NOT_FLAT) /* two hashes meet in the root (or a repeat) */
         return build_by_puts(map, vars, values, n, boxes);
     if (r)
