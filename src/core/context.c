@@ -20,10 +20,15 @@
  * one that the allocator put at the same address; the entry stamp differs.
  *
  * ctx_context_new_from builds a context from n values before anyone else
- * can see it: no claim and no lock (nothing can race with it), the map's
- * root reserved once for all n, every put in place.  A failure takes the
- * boxes already put back out (removal from a private map cannot fail) and
- * frees them without releasing a value.
+ * can see it: no claim and no lock (nothing can race with it).  Up to 32
+ * values, the boxes are made first and, when the variables' hashes differ
+ * in their first 5 bits (variables made together have consecutive ids,
+ * which are their hashes), written straight into a root node of exactly n
+ * slots (ctx__hamt_build_flat): one allocation and no walk for the map.
+ * Otherwise (more values, hashes that meet, a variable listed twice) the
+ * root is reserved once for all n and every box put in place.  A failure
+ * takes the boxes already put back out (removal from a private map cannot
+ * fail) and frees every box made without releasing a value.
  *
  * Readers of a context that may be current in another thread (the mapping
  * view, copies, iteration) hold its lock while they look, since its owner may
@@ -202,15 +207,12 @@ static void unbuild(ctx__hamt_t *map, ctx_var_t *const *vars, size_t n) {
     }
 }
 
-/* Puts a new box (vars[i], values[i]) in a map being built: 0, CTX_ENOMEM,
- * or CTX_EINVAL if the variable is in the map already (then the map is as
- * it was).  No other reference to the map exists, so every change is in
- * place and the replaced box of a repeated variable can be put back without
- * allocating. */
-static int build_put(ctx__hamt_t *map, ctx_var_t *var, void *value) {
-    ctx__box_t *box = ctx__box_new(var, value);
-    if (!box)
-        return CTX_ENOMEM;
+/* Puts `box` in a map being built: 0, CTX_ENOMEM, or CTX_EINVAL if its
+ * variable is in the map already (then the map is as it was, and the box
+ * still the caller's).  No other reference to the map exists, so every
+ * change is in place and the replaced box of a repeated variable can be
+ * put back without allocating. */
+static int build_put(ctx__hamt_t *map, ctx__box_t *box) {
     ctx__hamt_item_t *old = NULL;
     int r = ctx__hamt_put_inplace(map, &box->item, &ctx__box_ops, &old);
     if (r == 0 && old) { /* listed twice: put the first one back */
@@ -218,8 +220,61 @@ static int build_put(ctx__hamt_t *map, ctx_var_t *var, void *value) {
         ctx__hamt_put_inplace(map, old, &ctx__box_ops, &mine);
         r = CTX_EINVAL;
     }
+    return r;
+}
+
+/* The general build: a new box for each (vars[i], values[i]) put in turn
+ * (boxes[i] when the caller made them already, else made here), into a
+ * root reserved for all n.  On failure nothing is left in the map and
+ * every box is freed without releasing a value. */
+static int build_by_puts(ctx__hamt_t *map, ctx_var_t *const *vars, void *const *values, size_t n,
+                         ctx__box_t **boxes) {
+    int r = ctx__hamt_reserve(map, n);
+    size_t i = 0;
+    for (; r == 0 && i < n; i++) {
+        ctx__box_t *box = boxes ? boxes[i] : ctx__box_new(vars[i], values[i]);
+        if (!box) {
+            r = CTX_ENOMEM;
+            break;
+        }
+        if ((r = build_put(map, box)) != 0) {
+            if (!boxes)
+                ctx__box_discard(box);
+            break;
+        }
+    }
+    if (r) {
+        unbuild(map, vars, i);
+        for (; boxes && i < n; i++) /* made by the caller, not in the map */
+            ctx__box_discard(boxes[i]);
+    }
+    return r;
+}
+
+/* Up to this many values, the boxes are made first and, if the variables'
+ * hashes allow (ctx__hamt_build_flat), written straight into a root of
+ * exactly n slots: one allocation for the map, no walk per value. */
+#define FLAT_MAX 32
+
+static int build(ctx__hamt_t *map, ctx_var_t *const *vars, void *const *values, size_t n) {
+    if (n == 0 || n > FLAT_MAX)
+        return build_by_puts(map, vars, values, n, NULL);
+    ctx__box_t *boxes[FLAT_MAX];
+    ctx__hamt_item_t *items[FLAT_MAX];
+    for (size_t i = 0; i < n; i++) {
+        if (!(boxes[i] = ctx__box_new(vars[i], values[i]))) {
+            while (i > 0)
+                ctx__box_discard(boxes[--i]);
+            return CTX_ENOMEM;
+        }
+        items[i] = &boxes[i]->item;
+    }
+    int r = ctx__hamt_build_flat(map, items, n);
+    if (r == CTX__HAMT_NOT_FLAT) /* two hashes meet in the root (or a repeat) */
+        return build_by_puts(map, vars, values, n, boxes);
     if (r)
-        ctx__box_discard(box);
+        for (size_t i = 0; i < n; i++)
+            ctx__box_discard(boxes[i]);
     return r;
 }
 
@@ -236,13 +291,9 @@ int ctx_context_new_from(ctx_var_t *const *vars, void *const *values, size_t n,
     if (!ctx)
         return CTX_ENOMEM;
     /* No one else has a pointer to ctx yet: no claim, no lock, every node
-     * private; the root is made once, with room for all n. */
-    int r = ctx__hamt_reserve(&ctx->map, n);
-    size_t i = 0;
-    while (r == 0 && i < n && (r = build_put(&ctx->map, vars[i], values[i])) == 0)
-        i++;
+     * private. */
+    int r = build(&ctx->map, vars, values, n);
     if (r) {
-        unbuild(&ctx->map, vars, i);
         ctx_context_release(ctx); /* holds no value: releases none */
         return r;
     }

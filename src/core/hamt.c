@@ -66,7 +66,13 @@
  * same map value out while it changes it (contexts use their lock).  An
  * empty map's first put makes its root in place with room for four items
  * (ctx__hamt_reserve makes room for more, for a caller that knows how many
- * will come).  The same argument saves the last release of an item or node
+ * will come).  ctx__hamt_build_flat goes further for a caller that has all
+ * its items at once (a context built from n values): when the items' first
+ * hash fragments are distinct — variables' hashes are their ids, so a few
+ * variables made together always are — it allocates the root with exactly
+ * n slots and writes each item into its final slot, the node a series of
+ * puts would end with, without the walks, the moves of the slots and the
+ * regrowth; otherwise it does nothing and the caller falls back on puts.  The same argument saves the last release of an item or node
  * its locked instruction (drop_ref).
  *
  * put_inplace and take_inplace never drop the last reference to an item:
@@ -606,6 +612,30 @@ int ctx__hamt_reserve(ctx__hamt_t *map, size_t n) {
     if (!root)
         return CTX_ENOMEM;
     map->root = root;
+    return 0;
+}
+
+int ctx__hamt_build_flat(ctx__hamt_t *map, item_t *const *items, size_t n) {
+    if (map->root != NULL || n == 0 || n > BITMAP_CAP)
+        return CTX__HAMT_NOT_FLAT;
+    uint32_t bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bit = 1u << frag(items[i]->hash, 0);
+        if (bits & bit)
+            return CTX__HAMT_NOT_FLAT; /* two items would meet in one slot */
+        bits |= bit;
+    }
+    node_t *root = node_alloc(KIND_BITMAP, (uint32_t)n);
+    if (!root)
+        return CTX_ENOMEM;
+    for (size_t i = 0; i < n; i++) { /* slots in fragment order, as puts make them */
+        uint32_t bit = 1u << frag(items[i]->hash, 0);
+        root->slot[popcount(bits & (bit - 1))] = item_slot(items[i]);
+    }
+    root->bits = bits;
+    root->count = (uint32_t)n;
+    map->root = root;
+    map->count = n;
     return 0;
 }
 

@@ -128,6 +128,16 @@ int ctx__hamt_take_inplace(ctx__hamt_t *map, uint32_t hash, const void *key,
  * (nothing changed). */
 int ctx__hamt_reserve(ctx__hamt_t *map, size_t n);
 
+/* Builds an empty map that the caller owns exclusively from `n` items of
+ * distinct keys (2 <= n <= 32 is where it helps) in one allocation, when
+ * their hashes' first 5-bit fragments are all distinct: a root node with
+ * every item in its slot, the caller's reference to each taken over.
+ * Returns 0; CTX__HAMT_NOT_FLAT if two fragments are equal (or n is 0 or
+ * above 32, or the map has a root): nothing done, the caller puts the
+ * items one at a time; or CTX_ENOMEM (nothing changed). */
+#define CTX__HAMT_NOT_FLAT 1
+int ctx__hamt_build_flat(ctx__hamt_t *map, ctx__hamt_item_t *const *items, size_t n);
+
 /* 1 if the item of `key` and every node on the path to it is referenced
  * only by `map` (so the item may be modified in place), 0 if not, CTX_ENOTFOUND
  * if absent, or CTX_EKEY. */

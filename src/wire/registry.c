@@ -8,7 +8,8 @@
  *   ctx_wire_t ─┬─ refs, used (registration closed once set)
  *               ├─ trace_var     "ctx.trace":    trace_value_t (parent +
  *               │                                normalised tracestate)
- *               └─ regs[0..count)  { var (retained), baggage key }
+ *               ├─ regs[0..count)  { var (retained), baggage key }
+ *               └─ index           baggage key ─▶ regs[i] (hashed)
  *
  * Registration happens before use, on one thread; the first inject,
  * extract or trace/deadline call sets `used`, after which the table is
@@ -47,9 +48,13 @@
  * (several headers form one list; the first member of a key wins);
  * baggage values are scanned as they come (ctx__baggage_scan keeps the
  * input offset, member count and re-encoded length across headers), and
- * each member whose key is registered (a bit per registration tells a
- * repeated key) is decoded by its variable's `decode` and kept in the
- * extract's list of values.  The trace comes last, because whether the
+ * each member whose key is registered (found through an index of the keys
+ * built as they are registered: open addressing over twice as many slots
+ * as registrations, so a lookup is a hash of four bytes of the key and
+ * usually one compare; a bit per registration tells a repeated key) is
+ * decoded by its variable's `decode` and kept in the extract's list of
+ * values.  Header names are compared as sent in lowercase first (a compare
+ * of constant length), then in any case.  The trace comes last, because whether the
  * tracestate may be used depends on the traceparent (§3.3 of Trace Context:
  * no valid traceparent, no tracestate), which may come after it.  Then
  * ctx_context_new_from makes the new context from the list in one pass (no
@@ -70,9 +75,14 @@
 
 typedef struct reg {
     ctx_var_t *var;
+    const ctx_value_ops_t *ops; /* ctx_var_ops(var), looked up once */
     char *key; /* NUL terminated */
     size_t key_len;
 } reg_t;
+
+/* Slots of the baggage-key index: twice the most registrations, so that a
+ * probe for an unknown key soon meets an empty slot. */
+#define INDEX_SLOTS (2 * CTX_WIRE_MAX_VARS)
 
 struct ctx_wire {
     atomic_size_t refs;
@@ -80,7 +90,21 @@ struct ctx_wire {
     ctx_var_t *trace_var;
     size_t count;
     reg_t regs[CTX_WIRE_MAX_VARS];
+    /* The registrations by baggage key: open addressing, linear probing
+     * from key_hash; a slot holds a registration's index + 1, 0 if empty. */
+    uint8_t index[INDEX_SLOTS];
 };
+
+/* A cheap hash of a baggage key (a token of 1 to 256 bytes): its length,
+ * its first, middle and last bytes.  Registered keys are few and short;
+ * the index only has to spread them, the compare decides. */
+static inline unsigned key_hash(const char *key, size_t len) {
+    unsigned h = (unsigned)len * 0x9E3779B1u;
+    h ^= (unsigned char)key[0] * 0x85EBCA77u;
+    h ^= (unsigned char)key[len / 2] * 0xC2B2AE3Du;
+    h ^= (unsigned char)key[len - 1] * 0x27D4EB2Fu;
+    return (h ^ (h >> 15)) % INDEX_SLOTS;
+}
 
 /* ---- built-in values ---- */
 
@@ -111,6 +135,23 @@ static int trace_format(const void *value, char *buf, size_t cap, void *user) {
 
 static const ctx_value_ops_t trace_ops = {.size = sizeof(ctx_value_ops_t),.release = trace_release, .format = trace_format};
 
+/* *dst = *src, in the pieces ctx_wire_traceparent_parse stores (a byte,
+ * three 8-byte words, a byte): a struct copy reads 16 bytes at once, and a
+ * load that spans several recent stores waits for them to reach the cache
+ * instead of taking their data on the way (a failed store forward), which
+ * was a tenth of an extract that had just parsed the header. */
+static void copy_parent(ctx_wire_traceparent_t *dst, const ctx_wire_traceparent_t *src) {
+    uint64_t w[3];
+    dst->version = src->version;
+    memcpy(w, src->trace_id, 8);
+    memcpy(w + 1, src->trace_id + 8, 8);
+    memcpy(w + 2, src->parent_id, 8);
+    memcpy(dst->trace_id, w, 8);
+    memcpy(dst->trace_id + 8, w + 1, 8);
+    memcpy(dst->parent_id, w + 2, 8);
+    dst->flags = src->flags;
+}
+
 static trace_value_t *trace_value_new(const ctx_wire_traceparent_t *parent, const char *state,
                                       size_t state_len) {
     size_t size = sizeof(trace_value_t) + state_len + 1;
@@ -118,7 +159,7 @@ static trace_value_t *trace_value_new(const ctx_wire_traceparent_t *parent, cons
     if (!t)
         return NULL;
     t->size = size;
-    t->parent = *parent;
+    copy_parent(&t->parent, parent);
     t->state_len = state_len;
     if (state_len)
         memcpy(t->state, state, state_len);
@@ -190,7 +231,12 @@ int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *baggage_key) {
     if (!key)
         return CTX_ENOMEM;
     memcpy(key, baggage_key, key_len + 1);
+    unsigned slot = key_hash(key, key_len);
+    while (w->index[slot] != 0)
+        slot = (slot + 1) % INDEX_SLOTS;
+    w->index[slot] = (uint8_t)(w->count + 1);
     w->regs[w->count].var = ctx_var_retain(var);
+    w->regs[w->count].ops = ops;
     w->regs[w->count].key = key;
     w->regs[w->count].key_len = key_len;
     w->count++;
@@ -509,14 +555,36 @@ static void extract_init(extract_state_t *s, ctx_wire_t *w) {
     /* s->scan: zeroed at the first baggage header (rep.baggage says so) */
 }
 
-/* The registration of baggage key `key`, or -1. */
-static int find_reg(const ctx_wire_t *w, const char *key, size_t key_len) {
-    for (size_t i = 0; i < w->count; i++) {
-        const reg_t *r = &w->regs[i];
-        if (r->key_len == key_len && r->key[0] == key[0] && memcmp(r->key, key, key_len) == 0)
-            return (int)i;
+/* memcmp(a, b, n) == 0 for n >= 1, inline for the short keys baggage
+ * usually has: two overlapping loads of 8 (or 4) bytes from each side, all
+ * within the n bytes. */
+static inline int key_equal(const char *a, const char *b, size_t n) {
+    uint64_t x0, x1, y0, y1;
+    if (n >= 8 && n <= 16) {
+        memcpy(&x0, a, 8), memcpy(&x1, a + n - 8, 8);
+        memcpy(&y0, b, 8), memcpy(&y1, b + n - 8, 8);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
     }
-    return -1;
+    if (n >= 4 && n < 8) {
+        uint32_t u0, u1, v0, v1;
+        memcpy(&u0, a, 4), memcpy(&u1, a + n - 4, 4);
+        memcpy(&v0, b, 4), memcpy(&v1, b + n - 4, 4);
+        return ((u0 ^ v0) | (u1 ^ v1)) == 0;
+    }
+    return memcmp(a, b, n) == 0;
+}
+
+/* The registration of baggage key `key` (key_len >= 1), or -1: a probe of
+ * the index, usually one compare. */
+static int find_reg(const ctx_wire_t *w, const char *key, size_t key_len) {
+    for (unsigned slot = key_hash(key, key_len);; slot = (slot + 1) % INDEX_SLOTS) {
+        unsigned at = w->index[slot];
+        if (at == 0)
+            return -1;
+        const reg_t *r = &w->regs[at - 1];
+        if (r->key_len == key_len && key_equal(r->key, key, key_len))
+            return (int)(at - 1);
+    }
 }
 
 static int on_member(const ctx_wire_baggage_member_t *m, void *user) {
@@ -531,7 +599,7 @@ static int on_member(const ctx_wire_baggage_member_t *m, void *user) {
         return 0;
     }
     const reg_t *r = &x->w->regs[i];
-    const ctx_value_ops_t *ops = ctx_var_ops(r->var);
+    const ctx_value_ops_t *ops = r->ops;
     void *value = NULL;
     int rc = ops->decode(m->value, m->value_len, &value, ops->user);
     if (rc == CTX_ENOMEM) {
@@ -576,6 +644,15 @@ static void on_timeout(extract_state_t *x, const char *value, size_t value_len) 
         x->rep.deadline = CTX_EPARSE;
 }
 
+/* Header name `name` (`len` bytes) is `lower`, a lowercase literal of that
+ * length, in any case.  Names usually arrive in lowercase (HTTP/2 and gRPC
+ * require it): a compare of constant length, which the compiler makes a
+ * few word compares, settles those; other spellings take the
+ * case-insensitive compare. */
+static inline int name_is(const char *name, const char *lower, size_t len) {
+    return memcmp(name, lower, len) == 0 || ctx_wire_name_equal(name, len, lower, len);
+}
+
 static int on_header(const char *name, size_t name_len, const char *value, size_t value_len,
                      void *user) {
     extract_t *x = user;
@@ -586,19 +663,19 @@ static int on_header(const char *name, size_t name_len, const char *value, size_
     }
     switch (name_len) { /* the four names differ in length */
     case sizeof CTX_WIRE_TRACEPARENT - 1:
-        if (ctx_wire_name_equal(name, name_len, CTX_WIRE_TRACEPARENT, name_len))
+        if (name_is(name, CTX_WIRE_TRACEPARENT, sizeof CTX_WIRE_TRACEPARENT - 1))
             on_traceparent(&x->s, value, value_len);
         break;
     case sizeof CTX_WIRE_TRACESTATE - 1:
-        if (ctx_wire_name_equal(name, name_len, CTX_WIRE_TRACESTATE, name_len))
+        if (name_is(name, CTX_WIRE_TRACESTATE, sizeof CTX_WIRE_TRACESTATE - 1))
             on_tracestate(x, value, value_len);
         break;
     case sizeof CTX_WIRE_GRPC_TIMEOUT - 1:
-        if (ctx_wire_name_equal(name, name_len, CTX_WIRE_GRPC_TIMEOUT, name_len))
+        if (name_is(name, CTX_WIRE_GRPC_TIMEOUT, sizeof CTX_WIRE_GRPC_TIMEOUT - 1))
             on_timeout(&x->s, value, value_len);
         break;
     case sizeof CTX_WIRE_BAGGAGE - 1:
-        if (ctx_wire_name_equal(name, name_len, CTX_WIRE_BAGGAGE, name_len)) {
+        if (name_is(name, CTX_WIRE_BAGGAGE, sizeof CTX_WIRE_BAGGAGE - 1)) {
             if (!x->s.rep.baggage) {
                 memset(&x->s.scan, 0, sizeof x->s.scan);
                 x->s.rep.baggage = 1;

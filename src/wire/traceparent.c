@@ -34,7 +34,13 @@
  * written as zero ("Vendors MUST set those to zero").
  *
  * Parsing is on the hot path of every request (carrier → context), so the
- * 48 id digits are decoded eight at a time in a 64-bit word (hex8_swar).
+ * 48 id digits are decoded sixteen at a time (hex16: SSE2, or eight at a
+ * time in a 64-bit word), the four others with a 256-entry table (hex2),
+ * errors are collected as bits and tested once, and the result is stored
+ * into the caller's struct in three 8-byte words once everything is
+ * checked.  CTX_WIRE_HEX (1 SSE2, 2 SWAR, 3 the table; chosen by the target
+ * unless defined) selects the version: the tests build the parser all three
+ * ways, so every version meets the same cases.
  *
  * Ids: a per-thread xoshiro256** generator, seeded from getrandom() (or
  * /dev/urandom, or at worst the clock and addresses) on first use in each
@@ -49,6 +55,9 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__SSE2__)
+#include <emmintrin.h> /* SSE2: every x86-64 */
+#endif
 
 #include "wire/wire_internal.h"
 
@@ -159,63 +168,113 @@ static void random_id(uint8_t *out, size_t n) {
 
 /* ---- parse ---- */
 
-/* Hex decoding, eight digits at a time (SWAR: "SIMD within a register").
- * Eight text bytes are loaded as one little-endian 64-bit word; every byte
- * is checked to be '0'..'9' or 'a'..'f' with carry-free byte-wise
- * compares (a byte below 0x80 plus a bias below 0x80 never carries into
- * its neighbour, and its top bit says "at least the threshold"), then each
- * byte becomes its nibble ((c & 15) + 9 for letters) and neighbouring
- * nibbles are folded into bytes.  A traceparent is 24 bytes of ids in 48
- * digits: six words instead of 48 table lookups and branches. */
+/* The value of a lowercase hex digit (HEXDIGLC), or 0x80 for any other
+ * byte: one lookup, and the error is a bit to OR together, not a branch. */
+#define X 0x80
+static const uint8_t hexlc[256] = {
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, 10, 11, 12, 13, 14, 15, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+    X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X,
+};
+#undef X
+
+/* Two digits: their byte; *bad gets the bit 0x80 if either is not
+ * HEXDIGLC. */
+static inline uint8_t hex2(const char *text, unsigned *bad) {
+    unsigned hi = hexlc[(unsigned char)text[0]], lo = hexlc[(unsigned char)text[1]];
+    *bad |= (hi | lo) & 0x80;
+    return (uint8_t)(hi << 4 | lo);
+}
+
+/* Sixteen digits → eight bytes, as one word with the first byte lowest.
+ * Branch-free: a byte that is not HEXDIGLC leaves a mark in *bad, which
+ * the caller tests once, after the three words of ids.
+ *
+ * With SSE2 (every x86-64) one 16-byte load is checked with four signed
+ * byte compares (ASCII is positive; bytes >= 0x80 are negative and fail
+ * both ranges), turned into nibbles, and neighbouring nibbles are folded
+ * into bytes in 16-bit lanes and packed.  Elsewhere, on little-endian
+ * machines, the same in a 64-bit register, eight digits at a time (SWAR):
+ * carry-free byte-wise compares (a byte below 0x80 plus a bias below 0x80
+ * never carries into its neighbour, and its top bit says "at least the
+ * threshold"), nibbles ((c & 15) + 9 for letters), folded.  Otherwise the
+ * table, two digits at a time. */
+#if !defined(CTX_WIRE_HEX)
+#if defined(__SSE2__)
+#define CTX_WIRE_HEX 1 /* SSE2 */
+#elif defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define CTX_WIRE_HEX 2 /* SWAR */
+#else
+#define CTX_WIRE_HEX 3 /* the table */
+#endif
+#endif
+
+#if CTX_WIRE_HEX == 1
+static inline uint64_t hex16(const char *text, uint64_t *bad) {
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)text);
+    __m128i digit = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('0' - 1)),
+                                  _mm_cmplt_epi8(x, _mm_set1_epi8('9' + 1)));
+    __m128i letter = _mm_and_si128(_mm_cmpgt_epi8(x, _mm_set1_epi8('a' - 1)),
+                                   _mm_cmplt_epi8(x, _mm_set1_epi8('f' + 1)));
+    *bad |= (uint64_t)(_mm_movemask_epi8(_mm_or_si128(digit, letter)) ^ 0xffff);
+    __m128i nib = _mm_or_si128(_mm_and_si128(digit, _mm_sub_epi8(x, _mm_set1_epi8('0'))),
+                               _mm_and_si128(letter, _mm_sub_epi8(x, _mm_set1_epi8('a' - 10))));
+    /* a lane is second << 8 | first: the byte is first << 4 | second */
+    __m128i pairs = _mm_or_si128(_mm_slli_epi16(nib, 4), _mm_srli_epi16(nib, 8));
+    pairs = _mm_and_si128(pairs, _mm_set1_epi16(0x00ff));
+    return (uint64_t)_mm_cvtsi128_si64(_mm_packus_epi16(pairs, pairs));
+}
+#elif CTX_WIRE_HEX == 2
 #define ONES 0x0101010101010101ull
 #define HIGH 0x8080808080808080ull
-
-static int hex8_swar(const char *text, uint8_t out[4], uint32_t *any) {
+static inline uint32_t hex8(const char *text, uint64_t *bad) {
     uint64_t x;
     memcpy(&x, text, 8);
     uint64_t ge0 = x + ONES * (0x80 - '0'), gt9 = x + ONES * (0x80 - '9' - 1);
     uint64_t gea = x + ONES * (0x80 - 'a'), gtf = x + ONES * (0x80 - 'f' - 1);
     uint64_t ok = ((ge0 & ~gt9) | (gea & ~gtf)) & ~x & HIGH;
-    if (ok != HIGH)
-        return -1;
+    *bad |= ok ^ HIGH;
     uint64_t nib = (x & (ONES * 0x0f)) + ((x >> 6) & ONES) * 9;
     uint64_t t = ((nib << 4) | (nib >> 8)) & 0x00ff00ff00ff00ffull;
     t = (t | (t >> 8)) & 0x0000ffff0000ffffull;
     t = (t | (t >> 16)) & 0x00000000ffffffffull;
-    uint32_t v = (uint32_t)t; /* little-endian: byte 0 is the first pair */
-    memcpy(out, &v, 4);
-    *any |= v;
-    return 0;
+    return (uint32_t)t; /* little-endian: byte 0 is the first pair */
 }
 
-/* Decodes 2*n lowercase hex digits; 0 or -1.  *any (if not NULL) becomes
- * non-zero iff a decoded byte is: the all-zero check of the ids without
- * reading back what was just stored (a wide load of narrow stores stalls
- * store forwarding). */
-static int hex_decode_any(const char *text, uint8_t *out, size_t n, uint32_t *any) {
-    uint32_t acc = 0;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    for (; n >= 4; n -= 4, text += 8, out += 4)
-        if (hex8_swar(text, out, &acc) != 0)
-            return -1;
+static inline uint64_t hex16(const char *text, uint64_t *bad) {
+    return (uint64_t)hex8(text, bad) | (uint64_t)hex8(text + 8, bad) << 32;
+}
+#else
+static inline uint64_t hex16(const char *text, uint64_t *bad) {
+    unsigned b = 0;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)hex2(text + 2 * i, &b) << (8 * i);
+    *bad |= b;
+    return v;
+}
 #endif
-    for (size_t i = 0; i < n; i++) {
-        int hi = ctx__hexlc_value((unsigned char)text[2 * i]);
-        int lo = ctx__hexlc_value((unsigned char)text[2 * i + 1]);
-        if (hi < 0 || lo < 0)
-            return -1;
-        out[i] = (uint8_t)(hi << 4 | lo);
-        acc |= out[i];
-    }
-    if (any)
-        *any = acc;
-    return 0;
+
+/* Stores such a word: its lowest byte first. */
+static inline void store_bytes(uint8_t *dst, uint64_t w) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(dst, &w, 8);
+#else
+    for (int i = 0; i < 8; i++)
+        dst[i] = (uint8_t)(w >> (8 * i));
+#endif
 }
 
-static int hex_decode(const char *text, uint8_t *out, size_t n) {
-    return hex_decode_any(text, out, n, NULL);
-}
-
+/* The ids are decoded into three words held in registers and stored into
+ * *out once, after every check: a failing parse leaves *out untouched, and
+ * nothing reads back the bytes it has just stored (a wide load of narrow
+ * stores stalls store forwarding: the old code built the struct on the
+ * stack byte by byte and then copied it). */
 int ctx_wire_traceparent_parse(const char *text, size_t len, ctx_wire_traceparent_t *out) {
     if (!out || (!text && len))
         return CTX_EINVAL;
@@ -224,23 +283,25 @@ int ctx_wire_traceparent_parse(const char *text, size_t len, ctx_wire_traceparen
         return CTX_EPARSE;
     if (text[2] != '-' || text[35] != '-' || text[52] != '-')
         return CTX_EPARSE;
-    ctx_wire_traceparent_t tp;
-    if (hex_decode(text, &tp.version, 1) != 0 || tp.version == 0xff) /* §3.2.2.1 */
+    unsigned bad2 = 0;
+    uint8_t version = hex2(text, &bad2), flags = hex2(text + 53, &bad2);
+    if (bad2 || version == 0xff) /* §3.2.2.1 */
         return CTX_EPARSE;
-    if (tp.version == 0) {
+    if (version == 0) {
         if (len != CTX_WIRE_TRACEPARENT_LEN) /* version 00 has exactly four fields */
             return CTX_EPARSE;
     } else if (len > CTX_WIRE_TRACEPARENT_LEN && text[CTX_WIRE_TRACEPARENT_LEN] != '-') {
         return CTX_EPARSE; /* §3.2.4: the flags are followed by the end or a dash */
     }
-    uint32_t trace_any, parent_any;
-    if (hex_decode_any(text + 3, tp.trace_id, 16, &trace_any) != 0 ||
-        hex_decode_any(text + 36, tp.parent_id, 8, &parent_any) != 0 ||
-        hex_decode(text + 53, &tp.flags, 1) != 0)
+    uint64_t bad = 0;
+    uint64_t t0 = hex16(text + 3, &bad), t1 = hex16(text + 19, &bad), p = hex16(text + 36, &bad);
+    if (bad || (t0 | t1) == 0 || p == 0) /* §3.2.2.3-4: all-zero ids */
         return CTX_EPARSE;
-    if (!trace_any || !parent_any) /* §3.2.2.3-4: all-zero ids */
-        return CTX_EPARSE;
-    *out = tp;
+    out->version = version;
+    store_bytes(out->trace_id, t0);
+    store_bytes(out->trace_id + 8, t1);
+    store_bytes(out->parent_id, p);
+    out->flags = flags;
     return 0;
 }
 

@@ -9,6 +9,8 @@
  */
 #include "core_test.h"
 
+#include "core/core.h" /* ctx__var_force_hash, a context's map */
+
 /* ---- new, copy, copy_current ---- */
 
 static void test_new_is_empty(void **state) {
@@ -308,6 +310,101 @@ static void test_new_from(void **state) {
         val_counters_reset();
     }
     for (int i = 0; i < FROM_N; i++)
+        ctx_var_release(vars[i]);
+}
+
+static uint64_t xorshift(uint64_t *x) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* The one-pass builder (a root written directly when the first hash
+ * fragments differ, puts otherwise) against new + sets, for random lists
+ * of variables whose hashes are forced to meet: in the root's fragment
+ * (k * 32 + f), in full (a collision node), or not at all; lists of 1 to
+ * 40 (the direct root is tried up to 32).  Both contexts must be sound
+ * maps with the same walk, and every value released once. */
+static void test_new_from_random_hashes(void **state) {
+    (void)state;
+    enum { POOL = 40 };
+    ctx_var_t *vars[POOL];
+    val_t vals[POOL];
+    for (int i = 0; i < POOL; i++)
+        vars[i] = make_var("h", NULL, 0, ops_release());
+    uint64_t x = 0x2545F4914F6CDD1Dull;
+#define NEXT() xorshift(&x)
+    int flat_shapes = 0;
+    int rounds = CTX_SCALED(600, 60, 60);
+    for (int round = 0; round < rounds; round++) {
+        ctx_var_t *list[POOL];
+        void *values[POOL];
+        int order[POOL];
+        for (int i = 0; i < POOL; i++)
+            order[i] = i;
+        for (int i = POOL - 1; i > 0; i--) { /* a random order */
+            int j = (int)(NEXT() % (uint64_t)(i + 1)), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        /* hashes: every fourth round, distinct root fragments for a list of
+         * up to 32 (the direct root); otherwise from 4 fragments (often
+         * meeting) to all 32, with a few full collisions */
+        int flat_round = round % 4 == 0;
+        unsigned spread = 4 + (unsigned)(NEXT() % 29);
+        for (int p = 0; p < POOL; p++) {
+            uint32_t h = (uint32_t)(NEXT() % 3) << 5;
+            if (flat_round)
+                h |= (uint32_t)p % 32;
+            else if (NEXT() % 8 == 0)
+                h = 7; /* full collisions */
+            else
+                h |= (uint32_t)(NEXT() % spread);
+            ctx__var_force_hash(vars[order[p]], h);
+        }
+        int n = 1 + (int)(NEXT() % (flat_round ? 32 : POOL));
+        uint32_t frags = 0;
+        int distinct = 1;
+        for (int i = 0; i < n; i++) {
+            list[i] = vars[order[i]];
+            val_init(&vals[i], i);
+            values[i] = &vals[i];
+            uint32_t bit = 1u << (list[i]->hash & 31);
+            distinct = distinct && !(frags & bit);
+            frags |= bit;
+        }
+        flat_shapes += distinct && n <= 32;
+        val_counters_reset();
+        ctx_context_t *built = NULL, *set = NULL;
+        ASSERT_RC(ctx_context_new_from(list, values, (size_t)n, &built), 0);
+        ASSERT_RC(ctx_context_new(&set), 0);
+        for (int i = 0; i < n; i++)
+            ASSERT_RC(ctx_context_set(set, list[i], values[i]), 0);
+        assert_int_equal(ctx__hamt_check(&built->map), 0);
+        assert_int_equal(built->map.count, (size_t)n);
+        expect_same_walk(built, set);
+        for (int i = 0; i < n; i++)
+            EXPECT_CTX_GET(built, list[i], 0, values[i]);
+        for (int i = n; i < POOL; i++)
+            EXPECT_CTX_GET(built, vars[order[i]], CTX_ENOTFOUND, NULL);
+        /* a variable listed twice, anywhere: refused, nothing released */
+        if (n >= 2) {
+            ctx_var_t *saved = list[n - 1];
+            list[n - 1] = list[(int)(NEXT() % (uint64_t)(n - 1))];
+            ctx_context_t *out = NULL;
+            ASSERT_RC(ctx_context_new_from(list, values, (size_t)n, &out), CTX_EINVAL);
+            assert_null(out);
+            list[n - 1] = saved;
+        }
+        assert_int_equal(atomic_load(&val_counters()->released), 0);
+        ctx_context_release(set);
+        ctx_context_release(built);
+        assert_int_equal(atomic_load(&val_counters()->released), 2 * n);
+    }
+#undef NEXT
+    assert_true(flat_shapes >= (rounds + 3) / 4); /* the direct root was built */
+    for (int i = 0; i < POOL; i++)
         ctx_var_release(vars[i]);
 }
 
@@ -1106,6 +1203,7 @@ int main(void) {
         TEST(test_context_set),
         TEST(test_new_from),
         TEST(test_new_from_errors),
+        TEST(test_new_from_random_hashes),
         TEST(test_run),
         TEST(test_run_nested),
         TEST(test_run_holds_reference),

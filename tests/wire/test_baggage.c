@@ -98,6 +98,36 @@ static void test_values(void **state) {
     assert_memory_equal(g.value[0], "a\0b", 3);
 }
 
+/* Values of every length from 0 to 40 bytes, each byte different (a plain
+ * value is copied in words of 8, 4 or 2 bytes from both ends up to 16
+ * bytes), alone at the end of a heap block of exactly its size (ASan: no
+ * read past the text) and in a list: delivered whole, NUL terminated. */
+static void test_value_lengths(void **state) {
+    (void)state;
+    for (size_t len = 0; len <= 40; len++) {
+        char value[41];
+        for (size_t i = 0; i < len; i++)
+            value[i] = (char)('A' + i % 26 + (i / 26) * 6); /* letters, then a-n */
+        value[len] = '\0';
+        size_t n = 2 + len;
+        char *text = malloc(n);
+        assert_non_null(text);
+        memcpy(text, "k=", 2);
+        memcpy(text + 2, value, len);
+        memset(&g, 0, sizeof g);
+        ASSERT_RC(ctx_wire_baggage_parse(text, n, collect, &g, NULL), 1);
+        assert_int_equal(g.value_len[0], len);
+        assert_string_equal(g.value[0], value);
+        free(text);
+        char list[128];
+        snprintf(list, sizeof list, "a=1,k=%s,z=%s", value, value);
+        ASSERT_RC(parse(list), 3);
+        assert_string_equal(g.value[1], value);
+        assert_string_equal(g.value[2], value);
+        assert_int_equal(g.value_len[1], len);
+    }
+}
+
 static void test_utf8_replacement(void **state) {
     (void)state;
 #define FFFD "\xef\xbf\xbd"
@@ -518,6 +548,7 @@ int main(void) {
         cmocka_unit_test(test_writer),
         cmocka_unit_test(test_writer_limits),
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_value_lengths),
     };
     return cmocka_run_group_tests_name("wire_baggage", tests, NULL, NULL);
 }

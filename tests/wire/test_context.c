@@ -354,6 +354,127 @@ static void test_baggage_drops(void **state) {
     ctx_wire_headers_release(h);
 }
 
+/* The registry finds a member's variable through an index of the keys:
+ * 64 keys that agree in length and in their first, middle and last bytes
+ * (what the index hashes) all share one probe chain; each must still get
+ * its own value, keys of the same hash that are not registered (or differ
+ * only in case: keys are case-sensitive) must count as unknown, and header
+ * names in any case must be recognised. */
+static void test_baggage_key_index(void **state) {
+    (void)state;
+    ctx_wire_t *w = NULL;
+    ASSERT_RC(ctx_wire_new(&w), 0);
+    ctx_var_t *vars[CTX_WIRE_MAX_VARS];
+    char keys[CTX_WIRE_MAX_VARS][8];
+    static const char mids[] = "bcdefghi";
+    for (int i = 0; i < CTX_WIRE_MAX_VARS; i++) {
+        snprintf(keys[i], sizeof keys[i], "a%cm%cz", mids[i / 8], mids[i % 8]);
+        vars[i] = str_var(keys[i]);
+        ASSERT_RC(ctx_wire_register(w, vars[i], keys[i]), 0);
+    }
+    char list[CTX_WIRE_BAGGAGE_MAX_BYTES];
+    size_t len = 0;
+    /* 60 of them, the last registered first (64 members is the list's
+     * limit), then 4 that are not registered: the same length, first,
+     * middle and last bytes, or a registered key in another case */
+    for (int i = CTX_WIRE_MAX_VARS - 1; i >= 4; i--)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s=v%d,", keys[i], i);
+    len += (size_t)snprintf(list + len, sizeof list - len, "aXmYz=u,ajmbz=u,aBmCz=u,abmbZ=u");
+    ctx_wire_headers_t *h = headers();
+    add_header(h, "BAGGAGE", list);
+    ctx_wire_carrier_t c = ctx_wire_headers_carrier(h);
+    ctx_wire_extract_report_t rep = CTX_STRUCT_INIT(ctx_wire_extract_report_t);
+    ctx_context_t *ctx = NULL;
+    ASSERT_RC(ctx_wire_extract(w, &c, 0, &ctx, &rep), 0);
+    assert_int_equal(rep.baggage_used, CTX_WIRE_MAX_VARS - 4);
+    assert_int_equal(rep.baggage_unknown, 4);
+    assert_int_equal(rep.baggage_over_limit, 0);
+    for (int i = 0; i < CTX_WIRE_MAX_VARS; i++) {
+        char want[8];
+        snprintf(want, sizeof want, "v%d", i);
+        if (i < 4)
+            assert_null(get_str(ctx, vars[i]));
+        else
+            assert_string_equal(get_str(ctx, vars[i]), want);
+    }
+    ctx_context_release(ctx);
+    ctx_wire_headers_release(h);
+    /* names in mixed case, and a name of the right length that is another */
+    h = headers();
+    add_header(h, "TraceParent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    add_header(h, "bAgGaGe", "abmbz=x");
+    add_header(h, "baggagf", "abmcz=y");
+    c = ctx_wire_headers_carrier(h);
+    ASSERT_RC(ctx_wire_extract(w, &c, 0, &ctx, &rep), 0);
+    assert_int_equal(rep.traceparent, 1);
+    assert_int_equal(rep.baggage_used, 1);
+    assert_string_equal(get_str(ctx, vars[0]), "x");
+    assert_null(get_str(ctx, vars[1]));
+    ctx_context_release(ctx);
+    ctx_wire_headers_release(h);
+    ctx_wire_release(w);
+    for (int i = 0; i < CTX_WIRE_MAX_VARS; i++)
+        ctx_var_release(vars[i]);
+}
+
+/* Keys of every length from 1 to 40 (the compare of a key takes words of
+ * 4 or 8 bytes from both ends for lengths 4 to 16): each found; and each
+ * with one byte changed where the index's hash does not look, near the
+ * start in one list and near the end in another (so that the compare has
+ * to tell them apart with either word), unknown. */
+static void test_baggage_key_lengths(void **state) {
+    (void)state;
+    enum { LONGEST = 40 };
+    ctx_wire_t *w = NULL;
+    ASSERT_RC(ctx_wire_new(&w), 0);
+    ctx_var_t *vars[LONGEST + 1];
+    char keys[LONGEST + 1][LONGEST + 1];
+    char list[3][CTX_WIRE_BAGGAGE_MAX_BYTES];
+    size_t len[3] = {0, 0, 0};
+    for (int n = 1; n <= LONGEST; n++) {
+        for (int j = 0; j < n; j++)
+            keys[n][j] = (char)('a' + (j * 7 + n) % 26);
+        keys[n][n] = '\0';
+        vars[n] = str_var(keys[n]);
+        ASSERT_RC(ctx_wire_register(w, vars[n], keys[n]), 0);
+        len[0] += (size_t)snprintf(list[0] + len[0], sizeof list[0] - len[0], "%s%s=v%d", n > 1 ? "," : "",
+                                   keys[n], n);
+        /* positions 0, n / 2 and n - 1 are hashed: change 1 or n - 2
+         * (the last byte when there is no other) */
+        int at[2] = {n >= 4 && n / 2 != 1 ? 1 : n - 1, n > 4 ? n - 2 : n - 1};
+        for (int v = 0; v < 2; v++) {
+            char changed[LONGEST + 1];
+            memcpy(changed, keys[n], (size_t)n + 1);
+            changed[at[v]] = 'Z';
+            len[1 + v] += (size_t)snprintf(list[1 + v] + len[1 + v], sizeof list[1 + v] - len[1 + v],
+                                           "%s%s=u", n > 1 ? "," : "", changed);
+        }
+    }
+    for (int l = 0; l < 3; l++) {
+        ctx_wire_extract_report_t rep = CTX_STRUCT_INIT(ctx_wire_extract_report_t);
+        ctx_context_t *ctx = NULL;
+        ctx_wire_headers_t *h = headers();
+        add_header(h, "baggage", list[l]);
+        ctx_wire_carrier_t c = ctx_wire_headers_carrier(h);
+        ASSERT_RC(ctx_wire_extract(w, &c, 0, &ctx, &rep), 0);
+        assert_int_equal(rep.baggage_used, l == 0 ? LONGEST : 0);
+        assert_int_equal(rep.baggage_unknown, l == 0 ? 0 : LONGEST);
+        for (int n = 1; n <= LONGEST; n++) {
+            char want[8];
+            snprintf(want, sizeof want, "v%d", n);
+            if (l == 0)
+                assert_string_equal(get_str(ctx, vars[n]), want);
+            else
+                assert_null(get_str(ctx, vars[n]));
+        }
+        ctx_context_release(ctx);
+        ctx_wire_headers_release(h);
+    }
+    ctx_wire_release(w);
+    for (int n = 1; n <= LONGEST; n++)
+        ctx_var_release(vars[n]);
+}
+
 static void test_deadline_drops(void **state) {
     (void)state;
     ctx_wire_extract_report_t rep = CTX_STRUCT_INIT(ctx_wire_extract_report_t);
@@ -762,6 +883,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_bad_tracestate_keeps_traceparent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tracestate_headers_join, setup, teardown),
         cmocka_unit_test_setup_teardown(test_baggage_drops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_baggage_key_index, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_baggage_key_lengths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_drops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline_shrinks_per_hop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strict_limits, setup, teardown),

@@ -3,7 +3,10 @@
  * test_traceparent.c — W3C Trace Context `traceparent`: the specification's
  * examples, every field rule (length, separators, lowercase hex, all-zero
  * ids, version ff), the future-version rules of §3.2.4, formatting, new
- * traces and children, and the trace-id helper.
+ * traces and children, and the trace-id helper; every byte value at every
+ * position, and random ids, against a plain reference decoder (the parser
+ * decodes sixteen digits at a time: this executable is also built with
+ * CTX_WIRE_HEX=2 and 3, the SWAR and table versions, from the same source).
  */
 #include "wire_test.h"
 
@@ -90,6 +93,119 @@ static void test_invalid_values(void **state) {
     ASSERT_RC(ctx_wire_traceparent_parse(NULL, 3, &tp), CTX_EINVAL);
     ASSERT_RC(ctx_wire_traceparent_parse("x", 1, NULL), CTX_EINVAL);
     ASSERT_RC(ctx_wire_traceparent_parse(NULL, 0, &tp), CTX_EPARSE);
+}
+
+/* The reference: a lowercase hex digit's value, or -1. */
+static int ref_digit(unsigned char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* The reference parse of a 55-byte version-00-shaped header, digit by
+ * digit: 0 and *out, or CTX_EPARSE. */
+static int ref_parse(const char *t, ctx_wire_traceparent_t *out) {
+    uint8_t b[27];
+    static const int field_start[4] = {0, 3, 36, 53}, field_bytes[4] = {1, 16, 8, 1};
+    if (t[2] != '-' || t[35] != '-' || t[52] != '-')
+        return CTX_EPARSE;
+    int k = 0;
+    for (int f = 0; f < 4; f++)
+        for (int i = 0; i < field_bytes[f]; i++, k++) {
+            int hi = ref_digit((unsigned char)t[field_start[f] + 2 * i]);
+            int lo = ref_digit((unsigned char)t[field_start[f] + 2 * i + 1]);
+            if (hi < 0 || lo < 0)
+                return CTX_EPARSE;
+            b[k] = (uint8_t)(hi << 4 | lo);
+        }
+    uint8_t trace_any = 0, parent_any = 0;
+    for (int i = 0; i < 16; i++)
+        trace_any |= b[1 + i];
+    for (int i = 0; i < 8; i++)
+        parent_any |= b[17 + i];
+    if (b[0] == 0xff || !trace_any || !parent_any)
+        return CTX_EPARSE;
+    out->version = b[0];
+    memcpy(out->trace_id, b + 1, 16);
+    memcpy(out->parent_id, b + 17, 8);
+    out->flags = b[25];
+    return 0;
+}
+
+/* Parses a 55-byte header copied into a heap block of exactly 55 bytes
+ * (ASan: no read past it), checks the result against the reference, and
+ * that a failure left *out untouched. */
+static void check_against_reference(const char *text) {
+    char *copy = malloc(CTX_WIRE_TRACEPARENT_LEN);
+    assert_non_null(copy);
+    memcpy(copy, text, CTX_WIRE_TRACEPARENT_LEN);
+    ctx_wire_traceparent_t got, want, untouched;
+    memset(&got, 0xAB, sizeof got);
+    memset(&untouched, 0xAB, sizeof untouched);
+    int rc = ctx_wire_traceparent_parse(copy, CTX_WIRE_TRACEPARENT_LEN, &got);
+    int ref = ref_parse(copy, &want);
+    /* OWS at either end is trimmed: the result is then too short */
+    if (copy[0] == ' ' || copy[0] == '\t' || copy[54] == ' ' || copy[54] == '\t')
+        ref = CTX_EPARSE;
+    if (rc != ref)
+        fail_msg("'%.55s': %d, the reference %d", copy, rc, ref);
+    if (rc == 0)
+        assert_memory_equal(&got, &want, sizeof got);
+    else
+        assert_memory_equal(&got, &untouched, sizeof got);
+    free(copy);
+}
+
+static void test_every_byte_at_every_position(void **state) {
+    (void)state;
+    static const char base[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    char text[CTX_WIRE_TRACEPARENT_LEN];
+    int accepted = 0;
+    for (int pos = 0; pos < CTX_WIRE_TRACEPARENT_LEN; pos++)
+        for (int c = 0; c < 256; c++) {
+            memcpy(text, base, sizeof text);
+            text[pos] = (char)c;
+            check_against_reference(text);
+            ctx_wire_traceparent_t tp;
+            accepted += ctx_wire_traceparent_parse(text, sizeof text, &tp) == 0;
+        }
+    /* each of the 52 digit positions accepts exactly the 16 lowercase
+     * digits (one change cannot make version ff or an all-zero id), each
+     * of the 3 dashes only '-' */
+    assert_int_equal(accepted, 52 * 16 + 3);
+}
+
+static void test_random_ids_against_reference(void **state) {
+    (void)state;
+    static const char digits[] = "0123456789abcdefABCDEFgz-";
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    char text[CTX_WIRE_TRACEPARENT_LEN];
+    for (int round = 0; round < SCALED(20000, 2000, 2000); round++) {
+        memcpy(text, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", sizeof text);
+        for (int i = 0; i < CTX_WIRE_TRACEPARENT_LEN; i++) {
+            if (i == 2 || i == 35 || i == 52)
+                continue;
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            /* mostly lowercase digits; now and then an invalid one */
+            text[i] = digits[(x >> 8) % 64 < 62 ? (x >> 16) % 16 : 16 + (x >> 16) % 9];
+            if ((x >> 40) % 16 == 0) /* and ids with runs of zeros */
+                text[i] = '0';
+        }
+        check_against_reference(text);
+    }
+    /* all zeros in one id or the other, one digit at a time away from it */
+    memcpy(text, "00-00000000000000000000000000000000-0000000000000000-01", sizeof text);
+    check_against_reference(text);
+    for (int i = 3; i < 52; i++) {
+        if (i == 35)
+            continue;
+        char save = text[i];
+        text[i] = '1';
+        check_against_reference(text);
+        text[i] = save;
+    }
 }
 
 static void test_future_versions(void **state) {
@@ -229,6 +345,8 @@ int main(void) {
         cmocka_unit_test(test_invalid_values),    cmocka_unit_test(test_future_versions),
         cmocka_unit_test(test_flags), cmocka_unit_test(test_span_id),        cmocka_unit_test(test_format_errors),
         cmocka_unit_test(test_new_and_child),     cmocka_unit_test(test_many_ids_distinct),
+        cmocka_unit_test(test_every_byte_at_every_position),
+        cmocka_unit_test(test_random_ids_against_reference),
     };
     return cmocka_run_group_tests_name("wire_traceparent", tests, NULL, NULL);
 }
