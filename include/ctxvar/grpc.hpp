@@ -292,7 +292,10 @@ CTX_EXPORT int ApplyDeadline(::grpc::ClientContext *cc, ctx_context_t *ctx = nul
 struct ServerOptions {
     size_t size = sizeof(ServerOptions); /* sizeof the struct as the caller knows it */
     /* How often the watcher asks a running sync handler's call whether it
-     * was cancelled, in nanoseconds; 0: 5 ms.  Negative: CTX_EINVAL. */
+     * was cancelled, in nanoseconds; 0: 5 ms.  Negative: CTX_EINVAL.  The
+     * watcher ticks at this interval while sync handlers run (and for a
+     * second after the last); a call is asked at the ticks it spans, so
+     * its scope learns of a cancellation within about one interval. */
     int64_t poll_interval_ns = 0;
 };
 
