@@ -21,7 +21,7 @@
  * ticks, once per poll interval, asking every call linked at that moment
  * (a call newer than the last tick is asked at the next one: still within
  * one interval of its start); an Add() does not wake it.  Once the list
- * has stayed empty for kLingerNs it goes idle (an untimed wait), and the
+ * has stayed empty for kLinger (1 s) it goes idle (an untimed wait), and the
  * next Add() wakes it — one wake-up per burst of calls, not one per call:
  * waking a thread costs a futex call and a switch, and asking a call that
  * lasts less than an interval is wasted work.  The first tick after an
@@ -37,7 +37,7 @@
  * found in a pass are ended after the pass, with the mutex released (each
  * with a reference of its own), as user callbacks may run.
  *
- * Cost: nothing while no sync handler has run for kLingerNs (the thread
+ * Cost: nothing while no sync handler has run for kLinger (the thread
  * waits on a condition variable); otherwise a wake-up per interval and
  * one IsCancelled() per running call per interval; per call, a lock and
  * an unlink each way.  Latency: at most about one interval (default 5 ms).
