@@ -40,7 +40,15 @@
  *                            two, in the same rounds: a second view of the
  *                            cost, which other jobs on the machine disturb
  *                            less than the round trip's wall time.
- * The three sides are three servers and channels in one process: a side's
+ *   grpc_roundtrip_sync_ns   the first call (with the context on both sides)
+ *                            to a sync-API server (Echo::Service) whose
+ *                            handler runs in Handle() (the sync path: the
+ *                            call decoded in the handler, watched for a
+ *                            cancellation while it runs); no server
+ *                            interceptor (the sync path needs none)
+ *   grpc_roundtrip_sync_plain_ns  the plain call to a sync-API server
+ *   grpc_roundtrip_sync_ratio  grpc_roundtrip_sync_ns / grpc_roundtrip_sync_plain_ns
+ * The sides are servers and channels in one process: a side's
  * threads and sockets can make it a few percent faster or slower than
  * another by themselves (the no-op side has come out faster than the plain
  * one), which bounds what the ratios can resolve.
@@ -92,6 +100,23 @@ class EchoService final : public Echo::CallbackService {
     cg::ServerPropagation *ctxsrv_;
 };
 
+/* The same service on the sync API. */
+class SyncEchoService final : public Echo::Service {
+  public:
+    explicit SyncEchoService(cg::ServerPropagation *ctxsrv) : ctxsrv_(ctxsrv) {}
+    ::grpc::Status Call(::grpc::ServerContext *sc, const EchoRequest *req,
+                        EchoReply *resp) override {
+        auto body = [&] {
+            resp->set_payload(req->payload());
+            return ::grpc::Status::OK;
+        };
+        return ctxsrv_ ? ctxsrv_->Handle(sc, body) : body();
+    }
+
+  private:
+    cg::ServerPropagation *ctxsrv_;
+};
+
 /* Interceptors that only proceed: gRPC's machinery, none of ours. */
 class Noop final : public ::grpc::experimental::Interceptor {
   public:
@@ -113,7 +138,7 @@ class NoopServerFactory final : public ::grpc::experimental::ServerInterceptorFa
 };
 
 struct Side {
-    std::unique_ptr<EchoService> service;
+    std::unique_ptr<::grpc::Service> service;
     std::unique_ptr<::grpc::Server> server;
     std::unique_ptr<Echo::Stub> stub;
 };
@@ -125,7 +150,7 @@ struct Bench {
     int rounds_with = 0, rounds_plain = 0;       /* the first is the warm-up */
     EchoRequest request;
     ctx_context_t *context = nullptr; /* the calling context of the "with" side */
-    Side with, plain, noop;
+    Side with, plain, noop, sync_with, sync_plain;
 };
 
 int StrEncode(const void *value, char *buf, size_t cap, void *) {
@@ -142,15 +167,21 @@ int StrDecode(const char *text, size_t len, void **out, void *) {
 }
 void StrRelease(void *value, void *) { free(value); }
 
-int Start(Side *side, cg::ServerPropagation *ctxsrv, bool noop,
+/* A server for `side` (the callback service, or with `sync` the sync one;
+ * ctxsrv's interceptor for the callback one, or no-op interceptors) and a
+ * channel to it. */
+int Start(Side *side, cg::ServerPropagation *ctxsrv, bool noop, bool sync,
           std::shared_ptr<::grpc::Channel> (*channel)(const std::string &, void *), void *arg) {
-    side->service.reset(new EchoService(ctxsrv));
+    if (sync)
+        side->service.reset(new SyncEchoService(ctxsrv));
+    else
+        side->service.reset(new EchoService(ctxsrv));
     ::grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", ::grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(side->service.get());
     std::vector<std::unique_ptr<::grpc::experimental::ServerInterceptorFactoryInterface>> f(1);
-    if (ctxsrv && ctxsrv->NewInterceptorFactory(&f[0]) != 0)
+    if (ctxsrv && !sync && ctxsrv->NewInterceptorFactory(&f[0]) != 0)
         return -1;
     if (noop)
         f[0].reset(new NoopServerFactory);
@@ -185,15 +216,26 @@ std::shared_ptr<::grpc::Channel> NoopChannel(const std::string &target, void *) 
         target, ::grpc::InsecureChannelCredentials(), ::grpc::ChannelArguments(), std::move(f));
 }
 
-void *CallsWith(void *arg) {
-    auto *b = static_cast<Bench *>(arg);
+/* A batch of calls with the context, on `side`. */
+void CallsWithOn(Bench *b, Side *side) {
     for (long i = 0; i < b->calls; i++) {
         ::grpc::ClientContext cc;
         cg::ApplyDeadline(&cc);
         EchoReply reply;
-        if (!b->with.stub->Call(&cc, b->request, &reply).ok())
+        if (!side->stub->Call(&cc, b->request, &reply).ok())
             b->failures++;
     }
+}
+
+void *CallsWith(void *arg) {
+    auto *b = static_cast<Bench *>(arg);
+    CallsWithOn(b, &b->with);
+    return nullptr;
+}
+
+void *CallsSyncWith(void *arg) {
+    auto *b = static_cast<Bench *>(arg);
+    CallsWithOn(b, &b->sync_with);
     return nullptr;
 }
 
@@ -259,6 +301,20 @@ double RoundHeaders(void *arg) {
     return static_cast<double>(ctx_bench_now_ns() - t0) / static_cast<double>(b->calls);
 }
 
+double RoundSyncWith(void *arg) {
+    auto *b = static_cast<Bench *>(arg);
+    uint64_t t0 = ctx_bench_now_ns();
+    ctx_context_run(b->context, CallsSyncWith, b, nullptr);
+    return static_cast<double>(ctx_bench_now_ns() - t0) / static_cast<double>(b->calls);
+}
+
+double RoundSyncPlain(void *arg) {
+    auto *b = static_cast<Bench *>(arg);
+    uint64_t t0 = ctx_bench_now_ns();
+    CallsWithout(b, &b->sync_plain);
+    return static_cast<double>(ctx_bench_now_ns() - t0) / static_cast<double>(b->calls);
+}
+
 double RoundNoop(void *arg) {
     auto *b = static_cast<Bench *>(arg);
     uint64_t t0 = ctx_bench_now_ns();
@@ -307,16 +363,20 @@ void Run(ctx_bench_t *bench) {
         cg::ClientPropagation::Create(wire, nullptr, &client) != 0 ||
         cg::ServerPropagation::Create(wire, nullptr, &ctxsrv) != 0 ||
         MakeContext(wire, tenant, &b.context) != 0 ||
-        Start(&b.with, ctxsrv.get(), false, WithChannel, client.get()) != 0 ||
-        Start(&b.plain, nullptr, false, PlainChannel, nullptr) != 0 ||
-        Start(&b.noop, nullptr, true, NoopChannel, nullptr) != 0) {
+        Start(&b.with, ctxsrv.get(), false, false, WithChannel, client.get()) != 0 ||
+        Start(&b.plain, nullptr, false, false, PlainChannel, nullptr) != 0 ||
+        Start(&b.noop, nullptr, true, false, NoopChannel, nullptr) != 0 ||
+        Start(&b.sync_with, ctxsrv.get(), false, true, WithChannel, client.get()) != 0 ||
+        Start(&b.sync_plain, nullptr, false, true, PlainChannel, nullptr) != 0) {
         fprintf(stderr, "ctxvar_bench: grpc: could not set up the servers; section skipped\n");
     } else {
-        ctx_bench_contender_t c[4] = {{"grpc with context", RoundWith, &b, {}},
+        ctx_bench_contender_t c[6] = {{"grpc with context", RoundWith, &b, {}},
                                       {"grpc plain", RoundPlain, &b, {}},
                                       {"grpc no-op interceptors", RoundNoop, &b, {}},
-                                      {"grpc plain with the headers", RoundHeaders, &b, {}}};
-        ctx_bench_interleave(bench, c, 4);
+                                      {"grpc plain with the headers", RoundHeaders, &b, {}},
+                                      {"grpc sync with context", RoundSyncWith, &b, {}},
+                                      {"grpc sync plain", RoundSyncPlain, &b, {}}};
+        ctx_bench_interleave(bench, c, 6);
         if (b.failures)
             fprintf(stderr, "ctxvar_bench: grpc: %ld calls failed\n", b.failures);
         ctx_bench_put_samples(bench, "grpc_roundtrip_ns", &c[0].samples, CTX_BENCH_NO_GOAL,
@@ -333,6 +393,12 @@ void Run(ctx_bench_t *bench) {
                               "the plain call with the same headers added by hand");
         ctx_bench_put_ratio(bench, "grpc_roundtrip_vs_headers_ratio", &c[0].samples, &c[3].samples,
                             CTX_BENCH_NO_GOAL, "with context / plain with the same headers");
+        ctx_bench_put_samples(bench, "grpc_roundtrip_sync_ns", &c[4].samples, CTX_BENCH_NO_GOAL,
+                              "unary call to a sync server, client interceptor + Handle");
+        ctx_bench_put_samples(bench, "grpc_roundtrip_sync_plain_ns", &c[5].samples,
+                              CTX_BENCH_NO_GOAL, "the same call to a sync server, plain gRPC");
+        ctx_bench_put_ratio(bench, "grpc_roundtrip_sync_ratio", &c[4].samples, &c[5].samples,
+                            CTX_BENCH_NO_GOAL, "sync: with context / plain");
         ctx_bench_put_samples(bench, "grpc_roundtrip_cpu_ns", &b.cpu_with, CTX_BENCH_NO_GOAL,
                               "CPU per call (all threads), with context");
         ctx_bench_put_samples(bench, "grpc_roundtrip_cpu_plain_ns", &b.cpu_plain,
@@ -340,7 +406,7 @@ void Run(ctx_bench_t *bench) {
         ctx_bench_put_ratio(bench, "grpc_roundtrip_cpu_ratio", &b.cpu_with, &b.cpu_plain,
                             CTX_BENCH_NO_GOAL, "CPU with context / plain");
     }
-    for (Side *side : {&b.with, &b.plain, &b.noop}) {
+    for (Side *side : {&b.with, &b.plain, &b.noop, &b.sync_with, &b.sync_plain}) {
         if (side->server) {
             side->server->Shutdown();
             side->server->Wait();

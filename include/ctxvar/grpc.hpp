@@ -111,7 +111,10 @@
  *                                 by the client, by its connection going
  *                                 away, or by the server's own TryCancel;
  *   CTX_ECANCELLED, cause code kCauseCallFinished
- *                                 the call is over (its status was sent):
+ *                                 the call is over (its status was sent;
+ *                                 sync API: its handler returned — a
+ *                                 cancellation the watcher had not yet
+ *                                 seen then is reported so, see Handle):
  *                                 as in Go, work still running for a call
  *                                 that has been answered is told to stop.
  *                                 Work that must outlive the call runs in
@@ -292,7 +295,10 @@ CTX_EXPORT int ApplyDeadline(::grpc::ClientContext *cc, ctx_context_t *ctx = nul
 struct ServerOptions {
     size_t size = sizeof(ServerOptions); /* sizeof the struct as the caller knows it */
     /* How often the watcher asks a running sync handler's call whether it
-     * was cancelled, in nanoseconds; 0: 5 ms.  Negative: CTX_EINVAL. */
+     * was cancelled, in nanoseconds; 0: 5 ms.  Negative: CTX_EINVAL.  The
+     * watcher ticks at this interval while sync handlers run (and for a
+     * second after the last); a call is asked at the ticks it spans, so
+     * its scope learns of a cancellation within about one interval. */
     int64_t poll_interval_ns = 0;
 };
 
@@ -348,7 +354,10 @@ class CTX_EXPORT ServerPropagation {
      * (see the top of this file), and returns its status.  While it runs,
      * the watcher asks every poll interval whether the call was cancelled
      * and cancels the scope if so; when it returns, the scope ends
-     * (cancelled or finished).  Call it once per call, from the method
+     * (cancelled if the watcher saw the call cancelled, else finished: a
+     * cancellation in the last interval before the handler returns is
+     * reported as kCauseCallFinished, as asking gRPC once more costs more
+     * than a whole call).  Call it once per call, from the method
      * handler, on gRPC's thread.  If the context cannot be made (out of
      * memory) the handler runs all the same, in an empty context
      * (stats.decode_failures).  An exception thrown by handler() is

@@ -107,6 +107,8 @@ class Watcher {
   private:
     static void *Main(void *self) noexcept;
     void Loop() noexcept;
+    /* Asks every linked call once (mutex held on entry and exit). */
+    void Pass(std::unique_lock<std::mutex> &lock) noexcept;
     ServerState *server_;
     std::mutex mu_;
     std::condition_variable work_cv_;  /* entries to watch, or stop */
@@ -114,6 +116,8 @@ class Watcher {
     WatchEntry *head_ = nullptr;
     bool started_ = false;
     bool stopping_ = false;
+    bool idle_ = false;  /* the thread waits for a call (Add wakes it) */
+    bool added_ = false; /* a call was added since the thread last looked */
     pthread_t thread_;
 };
 

@@ -17,6 +17,16 @@
  *
  *   head ─▶ [entry: sc, call, busy, leaving, cancelled] ─▶ [entry] ─▶ ...
  *
+ * The thread is woken only when it is idle.  While calls come and go it
+ * ticks, once per poll interval, asking every call linked at that moment
+ * (a call newer than the last tick is asked at the next one: still within
+ * one interval of its start); an Add() does not wake it.  Once the list
+ * has stayed empty for kLinger (1 s) it goes idle (an untimed wait), and the
+ * next Add() wakes it — one wake-up per burst of calls, not one per call:
+ * waking a thread costs a futex call and a switch, and asking a call that
+ * lasts less than an interval is wasted work.  The first tick after an
+ * idle wake-up is one interval later, for the same reason.
+ *
  * IsCancelled() is asked with the mutex released — it may run gRPC's and
  * users' interceptors — while the entry is marked busy; a handler that
  * returns marks its entry leaving and waits until it is not busy before
@@ -27,9 +37,10 @@
  * found in a pass are ended after the pass, with the mutex released (each
  * with a reference of its own), as user callbacks may run.
  *
- * Cost: nothing while no sync handler runs (the thread waits on a
- * condition variable); otherwise one IsCancelled() per running call per
- * interval.  Latency: about one interval (default 5 ms).
+ * Cost: nothing while no sync handler has run for kLinger (the thread
+ * waits on a condition variable); otherwise a wake-up per interval and
+ * one IsCancelled() per running call per interval; per call, a lock and
+ * an unlink each way.  Latency: at most about one interval (default 5 ms).
  */
 #include <chrono>
 #include <csignal>
@@ -42,7 +53,10 @@ namespace detail {
 
 namespace {
 constexpr size_t kBatch = 16; /* cancellations ended per pass, at most */
-}
+/* How long the thread keeps ticking with no call to watch before it goes
+ * idle (and must be woken by the next call). */
+constexpr auto kLinger = std::chrono::seconds(1);
+} // namespace
 
 bool Watcher::Add(WatchEntry *e) noexcept {
     std::unique_lock<std::mutex> lock(mu_);
@@ -64,7 +78,11 @@ bool Watcher::Add(WatchEntry *e) noexcept {
     if (head_)
         head_->prev = e;
     head_ = e;
-    work_cv_.notify_one();
+    added_ = true;
+    if (idle_) {
+        idle_ = false;
+        work_cv_.notify_one();
+    }
     return true;
 }
 
@@ -102,39 +120,52 @@ void *Watcher::Main(void *self) noexcept {
 
 void Watcher::Loop() noexcept {
     const auto interval = std::chrono::nanoseconds(server_->poll_ns);
+    auto stop = [this] { return stopping_; };
     std::unique_lock<std::mutex> lock(mu_);
+    auto last_seen = std::chrono::steady_clock::now(); /* a call linked, or added */
     while (!stopping_) {
-        if (!head_) {
-            work_cv_.wait(lock);
+        if (head_ || added_) {
+            added_ = false;
+            last_seen = std::chrono::steady_clock::now();
+        } else if (std::chrono::steady_clock::now() - last_seen >= kLinger) {
+            idle_ = true;
+            work_cv_.wait(lock, [this] { return stopping_ || head_; });
+            idle_ = false;
+            work_cv_.wait_for(lock, interval, stop); /* the new call's first interval */
             continue;
         }
-        CallState *found[kBatch];
-        size_t n = 0;
-        for (WatchEntry *e = head_; e && n < kBatch; e = e->next) {
-            if (e->cancelled || e->leaving)
-                continue;
-            e->busy = true;
-            lock.unlock();
-            bool cancelled = e->sc->IsCancelled();
-            Bump(server_->watcher_polls);
-            lock.lock();
-            e->busy = false;
-            if (cancelled) {
-                e->cancelled = true;
-                found[n++] = e->call->Retain();
-            }
-            if (e->leaving)
-                leave_cv_.notify_all();
+        if (head_)
+            Pass(lock);
+        work_cv_.wait_for(lock, interval, stop);
+    }
+}
+
+void Watcher::Pass(std::unique_lock<std::mutex> &lock) noexcept {
+    CallState *found[kBatch];
+    size_t n = 0;
+    for (WatchEntry *e = head_; e && n < kBatch; e = e->next) {
+        if (e->cancelled || e->leaving)
+            continue;
+        e->busy = true;
+        lock.unlock();
+        bool cancelled = e->sc->IsCancelled();
+        Bump(server_->watcher_polls);
+        lock.lock();
+        e->busy = false;
+        if (cancelled) {
+            e->cancelled = true;
+            found[n++] = e->call->Retain();
         }
-        if (n) {
-            lock.unlock();
-            for (size_t i = 0; i < n; i++) {
-                server_->End(found[i], true);
-                found[i]->Release();
-            }
-            lock.lock();
+        if (e->leaving)
+            leave_cv_.notify_all();
+    }
+    if (n) {
+        lock.unlock();
+        for (size_t i = 0; i < n; i++) {
+            server_->End(found[i], true);
+            found[i]->Release();
         }
-        work_cv_.wait_for(lock, interval, [this] { return stopping_; });
+        lock.lock();
     }
 }
 

@@ -180,6 +180,17 @@ void sync_client_cancel_wakes_handler(void **) {
     assert_true(Stats().calls_cancelled > cancelled);
 }
 
+/* The same after a pause longer than the watcher's linger (1 s): the
+ * watcher has gone idle, and only the call's Add() wakes it (every other
+ * call finds it ticking); it must still find the cancellation. */
+void sync_client_cancel_after_idle_watcher(void **) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    uint64_t polls = Stats().watcher_polls, cancelled = Stats().calls_cancelled;
+    client_cancel(w->sync_stub.get(), "sync-cancel-idle", false);
+    assert_true(Stats().watcher_polls > polls);
+    assert_true(Stats().calls_cancelled > cancelled);
+}
+
 void callback_client_cancel_stops_task(void **) {
     uint64_t cancelled = Stats().calls_cancelled;
     client_cancel(w->cb_stub.get(), "callback-cancel", true);
@@ -452,6 +463,7 @@ int main(void) {
         cmocka_unit_test(callback_handler_runs_in_call_context),
         cmocka_unit_test(call_without_context),
         cmocka_unit_test(sync_client_cancel_wakes_handler),
+        cmocka_unit_test(sync_client_cancel_after_idle_watcher),
         cmocka_unit_test(callback_client_cancel_stops_task),
         cmocka_unit_test(sync_deadline),
         cmocka_unit_test(callback_deadline),
