@@ -100,7 +100,7 @@ static double time_publishes(ctx_bus_t *bus, ctx_bus_event_t *ev, long n, int ex
 
 /* The baseline: the same listeners, called from a plain array. */
 static double time_direct(ctx_bus_event_t *ev, long n) {
-    ctx_bus_listener_fn fns[LISTENERS];
+    static ctx_bus_listener_fn fns[LISTENERS];
     for (int i = 0; i < LISTENERS; i++)
         fns[i] = bench_listener;
     ctx_bus_listener_fn *volatile table = fns; /* keep the calls indirect */
