@@ -13,19 +13,21 @@
  *                          carrier that copies into a fixed buffer
  *   baggage_parse_ns_8     the codec alone: ctx_wire_baggage_parse of that header
  *   baggage_decode_core_ns_8  the part of baggage_decode_ns_8 that is the
- *                          core's and the values' own: a new context, the 8
- *                          values made by the same decode hook and set with
- *                          ctx_context_set, the context released (measured
- *                          in the same rounds as baggage_decode_ns_8)
+ *                          core's and the values' own: the 8 values made by
+ *                          the same decode hook and put in a new context
+ *                          with ctx_context_new_from, as ctx_wire_extract
+ *                          does, the context released (measured in the
+ *                          same rounds as baggage_decode_ns_8)
  *   baggage_decode_wire_ns_8  baggage_decode_ns_8 minus that: what the wire
  *                          layer itself adds (parse, key lookup, report)
  *   traceparent_extract_ns ctx_wire_extract of a carrier holding one
  *                          traceparent header into a new context, released
  *                          (carrier → context: what a server pays to join a
  *                          trace)
- *   traceparent_extract_core_ns  its core part: a new context, one
- *                          value of the same size allocated and set, the
- *                          context released (same rounds)
+ *   traceparent_extract_core_ns  its core part: one value of the same
+ *                          size allocated and put in a new context with
+ *                          ctx_context_new_from, the context released
+ *                          (same rounds)
  *   traceparent_extract_wire_ns  traceparent_extract_ns minus that
  *   otel_js_traceparent_extract_ns  OpenTelemetry JS's
  *                          W3CTraceContextPropagator.extract of the same
@@ -180,20 +182,20 @@ static double round_extract(void *arg) {
     return (double)(ctx_bench_now_ns() - t0) / (double)a->iters;
 }
 
-/* The same values made by the same hook and set in a new context, without
- * the wire layer: the floor the core and the values set. */
+/* The same values made by the same hook and put in a new context the way
+ * ctx_wire_extract does (ctx_context_new_from), without the wire layer: the
+ * floor the core and the values set. */
 static double round_core_only(void *arg) {
     decode_arg_t *a = arg;
     uint64_t t0 = ctx_bench_now_ns();
     for (long i = 0; i < a->iters; i++) {
         ctx_context_t *ctx = NULL;
-        if (ctx_context_new(&ctx) != 0)
-            abort();
-        for (int k = 0; k < 8; k++) {
-            void *v = NULL;
-            if (str_decode(values[k], strlen(values[k]), &v, NULL) || ctx_context_set(ctx, a->vars[k], v))
+        void *v[8];
+        for (int k = 0; k < 8; k++)
+            if (str_decode(values[k], strlen(values[k]), &v[k], NULL))
                 abort();
-        }
+        if (ctx_context_new_from(a->vars, v, 8, &ctx) != 0)
+            abort();
         ctx_context_release(ctx);
     }
     return (double)(ctx_bench_now_ns() - t0) / (double)a->iters;
@@ -205,7 +207,7 @@ static void decode_split(ctx_bench_t *b, ctx_wire_t *w, ctx_var_t **vars, const 
     ctx_bench_contender_t c[2] = {{"extract", round_extract, &a, {0}}, {"core", round_core_only, &a, {0}}};
     ctx_bench_interleave(b, c, 2);
     ctx_bench_put_samples(b, "baggage_decode_core_ns_8", &c[1].samples, CTX_BENCH_NO_GOAL,
-                          "its core part: new context, 8 values made and set, released");
+                          "its core part: 8 values made, ctx_context_new_from, released");
     ctx_bench_put_difference(b, "baggage_decode_wire_ns_8", &c[0].samples, &c[1].samples,
                              CTX_BENCH_NO_GOAL, "its wire part: baggage_decode_ns_8 minus that");
 }
@@ -328,7 +330,7 @@ static double round_tp_core(void *arg) {
     for (long i = 0; i < a->iters; i++) {
         ctx_context_t *ctx = NULL;
         void *v = malloc(64);
-        if (!v || ctx_context_new(&ctx) != 0 || ctx_context_set(ctx, a->plain, v) != 0)
+        if (!v || ctx_context_new_from(&a->plain, &v, 1, &ctx) != 0)
             abort();
         ctx_context_release(ctx);
     }
@@ -368,7 +370,7 @@ static void bench_traceparent_extract(ctx_bench_t *b, ctx_wire_t *w, long iters)
     ctx_bench_put_samples(b, "traceparent_extract_ns", &c[0].samples, CTX_BENCH_NO_GOAL,
                           "extract one traceparent header into a new context");
     ctx_bench_put_samples(b, "traceparent_extract_core_ns", &c[1].samples, CTX_BENCH_NO_GOAL,
-                          "its core part: new context, one value set, released");
+                          "its core part: one value made, ctx_context_new_from, released");
     ctx_bench_put_difference(b, "traceparent_extract_wire_ns", &c[0].samples, &c[1].samples,
                              CTX_BENCH_NO_GOAL, "its wire part: traceparent_extract_ns minus that");
     if (with_otel && ctx_bench_median(&c[2].samples) > 0) {
