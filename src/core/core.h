@@ -155,6 +155,9 @@ extern _Thread_local ctx__tstate_t *ctx__tls;
 
 /* A new reference to ts->current's map, from the thread's reserve. */
 ctx__hamt_t ctx__reserve_take(ctx__tstate_t *ts);
+/* A new reference to `map`: from the calling thread's reserve when `map`
+ * is its current map (a plain decrement), else ctx__hamt_retain. */
+ctx__hamt_t ctx__reserve_take_of(ctx__hamt_t map);
 /* Drops a reference to `map`: back into the calling thread's reserve when
  * `map` is its current map, else the ordinary way.  Any thread. */
 void ctx__reserve_give(ctx__hamt_t map);

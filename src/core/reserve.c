@@ -83,6 +83,13 @@ ctx__hamt_t ctx__reserve_take(ctx__tstate_t *ts) {
     return map;
 }
 
+ctx__hamt_t ctx__reserve_take_of(ctx__hamt_t map) {
+    ctx__tstate_t *ts = ctx__tls;
+    if (ts && map.root && map.root == ts->current->map.root)
+        return ctx__reserve_take(ts);
+    return ctx__hamt_retain(map);
+}
+
 void ctx__reserve_give(ctx__hamt_t map) {
     ctx__tstate_t *ts = ctx__tls;
     if (ts && map.root && map.root == ts->current->map.root && !ctx__provider_installed()) {

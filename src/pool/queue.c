@@ -437,7 +437,7 @@ int ctx__queue_push(ctx_pool_t *pool, const ctx__slot_t *slot, bool retain_map) 
         ctx__qslot_t *q = &pool->tail_segment->slots[pool->tail_slot++];
         q->arg = slot->arg;
         /* Right after the lock's fence, this one finds nothing to drain. */
-        q->map = retain_map ? ctx__hamt_retain(slot->map) : slot->map;
+        q->map = retain_map ? ctx__reserve_take_of(slot->map) : slot->map; /* core/reserve.c */
         atomic_store_explicit(&q->fn, slot->fn, memory_order_release); /* published */
         atomic_store(&pool->published, atomic_load_explicit(&pool->published, memory_order_relaxed) + 1);
         /* A submitter that found room may leave room for the next one too. */
