@@ -226,6 +226,13 @@ void ctx__cancel_expire_due(ctx_cancel_scope_t *s) {
     while (owner->parent && owner->parent->deadline == owner->deadline)
         owner = owner->parent;
     ctx__cancel_tree(owner, CTX_EDEADLINE, NULL);
+    /* If another thread (the timer) cancelled `owner` first, its walk may
+     * not have reached `s` yet: `s`'s own deadline has passed, so it is
+     * cancelled here (the first mark wins, as with any two cancels), and a
+     * caller told CTX_EDEADLINE then finds it in the scope's error and
+     * cause too. */
+    if (s != owner && !atomic_load_explicit(&s->state, memory_order_acquire))
+        ctx__cancel_tree(s, CTX_EDEADLINE, NULL);
 }
 
 int ctx__cancel_scope_poll(ctx_cancel_scope_t *s) {

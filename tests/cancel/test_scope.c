@@ -232,6 +232,31 @@ static void test_deadline_expires(void **state) {
     ctx_cancel_scope_release(s);
 }
 
+/* A wait that reports CTX_EDEADLINE finds the scope cancelled, even when
+ * the timer is still walking the parent's children (the waiter then
+ * cancels its own scope: its deadline has passed).  A race: many rounds
+ * with many children make the window likely, in the TSan run above all. */
+static void test_deadline_wait_agrees_with_error(void **state) {
+    (void)state;
+    enum { ROUNDS = 100, CHILDREN = 64 };
+    for (int r = 0; r < ROUNDS; r++) {
+        ctx_cancel_options_t o = timeout_opts(MS / 2);
+        ctx_cancel_scope_t *s = new_scope(NULL, &o);
+        ctx_cancel_scope_t *kids[CHILDREN];
+        for (int i = 0; i < CHILDREN; i++)
+            kids[i] = new_scope(s, NULL);
+        ctx_cancel_scope_t *last = kids[(r * 7) % CHILDREN];
+        ASSERT_RC(ctx_cancel_scope_wait(last, -1), CTX_EDEADLINE);
+        ASSERT_RC(ctx_cancel_scope_error(last), CTX_EDEADLINE);
+        ctx_cancel_cause_t got = CTX_STRUCT_INIT(ctx_cancel_cause_t);
+        ASSERT_RC(ctx_cancel_scope_cause(last, &got), CTX_EDEADLINE);
+        assert_int_equal(got.code, 0);
+        for (int i = 0; i < CHILDREN; i++)
+            ctx_cancel_scope_release(kids[i]);
+        ctx_cancel_scope_release(s);
+    }
+}
+
 /* Go: TestCanceledTimeout — cancelled before the deadline: CTX_ECANCELLED,
  * and the timer entry is gone at once, not at release. */
 static void test_cancel_before_deadline(void **state) {
@@ -708,6 +733,7 @@ int main(void) {
         cmocka_unit_test(test_deadlines_only_shrink),
         cmocka_unit_test(test_expired_at_birth),
         cmocka_unit_test(test_deadline_expires),
+        cmocka_unit_test(test_deadline_wait_agrees_with_error),
         cmocka_unit_test(test_cancel_before_deadline),
         cmocka_unit_test(test_enter_exit_and_copies),
         cmocka_unit_test(test_enter_given_scope_takes_a_reference),
