@@ -173,11 +173,13 @@ void client_cancel(Chain::Stub *stub, const std::string &request_id, bool slow) 
     assert_int_equal(r.late_steps(), 0);
 }
 
+/* The server counts a call (ServerStats) a moment after its scope ends,
+ * and the reports wait for the scope only: the counts are awaited. */
 void sync_client_cancel_wakes_handler(void **) {
     uint64_t polls = Stats().watcher_polls, cancelled = Stats().calls_cancelled;
     client_cancel(w->sync_stub.get(), "sync-cancel", false);
     assert_true(Stats().watcher_polls > polls); /* the watcher found it */
-    assert_true(Stats().calls_cancelled > cancelled);
+    assert_true(WaitUntil([&] { return Stats().calls_cancelled > cancelled; }, 30000));
 }
 
 /* The same after a pause longer than the watcher's linger (1 s): the
@@ -188,13 +190,13 @@ void sync_client_cancel_after_idle_watcher(void **) {
     uint64_t polls = Stats().watcher_polls, cancelled = Stats().calls_cancelled;
     client_cancel(w->sync_stub.get(), "sync-cancel-idle", false);
     assert_true(Stats().watcher_polls > polls);
-    assert_true(Stats().calls_cancelled > cancelled);
+    assert_true(WaitUntil([&] { return Stats().calls_cancelled > cancelled; }, 30000));
 }
 
 void callback_client_cancel_stops_task(void **) {
     uint64_t cancelled = Stats().calls_cancelled;
     client_cancel(w->cb_stub.get(), "callback-cancel", true);
-    assert_true(Stats().calls_cancelled > cancelled);
+    assert_true(WaitUntil([&] { return Stats().calls_cancelled > cancelled; }, 30000));
 }
 
 /* The call's deadline passes: the scope ends then, and what waited on it
@@ -230,15 +232,25 @@ void deadline(Chain::Stub *stub, const std::string &request_id, bool slow) {
 void sync_deadline(void **) {
     cg::ServerStats before = Stats();
     deadline(w->sync_stub.get(), "sync-deadline", false);
-    assert_true(Stats().calls_deadline + Stats().calls_cancelled >
-                before.calls_deadline + before.calls_cancelled);
+    assert_true(WaitUntil(
+        [&] {
+            cg::ServerStats now = Stats();
+            return now.calls_deadline + now.calls_cancelled >
+                   before.calls_deadline + before.calls_cancelled;
+        },
+        30000));
 }
 
 void callback_deadline(void **) {
     cg::ServerStats before = Stats();
     deadline(w->cb_stub.get(), "callback-deadline", true);
-    assert_true(Stats().calls_deadline + Stats().calls_cancelled >
-                before.calls_deadline + before.calls_cancelled);
+    assert_true(WaitUntil(
+        [&] {
+            cg::ServerStats now = Stats();
+            return now.calls_deadline + now.calls_cancelled >
+                   before.calls_deadline + before.calls_cancelled;
+        },
+        30000));
 }
 
 /* Without the interceptor, Handle decodes the call itself. */
