@@ -229,28 +229,28 @@ void deadline(Chain::Stub *stub, const std::string &request_id, bool slow) {
     assert_true(r.cancelled_ns() >= client_deadline - 3000000); /* gRPC's rounding */
 }
 
-void sync_deadline(void **) {
-    cg::ServerStats before = Stats();
-    deadline(w->sync_stub.get(), "sync-deadline", false);
-    assert_true(WaitUntil(
+/* The server counted one more call ended by its deadline or a cancel than
+ * `before` did (awaited: see sync_client_cancel_wakes_handler). */
+bool ended_by_deadline_or_cancel_since(const cg::ServerStats &before) {
+    return WaitUntil(
         [&] {
             cg::ServerStats now = Stats();
             return now.calls_deadline + now.calls_cancelled >
                    before.calls_deadline + before.calls_cancelled;
         },
-        30000));
+        30000);
+}
+
+void sync_deadline(void **) {
+    cg::ServerStats before = Stats();
+    deadline(w->sync_stub.get(), "sync-deadline", false);
+    assert_true(ended_by_deadline_or_cancel_since(before));
 }
 
 void callback_deadline(void **) {
     cg::ServerStats before = Stats();
     deadline(w->cb_stub.get(), "callback-deadline", true);
-    assert_true(WaitUntil(
-        [&] {
-            cg::ServerStats now = Stats();
-            return now.calls_deadline + now.calls_cancelled >
-                   before.calls_deadline + before.calls_cancelled;
-        },
-        30000));
+    assert_true(ended_by_deadline_or_cancel_since(before));
 }
 
 /* Without the interceptor, Handle decodes the call itself. */
