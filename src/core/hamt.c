@@ -72,8 +72,9 @@
  * variables made together always are — it allocates the root with exactly
  * n slots and writes each item into its final slot, the node a series of
  * puts would end with, without the walks, the moves of the slots and the
- * regrowth; otherwise it does nothing and the caller falls back on puts.  The same argument saves the last release of an item or node
- * its locked instruction (drop_ref).
+ * regrowth; otherwise it does nothing and the caller falls back on puts.
+ * The same argument saves the last release of an item or node its locked
+ * instruction (drop_ref).
  *
  * put_inplace and take_inplace never drop the last reference to an item:
  * they hand the replaced or removed item back, so that a context can release

@@ -67,14 +67,21 @@ void ctx__reserve_flush(ctx__tstate_t *ts) {
     ctx__hamt_release_n(map, n, &ctx__box_ops);
 }
 
+/* Makes `root` the reserve's map.  By the invariant a reserve for another
+ * map holds no spares; the flush keeps even a broken invariant from
+ * leaking them. */
+static void reserve_for(ctx__tstate_t *ts, ctx__hamt_node_t *root) {
+    if (ts->reserve_root != root) {
+        ctx__reserve_flush(ts);
+        ts->reserve_root = root;
+    }
+}
+
 ctx__hamt_t ctx__reserve_take(ctx__tstate_t *ts) {
     ctx__hamt_t map = ts->current->map;
     if (!map.root || ctx__provider_installed())
         return ctx__hamt_retain(map);
-    if (ts->reserve_root != map.root) {
-        ctx__reserve_flush(ts); /* empty already, by the invariant */
-        ts->reserve_root = map.root;
-    }
+    reserve_for(ts, map.root);
     if (ts->reserve_spare == 0) {
         ctx__hamt_retain_n(map, CTX__RESERVE_BATCH);
         ts->reserve_spare = CTX__RESERVE_BATCH;
@@ -93,10 +100,7 @@ ctx__hamt_t ctx__reserve_take_of(ctx__hamt_t map) {
 void ctx__reserve_give(ctx__hamt_t map) {
     ctx__tstate_t *ts = ctx__tls;
     if (ts && map.root && map.root == ts->current->map.root && !ctx__provider_installed()) {
-        if (ts->reserve_root != map.root) { /* no spares, by the invariant */
-            ts->reserve_root = map.root;
-            ts->reserve_spare = 0;
-        }
+        reserve_for(ts, map.root);
         if (ts->reserve_spare < CTX__RESERVE_MAX) {
             ts->reserve_spare++;
             return;
