@@ -229,7 +229,9 @@ typedef struct ctx_allocator {
  * through the *new* hooks, so switch only while no ctxvar object is alive, or
  * to hooks that can free the old hooks' blocks (a wrapper around malloc, as the
  * tests' failing allocator is).  Not thread-safe: call it while no other
- * thread uses the library.  With the C library's malloc/free, each thread
+ * thread uses the library, the library's own included: the timer thread
+ * of ctxvar/cancel.h may be freeing a scope whose deadline it fired, so
+ * stop it first with ctx_cancel_timer_release().  With the C library's malloc/free, each thread
  * keeps a few of the small blocks it frees (value boxes, tokens, contexts)
  * for its next allocations, and frees them at its exit or in
  * ctx_thread_release; installed hooks see every allocation and every free.

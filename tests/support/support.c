@@ -3,6 +3,7 @@
 #include "support.h"
 
 #include <ctxvar.h>
+#include <ctxvar/cancel.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -96,6 +97,7 @@ void ctx_test_alloc_reuse(int on) {
 }
 
 void ctx_test_alloc_install(void) {
+    (void)ctx_cancel_timer_release(); /* see support.h */
     atomic_store(&attempts, 0);
     atomic_store(&fail_at, 0);
     atomic_store(&fail_all, 0);
@@ -107,6 +109,7 @@ void ctx_test_alloc_install(void) {
 }
 
 void ctx_test_alloc_uninstall(void) {
+    (void)ctx_cancel_timer_release();
     ctx_set_allocator(NULL);
     ctx_test_alloc_reuse(0);
 }

@@ -11,9 +11,17 @@
 
 #include <stdint.h>
 
-/* Installs the counting allocator (resets every counter, no failure armed). */
+/* Installs the counting allocator (resets every counter, no failure armed).
+ * ctx_set_allocator wants no other thread in the library, and the cancel
+ * module's timer thread is one: a deadline it fired may still hold the
+ * scope's last reference, which it frees when it gets the processor again
+ * (through whichever hooks are installed then).  So both calls first stop
+ * that thread (ctx_cancel_timer_release joins it once its firing is done);
+ * with deadlines pending it stays, and the test that left them owns the
+ * consequences. */
 void ctx_test_alloc_install(void);
-/* Restores the default allocator. */
+/* Restores the default allocator (after stopping the timer thread, as
+ * above). */
 void ctx_test_alloc_uninstall(void);
 /* Makes the n-th allocation from now fail (1 = the next one); every later
  * allocation succeeds again.  0 disarms. */
