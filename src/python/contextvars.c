@@ -17,7 +17,11 @@
  *   Context ──▶ snapshot (its variables; immutable, shared with copies)
  *           └─▶ contextvars.Context made at the first run() (lazily, so that
  *               copy_context() is one object and no Python context): run()
- *               enters it, with the hidden variable holding the snapshot
+ *               enters it, with the hidden variable holding the snapshot.
+ *               From then on that Context's map is where the values are:
+ *               run() is the standard library's run, called last, and the
+ *               snapshot is read back from the map when the map changed
+ *               (context_snapshot)
  *
  *   Token ──▶ the ContextVar, the previous snapshot, the contextvars.Context
  *             it was made in, and what undoes its publish (ctxpy_undo_t: the
@@ -98,8 +102,9 @@ typedef struct {
     PyObject_HEAD
     ctxpy_snapshot_t *snap; /* NULL only after the collector cleared it */
     PyObject *pycontext;    /* made by the first run() */
+    PyObject *snap_vars;    /* pycontext's map when snap was read from it */
     PyObject *weakreflist;
-    int entered;
+    int entered;            /* run by context_run_core (C's context current) */
 } context_object;
 
 enum { ITER_KEYS, ITER_VALUES, ITER_ITEMS };
@@ -880,30 +885,44 @@ static PyObject *context_new_from(ctxpy_snapshot_t *snap) {
         return NULL;
     self->snap = (ctxpy_snapshot_t *)Py_NewRef((PyObject *)snap);
     self->pycontext = NULL;
+    self->snap_vars = NULL;
     self->weakreflist = NULL;
     self->entered = 0;
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
 
-/* The snapshot, brought up to date if the context is being run (its sets
- * are in its contextvars.Context until the run returns); borrowed. */
+/* The snapshot, brought up to date (borrowed).  Once a Context has been
+ * run through its contextvars.Context, that Context's map is where its
+ * values are: a run changes it and nothing here (context_run returns
+ * straight from the standard library's run, see there), so the snapshot
+ * is read back whenever the map is not the one it was last read from.
+ * Keeping a reference to that map makes the pointer compare exact (the
+ * map cannot be freed and another made at its address meanwhile). */
 static ctxpy_snapshot_t *context_snapshot(context_object *self) {
-    if (self->entered && self->pycontext) {
+    if (self->pycontext && self->snap) {
+#if CTXPY_DIRECT
+        PyObject *vars = ((ctxpy_pycontext_t *)self->pycontext)->ctx_vars;
+        if (vars == self->snap_vars)
+            return self->snap;
+#else
+        PyObject *vars = NULL; /* no map to compare: read it every time */
+#endif
         PyThreadState *ts = CTXPY_TSTATE();
         ctxpy_snapshot_t *now = NULL;
         PyObject *owned = NULL;
-        if (ts->context == self->pycontext) {
-            now = ctxpy_current(ts);
+        if (ts->context == self->pycontext && (now = ctxpy_current(ts))) {
+            /* being run on this thread (NULL: C's context is current) */
         } else if ((owned = PyObject_GetItem(self->pycontext, ctxpy_hidden))) {
             now = (ctxpy_snapshot_t *)owned;
         } else {
             PyErr_Clear();
             now = ctxpy_empty;
         }
-        if (now && now != self->snap)
+        if (now != self->snap)
             Py_SETREF(self->snap, (ctxpy_snapshot_t *)Py_NewRef((PyObject *)now));
         Py_XDECREF(owned);
+        Py_XSETREF(self->snap_vars, Py_XNewRef(vars));
     }
     return self->snap ? self->snap : ctxpy_empty;
 }
@@ -928,12 +947,14 @@ static PyObject *context_tp_new(PyTypeObject *type, PyObject *args, PyObject *kw
 static int context_tp_traverse(context_object *self, visitproc visit, void *arg) {
     Py_VISIT(self->snap);
     Py_VISIT(self->pycontext);
+    Py_VISIT(self->snap_vars);
     return 0;
 }
 
 static int context_tp_clear(context_object *self) {
     Py_CLEAR(self->snap);
     Py_CLEAR(self->pycontext);
+    Py_CLEAR(self->snap_vars);
     return 0;
 }
 
@@ -1126,12 +1147,24 @@ static void *call_python(void *arg) {
     return NULL;
 }
 
+/* Stores `snap` as the value of the hidden variable in the
+ * contextvars.Context behind `self` (entered for that moment).  0, or -1
+ * with an exception. */
+static int pycontext_store(context_object *self, ctxpy_snapshot_t *snap) {
+    if (PyContext_Enter(self->pycontext) < 0)
+        return -1;
+    int r = ctxpy_current(CTXPY_TSTATE()) == snap ? 0 : ctxpy_publish(snap, NULL);
+    if (PyContext_Exit(self->pycontext) < 0)
+        r = -1;
+    return r;
+}
+
 /* Context.run while a context entered through ctxvar is current (Python
  * code called back from C): that context comes first for Python as for C,
  * so the run enters a core copy of this Context's snapshot above it. */
 static PyObject *context_run_core(context_object *self, PyObject *const *args, size_t nargsf,
                                   PyObject *kwnames) {
-    ctx_context_t *ctx, *src = ctxpy_snapshot_escape(self->snap); /* C may copy it */
+    ctx_context_t *ctx, *src = ctxpy_snapshot_escape(context_snapshot(self)); /* C may copy it */
     if (!src)
         return NULL;
     int r = ctx_context_copy(src, &ctx);
@@ -1147,6 +1180,10 @@ static PyObject *context_run_core(context_object *self, PyObject *const *args, s
             after->escaped = 1; /* every record in it is core-owned */
             Py_SETREF(self->snap, after);
             ctx = NULL;
+            /* The contextvars.Context of earlier runs holds the values
+             * (context_snapshot): it must see this run's sets. */
+            if (self->pycontext && pycontext_store(self, after) < 0)
+                Py_CLEAR(call.result);
         } else {
             Py_CLEAR(call.result);
         }
@@ -1165,13 +1202,25 @@ static PyObject *context_run_core(context_object *self, PyObject *const *args, s
     return call.result;
 }
 
-static PyObject *context_run(context_object *self, PyObject *const *args, Py_ssize_t nargs,
-                             PyObject *kwnames) {
+/* 1 if the contextvars.Context behind `self` is being run (by any thread). */
+static int pycontext_entered(context_object *self) {
+#if CTXPY_DIRECT
+    return self->pycontext && ((ctxpy_pycontext_t *)self->pycontext)->ctx_entered;
+#else
+    (void)self;
+    return 0; /* context_run_slow marks self->entered around the run */
+#endif
+}
+
+/* Context.run but for its fast path: errors, C's context current, the
+ * first run. */
+static CTXPY_NOINLINE PyObject *context_run_slow(context_object *self, PyObject *const *args,
+                                                 Py_ssize_t nargs, PyObject *kwnames) {
     if (nargs < 1) {
         PyErr_SetString(PyExc_TypeError, "run() missing 1 required positional argument");
         return NULL;
     }
-    if (self->entered) {
+    if (self->entered || pycontext_entered(self)) {
         PyErr_Format(PyExc_RuntimeError, "cannot enter context: %R is already entered", self);
         return NULL;
     }
@@ -1186,39 +1235,37 @@ static PyObject *context_run(context_object *self, PyObject *const *args, Py_ssi
     /* The first run makes the contextvars.Context this one runs in: a copy
      * of the caller's (the standard library's variables look as there),
      * holding this Context's snapshot. */
-    int first = self->pycontext == NULL;
-    if (first && !(self->pycontext = PyContext_CopyCurrent()))
-        return NULL;
-    if (first) {
-        if (PyContext_Enter(self->pycontext) < 0)
+    if (!self->pycontext) {
+        if (!(self->pycontext = PyContext_CopyCurrent()))
             return NULL;
-        if (ctxpy_current(ts) != self->snap && ctxpy_publish(self->snap, NULL) < 0) {
-            PyContext_Exit(self->pycontext);
+        if (pycontext_store(self, self->snap) < 0) {
             Py_CLEAR(self->pycontext);
             return NULL;
         }
-        if (PyContext_Exit(self->pycontext) < 0)
-            return NULL;
     }
-    /* The standard library's Context.run on it (enter, call, exit, all in
-     * one call into libpython). */
-    self->entered = 1;
-    uint64_t gen = ctxpy_gen();
+#if CTXPY_DIRECT
+    return std_context_run(self->pycontext, args, nargs, kwnames);
+#else
+    self->entered = 1; /* the "already entered" check above */
     PyObject *result = std_context_run(self->pycontext, args, nargs, kwnames);
     self->entered = 0;
-    if (ctxpy_gen() != gen) { /* the call set something: the snapshot now */
-        PyObject *type, *value, *traceback;
-        PyErr_Fetch(&type, &value, &traceback);
-        PyObject *now = PyObject_GetItem(self->pycontext, ctxpy_hidden);
-        if (!now) {
-            PyErr_Clear();
-            now = Py_NewRef((PyObject *)ctxpy_empty);
-        }
-        Py_SETREF(self->snap, (ctxpy_snapshot_t *)now);
-        PyErr_Restore(type, value, traceback);
-    }
-    ctxpy_drain();
     return result;
+#endif
+}
+
+/* The fast path is the standard library's Context.run on the
+ * contextvars.Context the first run made, called last so that it returns
+ * straight to the caller: nothing is left to do after it, because the run's
+ * sets stay in that Context's map, where context_snapshot reads them. */
+static PyObject *context_run(context_object *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) {
+#if CTXPY_DIRECT
+    ctxpy_pycontext_t *py = (ctxpy_pycontext_t *)self->pycontext;
+    if (CTXPY_LIKELY(nargs >= 1 && py && !py->ctx_entered && !self->entered) &&
+        CTXPY_LIKELY(!ctx_thread_has_entered()))
+        return std_context_run((PyObject *)py, args, nargs, kwnames);
+#endif
+    return context_run_slow(self, args, nargs, kwnames);
 }
 
 static PyMethodDef context_methods[] = {

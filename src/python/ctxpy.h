@@ -56,6 +56,14 @@ static inline void ctxpy_drain(void) {
         ctxpy_drain_queue();
 }
 
+#if defined(__GNUC__) || defined(__clang__)
+#define CTXPY_LIKELY(x) __builtin_expect(!!(x), 1)
+#define CTXPY_NOINLINE __attribute__((noinline))
+#else
+#define CTXPY_LIKELY(x) (x)
+#define CTXPY_NOINLINE
+#endif
+
 /* The calling thread's state; the GIL is held, so never NULL. */
 #if PY_VERSION_HEX >= 0x030D0000
 #define CTXPY_TSTATE() PyThreadState_GetUnchecked()

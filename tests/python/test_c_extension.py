@@ -172,6 +172,58 @@ class CExtensionTest(unittest.TestCase):
                                         "set by Python inside", "set by Python inside"),
                                        "python", "python"))
 
+    def test_context_run_inside_and_outside_cs_context(self):
+        # One ctxvar.Context run alternately with and without a context C
+        # entered: each run starts from what the previous one left, and
+        # the Context reads it back, whichever way the run went.
+        var = ctxvar.ContextVar("alternating")
+        std = contextvars.ContextVar("std")
+        ctx = ctxvar.Context()
+
+        def step(value):
+            before = var.get(None)
+            var.set(value)
+            return before
+
+        def body():
+            seen = [ctx.run(step, "plain 1")]
+            seen.append(c.run_in_new_context(self.cap, "C", lambda: ctx.run(step, "under C")))
+            seen.append(ctx[var])
+            seen.append(ctx.run(step, "plain 2"))
+            seen.append(ctx.run(var.get))
+            seen.append(c.run_in_new_context(self.cap, "C", lambda: ctx.run(var.get)))
+            ctx.run(std.set, "kept")  # the standard library's values stay too
+            c.run_in_new_context(self.cap, "C", lambda: ctx.run(step, "under C again"))
+            seen.append((ctx.run(std.get), ctx[var], dict(ctx.items())[var]))
+            return seen
+
+        self.assertEqual(fresh(body), [None, "plain 1", "under C", "under C",
+                                       "plain 2", "plain 2",
+                                       ("kept", "under C again", "under C again")])
+
+    def test_context_run_refuses_a_context_being_run(self):
+        ctx = ctxvar.Context()
+        ctx2 = ctxvar.Context()
+
+        def nested():
+            with self.assertRaisesRegex(RuntimeError, "is already entered"):
+                ctx.run(lambda: None)
+            with self.assertRaisesRegex(RuntimeError, "is already entered"):
+                c.run_in_new_context(self.cap, "C", lambda: ctx.run(lambda: None))
+            return "ok"
+
+        self.assertEqual(ctx.run(nested), "ok")
+        # ... and a Context being run under C's context, with its own
+        # contextvars.Context made by an earlier run.
+        def nested2():
+            with self.assertRaisesRegex(RuntimeError, "is already entered"):
+                ctx2.run(lambda: None)
+            return "refused"
+
+        ctx2.run(lambda: None)
+        self.assertEqual(c.run_in_new_context(self.cap, "C", lambda: ctx2.run(nested2)), "refused")
+        self.assertEqual(ctx2.run(nested2), "refused")
+
     def test_propagating_executor_and_to_thread(self):
         var, cap = self.var, self.cap
 
