@@ -203,8 +203,20 @@ static inline int ctxpy_core_entered(PyThreadState *ts) {
     return ctxpy_core_entered_slow(ts);
 }
 /* The current snapshot (borrowed: the current contextvars.Context holds it),
- * or NULL if a context entered through ctxvar is current.  Never fails. */
-ctxpy_snapshot_t *ctxpy_current(PyThreadState *ts);
+ * or NULL if a context entered through ctxvar is current.  Never fails.
+ * Cached on (thread id, context version, generation): a hit is inline. */
+typedef struct {
+    uint64_t tsid, ver, gen;
+    ctxpy_snapshot_t *snap;
+} ctxpy_current_cache_t;
+extern ctxpy_current_cache_t ctxpy_cur;
+ctxpy_snapshot_t *ctxpy_current_slow(PyThreadState *ts);
+static inline ctxpy_snapshot_t *ctxpy_current(PyThreadState *ts) {
+    if (ts->id == ctxpy_cur.tsid && ts->context_ver == ctxpy_cur.ver &&
+        ctxpy_gen() == ctxpy_cur.gen)
+        return ctxpy_cur.snap;
+    return ctxpy_current_slow(ts);
+}
 /* `from` with the Python-made variable `var` set to `value` (NULL: removed).
  * New reference, or NULL with an exception. */
 ctxpy_snapshot_t *ctxpy_snapshot_with(ctxpy_snapshot_t *from, PyObject *var, PyObject *value);

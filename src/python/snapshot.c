@@ -456,13 +456,14 @@ int ctxpy_core_entered_slow(PyThreadState *ts) {
     return 0;
 }
 
-static ctxpy_snapshot_t *cur_snap;
-static uint64_t cur_tsid, cur_ver, cur_gen;
+ctxpy_current_cache_t ctxpy_cur;
+#define cur_snap ctxpy_cur.snap
+#define cur_tsid ctxpy_cur.tsid
+#define cur_ver ctxpy_cur.ver
+#define cur_gen ctxpy_cur.gen
 
-ctxpy_snapshot_t *ctxpy_current(PyThreadState *ts) {
+ctxpy_snapshot_t *ctxpy_current_slow(PyThreadState *ts) {
     uint64_t gen = ctxpy_gen();
-    if (ts->id == cur_tsid && ts->context_ver == cur_ver && gen == cur_gen)
-        return cur_snap;
     /* Entering through ctxvar bumps the generation: a hit above implies
      * none is entered. */
     if (ctxpy_core_entered(ts))
