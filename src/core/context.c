@@ -44,6 +44,7 @@
 #include "core/alloc.h"
 #include "core/core.h"
 #include "core/provider.h"
+#include "core/reserve.h"
 
 void ctx__context_lock(ctx_context_t *ctx) {
     ctx__spin_lock(&ctx->lock);

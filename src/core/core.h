@@ -153,14 +153,7 @@ extern _Thread_local ctx__tstate_t *ctx__tls;
 
 /* ---- the reserve of references to the current map (reserve.c) ---- */
 
-/* A new reference to ts->current's map, from the thread's reserve. */
-ctx__hamt_t ctx__reserve_take(ctx__tstate_t *ts);
-/* A new reference to `map`: from the calling thread's reserve when `map`
- * is its current map (a plain decrement), else ctx__hamt_retain. */
-ctx__hamt_t ctx__reserve_take_of(ctx__hamt_t map);
-/* Drops a reference to `map`: back into the calling thread's reserve when
- * `map` is its current map, else the ordinary way.  Any thread. */
-void ctx__reserve_give(ctx__hamt_t map);
+/* Taking and giving references: core/reserve.h (inline fast paths). */
 /* Drops every spare reference. */
 void ctx__reserve_flush(ctx__tstate_t *ts);
 /* After the current context or its map changed: no spares for a map that

@@ -41,6 +41,7 @@
  */
 #include "core/core.h"
 #include "core/provider.h"
+#include "core/reserve.h"
 
 static void init(ctx_context_t *ctx, ctx__hamt_t map) {
     atomic_init(&ctx->state, CTX__REF);

@@ -214,6 +214,11 @@ void ctx__hamt_release_n(ctx__hamt_t map, size_t n, const ctx__hamt_ops_t *ops) 
     node_release(map.root, ops);
 }
 
+void ctx__hamt_drop_n(ctx__hamt_t map, size_t n) {
+    if (map.root && n)
+        atomic_fetch_sub_explicit(&map.root->refs, n, memory_order_release);
+}
+
 /* 1 equal, 0 different, CTX_EKEY if the hook failed. */
 static int key_eq(const item_t *it, uint32_t hash, const void *key,
                   const ctx__hamt_ops_t *ops) {

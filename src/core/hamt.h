@@ -73,11 +73,14 @@ void ctx__hamt_item_release(ctx__hamt_item_t *item, const ctx__hamt_ops_t *ops);
 ctx__hamt_t ctx__hamt_retain(ctx__hamt_t map);
 /* Drops a map's reference to its root (the map becomes invalid). */
 void ctx__hamt_release(ctx__hamt_t map, const ctx__hamt_ops_t *ops);
-/* Drops `n` references to the same map at once (one atomic operation for
- * n - 1 of them): what n calls of ctx__hamt_release would do. */
 /* n new references at once (one atomic add); returns the map. */
 ctx__hamt_t ctx__hamt_retain_n(ctx__hamt_t map, size_t n);
+/* Drops `n` references to the same map at once (one atomic operation for
+ * n - 1 of them): what n calls of ctx__hamt_release would do. */
 void ctx__hamt_release_n(ctx__hamt_t map, size_t n, const ctx__hamt_ops_t *ops);
+/* Drops n references that the caller knows are not the last (another is
+ * held meanwhile): one atomic subtract, nothing freed. */
+void ctx__hamt_drop_n(ctx__hamt_t map, size_t n);
 
 /* Looks up the item with `key` (of hash `hash`): 1 and *out (borrowed), 0 if
  * absent, or CTX_EKEY if eq failed. */

@@ -18,7 +18,9 @@
  * from the reserve with a plain decrement, refilling it with
  * CTX__RESERVE_BATCH references in one atomic add when it is empty; a clear
  * on the same thread of a capture of that same root gives its reference
- * back with a plain increment (up to CTX__RESERVE_MAX).  References are
+ * back with a plain increment (up to CTX__RESERVE_MAX; the clear that finds
+ * the reserve full drops its reference and the spares above
+ * CTX__RESERVE_BATCH in one atomic subtract).  References are
  * fungible: one taken from the reserve may be dropped anywhere, by any
  * thread, the ordinary way.
  *
@@ -53,11 +55,7 @@
  * cache line moves once per batch per thread.  Drops on other threads
  * (pool workers) are batched by the pool itself (propagation.c).
  */
-#include "core/core.h"
-#include "core/provider.h"
-
-#define CTX__RESERVE_BATCH 64
-#define CTX__RESERVE_MAX 256
+#include "core/reserve.h"
 
 void ctx__reserve_flush(ctx__tstate_t *ts) {
     size_t n = ts->reserve_spare;
@@ -77,7 +75,7 @@ static void reserve_for(ctx__tstate_t *ts, ctx__hamt_node_t *root) {
     }
 }
 
-ctx__hamt_t ctx__reserve_take(ctx__tstate_t *ts) {
+ctx__hamt_t ctx__reserve_take_slow(ctx__tstate_t *ts) {
     ctx__hamt_t map = ts->current->map;
     if (!map.root || ctx__provider_installed())
         return ctx__hamt_retain(map);
@@ -90,14 +88,7 @@ ctx__hamt_t ctx__reserve_take(ctx__tstate_t *ts) {
     return map;
 }
 
-ctx__hamt_t ctx__reserve_take_of(ctx__hamt_t map) {
-    ctx__tstate_t *ts = ctx__tls;
-    if (ts && map.root && map.root == ts->current->map.root)
-        return ctx__reserve_take(ts);
-    return ctx__hamt_retain(map);
-}
-
-void ctx__reserve_give(ctx__hamt_t map) {
+void ctx__reserve_give_slow(ctx__hamt_t map) {
     ctx__tstate_t *ts = ctx__tls;
     if (ts && map.root && map.root == ts->current->map.root && !ctx__provider_installed()) {
         reserve_for(ts, map.root);
@@ -105,6 +96,12 @@ void ctx__reserve_give(ctx__hamt_t map) {
             ts->reserve_spare++;
             return;
         }
+        /* Full: this reference and the spares above a batch go back in one
+         * subtract.  The current context holds the map, so none of them is
+         * the last. */
+        ctx__hamt_drop_n(map, 1 + CTX__RESERVE_MAX - CTX__RESERVE_BATCH);
+        ts->reserve_spare = CTX__RESERVE_BATCH;
+        return;
     }
     ctx__hamt_release(map, &ctx__box_ops);
 }

@@ -42,6 +42,7 @@
 #include "cancel/cancel_internal.h"
 #include "common/debug.h"
 #include "core/core.h"
+#include "core/reserve.h"
 
 #include <pthread.h>
 #include <semaphore.h>
