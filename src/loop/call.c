@@ -258,7 +258,8 @@ int ctx_loop_call_soon(ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg,
     ctx_loop_handle_t *h = ctx__loop_handle_new(loop, 1, fn, NULL, arg, options, &err);
     if (!h)
         return err;
-    h->when = uv_now(loop->uv);
+    if (handle) /* only a holder can ask (ctx_loop_handle_when) */
+        h->when = uv_now(loop->uv);
     give_out(h, handle);
     ctx__loop_ready_push(loop, &h->rec);
     if (handle)
