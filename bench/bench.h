@@ -156,6 +156,11 @@ void ctx_bench_core(ctx_bench_t *b);
 void ctx_bench_cancel(ctx_bench_t *b);
 void ctx_bench_pool(ctx_bench_t *b);
 void ctx_bench_loop(ctx_bench_t *b);
+/* The loop section's figures that compare with raw malloc'd callbacks,
+ * measured while the process has had no second thread (main calls it
+ * before any section when the loop section is selected; bench_loop.c says
+ * why). */
+void ctx_bench_loop_early(ctx_bench_t *b);
 void ctx_bench_bus(ctx_bench_t *b);
 void ctx_bench_wire(ctx_bench_t *b);
 /* C++ (bench_grpc.cpp), built when the grpc module is (CTX_BENCH_GRPC). */

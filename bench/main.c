@@ -333,6 +333,11 @@ int main(int argc, char **argv) {
     bench.rounds = rounds < CTX_BENCH_MIN_ROUNDS   ? CTX_BENCH_MIN_ROUNDS
                    : rounds > CTX_BENCH_MAX_ROUNDS ? CTX_BENCH_MAX_ROUNDS
                                                    : rounds;
+    /* Before any section starts a thread: once a process has had a second
+     * thread, glibc's malloc takes a lock, and the loop's raw baselines
+     * (malloc'd records) slow down by half (bench_loop.c). */
+    if (selected(only, "loop"))
+        ctx_bench_loop_early(&bench);
     for (int i = 0; i < SECTIONS; i++)
         if (selected(only, sections[i].name))
             sections[i].run(&bench);
