@@ -355,6 +355,16 @@ void ctx_bench_loop_early(ctx_bench_t *b) {
 
 static void *no_op_thread(void *arg) { return arg; }
 
+/* Three figures of a comparison: ctxvar's samples, the raw baseline's and
+ * their ratio (with `goal`).  names: key, what, for each of the three. */
+static void put_comparison(ctx_bench_t *b, const char *const names[6],
+                           const ctx_bench_samples_t *ctx, const ctx_bench_samples_t *raw,
+                           ctx_bench_goal_t goal) {
+    ctx_bench_put_samples(b, names[0], ctx, CTX_BENCH_NO_GOAL, names[1]);
+    ctx_bench_put_samples(b, names[2], raw, CTX_BENCH_NO_GOAL, names[3]);
+    ctx_bench_put_ratio(b, names[4], ctx, raw, goal, names[5]);
+}
+
 void ctx_bench_loop(ctx_bench_t *b) {
     loop_samples_t mt;
     if (!early_done) /* not called first: measured in whatever state this is */
@@ -370,32 +380,28 @@ void ctx_bench_loop(ctx_bench_t *b) {
         fprintf(stderr, "bench_loop: the contract figures were measured after a second thread "
                         "existed (run the loop section first): their raw baselines are slower\n");
 
-    ctx_bench_put_samples(b, "loop_call_soon_ns", &early.ctx_chain, CTX_BENCH_NO_GOAL,
-                          "ctx_loop_call_soon + run in the captured context, one per loop iteration");
-    ctx_bench_put_samples(b, "loop_call_soon_raw_ns", &early.raw_chain, CTX_BENCH_NO_GOAL,
-                          "baseline: raw libuv callback scheduled the same way (idle-drained FIFO)");
-    ctx_bench_put_ratio(b, "loop_capture_ratio", &early.ctx_chain, &early.raw_chain,
-                        CTX_BENCH_AT_MOST(1.2), "loop_call_soon / raw");
-    ctx_bench_put_samples(b, "loop_call_soon_batch_ns", &early.ctx_batch, CTX_BENCH_NO_GOAL,
-                          "the same, 1000 scheduled then run in one iteration");
-    ctx_bench_put_samples(b, "loop_call_soon_batch_raw_ns", &early.raw_batch, CTX_BENCH_NO_GOAL,
-                          "baseline of the batch");
-    ctx_bench_put_ratio(b, "loop_capture_batch_ratio", &early.ctx_batch, &early.raw_batch,
-                        CTX_BENCH_AT_MOST(1.5), "batch / raw batch: the capture's own cost");
+    static const char *const chain[] = {
+        "loop_call_soon_ns", "ctx_loop_call_soon + run in the captured context, one per loop iteration",
+        "loop_call_soon_raw_ns", "baseline: raw libuv callback scheduled the same way (idle-drained FIFO)",
+        "loop_capture_ratio", "loop_call_soon / raw"};
+    static const char *const batch[] = {
+        "loop_call_soon_batch_ns", "the same, 1000 scheduled then run in one iteration",
+        "loop_call_soon_batch_raw_ns", "baseline of the batch",
+        "loop_capture_batch_ratio", "batch / raw batch: the capture's own cost"};
+    static const char *const chain_mt[] = {
+        "loop_call_soon_mt_ns", "loop_call_soon_ns once the process has had a second thread",
+        "loop_call_soon_raw_mt_ns", "its raw baseline (malloc takes its arena lock)",
+        "loop_capture_mt_ratio", "loop_capture_ratio with a second thread"};
+    static const char *const batch_mt[] = {
+        "loop_call_soon_batch_mt_ns", "loop_call_soon_batch_ns once the process has had a second thread",
+        "loop_call_soon_batch_raw_mt_ns", "its raw baseline (malloc takes its arena lock)",
+        "loop_capture_batch_mt_ratio", "loop_capture_batch_ratio with a second thread"};
+    put_comparison(b, chain, &early.ctx_chain, &early.raw_chain, CTX_BENCH_AT_MOST(1.2));
+    put_comparison(b, batch, &early.ctx_batch, &early.raw_batch, CTX_BENCH_AT_MOST(1.5));
     ctx_bench_put_samples(b, "loop_task_step_ns", &early.step, CTX_BENCH_NO_GOAL,
                           "one step of a yielding task (enter, step, re-arm)");
-    ctx_bench_put_samples(b, "loop_call_soon_mt_ns", &mt.ctx_chain, CTX_BENCH_NO_GOAL,
-                          "loop_call_soon_ns once the process has had a second thread");
-    ctx_bench_put_samples(b, "loop_call_soon_raw_mt_ns", &mt.raw_chain, CTX_BENCH_NO_GOAL,
-                          "its raw baseline (malloc takes its arena lock)");
-    ctx_bench_put_ratio(b, "loop_capture_mt_ratio", &mt.ctx_chain, &mt.raw_chain,
-                        CTX_BENCH_NO_GOAL, "loop_capture_ratio with a second thread");
-    ctx_bench_put_samples(b, "loop_call_soon_batch_mt_ns", &mt.ctx_batch, CTX_BENCH_NO_GOAL,
-                          "loop_call_soon_batch_ns once the process has had a second thread");
-    ctx_bench_put_samples(b, "loop_call_soon_batch_raw_mt_ns", &mt.raw_batch, CTX_BENCH_NO_GOAL,
-                          "its raw baseline (malloc takes its arena lock)");
-    ctx_bench_put_ratio(b, "loop_capture_batch_mt_ratio", &mt.ctx_batch, &mt.raw_batch,
-                        CTX_BENCH_NO_GOAL, "loop_capture_batch_ratio with a second thread");
+    put_comparison(b, chain_mt, &mt.ctx_chain, &mt.raw_chain, CTX_BENCH_NO_GOAL);
+    put_comparison(b, batch_mt, &mt.ctx_batch, &mt.raw_batch, CTX_BENCH_NO_GOAL);
 #if defined(CTX_BENCH_HAVE_SERVER)
     bench_server(b);
 #endif
