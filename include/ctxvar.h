@@ -232,8 +232,9 @@ typedef struct ctx_allocator {
  * thread uses the library, the library's own included: the timer thread
  * of ctxvar/cancel.h may be freeing a scope whose deadline it fired, so
  * stop it first with ctx_cancel_timer_release().  With the C library's malloc/free, each thread
- * keeps a few of the small blocks it frees (value boxes, tokens, contexts)
- * for its next allocations, and frees them at its exit or in
+ * keeps a few of the small blocks it frees (value boxes, tokens, contexts,
+ * and ctx_malloc blocks of 24 to 64 bytes in steps of 8) for its next
+ * allocations, and frees them at its exit or in
  * ctx_thread_release; installed hooks see every allocation and every free.
  * Returns 0, or CTX_EINVAL (a hook is NULL, or `size` breaks the growth
  * rule). */
@@ -245,8 +246,9 @@ CTX_EXPORT int ctx_set_allocator(const ctx_allocator_t *allocator);
  * counted by the same hooks, reach it too.  NULL on failure.  Any thread. */
 CTX_EXPORT void *ctx_malloc(size_t size);
 
-/* Frees a block from ctx_malloc; `size` must be the size that was asked for.
- * NULL is ignored.  Any thread. */
+/* Frees a block from ctx_malloc; `size` must be the size that was asked for
+ * (a small block is kept for reuse by that size: a wrong one would hand a
+ * later ctx_malloc a block too small).  NULL is ignored.  Any thread. */
 CTX_EXPORT void ctx_free(void *ptr, size_t size);
 
 /* ---------------------------------------------------------------------- */

@@ -10,7 +10,8 @@
  * Recycling
  * ---------
  * A set allocates a value box (and a token, if asked for one), a new
- * context a context and its first map node, and their releases free them:
+ * context a context and its first map node, a string value or a trace its
+ * ctx_malloc block, and their releases free them:
  * malloc and free were a third of the instructions of a set+reset and half
  * of a context built and dropped.  So, as CPython keeps free lists of
  * contexts and tuples, each thread keeps the small blocks it frees and
@@ -191,8 +192,13 @@ void ctx__recycle_flush(void) {
     recycle.armed = 0; /* a block kept after this arms the key again */
 }
 
-void *ctx_malloc(size_t size) { return ctx__malloc(size); }
-void ctx_free(void *ptr, size_t size) { ctx__free(ptr, size); }
+/* The exported pair recycles too: a module's or a user's small value (a
+ * string, a trace) is as common as a box.  Sizes are exact, so a block
+ * freed with a wrong size could come back too small: the header asks for
+ * the size that was allocated, and the tests' allocator counts the bytes
+ * freed against those allocated. */
+void *ctx_malloc(size_t size) { return ctx__malloc_small(size); }
+void ctx_free(void *ptr, size_t size) { ctx__free_small(ptr, size); }
 
 unsigned ctx_version(void) { return CTX_VERSION_HEX; }
 const char *ctx_version_string(void) { return CTX_VERSION_STRING; }

@@ -154,7 +154,9 @@ static void copy_parent(ctx_wire_traceparent_t *dst, const ctx_wire_traceparent_
 
 static trace_value_t *trace_value_new(const ctx_wire_traceparent_t *parent, const char *state,
                                       size_t state_len) {
-    size_t size = sizeof(trace_value_t) + state_len + 1;
+    /* A multiple of 8: ctx_malloc recycles small blocks of those sizes, so
+     * a trace without tracestate costs no malloc after the first. */
+    size_t size = (sizeof(trace_value_t) + state_len + 1 + 7) & ~(size_t)7;
     trace_value_t *t = ctx__wire_malloc(size);
     if (!t)
         return NULL;

@@ -63,6 +63,15 @@ static void churn(void) {
         if (ctx_var_set(vars[2], NULL, &tok) != 0 || ctx_var_reset(vars[2], tok) != 0)
             abort();
         ctx_token_release(tok);
+        /* ctx_malloc's blocks of every kept size, and one it does not keep */
+        void *blocks[7][ALIVE];
+        for (int z = 0; z < 7; z++)
+            for (int k = 0; k < ALIVE; k++)
+                if (!(blocks[z][k] = ctx_malloc(24 + 8 * (size_t)z - (z == 6))))
+                    abort();
+        for (int z = 0; z < 7; z++)
+            for (int k = 0; k < ALIVE; k++)
+                ctx_free(blocks[z][k], 24 + 8 * (size_t)z - (z == 6));
         if (ctx_context_exit(alive[5][1]) != 0)
             abort();
         ctx_context_release(copy);

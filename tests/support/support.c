@@ -6,6 +6,8 @@
 #include <ctxvar/cancel.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 static atomic_long attempts;
@@ -84,6 +86,13 @@ static void test_free(void *ptr, size_t size, void *user) {
     (void)user;
     if (!ptr)
         return;
+    /* A size larger than the block's would, with the library's recycling
+     * (kept by size), hand a later allocation a block too small. */
+    if (malloc_usable_size(ptr) < size) {
+        fprintf(stderr, "ctx_test allocator: block %p freed with size %zu, larger than it is\n", ptr,
+                size);
+        abort();
+    }
     atomic_fetch_sub(&live_blocks, 1);
     atomic_fetch_sub(&live_bytes, (long)size);
     if (!atomic_load(&reuse_on) || !reuse_keep(ptr, size))
