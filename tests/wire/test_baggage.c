@@ -128,6 +128,55 @@ static void test_value_lengths(void **state) {
     }
 }
 
+/* Keys and values of 1 to 13 bytes, the value with one "%41" escape at
+ * each place or none, ended by each thing that can end them (the end of
+ * the text, ',', OWS, ';' and a property, a byte that is no
+ * baggage-octet): runs are read four bytes at a time and their end found
+ * inside the four or in the bytes past the last four, so every length and
+ * every place of the escape and of the end is its own case. */
+static void test_runs_end_anywhere(void **state) {
+    (void)state;
+    static const char *const ends[] = {"", ",b=2", " ,b=2", ";p=1,b=2", "\"x,b=2"};
+    for (size_t kl = 1; kl <= 13; kl++)
+        for (size_t vl = 1; vl <= 13; vl++)
+            for (size_t esc = 0; esc <= vl; esc++) /* esc == vl: no escape */
+                for (size_t e = 0; e < sizeof ends / sizeof *ends; e++) {
+                    char key[16], raw[32], want[16], text[80];
+                    size_t r = 0;
+                    for (size_t i = 0; i < kl; i++)
+                        key[i] = (char)('a' + i);
+                    key[kl] = '\0';
+                    for (size_t i = 0; i < vl; i++) {
+                        want[i] = i == esc ? 'A' : (char)('m' + i);
+                        if (i == esc)
+                            memcpy(raw + r, "%41", 3), r += 3;
+                        else
+                            raw[r++] = want[i];
+                    }
+                    want[vl] = raw[r] = '\0';
+                    snprintf(text, sizeof text, "%s=%s%s", key, raw, ends[e]);
+                    memset(&g, 0, sizeof g);
+                    int rc = ctx_wire_baggage_parse(text, strlen(text), collect, &g, NULL);
+                    if (e == 4) { /* the first member is malformed, alone */
+                        ASSERT_RC(rc, 1);
+                        assert_string_equal(g.key[0], "b");
+                        continue;
+                    }
+                    ASSERT_RC(rc, e == 0 ? 1 : 2);
+                    assert_string_equal(g.key[0], key);
+                    assert_int_equal(g.value_len[0], vl);
+                    assert_string_equal(g.value[0], want);
+                    assert_int_equal(g.props_len[0], e == 3 ? 3 : 0);
+                    /* the value cut inside its escape: the member is dropped */
+                    for (size_t cut = 1; cut <= 2 && esc < vl; cut++) {
+                        snprintf(text, sizeof text, "%s=%.*s%s", key, (int)(esc + cut), raw, ends[e]);
+                        memset(&g, 0, sizeof g);
+                        rc = ctx_wire_baggage_parse(text, strlen(text), collect, &g, NULL);
+                        ASSERT_RC(rc, e == 0 ? 0 : 1);
+                    }
+                }
+}
+
 static void test_utf8_replacement(void **state) {
     (void)state;
 #define FFFD "\xef\xbf\xbd"
@@ -549,6 +598,7 @@ int main(void) {
         cmocka_unit_test(test_writer_limits),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_value_lengths),
+        cmocka_unit_test(test_runs_end_anywhere),
     };
     return cmocka_run_group_tests_name("wire_baggage", tests, NULL, NULL);
 }
