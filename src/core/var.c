@@ -171,15 +171,26 @@ __attribute__((noinline)) static int get_slow(ctx__tstate_t *ts, const ctx_var_t
     return status;
 }
 
+static int get_own(const ctx_var_t *var, void **out);
+
+/* With a host's context installed (provider.c); out of line, so that the
+ * usual path needs no stack frame. */
+__attribute__((noinline)) static int get_provided(const ctx_var_t *var, void **out) {
+    int r = ctx__provided_get(var, out);
+    return r != CTX__NOT_PROVIDED ? r : get_own(var, out);
+}
+
 int ctx_var_get(const ctx_var_t *var, void **out) {
     if (!var || !out)
         return CTX_EINVAL;
     CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_get");
-    if (ctx__provider_installed()) { /* a host's context (provider.c) */
-        int r = ctx__provided_get(var, out);
-        if (r != CTX__NOT_PROVIDED)
-            return r;
-    }
+    if (ctx__provider_installed())
+        return get_provided(var, out);
+    return get_own(var, out);
+}
+
+/* From this thread's current context: the cache, else the map. */
+static inline int get_own(const ctx_var_t *var, void **out) {
     ctx__tstate_t *ts = ctx__tls;
     if (!ts)
         return get_default(var, out);
