@@ -17,9 +17,9 @@
  * contexts and tuples, each thread keeps the small blocks it frees and
  * reuses them:
  *
- *     recycle.head[0]  24-byte blocks ─▶ block ─▶ block ─▶ NULL
- *     recycle.head[1]  32-byte blocks ─▶ ...
- *     ...              (up to 64 bytes; RECYCLE_MAX of each size)
+ *     ctx__recycle.head[0]  24-byte blocks ─▶ block ─▶ block ─▶ NULL
+ *     ctx__recycle.head[1]  32-byte blocks ─▶ ...
+ *     ...              (up to 64 bytes; CTX__RECYCLE_MAX of each size)
  *
  * A kept block's first word links it to the next.  Sizes are exact (a
  * block is only reused for the size it was asked for), so a block can never
@@ -64,6 +64,7 @@ static ctx_allocator_t allocator = {sizeof(ctx_allocator_t), default_malloc, def
 int ctx_set_allocator(const ctx_allocator_t *a) {
     if (a == NULL) {
         allocator = (ctx_allocator_t){sizeof(ctx_allocator_t), default_malloc, default_free, NULL};
+        ctx__recycle_on = 1;
         return 0;
     }
     ctx_allocator_t copy;
@@ -71,6 +72,7 @@ int ctx_set_allocator(const ctx_allocator_t *a) {
         copy.free == NULL)
         return CTX_EINVAL;
     allocator = copy;
+    ctx__recycle_on = 0;
     return 0;
 }
 
@@ -90,28 +92,8 @@ void ctx__free(void *ptr, size_t size) {
 
 /* ---- recycling ---- */
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CTX__ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define CTX__ASAN 1
-#endif
-#if defined(CTX_DEBUG) || defined(CTX_NO_RECYCLE) || defined(CTX__ASAN)
-#define RECYCLE 0
-#else
-#define RECYCLE 1
-#endif
-
-#define RECYCLE_SIZES 6 /* 24, 32, ..., 64 bytes */
-#define RECYCLE_MAX 32
-
-static _Thread_local struct {
-    void *head[RECYCLE_SIZES];
-    unsigned count[RECYCLE_SIZES];
-    int armed; /* the key's destructor will run at thread exit */
-} recycle;
+_Thread_local ctx__recycle_t ctx__recycle;
+int ctx__recycle_on = 1;
 
 static pthread_key_t recycle_key;
 static pthread_once_t recycle_once = PTHREAD_ONCE_INIT;
@@ -130,66 +112,39 @@ static void recycle_key_init(void) {
  * if that cannot be done. */
 static int recycle_arm(void) {
     pthread_once(&recycle_once, recycle_key_init);
-    if (recycle_key_error || pthread_setspecific(recycle_key, &recycle) != 0)
+    if (recycle_key_error || pthread_setspecific(recycle_key, &ctx__recycle) != 0)
         return 0;
-    recycle.armed = 1;
+    ctx__recycle.armed = 1;
     return 1;
 }
 
-/* The list for blocks of `size`, or -1 if they are not kept. */
-static inline int recycle_list(size_t size) {
-    if (!RECYCLE || size < 24 || size > 64 || size % 8 != 0 || allocator.malloc != default_malloc)
-        return -1;
-    return (int)(size / 8 - 3);
-}
+/* The inline take found the list empty (or the block is not kept). */
+void *ctx__malloc_small_slow(size_t size) { return ctx__malloc(size); }
 
-void *ctx__malloc_small(size_t size) {
-    int i = recycle_list(size);
-    if (i >= 0 && recycle.head[i]) {
-        void **block = recycle.head[i];
-        recycle.head[i] = *block;
-        recycle.count[i]--;
-        return block;
+/* The inline give could not keep the block: it is not kept at all, the
+ * list is full, or it is the first block the thread keeps since its last
+ * flush (the key is armed first, or the block freed if it cannot be). */
+void ctx__free_small_slow(void *ptr, size_t size) {
+    int i = ptr && ctx__recycle_on ? ctx__recycle_list(size) : -1;
+    if (i < 0 || ctx__recycle.count[i] == CTX__RECYCLE_MAX || (!ctx__recycle.armed && !recycle_arm())) {
+        ctx__free(ptr, size);
+        return;
     }
-    return ctx__malloc(size);
-}
-
-static inline void keep(int i, void *ptr) {
-    *(void **)ptr = recycle.head[i];
-    recycle.head[i] = ptr;
-    recycle.count[i]++;
-}
-
-/* The first block the thread keeps (since its last flush): arms the key
- * first, or frees the block if it cannot.  Out of line, so that the usual
- * path needs no stack frame. */
-__attribute__((noinline)) static void keep_first(int i, void *ptr, size_t size) {
-    if (recycle_arm())
-        keep(i, ptr);
-    else
-        ctx__free(ptr, size);
-}
-
-void ctx__free_small(void *ptr, size_t size) {
-    int i = ptr ? recycle_list(size) : -1;
-    if (i < 0 || recycle.count[i] == RECYCLE_MAX)
-        ctx__free(ptr, size);
-    else if (!recycle.armed)
-        keep_first(i, ptr, size);
-    else
-        keep(i, ptr);
+    *(void **)ptr = ctx__recycle.head[i];
+    ctx__recycle.head[i] = ptr;
+    ctx__recycle.count[i]++;
 }
 
 void ctx__recycle_flush(void) {
-    for (int i = 0; i < RECYCLE_SIZES; i++) {
-        while (recycle.head[i]) {
-            void **block = recycle.head[i];
-            recycle.head[i] = *block;
+    for (int i = 0; i < CTX__RECYCLE_SIZES; i++) {
+        while (ctx__recycle.head[i]) {
+            void **block = ctx__recycle.head[i];
+            ctx__recycle.head[i] = *block;
             free(block); /* from malloc: see "Recycling" above */
         }
-        recycle.count[i] = 0;
+        ctx__recycle.count[i] = 0;
     }
-    recycle.armed = 0; /* a block kept after this arms the key again */
+    ctx__recycle.armed = 0; /* a block kept after this arms the key again */
 }
 
 /* The exported pair recycles too: a module's or a user's small value (a
