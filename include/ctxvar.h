@@ -233,7 +233,7 @@ typedef struct ctx_allocator {
  * of ctxvar/cancel.h may be freeing a scope whose deadline it fired, so
  * stop it first with ctx_cancel_timer_release().  With the C library's malloc/free, each thread
  * keeps a few of the small blocks it frees (value boxes, tokens, contexts,
- * and ctx_malloc blocks of 24 to 64 bytes in steps of 8) for its next
+ * and ctx_malloc blocks of 24 to 96 bytes in steps of 8) for its next
  * allocations, and frees them at its exit or in
  * ctx_thread_release; installed hooks see every allocation and every free.
  * Returns 0, or CTX_EINVAL (a hook is NULL, or `size` breaks the growth

@@ -19,7 +19,7 @@
  *
  *     ctx__recycle.head[0]  24-byte blocks ─▶ block ─▶ block ─▶ NULL
  *     ctx__recycle.head[1]  32-byte blocks ─▶ ...
- *     ...              (up to 64 bytes; CTX__RECYCLE_MAX of each size)
+ *     ...              (up to 96 bytes; CTX__RECYCLE_MAX of each size)
  *
  * A kept block's first word links it to the next.  Sizes are exact (a
  * block is only reused for the size it was asked for), so a block can never

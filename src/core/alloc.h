@@ -25,7 +25,7 @@ void ctx__free(void *ptr, size_t size);
 /* The core's small objects — value boxes, tokens, contexts, small map
  * nodes — go through these instead: the same as ctx__malloc / ctx__free,
  * except that with the default allocator each thread keeps the blocks of
- * 24 to 64 bytes it frees (up to 32 of each size) and hands them back to
+ * 24 to 96 bytes it frees (up to 32 of each size) and hands them back to
  * its next allocation of that size (alloc.c explains).  `size` must be the
  * same at both ends.  The usual case — a block taken from or given to the
  * thread's list — is inline, with the size a constant at most calls; the
@@ -44,7 +44,7 @@ void ctx__free(void *ptr, size_t size);
 #define CTX__RECYCLE 1
 #endif
 
-#define CTX__RECYCLE_SIZES 6 /* 24, 32, ..., 64 bytes */
+#define CTX__RECYCLE_SIZES 10 /* 24, 32, ..., 96 bytes: map nodes of up to 10 slots */
 #define CTX__RECYCLE_MAX 32
 
 typedef struct ctx__recycle {
@@ -68,7 +68,7 @@ void ctx__free_small_slow(void *ptr, size_t size);
 
 /* The list for blocks of `size`, or -1 if they are not kept. */
 static inline int ctx__recycle_list(size_t size) {
-    if (!CTX__RECYCLE || size < 24 || size > 64 || size % 8 != 0)
+    if (!CTX__RECYCLE || size < 24 || size > 96 || size % 8 != 0)
         return -1;
     return (int)(size / 8 - 3);
 }
