@@ -232,7 +232,7 @@ static int key_eq(const item_t *it, uint32_t hash, const void *key,
 
 /* ---- node construction (refs = 1, slots to be filled by the caller) ---- */
 
-static node_t *node_alloc(unsigned kind, uint32_t cap) {
+static inline node_t *node_alloc(unsigned kind, uint32_t cap) {
     node_t *n = ctx__malloc_small(node_bytes(cap));
     if (!n)
         return NULL;
@@ -624,6 +624,17 @@ int ctx__hamt_reserve(ctx__hamt_t *map, size_t n) {
 int ctx__hamt_build_flat(ctx__hamt_t *map, item_t *const *items, size_t n) {
     if (map->root != NULL || n == 0 || n > BITMAP_CAP)
         return CTX__HAMT_NOT_FLAT;
+    if (n == 1) { /* the usual extract (a trace alone): no loop, no popcount */
+        node_t *root = node_alloc(KIND_BITMAP, 1);
+        if (!root)
+            return CTX_ENOMEM;
+        root->slot[0] = item_slot(items[0]);
+        root->bits = 1u << frag(items[0]->hash, 0);
+        root->count = 1;
+        map->root = root;
+        map->count = 1;
+        return 0;
+    }
     uint32_t bits = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t bit = 1u << frag(items[i]->hash, 0);

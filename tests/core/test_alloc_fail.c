@@ -422,8 +422,11 @@ static void sweep_shape(int nset, int shared, int fresh) {
      * released, on success each is released once with the context.  24
      * variables of every other id meet in the root (id and id + 32: the
      * boxes are made first, then put one at a time); 8 do not (the root is
-     * written directly, ctx__hamt_build_flat). */
-    for (int nmany = NV / 2; nmany >= 8; nmany -= NV / 2 - 8) {
+     * written directly, ctx__hamt_build_flat); 1 takes build_flat's own
+     * path for a single value. */
+    static const int nmanys[] = {NV / 2, 8, 1};
+    for (size_t t = 0; t < sizeof nmanys / sizeof *nmanys; t++) {
+        int nmany = nmanys[t];
         world_build(w, nset, shared, fresh);
         val_t many[NV / 2];
         for (int i = 0; i < nmany; i++)
