@@ -118,9 +118,6 @@ static int recycle_arm(void) {
     return 1;
 }
 
-/* The inline take found the list empty (or the block is not kept). */
-void *ctx__malloc_small_slow(size_t size) { return ctx__malloc(size); }
-
 /* The inline give could not keep the block: it is not kept at all, the
  * list is full, or it is the first block the thread keeps since its last
  * flush (the key is armed first, or the block freed if it cannot be). */

@@ -63,7 +63,6 @@ extern _Thread_local ctx__recycle_t ctx__recycle;
 /* 1 while the default allocator is installed (ctx_set_allocator). */
 extern int ctx__recycle_on;
 
-void *ctx__malloc_small_slow(size_t size);
 void ctx__free_small_slow(void *ptr, size_t size);
 
 /* The list for blocks of `size`, or -1 if they are not kept. */
@@ -81,7 +80,7 @@ static inline void *ctx__malloc_small(size_t size) {
         ctx__recycle.count[i]--;
         return block;
     }
-    return ctx__malloc_small_slow(size);
+    return ctx__malloc(size);
 }
 
 static inline void ctx__free_small(void *ptr, size_t size) {

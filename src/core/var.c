@@ -171,7 +171,20 @@ __attribute__((noinline)) static int get_slow(ctx__tstate_t *ts, const ctx_var_t
     return status;
 }
 
-static int get_own(const ctx_var_t *var, void **out);
+/* From this thread's current context: the cache, else the map. */
+static inline int get_own(const ctx_var_t *var, void **out) {
+    ctx__tstate_t *ts = ctx__tls;
+    if (!ts)
+        return get_default(var, out);
+    ctx__cache_entry_t *e = &ts->cache[var->id % CTX__CACHE_SIZE];
+    if (e->var_id == var->id && e->epoch == ts->epoch) {
+        int status = e->status; /* read before *out is written: it may alias */
+        if (status != CTX_ENOTFOUND)
+            *out = e->value;
+        return status;
+    }
+    return get_slow(ts, var, out, e);
+}
 
 /* With a host's context installed (provider.c); out of line, so that the
  * usual path needs no stack frame. */
@@ -187,21 +200,6 @@ int ctx_var_get(const ctx_var_t *var, void **out) {
     if (ctx__provider_installed())
         return get_provided(var, out);
     return get_own(var, out);
-}
-
-/* From this thread's current context: the cache, else the map. */
-static inline int get_own(const ctx_var_t *var, void **out) {
-    ctx__tstate_t *ts = ctx__tls;
-    if (!ts)
-        return get_default(var, out);
-    ctx__cache_entry_t *e = &ts->cache[var->id % CTX__CACHE_SIZE];
-    if (e->var_id == var->id && e->epoch == ts->epoch) {
-        int status = e->status; /* read before *out is written: it may alias */
-        if (status != CTX_ENOTFOUND)
-            *out = e->value;
-        return status;
-    }
-    return get_slow(ts, var, out, e);
 }
 
 int ctx_var_get_or(const ctx_var_t *var, void *fallback, void **out) {
