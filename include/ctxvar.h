@@ -248,7 +248,8 @@ CTX_EXPORT void *ctx_malloc(size_t size);
 
 /* Frees a block from ctx_malloc; `size` must be the size that was asked for
  * (a small block is kept for reuse by that size: a wrong one would hand a
- * later ctx_malloc a block too small).  NULL is ignored.  Any thread. */
+ * later ctx_malloc a block too small; a CTX_DEBUG build checks it and
+ * aborts with a message).  NULL is ignored.  Any thread. */
 CTX_EXPORT void ctx_free(void *ptr, size_t size);
 
 /* ---------------------------------------------------------------------- */

@@ -77,6 +77,12 @@ ctx__debug_load(const uint32_t *word) {
     return *(const volatile uint32_t *)word;
 }
 
+/* The same for a 64-bit word (ctx_free's size header, alloc.c). */
+__attribute__((no_sanitize_address, noinline, unused)) static uint64_t
+ctx__debug_load64(const uint64_t *word) {
+    return *(const volatile uint64_t *)word;
+}
+
 static inline void ctx__debug_check(const uint32_t *word, ctx__debug_kind_t kind,
                                     const void *obj, const char *call) {
     uint32_t w = ctx__debug_load(word);

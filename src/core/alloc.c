@@ -41,6 +41,7 @@
  * use after free from them.
  */
 #include "common/common.h"
+#include "common/debug.h"
 #include "core/alloc.h"
 
 #include <pthread.h>
@@ -147,10 +148,38 @@ void ctx__recycle_flush(void) {
 /* The exported pair recycles too: a module's or a user's small value (a
  * string, a trace) is as common as a box.  Sizes are exact, so a block
  * freed with a wrong size could come back too small: the header asks for
- * the size that was allocated, and the tests' allocator counts the bytes
- * freed against those allocated. */
+ * the size that was allocated, the tests' allocator aborts on a size larger
+ * than the block, and CTX_DEBUG puts the size in front of every block and
+ * checks it (16 bytes, so the block stays aligned as malloc's). */
+#ifdef CTX_DEBUG
+#define SIZE_MAGIC 0x63747873697a6521ull
+
+void *ctx_malloc(size_t size) {
+    if (size > SIZE_MAX - 16)
+        return NULL;
+    uint64_t *head = ctx__malloc(size + 16);
+    if (!head)
+        return NULL;
+    head[0] = size;
+    head[1] = SIZE_MAGIC;
+    return head + 2;
+}
+
+void ctx_free(void *ptr, size_t size) {
+    if (!ptr)
+        return;
+    uint64_t *head = (uint64_t *)ptr - 2;
+    if (ctx__debug_load64(&head[1]) != SIZE_MAGIC)
+        ctx__debug_abort("ctx_free", "block", ptr, "is not from ctx_malloc, or was freed already");
+    if (head[0] != size)
+        ctx__debug_abort("ctx_free", "block", ptr, "freed with a size other than its ctx_malloc size");
+    head[1] = ~SIZE_MAGIC;
+    ctx__free(head, size + 16);
+}
+#else
 void *ctx_malloc(size_t size) { return ctx__malloc_small(size); }
 void ctx_free(void *ptr, size_t size) { ctx__free_small(ptr, size); }
+#endif
 
 unsigned ctx_version(void) { return CTX_VERSION_HEX; }
 const char *ctx_version_string(void) { return CTX_VERSION_STRING; }

@@ -2,7 +2,8 @@
 /*
  * test_debug.c — CTX_DEBUG (src/common/debug.h): double release and use
  * after release of contexts, tokens, captures and variables abort at once
- * with a message naming the call and the object.
+ * with a message naming the call and the object, and so does ctx_free of a
+ * block with a size other than the one ctx_malloc was given.
  *
  * Death tests: the object is made in this process, then a forked child
  * misuses it with its stderr on a pipe; the parent asserts that the child
@@ -168,10 +169,28 @@ static void test_var_misuse(void **state) {
     ctx_var_release(var);
 }
 
+/* ---- ctx_free's size (the per-thread lists keep blocks by size, so a
+ * wrong one would hand a later ctx_malloc a block too small) ---- */
+
+static void free_with_larger_size(void *block) { ctx_free(block, 48); }
+static void free_with_smaller_size(void *block) { ctx_free(block, 32); }
+
+static void test_free_size_misuse(void **state) {
+    (void)state;
+    REQUIRE_DEBUG();
+    void *block = ctx_malloc(40);
+    assert_non_null(block);
+    snprintf(want, sizeof want,
+             "ctxvar: ctx_free: block %p freed with a size other than its ctx_malloc size\n", block);
+    expect_abort(free_with_larger_size, block, want);
+    expect_abort(free_with_smaller_size, block, want);
+    ctx_free(block, 40); /* the right size: no abort */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TEST(test_context_misuse), TEST(test_not_a_context), TEST(test_token_misuse),
-        TEST(test_capture_misuse), TEST(test_var_misuse),
+        TEST(test_capture_misuse), TEST(test_var_misuse), TEST(test_free_size_misuse),
     };
     return RUN_TESTS(tests);
 }
