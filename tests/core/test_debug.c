@@ -175,6 +175,11 @@ static void test_var_misuse(void **state) {
 static void free_with_larger_size(void *block) { ctx_free(block, 48); }
 static void free_with_smaller_size(void *block) { ctx_free(block, 32); }
 
+static void free_twice(void *block) {
+    ctx_free(block, 40);
+    ctx_free(block, 40);
+}
+
 static void test_free_size_misuse(void **state) {
     (void)state;
     REQUIRE_DEBUG();
@@ -184,7 +189,13 @@ static void test_free_size_misuse(void **state) {
              "ctxvar: ctx_free: block %p freed with a size other than its ctx_malloc size\n", block);
     expect_abort(free_with_larger_size, block, want);
     expect_abort(free_with_smaller_size, block, want);
+    snprintf(want, sizeof want, "ctxvar: ctx_free: block %p is not from ctx_malloc, or was freed already\n",
+             block);
+    expect_abort(free_twice, block, want);
     ctx_free(block, 40); /* the right size: no abort */
+    /* A size the header cannot be added to fails cleanly. */
+    assert_null(ctx_malloc(SIZE_MAX));
+    assert_null(ctx_malloc(SIZE_MAX - 8));
 }
 
 int main(void) {
