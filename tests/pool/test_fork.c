@@ -4,7 +4,8 @@
  *
  * The parent makes a pool of 2 workers, holds both at a gate with two tasks,
  * queues a third task with a future (so the child inherits running tasks,
- * a queued task and their futures), and forks.  The child, whose only
+ * a queued task and their futures), starts a ctx_pool_thread that waits at
+ * the gate too, and forks once all three are parked there.  The child, whose only
  * thread is the forking one, checks each promise and exits with the number
  * of the first check that failed (0: all held):
  *   1  its current context kept working (the parent's value is there);
@@ -123,6 +124,13 @@ static void test_fork_with_live_pool(void **state) {
     ASSERT_RC(ctx_pool_submit(pool, task_nop, NULL, &queued), 0);
     ctx_pool_thread_t *thread = NULL;
     ASSERT_RC(ctx_pool_thread_create(thread_fn, &gate, 0, &thread), 0);
+    /* Fork only once every other thread is parked at the gate.  A thread
+     * still starting holds the sanitizer runtime's own locks (its thread
+     * registry, its allocator's), which no atfork handler of ours can take:
+     * a child forked then can deadlock in its first thread start or malloc.
+     * (An ASan run of this test once hung until ctest's timeout, not
+     * reproduced since; this window is the likely cause.) */
+    gate_await_arrivals(&gate, 3);
 
     fflush(NULL);
     pid_t child = fork();
