@@ -36,6 +36,12 @@ static int one_step(ctx_loop_task_t *task, void *arg, void **result) {
     return 0;
 }
 
+static int nothing(void *arg, void **result) {
+    (void)arg;
+    (void)result;
+    return 0;
+}
+
 static int offloaded(void *arg, void **result) {
     (void)arg;
     (void)result;
@@ -79,6 +85,13 @@ static void test_loop_made_before_fork_is_unusable_in_the_child(void **state) {
     po.threads = 1;
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
+    /* A task run to the end: the worker has finished starting (a thread
+     * still starting holds the sanitizer runtime's locks, which the child,
+     * that allocates, could then wait for forever). */
+    ctx_pool_future_t *started = NULL;
+    ASSERT_RC(ctx_pool_submit(pool, nothing, NULL, &started), 0);
+    ASSERT_RC(ctx_pool_future_wait(started, CTX_WAIT_FOREVER), 0);
+    ctx_pool_future_release(started);
 
     pid_t pid = fork();
     assert_true(pid >= 0);
