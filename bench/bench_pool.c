@@ -60,18 +60,18 @@
  * interleaved:
  *   pool_latency_p50_ns, pool_latency_p99_ns            ctxvar
  *   pool_glib_latency_p50_ns, pool_glib_latency_p99_ns  GLib
- * What these show on a 2-processor virtual machine is mostly where the
- * scheduler puts the woken worker.  With the tasks this sparse both pools'
- * workers are asleep at a submit; a worker woken onto the submitter's
- * processor starts once the submitter sleeps (ctxvar 2-3 us, GLib 5-7 us
- * at the median), one woken onto the other, idle, processor waits for it
- * to leave its idle state (about 20-28 us, the same as nanosleep's own
- * overshoot on that machine).  A round tends to stay in one mode, and
- * which one varies between processes for both pools alike: in separate
- * processes each alternately (a 1500-task driver, 2 workers, 6 runs at
- * 8852f85) ctxvar's median read 2.5, 20.2, 28.5 us and GLib's 20.7, 6.5,
- * 28.5 us.  Inside this benchmark GLib has kept landing in the fast mode
- * and ctxvar in the slow one; the figure is reported as measured.
+ * On a 2-processor virtual machine these show mostly where the scheduler
+ * puts the woken worker.  With tasks this sparse the workers are asleep at
+ * a submit; one woken onto the submitter's processor starts as soon as the
+ * submitter sleeps (2-3 us), one woken onto the other, idle, processor
+ * waits for it to leave its idle state (20-28 us, the same as nanosleep's
+ * own overshoot there).  The kernel wakes a thread where it last ran, so
+ * which worker a submit wakes decides it: ctxvar wakes one that parked on
+ * the submitter's processor (src/pool/queue.c).  Before it did (8852f85,
+ * the newest parked worker), pool_latency_p50_ns read 21.8-30.1 us in 7
+ * runs of --only pool (GLib 6.0-6.7 us in the 3 that printed it); with it,
+ * 1.7-3.0 us in the 7 runs interleaved with those, the task throughput
+ * unchanged.
  *
  * Groups
  * ------

@@ -289,6 +289,7 @@ typedef union ctx__worker {
         sem_t wake;
         union ctx__worker *idle_next; /* under idle_lock */
         bool idle;                    /* under idle_lock: on the idle stack */
+        int cpu;                      /* under idle_lock: where it parked (-1: unknown) */
     } w;
     char pad[384];
 } ctx__worker_t;

@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_wake.c — which parked worker a submit wakes (src/pool/queue.c,
+ * "Sleeping and waking"): among the parked workers it looks at, the one
+ * that parked on the submitting thread's processor.
+ *
+ * Two workers are pinned, one to each of two processors c0 and c1 (each
+ * pins itself from a task), so where a task runs says which worker ran it.
+ * Each attempt parks the c0 worker first and the c1 worker last, pins this
+ * thread to c0, and submits a task that reports its processor.  The worker
+ * that parked last is the c1 one, so waking the newest parked worker (the
+ * policy before this one) runs the task on c1 every time; the pool must run
+ * it on c0.  Parking is not observable, so each step waits 50 ms for the
+ * worker to finish polling and park; an attempt where that was not enough
+ * (the c1 worker still polling takes the task) is retried, up to 3.
+ * Skipped with fewer than two processors, or without sched_getcpu.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#include "pool_test.h"
+
+typedef struct hold {
+    gate_t gate;
+    int pin; /* the processor to pin the worker to, or -1 */
+    atomic_int cpu;
+} hold_t;
+
+static int pin_self(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+/* Pins the worker (if asked), notes its processor, waits at the gate. */
+static int hold_task(void *arg, void **result) {
+    hold_t *h = arg;
+    (void)result;
+    if (h->pin >= 0)
+        OFF_MAIN_CHECK(pin_self(h->pin) == 0);
+    atomic_store(&h->cpu, sched_getcpu());
+    gate_pass(&h->gate);
+    return 0;
+}
+
+static int where_task(void *arg, void **result) {
+    (void)arg;
+    *result = (void *)(intptr_t)sched_getcpu();
+    return 0;
+}
+
+static void nap_ms(long ms) {
+    struct timespec t = {0, ms * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+/* Holds both workers (pinning them to c0 and c1 if pin), then lets the one
+ * on `first` finish and park, then the other. */
+static void park_in_order(ctx_pool_t *pool, int c0, int c1, int pin, int first) {
+    hold_t h[2];
+    ctx_pool_future_t *f[2];
+    for (int i = 0; i < 2; i++) {
+        gate_init(&h[i].gate);
+        h[i].pin = pin ? (i == 0 ? c0 : c1) : -1;
+        atomic_init(&h[i].cpu, -1);
+    }
+    /* Each holds a worker until its gate opens, so the two run on two
+     * different workers. */
+    for (int i = 0; i < 2; i++) {
+        ASSERT_RC(ctx_pool_submit(pool, hold_task, &h[i], &f[i]), 0);
+        gate_await_arrivals(&h[i].gate, 1);
+    }
+    int order[2] = {atomic_load(&h[0].cpu) == first ? 0 : 1, 0};
+    order[1] = 1 - order[0];
+    for (int k = 0; k < 2; k++) {
+        int i = order[k];
+        gate_open(&h[i].gate);
+        ASSERT_RC(ctx_pool_future_wait(f[i], CTX_WAIT_FOREVER), 0);
+        ctx_pool_future_release(f[i]);
+        nap_ms(50); /* polls for microseconds, then parks */
+    }
+    for (int i = 0; i < 2; i++)
+        gate_destroy(&h[i].gate);
+}
+
+static void test_wakes_the_worker_parked_on_this_processor(void **state) {
+    (void)state;
+    cpu_set_t mine;
+    assert_int_equal(sched_getaffinity(0, sizeof mine, &mine), 0);
+    int c[2], n = 0;
+    for (int i = 0; i < CPU_SETSIZE && n < 2; i++)
+        if (CPU_ISSET(i, &mine))
+            c[n++] = i;
+    if (n < 2 || sched_getcpu() < 0)
+        skip();
+
+    ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
+    po.threads = 2;
+    ctx_pool_t *pool = NULL;
+    ASSERT_RC(ctx_pool_new(&po, &pool), 0);
+    park_in_order(pool, c[0], c[1], 1, c[0]); /* pins the workers */
+
+    int ran_on = -1;
+    for (int attempt = 0; attempt < 3 && ran_on != c[0]; attempt++) {
+        park_in_order(pool, c[0], c[1], 0, c[0]); /* c1's worker parks last */
+        assert_int_equal(pin_self(c[0]), 0);
+        ctx_pool_future_t *f = NULL;
+        ASSERT_RC(ctx_pool_submit(pool, where_task, NULL, &f), 0);
+        ASSERT_RC(ctx_pool_future_wait(f, CTX_WAIT_FOREVER), 0);
+        void *r = NULL;
+        ASSERT_RC(ctx_pool_future_result(f, &r), 0);
+        ctx_pool_future_release(f);
+        ran_on = (int)(intptr_t)r;
+        assert_int_equal(sched_setaffinity(0, sizeof mine, &mine), 0);
+        nap_ms(50);
+    }
+    assert_int_equal(ran_on, c[0]);
+    ASSERT_RC(ctx_pool_release(pool), 0);
+    assert_int_equal(off_main_failures(), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_wakes_the_worker_parked_on_this_processor, pool_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
