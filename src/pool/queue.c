@@ -69,23 +69,26 @@
  *     to the scheduler, and a task must not wait a time slice for it); a
  *     worker that takes a task and sees more queued does the same, so a
  *     backlog gets every worker;
- *   - the parked worker to wake is, among the CTX__POOL_WAKE_LOOK that
- *     parked last, the newest one that parked on the processor the
- *     submitter runs on now (sched_getcpu, noted by each worker as it
- *     parks); if none did, the one that parked last (its caches are the
- *     warmest).  Exactly one is woken per decision.  Why the processor: the
- *     kernel tends to wake a thread where it last ran, unless that
- *     processor is busy and an idle one shares its cache.  A worker that
- *     parked here is woken here, starts the moment the submitter blocks,
- *     and reads the task from this processor's cache.  Waking one that
- *     parked elsewhere wakes an idle processor first: on the 2-processor
- *     virtual machine the benchmarks run on, whose processors share no
- *     cache, that costs 20-28 us, against 2-3 us here.  With tasks tens of
+ *   - the parked worker to wake is the one that parked last (its caches
+ *     are the warmest) — but for a submit whose task is the only one
+ *     waiting, the newest of the CTX__POOL_WAKE_LOOK that parked last that
+ *     parked on the processor the submitter runs on now (sched_getcpu,
+ *     noted by each worker as it parks), if one did.  Exactly one is woken
+ *     per decision.  Why the processor: the kernel tends to wake a
+ *     thread where it last ran (seen with perf sched on the 2-processor
+ *     virtual machine the benchmarks run on: a worker that last ran on the
+ *     submitter's processor was woken there, one that ran on the idle one
+ *     there).  A worker woken here starts the moment the submitter blocks
+ *     and reads the task from this processor's cache; one woken on an idle
+ *     processor waits for it to leave its idle state, which on that
+ *     machine takes 20-28 us, against 2-3 us here.  With tasks tens of
  *     microseconds apart, the bench's pool_latency_p50_ns went from
  *     21.8-30.1 us to 1.7-3.0 us; the throughput figures did not move
- *     (bench/bench_pool.c).  The look is bounded, so a large idle pool
- *     costs no more per wake-up; it happens only when a worker is woken,
- *     never while work flows to pollers.
+ *     (bench/bench_pool.c).  A submitter with a backlog, or a worker
+ *     waking another for the backlog, keeps its processor busy, so a worker
+ *     woken there would wait for it: those take the newest.  The look is
+ *     bounded, so a large idle pool costs no more per wake-up; it happens
+ *     only when a worker is woken, never while work flows to pollers.
  * No wake-up is lost: a worker about to park pushes itself on the idle
  * stack, increments `idle_count`, then looks at `published` once more; a
  * submit publishes and then reads `idle_count` and `spinners`, all
@@ -300,8 +303,9 @@ static int current_cpu(void) {
 #endif
 }
 
-static void wake_one(ctx_pool_t *pool) {
-    int cpu = current_cpu();
+/* Wakes one parked worker: among the newest CTX__POOL_WAKE_LOOK, the newest
+ * that parked on `cpu` (-1: no preference), else the newest. */
+static void wake_one(ctx_pool_t *pool, int cpu) {
     pthread_mutex_lock(&pool->idle_lock);
     ctx__worker_t **link = &pool->idle_top;
     for (int i = 0; cpu >= 0 && *link && i < CTX__POOL_WAKE_LOOK; i++) {
@@ -344,12 +348,17 @@ static void wake_all(ctx_pool_t *pool) {
  * take it).  A second waiting task means the poller has not come for the
  * first — the scheduler may have taken its processor for a whole time
  * slice — so a parked worker is woken rather than left waiting on it. */
-static void maybe_wake(ctx_pool_t *pool) {
+static void maybe_wake(ctx_pool_t *pool, bool submitter) {
     if (atomic_load(&pool->idle_count) == 0)
         return;
-    if (atomic_load(&pool->spinners) > 0 && queued_now(pool) < 2)
+    size_t queued = queued_now(pool);
+    if (atomic_load(&pool->spinners) > 0 && queued < 2)
         return;
-    wake_one(pool);
+    /* A submitter whose task is the only one waiting prefers a worker
+     * parked on its processor (see the essay).  One with a backlog behind
+     * it, or a worker with a task of its own to run, keeps its processor
+     * busy, and a worker woken there would wait for it: newest parked. */
+    wake_one(pool, submitter && queued < 2 ? current_cpu() : -1);
 }
 
 static void sem_wait_uninterrupted(sem_t *sem) {
@@ -484,7 +493,7 @@ int ctx__queue_push(ctx_pool_t *pool, const ctx__slot_t *slot, bool retain_map) 
         pthread_mutex_unlock(&pool->tail_lock);
         if (more_room)
             pthread_cond_signal(&pool->room);
-        maybe_wake(pool);
+        maybe_wake(pool, true);
         return 0;
     }
 }
@@ -595,7 +604,7 @@ bool ctx__queue_next(ctx_pool_t *pool, ctx__worker_t *self, ctx__slot_t *out) {
             room_freed(pool);
             /* A backlog behind this task gets a parked worker. */
             if (backlog)
-                maybe_wake(pool);
+                maybe_wake(pool, false);
             return true;
         }
         if (atomic_load(&pool->stopping))
