@@ -10,9 +10,10 @@
  * thread to c0, and submits a task that reports its processor.  The worker
  * that parked last is the c1 one, so waking the newest parked worker (the
  * policy before this one) runs the task on c1 every time; the pool must run
- * it on c0.  Parking is not observable, so each step waits 50 ms for the
- * worker to finish polling and park; an attempt where that was not enough
- * (the c1 worker still polling takes the task) is retried, up to 3.
+ * it on c0.  Parking is not observable, so each step waits for the worker
+ * to finish polling and park (50 ms, longer at each new attempt); an
+ * attempt where that was not enough (the c1 worker, still polling, takes
+ * the task) is retried, up to 8 times: the old policy fails all 8.
  * Skipped with fewer than two processors, or without sched_getcpu.
  */
 #ifndef _GNU_SOURCE
@@ -57,7 +58,7 @@ static void nap_ms(long ms) {
 
 /* Holds both workers (pinning them to c0 and c1 if pin), then lets the one
  * on `first` finish and park, then the other. */
-static void park_in_order(ctx_pool_t *pool, int c0, int c1, int pin, int first) {
+static void park_in_order(ctx_pool_t *pool, int c0, int c1, int pin, int first, long nap) {
     hold_t h[2];
     ctx_pool_future_t *f[2];
     for (int i = 0; i < 2; i++) {
@@ -78,7 +79,7 @@ static void park_in_order(ctx_pool_t *pool, int c0, int c1, int pin, int first) 
         gate_open(&h[i].gate);
         ASSERT_RC(ctx_pool_future_wait(f[i], CTX_WAIT_FOREVER), 0);
         ctx_pool_future_release(f[i]);
-        nap_ms(50); /* polls for microseconds, then parks */
+        nap_ms(nap); /* polls for microseconds, then parks */
     }
     for (int i = 0; i < 2; i++)
         gate_destroy(&h[i].gate);
@@ -99,11 +100,12 @@ static void test_wakes_the_worker_parked_on_this_processor(void **state) {
     po.threads = 2;
     ctx_pool_t *pool = NULL;
     ASSERT_RC(ctx_pool_new(&po, &pool), 0);
-    park_in_order(pool, c[0], c[1], 1, c[0]); /* pins the workers */
+    park_in_order(pool, c[0], c[1], 1, c[0], 50); /* pins the workers */
 
     int ran_on = -1;
-    for (int attempt = 0; attempt < 3 && ran_on != c[0]; attempt++) {
-        park_in_order(pool, c[0], c[1], 0, c[0]); /* c1's worker parks last */
+    for (int attempt = 0; attempt < 8 && ran_on != c[0]; attempt++) {
+        long nap = 50 * (attempt + 1);
+        park_in_order(pool, c[0], c[1], 0, c[0], nap); /* c1's worker parks last */
         assert_int_equal(pin_self(c[0]), 0);
         ctx_pool_future_t *f = NULL;
         ASSERT_RC(ctx_pool_submit(pool, where_task, NULL, &f), 0);
@@ -113,7 +115,6 @@ static void test_wakes_the_worker_parked_on_this_processor(void **state) {
         ctx_pool_future_release(f);
         ran_on = (int)(intptr_t)r;
         assert_int_equal(sched_setaffinity(0, sizeof mine, &mine), 0);
-        nap_ms(50);
     }
     assert_int_equal(ran_on, c[0]);
     ASSERT_RC(ctx_pool_release(pool), 0);
