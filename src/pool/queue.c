@@ -351,14 +351,15 @@ static void wake_all(ctx_pool_t *pool) {
 static void maybe_wake(ctx_pool_t *pool, bool submitter) {
     if (atomic_load(&pool->idle_count) == 0)
         return;
-    size_t queued = queued_now(pool);
-    if (atomic_load(&pool->spinners) > 0 && queued < 2)
+    if (atomic_load(&pool->spinners) > 0 && queued_now(pool) < 2)
         return;
     /* A submitter whose task is the only one waiting prefers a worker
      * parked on its processor (see the essay).  One with a backlog behind
      * it, or a worker with a task of its own to run, keeps its processor
-     * busy, and a worker woken there would wait for it: newest parked. */
-    wake_one(pool, submitter && queued < 2 ? current_cpu() : -1);
+     * busy, and a worker woken there would wait for it: newest parked.
+     * (queued_now reads the consumers' line: only on the way to a wake-up,
+     * which costs a system call anyway.) */
+    wake_one(pool, submitter && queued_now(pool) < 2 ? current_cpu() : -1);
 }
 
 static void sem_wait_uninterrupted(sem_t *sem) {
