@@ -307,14 +307,13 @@ static int current_cpu(void) {
  * that parked on `cpu` (-1: no preference), else the newest. */
 static void wake_one(ctx_pool_t *pool, int cpu) {
     pthread_mutex_lock(&pool->idle_lock);
-    ctx__worker_t **link = &pool->idle_top;
-    for (int i = 0; cpu >= 0 && *link && i < CTX__POOL_WAKE_LOOK; i++) {
-        if ((*link)->w.cpu == cpu)
+    ctx__worker_t **link = &pool->idle_top; /* the newest, unless one matches */
+    ctx__worker_t **l = &pool->idle_top;
+    for (int i = 0; cpu >= 0 && *l && i < CTX__POOL_WAKE_LOOK; i++, l = &(*l)->w.idle_next)
+        if ((*l)->w.cpu == cpu) {
+            link = l;
             break;
-        link = &(*link)->w.idle_next;
-    }
-    if (!*link || cpu < 0)
-        link = &pool->idle_top;
+        }
     ctx__worker_t *w = *link;
     if (w) {
         *link = w->w.idle_next;
