@@ -96,15 +96,22 @@ static void park_in_order(ctx_pool_t *pool, int c0, int c1, int pin, int first, 
         gate_destroy(&h[i].gate);
 }
 
+/* The thread's affinity in *mine and its first two processors in c[]: 1,
+ * or 0 if there are fewer than two or sched_getcpu does not work. */
+static int two_processors(cpu_set_t *mine, int c[2]) {
+    assert_int_equal(sched_getaffinity(0, sizeof *mine, mine), 0);
+    int n = 0;
+    for (int i = 0; i < CPU_SETSIZE && n < 2; i++)
+        if (CPU_ISSET(i, mine))
+            c[n++] = i;
+    return n == 2 && sched_getcpu() >= 0;
+}
+
 static void test_wakes_the_worker_parked_on_this_processor(void **state) {
     (void)state;
     cpu_set_t mine;
-    assert_int_equal(sched_getaffinity(0, sizeof mine, &mine), 0);
-    int c[2], n = 0;
-    for (int i = 0; i < CPU_SETSIZE && n < 2; i++)
-        if (CPU_ISSET(i, &mine))
-            c[n++] = i;
-    if (n < 2 || sched_getcpu() < 0)
+    int c[2];
+    if (!two_processors(&mine, c))
         skip();
 
     ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
@@ -140,12 +147,8 @@ static void test_wakes_the_worker_parked_on_this_processor(void **state) {
 static void test_looks_at_the_newest_four_only(void **state) {
     (void)state;
     cpu_set_t mine;
-    assert_int_equal(sched_getaffinity(0, sizeof mine, &mine), 0);
-    int c[2], n = 0;
-    for (int i = 0; i < CPU_SETSIZE && n < 2; i++)
-        if (CPU_ISSET(i, &mine))
-            c[n++] = i;
-    if (n < 2 || sched_getcpu() < 0)
+    int c[2];
+    if (!two_processors(&mine, c))
         skip();
     enum { WORKERS = 6 };
     ctx_pool_options_t po = CTX_STRUCT_INIT(ctx_pool_options_t);
