@@ -728,6 +728,50 @@ CTX_EXPORT int ctx_capture_run_exclusive(ctx_capture_t *capture, ctx_run_fn fn, 
  * Any thread, but not while the capture runs.  NULL is ignored. */
 CTX_EXPORT void ctx_capture_clear(ctx_capture_t *capture);
 
+/* ---- snapshots: the values alone, for work that runs once ----
+ *
+ * A snapshot is a reference to the values of a context, without the
+ * context: 16 bytes the caller owns, taken in O(1) with no allocation.
+ * Running it runs a function in a new context holding those values, made
+ * for that run alone and gone when it returns, with every set the function
+ * made: what asyncio does for a callback scheduled with call_soon (a copy of
+ * the context, run once, then dropped).  A capture is a context; a snapshot
+ * is only what a context holds, so it is smaller, and a run of it changes
+ * nothing anyone else can see.
+ *
+ * A snapshot whose bytes are all zero is empty (a run of it starts from no
+ * values; clearing it does nothing).  It must not be copied by value (two
+ * owners of one reference), and it must be cleared or run before its storage
+ * is reused or dropped.  Its size is fixed for 1.x. */
+typedef struct ctx_snapshot {
+    void *private_[2];
+} ctx_snapshot_t;
+
+/* Stores a reference to the values of the calling thread's current context
+ * in `snapshot` (which must be empty: a snapshot still holding values would
+ * lose them): O(1), no allocation, no lock; empty if the thread has no
+ * context yet.  Any thread.  NULL is ignored. */
+CTX_EXPORT void ctx_snapshot_current(ctx_snapshot_t *snapshot);
+
+/* Runs fn(arg) in a new context that holds the snapshot's values and takes
+ * over its reference: the snapshot is empty from the moment fn is called.
+ * fn's return value goes to *result (if not NULL).  Sets made by fn land in
+ * the run's own context, which is dropped when fn returns (values no other
+ * context holds are released then); tokens made in it are refused
+ * everywhere afterwards.  Any thread, and not while another run or clear of
+ * the same snapshot is under way.  Returns 0, or CTX_ENOMEM / CTX_ESYSTEM
+ * (the thread had no state and none could be made: fn is not called and
+ * the snapshot is unchanged), CTX_ENOTCURRENT (fn ran but left contexts it
+ * entered still entered: they stay entered, above the context that was
+ * current before the run), CTX_EINVAL. */
+CTX_EXPORT int ctx_snapshot_run(ctx_snapshot_t *snapshot, ctx_run_fn fn, void *arg,
+                                void **result);
+
+/* Drops what `snapshot` holds (values no other context holds are released)
+ * and leaves it empty.  Any thread, not during a run of it.  NULL and an
+ * empty snapshot are ignored. */
+CTX_EXPORT void ctx_snapshot_clear(ctx_snapshot_t *snapshot);
+
 /* ---- mapping view (any context, any thread) ---- */
 
 /* The value of `var` in `ctx` (the default is not consulted): 0 and *out

@@ -55,7 +55,7 @@ ctx_context_t *ctx__context_alloc(void) {
     if (!ctx)
         return NULL;
     atomic_init(&ctx->state, CTX__REF);
-    ctx->id = ctx__next_id();
+    ctx->id = 0; /* given by the first token (ctx__context_id) */
     atomic_init(&ctx->lock, 0);
     ctx->embedded = 0;
     ctx->map = CTX__HAMT_EMPTY;

@@ -88,7 +88,8 @@ typedef struct ctx__box {
 
 struct ctx_context {
     atomic_size_t state;
-    uint64_t id; /* unique, never reused: tokens check it */
+    uint64_t id; /* unique, never reused: tokens check it; 0 until the
+                    first token needs it (ctx__context_id) */
     atomic_int lock;
     int embedded; /* in caller-owned storage (embed.c): never freed here */
     ctx__hamt_t map;
@@ -235,6 +236,19 @@ ctx_context_t *ctx__context_alloc(void);
  * a per-thread block so most calls touch no atomic.  (Variables have their
  * own dense counter, var.c.) */
 uint64_t ctx__next_id(void);
+
+/* The context's id, given when a token first needs it: most contexts (a
+ * pool task's, a loop callback's) never make a token, and an id costs a
+ * call.  Only the thread on which `ctx` is current calls this (a set makes
+ * tokens in the current context; a reset reads the id only when its
+ * token's context is current), so the write needs no lock.  A token's id is
+ * never 0, so a context that has none yet refuses every token, as a new
+ * context must. */
+static inline uint64_t ctx__context_id(ctx_context_t *ctx) {
+    if (!ctx->id)
+        ctx->id = ctx__next_id();
+    return ctx->id;
+}
 
 /* Tests only: gives `var` a chosen hash; call before any value is set. */
 void ctx__var_force_hash(ctx_var_t *var, uint32_t hash);

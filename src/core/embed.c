@@ -36,16 +36,30 @@
  *   entered, now on top of what was current before the run, and the
  *   thread's exit releases them as usual).  So the storage can always be
  *   cleared and reused afterwards.
- * - Each init takes a fresh id, so a token made in an earlier use of the
+ * - Each init clears the id; the first token made in the storage gives it
+ *   a fresh one (ctx__context_id), so a token made in an earlier use of the
  *   same storage is refused (CTX_ETOKENCTX) by a later one.
+ *
+ * Snapshots
+ * ---------
+ * A ctx_snapshot_t is a map reference alone (its 16 bytes are the map's).
+ * Running one needs a context only for the length of the run, so the run
+ * makes it on its own stack: the storage takes over the snapshot's
+ * reference (the snapshot is emptied first, so a function that reaches the
+ * snapshot cannot drop that reference twice), is run like private storage
+ * (no locked instruction: nothing else can reach it), and is cleared when
+ * fn returns, releasing whatever fn set.  A later run at the same stack
+ * address is a new context as far as tokens go: its id starts at 0.
  */
 #include "core/core.h"
 #include "core/provider.h"
 #include "core/reserve.h"
 
+#include <string.h>
+
 static void init(ctx_context_t *ctx, ctx__hamt_t map) {
     atomic_init(&ctx->state, CTX__REF);
-    ctx->id = ctx__next_id();
+    ctx->id = 0; /* a fresh one when a token needs it (ctx__context_id) */
     atomic_init(&ctx->lock, 0);
     ctx->embedded = 1;
     ctx->map = map;
@@ -88,7 +102,13 @@ static int claim_private(ctx_context_t *ctx) {
     return 0;
 }
 
-static int run_stored(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result, int private_storage) {
+/* Inlined into each caller (GCC and clang), so that a run of private
+ * storage loses the branches and locked instructions of shared storage. */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline int run_stored(ctx_context_t *ctx, ctx_run_fn fn, void *arg, void **result,
+                             int private_storage) {
     int err = 0;
     ctx__tstate_t *ts = ctx__tstate_get(&err);
     if (!ts)
@@ -201,4 +221,56 @@ void ctx_capture_clear(ctx_capture_t *capture) {
         return;
     CTX__DEBUG_CHECK((ctx_context_t *)capture, CTX__KIND_CAPTURE, "ctx_capture_clear");
     ctx__context_clear((ctx_context_t *)capture);
+}
+
+/* ---- snapshots (ctxvar.h): a map reference, run in a context of its own ---- */
+
+_Static_assert(sizeof(ctx_snapshot_t) == sizeof(ctx__hamt_t), "a snapshot is a map");
+
+static ctx__hamt_t snapshot_map(const ctx_snapshot_t *snapshot) {
+    ctx__hamt_t map;
+    memcpy(&map, snapshot, sizeof map);
+    return map;
+}
+
+void ctx_snapshot_current(ctx_snapshot_t *snapshot) {
+    if (!snapshot)
+        return;
+    ctx__hamt_t map = CTX__HAMT_EMPTY;
+    ctx_context_t provided;
+    if (ctx__provider_installed() && ctx__provided_init_copy(&provided) == 0) {
+        map = provided.map; /* a host's context (provider.c) */
+        CTX__DEBUG_DIED(&provided, CTX__KIND_CAPTURE);
+    } else if (ctx__tls) {
+        map = ctx__reserve_take(ctx__tls);
+    }
+    memcpy(snapshot, &map, sizeof map);
+}
+
+int ctx_snapshot_run(ctx_snapshot_t *snapshot, ctx_run_fn fn, void *arg, void **result) {
+    if (!snapshot || !fn)
+        return CTX_EINVAL;
+    ctx_context_t ctx;
+    init(&ctx, snapshot_map(snapshot));
+    memset(snapshot, 0, sizeof *snapshot);
+    int r = run_stored(&ctx, fn, arg, result, 1);
+    if (r != 0 && r != CTX_ENOTCURRENT) {
+        /* fn was not called (no thread state; CTX_EENTERED cannot happen:
+         * nothing else knows this storage): the snapshot as it was. */
+        memcpy(snapshot, &ctx.map, sizeof ctx.map);
+        CTX__DEBUG_DIED(&ctx, CTX__KIND_CAPTURE);
+        return r;
+    }
+    ctx__context_clear(&ctx);
+    return r;
+}
+
+void ctx_snapshot_clear(ctx_snapshot_t *snapshot) {
+    if (!snapshot)
+        return;
+    ctx__hamt_t map = snapshot_map(snapshot);
+    if (!map.root)
+        return;
+    memset(snapshot, 0, sizeof *snapshot);
+    ctx__reserve_give(map);
 }

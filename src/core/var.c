@@ -260,7 +260,7 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
     note_change(ts, var, value, CTX_VALUE);
     if (tok) {
         tok->ctx = ctx;
-        tok->ctx_id = ctx->id;
+        tok->ctx_id = ctx__context_id(ctx);
         /* The old box holds the variable already; only a token without one
          * needs a reference of its own. */
         tok->var = old ? var : ctx_var_retain(var);

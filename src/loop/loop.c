@@ -395,6 +395,7 @@ void ctx__loop_keepalive(ctx_loop_t *loop, int delta) {
 
 void ctx__loop_spares_init(ctx_loop_t *loop) {
     loop->spare_handles.size = sizeof(ctx_loop_handle_t);
+    loop->spare_calls.size = ctx__loop_call_size();
     loop->spare_tasks.size = ctx__loop_task_size();
     loop->spare_wraps.size = ctx__loop_wrap_size();
     loop->spare_offloads.size = ctx__loop_offload_size();
@@ -402,6 +403,7 @@ void ctx__loop_spares_init(ctx_loop_t *loop) {
 
 void ctx__loop_spares_free(ctx_loop_t *loop) {
     ctx__loop_spares_clear(&loop->spare_handles);
+    ctx__loop_spares_clear(&loop->spare_calls);
     ctx__loop_spares_clear(&loop->spare_tasks);
     ctx__loop_spares_clear(&loop->spare_wraps);
     ctx__loop_spares_clear(&loop->spare_offloads);

@@ -278,6 +278,7 @@ struct ctx_loop {
     ctx_loop_error_fn error_fn;
     void *error_user;
     ctx__loop_spares_t spare_handles;  /* call.c */
+    ctx__loop_spares_t spare_calls;    /* call.c: fire-and-forget calls */
     ctx__loop_spares_t spare_tasks;    /* task.c */
     ctx__loop_spares_t spare_wraps;    /* offload.c */
     ctx__loop_spares_t spare_offloads; /* offload.c */
@@ -390,6 +391,9 @@ struct ctx_loop_handle {
     atomic_int state;
     int spare; /* the record came from the loop's spares */
 };
+
+/* Bytes of a fire-and-forget call record (call.c), for its spares. */
+size_t ctx__loop_call_size(void);
 
 /* A new handle with one reference (the place's), state SCHEDULED, context
  * captured as `options` say; for a call record (fn) or a done-callback

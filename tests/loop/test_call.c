@@ -476,7 +476,7 @@ static void test_allocation_failure(void **state) {
     released = 0;
     int ok = 0;
     /* Each scheduling call, failed at every allocation it makes. */
-    for (int which = 0; which < 5; which++) {
+    for (int which = 0; which < 6; which++) {
         for (long n = 1;; n++) {
             long live = ctx_test_alloc_live_blocks();
             ctx_loop_handle_t *h = NULL;
@@ -495,6 +495,9 @@ static void test_allocation_failure(void **state) {
                 break;
             case 3:
                 r = ctx_loop_call_soon_threadsafe(loop, record, &s, &opts, &h);
+                break;
+            case 4: /* fire-and-forget: a record of its own */
+                r = ctx_loop_call_soon(loop, record, &s, NULL, NULL);
                 break;
             default:
                 r = ctx_loop_future_new(loop, NULL, &f);
@@ -517,9 +520,9 @@ static void test_allocation_failure(void **state) {
         }
     }
     run_loop(loop);
-    assert_int_equal(s.calls, 4);
+    assert_int_equal(s.calls, 5);
     assert_int_equal(s.value, 3);
-    assert_int_equal(released, 4);
+    assert_int_equal(released, 4); /* the fire-and-forget call has none */
     close_loop(loop);
     ctx_thread_release();
     assert_int_equal(ctx_test_alloc_live_blocks(), 0);

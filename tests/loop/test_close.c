@@ -311,9 +311,46 @@ static void test_close_over_a_user_loop(void **state) {
     assert_int_equal(atomic_load(&ran_after_close), 0);
 }
 
+/* Fire-and-forget calls (no options, no handle) waiting when the loop
+ * closes: they never run, and the values they captured are released by
+ * the close, not later (here they hold the only reference to one). */
+static atomic_int values_released;
+static void count_value_release(void *value, void *user) {
+    (void)value;
+    (void)user;
+    atomic_fetch_add(&values_released, 1);
+}
+
+static void test_close_drops_fire_and_forget_calls(void **state) {
+    (void)state;
+    static const ctx_value_ops_t ops = {.size = sizeof(ctx_value_ops_t), .release = count_value_release};
+    ctx_var_options_t vo = {.size = sizeof(ctx_var_options_t), .ops = &ops};
+    ctx_var_t *x = NULL;
+    ASSERT_RC(ctx_var_new("x", &vo, &x), 0);
+    ctx_loop_t *loop;
+    ASSERT_RC(ctx_loop_new(NULL, &loop), 0);
+    atomic_store(&values_released, 0);
+    atomic_store(&closed_flag, 1);
+    ctx_context_t *ctx;
+    ASSERT_RC(ctx_context_new(&ctx), 0);
+    ASSERT_RC(ctx_context_enter(ctx), 0);
+    set_int(x, 1);
+    for (int i = 0; i < 3; i++)
+        ASSERT_RC(ctx_loop_call_soon(loop, must_not_run, NULL, NULL, NULL), 0);
+    ASSERT_RC(ctx_context_exit(ctx), 0);
+    ctx_context_release(ctx); /* the calls hold the value now */
+    assert_int_equal(atomic_load(&values_released), 0);
+    ASSERT_RC(ctx_loop_close(loop), 0);
+    assert_int_equal(atomic_load(&values_released), 1);
+    assert_int_equal(atomic_load(&ran_after_close), 0);
+    ctx_loop_release(loop);
+    ctx_var_release(x);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_close_with_everything_pending, release_thread),
+        cmocka_unit_test_teardown(test_close_drops_fire_and_forget_calls, release_thread),
         cmocka_unit_test_teardown(test_threads_racing_the_close, release_thread),
         cmocka_unit_test_teardown(test_close_over_a_user_loop, release_thread),
     };
