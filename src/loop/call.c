@@ -17,9 +17,9 @@
  * Done-callbacks of futures (future.c) are handles too, with a different
  * function type.
  *
- * The common case needs none of that: a call_soon whose caller asked for
- * no handle and set no option can be neither cancelled nor inspected, and
- * runs once.  It becomes a smaller record of its own (call_rec_t, below),
+ * The common case needs none of that: a call whose caller asked for no
+ * handle and set no option can be neither cancelled nor inspected, and runs
+ * once.  It becomes a smaller record of its own (call_rec_t, below),
  * with the scheduler's values as a ctx_snapshot_t run in a context made for
  * that one run.  It shares the ready queue with every other record, so the
  * order of callbacks is the order of the calls, whichever record each is.
@@ -252,15 +252,16 @@ static void give_out(ctx_loop_handle_t *h, ctx_loop_handle_t **out) {
 
 /* ---- fire-and-forget calls: the common case, a record of their own ---- */
 
-/* ctx_loop_call_soon without a handle asked for, an explicit context or an
- * arg_release: nobody can cancel it or ask about it, so it needs none of a
- * handle's state, reference count or loop reference, nor a context of its
- * own: its callback runs once, in a copy nobody else can see, which is what
- * a snapshot's run is (ctxvar.h).  The record is the ready queue's link,
- * the callback, the snapshot and the scope current at scheduling: 88 bytes
- * where a handle is 232, which matters when a loop has thousands waiting.
- * It ends in one of two ways: run (its memory then goes back to the spares)
- * or dropped by a closing loop. */
+/* ctx_loop_call_soon, call_later or call_at without a handle asked for,
+ * an explicit context or an arg_release: nobody can cancel it or ask about
+ * it, so it needs none of a handle's state, reference count or loop
+ * reference, nor a context of its own: its callback runs once, in a copy
+ * nobody else can see, which is what a snapshot's run is (ctxvar.h).  The
+ * record is the queue's record (the timer heap's too), the callback, the
+ * snapshot and the scope current at scheduling: 88 bytes where a handle is
+ * 232, which matters when a loop has thousands waiting.  It ends in one of
+ * two ways: run (its memory then goes back to the spares) or dropped by a
+ * closing loop. */
 typedef struct call_rec {
     ctx__loop_rec_t rec;
     ctx_loop_t *loop;
@@ -306,21 +307,39 @@ static void call_rec_drop(ctx__loop_rec_t *rec) {
 
 static const ctx__loop_rec_ops_t call_rec_ops = {call_rec_run, call_rec_drop, NULL};
 
-/* Loop thread, loop open: schedules a fire-and-forget call. */
-static int call_rec_schedule(ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg) {
-    call_rec_t *c = ctx__loop_spare_take(&loop->spare_calls, 1);
+/* Loop thread, loop open: schedules a fire-and-forget call, now (`timed`
+ * 0) or at `when` (timer heap).  0 or CTX_ENOMEM (nothing changed: the
+ * record goes back where it came from). */
+static int call_rec_schedule(ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg, int timed,
+                             uint64_t when) {
+    int spare;
+    call_rec_t *c = ctx__loop_spare_take_from(&loop->spare_calls, 1, &spare);
     if (!c)
         return CTX_ENOMEM;
     c->loop = loop;
     c->fn = fn;
     c->arg = arg;
+    c->rec.ops = &call_rec_ops;
     ctx_snapshot_current(&c->values);
     /* The captured map's scope is the current one (a cache probe). */
     ctx_cancel_scope_t *scope = NULL;
     c->scope = ctx_cancel_scope_current(&scope) == 0 ? ctx_cancel_scope_retain(scope) : NULL;
-    c->rec.ops = &call_rec_ops;
-    ctx__loop_ready_push(loop, &c->rec);
-    return 0;
+    if (!timed) {
+        ctx__loop_ready_push(loop, &c->rec);
+        return 0;
+    }
+    int err = ctx__loop_timer_add(loop, &c->rec, when);
+    if (err) {
+        ctx_snapshot_clear(&c->values);
+        ctx_cancel_scope_release(c->scope);
+        ctx__loop_spare_undo(&loop->spare_calls, c, spare);
+    }
+    return err;
+}
+
+/* No handle asked for and no option set: a fire-and-forget call. */
+static int fire_and_forget(const ctx_loop_call_options_t *options, ctx_loop_handle_t **handle) {
+    return !handle && (!options || (!options->context && !options->arg_release));
 }
 
 int ctx_loop_call_soon(ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg,
@@ -335,8 +354,8 @@ int ctx_loop_call_soon(ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg,
         return err;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
-    if (!handle && (!options || (!options->context && !options->arg_release)))
-        return call_rec_schedule(loop, fn, arg);
+    if (fire_and_forget(options, handle))
+        return call_rec_schedule(loop, fn, arg, 0, 0);
     ctx_loop_handle_t *h = ctx__loop_handle_new(loop, 1, fn, NULL, arg, options, &err);
     if (!h)
         return err;
@@ -361,6 +380,8 @@ int ctx_loop_call_at(ctx_loop_t *loop, uint64_t when_ms, ctx_loop_callback_fn fn
         return err;
     if (ctx__loop_closing(loop))
         return CTX_ECLOSED;
+    if (fire_and_forget(options, handle))
+        return call_rec_schedule(loop, fn, arg, 1, when_ms);
     ctx_loop_handle_t *h = ctx__loop_handle_new(loop, 1, fn, NULL, arg, options, &err);
     if (!h)
         return err;

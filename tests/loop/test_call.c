@@ -476,7 +476,7 @@ static void test_allocation_failure(void **state) {
     released = 0;
     int ok = 0;
     /* Each scheduling call, failed at every allocation it makes. */
-    for (int which = 0; which < 6; which++) {
+    for (int which = 0; which < 7; which++) {
         for (long n = 1;; n++) {
             long live = ctx_test_alloc_live_blocks();
             ctx_loop_handle_t *h = NULL;
@@ -499,6 +499,9 @@ static void test_allocation_failure(void **state) {
             case 4: /* fire-and-forget: a record of its own */
                 r = ctx_loop_call_soon(loop, record, &s, NULL, NULL);
                 break;
+            case 5: /* the same in the timer heap (which may grow) */
+                r = ctx_loop_call_later(loop, 1, record, &s, NULL, NULL);
+                break;
             default:
                 r = ctx_loop_future_new(loop, NULL, &f);
                 break;
@@ -520,9 +523,9 @@ static void test_allocation_failure(void **state) {
         }
     }
     run_loop(loop);
-    assert_int_equal(s.calls, 5);
+    assert_int_equal(s.calls, 6);
     assert_int_equal(s.value, 3);
-    assert_int_equal(released, 4); /* the fire-and-forget call has none */
+    assert_int_equal(released, 4); /* the fire-and-forget calls have none */
     close_loop(loop);
     ctx_thread_release();
     assert_int_equal(ctx_test_alloc_live_blocks(), 0);

@@ -112,8 +112,9 @@ static void test_calls_in_a_cancelled_scope_do_not_run(void **state) {
     ctx_loop_future_t *fut = NULL;
     ASSERT_RC(ctx_loop_future_new(loop, NULL, &fut), 0);
     ctx_loop_handle_t *held[2] = {NULL, NULL};
-    counted_t plain[2]; /* fire-and-forget: no options, no handle */
+    counted_t plain[2], plain_later[2]; /* fire-and-forget: no options, no handle */
     memset(plain, 0, sizeof plain);
+    memset(plain_later, 0, sizeof plain_later);
 
     ctx_cancel_scope_t *scope[2] = {NULL, NULL}; /* [0] is cancelled */
     for (int k = 0; k < 2; k++) {
@@ -121,6 +122,7 @@ static void test_calls_in_a_cancelled_scope_do_not_run(void **state) {
         ctx_token_t *tok = NULL;
         ASSERT_RC(ctx_cancel_enter_child(NULL, &scope[k], &tok), 0);
         ASSERT_RC(ctx_loop_call_soon(loop, count_run, &plain[k], NULL, NULL), 0);
+        ASSERT_RC(ctx_loop_call_later(loop, 2, count_run, &plain_later[k], NULL, NULL), 0);
         ctx_loop_call_options_t o = counting(NULL);
         ASSERT_RC(ctx_loop_call_soon(loop, count_run, &c[SOON], &o, NULL), 0);
         ASSERT_RC(ctx_loop_call_soon(loop, count_run, &c[SOON_HELD], &o, &held[k]), 0);
@@ -153,6 +155,8 @@ static void test_calls_in_a_cancelled_scope_do_not_run(void **state) {
     }
     assert_int_equal(atomic_load(&plain[0].ran), 0);
     assert_int_equal(atomic_load(&plain[1].ran), 1);
+    assert_int_equal(atomic_load(&plain_later[0].ran), 0);
+    assert_int_equal(atomic_load(&plain_later[1].ran), 1);
     assert_int_equal(ctx_loop_handle_cancelled(held[0]), 1);
     assert_int_equal(ctx_loop_handle_cancelled(held[1]), 0);
     assert_int_equal(atomic_load(&done.ran), 1); /* a done-callback reports */

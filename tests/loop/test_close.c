@@ -312,7 +312,7 @@ static void test_close_over_a_user_loop(void **state) {
 }
 
 /* Fire-and-forget calls (no options, no handle) waiting when the loop
- * closes: they never run, and the values they captured are released by
+ * closes, ready or in the timer heap: they never run, and the values they captured are released by
  * the close, not later (here they hold the only reference to one). */
 static atomic_int values_released;
 static void count_value_release(void *value, void *user) {
@@ -337,6 +337,8 @@ static void test_close_drops_fire_and_forget_calls(void **state) {
     set_int(x, 1);
     for (int i = 0; i < 3; i++)
         ASSERT_RC(ctx_loop_call_soon(loop, must_not_run, NULL, NULL, NULL), 0);
+    ASSERT_RC(ctx_loop_call_later(loop, 1000000, must_not_run, NULL, NULL, NULL), 0);
+    ASSERT_RC(ctx_loop_call_at(loop, 0, must_not_run, NULL, NULL, NULL), 0);
     ASSERT_RC(ctx_context_exit(ctx), 0);
     ctx_context_release(ctx); /* the calls hold the value now */
     assert_int_equal(atomic_load(&values_released), 0);
