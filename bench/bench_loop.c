@@ -3,9 +3,10 @@
  * bench_loop.c — the loop module's figures (its JSON keys are a contract).
  *
  *   loop_call_soon_ns         schedule one callback with ctx_loop_call_soon
- *                             (context captured: O(1) copy of a context
- *                             holding 4 variables) and run it inside that
- *                             context: a chain in which each callback
+ *                             (no handle, no options: the scheduler's
+ *                             values, 4 variables, kept as a snapshot, O(1))
+ *                             and run it in a context of its own holding
+ *                             them: a chain in which each callback
  *                             schedules the next, so every callback costs
  *                             one loop iteration, as in a real program
  *   loop_call_soon_raw_ns     baseline: the same chain with a raw libuv
