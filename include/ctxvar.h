@@ -731,7 +731,7 @@ CTX_EXPORT void ctx_capture_clear(ctx_capture_t *capture);
 /* ---- snapshots: the values alone, for work that runs once ----
  *
  * A snapshot is a reference to the values of a context, without the
- * context: 16 bytes the caller owns, taken in O(1) with no allocation.
+ * context: 24 bytes the caller owns, taken in O(1) with no allocation.
  * Running it runs a function in a new context holding those values, made
  * for that run alone and gone when it returns, with every set the function
  * made: what asyncio does for a callback scheduled with call_soon (a copy of
@@ -742,9 +742,10 @@ CTX_EXPORT void ctx_capture_clear(ctx_capture_t *capture);
  * A snapshot whose bytes are all zero is empty (a run of it starts from no
  * values; clearing it does nothing).  It must not be copied by value (two
  * owners of one reference), and it must be cleared or run before its storage
- * is reused or dropped.  Its size is fixed for 1.x. */
+ * is reused or dropped.  Its size is fixed for 1.x: three pointers, of which
+ * this version uses two (the rest is room for later versions). */
 typedef struct ctx_snapshot {
-    void *private_[2];
+    void *private_[3];
 } ctx_snapshot_t;
 
 /* Stores a reference to the values of the calling thread's current context

@@ -42,7 +42,8 @@
  *
  * Snapshots
  * ---------
- * A ctx_snapshot_t is a map reference alone (its 16 bytes are the map's).
+ * A ctx_snapshot_t is a map reference alone (its first 16 bytes are the
+ * map's; the rest, room for later versions, stays zero).
  * Running one needs a context only for the length of the run, so the run
  * makes it on its own stack: the storage takes over the snapshot's
  * reference (the snapshot is emptied first, so a function that reaches the
@@ -225,7 +226,9 @@ void ctx_capture_clear(ctx_capture_t *capture) {
 
 /* ---- snapshots (ctxvar.h): a map reference, run in a context of its own ---- */
 
-_Static_assert(sizeof(ctx_snapshot_t) == sizeof(ctx__hamt_t), "a snapshot is a map");
+/* ctxvar.h: 24 bytes in 1.x, the map in the first 16, the rest zero. */
+_Static_assert(sizeof(ctx_snapshot_t) == 24, "ctx_snapshot_t is 24 bytes in 1.x");
+_Static_assert(sizeof(ctx__hamt_t) <= sizeof(ctx_snapshot_t), "a snapshot holds a map");
 
 static ctx__hamt_t snapshot_map(const ctx_snapshot_t *snapshot) {
     ctx__hamt_t map;
@@ -244,6 +247,7 @@ void ctx_snapshot_current(ctx_snapshot_t *snapshot) {
     } else if (ctx__tls) {
         map = ctx__reserve_take(ctx__tls);
     }
+    memset(snapshot, 0, sizeof *snapshot);
     memcpy(snapshot, &map, sizeof map);
 }
 

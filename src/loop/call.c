@@ -258,7 +258,7 @@ static void give_out(ctx_loop_handle_t *h, ctx_loop_handle_t **out) {
  * reference, nor a context of its own: its callback runs once, in a copy
  * nobody else can see, which is what a snapshot's run is (ctxvar.h).  The
  * record is the queue's record (the timer heap's too), the callback, the
- * snapshot and the scope current at scheduling: 88 bytes where a handle is
+ * snapshot and the scope current at scheduling: 96 bytes where a handle is
  * 232, which matters when a loop has thousands waiting.  It ends in one of
  * two ways: run (its memory then goes back to the spares) or dropped by a
  * closing loop. */
