@@ -252,16 +252,17 @@ static void give_out(ctx_loop_handle_t *h, ctx_loop_handle_t **out) {
 
 /* ---- fire-and-forget calls: the common case, a record of their own ---- */
 
-/* ctx_loop_call_soon, call_later or call_at without a handle asked for,
- * an explicit context or an arg_release: nobody can cancel it or ask about
- * it, so it needs none of a handle's state, reference count or loop
- * reference, nor a context of its own: its callback runs once, in a copy
- * nobody else can see, which is what a snapshot's run is (ctxvar.h).  The
- * record is the queue's record (the timer heap's too), the callback, the
- * snapshot and the scope current at scheduling: 96 bytes where a handle is
- * 232, which matters when a loop has thousands waiting.  It ends in one of
- * two ways: run (its memory then goes back to the spares) or dropped by a
- * closing loop. */
+/* ctx_loop_call_soon, call_later, call_at or call_soon_threadsafe without
+ * a handle asked for, an explicit context or an arg_release: nobody can
+ * cancel it or ask about it, so it needs none of a handle's state,
+ * reference count or loop reference, nor a context of its own: its
+ * callback runs once, in a copy nobody else can see, which is what a
+ * snapshot's run is (ctxvar.h).  The record is the queue's record (the
+ * timer heap's and the inbox's too), the callback, the snapshot and the
+ * scope current at scheduling: 96 bytes where a handle is 232, which
+ * matters when a loop has thousands waiting.  It ends in one of two ways:
+ * run (its memory then goes back to the spares) or dropped by a closing
+ * loop (on whichever thread drops it). */
 typedef struct call_rec {
     ctx__loop_rec_t rec;
     ctx_loop_t *loop;
@@ -307,15 +308,14 @@ static void call_rec_drop(ctx__loop_rec_t *rec) {
 
 static const ctx__loop_rec_ops_t call_rec_ops = {call_rec_run, call_rec_drop, NULL};
 
-/* Loop thread, loop open: schedules a fire-and-forget call, now (`timed`
- * 0) or at `when` (timer heap).  0 or CTX_ENOMEM (nothing changed: the
- * record goes back where it came from). */
-static int call_rec_schedule(ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg, int timed,
-                             uint64_t when) {
-    int spare;
-    call_rec_t *c = ctx__loop_spare_take_from(&loop->spare_calls, 1, &spare);
+/* A fire-and-forget call of fn(arg) in the calling thread's context, not
+ * yet placed: from the loop's spares on the loop thread (`on_loop`), else
+ * from the allocator; *spare says which.  NULL: CTX_ENOMEM. */
+static call_rec_t *call_rec_new(ctx_loop_t *loop, int on_loop, ctx_loop_callback_fn fn, void *arg,
+                                int *spare) {
+    call_rec_t *c = ctx__loop_spare_take_from(&loop->spare_calls, on_loop, spare);
     if (!c)
-        return CTX_ENOMEM;
+        return NULL;
     c->loop = loop;
     c->fn = fn;
     c->arg = arg;
@@ -324,16 +324,31 @@ static int call_rec_schedule(ctx_loop_t *loop, ctx_loop_callback_fn fn, void *ar
     /* The captured map's scope is the current one (a cache probe). */
     ctx_cancel_scope_t *scope = NULL;
     c->scope = ctx_cancel_scope_current(&scope) == 0 ? ctx_cancel_scope_retain(scope) : NULL;
+    return c;
+}
+
+/* Undoes call_rec_new for a call that failed: nothing changed. */
+static void call_rec_discard(call_rec_t *c, int spare) {
+    ctx_snapshot_clear(&c->values);
+    ctx_cancel_scope_release(c->scope);
+    ctx__loop_spare_undo(&c->loop->spare_calls, c, spare);
+}
+
+/* Loop thread, loop open: schedules a fire-and-forget call, now (`timed`
+ * 0) or at `when` (timer heap).  0 or CTX_ENOMEM (nothing changed). */
+static int call_rec_schedule(ctx_loop_t *loop, ctx_loop_callback_fn fn, void *arg, int timed,
+                             uint64_t when) {
+    int spare;
+    call_rec_t *c = call_rec_new(loop, 1, fn, arg, &spare);
+    if (!c)
+        return CTX_ENOMEM;
     if (!timed) {
         ctx__loop_ready_push(loop, &c->rec);
         return 0;
     }
     int err = ctx__loop_timer_add(loop, &c->rec, when);
-    if (err) {
-        ctx_snapshot_clear(&c->values);
-        ctx_cancel_scope_release(c->scope);
-        ctx__loop_spare_undo(&loop->spare_calls, c, spare);
-    }
+    if (err)
+        call_rec_discard(c, spare);
     return err;
 }
 
@@ -423,6 +438,16 @@ int ctx_loop_call_soon_threadsafe(ctx_loop_t *loop, ctx_loop_callback_fn fn, voi
     int err = ctx__loop_call_options_in(options, &local, &options);
     if (err)
         return err;
+    if (fire_and_forget(options, handle)) {
+        int spare;
+        call_rec_t *c = call_rec_new(loop, 0, fn, arg, &spare);
+        if (!c)
+            return CTX_ENOMEM;
+        err = ctx__loop_post(loop, &c->rec);
+        if (err)
+            call_rec_discard(c, spare);
+        return err;
+    }
     ctx_loop_handle_t *h = ctx__loop_handle_new(loop, 0, fn, NULL, arg, options, &err);
     if (!h)
         return err;

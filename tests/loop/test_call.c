@@ -264,6 +264,7 @@ typedef struct ts_call {
     ts_shared_t *shared;
     int thread;
     int seq;
+    int frees_itself; /* scheduled without options: no arg_release */
 } ts_call_t;
 
 static void ts_callback(void *arg) {
@@ -276,6 +277,8 @@ static void ts_callback(void *arg) {
     s->last_seq[c->thread] = c->seq;
     if (++s->total == TS_THREADS * s->per_thread)
         ASSERT_RC(ctx_loop_future_set_result(s->all_done, NULL), 0);
+    if (c->frees_itself)
+        free(c);
 }
 
 static void free_call(void *arg) { free(arg); }
@@ -287,9 +290,11 @@ static void *ts_thread(void *arg) {
     for (int i = 0; i < s->per_thread; i++) {
         set_int(s->seq, i);
         ts_call_t *c = malloc(sizeof *c);
-        *c = (ts_call_t){s, me->thread, i};
+        /* Every other call fire-and-forget (a record of its own). */
+        *c = (ts_call_t){s, me->thread, i, i % 2};
         ctx_loop_call_options_t opts = {sizeof(ctx_loop_call_options_t), NULL, free_call};
-        ASSERT_RC(ctx_loop_call_soon_threadsafe(s->loop, ts_callback, c, &opts, NULL), 0);
+        ASSERT_RC(ctx_loop_call_soon_threadsafe(s->loop, ts_callback, c, i % 2 ? NULL : &opts, NULL),
+                  0);
     }
     ctx_thread_release();
     return NULL;
@@ -308,7 +313,7 @@ static void test_call_soon_threadsafe(void **state) {
     pthread_t threads[TS_THREADS];
     ts_call_t me[TS_THREADS];
     for (int i = 0; i < TS_THREADS; i++) {
-        me[i] = (ts_call_t){&s, i, 0};
+        me[i] = (ts_call_t){&s, i, 0, 0};
         assert_int_equal(pthread_create(&threads[i], NULL, ts_thread, &me[i]), 0);
     }
     ASSERT_RC(ctx_loop_run_until_done(s.loop, s.all_done), 0);
@@ -476,7 +481,7 @@ static void test_allocation_failure(void **state) {
     released = 0;
     int ok = 0;
     /* Each scheduling call, failed at every allocation it makes. */
-    for (int which = 0; which < 7; which++) {
+    for (int which = 0; which < 8; which++) {
         for (long n = 1;; n++) {
             long live = ctx_test_alloc_live_blocks();
             ctx_loop_handle_t *h = NULL;
@@ -502,6 +507,9 @@ static void test_allocation_failure(void **state) {
             case 5: /* the same in the timer heap (which may grow) */
                 r = ctx_loop_call_later(loop, 1, record, &s, NULL, NULL);
                 break;
+            case 6: /* and through the inbox (the loop has not run: not its thread) */
+                r = ctx_loop_call_soon_threadsafe(loop, record, &s, NULL, NULL);
+                break;
             default:
                 r = ctx_loop_future_new(loop, NULL, &f);
                 break;
@@ -523,7 +531,7 @@ static void test_allocation_failure(void **state) {
         }
     }
     run_loop(loop);
-    assert_int_equal(s.calls, 6);
+    assert_int_equal(s.calls, 7);
     assert_int_equal(s.value, 3);
     assert_int_equal(released, 4); /* the fire-and-forget calls have none */
     close_loop(loop);

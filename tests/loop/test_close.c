@@ -218,6 +218,7 @@ typedef struct race {
     atomic_int rejected;
     atomic_int ran;
     atomic_int freed;
+    atomic_int plain_ran; /* fire-and-forget calls that ran */
     int target;
 } race_t;
 
@@ -230,6 +231,8 @@ static void race_callback(void *arg) {
     if (atomic_fetch_add(&a->race->ran, 1) + 1 == a->race->target)
         ctx_loop_future_set_result(a->race->enough, NULL);
 }
+
+static void race_plain(void *arg) { atomic_fetch_add(&((race_t *)arg)->plain_ran, 1); }
 
 static void race_release(void *arg) {
     race_arg_t *a = arg;
@@ -252,6 +255,11 @@ static void *racer(void *arg) {
         }
         ASSERT_RC(rc, 0);
         atomic_fetch_add(&r->accepted, 1);
+        /* A fire-and-forget call too: refused by the close or not, it
+         * leaves nothing behind (ASan and valgrind check). */
+        rc = ctx_loop_call_soon_threadsafe(loop, race_plain, r, NULL, NULL);
+        if (rc != 0)
+            ASSERT_RC(rc, CTX_ECLOSED);
     }
     ctx_loop_release(loop);
     ctx_thread_release();
@@ -277,6 +285,7 @@ static void test_threads_racing_the_close(void **state) {
     /* Every accepted callback gave its arg back exactly once: ran, or
      * dropped by the close. */
     assert_int_equal(atomic_load(&r.freed), atomic_load(&r.accepted));
+    assert_true(atomic_load(&r.plain_ran) > 0);
     ctx_loop_future_release(r.enough);
     ctx_loop_release(r.loop);
 }
@@ -312,13 +321,29 @@ static void test_close_over_a_user_loop(void **state) {
 }
 
 /* Fire-and-forget calls (no options, no handle) waiting when the loop
- * closes, ready or in the timer heap: they never run, and the values they captured are released by
+ * closes, ready, in the timer heap or in the inbox: they never run, and the values they captured are released by
  * the close, not later (here they hold the only reference to one). */
 static atomic_int values_released;
 static void count_value_release(void *value, void *user) {
     (void)value;
     (void)user;
     atomic_fetch_add(&values_released, 1);
+}
+
+typedef struct poster {
+    ctx_loop_t *loop;
+    ctx_var_t *var;
+} poster_t;
+
+/* Posts two fire-and-forget calls in a context of its own holding a value,
+ * then drops that context: the calls hold the value alone. */
+static void *post_fire_and_forget(void *arg) {
+    poster_t *p = arg;
+    set_int(p->var, 2);
+    for (int i = 0; i < 2; i++)
+        ASSERT_RC(ctx_loop_call_soon_threadsafe(p->loop, must_not_run, NULL, NULL, NULL), 0);
+    ctx_thread_release();
+    return NULL;
 }
 
 static void test_close_drops_fire_and_forget_calls(void **state) {
@@ -341,9 +366,13 @@ static void test_close_drops_fire_and_forget_calls(void **state) {
     ASSERT_RC(ctx_loop_call_at(loop, 0, must_not_run, NULL, NULL, NULL), 0);
     ASSERT_RC(ctx_context_exit(ctx), 0);
     ctx_context_release(ctx); /* the calls hold the value now */
+    poster_t p = {loop, x};
+    pthread_t poster;
+    assert_int_equal(pthread_create(&poster, NULL, post_fire_and_forget, &p), 0);
+    pthread_join(poster, NULL);
     assert_int_equal(atomic_load(&values_released), 0);
     ASSERT_RC(ctx_loop_close(loop), 0);
-    assert_int_equal(atomic_load(&values_released), 1);
+    assert_int_equal(atomic_load(&values_released), 2); /* ours and the poster's */
     assert_int_equal(atomic_load(&ran_after_close), 0);
     ctx_loop_release(loop);
     ctx_var_release(x);
