@@ -9,6 +9,8 @@
  *   ctxvar::value_scope   set(var, value);  // ctx_var_set ... reset + release
  *   ctxvar::capture       cap;              // ctx_capture_current ... clear
  *   cap.run([&] { ... });                   // ctx_capture_run of a lambda
+ *   ctxvar::snapshot      snap;             // ctx_snapshot_current ... clear
+ *   snap.run([&] { ... });                  // ctx_snapshot_run (once)
  *   ctxvar::run(ctx, [&] { ... });          // ctx_context_run of a lambda
  *   ctxvar::submit(pool, [=] { ... }, &f);  // ctx_pool_submit_ex of a lambda
  *
@@ -234,6 +236,33 @@ class capture {
   private:
     ctx_capture_t capture_;
     int rc_ = 0;
+};
+
+/* A ctx_snapshot_t: the values of the current context, run once (run()
+ * empties it; a second run runs in an empty context), or cleared by the
+ * destructor. */
+class snapshot {
+  public:
+    snapshot() noexcept { ctx_snapshot_current(&snapshot_); }
+    ~snapshot() { ctx_snapshot_clear(&snapshot_); }
+    snapshot(const snapshot &) = delete;
+    snapshot &operator=(const snapshot &) = delete;
+
+    /* ctx_snapshot_run of a callable: its code; an exception from `fn` is
+     * rethrown after the run's context is gone. */
+    template <class F> int run(F &&fn) {
+        detail::call<std::remove_reference_t<F>> c{fn};
+        int rc = ctx_snapshot_run(&snapshot_, &detail::call<std::remove_reference_t<F>>::trampoline,
+                                  &c, nullptr);
+        c.rethrow();
+        return rc;
+    }
+
+    /* The C storage (for C functions that take a snapshot). */
+    ctx_snapshot_t *get() noexcept { return &snapshot_; }
+
+  private:
+    ctx_snapshot_t snapshot_{};
 };
 
 /* ctx_pool_submit_ex of a callable: `fn` is moved (or copied) into a heap

@@ -200,6 +200,58 @@ static void test_capture(void **state) {
     ctx_var_release(var);
 }
 
+/* ctxvar::snapshot: the values of the moment, run once (then empty);
+ * what it held is released by the run, or by the destructor if it never
+ * ran; an exception comes out of run() after the run's context is gone. */
+static void test_snapshot(void **state) {
+    (void)state;
+    ctx_value_ops_t ops{};
+    ops.size = sizeof ops;
+    ops.release = count_release;
+    ctx_var_options_t o = CTX_STRUCT_INIT(ctx_var_options_t);
+    o.ops = &ops;
+    ctx_var_t *var = nullptr;
+    ASSERT_RC(ctx_var_new("v", &o, &var), 0);
+    released = 0;
+    ctx_context_t *ctx;
+    ASSERT_RC(ctx_context_new(&ctx), 0);
+    ASSERT_RC(ctx_context_enter(ctx), 0);
+    ASSERT_RC(ctx_var_set(var, &a, nullptr), 0);
+    {
+        ctxvar::snapshot snap;
+        ASSERT_RC(ctx_var_set(var, &b, nullptr), 0); /* after: not in it */
+        void *seen = nullptr;
+        assert_int_equal(released.load(), 0); /* the snapshot holds &a */
+        ASSERT_RC(snap.run([&] { seen = value_of(var); }), 0);
+        assert_ptr_equal(seen, &a);
+        assert_int_equal(released.load(), 1); /* dropped with the run */
+        ASSERT_RC(snap.run([&] { seen = value_of(var); }), 0); /* empty now */
+        assert_null(seen);
+        assert_non_null(snap.get());
+    }
+    {
+        ctxvar::snapshot kept; /* never run: the destructor clears it */
+    }
+#if EXCEPTIONS
+    {
+        ctxvar::snapshot snap;
+        bool caught = false;
+        try {
+            snap.run([] { throw 42; });
+        } catch (int n) {
+            caught = n == 42;
+        }
+        assert_true(caught);
+        assert_ptr_equal(value_of(var), &b); /* back in the caller's context */
+    }
+#endif
+    ASSERT_RC(ctx_context_exit(ctx), 0);
+    assert_int_equal(released.load(), 1); /* &b is still ctx's */
+    ctx_context_release(ctx);
+    assert_int_equal(released.load(), 2); /* &b, with ctx */
+    ctx_var_release(var);
+}
+
 static std::atomic<int> destroyed{0};
 
 /* A move-only callable that counts its destructions. */
@@ -278,6 +330,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_value_scope, teardown),
         cmocka_unit_test_teardown(test_run, teardown),
         cmocka_unit_test_teardown(test_capture, teardown),
+        cmocka_unit_test_teardown(test_snapshot, teardown),
         cmocka_unit_test_teardown(test_pool_submit, teardown),
     };
     return cmocka_run_group_tests(tests, nullptr, nullptr);
