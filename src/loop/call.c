@@ -128,6 +128,14 @@ static int scope_stops(ctx_loop_handle_t *h) {
     return err != 0;
 }
 
+/* Tells the loop's error handler what a callback's run returned, if not 0. */
+static void report_run(ctx_loop_t *loop, int r) {
+    if (r == CTX_ENOTCURRENT) /* the core keeps the callback's own contexts entered */
+        ctx__loop_report(loop, r, "a callback returned with a context of its own still entered");
+    else if (r)
+        ctx__loop_report(loop, r, "a callback could not enter its context and was skipped");
+}
+
 static void handle_run(ctx__loop_rec_t *rec) {
     ctx_loop_handle_t *h = CTX__CONTAINER(rec, ctx_loop_handle_t, rec);
     /* A callback whose scope is cancelled ends as if cancelled: it never
@@ -148,12 +156,8 @@ static void handle_run(ctx__loop_rec_t *rec) {
         handle_unref(h, 1);
         return;
     }
-    int r = h->context ? ctx_context_run(h->context, call_trampoline, h, NULL)
-                       : ctx_capture_run_exclusive(&h->capture, call_trampoline, h, NULL);
-    if (r == CTX_ENOTCURRENT) /* the core keeps the callback's own contexts entered */
-        ctx__loop_report(h->loop, r, "a callback returned with a context of its own still entered");
-    else if (r)
-        ctx__loop_report(h->loop, r, "a callback could not enter its context and was skipped");
+    report_run(h->loop, h->context ? ctx_context_run(h->context, call_trampoline, h, NULL)
+                                   : ctx_capture_run_exclusive(&h->capture, call_trampoline, h, NULL));
     /* (A memory order that is not a constant compiles to the strongest:
      * spell each out.) */
     if (h->holds_loop)
@@ -292,13 +296,8 @@ static void *call_rec_trampoline(void *p) {
 static void call_rec_run(ctx__loop_rec_t *rec) {
     call_rec_t *c = CTX__CONTAINER(rec, call_rec_t, rec);
     /* A cancelled scope: the callback never runs (it has no arg_release). */
-    if (!c->scope || ctx__loop_scope_poll(c->scope) == 0) {
-        int r = ctx_snapshot_run(&c->values, call_rec_trampoline, c, NULL);
-        if (r == CTX_ENOTCURRENT)
-            ctx__loop_report(c->loop, r, "a callback returned with a context of its own still entered");
-        else if (r)
-            ctx__loop_report(c->loop, r, "a callback could not enter its context and was skipped");
-    }
+    if (!c->scope || ctx__loop_scope_poll(c->scope) == 0)
+        report_run(c->loop, ctx_snapshot_run(&c->values, call_rec_trampoline, c, NULL));
     call_rec_end(c, 1);
 }
 
