@@ -152,9 +152,9 @@ static std::atomic<int> released{0};
 
 static void count_release(void *, void *) { released++; }
 
-static void test_capture(void **state) {
-    (void)state;
-    ctx_value_ops_t ops{};
+/* A variable whose values' releases are counted in `released` (reset). */
+static ctx_var_t *counted_var() {
+    static ctx_value_ops_t ops{};
     ops.size = sizeof ops;
     ops.release = count_release;
     ctx_var_options_t o = CTX_STRUCT_INIT(ctx_var_options_t);
@@ -162,6 +162,12 @@ static void test_capture(void **state) {
     ctx_var_t *var = nullptr;
     ASSERT_RC(ctx_var_new("v", &o, &var), 0);
     released = 0;
+    return var;
+}
+
+static void test_capture(void **state) {
+    (void)state;
+    ctx_var_t *var = counted_var();
     ASSERT_RC(ctx_var_set(var, &a, nullptr), 0);
     {
         ctxvar::capture cap;
@@ -205,14 +211,7 @@ static void test_capture(void **state) {
  * ran; an exception comes out of run() after the run's context is gone. */
 static void test_snapshot(void **state) {
     (void)state;
-    ctx_value_ops_t ops{};
-    ops.size = sizeof ops;
-    ops.release = count_release;
-    ctx_var_options_t o = CTX_STRUCT_INIT(ctx_var_options_t);
-    o.ops = &ops;
-    ctx_var_t *var = nullptr;
-    ASSERT_RC(ctx_var_new("v", &o, &var), 0);
-    released = 0;
+    ctx_var_t *var = counted_var();
     ctx_context_t *ctx;
     ASSERT_RC(ctx_context_new(&ctx), 0);
     ASSERT_RC(ctx_context_enter(ctx), 0);
