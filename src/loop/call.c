@@ -278,9 +278,9 @@ typedef struct call_rec {
 
 size_t ctx__loop_call_size(void) { return sizeof(call_rec_t); }
 
-/* Gives back what the record holds, then its memory. */
+/* Gives back the scope and the memory of a record whose snapshot is empty
+ * (run, or cleared). */
 static void call_rec_end(call_rec_t *c, int on_loop) {
-    ctx_snapshot_clear(&c->values); /* nothing left after a run */
     if (c->scope)
         ctx_cancel_scope_release(c->scope);
     ctx_loop_t *loop = c->loop;
@@ -296,13 +296,21 @@ static void *call_rec_trampoline(void *p) {
 static void call_rec_run(ctx__loop_rec_t *rec) {
     call_rec_t *c = CTX__CONTAINER(rec, call_rec_t, rec);
     /* A cancelled scope: the callback never runs (it has no arg_release). */
-    if (!c->scope || ctx__loop_scope_poll(c->scope) == 0)
-        report_run(c->loop, ctx_snapshot_run(&c->values, call_rec_trampoline, c, NULL));
+    if (!c->scope || ctx__loop_scope_poll(c->scope) == 0) {
+        int r = ctx_snapshot_run(&c->values, call_rec_trampoline, c, NULL);
+        if (r) /* not run at all: the snapshot is still full */
+            ctx_snapshot_clear(&c->values);
+        report_run(c->loop, r);
+    } else {
+        ctx_snapshot_clear(&c->values);
+    }
     call_rec_end(c, 1);
 }
 
 static void call_rec_drop(ctx__loop_rec_t *rec) {
-    call_rec_end(CTX__CONTAINER(rec, call_rec_t, rec), 0);
+    call_rec_t *c = CTX__CONTAINER(rec, call_rec_t, rec);
+    ctx_snapshot_clear(&c->values);
+    call_rec_end(c, 0);
 }
 
 static const ctx__loop_rec_ops_t call_rec_ops = {call_rec_run, call_rec_drop, NULL};
