@@ -202,15 +202,9 @@ static void on_check(uv_check_t *check);
 /* Poll must not block while records are ready; the idle handle says so. */
 static void on_idle(uv_idle_t *idle) { (void)idle; }
 
-static void ready_started(ctx_loop_t *loop) {
+void ctx__loop_ready_started(ctx_loop_t *loop) {
     uv_idle_start(&loop->idle, on_idle);
     uv_check_start(&loop->check, on_check);
-}
-
-void ctx__loop_ready_push(ctx_loop_t *loop, ctx__loop_rec_t *rec) {
-    if (!loop->ready.head)
-        ready_started(loop);
-    ctx__loop_list_push(&loop->ready, rec);
 }
 
 /* Appends `list` (emptied) to the ready queue. */
@@ -218,7 +212,7 @@ static void ready_splice(ctx_loop_t *loop, ctx__loop_list_t *list) {
     if (!list->head)
         return;
     if (!loop->ready.head)
-        ready_started(loop);
+        ctx__loop_ready_started(loop);
     ctx__loop_list_splice(&loop->ready, list);
 }
 

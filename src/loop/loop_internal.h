@@ -330,9 +330,18 @@ static inline int ctx__loop_may_keep(const ctx_loop_t *loop) {
     return ctx__loop_on_thread(loop) && !ctx__loop_closing(loop);
 }
 
+/* Loop thread: the ready queue was empty and gets a record: starts the
+ * idle handle (poll must not block) and the check handle (which runs it). */
+void ctx__loop_ready_started(ctx_loop_t *loop);
+
 /* Loop thread: appends `rec` to the ready queue (the loop must not be
- * closing) and makes sure the idle handle will run it. */
-void ctx__loop_ready_push(ctx_loop_t *loop, ctx__loop_rec_t *rec);
+ * closing) and makes sure the check handle will run it.  Inline: every
+ * call_soon comes through here. */
+static inline void ctx__loop_ready_push(ctx_loop_t *loop, ctx__loop_rec_t *rec) {
+    if (!loop->ready.head)
+        ctx__loop_ready_started(loop);
+    ctx__loop_list_push(&loop->ready, rec);
+}
 
 /* Loop thread: puts `rec` in the timer heap at `when` (rec->seq is set
  * here).  0 or CTX_ENOMEM. */
