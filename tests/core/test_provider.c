@@ -368,6 +368,17 @@ static void test_entered_context_comes_first(void **state) {
     assert_ptr_equal(get_value(g_var), (void *)1); /* the capture kept its set */
     ctx_capture_clear(&cap);
 
+    /* So is a snapshot's run, which sees the provided values too. */
+    ctx_snapshot_t snap = {0};
+    ctx_snapshot_current(&snap); /* of the provided context */
+    before = switches;
+    seen = NULL;
+    ASSERT_RC(ctx_snapshot_run(&snap, read_and_set, (void *)12, &seen), 0);
+    assert_int_equal(switches - before, 2);
+    assert_ptr_equal(seen, (void *)1);
+    assert_ptr_equal(get_value(g_var), (void *)1); /* the run's set ended with it */
+    assert_int_equal(atomic_load(&publishes), 0);
+
     current_scope = NULL;
     ctx_context_release(c);
     scope_clear(&a);

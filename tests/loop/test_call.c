@@ -541,6 +541,47 @@ static void test_allocation_failure(void **state) {
     ctx_var_release(x);
 }
 
+/* A fire-and-forget call_later that needs the timer heap to grow, failed
+ * at each allocation it makes: CTX_ENOMEM, nothing left behind (the record
+ * goes back to the allocator), and it never runs. */
+static void test_timer_heap_growth_failure(void **state) {
+    (void)state;
+    ctx_var_t *x = new_var("x");
+    ctx_test_alloc_install();
+    ctx_loop_t *loop = new_loop(NULL);
+    set_int(x, 4);
+    seen_t filled = {x, 0, -1, 0, 0, NULL, NULL};
+    seen_t grown = {x, 0, -1, 0, 0, NULL, NULL};
+    /* The heap starts with room for 16: fill it. */
+    for (int i = 0; i < 16; i++)
+        ASSERT_RC(ctx_loop_call_later(loop, 1, record, &filled, NULL, NULL), 0);
+    int failures = 0;
+    for (long n = 1;; n++) {
+        long live = ctx_test_alloc_live_blocks();
+        ctx_test_alloc_fail_nth(n);
+        int r = ctx_loop_call_later(loop, 1, record, &grown, NULL, NULL);
+        int fired = ctx_test_alloc_fired();
+        ctx_test_alloc_fail_nth(0);
+        if (!fired) {
+            ASSERT_RC(r, 0);
+            break;
+        }
+        ASSERT_RC(r, CTX_ENOMEM);
+        assert_int_equal(ctx_test_alloc_live_blocks(), live);
+        failures++;
+    }
+    assert_int_equal(failures, 2); /* the record, then the heap */
+    run_loop(loop);
+    assert_int_equal(filled.calls, 16);
+    assert_int_equal(grown.calls, 1); /* the call that succeeded, once */
+    assert_int_equal(grown.value, 4);
+    close_loop(loop);
+    ctx_thread_release();
+    assert_int_equal(ctx_test_alloc_live_blocks(), 0);
+    ctx_test_alloc_uninstall();
+    ctx_var_release(x);
+}
+
 /* ---- over the caller's own uv loop ---- */
 
 static int own_timer_fired;
@@ -642,6 +683,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_no_close_or_run_inside, release_thread),
         cmocka_unit_test_teardown(test_stop, release_thread),
         cmocka_unit_test_teardown(test_allocation_failure, release_thread),
+        cmocka_unit_test_teardown(test_timer_heap_growth_failure, release_thread),
         cmocka_unit_test_teardown(test_drop_in_over_a_user_loop, release_thread),
         cmocka_unit_test_teardown(test_owned_loop_with_a_user_handle, release_thread),
         cmocka_unit_test_teardown(test_callback_leaving_a_context_entered, release_thread),
