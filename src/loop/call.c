@@ -128,6 +128,14 @@ static int scope_stops(ctx_loop_handle_t *h) {
     return err != 0;
 }
 
+/* The scope of the calling thread's current context, retained, or NULL: a
+ * capture's or a snapshot's scope is the one current when it was taken (a
+ * cache probe). */
+static ctx_cancel_scope_t *scope_now(void) {
+    ctx_cancel_scope_t *scope = NULL;
+    return ctx_cancel_scope_current(&scope) == 0 ? ctx_cancel_scope_retain(scope) : NULL;
+}
+
 /* Tells the loop's error handler what a callback's run returned, if not 0. */
 static void report_run(ctx_loop_t *loop, int r) {
     if (r == CTX_ENOTCURRENT) /* the core keeps the callback's own contexts entered */
@@ -205,11 +213,8 @@ ctx_loop_handle_t *ctx__loop_handle_new(ctx_loop_t *loop, int on_loop, ctx_loop_
         context = ctx_context_retain(options->context);
     } else {
         ctx_capture_current(&h->capture);
-        /* The captured map's scope is the current one (a cache probe). */
-        if (fn && ctx_cancel_scope_current(&scope) == 0)
-            ctx_cancel_scope_retain(scope);
-        else
-            scope = NULL;
+        if (fn)
+            scope = scope_now();
     }
     h->scope = scope;
     h->rec.next = NULL;
@@ -298,7 +303,7 @@ static void call_rec_run(ctx__loop_rec_t *rec) {
     /* A cancelled scope: the callback never runs (it has no arg_release). */
     if (!c->scope || ctx__loop_scope_poll(c->scope) == 0) {
         int r = ctx_snapshot_run(&c->values, call_rec_trampoline, c, NULL);
-        if (r) /* not run at all: the snapshot is still full */
+        if (r) /* full still if fn was not called; clearing an empty one is free */
             ctx_snapshot_clear(&c->values);
         report_run(c->loop, r);
     } else {
@@ -328,9 +333,7 @@ static call_rec_t *call_rec_new(ctx_loop_t *loop, int on_loop, ctx_loop_callback
     c->arg = arg;
     c->rec.ops = &call_rec_ops;
     ctx_snapshot_current(&c->values);
-    /* The captured map's scope is the current one (a cache probe). */
-    ctx_cancel_scope_t *scope = NULL;
-    c->scope = ctx_cancel_scope_current(&scope) == 0 ? ctx_cancel_scope_retain(scope) : NULL;
+    c->scope = scope_now();
     return c;
 }
 
