@@ -19,6 +19,13 @@
  *   context_new_from_ratio_8  the second / the first (ratio of medians)
  * The values are plain pointers (no release operation), so the figures are
  * the core's own work.
+ *
+ * Static variables (CTX_VAR_STATIC), interleaved with counted ones:
+ *   set_reset_static_ns_16    set_reset_ns_16 with static variables
+ *   set_reset_counted_ns_16   the same with counted variables (the default,
+ *                             as every other figure here), same rounds
+ *   set_reset_static_vs_counted_ratio  the first / the second
+ * The contract figure set_reset_ns_16 keeps counted variables.
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -145,6 +152,48 @@ static void set_reset_figures(ctx_bench_t *b, long iters, int n, const char *key
     ctx_context_exit(ctx);
     drop(ctx, vars, n);
     ctx_bench_put_samples(b, key, &ns, goal, "ctx_var_set with a token, then ctx_var_reset");
+}
+
+/* set_reset_ns_16 with CTX_VAR_STATIC variables, and the same with counted
+ * ones (the default, as set_reset_ns_16) in the same interleaved rounds:
+ * what a static variable saves (no reference per value). */
+static void set_reset_static_figures(ctx_bench_t *b, long iters) {
+    ctx_var_t *vars[2][16];
+    ctx_context_t *ctx[2];
+    for (int kind = 0; kind < 2; kind++) {
+        ctx_var_options_t o = CTX_STRUCT_INIT(ctx_var_options_t);
+        o.flags = kind ? CTX_VAR_STATIC : 0;
+        if (ctx_context_new(&ctx[kind]))
+            abort();
+        for (int i = 0; i < 16; i++)
+            if (ctx_var_new("v", &o, &vars[kind][i]) ||
+                ctx_context_set(ctx[kind], vars[kind][i], (void *)(intptr_t)(i + 1)))
+                abort();
+    }
+    ctx_bench_samples_t ns[2] = {{0}, {0}};
+    for (int r = 0; r < ctx_bench_rounds(b); r++) {
+        for (int j = 0; j < 2; j++) {
+            int kind = (r + j) & 1; /* the order alternates */
+            ctx_var_t **v = vars[kind];
+            ctx_token_t *tok = NULL;
+            int k = 0;
+            ctx_context_enter(ctx[kind]);
+            CTX_BENCH_TIME(&ns[kind], iters, ctx_var_set(v[k], &tok, &tok); ctx_var_reset(v[k], tok);
+                           ctx_token_release(tok); k = (k + 7) % 16);
+            ctx_context_exit(ctx[kind]);
+        }
+    }
+    for (int kind = 0; kind < 2; kind++) {
+        ctx_context_release(ctx[kind]);
+        for (int i = 0; i < 16; i++)
+            ctx_var_release(vars[kind][i]);
+    }
+    ctx_bench_put_samples(b, "set_reset_static_ns_16", &ns[1], CTX_BENCH_NO_GOAL,
+                          "set_reset_ns_16 with CTX_VAR_STATIC variables");
+    ctx_bench_put_samples(b, "set_reset_counted_ns_16", &ns[0], CTX_BENCH_NO_GOAL,
+                          "set_reset_ns_16 again, in the same rounds as the static figure");
+    ctx_bench_put_ratio(b, "set_reset_static_vs_counted_ratio", &ns[1], &ns[0], CTX_BENCH_NO_GOAL,
+                        "static / counted variables, set+reset");
 }
 
 /* The same in the thread's own context, which no other thread can reach:
@@ -284,6 +333,7 @@ void ctx_bench_core(ctx_bench_t *b) {
     set_reset_figures(b, iters, 1, "set_reset_ns_1", CTX_BENCH_NO_GOAL);
     set_reset_figures(b, iters, 16, "set_reset_ns_16", CTX_BENCH_AT_MOST(30)); /* stretch goal */
     set_reset_figures(b, iters, 1000, "set_reset_ns_1000", CTX_BENCH_NO_GOAL);
+    set_reset_static_figures(b, iters);
     set_reset_own_figure(b, iters);
     set_after_copy_figure(b, iters);
     build_figures(b, iters / 4);

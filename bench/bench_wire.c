@@ -20,6 +20,11 @@
  *                          same rounds as baggage_decode_ns_8)
  *   baggage_decode_wire_ns_8  baggage_decode_ns_8 minus that: what the wire
  *                          layer itself adds (parse, key lookup, report)
+ *   baggage_decode_static_ns_8  baggage_decode_ns_8 into 8 CTX_VAR_STATIC
+ *                          variables (a second registry), interleaved with
+ *   baggage_decode_counted_ns_8  the same into the counted variables of
+ *                          baggage_decode_ns_8 (which keeps them)
+ *   baggage_decode_static_vs_counted_ratio  the first / the second
  *   traceparent_extract_ns ctx_wire_extract of a carrier holding one
  *                          traceparent header into a new context, released
  *                          (carrier → context: what a server pays to join a
@@ -210,6 +215,38 @@ static void decode_split(ctx_bench_t *b, ctx_wire_t *w, ctx_var_t **vars, const 
                           "its core part: 8 values made, ctx_context_new_from, released");
     ctx_bench_put_difference(b, "baggage_decode_wire_ns_8", &c[0].samples, &c[1].samples,
                              CTX_BENCH_NO_GOAL, "its wire part: baggage_decode_ns_8 minus that");
+}
+
+/* ---- the same decode into CTX_VAR_STATIC variables ---- */
+
+/* baggage_decode_ns_8 into a second registry whose 8 variables are static,
+ * interleaved with the first (counted variables, as the contract figure). */
+static void decode_static_figures(ctx_bench_t *b, ctx_wire_t *w, ctx_var_t **vars,
+                                  const ctx_wire_carrier_t *in, long iters) {
+    ctx_wire_t *ws;
+    ctx_var_t *svars[8];
+    if (ctx_wire_new(&ws))
+        abort();
+    for (int i = 0; i < 8; i++) {
+        ctx_var_options_t o = CTX_STRUCT_INIT(ctx_var_options_t);
+        o.ops = &str_ops;
+        o.flags = CTX_VAR_STATIC;
+        if (ctx_var_new(keys[i], &o, &svars[i]) || ctx_wire_register(ws, svars[i], keys[i]))
+            abort();
+    }
+    decode_arg_t counted = {w, vars, in, iters}, fixed = {ws, svars, in, iters};
+    ctx_bench_contender_t c[2] = {{"counted", round_extract, &counted, {0}},
+                                  {"static", round_extract, &fixed, {0}}};
+    ctx_bench_interleave(b, c, 2);
+    ctx_bench_put_samples(b, "baggage_decode_static_ns_8", &c[1].samples, CTX_BENCH_NO_GOAL,
+                          "baggage_decode_ns_8 into CTX_VAR_STATIC variables");
+    ctx_bench_put_samples(b, "baggage_decode_counted_ns_8", &c[0].samples, CTX_BENCH_NO_GOAL,
+                          "baggage_decode_ns_8 again, in the same rounds as the static figure");
+    ctx_bench_put_ratio(b, "baggage_decode_static_vs_counted_ratio", &c[1].samples, &c[0].samples,
+                        CTX_BENCH_NO_GOAL, "static / counted variables, decode");
+    ctx_wire_release(ws); /* drops its references first: no context is left */
+    for (int i = 0; i < 8; i++)
+        ctx_var_release(svars[i]);
 }
 
 /* ---- traceparent extract, against OpenTelemetry JS ---- */
@@ -434,6 +471,7 @@ static void bench_codecs(ctx_bench_t *b) {
     ctx_bench_put_samples(b, "baggage_decode_ns_8", &ns, CTX_BENCH_AT_MOST(400),
                           "extract 8 baggage members into a new context");
     decode_split(b, w, vars, &in, enc_iters);
+    decode_static_figures(b, w, vars, &in, enc_iters);
 
     TIME_LOOP(ns, enc_iters, { SINK(ctx_wire_baggage_parse(header, strlen(header), NULL, NULL, NULL)); });
     ctx_bench_put_samples(b, "baggage_parse_ns_8", &ns, CTX_BENCH_AT_MOST(150),

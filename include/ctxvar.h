@@ -302,21 +302,44 @@ typedef struct ctx_var_options {
     int has_default; /* non-zero: default_value is the default */
     /* Copied into the variable; NULL means no operations at all. */
     const ctx_value_ops_t *ops;
+    /* CTX_VAR_* bits, or 0. */
+    unsigned flags;
 } ctx_var_options_t;
+
+/* A static variable: one made once and kept until every context, token,
+ * capture and snapshot holding a value of it is gone, as a variable kept in
+ * a C global for the program's life is (PEP 567 asks the same of Python's:
+ * "ContextVar objects should be created at the top module level").  What
+ * holds its values does not hold the variable: a counted variable (the
+ * default) takes a reference for every value set, and drops it when the
+ * value dies, which costs two atomic operations per value (about a fifth
+ * of a set+reset, a quarter of a ctx_context_new_from, see
+ * docs/guide/core.md); a static one does not.  Everything else is the
+ * same: values, defaults, tokens, errors, and ctx_var_retain/release, which
+ * still count the owners of the variable.  The rule it asks for in
+ * exchange: drop the last reference only once nothing holds a value or a
+ * token of it any more (after the threads using it are done; a release
+ * made inside a value's release operation waits for the values dropped
+ * before it, see "Values").  Dropping it earlier is undefined behaviour;
+ * a library built with CTX_DEBUG aborts instead, naming the variable and
+ * how many values and tokens still hold it. */
+#define CTX_VAR_STATIC 1u
 
 /* Creates a variable named `name` (copied; used by the formatter and for
  * debugging; need not be unique) with `options` (NULL: no default, no
  * operations).  On success *out holds the caller's reference; contexts and
  * tokens holding values of the variable keep it alive, so releasing it while
- * values remain is safe.  Errors: CTX_EINVAL (name or out NULL; `options`
- * or its `ops` breaking the growth rule), CTX_ENOMEM (the default stays the
+ * values remain is safe (unless it is CTX_VAR_STATIC: see there).  Errors:
+ * CTX_EINVAL (name or out NULL; `options` or its `ops` breaking the growth
+ * rule; an unknown bit in `flags`), CTX_ENOMEM (the default stays the
  * caller's). */
 CTX_EXPORT int ctx_var_new(const char *name, const ctx_var_options_t *options,
                            ctx_var_t **out);
 
 /* Drops the caller's reference.  When no context or token holds a value of
- * the variable any more, its default is released and its memory freed.
- * NULL is ignored.  Any thread. */
+ * the variable any more, its default is released and its memory freed (a
+ * CTX_VAR_STATIC variable: when its last reference goes).  NULL is
+ * ignored.  Any thread. */
 CTX_EXPORT void ctx_var_release(ctx_var_t *var);
 
 /* Takes one more reference (for another owner); returns `var`. */

@@ -56,6 +56,10 @@ ctx_var_t *ctx__cancel_var(int *err) {
     ops.format = value_format;
     ctx_var_options_t options = CTX_STRUCT_INIT(ctx_var_options_t);
     options.ops = &ops;
+    /* Never released (a process's one cancellation variable), so it
+     * outlives every scope set in a context: static, and a scope's box
+     * costs no reference to it. */
+    options.flags = CTX_VAR_STATIC;
     int r = ctx_var_new("ctxvar.cancel", &options, &var);
     if (r) {
         *err = r;

@@ -61,10 +61,14 @@ typedef struct ctx__dead {
 } ctx__dead_t;
 
 struct ctx_var {
-    atomic_size_t refs;
+    atomic_size_t refs; /* its owners, and a counted variable's holders */
     uint64_t id; /* unique, never reused; the cache key */
     uint32_t hash;
     int has_default;
+    int counted; /* 0: CTX_VAR_STATIC (ctx__var_hold) */
+#if defined(CTX_DEBUG)
+    atomic_size_t debug_holders; /* a static variable's holders */
+#endif
     void *default_value;
     ctx_value_ops_t ops;
     size_t size; /* bytes allocated, name included */
@@ -72,6 +76,31 @@ struct ctx_var {
     CTX__DEBUG_MEMBER
     char name[];
 };
+
+/* What holds a value of a variable holds the variable: a value's box, and a
+ * token that has no old box to do it.  A counted variable gets a reference
+ * per holder (released with ctx_var_release, which may end it); a static
+ * one (CTX_VAR_STATIC) nothing, which is its point: its owner keeps it
+ * alive for them.  CTX_DEBUG counts a static variable's holders so that a
+ * last release made while some remain aborts (var.c). */
+static inline ctx_var_t *ctx__var_hold(ctx_var_t *var) {
+    if (var->counted)
+        atomic_fetch_add_explicit(&var->refs, 1, memory_order_relaxed);
+#if defined(CTX_DEBUG)
+    else
+        atomic_fetch_add_explicit(&var->debug_holders, 1, memory_order_relaxed);
+#endif
+    return var;
+}
+
+static inline void ctx__var_unhold(ctx_var_t *var) {
+    if (var->counted)
+        ctx_var_release(var);
+#if defined(CTX_DEBUG)
+    else
+        atomic_fetch_sub_explicit(&var->debug_holders, 1, memory_order_release);
+#endif
+}
 
 typedef struct ctx__box {
     ctx__hamt_item_t item; /* key = the variable */

@@ -266,7 +266,7 @@ static int set_in(const ctx_context_provider_t *p, ctx_context_t *from, ctx_var_
     tok->base.ctx = NULL;
     tok->base.ctx_id = 0;
     /* As in ctx_var_set: the old box holds the variable already. */
-    tok->base.var = old ? var : ctx_var_retain(var);
+    tok->base.var = old ? var : ctx__var_hold(var);
     tok->base.old = (ctx__box_t *)old;
     atomic_init(&tok->base.used, 0);
     tok->provider = p;
@@ -316,7 +316,7 @@ int ctx__provided_token_release(ctx_token_t *token) {
     if (token->old)
         ctx__hamt_item_release(&token->old->item, &ctx__box_ops);
     else
-        ctx_var_release(token->var);
+        ctx__var_unhold(token->var);
     ctx__free(tok, sizeof *tok);
     return 1;
 }

@@ -43,6 +43,7 @@
  * boxes die on threads that never made one, and while a thread state is
  * being torn down.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -58,6 +59,17 @@ static _Thread_local struct {
 } queue;
 
 static void finish_var(ctx_var_t *var) {
+#if defined(CTX_DEBUG)
+    /* Here, not in ctx_var_release: boxes that died before it on this
+     * thread, still queued, are finished by now. */
+    size_t held = atomic_load_explicit(&var->debug_holders, memory_order_acquire);
+    if (held) {
+        char what[96];
+        snprintf(what, sizeof what, "is static and still held by %zu value%s or token%s", held,
+                 held == 1 ? "" : "s", held == 1 ? "" : "s");
+        ctx__debug_abort("ctx_var_release", "variable", var, what);
+    }
+#endif
     if (var->has_default && var->ops.release)
         var->ops.release(var->default_value, var->ops.user);
     ctx__free(var, var->size);
@@ -68,7 +80,7 @@ static void finish_box(ctx_var_t *var, void *value, void *memory) {
     ctx__free_small(memory, sizeof(ctx__box_t));
     if (var->ops.release)
         var->ops.release(value, var->ops.user);
-    ctx_var_release(var); /* the box's reference */
+    ctx__var_unhold(var); /* the box's hold */
 }
 
 static void append(ctx__dead_t *d) {

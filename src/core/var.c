@@ -63,7 +63,7 @@ ctx__box_t *ctx__box_new(ctx_var_t *var, void *value) {
         return NULL;
     atomic_init(&box->item.refs, 1); /* the creator's, until a map takes it */
     box->item.hash = var->hash;
-    box->item.key = ctx_var_retain(var);
+    box->item.key = ctx__var_hold(var);
     box->value = value;
     return box;
 }
@@ -71,7 +71,7 @@ ctx__box_t *ctx__box_new(ctx_var_t *var, void *value) {
 void ctx__box_discard(ctx__box_t *box) {
     ctx_var_t *var = ctx__box_var(box);
     ctx__free_small(box, sizeof *box);
-    ctx_var_release(var);
+    ctx__var_unhold(var);
 }
 
 /* ---- variables ---- */
@@ -86,6 +86,8 @@ int ctx_var_new(const char *name, const ctx_var_options_t *options, ctx_var_t **
         return CTX_EINVAL;
     if (opts.ops && ctx__struct_in(&ops, sizeof ops, opts.ops, sizeof(ctx_value_ops_t)))
         return CTX_EINVAL;
+    if (opts.flags & ~CTX_VAR_STATIC)
+        return CTX_EINVAL;
     size_t len = strlen(name);
     size_t size = sizeof(ctx_var_t) + len + 1;
     ctx_var_t *var = ctx__malloc(size);
@@ -95,6 +97,10 @@ int ctx_var_new(const char *name, const ctx_var_options_t *options, ctx_var_t **
     var->id = atomic_fetch_add_explicit(&next_var_id, 1, memory_order_relaxed);
     var->hash = (uint32_t)var->id;
     var->has_default = opts.has_default != 0;
+    var->counted = !(opts.flags & CTX_VAR_STATIC);
+#if defined(CTX_DEBUG)
+    atomic_init(&var->debug_holders, 0);
+#endif
     var->default_value = var->has_default ? opts.default_value : NULL;
     var->ops = ops;
     var->size = size;
@@ -263,7 +269,7 @@ int ctx_var_set(ctx_var_t *var, void *value, ctx_token_t **token) {
         tok->ctx_id = ctx__context_id(ctx);
         /* The old box holds the variable already; only a token without one
          * needs a reference of its own. */
-        tok->var = old ? var : ctx_var_retain(var);
+        tok->var = old ? var : ctx__var_hold(var);
         tok->old = (ctx__box_t *)old;
         atomic_init(&tok->used, 0);
         CTX__DEBUG_BORN(tok, CTX__KIND_TOKEN);
@@ -338,7 +344,7 @@ void ctx_token_release(ctx_token_t *tok) {
     if (tok->old)
         ctx__hamt_item_release(&tok->old->item, &ctx__box_ops);
     else
-        ctx_var_release(tok->var);
+        ctx__var_unhold(tok->var);
     ctx__free_small(tok, sizeof *tok);
 }
 

@@ -169,6 +169,39 @@ static void test_var_misuse(void **state) {
     ctx_var_release(var);
 }
 
+/* A static variable (CTX_VAR_STATIC) released while values or tokens still
+ * hold it: its holders are not references, so this would free it under
+ * them.  The count in the message is what holds it. */
+static void release_var(void *var) { ctx_var_release(var); }
+
+static void test_static_var_released_while_held(void **state) {
+    (void)state;
+    REQUIRE_DEBUG();
+    ctx_var_options_t o = CTX_STRUCT_INIT(ctx_var_options_t);
+    o.flags = CTX_VAR_STATIC;
+    ctx_var_t *var = NULL;
+    ASSERT_RC(ctx_var_new("static", &o, &var), 0);
+    ctx_context_t *ctx = NULL;
+    ASSERT_RC(ctx_context_new(&ctx), 0);
+    ASSERT_RC(ctx_context_set(ctx, var, (void *)1), 0);
+    snprintf(want, sizeof want,
+             "ctxvar: ctx_var_release: variable %p is static and still held by 1 value or token\n",
+             (void *)var);
+    expect_abort(release_var, var, want);
+    /* A value in the current context and a token without an old value. */
+    ctx_token_t *tok = NULL;
+    ASSERT_RC(ctx_var_set(var, (void *)2, &tok), 0);
+    snprintf(want, sizeof want,
+             "ctxvar: ctx_var_release: variable %p is static and still held by 3 values or tokens\n",
+             (void *)var);
+    expect_abort(release_var, var, want);
+    /* Once they are gone the release is the right one. */
+    ASSERT_RC(ctx_var_reset(var, tok), 0);
+    ctx_token_release(tok);
+    ctx_context_release(ctx);
+    ctx_var_release(var);
+}
+
 /* ---- ctx_free's size (the per-thread lists keep blocks by size, so a
  * wrong one would hand a later ctx_malloc a block too small) ---- */
 
@@ -201,7 +234,8 @@ static void test_free_size_misuse(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         TEST(test_context_misuse), TEST(test_not_a_context), TEST(test_token_misuse),
-        TEST(test_capture_misuse), TEST(test_var_misuse), TEST(test_free_size_misuse),
+        TEST(test_capture_misuse), TEST(test_var_misuse), TEST(test_static_var_released_while_held),
+        TEST(test_free_size_misuse),
     };
     return RUN_TESTS(tests);
 }
