@@ -393,6 +393,11 @@ void ctx__loop_spares_init(ctx_loop_t *loop) {
     loop->spare_tasks.size = ctx__loop_task_size();
     loop->spare_wraps.size = ctx__loop_wrap_size();
     loop->spare_offloads.size = ctx__loop_offload_size();
+    loop->spare_handles.limit = CTX__LOOP_SPARES_MIN;
+    loop->spare_calls.limit = CTX__LOOP_SPARES_MIN;
+    loop->spare_tasks.limit = CTX__LOOP_SPARES_MIN;
+    loop->spare_wraps.limit = CTX__LOOP_SPARES_MIN;
+    loop->spare_offloads.limit = CTX__LOOP_SPARES_MIN;
 }
 
 void ctx__loop_spares_free(ctx_loop_t *loop) {

@@ -190,14 +190,33 @@ void ctx__loop_heap_free(ctx__loop_heap_t *h);
  * it runs stops calling the allocator for its records.  Only the loop
  * thread touches the lists (records made or ended on other threads, or
  * once the loop is closing, use the allocator); close frees them.  The
- * first word of a spare is its link. */
-#define CTX__LOOP_SPARES_MAX 1024
+ * first word of a spare is its link.
+ *
+ * How many: a list keeps up to `limit` records, CTX__LOOP_SPARES_MIN at
+ * first.  When the loop had to free a record for lack of room and later
+ * allocates one for lack of a spare, the limit was too small for the
+ * program's bursts: it doubles, up to CTX__LOOP_SPARES_MAX_BYTES of
+ * records.  So bursts of a few thousand calls per iteration pay the
+ * allocator for a few iterations, then no more (at 1024 for ever, they cost
+ * half as much again per call); the memory stays with the loop until it
+ * closes. */
+#define CTX__LOOP_SPARES_MIN 1024
+#define CTX__LOOP_SPARES_MAX_BYTES ((size_t)1 << 20)
 
 typedef struct ctx__loop_spares {
     void *head;
     size_t count;
-    size_t size; /* bytes of one record (for the allocator) */
+    size_t size;  /* bytes of one record (for the allocator) */
+    size_t limit; /* spares kept at most */
+    int freed;    /* a record was freed for lack of room since the limit grew */
 } ctx__loop_spares_t;
+
+/* The allocation after a freed record: the limit doubles (see spares). */
+static inline void ctx__loop_spares_grow(ctx__loop_spares_t *s) {
+    size_t max = CTX__LOOP_SPARES_MAX_BYTES / s->size;
+    s->limit = s->limit < max / 2 ? 2 * s->limit : (max > s->limit ? max : s->limit);
+    s->freed = 0;
+}
 
 /* A record of s->size bytes: a spare (on the loop thread) or the
  * allocator's (uninitialised either way), or NULL.  *spare (if not NULL)
@@ -206,8 +225,11 @@ static inline void *ctx__loop_spare_take_from(ctx__loop_spares_t *s, int on_loop
     void *p = on_loop ? s->head : NULL;
     if (spare)
         *spare = p != NULL;
-    if (!p)
+    if (!p) {
+        if (on_loop && s->freed)
+            ctx__loop_spares_grow(s);
         return ctx_malloc(s->size);
+    }
     memcpy(&s->head, p, sizeof(void *));
     s->count--;
     return p;
@@ -220,11 +242,13 @@ static inline void *ctx__loop_spare_take(ctx__loop_spares_t *s, int on_loop) {
 /* Gives back a record: kept as a spare if `keep` (the loop thread, not
  * closing) and there is room, else freed. */
 static inline void ctx__loop_spare_give(ctx__loop_spares_t *s, void *p, int keep) {
-    if (keep && s->count < CTX__LOOP_SPARES_MAX) {
+    if (keep && s->count < s->limit) {
         memcpy(p, &s->head, sizeof(void *));
         s->head = p;
         s->count++;
     } else {
+        if (keep)
+            s->freed = 1;
         ctx_free(p, s->size);
     }
 }

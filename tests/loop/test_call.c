@@ -582,6 +582,40 @@ static void test_timer_heap_growth_failure(void **state) {
     ctx_var_release(x);
 }
 
+/* Bursts larger than the spares a loop starts with (1024 records): the
+ * loop keeps more after a burst that made it free some, so a program whose
+ * every iteration schedules 3000 calls soon stops allocating records. */
+static long burst_calls;
+static void count_call(void *arg) {
+    (void)arg;
+    burst_calls++;
+}
+
+static void test_bursts_stop_allocating(void **state) {
+    (void)state;
+    enum { BURST = 3000, BURSTS = 8 };
+    ctx_test_alloc_install();
+    ctx_loop_t *loop = new_loop(NULL);
+    burst_calls = 0;
+    long made[BURSTS];
+    for (int b = 0; b < BURSTS; b++) {
+        long before = ctx_test_alloc_attempts();
+        for (int i = 0; i < BURST; i++)
+            ASSERT_RC(ctx_loop_call_soon(loop, count_call, NULL, NULL, NULL), 0);
+        made[b] = ctx_test_alloc_attempts() - before;
+        run_loop(loop);
+    }
+    assert_int_equal(burst_calls, (long)BURST * BURSTS);
+    assert_true(made[0] >= BURST); /* the first burst: no spares yet */
+    assert_true(made[1] > 0);      /* 1024 spares: the rest allocated */
+    assert_int_equal(made[BURSTS - 1], 0);
+    assert_int_equal(made[BURSTS - 2], 0);
+    close_loop(loop);
+    ctx_thread_release();
+    assert_int_equal(ctx_test_alloc_live_blocks(), 0);
+    ctx_test_alloc_uninstall();
+}
+
 /* ---- over the caller's own uv loop ---- */
 
 static int own_timer_fired;
@@ -684,6 +718,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_stop, release_thread),
         cmocka_unit_test_teardown(test_allocation_failure, release_thread),
         cmocka_unit_test_teardown(test_timer_heap_growth_failure, release_thread),
+        cmocka_unit_test_teardown(test_bursts_stop_allocating, release_thread),
         cmocka_unit_test_teardown(test_drop_in_over_a_user_loop, release_thread),
         cmocka_unit_test_teardown(test_owned_loop_with_a_user_handle, release_thread),
         cmocka_unit_test_teardown(test_callback_leaving_a_context_entered, release_thread),
