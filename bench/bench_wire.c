@@ -32,7 +32,8 @@
  *   traceparent_extract_core_ns  its core part: one value of the same
  *                          size allocated and put in a new context with
  *                          ctx_context_new_from, the context released
- *                          (same rounds)
+ *                          (same rounds; the variable is CTX_VAR_STATIC,
+ *                          as the process's trace variable is)
  *   traceparent_extract_wire_ns  traceparent_extract_ns minus that
  *   otel_js_traceparent_extract_ns  OpenTelemetry JS's
  *                          W3CTraceContextPropagator.extract of the same
@@ -394,7 +395,8 @@ static void bench_traceparent_extract(ctx_bench_t *b, ctx_wire_t *w, long iters)
         abort();
     ctx_context_release(check);
     static const ctx_value_ops_t free_ops = {.size = sizeof(ctx_value_ops_t), .release = str_release};
-    ctx_var_options_t po = {.size = sizeof po, .ops = &free_ops};
+    /* Static, as the trace variable is (ctx_wire_trace_var). */
+    ctx_var_options_t po = {.size = sizeof po, .ops = &free_ops, .flags = CTX_VAR_STATIC};
     tp_arg_t a = {w, &in, iters, NULL};
     if (ctx_var_new("bench.plain", &po, &a.plain) != 0)
         abort();

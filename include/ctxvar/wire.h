@@ -540,9 +540,9 @@ typedef struct ctx_wire ctx_wire_t;
 /* At most this many registered variables (the baggage member limit). */
 #define CTX_WIRE_MAX_VARS 64
 
-/* A new registry with its built-in variable (the trace) and no registered
- * variable; the caller owns one reference.  Any thread.
- * Errors: CTX_EINVAL, CTX_ENOMEM. */
+/* A new registry with the built-in variable (the trace, see
+ * ctx_wire_trace_var) and no registered variable; the caller owns one
+ * reference.  Any thread.  Errors: CTX_EINVAL, CTX_ENOMEM. */
 CTX_EXPORT int ctx_wire_new(ctx_wire_t **out);
 /* One more reference; returns `w`.  Any thread. */
 CTX_EXPORT ctx_wire_t *ctx_wire_retain(ctx_wire_t *w);
@@ -567,7 +567,12 @@ CTX_EXPORT void ctx_wire_release(ctx_wire_t *w);
  * Thread: one thread, before any other thread uses the registry. */
 CTX_EXPORT int ctx_wire_register(ctx_wire_t *w, ctx_var_t *var, const char *baggage_key);
 
-/* The built-in trace variable (borrowed: valid while the registry lives).
+/* The built-in trace variable (borrowed: valid for the life of the
+ * process).  There is one for the process, whatever the registry: a trace
+ * is the request's, so one extracted through a registry is read, and
+ * injected, through any other (a gRPC server's registry and a NATS
+ * bridge's, say).  It is made by the first ctx_wire_new and never released
+ * (a CTX_VAR_STATIC variable: setting a trace costs no reference to it).
  * Its values are private: use the calls below.  It formats for logs
  * ("00-…-01;tracestate"), so ctx_context_format shows it.  Any thread.
  * (There is no deadline variable any more — ctx_wire_deadline_var is gone:

@@ -7,7 +7,8 @@
  *
  *   ctx_wire_t ─┬─ refs, used (registration closed once set)
  *               ├─ trace_var     "ctx.trace":    trace_value_t (parent +
- *               │                                normalised tracestate)
+ *               │   (borrowed: the process's,     normalised tracestate)
+ *               │    shared by every registry)
  *               ├─ regs[0..count)  { var (retained), baggage key }
  *               └─ index           baggage key ─▶ regs[i] (hashed)
  *
@@ -87,7 +88,7 @@ typedef struct reg {
 struct ctx_wire {
     atomic_size_t refs;
     atomic_int used;
-    ctx_var_t *trace_var;
+    ctx_var_t *trace_var; /* borrowed: the process's (trace_var) */
     size_t count;
     reg_t regs[CTX_WIRE_MAX_VARS];
     /* The registrations by baggage key: open addressing, linear probing
@@ -171,21 +172,49 @@ static trace_value_t *trace_value_new(const ctx_wire_traceparent_t *parent, cons
 
 /* ---- the registry ---- */
 
+/* The process's trace variable, made by the first registry and never
+ * released: the trace is the request's, whichever registry extracted it, and
+ * a variable that outlives every context can be static (CTX_VAR_STATIC: a
+ * trace set costs no reference to it, which was about a third of an
+ * extract's time).  Made once; a thread that loses the race to make it
+ * drops its own, which nothing holds. */
+static _Atomic(ctx_var_t *) trace_var_slot;
+
+static ctx_var_t *trace_var(int *err) {
+    ctx_var_t *var = atomic_load_explicit(&trace_var_slot, memory_order_acquire);
+    if (var)
+        return var;
+    ctx_var_options_t o = CTX_STRUCT_INIT(ctx_var_options_t);
+    o.ops = &trace_ops;
+    o.flags = CTX_VAR_STATIC;
+    int rc = ctx_var_new("ctx.trace", &o, &var);
+    if (rc != 0) {
+        *err = rc;
+        return NULL;
+    }
+    ctx_var_t *expected = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&trace_var_slot, &expected, var,
+                                                 memory_order_acq_rel, memory_order_acquire)) {
+        ctx_var_release(var);
+        return expected;
+    }
+    return var;
+}
+
 int ctx_wire_new(ctx_wire_t **out) {
     if (!out)
         return CTX_EINVAL;
+    int rc = 0;
+    ctx_var_t *trace = trace_var(&rc);
+    if (!trace)
+        return rc;
     ctx_wire_t *w = ctx__wire_malloc(sizeof *w);
     if (!w)
         return CTX_ENOMEM;
     memset(w, 0, sizeof *w);
     atomic_init(&w->refs, 1);
     atomic_init(&w->used, 0);
-    ctx_var_options_t topt = {.size = sizeof(ctx_var_options_t), .default_value = NULL, .has_default = 0, .ops = &trace_ops};
-    int rc = ctx_var_new("ctx.trace", &topt, &w->trace_var);
-    if (rc != 0) {
-        ctx__wire_free(w, sizeof *w);
-        return rc;
-    }
+    w->trace_var = trace; /* borrowed: the process's */
     *out = w;
     return 0;
 }
@@ -203,7 +232,6 @@ void ctx_wire_release(ctx_wire_t *w) {
         ctx_var_release(w->regs[i].var);
         ctx__wire_free(w->regs[i].key, w->regs[i].key_len + 1);
     }
-    ctx_var_release(w->trace_var);
     ctx__wire_free(w, sizeof *w);
 }
 

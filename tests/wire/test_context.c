@@ -872,6 +872,53 @@ static void test_threads_share_a_registry(void **state) {
     }
 }
 
+/* The trace is the request's, not a registry's: one extracted through a
+ * registry is read and injected through another (a gRPC server's registry
+ * and a NATS bridge's), and a context holding it outlives every registry
+ * (the variable is the process's). */
+static void test_registries_share_the_trace(void **state) {
+    (void)state;
+    static const char tp_text[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    ctx_wire_t *other = NULL;
+    ASSERT_RC(ctx_wire_new(&other), 0);
+    assert_ptr_equal(ctx_wire_trace_var(other), ctx_wire_trace_var(fx.w));
+    ctx_wire_headers_t *h = headers();
+    add_header(h, "traceparent", tp_text);
+    add_header(h, "tracestate", "rojo=00f067aa0ba902b7");
+    ctx_context_t *ctx = extract(h, 0, NULL, 0);
+    ctx_wire_headers_release(h);
+    /* Read through the other registry. */
+    ctx_wire_traceparent_t want, got;
+    ASSERT_RC(ctx_wire_traceparent_parse(tp_text, sizeof tp_text - 1, &want), 0);
+    const char *ts = NULL;
+    size_t ts_len = 0;
+    ASSERT_RC(ctx_wire_trace_get(other, ctx, &got, &ts, &ts_len), 0);
+    assert_memory_equal(got.trace_id, want.trace_id, 16);
+    assert_memory_equal(got.parent_id, want.parent_id, 8);
+    assert_string_equal(ts, "rojo=00f067aa0ba902b7");
+    /* Injected through it: a child of the same trace. */
+    ctx_wire_headers_t *out = headers();
+    ctx_wire_carrier_t c = ctx_wire_headers_carrier(out);
+    ASSERT_RC(ctx_wire_inject(other, ctx, &c, 0, NULL), 0);
+    ctx_wire_traceparent_t sent;
+    ASSERT_RC(ctx_wire_traceparent_parse(header(out, "traceparent"), CTX_WIRE_TRACEPARENT_LEN, &sent), 0);
+    assert_memory_equal(sent.trace_id, want.trace_id, 16);
+    assert_memory_not_equal(sent.parent_id, want.parent_id, 8);
+    ctx_wire_headers_release(out);
+    /* Both registries gone (the fixture's is dropped and made again): the
+     * context still holds the trace, readable through a new registry. */
+    ctx_wire_release(other);
+    ctx_wire_t *saved = fx.w;
+    ASSERT_RC(ctx_wire_new(&fx.w), 0);
+    ctx_wire_release(saved);
+    ASSERT_RC(ctx_wire_trace_get(fx.w, ctx, &got, NULL, NULL), 0);
+    assert_memory_equal(got.trace_id, want.trace_id, 16);
+    char line[256];
+    ASSERT_RC(ctx_context_format(ctx, line, sizeof line, NULL), 0);
+    assert_non_null(strstr(line, "4bf92f3577b34da6a3ce929d0e0e4736"));
+    ctx_context_release(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_register_rules),
@@ -895,6 +942,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_hostile_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alloc_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_threads_share_a_registry, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_registries_share_the_trace, setup, teardown),
     };
     return cmocka_run_group_tests_name("wire_context", tests, NULL, NULL);
 }
