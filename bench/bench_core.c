@@ -25,6 +25,12 @@
  *   set_reset_counted_ns_16   the same with counted variables (the default,
  *                             as every other figure here), same rounds
  *   set_reset_static_vs_counted_ratio  the first / the second
+ *   set_reset_2threads_counted_ns_16, set_reset_2threads_static_ns_16,
+ *   set_reset_2threads_static_vs_counted_ratio
+ *                             two threads at once, each in its own context,
+ *                             the same 16 variables (a program's globals):
+ *                             wall time per set+reset of one thread; a
+ *                             counted variable's count is written by both
  * The contract figure set_reset_ns_16 keeps counted variables.
  */
 #define _GNU_SOURCE
@@ -196,6 +202,79 @@ static void set_reset_static_figures(ctx_bench_t *b, long iters) {
                         "static / counted variables, set+reset");
 }
 
+/* Two threads at once, each in a context of its own, setting and
+ * resetting the same 16 variables: a counted variable's reference count is
+ * written by both (its cache line goes back and forth), a static one's by
+ * neither.  Wall time of a round / iterations per thread. */
+typedef struct shared_round {
+    ctx_var_t **vars;
+    long iters;
+    pthread_barrier_t *start;
+} shared_round_t;
+
+static void *shared_worker(void *arg) {
+    shared_round_t *r = arg;
+    ctx_context_t *ctx = NULL;
+    if (ctx_context_new(&ctx) || ctx_context_enter(ctx))
+        abort();
+    pthread_barrier_wait(r->start);
+    int k = 0;
+    for (long i = 0; i < r->iters; i++) {
+        ctx_token_t *tok = NULL;
+        if (ctx_var_set(r->vars[k], &tok, &tok) || ctx_var_reset(r->vars[k], tok))
+            abort();
+        ctx_token_release(tok);
+        k = (k + 7) % 16;
+    }
+    ctx_context_exit(ctx);
+    ctx_context_release(ctx);
+    ctx_thread_release();
+    return NULL;
+}
+
+static double shared_round(void *arg) {
+    shared_round_t r = *(shared_round_t *)arg;
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 3);
+    r.start = &start;
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        if (pthread_create(&th[i], NULL, shared_worker, &r) != 0)
+            abort();
+    pthread_barrier_wait(&start);
+    uint64_t t0 = ctx_bench_now_ns();
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    double ns = (double)(ctx_bench_now_ns() - t0) / (double)r.iters;
+    pthread_barrier_destroy(&start);
+    return ns;
+}
+
+static void set_reset_shared_figures(ctx_bench_t *b, long iters) {
+    ctx_var_t *vars[2][16];
+    for (int kind = 0; kind < 2; kind++) {
+        ctx_var_options_t o = CTX_STRUCT_INIT(ctx_var_options_t);
+        o.flags = kind ? CTX_VAR_STATIC : 0;
+        for (int i = 0; i < 16; i++)
+            if (ctx_var_new("v", &o, &vars[kind][i]))
+                abort();
+    }
+    shared_round_t rounds[2] = {{vars[0], iters, NULL}, {vars[1], iters, NULL}};
+    ctx_bench_contender_t c[2] = {{"counted", shared_round, &rounds[0], {0}},
+                                  {"static", shared_round, &rounds[1], {0}}};
+    ctx_bench_interleave(b, c, 2);
+    for (int kind = 0; kind < 2; kind++)
+        for (int i = 0; i < 16; i++)
+            ctx_var_release(vars[kind][i]);
+    ctx_bench_put_samples(b, "set_reset_2threads_counted_ns_16", &c[0].samples, CTX_BENCH_NO_GOAL,
+                          "2 threads, own contexts, the same 16 counted variables: wall ns per "
+                          "set+reset of one thread");
+    ctx_bench_put_samples(b, "set_reset_2threads_static_ns_16", &c[1].samples, CTX_BENCH_NO_GOAL,
+                          "the same with CTX_VAR_STATIC variables");
+    ctx_bench_put_ratio(b, "set_reset_2threads_static_vs_counted_ratio", &c[1].samples,
+                        &c[0].samples, CTX_BENCH_NO_GOAL, "static / counted, 2 threads");
+}
+
 /* The same in the thread's own context, which no other thread can reach:
  * the context's lock is skipped. */
 static void set_reset_own_figure(ctx_bench_t *b, long iters) {
@@ -334,6 +413,7 @@ void ctx_bench_core(ctx_bench_t *b) {
     set_reset_figures(b, iters, 16, "set_reset_ns_16", CTX_BENCH_AT_MOST(30)); /* stretch goal */
     set_reset_figures(b, iters, 1000, "set_reset_ns_1000", CTX_BENCH_NO_GOAL);
     set_reset_static_figures(b, iters);
+    set_reset_shared_figures(b, iters / 2);
     set_reset_own_figure(b, iters);
     set_after_copy_figure(b, iters);
     build_figures(b, iters / 4);
