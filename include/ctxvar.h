@@ -313,10 +313,10 @@ typedef struct ctx_var_options {
  * holds its values does not hold the variable: a counted variable (the
  * default) takes a reference for every value set, and drops it when the
  * value dies, which costs two atomic operations per value (about a fifth
- * of a set+reset, a quarter of a ctx_context_new_from, see
- * docs/guide/core.md); a static one does not.  Everything else is the
- * same: values, defaults, tokens, errors, and ctx_var_retain/release, which
- * still count the owners of the variable.  The rule it asks for in
+ * of a set+reset, and a write to a line that every thread using the
+ * variable shares; docs/guide/core.md has figures); a static one does
+ * not.  Everything else is the same: values, defaults, tokens, errors, and
+ * ctx_var_retain/release, which still count the owners of the variable.  The rule it asks for in
  * exchange: drop the last reference only once nothing holds a value or a
  * token of it any more (after the threads using it are done; a release
  * made inside a value's release operation waits for the values dropped

@@ -84,6 +84,7 @@ struct ctx_var {
  * alive for them.  CTX_DEBUG counts a static variable's holders so that a
  * last release made while some remain aborts (var.c). */
 static inline ctx_var_t *ctx__var_hold(ctx_var_t *var) {
+    CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_retain"); /* as a retain did */
     if (var->counted)
         atomic_fetch_add_explicit(&var->refs, 1, memory_order_relaxed);
 #if defined(CTX_DEBUG)
