@@ -199,7 +199,11 @@ __attribute__((noinline)) static int get_provided(const ctx_var_t *var, void **o
     return r != CTX__NOT_PROVIDED ? r : get_own(var, out);
 }
 
-int ctx_var_get(const ctx_var_t *var, void **out) {
+/* On a cache line of its own start: the hit path is a few dozen bytes of
+ * code, and where the linker happened to put it moved get_hit_ns by a fifth
+ * (2.2 against 2.6 ns, the same instructions at another address, after an
+ * unrelated change elsewhere in the library). */
+__attribute__((aligned(64))) int ctx_var_get(const ctx_var_t *var, void **out) {
     if (!var || !out)
         return CTX_EINVAL;
     CTX__DEBUG_CHECK(var, CTX__KIND_VAR, "ctx_var_get");
