@@ -306,6 +306,40 @@ static void test_threads_share_it(void **state) {
     assert_int_equal(val_released(&def), 1);
 }
 
+/* The last holder of a static variable's value dropped on another thread
+ * (a copy handed over and released there): the owner's release after the
+ * join is the right one (under CTX_DEBUG: no abort, the holder count seen
+ * at zero), and the value is released once, on that thread. */
+static void *release_there(void *arg) {
+    ctx_context_release(arg);
+    ctx_thread_release();
+    return NULL;
+}
+
+static void test_holders_dropped_on_another_thread(void **state) {
+    (void)state;
+    val_t def, v;
+    val_init(&def, 0);
+    val_init(&v, 1);
+    ctx_var_t *var = make_static("v", &def);
+    ctx_context_t *ctx = NULL;
+    ASSERT_RC(ctx_context_new(&ctx), 0);
+    ASSERT_RC(ctx_context_set(ctx, var, &v), 0);
+    ctx_context_t *copies[4];
+    for (int i = 0; i < 4; i++)
+        ASSERT_RC(ctx_context_copy(ctx, &copies[i]), 0);
+    ctx_context_release(ctx);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, release_there, copies[i]), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    assert_int_equal(val_released(&v), 1);
+    assert_int_equal(val_released(&def), 0);
+    ctx_var_release(var);
+    assert_int_equal(val_released(&def), 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         TEST(test_same_values_and_tokens_as_a_counted_variable),
@@ -315,6 +349,7 @@ int main(void) {
         TEST(test_without_the_flag_a_variable_is_counted),
         TEST(test_failed_sets_change_nothing),
         TEST(test_threads_share_it),
+        TEST(test_holders_dropped_on_another_thread),
     };
     return RUN_TESTS(tests);
 }
