@@ -48,30 +48,10 @@ static int value_format(const void *value, char *buf, size_t cap, void *user) {
 }
 
 ctx_var_t *ctx__cancel_var(int *err) {
-    ctx_var_t *var = ctx__cancel_var_peek();
-    if (var)
-        return var;
-    ctx_value_ops_t ops = CTX_STRUCT_INIT(ctx_value_ops_t);
-    ops.release = value_release;
-    ops.format = value_format;
-    ctx_var_options_t options = CTX_STRUCT_INIT(ctx_var_options_t);
-    options.ops = &ops;
-    /* Never released (a process's one cancellation variable), so it
-     * outlives every scope set in a context: static, and a scope's box
-     * costs no reference to it. */
-    options.flags = CTX_VAR_STATIC;
-    int r = ctx_var_new("ctxvar.cancel", &options, &var);
-    if (r) {
-        *err = r;
-        return NULL;
-    }
-    ctx_var_t *expected = NULL;
-    if (!atomic_compare_exchange_strong_explicit(&ctx__cancel_var_slot, &expected, var,
-                                                 memory_order_acq_rel, memory_order_acquire)) {
-        ctx_var_release(var); /* another thread made it first */
-        return expected;
-    }
-    return var;
+    static const ctx_value_ops_t ops = {.size = sizeof(ctx_value_ops_t),
+                                        .release = value_release,
+                                        .format = value_format};
+    return ctx__process_var(&ctx__cancel_var_slot, "ctxvar.cancel", &ops, err);
 }
 
 /* The current context's scope (borrowed), or NULL. */

@@ -20,6 +20,8 @@
  *   CTX__LIST_REVERSE       reverse a singly linked list in place
  *   ctx__struct_in / ctx__struct_out
  *                           the growth rule for public structs (below)
+ *   ctx__process_var        a process-wide static variable made on first
+ *                           use (the cancel module's, the wire's trace)
  *
  * Growth rule for public structs
  * ------------------------------
@@ -163,6 +165,36 @@ static inline int ctx__struct_out(void *dst, const void *src, size_t src_size) {
         memcpy((unsigned char *)dst + sizeof(size_t), (const unsigned char *)src + sizeof(size_t),
                n - sizeof(size_t));
     return 0;
+}
+
+/* ---- process-wide variables ---- */
+
+/* The variable in *slot, made on first use with `name` and `ops` and never
+ * released: a module's one variable for the process (the cancel scope's,
+ * the wire's trace).  It outlives every context, so it is CTX_VAR_STATIC
+ * (its values hold no reference to it).  A thread that loses the race to
+ * publish its own drops it (nothing holds it yet).  NULL with *err set
+ * (ctx_var_new's code) if it could not be made. */
+static inline ctx_var_t *ctx__process_var(_Atomic(ctx_var_t *) *slot, const char *name,
+                                          const ctx_value_ops_t *ops, int *err) {
+    ctx_var_t *var = atomic_load_explicit(slot, memory_order_acquire);
+    if (var)
+        return var;
+    ctx_var_options_t o = CTX_STRUCT_INIT(ctx_var_options_t);
+    o.ops = ops;
+    o.flags = CTX_VAR_STATIC;
+    int rc = ctx_var_new(name, &o, &var);
+    if (rc != 0) {
+        *err = rc;
+        return NULL;
+    }
+    ctx_var_t *expected = NULL;
+    if (!atomic_compare_exchange_strong_explicit(slot, &expected, var, memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+        ctx_var_release(var);
+        return expected;
+    }
+    return var;
 }
 
 #endif /* CTX_COMMON_H */

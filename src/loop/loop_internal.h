@@ -214,7 +214,8 @@ typedef struct ctx__loop_spares {
 /* The allocation after a freed record: the limit doubles (see spares). */
 static inline void ctx__loop_spares_grow(ctx__loop_spares_t *s) {
     size_t max = CTX__LOOP_SPARES_MAX_BYTES / s->size;
-    s->limit = s->limit < max / 2 ? 2 * s->limit : (max > s->limit ? max : s->limit);
+    if (s->limit < max)
+        s->limit = s->limit <= max / 2 ? 2 * s->limit : max;
     s->freed = 0;
 }
 

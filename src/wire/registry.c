@@ -172,40 +172,16 @@ static trace_value_t *trace_value_new(const ctx_wire_traceparent_t *parent, cons
 
 /* ---- the registry ---- */
 
-/* The process's trace variable, made by the first registry and never
- * released: the trace is the request's, whichever registry extracted it, and
- * a variable that outlives every context can be static (CTX_VAR_STATIC: a
- * trace set costs no reference to it, which was about a third of an
- * extract's time).  Made once; a thread that loses the race to make it
- * drops its own, which nothing holds. */
+/* The process's trace variable (ctx__process_var: made by the first
+ * registry, never released, static): the trace is the request's, whichever
+ * registry extracted it. */
 static _Atomic(ctx_var_t *) trace_var_slot;
-
-static ctx_var_t *trace_var(int *err) {
-    ctx_var_t *var = atomic_load_explicit(&trace_var_slot, memory_order_acquire);
-    if (var)
-        return var;
-    ctx_var_options_t o = CTX_STRUCT_INIT(ctx_var_options_t);
-    o.ops = &trace_ops;
-    o.flags = CTX_VAR_STATIC;
-    int rc = ctx_var_new("ctx.trace", &o, &var);
-    if (rc != 0) {
-        *err = rc;
-        return NULL;
-    }
-    ctx_var_t *expected = NULL;
-    if (!atomic_compare_exchange_strong_explicit(&trace_var_slot, &expected, var,
-                                                 memory_order_acq_rel, memory_order_acquire)) {
-        ctx_var_release(var);
-        return expected;
-    }
-    return var;
-}
 
 int ctx_wire_new(ctx_wire_t **out) {
     if (!out)
         return CTX_EINVAL;
     int rc = 0;
-    ctx_var_t *trace = trace_var(&rc);
+    ctx_var_t *trace = ctx__process_var(&trace_var_slot, "ctx.trace", &trace_ops, &rc);
     if (!trace)
         return rc;
     ctx_wire_t *w = ctx__wire_malloc(sizeof *w);
