@@ -32,10 +32,20 @@
  *                             wall time per set+reset of one thread; a
  *                             counted variable's count is written by both
  * The contract figure set_reset_ns_16 keeps counted variables.
+ *
+ * The floor under run_noop_ns, interleaved with it:
+ *   locked_pair_ns   the compare-and-swap and the fetch-sub that enter and
+ *                    exit must do (the entered flag may be raced for by any
+ *                    thread, so neither can be a plain store), alone
+ *   run_noop_vs_locked_pair_ratio  run_noop_ns / locked_pair_ns
+ * A locked instruction costs 18-40 cycles depending on the processor, so
+ * run_noop_ns moves with it from machine to machine; the ratio says how
+ * much of a run is the rest of its work.
  */
 #define _GNU_SOURCE
 #include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include <ctxvar.h>
@@ -370,16 +380,45 @@ static void copy_figures(ctx_bench_t *b, long iters) {
                         "copy_ns_100000 / copy_ns_1");
 }
 
+/* The two locked instructions a run cannot do without, alone: the
+ * compare-and-swap that sets a context's entered flag and takes a reference
+ * (so that no other thread can enter it meanwhile, and the function may
+ * drop the caller's reference), and the fetch-sub that gives both back.
+ * The same code as the core's, on a word of its own. */
+static _Atomic size_t locked_word = 8;
+
+__attribute__((noinline)) static int locked_claim(void) {
+    size_t s = atomic_load_explicit(&locked_word, memory_order_relaxed);
+    do {
+        if (s & 1)
+            return 1;
+    } while (!atomic_compare_exchange_weak_explicit(&locked_word, &s, s + 3, memory_order_acquire,
+                                                    memory_order_relaxed));
+    return 0;
+}
+
+__attribute__((noinline)) static void locked_unclaim(void) {
+    if (atomic_fetch_sub_explicit(&locked_word, 3, memory_order_acq_rel) == 3)
+        abort();
+}
+
 static void run_figure(ctx_bench_t *b, long iters) {
     ctx_var_t **vars;
     ctx_context_t *ctx = context_with(16, &vars), *copy;
     ctx_context_copy(ctx, &copy);
-    ctx_bench_samples_t ns = {0};
-    TIME_ROUNDS(b, &ns, iters, ctx_context_run(copy, noop, NULL, NULL));
+    ctx_bench_samples_t ns = {0}, locked = {0};
+    for (int r = 0; r < ctx_bench_rounds(b); r++) {
+        CTX_BENCH_TIME(&ns, iters, ctx_context_run(copy, noop, NULL, NULL));
+        CTX_BENCH_TIME(&locked, iters, if (locked_claim()) abort(); locked_unclaim());
+    }
     ctx_context_release(copy);
     drop(ctx, vars, 16);
     ctx_bench_put_samples(b, "run_noop_ns", &ns, CTX_BENCH_AT_MOST(20),
                           "ctx_context_run of an empty function");
+    ctx_bench_put_samples(b, "locked_pair_ns", &locked, CTX_BENCH_NO_GOAL,
+                          "baseline: the compare-and-swap and fetch-sub a run needs, alone");
+    ctx_bench_put_ratio(b, "run_noop_vs_locked_pair_ratio", &ns, &locked, CTX_BENCH_NO_GOAL,
+                        "run_noop_ns / locked_pair_ns: what a run costs over its two locked instructions");
 }
 
 static void snapshot_figure(ctx_bench_t *b) {
