@@ -796,7 +796,14 @@ CTX_EXPORT int ctx_snapshot_run(ctx_snapshot_t *snapshot, ctx_run_fn fn, void *a
  * empty snapshot are ignored. */
 CTX_EXPORT void ctx_snapshot_clear(ctx_snapshot_t *snapshot);
 
-/* ---- mapping view (any context, any thread) ---- */
+/* ---- mapping view (any context, any thread) ----
+ *
+ * These, ctx_context_copy and the formatter read a context that may be
+ * entered in another thread, whose owner changes it meanwhile.  The owner
+ * changes it without a lock until the first such read; that read costs one
+ * membarrier system call (microseconds), once in the context's life, and
+ * the owner locks from then on.  Reading a context entered in the calling
+ * thread, or entered nowhere, costs nothing of the kind. */
 
 /* The value of `var` in `ctx` (the default is not consulted): 0 and *out
  * (borrowed: valid while `ctx` keeps it), or CTX_ENOTFOUND, or CTX_EINVAL. */

@@ -32,7 +32,8 @@
  *
  * Readers of a context that may be current in another thread (the mapping
  * view, copies, iteration) hold its lock while they look, since its owner may
- * be changing unshared nodes in place.  Iteration and the formatter retain a
+ * be changing unshared nodes in place; taking it closes the owner's way past
+ * the lock (gate.c).  Iteration and the formatter retain a
  * snapshot of the root under the lock and then walk it unlocked.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -46,10 +47,6 @@
 #include "core/provider.h"
 #include "core/reserve.h"
 
-void ctx__context_lock(ctx_context_t *ctx) {
-    ctx__spin_lock(&ctx->lock);
-}
-
 ctx_context_t *ctx__context_alloc(void) {
     ctx_context_t *ctx = ctx__malloc_small(sizeof *ctx);
     if (!ctx)
@@ -58,6 +55,8 @@ ctx_context_t *ctx__context_alloc(void) {
     ctx->id = 0; /* given by the first token (ctx__context_id) */
     atomic_init(&ctx->lock, 0);
     ctx->embedded = 0;
+    atomic_init(&ctx->gate, ctx__gate_initial());
+    atomic_init(&ctx->writing, 0);
     ctx->map = CTX__HAMT_EMPTY;
     ctx->prev = NULL;
     ctx->entry = 0;
@@ -181,9 +180,9 @@ int ctx_context_set(ctx_context_t *ctx, ctx_var_t *var, void *value) {
     ctx__hamt_item_t *old = NULL;
     ctx__box_t *box = ctx__box_new(var, value);
     if (box) {
-        ctx__context_lock(ctx);
+        int locked = ctx__context_gate_pass(ctx); /* entered now, by this call */
         r = ctx__hamt_put_inplace(&ctx->map, &box->item, &ctx__box_ops, &old);
-        ctx__context_unlock(ctx);
+        ctx__context_unlock_owned(ctx, locked);
         if (r)
             ctx__box_discard(box);
     }

@@ -16,10 +16,11 @@
  * (key, retained) and the value (one share, released when the box dies).
  *
  * Who may touch a context's map: the thread in which it is current (set,
- * reset, get_for_write change it, in place when its nodes are unshared), under
- * the context's lock; any other thread only reads it under that lock.  The
- * owner skips the lock when no other thread can reach the context at all
- * (ctx__context_lock_owned).  The
+ * reset, get_for_write change it, in place when its nodes are unshared),
+ * past the context's gate, or under its lock once a reader on another
+ * thread closed the gate (gate.c); any other thread only reads it under
+ * that lock.  The owner skips both when no other thread can reach the
+ * context at all (ctx__context_lock_owned).  The
  * owning thread's own reads (ctx_var_get) need no lock since no one else
  * writes.  A context that is not entered is changed only by
  * ctx_context_set, which marks it entered for the duration.
@@ -42,6 +43,7 @@
 #include <ctxvar.h>
 #include <stdatomic.h>
 
+#include "common/common.h"
 #include "common/debug.h"
 #include "core/hamt.h"
 
@@ -121,7 +123,12 @@ struct ctx_context {
     uint64_t id; /* unique, never reused: tokens check it; 0 until the
                     first token needs it (ctx__context_id) */
     atomic_int lock;
-    int embedded; /* in caller-owned storage (embed.c): never freed here */
+    unsigned char embedded; /* in caller-owned storage (embed.c): never freed here */
+    /* The owner's way past the lock (gate.c): CTX__GATE_OPEN while no other
+     * thread has read the context while it was entered, and `writing` set
+     * around each change the owner makes without the lock. */
+    atomic_uchar gate;
+    atomic_uchar writing;
     ctx__hamt_t map;
     ctx_context_t *prev; /* the context current before this one's enter */
     /* While entered: the entering thread's epoch just after the enter.  A
@@ -233,30 +240,58 @@ static inline ctx_var_t *ctx__box_var(const ctx__box_t *box) {
     return (ctx_var_t *)box->item.key;
 }
 
-/* The context's lock: a spinlock held for a few hundred nanoseconds at most
- * (one map operation), contended only when another thread reads a context
- * while its owner changes it. */
+/* The context's lock, as a reader takes it (gate.c): a spinlock held for a
+ * few hundred nanoseconds at most (one map operation), contended only when
+ * another thread reads a context while its owner changes it.  Taking it
+ * closes the owner's gate for good when the context is entered in another
+ * thread (one membarrier, once in the context's life). */
 void ctx__context_lock(ctx_context_t *ctx);
-static inline void ctx__context_unlock(ctx_context_t *ctx) {
-    atomic_store_explicit(&ctx->lock, 0, memory_order_release);
+void ctx__context_unlock(ctx_context_t *ctx);
+
+/* The gate's states (gate.c). */
+enum { CTX__GATE_OPEN = 0, CTX__GATE_READER = 1, CTX__GATE_SHUT = 2 };
+
+/* The gate a new context starts with: OPEN where the process can make the
+ * other threads fence (membarrier), SHUT elsewhere (the owner always
+ * locks). */
+extern atomic_uchar ctx__gate_mode; /* 0: not decided yet, else 1 + the gate */
+unsigned char ctx__gate_decide(void);
+static inline unsigned char ctx__gate_initial(void) {
+    unsigned char m = atomic_load_explicit(&ctx__gate_mode, memory_order_relaxed);
+    return m ? (unsigned char)(m - 1) : ctx__gate_decide();
 }
 
-/* The lock as the thread in which `ctx` is current takes it before changing
- * the map: skipped when the context's only reference is the one it holds
- * while entered (a thread's own base context, a pool task's context), since
- * then no other thread has a pointer to it and none can obtain one (only the
- * holder of a reference could hand one out).  Returns whether it locked; give
- * that to ctx__context_unlock_owned. */
-static inline int ctx__context_lock_owned(ctx_context_t *ctx) {
-    if (atomic_load_explicit(&ctx->state, memory_order_acquire) == CTX__REF + CTX__ENTERED)
-        return 0;
-    ctx__context_lock(ctx);
+/* How the owner of `ctx` (the thread that entered it, or ctx_context_set,
+ * which marks it entered for the change) begins a change of its map: 2,
+ * past the open gate with `writing` raised (gate.c); 1, under the lock.
+ * Give the result to ctx__context_unlock_owned. */
+static inline int ctx__context_gate_pass(ctx_context_t *ctx) {
+    atomic_store_explicit(&ctx->writing, 1, memory_order_relaxed);
+    atomic_signal_fence(memory_order_seq_cst); /* a reader's membarrier does the rest */
+    if (atomic_load_explicit(&ctx->gate, memory_order_seq_cst) == CTX__GATE_OPEN)
+        return 2;
+    atomic_store_explicit(&ctx->writing, 0, memory_order_release);
+    ctx__spin_lock(&ctx->lock);
     return 1;
 }
 
+/* ctx__context_gate_pass for the thread in which `ctx` is current, which
+ * may also skip it: 0 when the context's only reference is the one it holds
+ * while entered (a thread's own base context, a pool task's context), since
+ * then no other thread has a pointer to it and none can obtain one (only the
+ * holder of a reference could hand one out).  Not for ctx_context_set: its
+ * caller's one reference may be lent to readers on other threads. */
+static inline int ctx__context_lock_owned(ctx_context_t *ctx) {
+    if (atomic_load_explicit(&ctx->state, memory_order_acquire) == CTX__REF + CTX__ENTERED)
+        return 0;
+    return ctx__context_gate_pass(ctx);
+}
+
 static inline void ctx__context_unlock_owned(ctx_context_t *ctx, int locked) {
-    if (locked)
-        ctx__context_unlock(ctx);
+    if (locked == 2)
+        atomic_store_explicit(&ctx->writing, 0, memory_order_release);
+    else if (locked == 1)
+        ctx__spin_unlock(&ctx->lock);
 }
 
 /* A new empty context (one reference, not entered), or NULL. */

@@ -1,0 +1,336 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_gate.c — the owner of a context changes it without its lock until
+ * another thread reads it (src/core/gate.c); these tests put readers on
+ * other threads against an owner that sets and resets as fast as it can.
+ *
+ * Values are heap blocks that their release operation poisons and frees,
+ * so a reader that walked a node while the owner changed it, or kept a box
+ * the owner freed, reads freed memory (ASan, valgrind) or races with the
+ * owner's writes (TSan), and a value seen through a copy must be intact.
+ * Each round uses a fresh context, since the gate of a context closes for
+ * good at its first read while entered elsewhere: the rounds give the
+ * reader many first reads, each against an owner past an open gate.  The
+ * owner exits and enters its context again every few changes, so readers
+ * also meet a context with no owner that one enters meanwhile.
+ *
+ * cmocka's assertions are for the main thread only: worker threads count
+ * their failures (with the first message kept) and the main thread asserts
+ * the count is zero.
+ */
+#include "core_test.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+/* ---- failures seen by worker threads ---- */
+
+static atomic_long thread_failures;
+static pthread_mutex_t failure_lock = PTHREAD_MUTEX_INITIALIZER;
+static char first_failure[256];
+
+static void thread_fail(const char *file, int line, const char *what) {
+    if (atomic_fetch_add(&thread_failures, 1) == 0) {
+        pthread_mutex_lock(&failure_lock);
+        snprintf(first_failure, sizeof first_failure, "%s:%d: %s", file, line, what);
+        pthread_mutex_unlock(&failure_lock);
+    }
+}
+
+#define TCHECK(cond)                                                                           \
+    do {                                                                                       \
+        if (!(cond))                                                                           \
+            thread_fail(__FILE__, __LINE__, #cond);                                            \
+    } while (0)
+
+static void assert_no_thread_failures(void) {
+    long n = atomic_load(&thread_failures);
+    if (n)
+        fail_msg("%ld failed check(s) in threads; first: %s", n, first_failure);
+}
+
+/* ---- values that die loudly ---- */
+
+#define MAGIC 0x5a17ca5eL
+
+typedef struct hv {
+    long magic;
+    long payload;
+} hv_t;
+
+static atomic_long made, released;
+
+static void hv_release(void *value, void *user) {
+    (void)user;
+    hv_t *v = value;
+    if (v->magic != MAGIC)
+        thread_fail(__FILE__, __LINE__, "a value released twice or corrupted");
+    v->magic = 0;
+    free(v);
+    atomic_fetch_add(&released, 1);
+}
+
+static const ctx_value_ops_t hv_ops = {.size = sizeof(ctx_value_ops_t), .release = hv_release};
+
+static hv_t *hv_new(long payload) {
+    hv_t *v = malloc(sizeof *v);
+    if (!v)
+        abort();
+    v->magic = MAGIC;
+    v->payload = payload;
+    atomic_fetch_add(&made, 1);
+    return v;
+}
+
+/* A value seen while a reference (a copy, an iteration) holds it. */
+static int hv_ok(const void *value, long max) {
+    const hv_t *v = value;
+    return v && v->magic == MAGIC && v->payload >= 0 && v->payload <= max;
+}
+
+/* ---- one owner, one reader, a fresh context each round ---- */
+
+typedef struct round {
+    ctx_context_t *ctx; /* held by the main thread: the owner's changes go past the gate */
+    ctx_var_t *a, *b;
+    long changes;
+    int reenter_every;  /* 0: the owner stays entered */
+    atomic_int owner_done;
+    atomic_long reads;
+} round_t;
+
+static void *owner(void *arg) {
+    round_t *r = arg;
+    TCHECK(ctx_context_enter(r->ctx) == 0);
+    for (long i = 1; i <= r->changes; i++) {
+        ctx_token_t *tok = NULL;
+        TCHECK(ctx_var_set(r->a, hv_new(i), &tok) == 0);
+        TCHECK(ctx_var_set(r->b, hv_new(i), NULL) == 0);
+        void *out = NULL;
+        TCHECK(ctx_var_get(r->a, &out) == CTX_VALUE && ((hv_t *)out)->payload == i);
+        TCHECK(ctx_var_reset(r->a, tok) == 0);
+        ctx_token_release(tok);
+        TCHECK(ctx_var_get(r->a, &out) == CTX_VALUE && ((hv_t *)out)->payload == 0);
+        if (r->reenter_every && i % r->reenter_every == 0) {
+            TCHECK(ctx_context_exit(r->ctx) == 0);
+            sched_yield();
+            TCHECK(ctx_context_enter(r->ctx) == 0);
+        }
+    }
+    TCHECK(ctx_context_exit(r->ctx) == 0);
+    atomic_store(&r->owner_done, 1);
+    return NULL;
+}
+
+static void read_once(round_t *r) {
+    void *out = NULL;
+    /* Borrowed: the owner may replace it at once, so it is only compared. */
+    TCHECK(ctx_context_get(r->ctx, r->a, &out) == 0 && out != NULL);
+    size_t len = ctx_context_length(r->ctx);
+    TCHECK(len == 1 || len == 2);
+    /* A copy holds its values: they must be intact. */
+    ctx_context_t *copy = NULL;
+    TCHECK(ctx_context_copy(r->ctx, &copy) == 0);
+    if (copy) {
+        TCHECK(ctx_context_get(copy, r->a, &out) == 0 && hv_ok(out, r->changes));
+        if (ctx_context_get(copy, r->b, &out) == 0)
+            TCHECK(hv_ok(out, r->changes));
+        ctx_context_release(copy);
+    }
+    ctx_iter_t it;
+    TCHECK(ctx_iter_init(&it, r->ctx) == 0);
+    ctx_var_t *k;
+    void *v;
+    while (ctx_iter_next(&it, &k, &v))
+        TCHECK((k == r->a || k == r->b) && hv_ok(v, r->changes));
+    ctx_iter_clear(&it);
+    atomic_fetch_add(&r->reads, 1);
+}
+
+static void *reader(void *arg) {
+    round_t *r = arg;
+    while (!atomic_load(&r->owner_done))
+        read_once(r);
+    read_once(r);
+    return NULL;
+}
+
+static void run_rounds(int reenter_every) {
+    atomic_store(&thread_failures, 0);
+    atomic_store(&made, 0);
+    atomic_store(&released, 0);
+    ctx_var_options_t o = {.size = sizeof o, .ops = &hv_ops};
+    ctx_var_t *a, *b;
+    ASSERT_RC(ctx_var_new("a", &o, &a), 0);
+    ASSERT_RC(ctx_var_new("b", &o, &b), 0);
+    long rounds = test_scale("CTX_TEST_ITERATIONS", 200, 10);
+    long reads = 0;
+    for (long n = 0; n < rounds; n++) {
+        round_t r = {.a = a, .b = b, .changes = 200, .reenter_every = reenter_every};
+        atomic_init(&r.owner_done, 0);
+        atomic_init(&r.reads, 0);
+        ASSERT_RC(ctx_context_new(&r.ctx), 0);
+        ASSERT_RC(ctx_context_set(r.ctx, a, hv_new(0)), 0);
+        pthread_t to, tr;
+        assert_int_equal(pthread_create(&tr, NULL, reader, &r), 0);
+        assert_int_equal(pthread_create(&to, NULL, owner, &r), 0);
+        pthread_join(to, NULL);
+        pthread_join(tr, NULL);
+        assert_no_thread_failures();
+        /* The resets put the first value back; b keeps the last set. */
+        void *out = NULL;
+        ASSERT_RC(ctx_context_get(r.ctx, a, &out), 0);
+        assert_int_equal(((hv_t *)out)->payload, 0);
+        ASSERT_RC(ctx_context_get(r.ctx, b, &out), 0);
+        assert_int_equal(((hv_t *)out)->payload, r.changes);
+        ctx_context_release(r.ctx);
+        reads += atomic_load(&r.reads);
+    }
+    ctx_var_release(a);
+    ctx_var_release(b);
+    /* Every value made was released once, none twice (hv_release). */
+    assert_int_equal(atomic_load(&released), atomic_load(&made));
+    assert_true(reads >= rounds);
+    assert_no_thread_failures();
+}
+
+/* The owner stays entered: each round's first read closes the gate while
+ * the owner changes the context past it. */
+static void test_reader_against_entered_owner(void **state) {
+    (void)state;
+    run_rounds(0);
+}
+
+/* The owner leaves and enters again every few changes: readers also find
+ * the context with no owner, and an owner entering while they read. */
+static void test_reader_against_reentering_owner(void **state) {
+    (void)state;
+    run_rounds(3);
+}
+
+/* ---- ctx_context_set goes through the same gate ---- */
+
+typedef struct setter {
+    ctx_context_t *ctx;
+    ctx_var_t *a;
+    long sets;
+    atomic_int done;
+} setter_t;
+
+static void *set_loop(void *arg) {
+    setter_t *s = arg;
+    for (long i = 1; i <= s->sets; i++) {
+        int rc = ctx_context_set(s->ctx, s->a, hv_new(i));
+        TCHECK(rc == 0);
+    }
+    atomic_store(&s->done, 1);
+    return NULL;
+}
+
+static void *copy_loop(void *arg) {
+    setter_t *s = arg;
+    long last = 0;
+    while (!atomic_load(&s->done)) {
+        ctx_context_t *copy = NULL;
+        TCHECK(ctx_context_copy(s->ctx, &copy) == 0);
+        void *out = NULL;
+        TCHECK(ctx_context_get(copy, s->a, &out) == 0 && hv_ok(out, s->sets));
+        /* One setter: the values it leaves only grow. */
+        if (out) {
+            TCHECK(((hv_t *)out)->payload >= last);
+            last = ((hv_t *)out)->payload;
+        }
+        ctx_context_release(copy);
+    }
+    return NULL;
+}
+
+static void test_context_set_against_copies(void **state) {
+    (void)state;
+    atomic_store(&thread_failures, 0);
+    atomic_store(&made, 0);
+    atomic_store(&released, 0);
+    ctx_var_options_t o = {.size = sizeof o, .ops = &hv_ops};
+    setter_t s = {.sets = test_scale("CTX_TEST_ITERATIONS", 20000, 20)};
+    atomic_init(&s.done, 0);
+    ASSERT_RC(ctx_var_new("a", &o, &s.a), 0);
+    ASSERT_RC(ctx_context_new(&s.ctx), 0);
+    ASSERT_RC(ctx_context_set(s.ctx, s.a, hv_new(0)), 0);
+    pthread_t ts, tc;
+    assert_int_equal(pthread_create(&tc, NULL, copy_loop, &s), 0);
+    assert_int_equal(pthread_create(&ts, NULL, set_loop, &s), 0);
+    pthread_join(ts, NULL);
+    pthread_join(tc, NULL);
+    assert_no_thread_failures();
+    void *out = NULL;
+    ASSERT_RC(ctx_context_get(s.ctx, s.a, &out), 0);
+    assert_int_equal(((hv_t *)out)->payload, s.sets);
+    ctx_context_release(s.ctx);
+    ctx_var_release(s.a);
+    assert_int_equal(atomic_load(&released), atomic_load(&made));
+}
+
+/* ---- the owner reading its own context ---- */
+
+/* The owner copies, iterates and reads its own entered context between its
+ * changes (the reader path, in the owner's thread: no barrier, nothing to
+ * wait for), while another thread reads it too. */
+static void *self_reading_owner(void *arg) {
+    round_t *r = arg;
+    TCHECK(ctx_context_enter(r->ctx) == 0);
+    for (long i = 1; i <= r->changes; i++) {
+        TCHECK(ctx_var_set(r->b, hv_new(i), NULL) == 0);
+        ctx_context_t *copy = NULL;
+        TCHECK(ctx_context_copy(r->ctx, &copy) == 0);
+        void *out = NULL;
+        TCHECK(ctx_context_get(copy, r->b, &out) == 0 && ((hv_t *)out)->payload == i);
+        ctx_context_release(copy);
+        TCHECK(ctx_context_get(r->ctx, r->b, &out) == 0 && ((hv_t *)out)->payload == i);
+        TCHECK(ctx_context_length(r->ctx) == 2);
+    }
+    TCHECK(ctx_context_exit(r->ctx) == 0);
+    atomic_store(&r->owner_done, 1);
+    return NULL;
+}
+
+static void test_owner_reads_itself(void **state) {
+    (void)state;
+    atomic_store(&thread_failures, 0);
+    atomic_store(&made, 0);
+    atomic_store(&released, 0);
+    ctx_var_options_t o = {.size = sizeof o, .ops = &hv_ops};
+    ctx_var_t *a, *b;
+    ASSERT_RC(ctx_var_new("a", &o, &a), 0);
+    ASSERT_RC(ctx_var_new("b", &o, &b), 0);
+    long rounds = test_scale("CTX_TEST_ITERATIONS", 50, 10);
+    for (long n = 0; n < rounds; n++) {
+        round_t r = {.a = a, .b = b, .changes = 500};
+        atomic_init(&r.owner_done, 0);
+        atomic_init(&r.reads, 0);
+        ASSERT_RC(ctx_context_new(&r.ctx), 0);
+        ASSERT_RC(ctx_context_set(r.ctx, a, hv_new(0)), 0);
+        ASSERT_RC(ctx_context_set(r.ctx, b, hv_new(0)), 0);
+        pthread_t to, tr;
+        assert_int_equal(pthread_create(&to, NULL, self_reading_owner, &r), 0);
+        if (n % 2) /* every other round, another reader too */
+            assert_int_equal(pthread_create(&tr, NULL, reader, &r), 0);
+        pthread_join(to, NULL);
+        if (n % 2)
+            pthread_join(tr, NULL);
+        assert_no_thread_failures();
+        ctx_context_release(r.ctx);
+    }
+    ctx_var_release(a);
+    ctx_var_release(b);
+    assert_int_equal(atomic_load(&released), atomic_load(&made));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        TEST(test_reader_against_entered_owner),
+        TEST(test_reader_against_reentering_owner),
+        TEST(test_context_set_against_copies),
+        TEST(test_owner_reads_itself),
+    };
+    return RUN_TESTS(tests);
+}
