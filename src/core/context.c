@@ -47,7 +47,8 @@
 #include "core/provider.h"
 #include "core/reserve.h"
 
-ctx_context_t *ctx__context_alloc(void) {
+/* Inline here: a copy is little more than this (copy_ns_1). */
+static inline ctx_context_t *context_alloc(void) {
     ctx_context_t *ctx = ctx__malloc_small(sizeof *ctx);
     if (!ctx)
         return NULL;
@@ -55,7 +56,7 @@ ctx_context_t *ctx__context_alloc(void) {
     ctx->id = 0; /* given by the first token (ctx__context_id) */
     atomic_init(&ctx->lock, 0);
     ctx->embedded = 0;
-    atomic_init(&ctx->gate, ctx__gate_initial());
+    atomic_init(&ctx->gate, CTX__GATE_OPEN);
     atomic_init(&ctx->writing, 0);
     ctx->map = CTX__HAMT_EMPTY;
     ctx->prev = NULL;
@@ -63,6 +64,8 @@ ctx_context_t *ctx__context_alloc(void) {
     CTX__DEBUG_BORN(ctx, CTX__KIND_CONTEXT);
     return ctx;
 }
+
+ctx_context_t *ctx__context_alloc(void) { return context_alloc(); }
 
 static ctx__hamt_t snapshot(ctx_context_t *ctx) {
     ctx__context_lock(ctx);
@@ -74,7 +77,7 @@ static ctx__hamt_t snapshot(ctx_context_t *ctx) {
 int ctx_context_new(ctx_context_t **out) {
     if (!out)
         return CTX_EINVAL;
-    ctx_context_t *ctx = ctx__context_alloc();
+    ctx_context_t *ctx = context_alloc();
     if (!ctx)
         return CTX_ENOMEM;
     *out = ctx;
@@ -85,7 +88,7 @@ int ctx_context_copy(ctx_context_t *src, ctx_context_t **out) {
     if (!src || !out)
         return CTX_EINVAL;
     CTX__DEBUG_CHECK(src, CTX__KIND_CONTEXT, "ctx_context_copy");
-    ctx_context_t *ctx = ctx__context_alloc();
+    ctx_context_t *ctx = context_alloc();
     if (!ctx)
         return CTX_ENOMEM;
     ctx->map = snapshot(src);
@@ -105,7 +108,7 @@ int ctx_context_copy_current(ctx_context_t **out) {
     if (!ts)
         return ctx_context_new(out);
     /* The current context changes only in this thread: no lock needed. */
-    ctx_context_t *ctx = ctx__context_alloc();
+    ctx_context_t *ctx = context_alloc();
     if (!ctx)
         return CTX_ENOMEM;
     ctx->map = ctx__reserve_take(ts);
@@ -123,7 +126,7 @@ int ctx_context_copy_only(ctx_context_t *src, ctx_var_t *const *vars, size_t n,
             return CTX_EINVAL;
         CTX__DEBUG_CHECK(vars[i], CTX__KIND_VAR, "ctx_context_copy_only");
     }
-    ctx_context_t *ctx = ctx__context_alloc();
+    ctx_context_t *ctx = context_alloc();
     if (!ctx)
         return CTX_ENOMEM;
     ctx__hamt_t from = snapshot(src);
@@ -287,7 +290,7 @@ int ctx_context_new_from(ctx_var_t *const *vars, void *const *values, size_t n,
             return CTX_EINVAL;
         CTX__DEBUG_CHECK(vars[i], CTX__KIND_VAR, "ctx_context_new_from");
     }
-    ctx_context_t *ctx = ctx__context_alloc();
+    ctx_context_t *ctx = context_alloc();
     if (!ctx)
         return CTX_ENOMEM;
     /* No one else has a pointer to ctx yet: no claim, no lock, every node

@@ -251,15 +251,14 @@ void ctx__context_unlock(ctx_context_t *ctx);
 /* The gate's states (gate.c). */
 enum { CTX__GATE_OPEN = 0, CTX__GATE_READER = 1, CTX__GATE_SHUT = 2 };
 
-/* The gate a new context starts with: OPEN where the process can make the
- * other threads fence (membarrier), SHUT elsewhere (the owner always
- * locks). */
-extern atomic_uchar ctx__gate_mode; /* 0: not decided yet, else 1 + the gate */
-unsigned char ctx__gate_decide(void);
-static inline unsigned char ctx__gate_initial(void) {
-    unsigned char m = atomic_load_explicit(&ctx__gate_mode, memory_order_relaxed);
-    return m ? (unsigned char)(m - 1) : ctx__gate_decide();
-}
+/* Whether owners may pass gates at all in this process: CTX__GATES_OPEN
+ * where it can make the other threads fence (membarrier), else
+ * CTX__GATES_SHUT (owners always lock); 0 until decided, which every thread
+ * state's making does first (ctx__gate_decide), so an owner that entered a
+ * context reads the decision. */
+enum { CTX__GATES_OPEN = 1, CTX__GATES_SHUT = 2 };
+extern atomic_uchar ctx__gate_mode;
+void ctx__gate_decide(void);
 
 /* How the owner of `ctx` (the thread that entered it, or ctx_context_set,
  * which marks it entered for the change) begins a change of its map: 2,
@@ -268,7 +267,8 @@ static inline unsigned char ctx__gate_initial(void) {
 static inline int ctx__context_gate_pass(ctx_context_t *ctx) {
     atomic_store_explicit(&ctx->writing, 1, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst); /* a reader's membarrier does the rest */
-    if (atomic_load_explicit(&ctx->gate, memory_order_seq_cst) == CTX__GATE_OPEN)
+    if (atomic_load_explicit(&ctx->gate, memory_order_seq_cst) == CTX__GATE_OPEN &&
+        atomic_load_explicit(&ctx__gate_mode, memory_order_relaxed) == CTX__GATES_OPEN)
         return 2;
     atomic_store_explicit(&ctx->writing, 0, memory_order_release);
     ctx__spin_lock(&ctx->lock);

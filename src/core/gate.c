@@ -49,15 +49,15 @@
  * read while entered in another thread, which few programs do.
  *
  * Where membarrier cannot be registered (another system, an old kernel, a
- * sandbox refusing the call, valgrind), every context starts SHUT: the
- * owner always locks.  Once registered, the command does not fail; should
- * it, the reader falls back to MEMBARRIER_CMD_GLOBAL, and if that fails
- * too the process aborts with a message (reading on could mean reading a
- * node while it changes).  A fork() child is a new process, not registered:
- * the child handler registers it again or, failing that, makes new
- * contexts start SHUT; contexts made before the fork are then entered only
- * by threads the child starts later, and a read of one of those needs the
- * barrier, which the GLOBAL command still gives.
+ * sandbox refusing the call), the process's gates are all shut
+ * (ctx__gate_mode, decided before a thread's state is made, hence before
+ * any owner changes anything): owners always lock, readers only lock.
+ * Once registered, the command does not fail; should it, the reader falls
+ * back to MEMBARRIER_CMD_GLOBAL, and if that fails too the process aborts
+ * with a message (reading on could mean reading a node while it changes).
+ * A fork() child is a new process, not registered: the child handler
+ * registers it again or, failing that, shuts every gate (the child then
+ * has one thread, in no change).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -84,23 +84,21 @@ static int membarrier_register(void) {
 #endif
 }
 
+/* The child has one thread, in no change: switching is safe. */
 static void after_fork_child(void) {
     if (!membarrier_register())
-        atomic_store_explicit(&ctx__gate_mode, 1 + CTX__GATE_SHUT, memory_order_relaxed);
+        atomic_store_explicit(&ctx__gate_mode, CTX__GATES_SHUT, memory_order_relaxed);
 }
 
 static void decide(void) {
     int open = membarrier_register();
     if (open && pthread_atfork(NULL, NULL, after_fork_child) != 0)
         open = 0; /* a child could not register again: never open */
-    atomic_store_explicit(&ctx__gate_mode, 1 + (open ? CTX__GATE_OPEN : CTX__GATE_SHUT),
+    atomic_store_explicit(&ctx__gate_mode, open ? CTX__GATES_OPEN : CTX__GATES_SHUT,
                           memory_order_relaxed);
 }
 
-unsigned char ctx__gate_decide(void) {
-    pthread_once(&once, decide);
-    return (unsigned char)(atomic_load_explicit(&ctx__gate_mode, memory_order_relaxed) - 1);
-}
+void ctx__gate_decide(void) { pthread_once(&once, decide); }
 
 /* Every running thread of the process has executed a full barrier. */
 static void heavy_barrier(void) {
@@ -128,8 +126,10 @@ static int entered_here(const ctx_context_t *ctx) {
 }
 
 void ctx__context_lock(ctx_context_t *ctx) {
+    ctx__gate_decide(); /* cheap once done; an owner past a gate decided before */
     ctx__spin_lock(&ctx->lock);
-    if (atomic_load_explicit(&ctx->gate, memory_order_relaxed) == CTX__GATE_SHUT ||
+    if (atomic_load_explicit(&ctx__gate_mode, memory_order_relaxed) != CTX__GATES_OPEN ||
+        atomic_load_explicit(&ctx->gate, memory_order_relaxed) == CTX__GATE_SHUT ||
         entered_here(ctx))
         return;
     atomic_store_explicit(&ctx->gate, CTX__GATE_READER, memory_order_seq_cst);

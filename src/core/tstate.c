@@ -72,6 +72,7 @@ static void tstate_key_init(void) {
 
 ctx__tstate_t *ctx__tstate_make(int *err) {
     ctx__tstate_t *ts;
+    ctx__gate_decide(); /* before this thread can own a context (gate.c) */
     pthread_once(&tstate_once, tstate_key_init);
     if (tstate_key_error) {
         *err = CTX_ESYSTEM;
