@@ -108,13 +108,9 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
-#include <unistd.h>
-#if defined(__linux__)
-#include <linux/membarrier.h>
-#include <sys/syscall.h>
-#endif
 
 #include "bus/bus_internal.h"
+#include "common/membarrier.h"
 
 _Alignas(64) ctx__bus_rcu_t ctx__bus_rcu;
 _Thread_local ctx__bus_reader_t ctx__bus_reader;
@@ -128,27 +124,12 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 /* ---- the heavy barrier ---- */
 
-static int membarrier_register(void) {
-#if defined(__linux__) && defined(SYS_membarrier)
-    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-#else
-    return 0;
-#endif
-}
-
 /* 0 when every running thread of the process executed a full barrier. */
 static int heavy_barrier(void) {
     atomic_thread_fence(memory_order_seq_cst);
     if (!ctx__bus_rcu.asymmetric)
         return 0; /* the readers fence themselves */
-#if defined(__linux__) && defined(SYS_membarrier)
-    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ||
-        syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) == 0) {
-        atomic_thread_fence(memory_order_seq_cst);
-        return 0;
-    }
-#endif
-    return -1;
+    return ctx__membarrier();
 }
 
 /* ---- registry and the readers' slow paths ---- */
@@ -172,7 +153,7 @@ static void reader_unregister(void *arg) {
 
 static void rcu_init(void) {
     reader_key_ok = pthread_key_create(&reader_key, reader_unregister) == 0;
-    ctx__bus_rcu.asymmetric = membarrier_register();
+    ctx__bus_rcu.asymmetric = ctx__membarrier_register();
     atomic_init(&ctx__bus_rcu.epoch, 1);
 }
 
@@ -324,7 +305,7 @@ void ctx__bus_rcu_after_fork(void) {
     atomic_store_explicit(&ctx__bus_rcu.retired, 0, memory_order_relaxed);
     atomic_store_explicit(&ctx__bus_rcu.anonymous, me->state == CTX__BUS_READER_ANONYMOUS && me->depth ? 1 : 0,
                           memory_order_relaxed);
-    if (ctx__bus_rcu.asymmetric && !membarrier_register()) {
+    if (ctx__bus_rcu.asymmetric && !ctx__membarrier_register()) {
         ctx__bus_rcu.asymmetric = 0; /* the only thread: switching is safe */
         if (me->state == CTX__BUS_READER_FAST)
             me->state = CTX__BUS_READER_FENCED;

@@ -64,34 +64,22 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
-#if defined(__linux__)
-#include <linux/membarrier.h>
-#include <sys/syscall.h>
-#endif
 
+#include "common/membarrier.h"
 #include "core/core.h"
 
 atomic_uchar ctx__gate_mode;
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-static int membarrier_register(void) {
-#if defined(__linux__) && defined(SYS_membarrier)
-    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-#else
-    return 0;
-#endif
-}
-
 /* The child has one thread, in no change: switching is safe. */
 static void after_fork_child(void) {
-    if (!membarrier_register())
+    if (!ctx__membarrier_register())
         atomic_store_explicit(&ctx__gate_mode, CTX__GATES_SHUT, memory_order_relaxed);
 }
 
 static void decide(void) {
-    int open = membarrier_register();
+    int open = ctx__membarrier_register();
     if (open && pthread_atfork(NULL, NULL, after_fork_child) != 0)
         open = 0; /* a child could not register again: never open */
     atomic_store_explicit(&ctx__gate_mode, open ? CTX__GATES_OPEN : CTX__GATES_SHUT,
@@ -102,14 +90,8 @@ void ctx__gate_decide(void) { pthread_once(&once, decide); }
 
 /* Every running thread of the process has executed a full barrier. */
 static void heavy_barrier(void) {
-    atomic_thread_fence(memory_order_seq_cst);
-#if defined(__linux__) && defined(SYS_membarrier)
-    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ||
-        syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) == 0) {
-        atomic_thread_fence(memory_order_seq_cst);
+    if (ctx__membarrier() == 0)
         return;
-    }
-#endif
     fputs("ctxvar: membarrier failed after it was registered: a context's owner may be "
           "changing it\n",
           stderr);

@@ -14,40 +14,13 @@
  * owner exits and enters its context again every few changes, so readers
  * also meet a context with no owner that one enters meanwhile.
  *
- * cmocka's assertions are for the main thread only: worker threads count
- * their failures (with the first message kept) and the main thread asserts
- * the count is zero.
+ * Worker threads check with TCHECK (thread_checks.h).
  */
 #include "core_test.h"
+#include "thread_checks.h"
 
 #include <pthread.h>
 #include <sched.h>
-
-/* ---- failures seen by worker threads ---- */
-
-static atomic_long thread_failures;
-static pthread_mutex_t failure_lock = PTHREAD_MUTEX_INITIALIZER;
-static char first_failure[256];
-
-static void thread_fail(const char *file, int line, const char *what) {
-    if (atomic_fetch_add(&thread_failures, 1) == 0) {
-        pthread_mutex_lock(&failure_lock);
-        snprintf(first_failure, sizeof first_failure, "%s:%d: %s", file, line, what);
-        pthread_mutex_unlock(&failure_lock);
-    }
-}
-
-#define TCHECK(cond)                                                                           \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            thread_fail(__FILE__, __LINE__, #cond);                                            \
-    } while (0)
-
-static void assert_no_thread_failures(void) {
-    long n = atomic_load(&thread_failures);
-    if (n)
-        fail_msg("%ld failed check(s) in threads; first: %s", n, first_failure);
-}
 
 /* ---- values that die loudly ---- */
 
@@ -80,6 +53,12 @@ static hv_t *hv_new(long payload) {
     v->payload = payload;
     atomic_fetch_add(&made, 1);
     return v;
+}
+
+static void start_counting(void) {
+    reset_failures();
+    atomic_store(&made, 0);
+    atomic_store(&released, 0);
 }
 
 /* A value seen while a reference (a copy, an iteration) holds it. */
@@ -156,9 +135,7 @@ static void *reader(void *arg) {
 }
 
 static void run_rounds(int reenter_every) {
-    atomic_store(&thread_failures, 0);
-    atomic_store(&made, 0);
-    atomic_store(&released, 0);
+    start_counting();
     ctx_var_options_t o = {.size = sizeof o, .ops = &hv_ops};
     ctx_var_t *a, *b;
     ASSERT_RC(ctx_var_new("a", &o, &a), 0);
@@ -247,9 +224,7 @@ static void *copy_loop(void *arg) {
 
 static void test_context_set_against_copies(void **state) {
     (void)state;
-    atomic_store(&thread_failures, 0);
-    atomic_store(&made, 0);
-    atomic_store(&released, 0);
+    start_counting();
     ctx_var_options_t o = {.size = sizeof o, .ops = &hv_ops};
     setter_t s = {.sets = test_scale("CTX_TEST_ITERATIONS", 20000, 20)};
     atomic_init(&s.done, 0);
@@ -295,9 +270,7 @@ static void *self_reading_owner(void *arg) {
 
 static void test_owner_reads_itself(void **state) {
     (void)state;
-    atomic_store(&thread_failures, 0);
-    atomic_store(&made, 0);
-    atomic_store(&released, 0);
+    start_counting();
     ctx_var_options_t o = {.size = sizeof o, .ops = &hv_ops};
     ctx_var_t *a, *b;
     ASSERT_RC(ctx_var_new("a", &o, &a), 0);

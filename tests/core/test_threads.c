@@ -8,49 +8,13 @@
  * threads); and an 8-thread stress test over shared snapshots, a context
  * held entered by one thread, and a context contended by all.
  *
- * cmocka's assertions are for the main thread only: worker threads count
- * their failures (with the first message kept) and the main thread asserts
- * the count is zero.  Iterations are scaled down under valgrind and TSan.
+ * Worker threads check with TCHECK (thread_checks.h).  Iterations are scaled down under valgrind and TSan.
  */
 #include "core_test.h"
+#include "thread_checks.h"
 
 #include <pthread.h>
 #include <sched.h>
-
-/* ---- failures seen by worker threads ---- */
-
-static atomic_long thread_failures;
-static pthread_mutex_t failure_lock = PTHREAD_MUTEX_INITIALIZER;
-static char first_failure[256];
-
-static void thread_fail(const char *file, int line, const char *what) {
-    if (atomic_fetch_add(&thread_failures, 1) == 0) {
-        pthread_mutex_lock(&failure_lock);
-        snprintf(first_failure, sizeof first_failure, "%s:%d: %s", file, line,
-                 what);
-        pthread_mutex_unlock(&failure_lock);
-    }
-}
-
-#define TCHECK(cond)                                                           \
-    do {                                                                       \
-        if (!(cond))                                                           \
-            thread_fail(__FILE__, __LINE__, #cond);                            \
-    } while (0)
-
-static void reset_failures(void) {
-    atomic_store(&thread_failures, 0);
-    first_failure[0] = '\0';
-}
-
-static void assert_no_thread_failures(void) {
-    long n = atomic_load(&thread_failures);
-    if (n) {
-        pthread_mutex_lock(&failure_lock);
-        fail_msg("%ld failed check(s) in threads; first: %s", n, first_failure);
-        pthread_mutex_unlock(&failure_lock);
-    }
-}
 
 static void start(pthread_t *t, void *(*fn)(void *), void *arg) {
     int rc = pthread_create(t, NULL, fn, arg);
