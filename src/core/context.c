@@ -56,7 +56,6 @@ static inline ctx_context_t *context_alloc(void) {
     ctx->id = 0; /* given by the first token (ctx__context_id) */
     atomic_init(&ctx->lock, 0);
     ctx->embedded = 0;
-    atomic_init(&ctx->gate, CTX__GATE_OPEN);
     atomic_init(&ctx->writing, 0);
     ctx->map = CTX__HAMT_EMPTY;
     ctx->prev = NULL;

@@ -122,12 +122,12 @@ struct ctx_context {
     atomic_size_t state;
     uint64_t id; /* unique, never reused: tokens check it; 0 until the
                     first token needs it (ctx__context_id) */
+    /* The lock word (gate.c): CTX__LOCK_HELD while a reader (or an owner
+     * the gate sent to the lock) holds it, CTX__LOCK_SHUT once a reader on
+     * another thread has looked while the context was entered.  0: the
+     * owner changes the map without taking it, `writing` raised meanwhile. */
     atomic_int lock;
     unsigned char embedded; /* in caller-owned storage (embed.c): never freed here */
-    /* The owner's way past the lock (gate.c): CTX__GATE_OPEN while no other
-     * thread has read the context while it was entered, and `writing` set
-     * around each change the owner makes without the lock. */
-    atomic_uchar gate;
     atomic_uchar writing;
     ctx__hamt_t map;
     ctx_context_t *prev; /* the context current before this one's enter */
@@ -140,7 +140,7 @@ struct ctx_context {
 
 /* Sets the entered flag and adds `refs` * CTX__REF in one operation: 0, or
  * CTX_EENTERED if the flag was set already (nothing changed).  Always a
- * compare-and-swap, even when the state shows a single reference: the
+ * compare-and-swap (seq_cst: gate.c relies on it), even when the state shows a single reference: the
  * holder of that reference may share the pointer with other threads (a
  * context is borrowed, not retained, by whoever its holder lets use it),
  * so one reference does not mean one thread. */
@@ -151,7 +151,7 @@ static inline int ctx__context_claim(ctx_context_t *ctx, size_t refs) {
             return CTX_EENTERED;
     } while (!atomic_compare_exchange_weak_explicit(&ctx->state, &s,
                                                     s + CTX__ENTERED + refs * CTX__REF,
-                                                    memory_order_acquire, memory_order_relaxed));
+                                                    memory_order_seq_cst, memory_order_relaxed));
     return 0;
 }
 
@@ -240,16 +240,35 @@ static inline ctx_var_t *ctx__box_var(const ctx__box_t *box) {
     return (ctx_var_t *)box->item.key;
 }
 
-/* The context's lock, as a reader takes it (gate.c): a spinlock held for a
- * few hundred nanoseconds at most (one map operation), contended only when
- * another thread reads a context while its owner changes it.  Taking it
- * closes the owner's gate for good when the context is entered in another
- * thread (one membarrier, once in the context's life). */
-void ctx__context_lock(ctx_context_t *ctx);
-void ctx__context_unlock(ctx_context_t *ctx);
+/* The lock word's bits (gate.c). */
+enum { CTX__LOCK_HELD = 1, CTX__LOCK_SHUT = 2 };
 
-/* The gate's states (gate.c). */
-enum { CTX__GATE_OPEN = 0, CTX__GATE_READER = 1, CTX__GATE_SHUT = 2 };
+/* Takes and gives back the lock word's HELD bit, keeping SHUT: a spinlock
+ * held for a few hundred nanoseconds at most (one map operation). */
+void ctx__context_lock_word(ctx_context_t *ctx);
+static inline void ctx__context_unlock(ctx_context_t *ctx) {
+    int w = atomic_load_explicit(&ctx->lock, memory_order_relaxed);
+    atomic_store_explicit(&ctx->lock, w & CTX__LOCK_SHUT, memory_order_release);
+}
+
+/* The context's lock, as a reader takes it (gate.c): contended only when
+ * another thread reads a context while its owner changes it.  Taking it
+ * shuts the owner's gate for good when the context is entered in another
+ * thread (one membarrier, once in the context's life).  Released with
+ * ctx__context_unlock.  Inline: the common case, a context nobody holds,
+ * shut or entered, is one compare-and-swap and one load. */
+void ctx__context_lock_slow(ctx_context_t *ctx, int held);
+static inline void ctx__context_lock(ctx_context_t *ctx) {
+    int w = 0;
+    if (atomic_compare_exchange_strong_explicit(&ctx->lock, &w, CTX__LOCK_HELD,
+                                                memory_order_seq_cst, memory_order_relaxed)) {
+        if (!(atomic_load_explicit(&ctx->state, memory_order_seq_cst) & CTX__ENTERED))
+            return; /* no owner: one that enters from now on finds the lock held */
+        ctx__context_lock_slow(ctx, 1);
+        return;
+    }
+    ctx__context_lock_slow(ctx, 0);
+}
 
 /* Whether owners may pass gates at all in this process: CTX__GATES_OPEN
  * where it can make the other threads fence (membarrier), else
@@ -262,16 +281,16 @@ void ctx__gate_decide(void);
 
 /* How the owner of `ctx` (the thread that entered it, or ctx_context_set,
  * which marks it entered for the change) begins a change of its map: 2,
- * past the open gate with `writing` raised (gate.c); 1, under the lock.
- * Give the result to ctx__context_unlock_owned. */
+ * past the open gate (a lock word of 0) with `writing` raised (gate.c); 1,
+ * under the lock.  Give the result to ctx__context_unlock_owned. */
 static inline int ctx__context_gate_pass(ctx_context_t *ctx) {
     atomic_store_explicit(&ctx->writing, 1, memory_order_relaxed);
     atomic_signal_fence(memory_order_seq_cst); /* a reader's membarrier does the rest */
-    if (atomic_load_explicit(&ctx->gate, memory_order_seq_cst) == CTX__GATE_OPEN &&
+    if (atomic_load_explicit(&ctx->lock, memory_order_seq_cst) == 0 &&
         atomic_load_explicit(&ctx__gate_mode, memory_order_relaxed) == CTX__GATES_OPEN)
         return 2;
     atomic_store_explicit(&ctx->writing, 0, memory_order_release);
-    ctx__spin_lock(&ctx->lock);
+    ctx__context_lock_word(ctx);
     return 1;
 }
 
@@ -291,7 +310,7 @@ static inline void ctx__context_unlock_owned(ctx_context_t *ctx, int locked) {
     if (locked == 2)
         atomic_store_explicit(&ctx->writing, 0, memory_order_release);
     else if (locked == 1)
-        ctx__spin_unlock(&ctx->lock);
+        ctx__context_unlock(ctx);
 }
 
 /* A new empty context (one reference, not entered), or NULL. */

@@ -63,7 +63,6 @@ static void init(ctx_context_t *ctx, ctx__hamt_t map) {
     ctx->id = 0; /* a fresh one when a token needs it (ctx__context_id) */
     atomic_init(&ctx->lock, 0);
     ctx->embedded = 1;
-    atomic_init(&ctx->gate, CTX__GATE_OPEN);
     atomic_init(&ctx->writing, 0);
     ctx->map = map;
     ctx->prev = NULL;

@@ -10,37 +10,41 @@
  * did that, and cost the owner two locked instructions per ctx_var_set
  * (about a third of a set+reset of a static variable) to guard against
  * readers that most contexts never have.  So the owner goes through a gate
- * instead, and a reader closes it:
+ * instead, and a reader shuts it.  The gate is the lock word itself: the
+ * owner passes while the word is 0 (nobody holds the lock, nobody shut
+ * it); a reader takes the lock with a compare-and-swap that keeps the SHUT
+ * bit:
  *
  *     owner (every change)                reader (ctx__context_lock)
- *     writing = 1                         take the lock
- *     compiler barrier                    gate = READER            (seq_cst)
- *     gate == OPEN ?                      entered?                 (seq_cst)
- *       yes: change, writing = 0            no:  read; gate = OPEN; unlock
- *       no:  writing = 0, take the lock,    yes: gate = SHUT (for good)
- *            change, unlock                      membarrier()
- *                                                wait until writing == 0
- *                                                read; unlock
+ *     writing = 1                         lock word |= HELD      (CAS, seq_cst)
+ *     compiler barrier                    entered?               (seq_cst)
+ *     lock word == 0 ?       (seq_cst)      no:  read; unlock
+ *       yes: change, writing = 0            yes: lock word = HELD|SHUT, for good
+ *       no:  writing = 0, take the lock,         membarrier()
+ *            change, unlock                      wait until writing == 0
+ *                                                read; unlock (SHUT stays)
  *
  * Why it holds (Dekker's pattern, with the fence moved to the reader):
  *   - A context not entered has no owner.  A thread that enters it later
- *     does so with a compare-and-swap on its state, which the reader's load
- *     of the state precedes in the single order of seq_cst operations, so
- *     that thread's later load of the gate sees READER (or the OPEN the
- *     reader stored after reading, which it then synchronises with), and
- *     it takes the lock the reader holds.
+ *     does so with a compare-and-swap on its state (ctx__context_claim,
+ *     seq_cst), which follows the reader's compare-and-swap of the lock
+ *     word in the single order of seq_cst operations (the reader's load of
+ *     the state, after its own, saw no owner), so that thread's later load
+ *     of the lock word sees HELD (or the word the reader's unlock stored,
+ *     which it then synchronises with), and it takes the lock.  This case
+ *     costs a reader one load more than the lock always did; it is inline
+ *     (ctx__context_lock in core.h), this file has the rest.
  *   - A context entered elsewhere: membarrier(MEMBARRIER_CMD_PRIVATE_
  *     EXPEDITED) makes every running thread of the process execute a full
  *     barrier before it returns (a thread not running gets one when it is
- *     switched).  If the owner's barrier falls before its load of the gate,
- *     that load sees SHUT and it takes the lock; otherwise its store of
- *     `writing` is visible to the reader, which waits for the release store
- *     that ends the change (a few hundred nanoseconds, no user code).
+ *     switched).  If the owner's barrier falls before its load of the lock
+ *     word, that load sees it non-zero and the owner takes the lock;
+ *     otherwise its store of `writing` is visible to the reader, which
+ *     waits for the release store that ends the change (a few hundred
+ *     nanoseconds, no user code).
  *   - A reader that is itself the owner (the context is entered in its own
  *     thread: current, or under the current one) cannot race with a change
  *     and only takes the lock.
- *   - Readers take the lock among themselves, so READER is only ever the
- *     lock holder's, and the unlock reopens what it set.
  * SHUT is for good: once a context was read while entered elsewhere, its
  * owner takes the lock for every change, as it always did, and later
  * readers need no barrier.  So a context costs at most one membarrier in
@@ -107,24 +111,36 @@ static int entered_here(const ctx_context_t *ctx) {
     return 0;
 }
 
-void ctx__context_lock(ctx_context_t *ctx) {
-    ctx__gate_decide(); /* cheap once done; an owner past a gate decided before */
-    ctx__spin_lock(&ctx->lock);
-    if (atomic_load_explicit(&ctx__gate_mode, memory_order_relaxed) != CTX__GATES_OPEN ||
-        atomic_load_explicit(&ctx->gate, memory_order_relaxed) == CTX__GATE_SHUT ||
-        entered_here(ctx))
+/* Takes the lock; returns the word as it was (HELD clear). */
+static int lock_word(ctx_context_t *ctx) {
+    int w = 0; /* the likeliest: a context nobody shut and nobody holds */
+    while (!atomic_compare_exchange_weak_explicit(&ctx->lock, &w, w | CTX__LOCK_HELD,
+                                                  memory_order_seq_cst, memory_order_relaxed)) {
+        while (w & CTX__LOCK_HELD) {
+            sched_yield(); /* the holder may be descheduled */
+            w = atomic_load_explicit(&ctx->lock, memory_order_relaxed);
+        }
+    }
+    return w;
+}
+
+void ctx__context_lock_word(ctx_context_t *ctx) { (void)lock_word(ctx); }
+
+void ctx__context_lock_slow(ctx_context_t *ctx, int held) {
+    if (!held) {
+        int w = lock_word(ctx);
+        /* No owner past the gate now, nor from now on while this is held: */
+        if ((w & CTX__LOCK_SHUT) ||
+            !(atomic_load_explicit(&ctx->state, memory_order_seq_cst) & CTX__ENTERED))
+            return;
+    }
+    if (entered_here(ctx))
         return;
-    atomic_store_explicit(&ctx->gate, CTX__GATE_READER, memory_order_seq_cst);
-    if (!(atomic_load_explicit(&ctx->state, memory_order_seq_cst) & CTX__ENTERED))
-        return; /* no owner: one that enters from now on sees READER */
-    atomic_store_explicit(&ctx->gate, CTX__GATE_SHUT, memory_order_seq_cst);
+    ctx__gate_decide(); /* an owner past a gate decided before it entered */
+    if (atomic_load_explicit(&ctx__gate_mode, memory_order_relaxed) != CTX__GATES_OPEN)
+        return;
+    atomic_store_explicit(&ctx->lock, CTX__LOCK_HELD | CTX__LOCK_SHUT, memory_order_relaxed);
     heavy_barrier();
     while (atomic_load_explicit(&ctx->writing, memory_order_acquire))
         sched_yield(); /* the owner may have been descheduled mid-change */
-}
-
-void ctx__context_unlock(ctx_context_t *ctx) {
-    if (atomic_load_explicit(&ctx->gate, memory_order_relaxed) == CTX__GATE_READER)
-        atomic_store_explicit(&ctx->gate, CTX__GATE_OPEN, memory_order_release);
-    ctx__spin_unlock(&ctx->lock);
 }
