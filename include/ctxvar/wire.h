@@ -70,7 +70,9 @@
  *            its own: a root (the remote caller's time, which nothing in
  *            this process can extend or cancel) whose deadline is now + t
  *            (t = 0, sent for an expired deadline, makes a scope born
- *            cancelled with CTX_EDEADLINE).  Code that runs in the context
+ *            cancelled with CTX_EDEADLINE; a t so large that now + t
+ *            overflows, past 292 years of nanoseconds, a scope without a
+ *            deadline, as gRPC reads it: no time limit).  Code that runs in the context
  *            (ctx_context_run, a NATS handler), and every copy of it (pool
  *            tasks, loop tasks, ...), sees ctx_cancel_check() turn
  *            CTX_EDEADLINE when the caller's time is up.
