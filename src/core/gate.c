@@ -8,7 +8,7 @@
  * same context at any time (ctx_context_get, length, copy, iteration, a
  * cancellation check), so a change and a read must not overlap.  The lock
  * did that, and cost the owner two locked instructions per ctx_var_set
- * (about a third of a set+reset of a static variable) to guard against
+ * (a quarter of a set+reset of a static variable) to guard against
  * readers that most contexts never have.  So the owner goes through a gate
  * instead, and a reader shuts it.  The gate is the lock word itself: the
  * owner passes while the word is 0 (nobody holds the lock, nobody shut
