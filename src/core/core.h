@@ -140,10 +140,11 @@ struct ctx_context {
 
 /* Sets the entered flag and adds `refs` * CTX__REF in one operation: 0, or
  * CTX_EENTERED if the flag was set already (nothing changed).  Always a
- * compare-and-swap (seq_cst: gate.c relies on it), even when the state shows a single reference: the
- * holder of that reference may share the pointer with other threads (a
- * context is borrowed, not retained, by whoever its holder lets use it),
- * so one reference does not mean one thread. */
+ * compare-and-swap (seq_cst: gate.c relies on it), even when the state
+ * shows a single reference: the holder of that reference may share the
+ * pointer with other threads (a context is borrowed, not retained, by
+ * whoever its holder lets use it), so one reference does not mean one
+ * thread. */
 static inline int ctx__context_claim(ctx_context_t *ctx, size_t refs) {
     size_t s = atomic_load_explicit(&ctx->state, memory_order_relaxed);
     do {
@@ -243,9 +244,12 @@ static inline ctx_var_t *ctx__box_var(const ctx__box_t *box) {
 /* The lock word's bits (gate.c). */
 enum { CTX__LOCK_HELD = 1, CTX__LOCK_SHUT = 2 };
 
-/* Takes and gives back the lock word's HELD bit, keeping SHUT: a spinlock
- * held for a few hundred nanoseconds at most (one map operation). */
-void ctx__context_lock_word(ctx_context_t *ctx);
+/* The lock word as a spinlock, held for a few hundred nanoseconds at most
+ * (one map operation): sets HELD (waiting while another holder has it),
+ * keeping SHUT, and returns the word as it was; ctx__context_unlock clears
+ * HELD.  The owner's way to the lock; readers go through
+ * ctx__context_lock. */
+int ctx__context_lock_word(ctx_context_t *ctx);
 static inline void ctx__context_unlock(ctx_context_t *ctx) {
     int w = atomic_load_explicit(&ctx->lock, memory_order_relaxed);
     atomic_store_explicit(&ctx->lock, w & CTX__LOCK_SHUT, memory_order_release);
@@ -290,7 +294,7 @@ static inline int ctx__context_gate_pass(ctx_context_t *ctx) {
         atomic_load_explicit(&ctx__gate_mode, memory_order_relaxed) == CTX__GATES_OPEN)
         return 2;
     atomic_store_explicit(&ctx->writing, 0, memory_order_release);
-    ctx__context_lock_word(ctx);
+    (void)ctx__context_lock_word(ctx);
     return 1;
 }
 

@@ -111,8 +111,7 @@ static int entered_here(const ctx_context_t *ctx) {
     return 0;
 }
 
-/* Takes the lock; returns the word as it was (HELD clear). */
-static int lock_word(ctx_context_t *ctx) {
+int ctx__context_lock_word(ctx_context_t *ctx) {
     int w = 0; /* the likeliest: a context nobody shut and nobody holds */
     while (!atomic_compare_exchange_weak_explicit(&ctx->lock, &w, w | CTX__LOCK_HELD,
                                                   memory_order_seq_cst, memory_order_relaxed)) {
@@ -124,11 +123,9 @@ static int lock_word(ctx_context_t *ctx) {
     return w;
 }
 
-void ctx__context_lock_word(ctx_context_t *ctx) { (void)lock_word(ctx); }
-
 void ctx__context_lock_slow(ctx_context_t *ctx, int held) {
     if (!held) {
-        int w = lock_word(ctx);
+        int w = ctx__context_lock_word(ctx);
         /* No owner past the gate now, nor from now on while this is held: */
         if ((w & CTX__LOCK_SHUT) ||
             !(atomic_load_explicit(&ctx->state, memory_order_seq_cst) & CTX__ENTERED))

@@ -61,6 +61,34 @@ static void start_counting(void) {
     atomic_store(&released, 0);
 }
 
+/* A variable whose values are hv_t blocks. */
+static ctx_var_t *hv_var(const char *name) {
+    ctx_var_options_t o = {.size = sizeof o, .ops = &hv_ops};
+    ctx_var_t *var = NULL;
+    ASSERT_RC(ctx_var_new(name, &o, &var), 0);
+    return var;
+}
+
+/* The payload of `var`'s value in `ctx` (main thread, no one changing it). */
+static long payload_in(ctx_context_t *ctx, ctx_var_t *var) {
+    void *out = NULL;
+    ASSERT_RC(ctx_context_get(ctx, var, &out), 0);
+    return ((hv_t *)out)->payload;
+}
+
+/* Runs `first` and (if not NULL) `second` on threads of their own with
+ * `arg`, joins both, and fails on any TCHECK they failed. */
+static void two_threads(void *(*first)(void *), void *(*second)(void *), void *arg) {
+    pthread_t a, b;
+    assert_int_equal(pthread_create(&a, NULL, first, arg), 0);
+    if (second)
+        assert_int_equal(pthread_create(&b, NULL, second, arg), 0);
+    pthread_join(a, NULL);
+    if (second)
+        pthread_join(b, NULL);
+    assert_no_thread_failures();
+}
+
 /* A value seen while a reference (a copy, an iteration) holds it. */
 static int hv_ok(const void *value, long max) {
     const hv_t *v = value;
@@ -136,10 +164,7 @@ static void *reader(void *arg) {
 
 static void run_rounds(int reenter_every) {
     start_counting();
-    ctx_var_options_t o = {.size = sizeof o, .ops = &hv_ops};
-    ctx_var_t *a, *b;
-    ASSERT_RC(ctx_var_new("a", &o, &a), 0);
-    ASSERT_RC(ctx_var_new("b", &o, &b), 0);
+    ctx_var_t *a = hv_var("a"), *b = hv_var("b");
     long rounds = test_scale("CTX_TEST_ITERATIONS", 200, 10);
     long reads = 0;
     for (long n = 0; n < rounds; n++) {
@@ -148,18 +173,10 @@ static void run_rounds(int reenter_every) {
         atomic_init(&r.reads, 0);
         ASSERT_RC(ctx_context_new(&r.ctx), 0);
         ASSERT_RC(ctx_context_set(r.ctx, a, hv_new(0)), 0);
-        pthread_t to, tr;
-        assert_int_equal(pthread_create(&tr, NULL, reader, &r), 0);
-        assert_int_equal(pthread_create(&to, NULL, owner, &r), 0);
-        pthread_join(to, NULL);
-        pthread_join(tr, NULL);
-        assert_no_thread_failures();
+        two_threads(reader, owner, &r);
         /* The resets put the first value back; b keeps the last set. */
-        void *out = NULL;
-        ASSERT_RC(ctx_context_get(r.ctx, a, &out), 0);
-        assert_int_equal(((hv_t *)out)->payload, 0);
-        ASSERT_RC(ctx_context_get(r.ctx, b, &out), 0);
-        assert_int_equal(((hv_t *)out)->payload, r.changes);
+        assert_int_equal(payload_in(r.ctx, a), 0);
+        assert_int_equal(payload_in(r.ctx, b), r.changes);
         ctx_context_release(r.ctx);
         reads += atomic_load(&r.reads);
     }
@@ -225,21 +242,12 @@ static void *copy_loop(void *arg) {
 static void test_context_set_against_copies(void **state) {
     (void)state;
     start_counting();
-    ctx_var_options_t o = {.size = sizeof o, .ops = &hv_ops};
-    setter_t s = {.sets = test_scale("CTX_TEST_ITERATIONS", 20000, 20)};
+    setter_t s = {.sets = test_scale("CTX_TEST_ITERATIONS", 20000, 20), .a = hv_var("a")};
     atomic_init(&s.done, 0);
-    ASSERT_RC(ctx_var_new("a", &o, &s.a), 0);
     ASSERT_RC(ctx_context_new(&s.ctx), 0);
     ASSERT_RC(ctx_context_set(s.ctx, s.a, hv_new(0)), 0);
-    pthread_t ts, tc;
-    assert_int_equal(pthread_create(&tc, NULL, copy_loop, &s), 0);
-    assert_int_equal(pthread_create(&ts, NULL, set_loop, &s), 0);
-    pthread_join(ts, NULL);
-    pthread_join(tc, NULL);
-    assert_no_thread_failures();
-    void *out = NULL;
-    ASSERT_RC(ctx_context_get(s.ctx, s.a, &out), 0);
-    assert_int_equal(((hv_t *)out)->payload, s.sets);
+    two_threads(copy_loop, set_loop, &s);
+    assert_int_equal(payload_in(s.ctx, s.a), s.sets);
     ctx_context_release(s.ctx);
     ctx_var_release(s.a);
     assert_int_equal(atomic_load(&released), atomic_load(&made));
@@ -271,10 +279,7 @@ static void *self_reading_owner(void *arg) {
 static void test_owner_reads_itself(void **state) {
     (void)state;
     start_counting();
-    ctx_var_options_t o = {.size = sizeof o, .ops = &hv_ops};
-    ctx_var_t *a, *b;
-    ASSERT_RC(ctx_var_new("a", &o, &a), 0);
-    ASSERT_RC(ctx_var_new("b", &o, &b), 0);
+    ctx_var_t *a = hv_var("a"), *b = hv_var("b");
     long rounds = test_scale("CTX_TEST_ITERATIONS", 50, 10);
     for (long n = 0; n < rounds; n++) {
         round_t r = {.a = a, .b = b, .changes = 500};
@@ -283,14 +288,8 @@ static void test_owner_reads_itself(void **state) {
         ASSERT_RC(ctx_context_new(&r.ctx), 0);
         ASSERT_RC(ctx_context_set(r.ctx, a, hv_new(0)), 0);
         ASSERT_RC(ctx_context_set(r.ctx, b, hv_new(0)), 0);
-        pthread_t to, tr;
-        assert_int_equal(pthread_create(&to, NULL, self_reading_owner, &r), 0);
-        if (n % 2) /* every other round, another reader too */
-            assert_int_equal(pthread_create(&tr, NULL, reader, &r), 0);
-        pthread_join(to, NULL);
-        if (n % 2)
-            pthread_join(tr, NULL);
-        assert_no_thread_failures();
+        /* Every other round, another reader too. */
+        two_threads(self_reading_owner, n % 2 ? reader : NULL, &r);
         ctx_context_release(r.ctx);
     }
     ctx_var_release(a);
