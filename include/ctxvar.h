@@ -312,17 +312,17 @@ typedef struct ctx_var_options {
  * "ContextVar objects should be created at the top module level").  What
  * holds its values does not hold the variable: a counted variable (the
  * default) takes a reference for every value set, and drops it when the
- * value dies, which costs two atomic operations per value (about a fifth
+ * value dies, which costs two atomic operations per value (about a third
  * of a set+reset, and a write to a line that every thread using the
  * variable shares; docs/guide/core.md has figures); a static one does
  * not.  Everything else is the same: values, defaults, tokens, errors, and
- * ctx_var_retain/release, which still count the owners of the variable.  The rule it asks for in
- * exchange: drop the last reference only once nothing holds a value or a
- * token of it any more (after the threads using it are done; a release
- * made inside a value's release operation waits for the values dropped
- * before it, see "Values").  Dropping it earlier is undefined behaviour;
- * a library built with CTX_DEBUG aborts instead, naming the variable and
- * how many values and tokens still hold it. */
+ * ctx_var_retain/release, which still count the owners of the variable.
+ * The rule it asks for in exchange: drop the last reference only once
+ * nothing holds a value or a token of it any more (after the threads using
+ * it are done; a release made inside a value's release operation waits for
+ * the values dropped before it, see "Values").  Dropping it earlier is
+ * undefined behaviour; a library built with CTX_DEBUG aborts instead,
+ * naming the variable and how many values and tokens still hold it. */
 #define CTX_VAR_STATIC 1u
 
 /* Creates a variable named `name` (copied; used by the formatter and for
