@@ -174,7 +174,10 @@ CTX_EXPORT int ctx_wire_traceparent_format(const ctx_wire_traceparent_t *tp,
  * 00, the given flags plus CTX_WIRE_TRACE_FLAG_RANDOM (the whole trace-id
  * is random: Level 2 §3.2.2.5.2 says the flag SHOULD then be set).  Ids
  * come from a per-thread generator seeded from the operating system
- * (getrandom / /dev/urandom).  Returns 0 or CTX_EINVAL.  Any thread. */
+ * (getrandom / /dev/urandom), and seeded again in the child of a fork
+ * (fork(), _Fork() or a raw clone: a page the kernel wipes in the child
+ * tells, so a child never repeats its parent's ids).  Returns 0 or
+ * CTX_EINVAL.  Any thread. */
 CTX_EXPORT int ctx_wire_traceparent_new(uint8_t flags, ctx_wire_traceparent_t *out);
 
 /* The traceparent for an outgoing call made on behalf of `parent`: same

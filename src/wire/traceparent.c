@@ -42,109 +42,16 @@
  * unless defined) selects the version: the tests build the parser all three
  * ways, so every version meets the same cases.
  *
- * Ids: a per-thread xoshiro256** generator, seeded from getrandom() (or
- * /dev/urandom, or at worst the clock and addresses) on first use in each
- * thread and again in a forked child (the pid is remembered), so two
- * processes never share a sequence.  §3.2.2.3 asks for randomness, not for
- * cryptographic strength; all-zero ids are drawn again.
+ * Ids come from ctx__wire_random (random.c); §3.2.2.3 asks for
+ * randomness, not for cryptographic strength; all-zero ids are drawn again.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
-#include <unistd.h>
 #if defined(__SSE2__)
 #include <emmintrin.h> /* SSE2: every x86-64 */
 #endif
 
 #include "wire/wire_internal.h"
-
-/* ---- the generator ---- */
-
-typedef struct rng {
-    uint64_t s[4];
-    pid_t pid; /* 0: not seeded */
-} rng_t;
-
-static _Thread_local rng_t thread_rng;
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(rng_t *r) {
-    uint64_t result = rotl(r->s[1] * 5, 7) * 9;
-    uint64_t t = r->s[1] << 17;
-    r->s[2] ^= r->s[0];
-    r->s[3] ^= r->s[1];
-    r->s[1] ^= r->s[2];
-    r->s[0] ^= r->s[3];
-    r->s[2] ^= t;
-    r->s[3] = rotl(r->s[3], 45);
-    return result;
-}
-
-static int read_os_random(void *buf, size_t n) {
-    size_t got = 0;
-    for (int tries = 0; got < n && tries < 8; tries++) {
-        ssize_t k = getrandom((char *)buf + got, n - got, 0);
-        if (k > 0)
-            got += (size_t)k;
-        else if (k < 0 && errno != EINTR)
-            break;
-    }
-    if (got == n)
-        return 0;
-    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    for (int tries = 0; got < n && tries < 8; tries++) {
-        ssize_t k = read(fd, (char *)buf + got, n - got);
-        if (k > 0)
-            got += (size_t)k;
-        else if (k < 0 && errno != EINTR)
-            break;
-    }
-    close(fd);
-    return got == n ? 0 : -1;
-}
-
-static uint64_t splitmix(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static void rng_seed(rng_t *r, pid_t pid) {
-    uint64_t seed[4];
-    if (read_os_random(seed, sizeof seed) != 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t x = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-        x ^= (uint64_t)(uintptr_t)r ^ ((uint64_t)pid << 32);
-        for (int i = 0; i < 4; i++)
-            seed[i] = splitmix(&x);
-    }
-    memcpy(r->s, seed, sizeof seed);
-    if ((r->s[0] | r->s[1] | r->s[2] | r->s[3]) == 0)
-        r->s[0] = 1;
-    r->pid = pid;
-}
-
-void ctx__wire_random(uint8_t *out, size_t n) {
-    rng_t *r = &thread_rng;
-    pid_t pid = getpid();
-    if (r->pid != pid)
-        rng_seed(r, pid);
-    while (n > 0) {
-        uint64_t x = rng_next(r);
-        size_t k = n < 8 ? n : 8;
-        memcpy(out, &x, k);
-        out += k;
-        n -= k;
-    }
-}
 
 /* 1 if the n bytes (8 or 16 for the ids) are all zero. */
 static int all_zero(const uint8_t *p, size_t n) {
