@@ -52,13 +52,22 @@
  *                          ctx_nats_respond) / the same request/reply with
  *                          plain libnats calls and no headers.  Goal <= 1.05.
  *   nats_roundtrip_ns, nats_roundtrip_plain_ns  the two round trips
+ *   nats_roundtrip_headers_ns  plain libnats requests and replies carrying,
+ *                          set by hand, the headers ctxvar sends here (a
+ *                          traceparent with a new parent id per message,
+ *                          the three baggage members, grpc-timeout)
+ *   nats_roundtrip_headers_ratio  that / nats_roundtrip_plain_ns: what NATS
+ *                          (libnats both ways, nats-server) charges for
+ *                          the headers themselves
+ *   nats_roundtrip_vs_headers_ratio  nats_roundtrip_ns /
+ *                          nats_roundtrip_headers_ns: ctxvar's own share
  *
  * The NATS figures need nats-server (Debian: nats-server): the section
  * starts one on a free 127.0.0.1 port; without it they are left out with a
- * line on stderr.  The ratio interleaves the two variants in ABBA batches
- * (with, plain, plain, with) and takes the median of the per-round ratios,
- * so drift in the machine's speed hits both alike.  Both variants use the
- * same two connections (client, service) of ctx_nats_connect.
+ * line on stderr.  The three variants run in ABCCBA batches per round
+ * (with, plain, headers, headers, plain, with), so drift in the machine's
+ * speed hits all alike.  All use the same two connections (client,
+ * service) of ctx_nats_connect.
  *
  * Every figure is the MEDIAN of ctx_bench_rounds() rounds (bench.h; the
  * codec figures were the best of 5 runs, nats_roundtrip_ratio the median of
@@ -502,6 +511,31 @@ static void plain_responder(natsConnection *nc, natsSubscription *sub, natsMsg *
     natsMsg_Destroy(msg);
 }
 
+/* The headers a ctxvar request carries here (a traceparent with a new
+ * parent id per message, the three baggage members, the time left), set by
+ * hand: what NATS itself charges for carrying them. */
+static void set_headers_by_hand(natsMsg *m) {
+    static unsigned long long span = 1;
+    char tp[64];
+    snprintf(tp, sizeof tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-%016llx-03", span++);
+    if (natsMsgHeader_Set(m, "traceparent", tp) != NATS_OK ||
+        natsMsgHeader_Set(m, "baggage", "userId=alice,tenant=acme%20inc,region=eu-west-1") != NATS_OK ||
+        natsMsgHeader_Set(m, "grpc-timeout", "3599999m") != NATS_OK)
+        abort();
+}
+
+static void headers_responder(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *user) {
+    (void)sub, (void)user;
+    natsMsg *reply = NULL;
+    if (natsMsg_Create(&reply, natsMsg_GetReply(msg), NULL, natsMsg_GetData(msg),
+                       natsMsg_GetDataLength(msg)) != NATS_OK)
+        abort();
+    set_headers_by_hand(reply);
+    natsConnection_PublishMsg(nc, reply);
+    natsMsg_Destroy(reply);
+    natsMsg_Destroy(msg);
+}
+
 static void bench_nats(ctx_bench_t *b) {
     char url[64];
     const char *bin = ctx_example_nats_server_path();
@@ -516,7 +550,7 @@ static void bench_nats(ctx_bench_t *b) {
     ctx_var_t *vars[3];
     ctx_nats_t *cb = NULL, *sb = NULL;
     ctx_nats_sub_t *csub = NULL;
-    natsSubscription *psub = NULL;
+    natsSubscription *psub = NULL, *hsub = NULL;
     if (ctx_nats_connect(url, &client) || ctx_nats_connect(url, &service) || ctx_wire_new(&w))
         abort();
     for (int i = 0; i < 3; i++) {
@@ -526,7 +560,8 @@ static void bench_nats(ctx_bench_t *b) {
     }
     if (ctx_nats_new(client, w, &cb) || ctx_nats_new(service, w, &sb) ||
         ctx_nats_subscribe(sb, "bench.ctx", NULL, ctx_responder, NULL, &csub) ||
-        natsConnection_Subscribe(&psub, service, "bench.plain", plain_responder, NULL) != NATS_OK)
+        natsConnection_Subscribe(&psub, service, "bench.plain", plain_responder, NULL) != NATS_OK ||
+        natsConnection_Subscribe(&hsub, service, "bench.headers", headers_responder, NULL) != NATS_OK)
         abort();
     natsConnection_Flush(service);
 
@@ -543,31 +578,46 @@ static void bench_nats(ctx_bench_t *b) {
     ctx_wire_deadline_set(w, NULL, 3600ll * 1000000000);
 
     static const char body[] = "ping";
-    /* ABBA batches: with, plain, plain, with — drift hits both alike */
+    /* ABCCBA batches: with, plain, headers, headers, plain, with — drift
+     * hits all three alike */
+    enum { WITH, PLAIN, HEADERS };
+    static const int order[6] = {WITH, PLAIN, HEADERS, HEADERS, PLAIN, WITH};
     int batch = ctx_bench_quick(b) ? 25 : 200, rounds = ctx_bench_rounds(b);
-    ctx_bench_samples_t with_ns = {0}, plain_ns = {0};
+    ctx_bench_samples_t with_ns = {0}, plain_ns = {0}, headers_ns = {0};
     for (int r = -1; r < rounds; r++) { /* round -1 warms up */
-        double with = 0, plain = 0;
-        for (int part = 0; part < 4; part++) {
-            int use_ctx = part == 0 || part == 3;
+        double ns[3] = {0, 0, 0};
+        for (int part = 0; part < 6; part++) {
             uint64_t t0 = ctx_bench_now_ns();
             for (int i = 0; i < batch; i++) {
-                natsMsg *reply = NULL;
-                if (use_ctx ? ctx_nats_request(cb, "bench.ctx", body, 4, 5000, &reply, NULL) != 0
-                            : natsConnection_Request(&reply, client, "bench.plain", body, 4, 5000) != NATS_OK)
+                natsMsg *reply = NULL, *m = NULL;
+                int rc;
+                switch (order[part]) {
+                case WITH:
+                    rc = ctx_nats_request(cb, "bench.ctx", body, 4, 5000, &reply, NULL);
+                    break;
+                case PLAIN:
+                    rc = natsConnection_Request(&reply, client, "bench.plain", body, 4, 5000);
+                    break;
+                default:
+                    rc = natsMsg_Create(&m, "bench.headers", NULL, body, 4);
+                    if (rc == NATS_OK) {
+                        set_headers_by_hand(m);
+                        rc = natsConnection_RequestMsg(&reply, client, m, 5000);
+                    }
+                    natsMsg_Destroy(m);
+                    break;
+                }
+                if (rc != 0)
                     abort();
                 natsMsg_Destroy(reply);
             }
-            double ns = (double)(ctx_bench_now_ns() - t0) / batch;
-            if (use_ctx)
-                with += ns / 2;
-            else
-                plain += ns / 2;
+            ns[order[part]] += (double)(ctx_bench_now_ns() - t0) / batch / 2;
         }
         if (r < 0)
             continue;
-        ctx_bench_sample(&with_ns, with);
-        ctx_bench_sample(&plain_ns, plain);
+        ctx_bench_sample(&with_ns, ns[WITH]);
+        ctx_bench_sample(&plain_ns, ns[PLAIN]);
+        ctx_bench_sample(&headers_ns, ns[HEADERS]);
     }
     ctx_bench_put_ratio(b, "nats_roundtrip_ratio", &with_ns, &plain_ns, CTX_BENCH_AT_MOST(1.05),
                         "NATS request/reply with context both ways / without");
@@ -575,12 +625,20 @@ static void bench_nats(ctx_bench_t *b) {
                           "NATS request/reply with context propagation");
     ctx_bench_put_samples(b, "nats_roundtrip_plain_ns", &plain_ns, CTX_BENCH_NO_GOAL,
                           "the same with plain libnats, no headers");
+    ctx_bench_put_samples(b, "nats_roundtrip_headers_ns", &headers_ns, CTX_BENCH_NO_GOAL,
+                          "plain libnats with the same headers set by hand, both ways");
+    ctx_bench_put_ratio(b, "nats_roundtrip_headers_ratio", &headers_ns, &plain_ns, CTX_BENCH_NO_GOAL,
+                        "what NATS charges for the headers: by hand / none");
+    ctx_bench_put_ratio(b, "nats_roundtrip_vs_headers_ratio", &with_ns, &headers_ns, CTX_BENCH_NO_GOAL,
+                        "ctxvar's own share: with context / headers by hand");
 
     ctx_context_exit(ctx);
     ctx_context_release(ctx);
     ctx_nats_unsubscribe(csub);
     natsSubscription_Unsubscribe(psub);
     natsSubscription_Destroy(psub);
+    natsSubscription_Unsubscribe(hsub);
+    natsSubscription_Destroy(hsub);
     ctx_nats_release(cb);
     ctx_nats_release(sb);
     natsConnection_Destroy(client);
