@@ -35,8 +35,10 @@
  *   inject; time left 0: not sent
  *   publish, reply-to ...<id>
  *   wait on cond until a reply,    on_reply: find id,       wake: woken = 1,
- *     woken, mux closed, or end      reply = msg, signal      signal
- *   unlink; clear the wake-up (outside req_lock, which the wake-up takes)
+ *     woken, mux closed, or end      reply = msg, unlock,     signal
+ *                                    then signal
+ *   unlink; let a signal under way end; clear the wake-up (outside
+ *   req_lock, which the wake-up takes)
  *
  * The end of the wait is min(now + timeout, the scope's deadline).  Reaching
  * it is CTX_EDEADLINE if the deadline came first (whether or not the timer
@@ -68,6 +70,8 @@
  */
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -85,6 +89,10 @@ struct ctx__nats_pending {
     int64_t end;    /* the end of the wait: a reply after it is late */
     natsMsg *reply; /* set by on_reply */
     int woken;      /* set by the wake-up: the scope was cancelled */
+    /* 1 from the moment on_reply hands over the reply (under req_lock) to
+     * the end of its signal, which it sends after unlocking: the waiter
+     * does not destroy `cond` before it is 0 again (see on_reply). */
+    atomic_int signalling;
     int monotonic;  /* the clock of `cond` */
     pthread_cond_t cond;
 };
@@ -158,6 +166,13 @@ static ctx__nats_pending_t *find_waiter(ctx_nats_t *b, const char *subject) {
     return NULL;
 }
 
+/* The signal goes after the unlock: sent under req_lock, it would wake the
+ * waiter only for it to block on the lock this thread still holds (glibc's
+ * condition variables do not hand the mutex over), a second sleep and
+ * wake-up per request.  The waiter may see the reply as soon as the lock
+ * is released and return, so `signalling`, raised under the lock with the
+ * reply, tells it to let the signal end before it destroys the condition
+ * variable (wait_unlink). */
 static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure) {
     (void)nc, (void)sub;
     ctx_nats_t *b = closure;
@@ -168,9 +183,15 @@ static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
     if (p && !p->reply && !p->woken && ctx__monotonic_ns() < p->end) {
         p->reply = msg;
         msg = NULL;
-        pthread_cond_signal(&p->cond);
+        atomic_store_explicit(&p->signalling, 1, memory_order_relaxed);
+    } else {
+        p = NULL;
     }
     pthread_mutex_unlock(&b->req_lock);
+    if (p) {
+        pthread_cond_signal(&p->cond);
+        atomic_store_explicit(&p->signalling, 0, memory_order_release); /* last touch of p */
+    }
     if (msg) /* a reply nobody waits for any more */
         natsMsg_Destroy(msg);
 }
@@ -292,6 +313,10 @@ static int wait_unlink(ctx_nats_t *b, ctx__nats_pending_t *p, int64_t end, int p
     if (p->next)
         p->next->pprev = p->pprev;
     pthread_mutex_unlock(&b->req_lock);
+    /* A reply was handed over under the lock, with `signalling` raised;
+     * its signal may still be on its way (on_reply). */
+    while (atomic_load_explicit(&p->signalling, memory_order_acquire))
+        sched_yield();
     return why;
 }
 
@@ -343,6 +368,7 @@ static int request_in_scope(ctx_nats_t *b, ctx_cancel_scope_t *scope, const char
     if ((rc = mux_open(b)) != 0)
         return rc;
     ctx__nats_pending_t p = {.bridge = b, .end = end};
+    atomic_init(&p.signalling, 0);
     if (ctx__cond_init_monotonic(&p.cond, &p.monotonic) != 0)
         return CTX_ESYSTEM;
     if ((rc = link_waiter(b, &p)) != 0) {
