@@ -512,10 +512,16 @@ void ctx__future_finish(ctx_pool_future_t *f, int state, int error, void *result
     }
     atomic_store(&f->state, state);
     if (atomic_load(&f->waiters) > 0) {
+        /* The lock and unlock order the state's store before any waiter's
+         * check under the lock (a waiter that checked before is asleep on
+         * the condition variable by the time the lock is free); the
+         * broadcast comes after, so a woken waiter does not block at once
+         * on a lock this thread still holds (glibc does not hand the mutex
+         * over).  The stripes' condition variables live for the process. */
         struct stripe *st = stripe_of(f);
         pthread_mutex_lock(&st->lock);
-        pthread_cond_broadcast(&st->cond);
         pthread_mutex_unlock(&st->lock);
+        pthread_cond_broadcast(&st->cond);
     }
 
     ctx__done_cb_t *list = atomic_exchange_explicit(&f->callbacks, CTX__CB_DONE,
