@@ -14,15 +14,20 @@
  * decides when to seed again:
  *
  *   wipe page   one page mapped at the first seeding with
- *               madvise(MADV_WIPEONFORK) (Linux 4.14), holding the word
- *               `armed` = 1.  The kernel hands a child of any fork — fork(),
- *               _Fork(), a raw clone without CLONE_VM — that page zeroed.  A
- *               draw reads the word (a relaxed load of a line nobody writes):
- *               0 means this process has not seeded since it was made, so
- *               the thread seeds and arms the word again.  Only the forking
- *               thread exists in a child, and threads made there start with
- *               unseeded state, so one word serves the whole process.
- *               (BoringSSL's fork detection works the same way.)
+ *               madvise(MADV_WIPEONFORK) (Linux 4.14), holding the
+ *               process's generation: a random value, never 0, set by the
+ *               first seeding of each process.  The kernel hands a child of
+ *               any fork — fork(), _Fork(), a raw clone without CLONE_VM —
+ *               that page zeroed.  Each generator remembers the generation
+ *               it was seeded under, and a draw compares it with the page's
+ *               (a relaxed load of a line nobody writes): another value
+ *               means the generator was seeded in an ancestor, so it seeds
+ *               again, and whichever thread of the child seeds first sets
+ *               the child's generation (a compare-and-swap from 0).  A
+ *               plain "seeded here" flag would not do: a thread made in the
+ *               child could set it before the forking thread, which holds
+ *               its parent's state, draws again.  (BoringSSL detects forks
+ *               with such a page too.)
  *   pid         where the page cannot be had (an older kernel, mmap
  *               failing), the thread remembers the pid it seeded under and
  *               compares it with getpid() on every draw: correct, but a
@@ -50,13 +55,15 @@
 typedef struct rng {
     uint64_t s[4];
     int seeded;
-    pid_t pid; /* the pid check: the process it was seeded in */
+    uint64_t gen; /* the page's generation when seeded */
+    pid_t pid;    /* the pid check: the process it was seeded in */
 } rng_t;
 
 static _Thread_local rng_t thread_rng;
 
-/* NULL: no wipe page, the pid check is used. */
-static atomic_int *wipe_word;
+/* The process's generation, on the wipe page; NULL: no page, the pid check
+ * is used. */
+static atomic_uint_fast64_t *wipe_gen;
 static pthread_once_t wipe_once = PTHREAD_ONCE_INIT;
 
 static void wipe_map(void) {
@@ -71,8 +78,7 @@ static void wipe_map(void) {
         munmap(p, (size_t)page);
         return;
     }
-    wipe_word = p;
-    atomic_store_explicit(wipe_word, 1, memory_order_relaxed);
+    wipe_gen = p; /* 0: no generator seeded in this process yet */
 #endif
 }
 
@@ -139,16 +145,23 @@ static void rng_seed(rng_t *r) {
         r->s[0] = 1;
     r->pid = pid;
     r->seeded = 1;
-    if (wipe_word)
-        atomic_store_explicit(wipe_word, 1, memory_order_relaxed);
+    if (wipe_gen) {
+        /* The first seeding of this process names its generation: a value
+         * from the fresh seed (never 0), which an ancestor's generation
+         * matches with a chance of 2^-64. */
+        uint64_t mine = (seed[0] ^ (seed[3] << 1)) | 1, none = 0;
+        atomic_compare_exchange_strong_explicit(wipe_gen, &none, mine, memory_order_relaxed,
+                                                memory_order_relaxed);
+        r->gen = atomic_load_explicit(wipe_gen, memory_order_relaxed);
+    }
 }
 
 /* 1 if `r` was seeded in this process (see the essay). */
 static inline int rng_valid(const rng_t *r) {
     if (!r->seeded)
         return 0;
-    if (wipe_word) /* set before the first seeding, never changed */
-        return atomic_load_explicit(wipe_word, memory_order_relaxed) != 0;
+    if (wipe_gen) /* set before the first seeding, never changed */
+        return atomic_load_explicit(wipe_gen, memory_order_relaxed) == r->gen;
     return r->pid == getpid();
 }
 

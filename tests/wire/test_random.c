@@ -4,7 +4,8 @@
  * starts with a copy of its parent's generator state, so without fork
  * detection it would draw exactly the ids its parent draws next.  Each test
  * seeds the thread's generator, forks, and compares the child's next ids
- * (sent back through a pipe) with the parent's next ids.  Run against the
+ * (sent back through a pipe) with the parent's next ids — also when a
+ * thread made in the child draws before the forking thread.  Run against the
  * wipe page (the default build) and, built again from the same source with
  * CTX_WIRE_RANDOM_PID_CHECK (tests/wire/CMakeLists.txt), against the getpid
  * check that stands in where the page cannot be had.
@@ -38,11 +39,23 @@ static void draw(uint8_t out[IDS][8]) {
 
 typedef pid_t (*fork_fn)(void);
 
+static void *draw_thread(void *arg);
+
+/* In a child: a thread made there draws first, then the forking thread,
+ * whose generator still holds its parent's state, draws. */
+static void draw_after_a_new_thread(uint8_t out[IDS][8]) {
+    uint8_t theirs[IDS][8];
+    pthread_t t;
+    if (pthread_create(&t, NULL, draw_thread, theirs) != 0 || pthread_join(t, NULL) != 0)
+        _exit(4);
+    draw(out);
+}
+
 /* Forks with `fn`; the child draws IDS ids and writes them to a pipe; the
  * parent draws as many and asserts that no id of one is an id of the
  * other.  Then the child of a child: a second fork from a child that has
  * already seeded again. */
-static void check_fork(fork_fn fn, int depth) {
+static void check_fork(fork_fn fn, int depth, int thread_first) {
     uint8_t before[IDS][8];
     draw(before); /* seeded in this process */
     int p[2];
@@ -52,7 +65,10 @@ static void check_fork(fork_fn fn, int depth) {
     if (pid == 0) {
         close(p[0]);
         uint8_t mine[IDS][8];
-        draw(mine);
+        if (thread_first)
+            draw_after_a_new_thread(mine);
+        else
+            draw(mine);
         int ok = write(p[1], mine, sizeof mine) == (ssize_t)sizeof mine;
         close(p[1]);
         if (ok && depth > 1) { /* the grandchild against this child */
@@ -92,7 +108,12 @@ static void check_fork(fork_fn fn, int depth) {
 
 static void test_fork_draws_new_ids(void **state) {
     (void)state;
-    check_fork(fork, 2);
+    check_fork(fork, 2, 0);
+}
+
+static void test_fork_thread_of_the_child_draws_first(void **state) {
+    (void)state;
+    check_fork(fork, 1, 1);
 }
 
 #if defined(TEST_UNDER_FORK_WITHOUT_HANDLERS)
@@ -100,7 +121,7 @@ static pid_t plain_fork(void) { return _Fork(); }
 
 static void test_fork_without_handlers_draws_new_ids(void **state) {
     (void)state;
-    check_fork(plain_fork, 1);
+    check_fork(plain_fork, 1, 0);
 }
 #endif
 
@@ -126,6 +147,7 @@ static void test_threads_draw_their_own_ids(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fork_draws_new_ids),
+        cmocka_unit_test(test_fork_thread_of_the_child_draws_first),
 #if defined(TEST_UNDER_FORK_WITHOUT_HANDLERS)
         cmocka_unit_test(test_fork_without_handlers_draws_new_ids),
 #endif
