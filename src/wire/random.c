@@ -148,7 +148,7 @@ static void rng_seed(rng_t *r) {
     if (wipe_gen) {
         /* The first seeding of this process names its generation: a value
          * from the fresh seed (never 0), which an ancestor's generation
-         * matches with a chance of 2^-64. */
+         * matches with a chance of 2^-63. */
         uint64_t mine = (seed[0] ^ (seed[3] << 1)) | 1, none = 0;
         atomic_compare_exchange_strong_explicit(wipe_gen, &none, mine, memory_order_relaxed,
                                                 memory_order_relaxed);
