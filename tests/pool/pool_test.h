@@ -109,6 +109,24 @@ static inline void short_nap(void) {
     nanosleep(&ts, NULL);
 }
 
+/* The failing allocator's count of live blocks once the workers hold
+ * still.  A worker finishes a task after its future became final (it drops
+ * its record and the task's references then), so right after a wait the
+ * count may still fall, on another thread; an allocation-failure sweep that
+ * compares counts around one call reads them with this.  Waits until the
+ * count holds for 5 naps in a row (bounded: a count that never settles
+ * fails the test's comparison instead of hanging). */
+static inline long pool_test_settled_blocks(void) {
+    long last = ctx_test_alloc_live_blocks();
+    for (int still = 0, i = 0; still < 5 && i < 10000; i++) {
+        short_nap();
+        long now = ctx_test_alloc_live_blocks();
+        still = now == last ? still + 1 : 0;
+        last = now;
+    }
+    return last;
+}
+
 /* Waits (without a deadline: ctest's timeout is the backstop) until `n`
  * threads have arrived at the gate. */
 static inline void gate_await_arrivals(gate_t *g, int n) {

@@ -513,7 +513,7 @@ static void test_scoped_submit_out_of_memory(void **state) {
         long failures = 0;
         for (long n = 1;; n++) {
             assert_true(n < 100);
-            long live = ctx_test_alloc_live_blocks();
+            long live = pool_test_settled_blocks();
             ctx_pool_future_t *f = NULL;
             ctx_test_alloc_fail_nth(n);
             int rc = ctx_pool_submit_ex(pool, task_stamp, &s, &so, with_future ? &f : NULL);

@@ -446,7 +446,7 @@ static void test_group_out_of_memory(void **state) {
     long failures = 0;
     for (long n = 1;; n++) {
         assert_true(n < 100);
-        long live = ctx_test_alloc_live_blocks();
+        long live = pool_test_settled_blocks();
         ctx_test_alloc_fail_nth(n);
         int rc = ctx_pool_group_new(pool, NULL, &g);
         int fired = ctx_test_alloc_fired();
@@ -471,7 +471,7 @@ static void test_group_out_of_memory(void **state) {
         failures = 0;
         for (long n = 1;; n++) {
             assert_true(n < 100);
-            long live = ctx_test_alloc_live_blocks();
+            long live = pool_test_settled_blocks();
             ctx_pool_future_t *f = NULL;
             ctx_test_alloc_fail_nth(n);
             int rc = ctx_pool_group_submit(g, task_return, &p, &so, with_future ? &f : NULL);
