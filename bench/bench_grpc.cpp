@@ -31,7 +31,18 @@
  *                            with a new parent id per call, the baggage):
  *                            what gRPC charges for the metadata itself
  *   grpc_roundtrip_vs_headers_ratio  grpc_roundtrip_ns /
- *                            grpc_roundtrip_headers_ns: ctxvar's own share
+ *                            grpc_roundtrip_headers_ns: ctxvar's share and
+ *                            gRPC's interceptor machinery together
+ *   grpc_roundtrip_noop_headers_ns  the no-op side (interceptors that only
+ *                            proceed) with the same headers added by hand:
+ *                            what gRPC charges for carrying the context
+ *                            this way, none of ctxvar's work
+ *   grpc_roundtrip_noop_headers_ratio  that / grpc_roundtrip_plain_ns: the
+ *                            floor under grpc_roundtrip_ratio
+ *   grpc_roundtrip_vs_noop_headers_ratio  grpc_roundtrip_ns /
+ *                            grpc_roundtrip_noop_headers_ns: ctxvar's own
+ *                            share (capture, inject, extract, the scopes,
+ *                            Handle)
  *   grpc_roundtrip_cpu_ns, grpc_roundtrip_cpu_plain_ns, grpc_roundtrip_cpu_ratio
  *                            the CPU time of the process per call (client,
  *                            server and every gRPC thread: its pollers
@@ -54,7 +65,7 @@
  * one), which bounds what the ratios can resolve.
  *
  * Each round makes a batch of calls one after the other, on a connection
- * made before the rounds; the three contenders run in interleaved rounds
+ * made before the rounds; the contenders run in interleaved rounds
  * and the figures are medians, the ratios ratios of the medians (bench.h).
  */
 #include <chrono>
@@ -280,11 +291,10 @@ double RoundPlain(void *arg) {
     return ns;
 }
 
-/* CallsWithout on the plain side, with the with-side's headers added by
- * hand: the same traceparent shape (a new parent id per call, as a new
- * span would have) and the same baggage. */
-double RoundHeaders(void *arg) {
-    auto *b = static_cast<Bench *>(arg);
+/* CallsWithout on `side`, with the with-side's headers added by hand: the
+ * same traceparent shape (a new parent id per call, as a new span would
+ * have) and the same baggage. */
+double CallsWithHeaders(Bench *b, Side *side) {
     static unsigned long long span = 1;
     uint64_t t0 = ctx_bench_now_ns();
     for (long i = 0; i < b->calls; i++) {
@@ -295,10 +305,20 @@ double RoundHeaders(void *arg) {
         cc.AddMetadata("traceparent", tp);
         cc.AddMetadata("baggage", "tenant=acme");
         EchoReply reply;
-        if (!b->plain.stub->Call(&cc, b->request, &reply).ok())
+        if (!side->stub->Call(&cc, b->request, &reply).ok())
             b->failures++;
     }
     return static_cast<double>(ctx_bench_now_ns() - t0) / static_cast<double>(b->calls);
+}
+
+double RoundHeaders(void *arg) {
+    auto *b = static_cast<Bench *>(arg);
+    return CallsWithHeaders(b, &b->plain);
+}
+
+double RoundNoopHeaders(void *arg) {
+    auto *b = static_cast<Bench *>(arg);
+    return CallsWithHeaders(b, &b->noop);
 }
 
 double RoundSyncWith(void *arg) {
@@ -370,13 +390,15 @@ void Run(ctx_bench_t *bench) {
         Start(&b.sync_plain, nullptr, false, true, PlainChannel, nullptr) != 0) {
         fprintf(stderr, "ctxvar_bench: grpc: could not set up the servers; section skipped\n");
     } else {
-        ctx_bench_contender_t c[6] = {{"grpc with context", RoundWith, &b, {}},
+        ctx_bench_contender_t c[7] = {{"grpc with context", RoundWith, &b, {}},
                                       {"grpc plain", RoundPlain, &b, {}},
                                       {"grpc no-op interceptors", RoundNoop, &b, {}},
                                       {"grpc plain with the headers", RoundHeaders, &b, {}},
                                       {"grpc sync with context", RoundSyncWith, &b, {}},
-                                      {"grpc sync plain", RoundSyncPlain, &b, {}}};
-        ctx_bench_interleave(bench, c, 6);
+                                      {"grpc sync plain", RoundSyncPlain, &b, {}},
+                                      {"grpc no-op interceptors with the headers",
+                                       RoundNoopHeaders, &b, {}}};
+        ctx_bench_interleave(bench, c, 7);
         if (b.failures)
             fprintf(stderr, "ctxvar_bench: grpc: %ld calls failed\n", b.failures);
         ctx_bench_put_samples(bench, "grpc_roundtrip_ns", &c[0].samples, CTX_BENCH_NO_GOAL,
@@ -393,6 +415,14 @@ void Run(ctx_bench_t *bench) {
                               "the plain call with the same headers added by hand");
         ctx_bench_put_ratio(bench, "grpc_roundtrip_vs_headers_ratio", &c[0].samples, &c[3].samples,
                             CTX_BENCH_NO_GOAL, "with context / plain with the same headers");
+        ctx_bench_put_samples(bench, "grpc_roundtrip_noop_headers_ns", &c[6].samples,
+                              CTX_BENCH_NO_GOAL, "no-op interceptors, the same headers by hand");
+        ctx_bench_put_ratio(bench, "grpc_roundtrip_noop_headers_ratio", &c[6].samples,
+                            &c[1].samples, CTX_BENCH_NO_GOAL,
+                            "gRPC's cost of carrying the context this way / plain");
+        ctx_bench_put_ratio(bench, "grpc_roundtrip_vs_noop_headers_ratio", &c[0].samples,
+                            &c[6].samples, CTX_BENCH_NO_GOAL,
+                            "with context / no-op interceptors with the headers: ctxvar's share");
         ctx_bench_put_samples(bench, "grpc_roundtrip_sync_ns", &c[4].samples, CTX_BENCH_NO_GOAL,
                               "unary call to a sync server, client interceptor + Handle");
         ctx_bench_put_samples(bench, "grpc_roundtrip_sync_plain_ns", &c[5].samples,
