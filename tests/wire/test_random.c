@@ -72,8 +72,6 @@ static void check_fork(fork_fn fn, int depth, int thread_first) {
         int ok = write(p[1], mine, sizeof mine) == (ssize_t)sizeof mine;
         close(p[1]);
         if (ok && depth > 1) { /* the grandchild against this child */
-            uint8_t again[IDS][8];
-            draw(again);
             int q[2];
             if (pipe(q) != 0)
                 _exit(2);
